@@ -1,1 +1,201 @@
-//! placeholder
+//! Test harness: starts the real `prognos` binary on free ports with a temporary data dir and
+//! hands out connection strings for real clients.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Path of the `prognos` binary: `$PROGNOS_BIN`, else next to the test executable's folder.
+pub fn prognos_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("PROGNOS_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target profile dir");
+    dir.join("prognos")
+}
+
+/// A running server process.
+#[derive(Debug)]
+pub struct Server {
+    child: Option<Child>,
+    /// Data directory (kept across restarts of the same `Server`).
+    pub data_dir: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+    /// Postgres address.
+    pub pg: SocketAddr,
+    /// Flight SQL address.
+    pub flight: SocketAddr,
+    /// HTTP address.
+    pub http: SocketAddr,
+    extra_env: Vec<(String, String)>,
+    demo: bool,
+}
+
+impl Server {
+    /// Start on a fresh temporary data dir without demo data.
+    pub fn start() -> Server {
+        Self::start_with(false, Vec::new())
+    }
+
+    /// Start on a fresh temporary data dir with the demo data loaded.
+    pub fn start_with_demo() -> Server {
+        Self::start_with(true, Vec::new())
+    }
+
+    /// Start with options and extra environment variables (e.g. `PROGNOS__S3__ENDPOINT`).
+    pub fn start_with(demo: bool, extra_env: Vec<(String, String)>) -> Server {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let data_dir = tmp.path().join("data");
+        let mut s = Server {
+            child: None,
+            data_dir,
+            _tmp: Some(tmp),
+            pg: "127.0.0.1:0".parse().expect("addr"),
+            flight: "127.0.0.1:0".parse().expect("addr"),
+            http: "127.0.0.1:0".parse().expect("addr"),
+            extra_env,
+            demo,
+        };
+        s.spawn();
+        s
+    }
+
+    fn spawn(&mut self) {
+        let mut cmd = Command::new(prognos_bin());
+        cmd.arg("serve")
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .args(["--pg-listen", "127.0.0.1:0"])
+            .args(["--flight-listen", "127.0.0.1:0"])
+            .args(["--http-listen", "127.0.0.1:0"])
+            .env("PROGNOS_LOG", std::env::var("PROGNOS_LOG").unwrap_or_else(|_| "warn".into()))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        if !self.demo {
+            cmd.arg("--no-demo");
+        }
+        for (k, v) in &self.extra_env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", prognos_bin().display()));
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            if let Some(Ok(line)) = lines.next() {
+                let _ = tx.send(line);
+            }
+            // Keep draining so the child never blocks on a full pipe.
+            for _ in lines {}
+        });
+        let line = rx
+            .recv_timeout(Duration::from_secs(120))
+            .expect("server did not report readiness");
+        for part in line.split_whitespace() {
+            if let Some((k, v)) = part.split_once('=') {
+                let addr: SocketAddr = v.parse().expect("bound address");
+                match k {
+                    "pg" => self.pg = addr,
+                    "flight" => self.flight = addr,
+                    "http" => self.http = addr,
+                    _ => {}
+                }
+            }
+        }
+        self.child = Some(child);
+    }
+
+    /// libpq-style connection string.
+    pub fn pg_conn_str(&self) -> String {
+        format!(
+            "host={} port={} user=prognos dbname=prognos",
+            self.pg.ip(),
+            self.pg.port()
+        )
+    }
+
+    /// `postgresql://` URL.
+    pub fn pg_url(&self) -> String {
+        format!("postgresql://prognos@{}:{}/prognos", self.pg.ip(), self.pg.port())
+    }
+
+    /// Connect with tokio-postgres (the connection task is spawned on the current runtime).
+    pub async fn connect(&self) -> tokio_postgres::Client {
+        let (client, conn) = tokio_postgres::connect(&self.pg_conn_str(), tokio_postgres::NoTls)
+            .await
+            .expect("connect");
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        client
+    }
+
+    /// Process id of the server.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    }
+
+    /// Stop with SIGKILL (no chance to clean up) and start again on the same data dir.
+    pub fn kill_and_restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    /// Graceful stop (SIGTERM) and start again on the same data dir.
+    pub fn restart(&mut self) {
+        self.terminate();
+        self.spawn();
+    }
+
+    /// SIGKILL.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait up to 20 s; returns the exit status success.
+    pub fn terminate(&mut self) -> bool {
+        let Some(mut c) = self.child.take() else {
+            return false;
+        };
+        let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = c.try_wait() {
+                return status.success();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = c.kill();
+        let _ = c.wait();
+        false
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Directory of the shared datasets (`../shared/data` beside the checkout), if present.
+pub fn shared_data_dir() -> Option<PathBuf> {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let candidate = manifest.join("../../shared/data");
+    candidate.exists().then_some(candidate)
+}

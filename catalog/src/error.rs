@@ -1,0 +1,34 @@
+//! Errors of the catalog.
+
+use thiserror::Error;
+
+/// Result alias for catalog operations.
+pub type CatalogResult<T> = Result<T, CatalogError>;
+
+/// What can go wrong while reading or changing the catalog.
+#[derive(Debug, Error)]
+pub enum CatalogError {
+    /// A table of that name already exists.
+    #[error("relation \"{0}\" already exists")]
+    TableExists(String),
+    /// No table of that name exists.
+    #[error("relation \"{0}\" does not exist")]
+    TableNotFound(String),
+    /// The catalog file is unreadable.
+    #[error("catalog file '{path}' is corrupt: {reason}")]
+    Corrupt {
+        /// Path of the catalog file.
+        path: String,
+        /// What was wrong.
+        reason: String,
+    },
+    /// Storage failed underneath.
+    #[error(transparent)]
+    Storage(#[from] prognos_storage::StorageError),
+    /// Local file-system error.
+    #[error("io error: {0}")]
+    Io(#[from] std::io::Error),
+    /// JSON encoding failed.
+    #[error("json error: {0}")]
+    Json(#[from] serde_json::Error),
+}

@@ -1,0 +1,233 @@
+//! The durable catalog file.
+//!
+//! `catalog.json` lists every table with enough information to rebuild it at start-up: managed
+//! tables by their storage root, external tables by the `CREATE EXTERNAL TABLE` text that created
+//! them (replayed on start), views by their `CREATE VIEW` text. The file is replaced atomically
+//! (write a temporary file, fsync, rename), so a crash leaves either the old or the new catalog.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{CatalogError, CatalogResult};
+
+/// On-disk format version of `catalog.json`.
+pub const CATALOG_FORMAT_VERSION: u32 = 1;
+
+/// How a table is stored.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum TableKind {
+    /// Parquet files under the data dir managed by prognos; `root` is relative to the data dir.
+    Managed {
+        /// Table root relative to the data dir, e.g. `tables/public/sales`.
+        root: String,
+    },
+    /// Data owned elsewhere (local path, S3, HDFS); re-created by replaying `sql`.
+    External {
+        /// The `CREATE EXTERNAL TABLE` statement as the user wrote it.
+        sql: String,
+    },
+    /// A view; re-created by replaying `sql`.
+    View {
+        /// The `CREATE VIEW` statement as the user wrote it.
+        sql: String,
+    },
+}
+
+/// One table in the catalog.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TableEntry {
+    /// Schema (namespace) name.
+    pub schema: String,
+    /// Table name.
+    pub name: String,
+    /// Storage kind.
+    #[serde(flatten)]
+    pub kind: TableKind,
+    /// RFC 3339 creation time.
+    pub created_at: String,
+}
+
+/// Contents of `catalog.json`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CatalogFile {
+    /// Format version (see [`CATALOG_FORMAT_VERSION`]).
+    pub format_version: u32,
+    /// Tables keyed by `schema.name`.
+    pub tables: BTreeMap<String, TableEntry>,
+}
+
+impl Default for CatalogFile {
+    fn default() -> Self {
+        Self {
+            format_version: CATALOG_FORMAT_VERSION,
+            tables: BTreeMap::new(),
+        }
+    }
+}
+
+/// The catalog file of a data dir, with serialised updates.
+#[derive(Debug)]
+pub struct PersistentCatalog {
+    path: PathBuf,
+    state: Mutex<CatalogFile>,
+}
+
+fn key(schema: &str, name: &str) -> String {
+    format!("{schema}.{name}")
+}
+
+impl PersistentCatalog {
+    /// Open (or create) the catalog of `data_dir`.
+    pub fn open(data_dir: &Path) -> CatalogResult<Self> {
+        std::fs::create_dir_all(data_dir)?;
+        let path = data_dir.join("catalog.json");
+        let state = match std::fs::read(&path) {
+            Ok(bytes) => {
+                let file: CatalogFile =
+                    serde_json::from_slice(&bytes).map_err(|e| CatalogError::Corrupt {
+                        path: path.display().to_string(),
+                        reason: e.to_string(),
+                    })?;
+                if file.format_version > CATALOG_FORMAT_VERSION {
+                    return Err(CatalogError::Corrupt {
+                        path: path.display().to_string(),
+                        reason: format!(
+                            "format {} is newer than this release understands ({CATALOG_FORMAT_VERSION})",
+                            file.format_version
+                        ),
+                    });
+                }
+                file
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => CatalogFile::default(),
+            Err(e) => return Err(e.into()),
+        };
+        Ok(Self {
+            path,
+            state: Mutex::new(state),
+        })
+    }
+
+    /// Whether the catalog has no tables at all (a fresh data dir).
+    pub fn is_empty(&self) -> bool {
+        self.lock().tables.is_empty()
+    }
+
+    /// Every table, in name order.
+    pub fn entries(&self) -> Vec<TableEntry> {
+        self.lock().tables.values().cloned().collect()
+    }
+
+    /// Look one table up.
+    pub fn get(&self, schema: &str, name: &str) -> Option<TableEntry> {
+        self.lock().tables.get(&key(schema, name)).cloned()
+    }
+
+    /// Add a table and persist; fails if it exists unless `replace`.
+    pub fn insert(&self, entry: TableEntry, replace: bool) -> CatalogResult<()> {
+        let mut state = self.lock();
+        let k = key(&entry.schema, &entry.name);
+        if !replace && state.tables.contains_key(&k) {
+            return Err(CatalogError::TableExists(k));
+        }
+        let mut next = state.clone();
+        next.tables.insert(k, entry);
+        self.write(&next)?;
+        *state = next;
+        Ok(())
+    }
+
+    /// Remove a table and persist; returns the removed entry.
+    pub fn remove(&self, schema: &str, name: &str) -> CatalogResult<Option<TableEntry>> {
+        let mut state = self.lock();
+        let mut next = state.clone();
+        let removed = next.tables.remove(&key(schema, name));
+        if removed.is_some() {
+            self.write(&next)?;
+            *state = next;
+        }
+        Ok(removed)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, CatalogFile> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self, file: &CatalogFile) -> CatalogResult<()> {
+        let tmp = self
+            .path
+            .with_extension(format!("json.tmp-{}", std::process::id()));
+        {
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(&serde_json::to_vec_pretty(file)?)?;
+            f.sync_all()?;
+        }
+        std::fs::rename(&tmp, &self.path)?;
+        if let Some(dir) = self.path.parent() {
+            if let Ok(d) = std::fs::File::open(dir) {
+                let _ = d.sync_all();
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(name: &str) -> TableEntry {
+        TableEntry {
+            schema: "public".into(),
+            name: name.into(),
+            kind: TableKind::Managed {
+                root: format!("tables/public/{name}"),
+            },
+            created_at: "2026-01-01T00:00:00Z".into(),
+        }
+    }
+
+    #[test]
+    fn survives_reopen() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let cat = PersistentCatalog::open(dir.path()).expect("open");
+        assert!(cat.is_empty());
+        cat.insert(entry("a"), false).expect("insert");
+        cat.insert(
+            TableEntry {
+                kind: TableKind::External {
+                    sql: "CREATE EXTERNAL TABLE b STORED AS CSV LOCATION 'x'".into(),
+                },
+                ..entry("b")
+            },
+            false,
+        )
+        .expect("insert b");
+        assert!(matches!(
+            cat.insert(entry("a"), false),
+            Err(CatalogError::TableExists(_))
+        ));
+        drop(cat);
+        let cat = PersistentCatalog::open(dir.path()).expect("reopen");
+        assert_eq!(cat.entries().len(), 2);
+        cat.remove("public", "a").expect("remove");
+        let cat = PersistentCatalog::open(dir.path()).expect("reopen");
+        assert_eq!(cat.entries().len(), 1);
+        assert!(cat.get("public", "b").is_some());
+    }
+
+    #[test]
+    fn corrupt_file_is_reported() {
+        let dir = tempfile::tempdir().expect("tmp");
+        std::fs::write(dir.path().join("catalog.json"), b"{not json").expect("write");
+        assert!(matches!(
+            PersistentCatalog::open(dir.path()),
+            Err(CatalogError::Corrupt { .. })
+        ));
+    }
+}

@@ -1,0 +1,218 @@
+//! Server configuration: defaults → TOML file → `PROGNOS__SECTION__KEY` environment variables →
+//! command-line flags, each layer overriding the one before.
+//!
+//! | key | type | default | meaning |
+//! |---|---|---|---|
+//! | `data_dir` | path | `./prognos-data` | catalog, managed tables, models |
+//! | `demo_data` | bool | `true` | load the demo dataset into an empty data dir |
+//! | `pg.listen` | host:port | `127.0.0.1:5432` | Postgres wire protocol |
+//! | `flight.listen` | host:port | `127.0.0.1:50051` | Arrow Flight SQL (gRPC) |
+//! | `http.listen` | host:port | `127.0.0.1:9187` | `/health` and `/metrics` |
+//! | `engine.target_partitions` | int | CPU count | DataFusion parallelism |
+//! | `engine.batch_size` | int | `8192` | rows per Arrow batch |
+//! | `engine.memory_limit_mb` | int | `0` (none) | query memory pool size |
+//! | `s3.endpoint` … `s3.allow_http` | see `S3Settings` | unset | S3 / S3-compatible access |
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use prognos_storage::stores::S3Settings;
+use serde::{Deserialize, Serialize};
+
+/// Full server configuration.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Directory for the catalog, managed tables and models.
+    pub data_dir: PathBuf,
+    /// Load the demo dataset when the data dir has no tables.
+    pub demo_data: bool,
+    /// Postgres wire protocol frontend.
+    pub pg: ListenConfig,
+    /// Arrow Flight SQL frontend.
+    pub flight: ListenConfig,
+    /// HTTP endpoints (`/health`, `/metrics`).
+    pub http: ListenConfig,
+    /// Query engine settings.
+    pub engine: EngineConfig,
+    /// S3 access.
+    pub s3: S3Settings,
+}
+
+/// Where a frontend listens.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ListenConfig {
+    /// Socket address, `host:port`.
+    pub listen: SocketAddr,
+}
+
+/// Engine settings.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct EngineConfig {
+    /// Partitions DataFusion plans for (0 = number of CPUs).
+    pub target_partitions: usize,
+    /// Rows per Arrow batch.
+    pub batch_size: usize,
+    /// Memory pool for query execution in MiB (0 = unbounded).
+    pub memory_limit_mb: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            target_partitions: 0,
+            batch_size: 8192,
+            memory_limit_mb: 0,
+        }
+    }
+}
+
+fn listen(addr: &str) -> ListenConfig {
+    ListenConfig {
+        listen: addr.parse().unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0))),
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("./prognos-data"),
+            demo_data: true,
+            pg: listen("127.0.0.1:5432"),
+            flight: listen("127.0.0.1:50051"),
+            http: listen("127.0.0.1:9187"),
+            engine: EngineConfig::default(),
+            s3: S3Settings::default(),
+        }
+    }
+}
+
+/// Errors while loading configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file '{path}': {source}")]
+    Read {
+        /// File path.
+        path: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The TOML is invalid or has unknown keys.
+    #[error("invalid config: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Load defaults, then `file` (if any), then `PROGNOS__…` variables from `env`.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut value = toml::Value::try_from(Config::default())
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.display().to_string(),
+                source,
+            })?;
+            let overlay: toml::Value =
+                toml::from_str(&text).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+            merge(&mut value, overlay);
+        }
+        for (k, v) in env {
+            let Some(rest) = k.strip_prefix("PROGNOS__") else {
+                continue;
+            };
+            let path: Vec<String> = rest.split("__").map(|s| s.to_ascii_lowercase()).collect();
+            set_path(&mut value, &path, parse_scalar(&v));
+        }
+        value
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Invalid(e.to_string()))
+    }
+}
+
+/// Environment values are typed by their look: booleans, integers, otherwise strings.
+fn parse_scalar(v: &str) -> toml::Value {
+    if let Ok(b) = v.parse::<bool>() {
+        toml::Value::Boolean(b)
+    } else if let Ok(i) = v.parse::<i64>() {
+        toml::Value::Integer(i)
+    } else {
+        toml::Value::String(v.to_string())
+    }
+}
+
+fn merge(base: &mut toml::Value, overlay: toml::Value) {
+    match (base, overlay) {
+        (toml::Value::Table(b), toml::Value::Table(o)) => {
+            for (k, v) in o {
+                match b.get_mut(&k) {
+                    Some(existing) => merge(existing, v),
+                    None => {
+                        b.insert(k, v);
+                    }
+                }
+            }
+        }
+        (b, o) => *b = o,
+    }
+}
+
+fn set_path(value: &mut toml::Value, path: &[String], leaf: toml::Value) {
+    let Some((first, rest)) = path.split_first() else {
+        return;
+    };
+    let toml::Value::Table(t) = value else {
+        return;
+    };
+    if rest.is_empty() {
+        t.insert(first.clone(), leaf);
+    } else {
+        let child = t
+            .entry(first.clone())
+            .or_insert_with(|| toml::Value::Table(Default::default()));
+        set_path(child, rest, leaf);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layers_override_in_order() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let f = dir.path().join("p.toml");
+        std::fs::write(
+            &f,
+            "data_dir = '/tmp/a'\n[pg]\nlisten = '0.0.0.0:6000'\n[s3]\nendpoint = 'http://x'\n",
+        )
+        .expect("write");
+        let env = vec![
+            ("PROGNOS__PG__LISTEN".to_string(), "127.0.0.1:7000".to_string()),
+            ("PROGNOS__S3__ALLOW_HTTP".to_string(), "true".to_string()),
+            ("OTHER".to_string(), "x".to_string()),
+        ];
+        let c = Config::load(Some(&f), env).expect("load");
+        assert_eq!(c.data_dir, PathBuf::from("/tmp/a"));
+        assert_eq!(c.pg.listen.port(), 7000);
+        assert_eq!(c.s3.endpoint.as_deref(), Some("http://x"));
+        assert!(c.s3.allow_http);
+        assert_eq!(c.flight.listen.port(), 50051);
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let f = dir.path().join("p.toml");
+        std::fs::write(&f, "nope = 1\n").expect("write");
+        assert!(matches!(
+            Config::load(Some(&f), Vec::new()),
+            Err(ConfigError::Invalid(_))
+        ));
+    }
+}

@@ -1,0 +1,243 @@
+//! The query engine shared by every frontend.
+//!
+//! Frontends hand SQL text to [`Engine::parse`], then [`Engine::describe`] or
+//! [`Engine::execute`] each statement in a [`Session`]. The engine owns the DataFusion state,
+//! intercepts the statements prognos implements itself (managed tables, persistent DDL,
+//! Postgres session commands) and streams results as Arrow record batches; it knows nothing of
+//! wire protocols.
+
+mod copy;
+mod demo;
+mod session;
+mod statements;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::common::ScalarValue;
+use datafusion::error::DataFusionError;
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::execution::session_state::{SessionState, SessionStateBuilder};
+use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion::sql::parser::{DFParserBuilder, Statement as DFStatement};
+use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider;
+use datafusion_pg_catalog::sql::PostgresCompatibilityParser;
+use object_store::ObjectStore;
+use object_store::local::LocalFileSystem;
+use prognos_catalog::PersistentCatalog;
+use prognos_storage::stores::StoreRegistry;
+use tracing::{info, warn};
+
+pub use copy::{CopyFormat, CopyInTarget};
+pub use session::{DEFAULT_PG_SETTINGS, Session};
+
+use crate::config::Config;
+use crate::error::{ServerError, ServerResult, StatusCode};
+
+/// Name of the one catalog (database) prognos serves.
+pub const CATALOG_NAME: &str = "prognos";
+/// Default schema of new tables.
+pub const DEFAULT_SCHEMA: &str = "public";
+
+/// What a statement produced.
+pub enum Output {
+    /// A result set, streamed batch by batch.
+    Rows(SendableRecordBatchStream),
+    /// A command without a result set; `tag` is the Postgres command tag.
+    Command {
+        /// Command tag (`CREATE TABLE`, `INSERT`, …).
+        tag: String,
+        /// Rows affected, where the tag carries a count.
+        rows: Option<u64>,
+    },
+    /// `BEGIN` / `START TRANSACTION`.
+    TransactionStart(String),
+    /// `COMMIT` / `ROLLBACK`.
+    TransactionEnd(String),
+    /// `COPY … FROM STDIN`: the client sends rows next, loaded with [`Engine::copy_in`].
+    CopyIn(CopyInTarget),
+    /// `COPY … TO STDOUT`: rows to send in the given layout.
+    CopyOut {
+        /// The rows.
+        stream: SendableRecordBatchStream,
+        /// Text or CSV layout.
+        format: CopyFormat,
+    },
+}
+
+impl std::fmt::Debug for Output {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Output::Rows(s) => write!(f, "Rows({:?})", s.schema()),
+            Output::Command { tag, rows } => write!(f, "Command({tag}, {rows:?})"),
+            Output::TransactionStart(t) => write!(f, "TransactionStart({t})"),
+            Output::TransactionEnd(t) => write!(f, "TransactionEnd({t})"),
+            Output::CopyIn(t) => write!(f, "CopyIn({})", t.table),
+            Output::CopyOut { format, .. } => write!(f, "CopyOut({format:?})"),
+        }
+    }
+}
+
+/// Parameter and result shape of a statement, for `Describe` and prepared statements.
+#[derive(Debug, Clone)]
+pub struct Described {
+    /// Types of `$1..$n` as far as the planner can infer them.
+    pub params: Vec<Option<DataType>>,
+    /// Result columns, or `None` for statements that return no rows.
+    pub schema: Option<SchemaRef>,
+}
+
+/// The engine (see module docs).
+pub struct Engine {
+    base: SessionState,
+    catalog: Arc<PersistentCatalog>,
+    data_dir: PathBuf,
+    local: Arc<dyn ObjectStore>,
+    compat: PostgresCompatibilityParser,
+    ddl_lock: tokio::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("data_dir", &self.data_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Engine {
+    /// Open the data dir, restore the catalog and (on an empty data dir) load the demo data.
+    pub async fn open(config: &Config) -> ServerResult<Arc<Self>> {
+        std::fs::create_dir_all(&config.data_dir).map_err(|e| {
+            ServerError::statement(
+                StatusCode::IoError,
+                format!("cannot create data dir {}: {e}", config.data_dir.display()),
+            )
+        })?;
+        let data_dir = std::fs::canonicalize(&config.data_dir).map_err(|e| {
+            ServerError::statement(StatusCode::IoError, format!("data dir: {e}"))
+        })?;
+        let catalog = Arc::new(PersistentCatalog::open(&data_dir)?);
+
+        let mut runtime = RuntimeEnvBuilder::new()
+            .with_object_store_registry(Arc::new(StoreRegistry::new(config.s3.clone())));
+        if config.engine.memory_limit_mb > 0 {
+            runtime = runtime.with_memory_limit(config.engine.memory_limit_mb * 1024 * 1024, 1.0);
+        }
+        let runtime = runtime.build_arc()?;
+
+        let mut session_config = SessionConfig::new()
+            .with_information_schema(true)
+            .with_create_default_catalog_and_schema(true)
+            .with_default_catalog_and_schema(CATALOG_NAME, DEFAULT_SCHEMA)
+            .with_batch_size(config.engine.batch_size.max(1))
+            .set_str("datafusion.sql_parser.dialect", "PostgreSQL")
+            .set_str("datafusion.execution.time_zone", "UTC");
+        if config.engine.target_partitions > 0 {
+            session_config = session_config.with_target_partitions(config.engine.target_partitions);
+        }
+        let state = SessionStateBuilder::new()
+            .with_config(session_config)
+            .with_runtime_env(runtime)
+            .with_default_features()
+            .build();
+        let ctx = SessionContext::new_with_state(state);
+        prognos_udfs::register_all(&ctx)?;
+        datafusion_pg_catalog::setup_pg_catalog(&ctx, CATALOG_NAME, EmptyContextProvider)
+            .map_err(|e| ServerError::DataFusion(*e))?;
+
+        let engine = Arc::new(Engine {
+            base: ctx.state(),
+            catalog,
+            data_dir,
+            local: Arc::new(LocalFileSystem::new()),
+            compat: PostgresCompatibilityParser::new(),
+            ddl_lock: tokio::sync::Mutex::new(()),
+        });
+        engine.restore().await;
+        if config.demo_data && engine.catalog.is_empty() {
+            demo::load(&engine).await?;
+        }
+        Ok(engine)
+    }
+
+    /// The data directory (absolute).
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// A new session for one client connection.
+    pub fn new_session(&self) -> Session {
+        Session::new(SessionContext::new_with_state(self.base.clone()))
+    }
+
+    /// Split SQL text into statements.
+    ///
+    /// DataFusion's parser goes first (it knows `CREATE EXTERNAL TABLE`, `COPY … TO`); plain
+    /// Postgres statements then go through `datafusion-pg-catalog`'s compatibility rewriter,
+    /// which maps the catalog queries of psql, JDBC and BI tools onto what DataFusion runs.
+    pub fn parse(&self, sql: &str) -> ServerResult<Vec<DFStatement>> {
+        let sql = statements::rewrite_pg_copy_options(sql);
+        let parsed = DFParserBuilder::new(&sql)
+            .with_dialect(&PostgreSqlDialect {})
+            .build()
+            .and_then(|mut p| p.parse_statements());
+        match parsed {
+            Ok(stmts) => {
+                let stmts: Vec<DFStatement> = stmts.into_iter().collect();
+                let all_plain = stmts.iter().all(|s| matches!(s, DFStatement::Statement(_)));
+                if all_plain {
+                    if let Ok(rewritten) = self.compat.parse(&sql) {
+                        if rewritten.len() == stmts.len() {
+                            return Ok(rewritten
+                                .into_iter()
+                                .map(|s| DFStatement::Statement(Box::new(s)))
+                                .collect());
+                        }
+                    }
+                }
+                Ok(stmts)
+            }
+            Err(df_err) => match self.compat.parse(&sql) {
+                Ok(rewritten) if !rewritten.is_empty() => Ok(rewritten
+                    .into_iter()
+                    .map(|s| DFStatement::Statement(Box::new(s)))
+                    .collect()),
+                _ => Err(ServerError::DataFusion(DataFusionError::SQL(
+                    Box::new(df_err),
+                    None,
+                ))),
+            },
+        }
+    }
+
+    /// Parameter types and result schema of a statement, without running it.
+    pub async fn describe(&self, session: &Session, stmt: &DFStatement) -> ServerResult<Described> {
+        statements::describe(self, session, stmt).await
+    }
+
+    /// Run one statement with optional values for `$1..$n`.
+    pub async fn execute(
+        &self,
+        session: &Session,
+        stmt: &DFStatement,
+        params: Option<Vec<ScalarValue>>,
+    ) -> ServerResult<Output> {
+        statements::execute(self, session, stmt, params).await
+    }
+
+    /// Re-create every table of the persistent catalog. A table that cannot be restored (an
+    /// unreachable bucket, a deleted file) is logged and skipped; its entry stays in the catalog.
+    async fn restore(&self) {
+        let session = self.new_session();
+        for entry in self.catalog.entries() {
+            if let Err(e) = statements::restore_entry(self, &session, &entry).await {
+                warn!(table = %format!("{}.{}", entry.schema, entry.name), error = %e, "could not restore table");
+            }
+        }
+        info!(tables = self.catalog.entries().len(), "catalog restored");
+    }
+}

@@ -1,0 +1,244 @@
+//! Per-connection session state: a DataFusion context of its own (so `SET` stays local), the
+//! Postgres run-time parameters clients set and show, and the cancellation token of the running
+//! statement.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, StringBuilder};
+use datafusion::arrow::datatypes::DataType;
+use datafusion::common::{Result as DfResult, ScalarValue};
+use datafusion::logical_expr::{
+    ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
+};
+use datafusion::prelude::SessionContext;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::{ServerError, ServerResult, StatusCode};
+
+type Settings = Arc<Mutex<BTreeMap<String, String>>>;
+
+/// Postgres run-time parameters a fresh session reports (`SHOW x`, `current_setting('x')`).
+pub const DEFAULT_PG_SETTINGS: &[(&str, &str)] = &[
+    ("application_name", ""),
+    ("client_encoding", "UTF8"),
+    ("client_min_messages", "notice"),
+    ("datestyle", "ISO, MDY"),
+    ("default_transaction_isolation", "read committed"),
+    ("default_transaction_read_only", "off"),
+    ("extra_float_digits", "1"),
+    ("integer_datetimes", "on"),
+    ("intervalstyle", "postgres"),
+    ("is_superuser", "on"),
+    ("lc_collate", "C.UTF-8"),
+    ("lc_ctype", "C.UTF-8"),
+    ("lc_messages", "C.UTF-8"),
+    ("lc_monetary", "C.UTF-8"),
+    ("lc_numeric", "C.UTF-8"),
+    ("lc_time", "C.UTF-8"),
+    ("max_identifier_length", "63"),
+    ("search_path", "public"),
+    ("server_encoding", "UTF8"),
+    ("server_version", prognos_udfs::PG_SERVER_VERSION),
+    ("server_version_num", "160000"),
+    ("standard_conforming_strings", "on"),
+    ("statement_timeout", "0"),
+    ("timezone", "UTC"),
+    ("transaction_isolation", "read committed"),
+    ("transaction_read_only", "off"),
+];
+
+/// One client session.
+#[derive(Debug)]
+pub struct Session {
+    ctx: SessionContext,
+    settings: Settings,
+    cancel: Mutex<CancellationToken>,
+}
+
+impl Session {
+    pub(crate) fn new(ctx: SessionContext) -> Self {
+        let settings: Settings = Arc::new(Mutex::new(
+            DEFAULT_PG_SETTINGS
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        ));
+        ctx.register_udf(ScalarUDF::new_from_impl(CurrentSetting {
+            signature: Signature::variadic_any(Volatility::Stable),
+            settings: Arc::clone(&settings),
+        }));
+        Self {
+            ctx,
+            settings,
+            cancel: Mutex::new(CancellationToken::new()),
+        }
+    }
+
+    /// The session's DataFusion context.
+    pub fn ctx(&self) -> &SessionContext {
+        &self.ctx
+    }
+
+    /// Value of a Postgres run-time parameter (lower-case name).
+    pub fn setting(&self, name: &str) -> Option<String> {
+        self.settings
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&name.to_ascii_lowercase())
+            .cloned()
+    }
+
+    /// Set a Postgres run-time parameter.
+    pub fn set_setting(&self, name: &str, value: &str) {
+        self.settings
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name.to_ascii_lowercase(), value.to_string());
+    }
+
+    /// All parameters, sorted by name.
+    pub fn settings(&self) -> Vec<(String, String)> {
+        self.settings
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+
+    /// Reset one parameter to its default.
+    pub fn reset_setting(&self, name: &str) {
+        let name = name.to_ascii_lowercase();
+        let default = DEFAULT_PG_SETTINGS
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.to_string());
+        let mut s = self.settings.lock().unwrap_or_else(|p| p.into_inner());
+        match default {
+            Some(v) => {
+                s.insert(name, v);
+            }
+            None => {
+                s.remove(&name);
+            }
+        }
+    }
+
+    /// Set the session time zone (`SET TIME ZONE`, `SET timezone = …`) for DataFusion too.
+    pub fn set_time_zone(&self, tz: &str) -> ServerResult<()> {
+        let tz = if tz.eq_ignore_ascii_case("local") || tz.eq_ignore_ascii_case("default") {
+            "UTC"
+        } else {
+            tz
+        };
+        let state = self.ctx.state_ref();
+        let mut state = state.write();
+        state
+            .config_mut()
+            .options_mut()
+            .set("datafusion.execution.time_zone", tz)
+            .map_err(|e| {
+                ServerError::statement(
+                    StatusCode::InvalidParameterValue,
+                    format!("invalid value for parameter \"TimeZone\": \"{tz}\": {e}"),
+                )
+            })
+    }
+
+    /// Reset all parameters to their defaults (`RESET ALL`, `DISCARD ALL`).
+    pub fn reset_settings(&self) {
+        let mut s = self.settings.lock().unwrap_or_else(|p| p.into_inner());
+        s.clear();
+        s.extend(
+            DEFAULT_PG_SETTINGS
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string())),
+        );
+    }
+
+    /// Start a new statement: returns the token that a cancel request for this session fires.
+    pub fn begin_statement(&self) -> CancellationToken {
+        let token = CancellationToken::new();
+        *self.cancel.lock().unwrap_or_else(|p| p.into_inner()) = token.clone();
+        token
+    }
+
+    /// Cancel the statement running in this session, if any.
+    pub fn cancel_running(&self) {
+        self.cancel
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .cancel();
+    }
+}
+
+/// `current_setting(name [, missing_ok])`: the session's value of a run-time parameter.
+#[derive(Debug)]
+struct CurrentSetting {
+    signature: Signature,
+    settings: Settings,
+}
+
+impl PartialEq for CurrentSetting {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.settings, &other.settings)
+    }
+}
+impl Eq for CurrentSetting {}
+impl std::hash::Hash for CurrentSetting {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        "current_setting".hash(state);
+    }
+}
+
+impl ScalarUDFImpl for CurrentSetting {
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+    fn name(&self) -> &str {
+        "current_setting"
+    }
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+    fn return_type(&self, _arg_types: &[DataType]) -> DfResult<DataType> {
+        Ok(DataType::Utf8)
+    }
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
+        let settings = self.settings.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let lookup = |name: &str| -> DfResult<Option<String>> {
+            let key = name.to_ascii_lowercase();
+            match settings.get(&key) {
+                Some(v) => Ok(Some(v.clone())),
+                None if key.starts_with("datafusion.") || key.contains('.') => Ok(None),
+                None => datafusion::common::exec_err!(
+                    "unrecognized configuration parameter \"{name}\""
+                ),
+            }
+        };
+        match args.args.first() {
+            Some(ColumnarValue::Scalar(s)) => {
+                let name = match s {
+                    ScalarValue::Utf8(Some(n)) | ScalarValue::LargeUtf8(Some(n)) | ScalarValue::Utf8View(Some(n)) => n.clone(),
+                    _ => return Ok(ColumnarValue::Scalar(ScalarValue::Utf8(None))),
+                };
+                Ok(ColumnarValue::Scalar(ScalarValue::Utf8(lookup(&name)?)))
+            }
+            Some(ColumnarValue::Array(a)) => {
+                let a = datafusion::arrow::compute::cast(a, &DataType::Utf8)?;
+                let a = a.as_string::<i32>();
+                let mut b = StringBuilder::new();
+                for i in 0..a.len() {
+                    if a.is_null(i) {
+                        b.append_null();
+                    } else {
+                        b.append_option(lookup(a.value(i))?);
+                    }
+                }
+                Ok(ColumnarValue::Array(Arc::new(b.finish()) as ArrayRef))
+            }
+            None => datafusion::common::exec_err!("current_setting needs a parameter name"),
+        }
+    }
+}

@@ -1,0 +1,782 @@
+//! Statement dispatch: Postgres session commands, persistent DDL, managed tables, and
+//! everything else handed to DataFusion.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, AsArray, RecordBatch, StringArray};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, UInt64Type};
+use datafusion::catalog::{MemorySchemaProvider, SchemaProvider};
+use datafusion::common::{ParamValues, ScalarValue, TableReference};
+use datafusion::logical_expr::{
+    CreateExternalTable, CreateMemoryTable, DdlStatement, DmlStatement, LogicalPlan, WriteOp,
+};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::sql::parser::Statement as DFStatement;
+use datafusion::sql::sqlparser::ast::{
+    CopyLegacyOption, CopyOption, CopySource, CopyTarget, Expr as SqlExpr, Reset, Set,
+    Statement as SqlStatement, Value as SqlValue,
+};
+use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
+use futures::StreamExt;
+use object_store::path::Path as ObjectPath;
+use prognos_catalog::{ManagedTable, TableEntry, TableKind};
+use prognos_storage::manifest::TableStore;
+
+use super::{CATALOG_NAME, DEFAULT_SCHEMA, Described, Engine, Output, Session};
+use crate::error::{ServerError, ServerResult, StatusCode};
+
+/// Session commands handled without DataFusion.
+enum SessionCommand {
+    Set(Vec<(String, String)>),
+    Show(String),
+    ShowAll,
+    Begin,
+    Commit,
+    Rollback,
+    Discard,
+    Reset(Option<String>),
+    Noop(&'static str),
+}
+
+fn value_text(e: &SqlExpr) -> String {
+    match e {
+        SqlExpr::Value(v) => match &v.value {
+            SqlValue::SingleQuotedString(s)
+            | SqlValue::DoubleQuotedString(s)
+            | SqlValue::EscapedStringLiteral(s) => s.clone(),
+            SqlValue::Number(n, _) => n.clone(),
+            SqlValue::Boolean(b) => if *b { "on".into() } else { "off".into() },
+            other => other.to_string(),
+        },
+        SqlExpr::Identifier(i) => i.value.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn normalise_setting_name(parts: &[String]) -> String {
+    let joined = parts.join(" ").to_ascii_lowercase();
+    match joined.as_str() {
+        "time zone" => "timezone".into(),
+        "transaction isolation level" => "transaction_isolation".into(),
+        "session authorization" => "session_authorization".into(),
+        other => other.replace(' ', "_"),
+    }
+}
+
+fn session_command(stmt: &DFStatement) -> Option<SessionCommand> {
+    let DFStatement::Statement(s) = stmt else {
+        return None;
+    };
+    Some(match s.as_ref() {
+        SqlStatement::Set(set) => match set {
+            Set::SingleAssignment {
+                variable, values, ..
+            } => {
+                let name = variable.to_string().to_ascii_lowercase();
+                if name.starts_with("datafusion.") {
+                    return None;
+                }
+                let value = values.iter().map(value_text).collect::<Vec<_>>().join(", ");
+                let name = if name == "time_zone" { "timezone".into() } else { name };
+                SessionCommand::Set(vec![(name, value)])
+            }
+            Set::MultipleAssignments { assignments } => SessionCommand::Set(
+                assignments
+                    .iter()
+                    .map(|a| (a.name.to_string().to_ascii_lowercase(), value_text(&a.value)))
+                    .collect(),
+            ),
+            Set::SetTimeZone { value, .. } => {
+                SessionCommand::Set(vec![("timezone".into(), value_text(value))])
+            }
+            Set::SetNames { charset_name, .. } => {
+                SessionCommand::Set(vec![("client_encoding".into(), charset_name.value.clone())])
+            }
+            _ => SessionCommand::Noop("SET"),
+        },
+        SqlStatement::ShowVariable { variable } => {
+            let parts: Vec<String> = variable.iter().map(|i| i.value.clone()).collect();
+            let name = normalise_setting_name(&parts);
+            if name == "all" {
+                SessionCommand::ShowAll
+            } else if name.starts_with("datafusion.") {
+                return None;
+            } else {
+                SessionCommand::Show(name)
+            }
+        }
+        SqlStatement::StartTransaction { .. } => SessionCommand::Begin,
+        SqlStatement::Commit { .. } => SessionCommand::Commit,
+        SqlStatement::Rollback { .. } => SessionCommand::Rollback,
+        SqlStatement::Discard { .. } => SessionCommand::Discard,
+        SqlStatement::Reset(r) => match &r.reset {
+            Reset::ALL => SessionCommand::Reset(None),
+            Reset::ConfigurationParameter(n) => {
+                SessionCommand::Reset(Some(n.to_string().to_ascii_lowercase()))
+            }
+        },
+        SqlStatement::Deallocate { .. } => SessionCommand::Noop("DEALLOCATE"),
+        SqlStatement::LISTEN { .. } => SessionCommand::Noop("LISTEN"),
+        SqlStatement::UNLISTEN { .. } => SessionCommand::Noop("UNLISTEN"),
+        _ => return None,
+    })
+}
+
+fn show_schema(name: &str) -> SchemaRef {
+    Arc::new(Schema::new(vec![Field::new(name, DataType::Utf8, true)]))
+}
+
+fn one_batch(schema: SchemaRef, batch: RecordBatch) -> Output {
+    let stream = futures::stream::iter(vec![Ok(batch)]);
+    Output::Rows(Box::pin(RecordBatchStreamAdapter::new(schema, stream)))
+}
+
+fn run_session_command(engine: &Engine, session: &Session, cmd: SessionCommand) -> ServerResult<Output> {
+    let _ = engine;
+    Ok(match cmd {
+        SessionCommand::Set(pairs) => {
+            for (name, value) in pairs {
+                if name == "timezone" {
+                    session.set_time_zone(&value)?;
+                }
+                session.set_setting(&name, &value);
+            }
+            Output::Command { tag: "SET".into(), rows: None }
+        }
+        SessionCommand::Show(name) => {
+            let value = session.setting(&name).ok_or_else(|| {
+                ServerError::statement(
+                    StatusCode::InvalidParameterValue,
+                    format!("unrecognized configuration parameter \"{name}\""),
+                )
+            })?;
+            let schema = show_schema(&name);
+            let batch = RecordBatch::try_new(
+                Arc::clone(&schema),
+                vec![Arc::new(StringArray::from(vec![value]))],
+            )?;
+            one_batch(schema, batch)
+        }
+        SessionCommand::ShowAll => {
+            let all = session.settings();
+            let schema = Arc::new(Schema::new(vec![
+                Field::new("name", DataType::Utf8, false),
+                Field::new("setting", DataType::Utf8, true),
+            ]));
+            let names: Vec<&str> = all.iter().map(|(k, _)| k.as_str()).collect();
+            let values: Vec<&str> = all.iter().map(|(_, v)| v.as_str()).collect();
+            let batch = RecordBatch::try_new(
+                Arc::clone(&schema),
+                vec![
+                    Arc::new(StringArray::from(names)),
+                    Arc::new(StringArray::from(values)),
+                ],
+            )?;
+            one_batch(schema, batch)
+        }
+        SessionCommand::Begin => Output::TransactionStart("BEGIN".into()),
+        SessionCommand::Commit => Output::TransactionEnd("COMMIT".into()),
+        SessionCommand::Rollback => Output::TransactionEnd("ROLLBACK".into()),
+        SessionCommand::Discard => {
+            session.reset_settings();
+            Output::Command { tag: "DISCARD ALL".into(), rows: None }
+        }
+        SessionCommand::Reset(name) => {
+            match name {
+                None => session.reset_settings(),
+                Some(n) => session.reset_setting(&n),
+            }
+            Output::Command { tag: "RESET".into(), rows: None }
+        }
+        SessionCommand::Noop(tag) => Output::Command { tag: tag.into(), rows: None },
+    })
+}
+
+/// Parameter types and result schema of a statement.
+pub(super) async fn describe(
+    engine: &Engine,
+    session: &Session,
+    stmt: &DFStatement,
+) -> ServerResult<Described> {
+    if let Some(cmd) = session_command(stmt) {
+        let schema = match cmd {
+            SessionCommand::Show(name) => Some(show_schema(&name)),
+            SessionCommand::ShowAll => Some(Arc::new(Schema::new(vec![
+                Field::new("name", DataType::Utf8, false),
+                Field::new("setting", DataType::Utf8, true),
+            ]))),
+            _ => None,
+        };
+        let _ = engine;
+        return Ok(Described { params: vec![], schema });
+    }
+    if let DFStatement::Statement(s) = stmt {
+        if matches!(s.as_ref(), SqlStatement::Copy { .. }) {
+            return Ok(Described { params: vec![], schema: None });
+        }
+    }
+    let plan = session.ctx().state().statement_to_plan(stmt.clone()).await?;
+    let params = parameter_types(&plan)?;
+    let schema = if returns_rows(&plan) {
+        Some(Arc::clone(plan.schema().inner()))
+    } else {
+        None
+    };
+    Ok(Described { params, schema })
+}
+
+fn returns_rows(plan: &LogicalPlan) -> bool {
+    !matches!(
+        plan,
+        LogicalPlan::Ddl(_) | LogicalPlan::Dml(_) | LogicalPlan::Copy(_) | LogicalPlan::Statement(_)
+    )
+}
+
+/// `$1..$n` types in order; gaps are `None`.
+fn parameter_types(plan: &LogicalPlan) -> ServerResult<Vec<Option<DataType>>> {
+    let types = plan.get_parameter_types()?;
+    let mut indexed: Vec<(usize, Option<DataType>)> = types
+        .into_iter()
+        .filter_map(|(k, v)| k.strip_prefix('$')?.parse::<usize>().ok().map(|i| (i, v)))
+        .collect();
+    indexed.sort_by_key(|(i, _)| *i);
+    let n = indexed.last().map(|(i, _)| *i).unwrap_or(0);
+    let mut out = vec![None; n];
+    for (i, t) in indexed {
+        if i >= 1 {
+            out[i - 1] = t;
+        }
+    }
+    Ok(out)
+}
+
+/// Postgres-style COPY to the client or from the client.
+async fn pg_copy(
+    session: &Session,
+    source: &CopySource,
+    to: bool,
+    target: &CopyTarget,
+    options: &[CopyOption],
+    legacy: &[CopyLegacyOption],
+) -> ServerResult<Output> {
+    let format = super::copy::copy_format(options, legacy)?;
+    if !to {
+        let t = super::copy::copy_in_target(session, source, target, format).await?;
+        return Ok(Output::CopyIn(t));
+    }
+    if !matches!(target, CopyTarget::Stdout) {
+        return Err(ServerError::statement(
+            StatusCode::FeatureNotSupported,
+            "COPY TO supports STDOUT or a quoted path: COPY t TO 'path' (FORMAT parquet|csv)",
+        ));
+    }
+    let query = match source {
+        CopySource::Query(q) => SqlStatement::Query(q.clone()),
+        CopySource::Table { table_name, columns } => {
+            let cols = if columns.is_empty() {
+                "*".to_string()
+            } else {
+                columns.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(", ")
+            };
+            let sql = format!("SELECT {cols} FROM {table_name}");
+            let mut parsed = datafusion::sql::sqlparser::parser::Parser::parse_sql(
+                &datafusion::sql::sqlparser::dialect::PostgreSqlDialect {},
+                &sql,
+            )
+            .map_err(|e| ServerError::DataFusion(datafusion::error::DataFusionError::SQL(Box::new(e), None)))?;
+            parsed.pop().ok_or_else(|| ServerError::statement(StatusCode::SyntaxError, "empty COPY source"))?
+        }
+    };
+    let plan = session
+        .ctx()
+        .state()
+        .statement_to_plan(DFStatement::Statement(Box::new(query)))
+        .await?;
+    let df = session.ctx().execute_logical_plan(plan).await?;
+    Ok(Output::CopyOut { stream: df.execute_stream().await?, format })
+}
+
+/// Run one statement.
+pub(super) async fn execute(
+    engine: &Engine,
+    session: &Session,
+    stmt: &DFStatement,
+    params: Option<Vec<ScalarValue>>,
+) -> ServerResult<Output> {
+    if let Some(cmd) = session_command(stmt) {
+        return run_session_command(engine, session, cmd);
+    }
+    if let DFStatement::Statement(s) = stmt {
+        if let SqlStatement::Copy { source, to, target, options, legacy_options, .. } = s.as_ref() {
+            return pg_copy(session, source, *to, target, options, legacy_options).await;
+        }
+    }
+    let mut plan = session.ctx().state().statement_to_plan(stmt.clone()).await?;
+    let expected = parameter_types(&plan)?;
+    match params {
+        Some(values) => {
+            if values.len() != expected.len() {
+                return Err(ServerError::statement(
+                    StatusCode::ProtocolViolation,
+                    format!(
+                        "bind message supplies {} parameters, but prepared statement requires {}",
+                        values.len(),
+                        expected.len()
+                    ),
+                ));
+            }
+            let values = values
+                .into_iter()
+                .zip(expected.iter())
+                .enumerate()
+                .map(|(i, (v, t))| match t {
+                    Some(t) if &v.data_type() != t => v.cast_to(t).map_err(|e| {
+                        ServerError::statement(
+                            StatusCode::DatatypeMismatch,
+                            format!("parameter ${}: cannot use {} as {t}: {e}", i + 1, v.data_type()),
+                        )
+                    }),
+                    _ => Ok(v),
+                })
+                .collect::<ServerResult<Vec<_>>>()?;
+            plan = plan.with_param_values(ParamValues::from(values))?;
+        }
+        None if !expected.is_empty() => {
+            return Err(ServerError::statement(
+                StatusCode::ProtocolViolation,
+                format!("statement has {} parameters ($1 …) but none were bound", expected.len()),
+            ));
+        }
+        None => {}
+    }
+    execute_plan(engine, session, stmt, plan, true).await
+}
+
+async fn execute_plan(
+    engine: &Engine,
+    session: &Session,
+    stmt: &DFStatement,
+    plan: LogicalPlan,
+    persist: bool,
+) -> ServerResult<Output> {
+    let ctx = session.ctx();
+    match plan {
+        LogicalPlan::Ddl(DdlStatement::CreateMemoryTable(c)) if !c.temporary => {
+            create_managed(engine, session, c).await
+        }
+        LogicalPlan::Ddl(DdlStatement::CreateExternalTable(c)) => {
+            create_external(engine, session, stmt, *c, persist).await
+        }
+        LogicalPlan::Ddl(DdlStatement::DropTable(d)) => {
+            let (schema, name) = split_name(&d.name)?;
+            let _guard = engine.ddl_lock.lock().await;
+            let exists = ctx.table_exist(d.name.clone())?;
+            if !exists {
+                if d.if_exists {
+                    return Ok(command("DROP TABLE"));
+                }
+                return Err(ServerError::statement(
+                    StatusCode::UndefinedTable,
+                    format!("table \"{name}\" does not exist"),
+                ));
+            }
+            let removed = engine.catalog.remove(&schema, &name)?;
+            ctx.deregister_table(d.name.clone())?;
+            if let Some(TableEntry { kind: TableKind::Managed { root }, .. }) = removed {
+                if let Err(e) = managed_store(engine, &root).delete_all().await {
+                    tracing::warn!(error = %e, "dropped table's files could not all be removed");
+                }
+            }
+            Ok(command("DROP TABLE"))
+        }
+        LogicalPlan::Ddl(DdlStatement::CreateView(v)) => {
+            let (schema, name) = split_name(&v.name)?;
+            let temporary = v.temporary;
+            let or_replace = v.or_replace;
+            let sql = v.definition.clone().unwrap_or_else(|| stmt.to_string());
+            let _guard = engine.ddl_lock.lock().await;
+            ctx.execute_logical_plan(LogicalPlan::Ddl(DdlStatement::CreateView(v)))
+                .await?;
+            if persist && !temporary {
+                engine.catalog.insert(
+                    TableEntry {
+                        schema,
+                        name,
+                        kind: TableKind::View { sql },
+                        created_at: now(),
+                    },
+                    or_replace,
+                )?;
+            }
+            Ok(command("CREATE VIEW"))
+        }
+        LogicalPlan::Ddl(DdlStatement::DropView(d)) => {
+            let (schema, name) = split_name(&d.name)?;
+            let _guard = engine.ddl_lock.lock().await;
+            ctx.execute_logical_plan(LogicalPlan::Ddl(DdlStatement::DropView(d)))
+                .await?;
+            engine.catalog.remove(&schema, &name)?;
+            Ok(command("DROP VIEW"))
+        }
+        LogicalPlan::Ddl(ddl) => {
+            let tag = match &ddl {
+                DdlStatement::CreateCatalogSchema(_) => "CREATE SCHEMA",
+                DdlStatement::DropCatalogSchema(_) => "DROP SCHEMA",
+                DdlStatement::CreateCatalog(_) => "CREATE DATABASE",
+                DdlStatement::CreateIndex(_) => "CREATE INDEX",
+                DdlStatement::CreateFunction(_) => "CREATE FUNCTION",
+                DdlStatement::DropFunction(_) => "DROP FUNCTION",
+                _ => "CREATE TABLE",
+            };
+            let df = ctx.execute_logical_plan(LogicalPlan::Ddl(ddl)).await?;
+            df.collect().await?;
+            Ok(command(tag))
+        }
+        LogicalPlan::Dml(DmlStatement { ref op, .. }) => {
+            let tag = match op {
+                WriteOp::Insert(_) => "INSERT",
+                WriteOp::Delete => "DELETE",
+                WriteOp::Update => "UPDATE",
+                WriteOp::Ctas => "SELECT",
+                WriteOp::Truncate => "TRUNCATE TABLE",
+            };
+            let rows = run_for_count(ctx, plan).await?;
+            Ok(Output::Command { tag: tag.into(), rows: Some(rows) })
+        }
+        LogicalPlan::Copy(_) => {
+            let rows = run_for_count(ctx, plan).await?;
+            Ok(Output::Command { tag: "COPY".into(), rows: Some(rows) })
+        }
+        LogicalPlan::Statement(ref s) => {
+            let tag = match s {
+                datafusion::logical_expr::Statement::Prepare(_) => "PREPARE",
+                datafusion::logical_expr::Statement::Execute(_) => "EXECUTE",
+                datafusion::logical_expr::Statement::Deallocate(_) => "DEALLOCATE",
+                datafusion::logical_expr::Statement::SetVariable(_) => "SET",
+                datafusion::logical_expr::Statement::ResetVariable(_) => "RESET",
+                _ => "OK",
+            };
+            let df = ctx.execute_logical_plan(plan).await?;
+            if tag == "EXECUTE" {
+                return Ok(Output::Rows(df.execute_stream().await?));
+            }
+            df.collect().await?;
+            Ok(command(tag))
+        }
+        other => {
+            let df = ctx.execute_logical_plan(other).await?;
+            Ok(Output::Rows(df.execute_stream().await?))
+        }
+    }
+}
+
+fn command(tag: &str) -> Output {
+    Output::Command { tag: tag.into(), rows: None }
+}
+
+/// Run a plan that returns one `count` row (DML, COPY) and return that count.
+async fn run_for_count(
+    ctx: &datafusion::prelude::SessionContext,
+    plan: LogicalPlan,
+) -> ServerResult<u64> {
+    let batches = ctx.execute_logical_plan(plan).await?.collect().await?;
+    let mut total = 0u64;
+    for b in batches {
+        if b.num_columns() == 0 {
+            continue;
+        }
+        let col = datafusion::arrow::compute::cast(b.column(0), &DataType::UInt64)?;
+        let col = col.as_primitive::<UInt64Type>();
+        total += (0..col.len()).filter(|i| col.is_valid(*i)).map(|i| col.value(i)).sum::<u64>();
+    }
+    Ok(total)
+}
+
+/// `(schema, table)` of a reference in the prognos catalog.
+fn split_name(r: &TableReference) -> ServerResult<(String, String)> {
+    if let Some(c) = r.catalog() {
+        if c != CATALOG_NAME {
+            return Err(ServerError::statement(
+                StatusCode::FeatureNotSupported,
+                format!("cross-database references are not implemented: {r}"),
+            ));
+        }
+    }
+    Ok((
+        r.schema().unwrap_or(DEFAULT_SCHEMA).to_string(),
+        r.table().to_string(),
+    ))
+}
+
+fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+fn managed_store(engine: &Engine, root: &str) -> TableStore {
+    let abs = engine.data_dir.join(root);
+    let path = ObjectPath::from_filesystem_path(&abs)
+        .unwrap_or_else(|_| ObjectPath::from(abs.to_string_lossy().as_ref()));
+    TableStore::new(Arc::clone(&engine.local), path)
+}
+
+fn managed_url(engine: &Engine, root: &str) -> String {
+    format!("file://{}/", engine.data_dir.join(root).display())
+}
+
+fn schema_provider(engine: &Engine, session: &Session, schema: &str) -> ServerResult<Arc<dyn SchemaProvider>> {
+    let _ = engine;
+    let catalog = session.ctx().catalog(CATALOG_NAME).ok_or_else(|| {
+        ServerError::statement(StatusCode::Internal, "default catalog is missing")
+    })?;
+    if let Some(s) = catalog.schema(schema) {
+        return Ok(s);
+    }
+    let provider: Arc<dyn SchemaProvider> = Arc::new(MemorySchemaProvider::new());
+    catalog.register_schema(schema, Arc::clone(&provider))?;
+    Ok(provider)
+}
+
+async fn create_managed(engine: &Engine, session: &Session, c: CreateMemoryTable) -> ServerResult<Output> {
+    let (schema_name, name) = split_name(&c.name)?;
+    let is_ctas = !matches!(c.input.as_ref(), LogicalPlan::EmptyRelation(_));
+    let _guard = engine.ddl_lock.lock().await;
+    let provider = schema_provider(engine, session, &schema_name)?;
+    if provider.table_exist(&name) {
+        if c.if_not_exists {
+            return Ok(command("CREATE TABLE"));
+        }
+        if !c.or_replace {
+            return Err(ServerError::statement(
+                StatusCode::DuplicateTable,
+                format!("relation \"{name}\" already exists"),
+            ));
+        }
+    }
+    let arrow_schema: SchemaRef = Arc::new(Schema::new(
+        c.input
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone().with_metadata(Default::default()))
+            .collect::<Vec<_>>(),
+    ));
+    let root = format!(
+        "tables/{schema_name}/{name}-{}",
+        uuid::Uuid::new_v4().simple()
+    );
+    let table = ManagedTable::create(
+        &name,
+        Arc::clone(&arrow_schema),
+        managed_store(engine, &root),
+        managed_url(engine, &root),
+    )
+    .await?;
+    let mut rows = 0;
+    if is_ctas {
+        let df = session
+            .ctx()
+            .execute_logical_plan(c.input.as_ref().clone())
+            .await?;
+        let stream = df.execute_stream().await?;
+        // Cast to the declared schema so nullability/metadata agree with the manifest.
+        let target = Arc::clone(&arrow_schema);
+        let stream = stream.map(move |b| {
+            let b = b?;
+            RecordBatch::try_new(Arc::clone(&target), b.columns().to_vec())
+                .map_err(datafusion::error::DataFusionError::from)
+        });
+        let stream = Box::pin(RecordBatchStreamAdapter::new(Arc::clone(&arrow_schema), stream));
+        rows = table.append(stream).await?;
+    }
+    // Commit point: the table becomes visible (and durable) only now.
+    let previous = engine.catalog.get(&schema_name, &name);
+    engine.catalog.insert(
+        TableEntry {
+            schema: schema_name.clone(),
+            name: name.clone(),
+            kind: TableKind::Managed { root },
+            created_at: now(),
+        },
+        c.or_replace,
+    )?;
+    provider.deregister_table(&name)?;
+    provider.register_table(name.clone(), Arc::new(table))?;
+    if let Some(TableEntry { kind: TableKind::Managed { root: old }, .. }) = previous {
+        let _ = managed_store(engine, &old).delete_all().await;
+    }
+    if is_ctas {
+        Ok(Output::Command { tag: "SELECT".into(), rows: Some(rows) })
+    } else {
+        Ok(command("CREATE TABLE"))
+    }
+}
+
+/// Relative local locations are resolved against the data dir (as Postgres resolves server-side
+/// file names against its data directory).
+fn resolve_location(engine: &Engine, location: &str) -> String {
+    if location.contains("://") || std::path::Path::new(location).is_absolute() {
+        location.to_string()
+    } else {
+        engine.data_dir.join(location).display().to_string()
+    }
+}
+
+async fn create_external(
+    engine: &Engine,
+    session: &Session,
+    stmt: &DFStatement,
+    mut c: CreateExternalTable,
+    persist: bool,
+) -> ServerResult<Output> {
+    let (schema, name) = split_name(&c.name)?;
+    let sql = c.definition.clone().unwrap_or_else(|| stmt.to_string());
+    c.locations = c.locations.iter().map(|l| resolve_location(engine, l)).collect();
+    let temporary = c.temporary;
+    let or_replace = c.or_replace;
+    let _guard = engine.ddl_lock.lock().await;
+    schema_provider(engine, session, &schema)?;
+    if c.if_not_exists && session.ctx().table_exist(c.name.clone())? {
+        return Ok(command("CREATE EXTERNAL TABLE"));
+    }
+    session
+        .ctx()
+        .execute_logical_plan(LogicalPlan::Ddl(DdlStatement::CreateExternalTable(Box::new(c))))
+        .await?;
+    if persist && !temporary {
+        engine.catalog.insert(
+            TableEntry {
+                schema,
+                name,
+                kind: TableKind::External { sql },
+                created_at: now(),
+            },
+            or_replace,
+        )?;
+    }
+    Ok(command("CREATE EXTERNAL TABLE"))
+}
+
+/// Re-create one catalog entry at start-up.
+pub(super) async fn restore_entry(engine: &Engine, session: &Session, entry: &TableEntry) -> ServerResult<()> {
+    match &entry.kind {
+        TableKind::Managed { root } => {
+            let table = ManagedTable::open(
+                &entry.name,
+                managed_store(engine, root),
+                managed_url(engine, root),
+            )
+            .await?;
+            schema_provider(engine, session, &entry.schema)?
+                .register_table(entry.name.clone(), Arc::new(table))?;
+            Ok(())
+        }
+        TableKind::External { sql } | TableKind::View { sql } => {
+            schema_provider(engine, session, &entry.schema)?;
+            for stmt in engine.parse(sql)? {
+                let plan = session.ctx().state().statement_to_plan(stmt.clone()).await?;
+                execute_plan(engine, session, &stmt, plan, false).await?;
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Accept Postgres' `COPY t TO 'file' (FORMAT parquet, HEADER true, DELIMITER ',')` by rewriting
+/// its option list into DataFusion's `STORED AS … OPTIONS (…)`. Other text is returned unchanged.
+pub(super) fn rewrite_pg_copy_options(sql: &str) -> String {
+    let dialect = datafusion::sql::sqlparser::dialect::PostgreSqlDialect {};
+    let Ok(tokens) = Tokenizer::new(&dialect, sql).tokenize() else {
+        return sql.to_string();
+    };
+    let significant: Vec<(usize, &Token)> = tokens
+        .iter()
+        .enumerate()
+        .filter(|(_, t)| !matches!(t, Token::Whitespace(_)))
+        .collect();
+    let is_word = |t: &Token, w: &str| matches!(t, Token::Word(word) if word.value.eq_ignore_ascii_case(w));
+    if significant.first().map(|(_, t)| is_word(t, "copy")) != Some(true) {
+        return sql.to_string();
+    }
+    // Find `TO '<target>' [WITH] (` .
+    let Some(pos) = significant.windows(3).position(|w| {
+        is_word(w[0].1, "to") && matches!(w[1].1, Token::SingleQuotedString(_)) && matches!(w[2].1, Token::LParen)
+    }).map(|p| (p, 0)).or_else(|| significant.windows(4).position(|w| {
+        is_word(w[0].1, "to") && matches!(w[1].1, Token::SingleQuotedString(_)) && is_word(w[2].1, "with") && matches!(w[3].1, Token::LParen)
+    }).map(|p| (p, 1))) else {
+        return sql.to_string();
+    };
+    let (pos, with) = pos;
+    let lparen_idx = significant[pos + 2].0;
+    let pos = pos + with;
+    let mut format = None;
+    let mut options = Vec::new();
+    let mut i = pos + 3;
+    let mut closed_at = None;
+    while i < significant.len() {
+        match significant[i].1 {
+            Token::RParen => {
+                closed_at = Some(significant[i].0);
+                break;
+            }
+            Token::Comma => i += 1,
+            Token::Word(key) => {
+                let key = key.value.to_ascii_lowercase();
+                let value = significant.get(i + 1).map(|(_, t)| match t {
+                    Token::SingleQuotedString(s) => s.clone(),
+                    Token::Word(w) => w.value.clone(),
+                    other => other.to_string(),
+                });
+                let has_value = value.is_some()
+                    && !matches!(significant.get(i + 1).map(|x| x.1), Some(Token::Comma | Token::RParen));
+                let value = if has_value { value.unwrap_or_default() } else { "true".into() };
+                match key.as_str() {
+                    "format" => format = Some(value),
+                    "header" => options.push(("format.has_header".to_string(), value)),
+                    "delimiter" => options.push(("format.delimiter".to_string(), value)),
+                    "compression" => options.push(("format.compression".to_string(), value)),
+                    other => options.push((other.to_string(), value)),
+                }
+                i += if has_value { 2 } else { 1 };
+            }
+            _ => return sql.to_string(),
+        }
+    }
+    let Some(closed_at) = closed_at else {
+        return sql.to_string();
+    };
+    let head: String = tokens[..lparen_idx].iter().map(|t| t.to_string()).collect();
+    let tail: String = tokens[closed_at + 1..].iter().map(|t| t.to_string()).collect();
+    let mut out = head.trim_end().to_string();
+    if let Some(f) = format {
+        out.push_str(&format!(" STORED AS {}", f.to_ascii_uppercase()));
+    }
+    if !options.is_empty() {
+        let opts: Vec<String> = options
+            .iter()
+            .map(|(k, v)| format!("'{}' '{}'", k.replace('\'', "''"), v.replace('\'', "''")))
+            .collect();
+        out.push_str(&format!(" OPTIONS ({})", opts.join(", ")));
+    }
+    out.push_str(&tail);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pg_copy_options_are_rewritten() {
+        let out = rewrite_pg_copy_options("COPY t TO '/tmp/x.csv' (FORMAT csv, HEADER true)");
+        assert_eq!(
+            out,
+            "COPY t TO '/tmp/x.csv' STORED AS CSV OPTIONS ('format.has_header' 'true')"
+        );
+        let out = rewrite_pg_copy_options("COPY (SELECT 1) TO 'a.parquet' (format parquet);");
+        assert_eq!(out, "COPY (SELECT 1) TO 'a.parquet' STORED AS PARQUET;");
+        let out = rewrite_pg_copy_options("COPY t TO 'a.csv' WITH (FORMAT csv)");
+        assert_eq!(out, "COPY t TO 'a.csv' STORED AS CSV");
+        let same = "SELECT 1";
+        assert_eq!(rewrite_pg_copy_options(same), same);
+    }
+}

@@ -1,0 +1,145 @@
+//! Prometheus metrics of the server, served as text on `/metrics`.
+
+use std::sync::LazyLock;
+use std::time::Instant;
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+/// Every metric of the process.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    /// Open connections by protocol.
+    pub connections: IntGaugeVec,
+    /// Connections accepted since start, by protocol.
+    pub connections_total: IntCounterVec,
+    /// Statements executed, by protocol.
+    pub queries_total: IntCounterVec,
+    /// Statement latency (until the last row was sent), by protocol.
+    pub query_seconds: HistogramVec,
+    /// Errors returned to clients, by protocol and SQLSTATE.
+    pub errors_total: IntCounterVec,
+}
+
+#[allow(clippy::expect_used)] // metric definitions are static; failing here is a programming error
+fn build() -> Metrics {
+    let registry = Registry::new_custom(Some("prognos".into()), None)
+        .expect("valid registry prefix");
+    let connections = IntGaugeVec::new(
+        Opts::new("connections", "Open client connections"),
+        &["protocol"],
+    )
+    .expect("metric");
+    let connections_total = IntCounterVec::new(
+        Opts::new("connections_total", "Client connections accepted"),
+        &["protocol"],
+    )
+    .expect("metric");
+    let queries_total = IntCounterVec::new(
+        Opts::new("queries_total", "Statements executed"),
+        &["protocol"],
+    )
+    .expect("metric");
+    let query_seconds = HistogramVec::new(
+        HistogramOpts::new("query_duration_seconds", "Statement latency in seconds").buckets(
+            vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                10.0, 30.0, 60.0,
+            ],
+        ),
+        &["protocol"],
+    )
+    .expect("metric");
+    let errors_total = IntCounterVec::new(
+        Opts::new("errors_total", "Errors returned to clients"),
+        &["protocol", "sqlstate"],
+    )
+    .expect("metric");
+    for c in [
+        Box::new(connections.clone()) as Box<dyn prometheus::core::Collector>,
+        Box::new(connections_total.clone()),
+        Box::new(queries_total.clone()),
+        Box::new(query_seconds.clone()),
+        Box::new(errors_total.clone()),
+    ] {
+        registry.register(c).expect("unique metric");
+    }
+    Metrics {
+        registry,
+        connections,
+        connections_total,
+        queries_total,
+        query_seconds,
+        errors_total,
+    }
+}
+
+/// The process-wide metrics.
+pub static METRICS: LazyLock<Metrics> = LazyLock::new(build);
+
+impl Metrics {
+    /// Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        let encoder = TextEncoder::new();
+        if encoder.encode(&self.registry.gather(), &mut buf).is_err() {
+            return String::new();
+        }
+        String::from_utf8(buf).unwrap_or_default()
+    }
+
+    /// Count one error.
+    pub fn error(&self, protocol: &str, sqlstate: &str) {
+        self.errors_total
+            .with_label_values(&[protocol, sqlstate])
+            .inc();
+    }
+}
+
+/// Keeps the open-connection gauge right for the life of one connection.
+#[derive(Debug)]
+pub struct ConnectionGauge(&'static str);
+
+impl ConnectionGauge {
+    /// Count a new connection of `protocol`.
+    pub fn open(protocol: &'static str) -> Self {
+        METRICS.connections.with_label_values(&[protocol]).inc();
+        METRICS.connections_total.with_label_values(&[protocol]).inc();
+        Self(protocol)
+    }
+}
+
+impl Drop for ConnectionGauge {
+    fn drop(&mut self) {
+        METRICS.connections.with_label_values(&[self.0]).dec();
+    }
+}
+
+/// Times one statement; records when dropped.
+#[derive(Debug)]
+pub struct QueryTimer {
+    protocol: &'static str,
+    start: Instant,
+}
+
+impl QueryTimer {
+    /// Start timing a statement of `protocol`.
+    pub fn start(protocol: &'static str) -> Self {
+        METRICS.queries_total.with_label_values(&[protocol]).inc();
+        Self {
+            protocol,
+            start: Instant::now(),
+        }
+    }
+}
+
+impl Drop for QueryTimer {
+    fn drop(&mut self) {
+        METRICS
+            .query_seconds
+            .with_label_values(&[self.protocol])
+            .observe(self.start.elapsed().as_secs_f64());
+    }
+}

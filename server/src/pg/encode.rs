@@ -1,0 +1,357 @@
+//! Arrow record batches → Postgres `DataRow`s, in text or binary format per column.
+//!
+//! Each batch is turned into rows as it arrives (the result is never collected whole). Columns
+//! are first cast to one canonical Arrow type per Postgres type, then encoded cell by cell with
+//! pgwire's encoders; binary columns are never stringified.
+
+use std::error::Error;
+use std::sync::Arc;
+
+use bytes::{BufMut, BytesMut};
+use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, Utc};
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, BinaryArray, BooleanArray, Date32Array, Decimal128Array,
+    Float32Array, Float64Array, Int16Array, Int32Array, Int64Array, IntervalMonthDayNanoArray,
+    ListArray, RecordBatch, StringArray, Time64MicrosecondArray, TimestampMicrosecondArray,
+};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{
+    DataType, Field, Float32Type, Float64Type, Int16Type, Int32Type, Int64Type, IntervalUnit,
+    TimeUnit,
+};
+use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions as ArrowFormatOptions};
+use pgwire::api::Type;
+use pgwire::api::results::{DataRowEncoder, FieldFormat, FieldInfo};
+use pgwire::error::{PgWireError, PgWireResult};
+use pgwire::messages::data::DataRow;
+use pgwire::types::ToSqlText;
+use pgwire::types::format::FormatOptions;
+use postgres_types::{IsNull, ToSql, to_sql_checked};
+use rust_decimal::Decimal;
+
+use super::types::pg_type;
+
+/// Row description for an Arrow schema with the given per-column formats.
+pub fn fields_for(
+    schema: &datafusion::arrow::datatypes::Schema,
+    format: impl Fn(usize) -> FieldFormat,
+) -> Vec<FieldInfo> {
+    schema
+        .fields()
+        .iter()
+        .enumerate()
+        .map(|(i, f)| FieldInfo::new(f.name().clone(), None, None, pg_type(f.data_type()), format(i)))
+        .collect()
+}
+
+/// A Postgres interval (months, days, microseconds) with text and binary encodings.
+#[derive(Debug, Clone, Copy)]
+pub struct PgInterval {
+    months: i32,
+    days: i32,
+    micros: i64,
+}
+
+impl ToSql for PgInterval {
+    fn to_sql(&self, _ty: &Type, out: &mut BytesMut) -> Result<IsNull, Box<dyn Error + Sync + Send>> {
+        out.put_i64(self.micros);
+        out.put_i32(self.days);
+        out.put_i32(self.months);
+        Ok(IsNull::No)
+    }
+    fn accepts(ty: &Type) -> bool {
+        *ty == Type::INTERVAL
+    }
+    to_sql_checked!();
+}
+
+impl ToSqlText for PgInterval {
+    fn to_sql_text(
+        &self,
+        _ty: &Type,
+        out: &mut BytesMut,
+        _format_options: &FormatOptions,
+    ) -> Result<IsNull, Box<dyn Error + Sync + Send>> {
+        out.put_slice(self.to_string().as_bytes());
+        Ok(IsNull::No)
+    }
+}
+
+impl std::fmt::Display for PgInterval {
+    /// Postgres' default `IntervalStyle = postgres` rendering: `1 year 2 mons 3 days 04:05:06.5`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut parts = Vec::new();
+        let (years, months) = (self.months / 12, self.months % 12);
+        if years != 0 {
+            parts.push(format!("{years} year{}", if years.abs() == 1 { "" } else { "s" }));
+        }
+        if months != 0 {
+            parts.push(format!("{months} mon{}", if months.abs() == 1 { "" } else { "s" }));
+        }
+        if self.days != 0 {
+            parts.push(format!("{} day{}", self.days, if self.days.abs() == 1 { "" } else { "s" }));
+        }
+        if self.micros != 0 || parts.is_empty() {
+            let sign = if self.micros < 0 { "-" } else { "" };
+            let m = self.micros.unsigned_abs();
+            let (h, rem) = (m / 3_600_000_000, m % 3_600_000_000);
+            let (mi, rem) = (rem / 60_000_000, rem % 60_000_000);
+            let (s, us) = (rem / 1_000_000, rem % 1_000_000);
+            let mut t = format!("{sign}{h:02}:{mi:02}:{s:02}");
+            if us != 0 {
+                let frac = format!("{us:06}");
+                t.push('.');
+                t.push_str(frac.trim_end_matches('0'));
+            }
+            parts.push(t);
+        }
+        f.write_str(&parts.join(" "))
+    }
+}
+
+/// One column of a batch, cast to its canonical type.
+enum Col {
+    Bool(BooleanArray),
+    I16(Int16Array),
+    I32(Int32Array),
+    I64(Int64Array),
+    F32(Float32Array),
+    F64(Float64Array),
+    Dec(Decimal128Array, u32),
+    Text(StringArray),
+    Bytes(BinaryArray),
+    Date(Date32Array),
+    Time(Time64MicrosecondArray),
+    Ts(TimestampMicrosecondArray),
+    TsTz(TimestampMicrosecondArray),
+    Interval(IntervalMonthDayNanoArray),
+    List(ListArray, ListKind),
+    Formatted(Vec<Option<String>>),
+}
+
+#[derive(Clone, Copy)]
+enum ListKind {
+    Bool,
+    I16,
+    I32,
+    I64,
+    F32,
+    F64,
+    Text,
+}
+
+fn to_pg_err(e: impl std::fmt::Display) -> PgWireError {
+    PgWireError::ApiError(format!("cannot encode result: {e}").into())
+}
+
+fn formatted(array: &ArrayRef) -> PgWireResult<Col> {
+    let opts = ArrowFormatOptions::default();
+    let f = ArrayFormatter::try_new(array.as_ref(), &opts).map_err(to_pg_err)?;
+    Ok(Col::Formatted(
+        (0..array.len())
+            .map(|i| array.is_valid(i).then(|| f.value(i).to_string()))
+            .collect(),
+    ))
+}
+
+impl Col {
+    fn new(array: &ArrayRef) -> PgWireResult<Col> {
+        let c = |dt: DataType| cast(array, &dt).map_err(to_pg_err);
+        Ok(match array.data_type() {
+            DataType::Null => Col::Formatted(vec![None; array.len()]),
+            DataType::Boolean => Col::Bool(array.as_boolean().clone()),
+            DataType::Int8 | DataType::Int16 | DataType::UInt8 => {
+                Col::I16(c(DataType::Int16)?.as_primitive::<Int16Type>().clone())
+            }
+            DataType::Int32 | DataType::UInt16 => {
+                Col::I32(c(DataType::Int32)?.as_primitive::<Int32Type>().clone())
+            }
+            DataType::Int64 | DataType::UInt32 => {
+                Col::I64(c(DataType::Int64)?.as_primitive::<Int64Type>().clone())
+            }
+            DataType::Float16 | DataType::Float32 => {
+                Col::F32(c(DataType::Float32)?.as_primitive::<Float32Type>().clone())
+            }
+            DataType::Float64 => Col::F64(array.as_primitive::<Float64Type>().clone()),
+            DataType::UInt64 => decimal(&c(DataType::Decimal128(20, 0))?, 0)?,
+            DataType::Decimal32(_, s) | DataType::Decimal64(_, s) | DataType::Decimal128(_, s) | DataType::Decimal256(_, s)
+                if *s >= 0 && *s <= 28 =>
+            {
+                match c(DataType::Decimal128(38, *s as i8)) {
+                    Ok(a) => decimal(&a, *s as u32)?,
+                    Err(_) => formatted(array)?,
+                }
+            }
+            DataType::Utf8 => Col::Text(array.as_string::<i32>().clone()),
+            DataType::LargeUtf8 | DataType::Utf8View | DataType::Dictionary(_, _)
+                if matches!(pg_type(array.data_type()), Type::TEXT) =>
+            {
+                Col::Text(c(DataType::Utf8)?.as_string::<i32>().clone())
+            }
+            DataType::Dictionary(_, v) => Col::new(&c(v.as_ref().clone())?)?,
+            DataType::Binary => Col::Bytes(array.as_binary::<i32>().clone()),
+            DataType::LargeBinary | DataType::BinaryView | DataType::FixedSizeBinary(_) => {
+                Col::Bytes(c(DataType::Binary)?.as_binary::<i32>().clone())
+            }
+            DataType::Date32 | DataType::Date64 => {
+                Col::Date(c(DataType::Date32)?.as_primitive().clone())
+            }
+            DataType::Time32(_) | DataType::Time64(_) => {
+                Col::Time(c(DataType::Time64(TimeUnit::Microsecond))?.as_primitive().clone())
+            }
+            DataType::Timestamp(_, tz) => {
+                let a = c(DataType::Timestamp(TimeUnit::Microsecond, tz.clone()))?;
+                let a = a.as_primitive().clone();
+                if tz.is_some() { Col::TsTz(a) } else { Col::Ts(a) }
+            }
+            DataType::Interval(_) | DataType::Duration(_) => match c(DataType::Interval(IntervalUnit::MonthDayNano)) {
+                Ok(a) => Col::Interval(a.as_primitive().clone()),
+                Err(_) => formatted(array)?,
+            },
+            DataType::List(f) | DataType::LargeList(f) | DataType::FixedSizeList(f, _) => {
+                let kind = match pg_type(f.data_type()) {
+                    Type::BOOL => Some((ListKind::Bool, DataType::Boolean)),
+                    Type::INT2 => Some((ListKind::I16, DataType::Int16)),
+                    Type::INT4 => Some((ListKind::I32, DataType::Int32)),
+                    Type::INT8 => Some((ListKind::I64, DataType::Int64)),
+                    Type::FLOAT4 => Some((ListKind::F32, DataType::Float32)),
+                    Type::FLOAT8 => Some((ListKind::F64, DataType::Float64)),
+                    Type::TEXT => Some((ListKind::Text, DataType::Utf8)),
+                    _ => None,
+                };
+                match kind {
+                    Some((k, elem)) => {
+                        let target = DataType::List(Arc::new(Field::new("item", elem, true)));
+                        match c(target) {
+                            Ok(a) => Col::List(a.as_list::<i32>().clone(), k),
+                            Err(_) => formatted(array)?,
+                        }
+                    }
+                    None => formatted(array)?,
+                }
+            }
+            _ => formatted(array)?,
+        })
+    }
+
+    fn encode(&self, enc: &mut DataRowEncoder, row: usize) -> PgWireResult<()> {
+        macro_rules! prim {
+            ($a:expr) => {
+                enc.encode_field(&($a.is_valid(row).then(|| $a.value(row))))
+            };
+        }
+        match self {
+            Col::Bool(a) => prim!(a),
+            Col::I16(a) => prim!(a),
+            Col::I32(a) => prim!(a),
+            Col::I64(a) => prim!(a),
+            Col::F32(a) => prim!(a),
+            Col::F64(a) => prim!(a),
+            Col::Dec(a, scale) => enc.encode_field(
+                &(a.is_valid(row)).then(|| Decimal::from_i128_with_scale(a.value(row), *scale)),
+            ),
+            Col::Text(a) => enc.encode_field(&(a.is_valid(row).then(|| a.value(row)))),
+            Col::Bytes(a) => enc.encode_field(&(a.is_valid(row).then(|| a.value(row)))),
+            Col::Date(a) => enc.encode_field(
+                &a.is_valid(row)
+                    .then(|| NaiveDate::from_num_days_from_ce_opt(a.value(row) + 719_163))
+                    .flatten(),
+            ),
+            Col::Time(a) => enc.encode_field(&a.is_valid(row).then(|| {
+                let us = a.value(row);
+                NaiveTime::from_num_seconds_from_midnight_opt(
+                    (us / 1_000_000) as u32,
+                    ((us % 1_000_000) * 1000) as u32,
+                )
+            }).flatten()),
+            Col::Ts(a) => enc.encode_field(
+                &a.is_valid(row)
+                    .then(|| DateTime::from_timestamp_micros(a.value(row)).map(|d| d.naive_utc()))
+                    .flatten()
+                    .map(|d: NaiveDateTime| d),
+            ),
+            Col::TsTz(a) => enc.encode_field(
+                &a.is_valid(row)
+                    .then(|| DateTime::<Utc>::from_timestamp_micros(a.value(row)))
+                    .flatten(),
+            ),
+            Col::Interval(a) => enc.encode_field(&a.is_valid(row).then(|| {
+                let v = a.value(row);
+                PgInterval {
+                    months: v.months,
+                    days: v.days,
+                    micros: v.nanoseconds / 1000,
+                }
+            })),
+            Col::List(a, kind) => {
+                if a.is_null(row) {
+                    return enc.encode_field(&None::<Vec<Option<i64>>>);
+                }
+                let values = a.value(row);
+                macro_rules! list {
+                    ($t:ty) => {{
+                        let v = values.as_primitive::<$t>();
+                        let items: Vec<Option<_>> =
+                            (0..v.len()).map(|i| v.is_valid(i).then(|| v.value(i))).collect();
+                        enc.encode_field(&items)
+                    }};
+                }
+                match kind {
+                    ListKind::Bool => {
+                        let v = values.as_boolean();
+                        let items: Vec<Option<bool>> =
+                            (0..v.len()).map(|i| v.is_valid(i).then(|| v.value(i))).collect();
+                        enc.encode_field(&items)
+                    }
+                    ListKind::I16 => list!(Int16Type),
+                    ListKind::I32 => list!(Int32Type),
+                    ListKind::I64 => list!(Int64Type),
+                    ListKind::F32 => list!(Float32Type),
+                    ListKind::F64 => list!(Float64Type),
+                    ListKind::Text => {
+                        let v = values.as_string::<i32>();
+                        let items: Vec<Option<&str>> =
+                            (0..v.len()).map(|i| v.is_valid(i).then(|| v.value(i))).collect();
+                        enc.encode_field(&items)
+                    }
+                }
+            }
+            Col::Formatted(v) => enc.encode_field(&v[row].as_deref()),
+        }
+    }
+}
+
+fn decimal(a: &ArrayRef, scale: u32) -> PgWireResult<Col> {
+    Ok(Col::Dec(a.as_primitive().clone(), scale))
+}
+
+/// Encode every row of `batch`.
+pub fn encode_batch(batch: &RecordBatch, fields: &Arc<Vec<FieldInfo>>) -> PgWireResult<Vec<DataRow>> {
+    let cols = batch
+        .columns()
+        .iter()
+        .map(Col::new)
+        .collect::<PgWireResult<Vec<_>>>()?;
+    let mut encoder = DataRowEncoder::new(Arc::clone(fields));
+    let mut rows = Vec::with_capacity(batch.num_rows());
+    for row in 0..batch.num_rows() {
+        for col in &cols {
+            col.encode(&mut encoder, row)?;
+        }
+        rows.push(encoder.take_row());
+    }
+    Ok(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interval_text_matches_postgres() {
+        let i = PgInterval { months: 14, days: 3, micros: 4 * 3_600_000_000 + 5 * 60_000_000 + 6_500_000 };
+        assert_eq!(i.to_string(), "1 year 2 mons 3 days 04:05:06.5");
+        let zero = PgInterval { months: 0, days: 0, micros: 0 };
+        assert_eq!(zero.to_string(), "00:00:00");
+    }
+}

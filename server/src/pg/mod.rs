@@ -1,0 +1,515 @@
+//! Postgres wire protocol frontend (pgwire 0.42).
+//!
+//! One handler set per connection, holding that connection's [`Session`]: simple and extended
+//! query protocol, start-up parameters, cancel requests (by pid + secret key, routed to the
+//! session's running statement), errors with SQLSTATEs, and results streamed batch by batch.
+
+mod copy_out;
+mod encode;
+mod params;
+mod types;
+
+use std::collections::HashMap;
+use std::fmt::Debug;
+use std::sync::{Arc, LazyLock, Mutex, Weak};
+
+use async_trait::async_trait;
+use datafusion::sql::parser::Statement as DFStatement;
+use futures::{Sink, StreamExt, stream};
+use pgwire::api::auth::{
+    ServerParameterProvider, StartupHandler, finish_authentication, protocol_negotiation,
+    save_startup_parameters_to_metadata,
+};
+use pgwire::api::cancel::CancelHandler;
+use pgwire::api::portal::{Format, Portal};
+use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
+use pgwire::api::copy::CopyHandler;
+use pgwire::api::results::{CopyResponse, FieldFormat, FieldInfo, QueryResponse, Response, Tag};
+use pgwire::api::stmt::QueryParser;
+use pgwire::api::{
+    ClientInfo, ErrorHandler, PgWireServerHandlers, PidSecretKeyGenerator,
+    RandomPidSecretKeyGenerator, Type,
+};
+use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use pgwire::messages::cancel::CancelRequest;
+use pgwire::messages::copy::{CopyData, CopyDone, CopyFail};
+use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::engine::{CopyInTarget, Described, Engine, Output, Session};
+use crate::error::{ServerError, StatusCode};
+use crate::metrics::{ConnectionGauge, METRICS, QueryTimer};
+use crate::streams::cancellable;
+
+pub use encode::fields_for;
+
+const PROTOCOL: &str = "pgwire";
+
+/// Sessions by (pid, secret key), so a CancelRequest on another socket reaches them.
+#[derive(Debug, Default)]
+struct CancelRegistry {
+    sessions: Mutex<HashMap<(i32, Vec<u8>), Weak<Session>>>,
+}
+
+impl CancelRegistry {
+    fn register(&self, key: (i32, Vec<u8>), session: &Arc<Session>) {
+        self.lock().insert(key, Arc::downgrade(session));
+    }
+    fn unregister(&self, key: &(i32, Vec<u8>)) {
+        self.lock().remove(key);
+    }
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(i32, Vec<u8>), Weak<Session>>> {
+        self.sessions.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+static PID_GENERATOR: LazyLock<RandomPidSecretKeyGenerator> =
+    LazyLock::new(RandomPidSecretKeyGenerator::default);
+
+/// Accept connections on `listener` until `shutdown` fires.
+pub async fn serve(listener: TcpListener, engine: Arc<Engine>, shutdown: CancellationToken) {
+    let registry = Arc::new(CancelRegistry::default());
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            a = listener.accept() => a,
+        };
+        let (socket, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                warn!(error = %e, "accept failed");
+                continue;
+            }
+        };
+        let _ = socket.set_nodelay(true);
+        let handlers = Connection::new(Arc::clone(&engine), Arc::clone(&registry));
+        tokio::spawn(async move {
+            debug!(%peer, "pg connection");
+            if let Err(e) = pgwire::tokio::process_socket(socket, None, handlers).await {
+                debug!(%peer, error = %e, "pg connection ended with error");
+            }
+        });
+    }
+    info!("pg frontend stopped");
+}
+
+/// The handler set of one connection.
+struct Connection {
+    handler: Arc<Handler>,
+}
+
+impl Connection {
+    fn new(engine: Arc<Engine>, registry: Arc<CancelRegistry>) -> Self {
+        let session = Arc::new(engine.new_session());
+        let parser = Arc::new(PgQueryParser {
+            engine: Arc::clone(&engine),
+            session: Arc::clone(&session),
+        });
+        Self {
+            handler: Arc::new(Handler {
+                engine,
+                session,
+                registry,
+                parser,
+                key: Mutex::new(None),
+                pending_copy: Mutex::new(None),
+                _gauge: ConnectionGauge::open(PROTOCOL),
+            }),
+        }
+    }
+}
+
+impl PgWireServerHandlers for Connection {
+    fn simple_query_handler(&self) -> Arc<impl SimpleQueryHandler> {
+        Arc::clone(&self.handler)
+    }
+    fn extended_query_handler(&self) -> Arc<impl ExtendedQueryHandler> {
+        Arc::clone(&self.handler)
+    }
+    fn startup_handler(&self) -> Arc<impl StartupHandler> {
+        Arc::clone(&self.handler)
+    }
+    fn cancel_handler(&self) -> Arc<impl CancelHandler> {
+        Arc::clone(&self.handler)
+    }
+    fn error_handler(&self) -> Arc<impl ErrorHandler> {
+        Arc::clone(&self.handler)
+    }
+    fn copy_handler(&self) -> Arc<impl CopyHandler> {
+        Arc::clone(&self.handler)
+    }
+}
+
+/// Handlers of one connection (see module docs).
+struct Handler {
+    engine: Arc<Engine>,
+    session: Arc<Session>,
+    registry: Arc<CancelRegistry>,
+    parser: Arc<PgQueryParser>,
+    key: Mutex<Option<(i32, Vec<u8>)>>,
+    /// `COPY … FROM STDIN` in progress: its target and the bytes received so far.
+    pending_copy: Mutex<Option<(CopyInTarget, bytes::BytesMut)>>,
+    _gauge: ConnectionGauge,
+}
+
+impl Drop for Handler {
+    fn drop(&mut self) {
+        if let Some(key) = self.key.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            self.registry.unregister(&key);
+        }
+    }
+}
+
+/// Turn a server error into a Postgres error response.
+fn to_pg_error(e: ServerError) -> PgWireError {
+    PgWireError::UserError(Box::new(error_info(&e)))
+}
+
+fn error_info(e: &ServerError) -> ErrorInfo {
+    ErrorInfo::new("ERROR".to_string(), e.status().sqlstate().to_string(), e.to_string())
+}
+
+struct ParameterProvider;
+
+impl ServerParameterProvider for ParameterProvider {
+    fn server_parameters<C>(&self, client: &C) -> Option<HashMap<String, String>>
+    where
+        C: ClientInfo,
+    {
+        let md = client.metadata();
+        let mut p = HashMap::new();
+        p.insert("server_version".into(), prognos_udfs::PG_SERVER_VERSION.into());
+        p.insert("server_encoding".into(), "UTF8".into());
+        p.insert("client_encoding".into(), "UTF8".into());
+        p.insert("DateStyle".into(), "ISO, MDY".into());
+        p.insert("TimeZone".into(), "UTC".into());
+        p.insert("IntervalStyle".into(), "postgres".into());
+        p.insert("integer_datetimes".into(), "on".into());
+        p.insert("standard_conforming_strings".into(), "on".into());
+        p.insert("is_superuser".into(), "on".into());
+        p.insert("default_transaction_read_only".into(), "off".into());
+        p.insert("in_hot_standby".into(), "off".into());
+        p.insert(
+            "application_name".into(),
+            md.get("application_name").cloned().unwrap_or_default(),
+        );
+        if let Some(user) = md.get("user") {
+            p.insert("session_authorization".into(), user.clone());
+        }
+        Some(p)
+    }
+}
+
+#[async_trait]
+impl StartupHandler for Handler {
+    async fn on_startup<C>(&self, client: &mut C, message: PgWireFrontendMessage) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        if let PgWireFrontendMessage::Startup(ref startup) = message {
+            protocol_negotiation(client, startup).await?;
+            save_startup_parameters_to_metadata(client, startup);
+            let (pid, secret) = PID_GENERATOR.generate(client);
+            client.set_pid_and_secret_key(pid, secret.clone());
+            let key = (pid, secret.to_bytes().to_vec());
+            self.registry.register(key.clone(), &self.session);
+            *self.key.lock().unwrap_or_else(|p| p.into_inner()) = Some(key);
+            for (k, v) in client.metadata() {
+                match k.as_str() {
+                    "application_name" => self.session.set_setting("application_name", v),
+                    "TimeZone" | "timezone" => {
+                        if self.session.set_time_zone(v).is_ok() {
+                            self.session.set_setting("timezone", v);
+                        }
+                    }
+                    "search_path" => self.session.set_setting("search_path", v),
+                    _ => {}
+                }
+            }
+            finish_authentication(client, &ParameterProvider).await?;
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl CancelHandler for Handler {
+    async fn on_cancel_request(&self, request: CancelRequest) {
+        let key = (request.pid, request.secret_key.to_bytes().to_vec());
+        let session = self.registry.lock().get(&key).and_then(Weak::upgrade);
+        if let Some(session) = session {
+            info!(pid = request.pid, "cancel request");
+            session.cancel_running();
+        }
+    }
+}
+
+impl ErrorHandler for Handler {
+    fn on_error<C>(&self, _client: &C, error: &mut PgWireError)
+    where
+        C: ClientInfo,
+    {
+        METRICS.error(PROTOCOL, error.code());
+    }
+}
+
+impl Handler {
+    /// Run one statement and shape its output as a pgwire response.
+    async fn run(
+        &self,
+        stmt: &DFStatement,
+        params: Option<Vec<datafusion::common::ScalarValue>>,
+        format: &Format,
+    ) -> Result<Response, ServerError> {
+        let timer = QueryTimer::start(PROTOCOL);
+        let token = self.session.begin_statement();
+        let output = tokio::select! {
+            biased;
+            _ = token.cancelled() => return Err(ServerError::Cancelled),
+            out = self.engine.execute(&self.session, stmt, params) => out?,
+        };
+        Ok(match output {
+            Output::Rows(stream) => {
+                let schema = stream.schema();
+                let fields: Arc<Vec<FieldInfo>> =
+                    Arc::new(fields_for(&schema, |i| format.format_for(i)));
+                let stream = cancellable(stream, token);
+                let row_fields = Arc::clone(&fields);
+                let rows = stream
+                    .map(move |batch| {
+                        let _keep = &timer;
+                        let batch = batch.map_err(|e| to_pg_error(ServerError::DataFusion(e)))?;
+                        encode::encode_batch(&batch, &row_fields)
+                    })
+                    .flat_map(|rows| match rows {
+                        Ok(rows) => stream::iter(rows.into_iter().map(Ok).collect::<Vec<_>>()),
+                        Err(e) => stream::iter(vec![Err(e)]),
+                    });
+                Response::Query(QueryResponse::new(fields, rows))
+            }
+            Output::Command { tag, rows } => {
+                let mut t = Tag::new(&tag);
+                if tag == "INSERT" {
+                    t = t.with_oid(0);
+                }
+                if let Some(n) = rows {
+                    t = t.with_rows(n as usize);
+                }
+                Response::Execution(t)
+            }
+            Output::CopyIn(target) => {
+                let columns = target.columns.fields().len();
+                *self.pending_copy.lock().unwrap_or_else(|p| p.into_inner()) =
+                    Some((target, bytes::BytesMut::new()));
+                Response::CopyIn(CopyResponse::new(0, columns, stream::empty()))
+            }
+            Output::CopyOut { stream: rows, format: copy_format } => {
+                let columns = rows.schema().fields().len();
+                let rows = cancellable(rows, token)
+                    .map(move |batch| {
+                        let _keep = &timer;
+                        let batch = batch.map_err(|e| to_pg_error(ServerError::DataFusion(e)))?;
+                        copy_out::encode_rows(&batch, &copy_format)
+                    })
+                    .flat_map(|rows| match rows {
+                        Ok(rows) => stream::iter(
+                            rows.into_iter().map(|r| Ok(CopyData::new(r))).collect::<Vec<_>>(),
+                        ),
+                        Err(e) => stream::iter(vec![Err(e)]),
+                    });
+                Response::CopyOut(CopyResponse::new(0, columns, rows))
+            }
+            Output::TransactionStart(tag) => Response::TransactionStart(Tag::new(&tag)),
+            Output::TransactionEnd(tag) => Response::TransactionEnd(Tag::new(&tag)),
+        })
+    }
+}
+
+#[async_trait]
+impl CopyHandler for Handler {
+    async fn on_copy_data<C>(&self, _client: &mut C, copy_data: CopyData) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let mut pending = self.pending_copy.lock().unwrap_or_else(|p| p.into_inner());
+        match pending.as_mut() {
+            Some((_, buf)) => {
+                buf.extend_from_slice(&copy_data.data);
+                Ok(())
+            }
+            None => Err(to_pg_error(ServerError::statement(
+                StatusCode::ProtocolViolation,
+                "CopyData received outside of COPY FROM STDIN",
+            ))),
+        }
+    }
+
+    async fn on_copy_done<C>(&self, client: &mut C, _done: CopyDone) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        use futures::SinkExt;
+        let pending = self.pending_copy.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let Some((target, buf)) = pending else {
+            return Err(to_pg_error(ServerError::statement(
+                StatusCode::ProtocolViolation,
+                "CopyDone received outside of COPY FROM STDIN",
+            )));
+        };
+        let rows = self
+            .engine
+            .copy_in(&self.session, &target, buf.freeze())
+            .await
+            .map_err(to_pg_error)?;
+        let tag = Tag::new("COPY").with_rows(rows as usize);
+        client
+            .send(PgWireBackendMessage::CommandComplete(tag.into()))
+            .await?;
+        Ok(())
+    }
+
+    async fn on_copy_fail<C>(&self, _client: &mut C, fail: CopyFail) -> PgWireError
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        self.pending_copy.lock().unwrap_or_else(|p| p.into_inner()).take();
+        to_pg_error(ServerError::statement(
+            StatusCode::QueryCanceled,
+            format!("COPY from stdin failed: {}", fail.message),
+        ))
+    }
+}
+
+#[async_trait]
+impl SimpleQueryHandler for Handler {
+    async fn do_query<C>(&self, _client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
+    where
+        C: ClientInfo + Unpin + Send + Sync,
+    {
+        let stmts = self.engine.parse(query).map_err(to_pg_error)?;
+        let mut responses = Vec::with_capacity(stmts.len());
+        for stmt in &stmts {
+            match self.run(stmt, None, &Format::UnifiedText).await {
+                Ok(r) => responses.push(r),
+                Err(e) => {
+                    METRICS.error(PROTOCOL, e.status().sqlstate());
+                    responses.push(Response::Error(Box::new(error_info(&e))));
+                    break;
+                }
+            }
+        }
+        if responses.is_empty() {
+            responses.push(Response::EmptyQuery);
+        }
+        Ok(responses)
+    }
+}
+
+/// A statement prepared through the extended protocol.
+#[derive(Debug, Clone)]
+pub struct PgStatement {
+    stmt: DFStatement,
+    described: Described,
+}
+
+/// Parses and plans `Parse` messages in the connection's session.
+struct PgQueryParser {
+    engine: Arc<Engine>,
+    session: Arc<Session>,
+}
+
+#[async_trait]
+impl QueryParser for PgQueryParser {
+    type Statement = PgStatement;
+
+    async fn parse_sql<C>(
+        &self,
+        _client: &C,
+        sql: &str,
+        _types: &[Option<Type>],
+    ) -> PgWireResult<Option<PgStatement>>
+    where
+        C: ClientInfo + Unpin + Send + Sync,
+    {
+        let mut stmts = self.engine.parse(sql).map_err(to_pg_error)?;
+        if stmts.len() > 1 {
+            return Err(to_pg_error(ServerError::statement(
+                StatusCode::SyntaxError,
+                "cannot insert multiple commands into a prepared statement",
+            )));
+        }
+        let Some(stmt) = stmts.pop() else {
+            return Ok(None);
+        };
+        let described = self
+            .engine
+            .describe(&self.session, &stmt)
+            .await
+            .map_err(to_pg_error)?;
+        Ok(Some(PgStatement { stmt, described }))
+    }
+
+    fn get_parameter_types(&self, stmt: &PgStatement) -> PgWireResult<Vec<Type>> {
+        Ok(stmt
+            .described
+            .params
+            .iter()
+            .map(|t| t.as_ref().map(types::pg_type).unwrap_or(Type::TEXT))
+            .collect())
+    }
+
+    fn get_result_schema(
+        &self,
+        stmt: &PgStatement,
+        column_format: Option<&Format>,
+    ) -> PgWireResult<Vec<FieldInfo>> {
+        Ok(match &stmt.described.schema {
+            Some(schema) => fields_for(schema, |i| {
+                column_format.map(|f| f.format_for(i)).unwrap_or(FieldFormat::Text)
+            }),
+            None => Vec::new(),
+        })
+    }
+}
+
+#[async_trait]
+impl ExtendedQueryHandler for Handler {
+    type Statement = PgStatement;
+    type QueryParser = PgQueryParser;
+
+    fn query_parser(&self) -> Arc<PgQueryParser> {
+        Arc::clone(&self.parser)
+    }
+
+    async fn do_query<C>(
+        &self,
+        _client: &mut C,
+        portal: &Portal<PgStatement>,
+        _max_rows: usize,
+    ) -> PgWireResult<Response>
+    where
+        C: ClientInfo + Unpin + Send + Sync,
+    {
+        let stored = &portal.statement;
+        let values = params::decode_all(portal, &stored.parameter_types, &stored.statement.described.params)
+            .map_err(to_pg_error)?;
+        let params = if stored.statement.described.params.is_empty() && values.is_empty() {
+            None
+        } else {
+            Some(values)
+        };
+        self.run(&stored.statement.stmt, params, &portal.result_column_format)
+            .await
+            .map_err(to_pg_error)
+    }
+}

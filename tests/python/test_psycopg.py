@@ -1,0 +1,106 @@
+"""psycopg 3 against the real server: server-side parameters, COPY, errors, Grafana's SQL."""
+
+import psycopg
+import pytest
+from psycopg import errors
+
+
+def test_server_side_parameters(server):
+    with psycopg.connect(server.dsn, autocommit=True) as conn:
+        conn.execute("CREATE TABLE py_t (id BIGINT, name VARCHAR, score DOUBLE)")
+        with conn.cursor() as cur:
+            cur.executemany("INSERT INTO py_t VALUES (%s, %s, %s)",
+                            [(1, "a", 0.5), (2, "b", None), (3, None, 2.5)])
+            cur.execute("SELECT id, name, score FROM py_t WHERE id >= %s ORDER BY id", (2,))
+            assert cur.fetchall() == [(2, "b", None), (3, None, 2.5)]
+            # binary results
+            cur = conn.cursor(binary=True)
+            cur.execute("SELECT count(*), sum(score) FROM py_t")
+            assert cur.fetchone() == (3, 3.0)
+
+
+def test_copy_from_and_to(server):
+    with psycopg.connect(server.dsn, autocommit=True) as conn:
+        conn.execute("CREATE TABLE py_copy (id BIGINT, city VARCHAR)")
+        with conn.cursor() as cur:
+            with cur.copy("COPY py_copy (id, city) FROM STDIN") as copy:
+                for row in [(1, "Oslo"), (2, "Lima"), (3, None)]:
+                    copy.write_row(row)
+            assert cur.execute("SELECT count(*) FROM py_copy").fetchone() == (3,)
+            assert cur.execute("SELECT city FROM py_copy WHERE id = 3").fetchone() == (None,)
+            out = []
+            with cur.copy("COPY (SELECT id, city FROM py_copy ORDER BY id) TO STDOUT") as copy:
+                for row in copy.rows():
+                    out.append(row)
+            assert out == [("1", "Oslo"), ("2", "Lima"), ("3", None)]
+
+
+def test_errors_have_sqlstates(server):
+    with psycopg.connect(server.dsn, autocommit=True) as conn:
+        with pytest.raises(errors.SyntaxError):
+            conn.execute("SELEKT 1")
+        with pytest.raises(errors.UndefinedTable):
+            conn.execute("SELECT * FROM nope")
+        with pytest.raises(errors.UndefinedColumn):
+            conn.execute("SELECT nope FROM customers")
+        with pytest.raises(errors.UndefinedFunction):
+            conn.execute("SELECT nope(1)")
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_demo_data_is_there(server):
+    with psycopg.connect(server.dsn) as conn:
+        n = conn.execute("SELECT count(*) FROM customers").fetchone()[0]
+        assert n == 1000
+        stores = conn.execute("SELECT DISTINCT store FROM daily_sales ORDER BY store").fetchall()
+        assert stores == [("north",), ("online",), ("south",)]
+
+
+GRAFANA_TIME_SERIES = """
+SELECT
+  $__timeGroupAlias
+  host AS metric,
+  avg(latency_ms) AS value
+FROM service_metrics
+WHERE $__timeFilter
+GROUP BY 1, 2
+ORDER BY 1
+"""
+
+
+def expand_grafana_macros(sql: str) -> str:
+    """The SQL Grafana's PostgreSQL data source sends after expanding its macros
+    (pkg/tsdb/grafana-postgresql-datasource/macros.go) for a 1-hour interval."""
+    return (sql
+            .replace("$__timeGroupAlias",
+                     "floor(extract(epoch from ts)/3600)*3600 AS \"time\",")
+            .replace("$__timeFilter",
+                     "ts BETWEEN '2025-01-01T00:00:00Z' AND '2025-01-03T00:00:00Z'"))
+
+
+@pytest.mark.parametrize("prepare", [False, True])
+def test_grafana_time_series_queries(server, prepare):
+    # Grafana's backend uses both the simple (lib/pq) and the extended (pgx) protocol.
+    with psycopg.connect(server.dsn, autocommit=True) as conn:
+        rows = conn.execute(expand_grafana_macros(GRAFANA_TIME_SERIES), prepare=prepare).fetchall()
+        assert len(rows) == 49 * 3
+        assert {r[1] for r in rows} == {"api-1", "api-2", "db-1"}
+        # to_timestamp / date_trunc / now() - interval, as dashboards write them
+        rows = conn.execute(
+            "SELECT date_trunc('day', ts) AS time, max(latency_ms) FROM service_metrics "
+            "WHERE ts >= to_timestamp(1735689600) AND ts < now() - interval '1 hour' "
+            "GROUP BY 1 ORDER BY 1", prepare=prepare).fetchall()
+        assert len(rows) == 7
+        # connection test and metadata queries of the data source
+        assert conn.execute("SELECT 1", prepare=prepare).fetchone() == (1,)
+        tables = conn.execute(
+            "SELECT quote_ident(table_name) FROM information_schema.tables "
+            "WHERE table_schema = 'public' ORDER BY 1", prepare=prepare).fetchall()
+        assert ("customers",) in tables
+        cols = conn.execute(
+            "SELECT quote_ident(column_name) AS column, data_type AS type "
+            "FROM information_schema.columns WHERE table_name = 'service_metrics' "
+            "ORDER BY ordinal_position", prepare=prepare).fetchall()
+        assert [c[0] for c in cols] == ["ts", "host", "latency_ms"]
+        sp = conn.execute("SELECT current_setting('search_path')", prepare=prepare).fetchone()
+        assert sp == ("public",)

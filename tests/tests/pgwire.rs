@@ -1,0 +1,354 @@
+//! The Postgres wire protocol through tokio-postgres against the real server process.
+
+use std::time::{Duration, Instant};
+
+use prognos_e2e::Server;
+use tokio_postgres::SimpleQueryMessage;
+use tokio_postgres::error::SqlState;
+
+fn rows_of(msgs: &[SimpleQueryMessage]) -> Vec<Vec<Option<String>>> {
+    msgs.iter()
+        .filter_map(|m| match m {
+            SimpleQueryMessage::Row(r) => Some(
+                (0..r.len())
+                    .map(|i| r.get(i).map(str::to_string))
+                    .collect(),
+            ),
+            _ => None,
+        })
+        .collect()
+}
+
+fn sqlstate(e: &tokio_postgres::Error) -> String {
+    e.code().map(|c| c.code().to_string()).unwrap_or_else(|| format!("no sqlstate: {e}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simple_and_extended_queries_with_parameters() {
+    let server = Server::start();
+    let c = server.connect().await;
+
+    let rows = c.simple_query("SELECT 1 AS one, 'x' AS s").await.expect("simple");
+    assert_eq!(rows_of(&rows), vec![vec![Some("1".into()), Some("x".into())]]);
+
+    c.batch_execute(
+        "CREATE TABLE t (id BIGINT, name VARCHAR, score DOUBLE, ok BOOLEAN);
+         INSERT INTO t VALUES (1, 'a', 1.5, true), (2, 'b', NULL, false), (3, NULL, 3.25, NULL);",
+    )
+    .await
+    .expect("ddl + insert");
+
+    // Extended protocol with typed parameters; binary results.
+    let rows = c
+        .query("SELECT id, name, score, ok FROM t WHERE id >= $1 ORDER BY id", &[&2i64])
+        .await
+        .expect("extended");
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0].get::<_, i64>(0), 2);
+    assert_eq!(rows[0].get::<_, Option<&str>>(1), Some("b"));
+    assert_eq!(rows[0].get::<_, Option<f64>>(2), None);
+    assert_eq!(rows[0].get::<_, Option<bool>>(3), Some(false));
+    assert_eq!(rows[1].get::<_, Option<&str>>(1), None);
+    assert_eq!(rows[1].get::<_, Option<f64>>(2), Some(3.25));
+
+    // Text parameter compared with a text column.
+    let rows = c
+        .query("SELECT id FROM t WHERE name = $1", &[&"a"])
+        .await
+        .expect("text param");
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].get::<_, i64>(0), 1);
+
+    // INSERT through the extended protocol reports the row count.
+    let n = c
+        .execute("INSERT INTO t VALUES ($1, $2, $3, $4)", &[&4i64, &"d", &4.0f64, &true])
+        .await
+        .expect("insert with params");
+    assert_eq!(n, 1);
+    let count: i64 = c.query_one("SELECT count(*) FROM t", &[]).await.expect("count").get(0);
+    assert_eq!(count, 4);
+
+    // A prepared statement runs many times.
+    let stmt = c.prepare("SELECT name FROM t WHERE id = $1").await.expect("prepare");
+    for (id, want) in [(1i64, Some("a")), (4, Some("d")), (3, None)] {
+        let row = c.query_one(&stmt, &[&id]).await.expect("exec prepared");
+        assert_eq!(row.get::<_, Option<&str>>(0), want);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_and_text_encodings_of_types() {
+    let server = Server::start();
+    let c = server.connect().await;
+    let row = c
+        .query_one(
+            "SELECT CAST(7 AS SMALLINT) AS i2, CAST(8 AS INT) AS i4, CAST(9 AS BIGINT) AS i8,
+                    CAST(1.5 AS REAL) AS f4, CAST(2.25 AS DOUBLE) AS f8, true AS b, 'héllo' AS t,
+                    DATE '2024-02-29' AS d, TIMESTAMP '2024-01-02 03:04:05.123456' AS ts,
+                    CAST(12.345 AS DECIMAL(10,3)) AS n",
+            &[],
+        )
+        .await
+        .expect("typed row");
+    assert_eq!(row.get::<_, i16>("i2"), 7);
+    assert_eq!(row.get::<_, i32>("i4"), 8);
+    assert_eq!(row.get::<_, i64>("i8"), 9);
+    assert_eq!(row.get::<_, f32>("f4"), 1.5);
+    assert_eq!(row.get::<_, f64>("f8"), 2.25);
+    assert!(row.get::<_, bool>("b"));
+    assert_eq!(row.get::<_, &str>("t"), "héllo");
+    let d: chrono_like::Date = row.get("d");
+    assert_eq!(d.0, "2024-02-29");
+    let ts: chrono_like::Timestamp = row.get("ts");
+    assert_eq!(ts.0, 757_479_845_123_456); // µs since 2000-01-01
+    let n: chrono_like::Numeric = row.get("n");
+    assert_eq!(n.0, "12.345");
+
+    // The same values in text format (simple protocol).
+    let rows = c
+        .simple_query("SELECT DATE '2024-02-29', TIMESTAMP '2024-01-02 03:04:05', CAST(12.345 AS DECIMAL(10,3)), true, [1,2,3]")
+        .await
+        .expect("text");
+    assert_eq!(
+        rows_of(&rows),
+        vec![vec![
+            Some("2024-02-29".into()),
+            Some("2024-01-02 03:04:05".into()),
+            Some("12.345".into()),
+            Some("t".into()),
+            Some("{1,2,3}".into()),
+        ]]
+    );
+
+    // Arrays of numbers in binary.
+    let row = c.query_one("SELECT [1, 2, 3] AS a, ['x', 'y'] AS s", &[]).await.expect("arrays");
+    assert_eq!(row.get::<_, Vec<i64>>("a"), vec![1, 2, 3]);
+    assert_eq!(row.get::<_, Vec<String>>("s"), vec!["x".to_string(), "y".to_string()]);
+}
+
+/// Minimal FromSql impls so the test checks raw wire values without extra crates.
+mod chrono_like {
+    use tokio_postgres::types::{FromSql, Type};
+
+    pub struct Date(pub String);
+    impl<'a> FromSql<'a> for Date {
+        fn from_sql(_: &Type, raw: &'a [u8]) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+            let days = i32::from_be_bytes(raw.try_into()?);
+            // days since 2000-01-01 → civil date
+            let z = days as i64 + 10957 + 719468;
+            let era = z.div_euclid(146097);
+            let doe = z - era * 146097;
+            let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+            let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+            let mp = (5 * doy + 2) / 153;
+            let d = doy - (153 * mp + 2) / 5 + 1;
+            let m = if mp < 10 { mp + 3 } else { mp - 9 };
+            let y = yoe + era * 400 + if m <= 2 { 1 } else { 0 };
+            Ok(Date(format!("{y:04}-{m:02}-{d:02}")))
+        }
+        fn accepts(ty: &Type) -> bool {
+            *ty == Type::DATE
+        }
+    }
+
+    pub struct Timestamp(pub i64);
+    impl<'a> FromSql<'a> for Timestamp {
+        fn from_sql(_: &Type, raw: &'a [u8]) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+            Ok(Timestamp(i64::from_be_bytes(raw.try_into()?)))
+        }
+        fn accepts(ty: &Type) -> bool {
+            *ty == Type::TIMESTAMP
+        }
+    }
+
+    /// NUMERIC decoded from its binary form into a plain decimal string.
+    pub struct Numeric(pub String);
+    impl<'a> FromSql<'a> for Numeric {
+        fn from_sql(_: &Type, raw: &'a [u8]) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+            let rd = |i: usize| i16::from_be_bytes([raw[i], raw[i + 1]]);
+            let (ndigits, weight, sign, dscale) = (rd(0) as usize, rd(2) as i32, rd(4), rd(6) as usize);
+            let digits: Vec<i64> = (0..ndigits).map(|i| rd(8 + 2 * i) as i64).collect();
+            let mut int_part = String::new();
+            let mut frac_part = String::new();
+            for (i, d) in digits.iter().enumerate() {
+                let pos = weight - i as i32;
+                if pos >= 0 {
+                    if int_part.is_empty() { int_part = d.to_string() } else { int_part.push_str(&format!("{d:04}")) }
+                } else {
+                    frac_part.push_str(&format!("{d:04}"));
+                }
+            }
+            if int_part.is_empty() { int_part = "0".into(); }
+            frac_part.truncate(dscale);
+            while frac_part.len() < dscale { frac_part.push('0'); }
+            let s = if dscale > 0 { format!("{int_part}.{frac_part}") } else { int_part };
+            Ok(Numeric(if sign == 0x4000 { format!("-{s}") } else { s }))
+        }
+        fn accepts(ty: &Type) -> bool {
+            *ty == Type::NUMERIC
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_carry_sqlstates_and_connection_stays_usable() {
+    let server = Server::start();
+    let c = server.connect().await;
+    c.batch_execute("CREATE TABLE e (a INT)").await.expect("create");
+
+    let cases: Vec<(&str, SqlState)> = vec![
+        ("SELEC 1", SqlState::SYNTAX_ERROR),
+        ("SELECT * FROM no_such_table", SqlState::UNDEFINED_TABLE),
+        ("SELECT no_such_column FROM e", SqlState::UNDEFINED_COLUMN),
+        ("SELECT no_such_function(1)", SqlState::UNDEFINED_FUNCTION),
+        ("CREATE TABLE e (a INT)", SqlState::DUPLICATE_TABLE),
+        ("DROP TABLE no_such_table", SqlState::UNDEFINED_TABLE),
+    ];
+    for (sql, want) in cases {
+        let err = c.simple_query(sql).await.expect_err(sql);
+        assert_eq!(sqlstate(&err), want.code(), "{sql}: {err:?}");
+        let err = c.query(sql, &[]).await.expect_err(sql);
+        assert_eq!(sqlstate(&err), want.code(), "extended {sql}: {err:?}");
+        // The connection keeps working after each error.
+        let one: i64 = c.query_one("SELECT CAST(1 AS BIGINT)", &[]).await.expect("after error").get(0);
+        assert_eq!(one, 1);
+    }
+
+    // Division by zero at execution time.
+    let err = c.query("SELECT 1 / 0", &[]).await.expect_err("div by zero");
+    assert_eq!(sqlstate(&err), SqlState::DIVISION_BY_ZERO.code(), "{err:?}");
+
+    // Wrong parameter count and wrong parameter type.
+    let err = c
+        .query("SELECT a FROM e WHERE a = $1", &[&1i32, &2i32])
+        .await
+        .expect_err("too many params");
+    assert!(err.to_string().contains("parameters") || err.code().is_some(), "{err:?}");
+    let stmt = c
+        .prepare_typed("SELECT a FROM e WHERE a = $1", &[tokio_postgres::types::Type::INT4])
+        .await
+        .expect("prepare typed");
+    let err = c
+        .query(&stmt, &[&"not a number"])
+        .await
+        .expect_err("wrong rust type for param");
+    assert!(err.to_string().contains("int4") || err.to_string().contains("type"), "{err}");
+
+    // A 1 MB query text parses or fails cleanly.
+    let big = format!("SELECT '{}' AS big", "x".repeat(1024 * 1024));
+    let rows = c.simple_query(&big).await.expect("1MB query");
+    assert_eq!(rows_of(&rows)[0][0].as_ref().map(|s| s.len()), Some(1024 * 1024));
+    let big_bad = format!("SELECT {} FROM", "1 +".repeat(300_000));
+    let err = c.simple_query(&big_bad).await.expect_err("1MB garbage");
+    assert!(err.code().is_some(), "{err:?}");
+    let one: i64 = c.query_one("SELECT CAST(1 AS BIGINT)", &[]).await.expect("still usable").get(0);
+    assert_eq!(one, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_commands_clients_send() {
+    let server = Server::start();
+    let c = server.connect().await;
+    for sql in [
+        "SET extra_float_digits = 3",
+        "SET application_name = 'itest'",
+        "SET client_encoding TO 'UTF8'",
+        "SET TIME ZONE 'UTC'",
+        "BEGIN",
+        "COMMIT",
+        "BEGIN",
+        "ROLLBACK",
+        "DISCARD ALL",
+        "SET datafusion.execution.batch_size = 1024",
+    ] {
+        c.simple_query(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+    c.simple_query("SET application_name = 'itest'").await.expect("set");
+    let rows = c.simple_query("SHOW application_name").await.expect("show");
+    assert_eq!(rows_of(&rows), vec![vec![Some("itest".into())]]);
+    let rows = c.simple_query("SHOW server_version").await.expect("show");
+    assert_eq!(rows_of(&rows)[0][0].as_deref(), Some("16.0"));
+    let v: String = c.query_one("SELECT version()", &[]).await.expect("version").get(0);
+    assert!(v.starts_with("PostgreSQL 16"), "{v}");
+    let s: String = c
+        .query_one("SELECT current_setting('application_name')", &[])
+        .await
+        .expect("current_setting")
+        .get(0);
+    assert_eq!(s, "itest");
+    let db: String = c.query_one("SELECT current_database()", &[]).await.expect("db").get(0);
+    assert_eq!(db, "prognos");
+    let err = c.simple_query("SHOW no_such_setting").await.expect_err("unknown setting");
+    assert!(err.code().is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_request_stops_a_long_query() {
+    let server = Server::start();
+    let c = server.connect().await;
+    let token = c.cancel_token();
+    let started = Instant::now();
+    let canceller = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        token.cancel_query(tokio_postgres::NoTls).await
+    });
+    let err = c.simple_query("SELECT pg_sleep(30)").await.expect_err("must be cancelled");
+    assert_eq!(sqlstate(&err), SqlState::QUERY_CANCELED.code(), "{err:?}");
+    assert!(started.elapsed() < Duration::from_secs(10), "cancel took {:?}", started.elapsed());
+    canceller.await.expect("join").expect("cancel sent");
+    let one: i64 = c.query_one("SELECT CAST(1 AS BIGINT)", &[]).await.expect("usable").get(0);
+    assert_eq!(one, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_connections_and_abrupt_disconnects() {
+    let server = Server::start();
+    let setup = server.connect().await;
+    setup
+        .batch_execute("CREATE TABLE big AS SELECT value AS v FROM generate_series(1, 200000)")
+        .await
+        .expect("big table");
+
+    // A client that disconnects in the middle of a query must not disturb the others.
+    {
+        let (client, conn) = tokio_postgres::connect(&server.pg_conn_str(), tokio_postgres::NoTls)
+            .await
+            .expect("connect");
+        let handle = tokio::spawn(conn);
+        let q = tokio::spawn(async move { client.simple_query("SELECT v FROM big").await });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        handle.abort();
+        q.abort();
+    }
+    {
+        let (client, conn) = tokio_postgres::connect(&server.pg_conn_str(), tokio_postgres::NoTls)
+            .await
+            .expect("connect");
+        let handle = tokio::spawn(conn);
+        let q = tokio::spawn(async move { client.simple_query("SELECT pg_sleep(5)").await });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        handle.abort();
+        q.abort();
+    }
+
+    let mut tasks = Vec::new();
+    for i in 0..16i64 {
+        let url = server.pg_conn_str();
+        tasks.push(tokio::spawn(async move {
+            let (c, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.expect("connect");
+            tokio::spawn(conn);
+            let mut total = 0i64;
+            for j in 0..10i64 {
+                let row = c
+                    .query_one("SELECT count(*) FROM big WHERE v % 16 = $1", &[&((i + j) % 16)])
+                    .await
+                    .expect("query");
+                total += row.get::<_, i64>(0);
+            }
+            total
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.expect("join"), 125_000);
+    }
+}
