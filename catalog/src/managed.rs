@@ -5,7 +5,6 @@
 //! `INSERT` streams the new rows into fresh files and then commits a manifest that adds them;
 //! `INSERT OVERWRITE` commits a manifest that replaces the file list.
 
-use std::any::Any;
 use std::fmt;
 use std::sync::Arc;
 
@@ -149,10 +148,6 @@ impl Inner {
 
 #[async_trait]
 impl TableProvider for ManagedTable {
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
-
     fn schema(&self) -> SchemaRef {
         Arc::clone(&self.inner.schema)
     }

@@ -110,6 +110,9 @@ pub enum ServerError {
     /// DataFusion failed to parse, plan or run the statement.
     #[error("{}", df_message(.0))]
     DataFusion(#[from] DataFusionError),
+    /// Arrow failed (casts, batch assembly).
+    #[error("{0}")]
+    Arrow(#[from] datafusion::arrow::error::ArrowError),
     /// The catalog refused a change.
     #[error(transparent)]
     Catalog(#[from] prognos_catalog::CatalogError),
@@ -145,6 +148,7 @@ impl ServerError {
     pub fn status(&self) -> StatusCode {
         match self {
             ServerError::DataFusion(e) => classify_datafusion(e),
+            ServerError::Arrow(a) => classify_arrow(a),
             ServerError::Catalog(e) => match e {
                 prognos_catalog::CatalogError::TableExists(_) => StatusCode::DuplicateTable,
                 prognos_catalog::CatalogError::TableNotFound(_) => StatusCode::UndefinedTable,

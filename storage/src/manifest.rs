@@ -128,20 +128,21 @@ impl TableStore {
     pub fn child(&self, relative: &str) -> Path {
         let mut p = self.root.clone();
         for part in relative.split('/').filter(|s| !s.is_empty()) {
-            p = p.child(part);
+            p = p.join(part);
         }
         p
     }
 
     fn manifest_path(&self, version: u64) -> Path {
         self.root
-            .child(MANIFEST_DIR)
-            .child(format!("v{version:020}.json"))
+            .clone()
+            .join(MANIFEST_DIR)
+            .join(format!("v{version:020}.json"))
     }
 
     /// The newest committed manifest, or `None` for a table that was never committed.
     pub async fn latest(&self) -> StorageResult<Option<Manifest>> {
-        let prefix = self.root.child(MANIFEST_DIR);
+        let prefix = self.root.clone().join(MANIFEST_DIR);
         let metas: Vec<_> = self.store.list(Some(&prefix)).try_collect().await?;
         let newest = metas
             .iter()

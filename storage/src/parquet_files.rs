@@ -2,7 +2,7 @@
 
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::parquet::arrow::AsyncArrowWriter;
-use datafusion::parquet::arrow::async_writer::ParquetObjectWriter;
+use object_store::buffered::BufWriter;
 use datafusion::parquet::basic::{Compression, ZstdLevel};
 use datafusion::parquet::file::properties::WriterProperties;
 use futures::StreamExt;
@@ -29,7 +29,7 @@ pub async fn write_data_files(
 ) -> StorageResult<Vec<DataFile>> {
     let schema = data.schema();
     let mut files = Vec::new();
-    let mut current: Option<(String, AsyncArrowWriter<ParquetObjectWriter>, u64)> = None;
+    let mut current: Option<(String, AsyncArrowWriter<BufWriter>, u64)> = None;
     while let Some(batch) = data.next().await {
         let batch = batch?;
         if batch.num_rows() == 0 {
@@ -37,7 +37,7 @@ pub async fn write_data_files(
         }
         if current.is_none() {
             let rel = format!("{DATA_DIR}/{}.parquet", uuid::Uuid::new_v4().simple());
-            let sink = ParquetObjectWriter::new(table.store().clone(), table.child(&rel));
+            let sink = BufWriter::new(table.store().clone(), table.child(&rel));
             let writer =
                 AsyncArrowWriter::try_new(sink, schema.clone(), Some(writer_properties()))?;
             current = Some((rel, writer, 0));
@@ -60,7 +60,7 @@ pub async fn write_data_files(
 
 async fn finish(
     rel: String,
-    mut writer: AsyncArrowWriter<ParquetObjectWriter>,
+    mut writer: AsyncArrowWriter<BufWriter>,
     rows: u64,
 ) -> StorageResult<DataFile> {
     writer.flush().await?;

@@ -20,9 +20,6 @@ struct Version {
 }
 
 impl ScalarUDFImpl for Version {
-    fn as_any(&self) -> &dyn std::any::Any {
-        self
-    }
     fn name(&self) -> &str {
         "version"
     }
@@ -65,9 +62,6 @@ struct PgSleep {
 const MAX_SLEEP_SECS: f64 = 3600.0;
 
 impl ScalarUDFImpl for PgSleep {
-    fn as_any(&self) -> &dyn std::any::Any {
-        self
-    }
     fn name(&self) -> &str {
         "pg_sleep"
     }

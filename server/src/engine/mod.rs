@@ -181,7 +181,7 @@ impl Engine {
     /// which maps the catalog queries of psql, JDBC and BI tools onto what DataFusion runs.
     pub fn parse(&self, sql: &str) -> ServerResult<Vec<DFStatement>> {
         let sql = statements::rewrite_pg_copy_options(sql);
-        let parsed = DFParserBuilder::new(&sql)
+        let parsed = DFParserBuilder::new(sql.as_str())
             .with_dialect(&PostgreSqlDialect {})
             .build()
             .and_then(|mut p| p.parse_statements());
@@ -206,10 +206,7 @@ impl Engine {
                     .into_iter()
                     .map(|s| DFStatement::Statement(Box::new(s)))
                     .collect()),
-                _ => Err(ServerError::DataFusion(DataFusionError::SQL(
-                    Box::new(df_err),
-                    None,
-                ))),
+                _ => Err(ServerError::DataFusion(df_err)),
             },
         }
     }

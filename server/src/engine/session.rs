@@ -49,11 +49,16 @@ pub const DEFAULT_PG_SETTINGS: &[(&str, &str)] = &[
 ];
 
 /// One client session.
-#[derive(Debug)]
 pub struct Session {
     ctx: SessionContext,
     settings: Settings,
     cancel: Mutex<CancellationToken>,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session").field("session_id", &self.ctx.session_id()).finish_non_exhaustive()
+    }
 }
 
 impl Session {
@@ -193,9 +198,6 @@ impl std::hash::Hash for CurrentSetting {
 }
 
 impl ScalarUDFImpl for CurrentSetting {
-    fn as_any(&self) -> &dyn std::any::Any {
-        self
-    }
     fn name(&self) -> &str {
         "current_setting"
     }

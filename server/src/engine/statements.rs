@@ -439,6 +439,7 @@ async fn execute_plan(
                 WriteOp::Update => "UPDATE",
                 WriteOp::Ctas => "SELECT",
                 WriteOp::Truncate => "TRUNCATE TABLE",
+                _ => "OK",
             };
             let rows = run_for_count(ctx, plan).await?;
             Ok(Output::Command { tag: tag.into(), rows: Some(rows) })
