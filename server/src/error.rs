@@ -37,6 +37,8 @@ pub enum StatusCode {
     FeatureNotSupported,
     /// The query was cancelled by the client.
     QueryCanceled,
+    /// The statement is nested too deeply to process safely.
+    StatementTooComplex,
     /// Memory or another resource ran out.
     OutOfMemory,
     /// Files or object stores failed.
@@ -70,6 +72,7 @@ impl StatusCode {
             StatusCode::FeatureNotSupported => "0A000",
             StatusCode::QueryCanceled => "57014",
             StatusCode::OutOfMemory => "53200",
+            StatusCode::StatementTooComplex => "54001",
             StatusCode::IoError => "58030",
             StatusCode::UndefinedFile => "58P01",
             StatusCode::ConfigFileError => "F0000",
@@ -89,6 +92,7 @@ impl StatusCode {
             | StatusCode::NumericOutOfRange
             | StatusCode::ProtocolViolation
             | StatusCode::InvalidStatement
+            | StatusCode::StatementTooComplex
             | StatusCode::UndefinedColumn
             | StatusCode::UndefinedFunction => tonic::Code::InvalidArgument,
             StatusCode::UndefinedTable | StatusCode::UndefinedSchema | StatusCode::UndefinedFile => {

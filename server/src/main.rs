@@ -105,7 +105,11 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        // Deep but legal plans recurse; give workers headroom beyond the 2 MiB default.
+        .thread_stack_size(16 * 1024 * 1024)
+        .build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("prognos: cannot start runtime: {e}");

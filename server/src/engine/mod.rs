@@ -8,6 +8,7 @@
 
 mod copy;
 mod demo;
+mod limits;
 mod session;
 mod statements;
 
@@ -16,7 +17,6 @@ use std::sync::Arc;
 
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::common::ScalarValue;
-use datafusion::error::DataFusionError;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::execution::session_state::{SessionState, SessionStateBuilder};
@@ -180,6 +180,7 @@ impl Engine {
     /// Postgres statements then go through `datafusion-pg-catalog`'s compatibility rewriter,
     /// which maps the catalog queries of psql, JDBC and BI tools onto what DataFusion runs.
     pub fn parse(&self, sql: &str) -> ServerResult<Vec<DFStatement>> {
+        limits::check_complexity(sql)?;
         let sql = statements::rewrite_pg_copy_options(sql);
         let parsed = DFParserBuilder::new(sql.as_str())
             .with_dialect(&PostgreSqlDialect {})

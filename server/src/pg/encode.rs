@@ -8,7 +8,7 @@ use std::error::Error;
 use std::sync::Arc;
 
 use bytes::{BufMut, BytesMut};
-use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, Utc};
+use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
 use datafusion::arrow::array::{
     Array, ArrayRef, AsArray, BinaryArray, BooleanArray, Date32Array, Decimal128Array,
     Float32Array, Float64Array, Int16Array, Int32Array, Int64Array, IntervalMonthDayNanoArray,
@@ -106,6 +106,50 @@ impl std::fmt::Display for PgInterval {
             parts.push(t);
         }
         f.write_str(&parts.join(" "))
+    }
+}
+
+/// A timestamp rendered as Postgres renders it in text (`2024-01-02 03:04:05[.5][+00]`).
+#[derive(Debug, Clone, Copy)]
+struct PgTimestamp {
+    micros: i64,
+    with_tz: bool,
+}
+
+impl ToSql for PgTimestamp {
+    fn to_sql(&self, _ty: &Type, out: &mut BytesMut) -> Result<IsNull, Box<dyn Error + Sync + Send>> {
+        // Binary timestamps are microseconds since 2000-01-01.
+        out.put_i64(self.micros - 946_684_800_000_000);
+        Ok(IsNull::No)
+    }
+    fn accepts(ty: &Type) -> bool {
+        *ty == Type::TIMESTAMP || *ty == Type::TIMESTAMPTZ
+    }
+    to_sql_checked!();
+}
+
+impl ToSqlText for PgTimestamp {
+    fn to_sql_text(
+        &self,
+        _ty: &Type,
+        out: &mut BytesMut,
+        _format_options: &FormatOptions,
+    ) -> Result<IsNull, Box<dyn Error + Sync + Send>> {
+        let dt = DateTime::<Utc>::from_timestamp_micros(self.micros)
+            .ok_or("timestamp out of range")?
+            .naive_utc();
+        let mut s = dt.format("%Y-%m-%d %H:%M:%S").to_string();
+        let frac = self.micros.rem_euclid(1_000_000);
+        if frac != 0 {
+            let f = format!("{frac:06}");
+            s.push('.');
+            s.push_str(f.trim_end_matches('0'));
+        }
+        if self.with_tz {
+            s.push_str("+00");
+        }
+        out.put_slice(s.as_bytes());
+        Ok(IsNull::No)
     }
 }
 
@@ -264,17 +308,14 @@ impl Col {
                     ((us % 1_000_000) * 1000) as u32,
                 )
             }).flatten()),
-            Col::Ts(a) => enc.encode_field(
-                &a.is_valid(row)
-                    .then(|| DateTime::from_timestamp_micros(a.value(row)).map(|d| d.naive_utc()))
-                    .flatten()
-                    .map(|d: NaiveDateTime| d),
-            ),
-            Col::TsTz(a) => enc.encode_field(
-                &a.is_valid(row)
-                    .then(|| DateTime::<Utc>::from_timestamp_micros(a.value(row)))
-                    .flatten(),
-            ),
+            Col::Ts(a) => enc.encode_field(&a.is_valid(row).then(|| PgTimestamp {
+                micros: a.value(row),
+                with_tz: false,
+            })),
+            Col::TsTz(a) => enc.encode_field(&a.is_valid(row).then(|| PgTimestamp {
+                micros: a.value(row),
+                with_tz: true,
+            })),
             Col::Interval(a) => enc.encode_field(&a.is_valid(row).then(|| {
                 let v = a.value(row);
                 PgInterval {

@@ -59,6 +59,9 @@ fn decode(portal: &Portal<PgStatement>, i: usize, ty: &Type) -> ServerResult<Sca
             Some(d) => ScalarValue::Decimal128(Some(d.mantissa()), 38, d.scale() as i8),
             None => ScalarValue::Decimal128(None, 38, 10),
         },
+        Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME | Type::UNKNOWN => {
+            ScalarValue::Utf8(get!(String))
+        }
         Type::BYTEA => ScalarValue::Binary(get!(Vec<u8>)),
         Type::DATE => ScalarValue::Date32(
             get!(NaiveDate).map(|d| (d - epoch()).num_days() as i32),
