@@ -14,5 +14,8 @@ pub const PG_SERVER_VERSION: &str = "16.0";
 pub fn register_all(ctx: &datafusion::prelude::SessionContext) -> datafusion::error::Result<()> {
     ctx.register_udf(pg_compat::version_udf());
     ctx.register_udf(pg_compat::pg_sleep_udf());
+    for udf in pg_compat::const_helpers() {
+        ctx.register_udf(udf);
+    }
     Ok(())
 }

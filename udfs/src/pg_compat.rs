@@ -113,3 +113,49 @@ pub fn pg_sleep_udf() -> ScalarUDF {
     }))
     .into_scalar_udf()
 }
+
+/// A catalog helper that returns the same value for every row (`pg_function_is_visible(oid)` is
+/// always true: prognos has one search path and no shadowing; function signatures are not
+/// tracked, so `pg_get_function_result` / `…_arguments` return empty text).
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct ConstHelper {
+    name: &'static str,
+    signature: Signature,
+    value: ScalarValue,
+}
+
+impl ScalarUDFImpl for ConstHelper {
+    fn name(&self) -> &str {
+        self.name
+    }
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+    fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
+        Ok(self.value.data_type())
+    }
+    fn invoke_with_args(&self, _args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        Ok(ColumnarValue::Scalar(self.value.clone()))
+    }
+}
+
+/// The constant catalog helpers psql's `\df`, `\dT` and friends call.
+pub fn const_helpers() -> Vec<ScalarUDF> {
+    let helper = |name: &'static str, value: ScalarValue| {
+        ScalarUDF::new_from_impl(ConstHelper {
+            name,
+            signature: Signature::variadic_any(Volatility::Stable),
+            value,
+        })
+    };
+    vec![
+        helper("pg_function_is_visible", ScalarValue::Boolean(Some(true))),
+        helper("pg_type_is_visible", ScalarValue::Boolean(Some(true))),
+        helper("pg_get_function_result", ScalarValue::Utf8(Some(String::new()))),
+        helper("pg_get_function_arguments", ScalarValue::Utf8(Some(String::new()))),
+        helper(
+            "pg_get_function_identity_arguments",
+            ScalarValue::Utf8(Some(String::new())),
+        ),
+    ]
+}
