@@ -123,7 +123,8 @@ impl FlightSqlServer {
     }
 
     fn parse_one(&self, sql: &str) -> Result<DFStatement, Status> {
-        let mut stmts = self.engine.parse(sql).map_err(to_status)?;
+        let sql = qmark_to_dollar(sql);
+        let mut stmts = self.engine.parse(&sql).map_err(to_status)?;
         if stmts.len() != 1 {
             return Err(to_status(ServerError::statement(
                 StatusCode::SyntaxError,
@@ -154,6 +155,15 @@ impl FlightSqlServer {
             .with_endpoint(endpoint)
             .with_descriptor(descriptor)
             .with_ordered(true))
+    }
+
+    /// FlightInfo of a statement that already ran and returns no rows: no endpoints.
+    fn no_rows_info(descriptor: FlightDescriptor) -> Result<FlightInfo, Status> {
+        Ok(FlightInfo::new()
+            .try_with_schema(&Schema::empty())
+            .map_err(flight_err)?
+            .with_descriptor(descriptor)
+            .with_total_records(0))
     }
 
     /// Run a handle's statement and stream its result.
@@ -222,6 +232,35 @@ impl FlightSqlServer {
             .map_err(flight_err)
             .boxed()
     }
+}
+
+/// Flight SQL clients (ADBC, JDBC-style drivers) write parameters as `?`; DataFusion expects
+/// `$1, $2, …`. Rewrites `?` tokens outside literals, in order.
+fn qmark_to_dollar(sql: &str) -> String {
+    use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+    use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
+    if !sql.contains('?') {
+        return sql.to_string();
+    }
+    let Ok(tokens) = Tokenizer::new(&PostgreSqlDialect {}, sql).tokenize() else {
+        return sql.to_string();
+    };
+    let mut n = 0;
+    let mut out = String::with_capacity(sql.len() + 8);
+    for t in tokens {
+        match t {
+            Token::Placeholder(p) if p == "?" => {
+                n += 1;
+                out.push_str(&format!("${n}"));
+            }
+            Token::Question => {
+                n += 1;
+                out.push_str(&format!("${n}"));
+            }
+            other => out.push_str(&other.to_string()),
+        }
+    }
+    out
 }
 
 fn param_schema(params: &[Option<DataType>]) -> Schema {
@@ -295,10 +334,15 @@ impl FlightSqlService for FlightSqlServer {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         let (_, _, described) = self.describe(&query.query).await?;
-        let schema = described.schema.unwrap_or_else(|| Arc::new(Schema::empty()));
+        let descriptor = request.into_inner();
+        let Some(schema) = described.schema else {
+            // No result set (DDL, DML, COPY): run it now; clients need not fetch anything.
+            self.run_update(Handle { sql: query.query, params: None }).await?;
+            return Ok(Response::new(Self::no_rows_info(descriptor)?));
+        };
         let handle = Handle { sql: query.query, params: None }.encode()?;
         let ticket = TicketStatementQuery { statement_handle: handle };
-        let info = Self::flight_info(&schema, ticket.as_any().encode_to_vec().into(), request.into_inner())?;
+        let info = Self::flight_info(&schema, ticket.as_any().encode_to_vec().into(), descriptor)?;
         Ok(Response::new(info))
     }
 
@@ -317,8 +361,12 @@ impl FlightSqlService for FlightSqlServer {
     ) -> Result<Response<FlightInfo>, Status> {
         let handle = Handle::decode(&cmd.prepared_statement_handle)?;
         let (_, _, described) = self.describe(&handle.sql).await?;
-        let schema = described.schema.unwrap_or_else(|| Arc::new(Schema::empty()));
-        let info = Self::flight_info(&schema, cmd.as_any().encode_to_vec().into(), request.into_inner())?;
+        let descriptor = request.into_inner();
+        let Some(schema) = described.schema else {
+            self.run_update(handle).await?;
+            return Ok(Response::new(Self::no_rows_info(descriptor)?));
+        };
+        let info = Self::flight_info(&schema, cmd.as_any().encode_to_vec().into(), descriptor)?;
         Ok(Response::new(info))
     }
 
@@ -574,4 +622,18 @@ pub async fn serve(
         .map_err(|e| ServerError::statement(StatusCode::IoError, format!("flight server: {e}")))?;
     info!("flight frontend stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::qmark_to_dollar;
+
+    #[test]
+    fn question_marks_become_numbered_placeholders() {
+        assert_eq!(
+            qmark_to_dollar("SELECT a FROM t WHERE a = ? AND b = '?' AND c > ?"),
+            "SELECT a FROM t WHERE a = $1 AND b = '?' AND c > $2"
+        );
+        assert_eq!(qmark_to_dollar("SELECT 1"), "SELECT 1");
+    }
 }

@@ -14,8 +14,8 @@ def test_adbc_query_and_parameters(server):
             cur.execute("SELECT customer_id, plan FROM customers WHERE customer_id = ?", parameters=(7,))
             rows = cur.fetchall()
             assert len(rows) == 1 and rows[0][0] == 7
-            table = cur.execute("SELECT * FROM daily_sales ORDER BY day, store") or cur.fetch_arrow_table()
-            table = cur.fetch_arrow_table() if table is None else table
+            cur.execute("SELECT * FROM daily_sales ORDER BY day, store")
+            table = cur.fetch_arrow_table()
             assert table.num_rows == 365 * 3
             assert table.schema.names == ["day", "store", "sales"]
 
