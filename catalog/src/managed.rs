@@ -116,8 +116,8 @@ impl ManagedTable {
             .iter()
             .map(|f| ListingTableUrl::parse(format!("{}{}", self.inner.root_url, f.path)))
             .collect::<DfResult<Vec<_>>>()?;
-        let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
-            .with_file_extension(".parquet");
+        let options =
+            ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
         let config = ListingTableConfig::new_with_multi_paths(urls)
             .with_listing_options(options)
             .with_schema(Arc::clone(&self.inner.schema));

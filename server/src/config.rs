@@ -71,7 +71,9 @@ impl Default for EngineConfig {
 
 fn listen(addr: &str) -> ListenConfig {
     ListenConfig {
-        listen: addr.parse().unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0))),
+        listen: addr
+            .parse()
+            .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0))),
     }
 }
 
@@ -193,7 +195,10 @@ mod tests {
         )
         .expect("write");
         let env = vec![
-            ("PROGNOS__PG__LISTEN".to_string(), "127.0.0.1:7000".to_string()),
+            (
+                "PROGNOS__PG__LISTEN".to_string(),
+                "127.0.0.1:7000".to_string(),
+            ),
             ("PROGNOS__S3__ALLOW_HTTP".to_string(), "true".to_string()),
             ("OTHER".to_string(), "x".to_string()),
         ];

@@ -95,9 +95,9 @@ impl StatusCode {
             | StatusCode::StatementTooComplex
             | StatusCode::UndefinedColumn
             | StatusCode::UndefinedFunction => tonic::Code::InvalidArgument,
-            StatusCode::UndefinedTable | StatusCode::UndefinedSchema | StatusCode::UndefinedFile => {
-                tonic::Code::NotFound
-            }
+            StatusCode::UndefinedTable
+            | StatusCode::UndefinedSchema
+            | StatusCode::UndefinedFile => tonic::Code::NotFound,
             StatusCode::DuplicateTable => tonic::Code::AlreadyExists,
             StatusCode::FeatureNotSupported => tonic::Code::Unimplemented,
             StatusCode::QueryCanceled => tonic::Code::Cancelled,
@@ -266,7 +266,9 @@ fn classify_arrow(a: &datafusion::arrow::error::ArrowError) -> StatusCode {
 
 fn classify_message(m: &str) -> StatusCode {
     let l = m.to_ascii_lowercase();
-    if l.starts_with("table '") && l.contains("not found") || l.contains("does not exist") && l.contains("table") {
+    if l.starts_with("table '") && l.contains("not found")
+        || l.contains("does not exist") && l.contains("table")
+    {
         StatusCode::UndefinedTable
     } else if l.contains("table function") && l.contains("not found")
         || l.starts_with("invalid function")
@@ -274,7 +276,9 @@ fn classify_message(m: &str) -> StatusCode {
         || l.contains("function") && l.contains("does not support")
     {
         StatusCode::UndefinedFunction
-    } else if l.contains("schema") && l.contains("not found") || l.contains("schema") && l.contains("doesn't exist") {
+    } else if l.contains("schema") && l.contains("not found")
+        || l.contains("schema") && l.contains("doesn't exist")
+    {
         StatusCode::UndefinedSchema
     } else if l.contains("already exists") {
         StatusCode::DuplicateTable
@@ -282,7 +286,11 @@ fn classify_message(m: &str) -> StatusCode {
         StatusCode::UndefinedColumn
     } else if l.contains("divide by zero") || l.contains("division by zero") {
         StatusCode::DivisionByZero
-    } else if l.contains("cannot cast") || l.contains("cannot be cast") || l.contains("cannot coerce") || l.contains("failed to coerce") {
+    } else if l.contains("cannot cast")
+        || l.contains("cannot be cast")
+        || l.contains("cannot coerce")
+        || l.contains("failed to coerce")
+    {
         StatusCode::DatatypeMismatch
     } else if l.contains("placeholder") || l.contains("expected") && l.contains("parameter") {
         StatusCode::InvalidParameterValue
@@ -322,10 +330,22 @@ mod tests {
     #[test]
     fn datafusion_messages_are_classified() {
         let cases = [
-            (DataFusionError::Plan("table 'prognos.public.nope' not found".into()), StatusCode::UndefinedTable),
-            (DataFusionError::Plan("Invalid function 'nope'.\nDid you mean 'now'?".into()), StatusCode::UndefinedFunction),
-            (DataFusionError::NotImplemented("x".into()), StatusCode::FeatureNotSupported),
-            (DataFusionError::ResourcesExhausted("x".into()), StatusCode::OutOfMemory),
+            (
+                DataFusionError::Plan("table 'prognos.public.nope' not found".into()),
+                StatusCode::UndefinedTable,
+            ),
+            (
+                DataFusionError::Plan("Invalid function 'nope'.\nDid you mean 'now'?".into()),
+                StatusCode::UndefinedFunction,
+            ),
+            (
+                DataFusionError::NotImplemented("x".into()),
+                StatusCode::FeatureNotSupported,
+            ),
+            (
+                DataFusionError::ResourcesExhausted("x".into()),
+                StatusCode::OutOfMemory,
+            ),
         ];
         for (e, want) in cases {
             assert_eq!(classify_datafusion(&e), want, "{e}");

@@ -136,7 +136,10 @@ impl FlightSqlServer {
             .ok_or_else(|| Status::invalid_argument("empty statement"))
     }
 
-    async fn describe(&self, sql: &str) -> Result<(Session, DFStatement, crate::engine::Described), Status> {
+    async fn describe(
+        &self,
+        sql: &str,
+    ) -> Result<(Session, DFStatement, crate::engine::Described), Status> {
         let session = self.engine.new_session();
         let stmt = self.parse_one(sql)?;
         let described = self
@@ -147,7 +150,11 @@ impl FlightSqlServer {
         Ok((session, stmt, described))
     }
 
-    fn flight_info(schema: &Schema, ticket: bytes::Bytes, descriptor: FlightDescriptor) -> Result<FlightInfo, Status> {
+    fn flight_info(
+        schema: &Schema,
+        ticket: bytes::Bytes,
+        descriptor: FlightDescriptor,
+    ) -> Result<FlightInfo, Status> {
         let endpoint = FlightEndpoint::new().with_ticket(Ticket::new(ticket));
         Ok(FlightInfo::new()
             .try_with_schema(schema)
@@ -183,7 +190,9 @@ impl FlightSqlServer {
                 let schema = stream.schema();
                 let batches = stream.map(move |b| {
                     let _keep = (&timer, &_gauge);
-                    b.map_err(|e| FlightError::Tonic(Box::new(to_status(ServerError::DataFusion(e)))))
+                    b.map_err(|e| {
+                        FlightError::Tonic(Box::new(to_status(ServerError::DataFusion(e))))
+                    })
                 });
                 FlightDataEncoderBuilder::new()
                     .with_schema(schema)
@@ -211,13 +220,20 @@ impl FlightSqlServer {
         let session = self.engine.new_session();
         let stmt = self.parse_one(&handle.sql)?;
         let params = decode_params(handle.params.as_deref())?;
-        match self.engine.execute(&session, &stmt, params).await.map_err(to_status)? {
+        match self
+            .engine
+            .execute(&session, &stmt, params)
+            .await
+            .map_err(to_status)?
+        {
             Output::Command { rows, .. } => Ok(rows.map(|r| r as i64).unwrap_or(0)),
             Output::Rows(mut s) => {
                 // A query sent as an update: drain it and report the row count.
                 let mut n = 0i64;
                 while let Some(b) = s.next().await {
-                    n += b.map_err(|e| to_status(ServerError::DataFusion(e)))?.num_rows() as i64;
+                    n += b
+                        .map_err(|e| to_status(ServerError::DataFusion(e)))?
+                        .num_rows() as i64;
                 }
                 Ok(n)
             }
@@ -225,7 +241,10 @@ impl FlightSqlServer {
         }
     }
 
-    fn encode_batch_stream(batch: Result<RecordBatch, FlightError>, schema: SchemaRef) -> FlightDataStream {
+    fn encode_batch_stream(
+        batch: Result<RecordBatch, FlightError>,
+        schema: SchemaRef,
+    ) -> FlightDataStream {
         FlightDataEncoderBuilder::new()
             .with_schema(schema)
             .build(futures::stream::once(async move { batch }))
@@ -268,7 +287,13 @@ fn param_schema(params: &[Option<DataType>]) -> Schema {
         params
             .iter()
             .enumerate()
-            .map(|(i, t)| Field::new(format!("${}", i + 1), t.clone().unwrap_or(DataType::Utf8), true))
+            .map(|(i, t)| {
+                Field::new(
+                    format!("${}", i + 1),
+                    t.clone().unwrap_or(DataType::Utf8),
+                    true,
+                )
+            })
             .collect::<Vec<_>>(),
     )
 }
@@ -284,7 +309,8 @@ fn decode_params(raw: Option<&[u8]>) -> Result<Option<Vec<ScalarValue>>, Status>
     let Some(raw) = raw else {
         return Ok(None);
     };
-    let reader = datafusion::arrow::ipc::reader::StreamReader::try_new(raw, None).map_err(flight_err)?;
+    let reader =
+        datafusion::arrow::ipc::reader::StreamReader::try_new(raw, None).map_err(flight_err)?;
     for batch in reader {
         let batch = batch.map_err(flight_err)?;
         if batch.num_rows() == 0 {
@@ -318,8 +344,10 @@ impl FlightSqlService for FlightSqlServer {
     async fn do_handshake(
         &self,
         _request: Request<Streaming<HandshakeRequest>>,
-    ) -> Result<Response<Pin<Box<dyn Stream<Item = Result<HandshakeResponse, Status>> + Send>>>, Status>
-    {
+    ) -> Result<
+        Response<Pin<Box<dyn Stream<Item = Result<HandshakeResponse, Status>> + Send>>>,
+        Status,
+    > {
         // No authentication yet: accept every client.
         let out = futures::stream::iter(vec![Ok(HandshakeResponse {
             protocol_version: 0,
@@ -337,11 +365,21 @@ impl FlightSqlService for FlightSqlServer {
         let descriptor = request.into_inner();
         let Some(schema) = described.schema else {
             // No result set (DDL, DML, COPY): run it now; clients need not fetch anything.
-            self.run_update(Handle { sql: query.query, params: None }).await?;
+            self.run_update(Handle {
+                sql: query.query,
+                params: None,
+            })
+            .await?;
             return Ok(Response::new(Self::no_rows_info(descriptor)?));
         };
-        let handle = Handle { sql: query.query, params: None }.encode()?;
-        let ticket = TicketStatementQuery { statement_handle: handle };
+        let handle = Handle {
+            sql: query.query,
+            params: None,
+        }
+        .encode()?;
+        let ticket = TicketStatementQuery {
+            statement_handle: handle,
+        };
         let info = Self::flight_info(&schema, ticket.as_any().encode_to_vec().into(), descriptor)?;
         Ok(Response::new(info))
     }
@@ -350,8 +388,12 @@ impl FlightSqlService for FlightSqlServer {
         &self,
         ticket: TicketStatementQuery,
         _request: Request<Ticket>,
-    ) -> Result<Response<<Self as arrow_flight::flight_service_server::FlightService>::DoGetStream>, Status> {
-        self.run_stream(Handle::decode(&ticket.statement_handle)?).await
+    ) -> Result<
+        Response<<Self as arrow_flight::flight_service_server::FlightService>::DoGetStream>,
+        Status,
+    > {
+        self.run_stream(Handle::decode(&ticket.statement_handle)?)
+            .await
     }
 
     async fn get_flight_info_prepared_statement(
@@ -374,8 +416,12 @@ impl FlightSqlService for FlightSqlServer {
         &self,
         cmd: CommandPreparedStatementQuery,
         _request: Request<Ticket>,
-    ) -> Result<Response<<Self as arrow_flight::flight_service_server::FlightService>::DoGetStream>, Status> {
-        self.run_stream(Handle::decode(&cmd.prepared_statement_handle)?).await
+    ) -> Result<
+        Response<<Self as arrow_flight::flight_service_server::FlightService>::DoGetStream>,
+        Status,
+    > {
+        self.run_stream(Handle::decode(&cmd.prepared_statement_handle)?)
+            .await
     }
 
     async fn do_action_create_prepared_statement(
@@ -384,9 +430,16 @@ impl FlightSqlService for FlightSqlServer {
         _request: Request<arrow_flight::Action>,
     ) -> Result<ActionCreatePreparedStatementResult, Status> {
         let (_, _, described) = self.describe(&query.query).await?;
-        let schema = described.schema.clone().unwrap_or_else(|| Arc::new(Schema::empty()));
+        let schema = described
+            .schema
+            .clone()
+            .unwrap_or_else(|| Arc::new(Schema::empty()));
         Ok(ActionCreatePreparedStatementResult {
-            prepared_statement_handle: Handle { sql: query.query, params: None }.encode()?,
+            prepared_statement_handle: Handle {
+                sql: query.query,
+                params: None,
+            }
+            .encode()?,
             dataset_schema: schema_bytes(&schema)?,
             parameter_schema: schema_bytes(&param_schema(&described.params))?,
         })
@@ -430,7 +483,11 @@ impl FlightSqlService for FlightSqlServer {
         ticket: CommandStatementUpdate,
         _request: Request<PeekableFlightDataStream>,
     ) -> Result<i64, Status> {
-        self.run_update(Handle { sql: ticket.query, params: None }).await
+        self.run_update(Handle {
+            sql: ticket.query,
+            params: None,
+        })
+        .await
     }
 
     async fn do_put_prepared_statement_update(
@@ -448,7 +505,12 @@ impl FlightSqlService for FlightSqlServer {
             let batch = batch.map_err(flight_err)?;
             for row in 0..batch.num_rows() {
                 handle.params = Some(encode_params(&batch.slice(row, 1))?);
-                total += self.run_update(Handle { sql: handle.sql.clone(), params: handle.params.clone() }).await?;
+                total += self
+                    .run_update(Handle {
+                        sql: handle.sql.clone(),
+                        params: handle.params.clone(),
+                    })
+                    .await?;
                 ran = true;
             }
         }
@@ -464,7 +526,11 @@ impl FlightSqlService for FlightSqlServer {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         let schema = query.clone().into_builder().schema();
-        let info = Self::flight_info(&schema, query.as_any().encode_to_vec().into(), request.into_inner())?;
+        let info = Self::flight_info(
+            &schema,
+            query.as_any().encode_to_vec().into(),
+            request.into_inner(),
+        )?;
         Ok(Response::new(info))
     }
 
@@ -476,7 +542,10 @@ impl FlightSqlService for FlightSqlServer {
         let mut builder = query.into_builder();
         builder.append(CATALOG_NAME);
         let schema = builder.schema();
-        Ok(Response::new(Self::encode_batch_stream(builder.build().map_err(FlightError::from), schema)))
+        Ok(Response::new(Self::encode_batch_stream(
+            builder.build().map_err(FlightError::from),
+            schema,
+        )))
     }
 
     async fn get_flight_info_schemas(
@@ -485,7 +554,11 @@ impl FlightSqlService for FlightSqlServer {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         let schema = query.clone().into_builder().schema();
-        let info = Self::flight_info(&schema, query.as_any().encode_to_vec().into(), request.into_inner())?;
+        let info = Self::flight_info(
+            &schema,
+            query.as_any().encode_to_vec().into(),
+            request.into_inner(),
+        )?;
         Ok(Response::new(info))
     }
 
@@ -502,7 +575,10 @@ impl FlightSqlService for FlightSqlServer {
             }
         }
         let schema = builder.schema();
-        Ok(Response::new(Self::encode_batch_stream(builder.build().map_err(FlightError::from), schema)))
+        Ok(Response::new(Self::encode_batch_stream(
+            builder.build().map_err(FlightError::from),
+            schema,
+        )))
     }
 
     async fn get_flight_info_tables(
@@ -511,7 +587,11 @@ impl FlightSqlService for FlightSqlServer {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         let schema = query.clone().into_builder().schema();
-        let info = Self::flight_info(&schema, query.as_any().encode_to_vec().into(), request.into_inner())?;
+        let info = Self::flight_info(
+            &schema,
+            query.as_any().encode_to_vec().into(),
+            request.into_inner(),
+        )?;
         Ok(Response::new(info))
     }
 
@@ -539,13 +619,22 @@ impl FlightSqlService for FlightSqlServer {
                         datafusion::datasource::TableType::Base => "TABLE",
                     };
                     builder
-                        .append(CATALOG_NAME, &schema_name, &name, kind, table.schema().as_ref())
+                        .append(
+                            CATALOG_NAME,
+                            &schema_name,
+                            &name,
+                            kind,
+                            table.schema().as_ref(),
+                        )
                         .map_err(flight_err)?;
                 }
             }
         }
         let schema = builder.schema();
-        Ok(Response::new(Self::encode_batch_stream(builder.build().map_err(FlightError::from), schema)))
+        Ok(Response::new(Self::encode_batch_stream(
+            builder.build().map_err(FlightError::from),
+            schema,
+        )))
     }
 
     async fn get_flight_info_table_types(
@@ -554,7 +643,11 @@ impl FlightSqlService for FlightSqlServer {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         let schema = Schema::new(vec![Field::new("table_type", DataType::Utf8, false)]);
-        let info = Self::flight_info(&schema, query.as_any().encode_to_vec().into(), request.into_inner())?;
+        let info = Self::flight_info(
+            &schema,
+            query.as_any().encode_to_vec().into(),
+            request.into_inner(),
+        )?;
         Ok(Response::new(info))
     }
 
@@ -563,7 +656,11 @@ impl FlightSqlService for FlightSqlServer {
         _query: CommandGetTableTypes,
         _request: Request<Ticket>,
     ) -> Result<Response<FlightDataStream>, Status> {
-        let schema: SchemaRef = Arc::new(Schema::new(vec![Field::new("table_type", DataType::Utf8, false)]));
+        let schema: SchemaRef = Arc::new(Schema::new(vec![Field::new(
+            "table_type",
+            DataType::Utf8,
+            false,
+        )]));
         let batch = RecordBatch::try_new(
             Arc::clone(&schema),
             vec![Arc::new(datafusion::arrow::array::StringArray::from(vec![
@@ -582,7 +679,11 @@ impl FlightSqlService for FlightSqlServer {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         let schema = query.clone().into_builder(&self.sql_info).schema();
-        let info = Self::flight_info(schema.as_ref(), query.as_any().encode_to_vec().into(), request.into_inner())?;
+        let info = Self::flight_info(
+            schema.as_ref(),
+            query.as_any().encode_to_vec().into(),
+            request.into_inner(),
+        )?;
         Ok(Response::new(info))
     }
 
@@ -593,7 +694,10 @@ impl FlightSqlService for FlightSqlServer {
     ) -> Result<Response<FlightDataStream>, Status> {
         let builder = query.into_builder(&self.sql_info);
         let schema = builder.schema();
-        Ok(Response::new(Self::encode_batch_stream(builder.build().map_err(FlightError::from), schema)))
+        Ok(Response::new(Self::encode_batch_stream(
+            builder.build().map_err(FlightError::from),
+            schema,
+        )))
     }
 
     async fn do_get_fallback(
@@ -601,7 +705,10 @@ impl FlightSqlService for FlightSqlServer {
         _request: Request<Ticket>,
         message: Any,
     ) -> Result<Response<FlightDataStream>, Status> {
-        Err(Status::unimplemented(format!("unsupported ticket type {}", message.type_url)))
+        Err(Status::unimplemented(format!(
+            "unsupported ticket type {}",
+            message.type_url
+        )))
     }
 
     async fn register_sql_info(&self, _id: i32, _result: &SqlInfo) {}

@@ -11,7 +11,10 @@ use tokio_util::sync::CancellationToken;
 use crate::metrics::METRICS;
 
 async fn health() -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "application/json")], "{\"status\":\"ok\"}")
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        "{\"status\":\"ok\"}",
+    )
 }
 
 async fn metrics() -> impl IntoResponse {
@@ -22,7 +25,10 @@ async fn metrics() -> impl IntoResponse {
 }
 
 /// Serve HTTP on `listener` until `shutdown` fires.
-pub async fn serve(listener: tokio::net::TcpListener, shutdown: CancellationToken) -> std::io::Result<()> {
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
     let app = Router::new()
         .route("/health", get(health))
         .route("/metrics", get(metrics));

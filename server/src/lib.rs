@@ -37,7 +37,10 @@ pub struct BoundAddrs {
 
 async fn bind(addr: SocketAddr, what: &str) -> Result<TcpListener, ServerError> {
     TcpListener::bind(addr).await.map_err(|e| {
-        ServerError::statement(StatusCode::IoError, format!("cannot listen for {what} on {addr}: {e}"))
+        ServerError::statement(
+            StatusCode::IoError,
+            format!("cannot listen for {what} on {addr}: {e}"),
+        )
     })
 }
 
@@ -53,9 +56,15 @@ pub async fn run(
     let flight = bind(config.flight.listen, "flight sql").await?;
     let http = bind(config.http.listen, "http").await?;
     let addrs = BoundAddrs {
-        pg: pg.local_addr().map_err(|e| ServerError::statement(StatusCode::IoError, e.to_string()))?,
-        flight: flight.local_addr().map_err(|e| ServerError::statement(StatusCode::IoError, e.to_string()))?,
-        http: http.local_addr().map_err(|e| ServerError::statement(StatusCode::IoError, e.to_string()))?,
+        pg: pg
+            .local_addr()
+            .map_err(|e| ServerError::statement(StatusCode::IoError, e.to_string()))?,
+        flight: flight
+            .local_addr()
+            .map_err(|e| ServerError::statement(StatusCode::IoError, e.to_string()))?,
+        http: http
+            .local_addr()
+            .map_err(|e| ServerError::statement(StatusCode::IoError, e.to_string()))?,
     };
     info!(data_dir = %engine.data_dir().display(), pg = %addrs.pg, flight = %addrs.flight, http = %http::describe(&addrs.http), "prognos listening");
     ready(addrs);

@@ -109,7 +109,8 @@ fn main() -> ExitCode {
         .enable_all()
         // Deep but legal plans recurse; give workers headroom beyond the 2 MiB default.
         .thread_stack_size(16 * 1024 * 1024)
-        .build() {
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("prognos: cannot start runtime: {e}");

@@ -25,8 +25,8 @@ pub struct Metrics {
 
 #[allow(clippy::expect_used)] // metric definitions are static; failing here is a programming error
 fn build() -> Metrics {
-    let registry = Registry::new_custom(Some("prognos".into()), None)
-        .expect("valid registry prefix");
+    let registry =
+        Registry::new_custom(Some("prognos".into()), None).expect("valid registry prefix");
     let connections = IntGaugeVec::new(
         Opts::new("connections", "Open client connections"),
         &["protocol"],
@@ -43,12 +43,10 @@ fn build() -> Metrics {
     )
     .expect("metric");
     let query_seconds = HistogramVec::new(
-        HistogramOpts::new("query_duration_seconds", "Statement latency in seconds").buckets(
-            vec![
-                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-                10.0, 30.0, 60.0,
-            ],
-        ),
+        HistogramOpts::new("query_duration_seconds", "Statement latency in seconds").buckets(vec![
+            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            30.0, 60.0,
+        ]),
         &["protocol"],
     )
     .expect("metric");
@@ -106,7 +104,10 @@ impl ConnectionGauge {
     /// Count a new connection of `protocol`.
     pub fn open(protocol: &'static str) -> Self {
         METRICS.connections.with_label_values(&[protocol]).inc();
-        METRICS.connections_total.with_label_values(&[protocol]).inc();
+        METRICS
+            .connections_total
+            .with_label_values(&[protocol])
+            .inc();
         Self(protocol)
     }
 }

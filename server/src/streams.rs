@@ -14,7 +14,10 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 pub const CANCELLED_MESSAGE: &str = "canceling statement due to user request";
 
 /// A record batch stream that ends with a cancellation error as soon as `token` fires.
-pub fn cancellable(inner: SendableRecordBatchStream, token: CancellationToken) -> SendableRecordBatchStream {
+pub fn cancellable(
+    inner: SendableRecordBatchStream,
+    token: CancellationToken,
+) -> SendableRecordBatchStream {
     Box::pin(Cancellable {
         schema: inner.schema(),
         inner,

@@ -53,7 +53,9 @@ impl From<StorageError> for datafusion::error::DataFusionError {
     fn from(e: StorageError) -> Self {
         match e {
             StorageError::DataFusion(e) => e,
-            StorageError::ObjectStore(e) => datafusion::error::DataFusionError::ObjectStore(Box::new(e)),
+            StorageError::ObjectStore(e) => {
+                datafusion::error::DataFusionError::ObjectStore(Box::new(e))
+            }
             other => datafusion::error::DataFusionError::External(Box::new(other)),
         }
     }

@@ -91,10 +91,11 @@ pub fn columns_to_schema(columns: &[ColumnDef]) -> StorageResult<SchemaRef> {
     let fields = columns
         .iter()
         .map(|c| {
-            let dt = DataType::from_str(&c.data_type).map_err(|e| StorageError::CorruptMetadata {
-                path: c.name.clone(),
-                reason: format!("unknown data type '{}': {e}", c.data_type),
-            })?;
+            let dt =
+                DataType::from_str(&c.data_type).map_err(|e| StorageError::CorruptMetadata {
+                    path: c.name.clone(),
+                    reason: format!("unknown data type '{}': {e}", c.data_type),
+                })?;
             Ok(Field::new(&c.name, dt, c.nullable))
         })
         .collect::<StorageResult<Vec<_>>>()?;
@@ -273,6 +274,9 @@ mod tests {
         assert_eq!(t.latest().await.expect("latest"), Some(m2.clone()));
         assert_eq!(m2.rows(), 3);
         let err = t.commit(1, cols, vec![]).await.expect_err("conflict");
-        assert!(matches!(err, StorageError::CommitConflict { version: 2, .. }));
+        assert!(matches!(
+            err,
+            StorageError::CommitConflict { version: 2, .. }
+        ));
     }
 }

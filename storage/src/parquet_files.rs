@@ -2,10 +2,10 @@
 
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::parquet::arrow::AsyncArrowWriter;
-use object_store::buffered::BufWriter;
 use datafusion::parquet::basic::{Compression, ZstdLevel};
 use datafusion::parquet::file::properties::WriterProperties;
 use futures::StreamExt;
+use object_store::buffered::BufWriter;
 
 use crate::error::StorageResult;
 use crate::manifest::{DATA_DIR, DataFile, TableStore};
@@ -42,14 +42,16 @@ pub async fn write_data_files(
                 AsyncArrowWriter::try_new(sink, schema.clone(), Some(writer_properties()))?;
             current = Some((rel, writer, 0));
         }
-        if let Some((_, writer, rows)) = current.as_mut() {
-            writer.write(&batch).await?;
-            *rows += batch.num_rows() as u64;
-            if *rows as usize >= rows_per_file {
-                if let Some((rel, writer, rows)) = current.take() {
-                    files.push(finish(rel, writer, rows).await?);
-                }
+        let full = match current.as_mut() {
+            Some((_, writer, rows)) => {
+                writer.write(&batch).await?;
+                *rows += batch.num_rows() as u64;
+                *rows as usize >= rows_per_file
             }
+            None => false,
+        };
+        if full && let Some((rel, writer, rows)) = current.take() {
+            files.push(finish(rel, writer, rows).await?);
         }
     }
     if let Some((rel, writer, rows)) = current.take() {

@@ -119,7 +119,11 @@ pub fn build_s3(
 
 /// The registry key of a URL: scheme and authority (`s3://bucket`).
 fn store_key(url: &Url) -> String {
-    format!("{}://{}", url.scheme(), &url[url::Position::BeforeHost..url::Position::AfterPort])
+    format!(
+        "{}://{}",
+        url.scheme(),
+        &url[url::Position::BeforeHost..url::Position::AfterPort]
+    )
 }
 
 impl ObjectStoreRegistry for StoreRegistry {
@@ -185,8 +189,12 @@ mod tests {
             allow_http: true,
             ..Default::default()
         });
-        let a = reg.get_store(&Url::parse("s3://a/x").expect("url")).expect("a");
-        let a2 = reg.get_store(&Url::parse("s3://a/y").expect("url")).expect("a2");
+        let a = reg
+            .get_store(&Url::parse("s3://a/x").expect("url"))
+            .expect("a");
+        let a2 = reg
+            .get_store(&Url::parse("s3://a/y").expect("url"))
+            .expect("a2");
         assert!(Arc::ptr_eq(&a, &a2));
     }
 }

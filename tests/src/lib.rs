@@ -74,7 +74,10 @@ impl Server {
             .args(["--pg-listen", "127.0.0.1:0"])
             .args(["--flight-listen", "127.0.0.1:0"])
             .args(["--http-listen", "127.0.0.1:0"])
-            .env("PROGNOS_LOG", std::env::var("PROGNOS_LOG").unwrap_or_else(|_| "warn".into()))
+            .env(
+                "PROGNOS_LOG",
+                std::env::var("PROGNOS_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
         if !self.demo {
@@ -124,7 +127,11 @@ impl Server {
 
     /// `postgresql://` URL.
     pub fn pg_url(&self) -> String {
-        format!("postgresql://prognos@{}:{}/prognos", self.pg.ip(), self.pg.port())
+        format!(
+            "postgresql://prognos@{}:{}/prognos",
+            self.pg.ip(),
+            self.pg.port()
+        )
     }
 
     /// Connect with tokio-postgres (the connection task is spawned on the current runtime).
@@ -173,7 +180,10 @@ impl Server {
         let Some(mut c) = self.child.take() else {
             return false;
         };
-        let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(c.id().to_string())
+            .status();
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             if let Ok(Some(status)) = c.try_wait() {

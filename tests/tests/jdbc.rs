@@ -25,7 +25,11 @@ fn pgjdbc_connects_reads_metadata_and_queries() {
         .expect("javac");
     assert!(status.success(), "javac failed");
     let server = Server::start_with_demo();
-    let url = format!("jdbc:postgresql://{}:{}/prognos", server.pg.ip(), server.pg.port());
+    let url = format!(
+        "jdbc:postgresql://{}:{}/prognos",
+        server.pg.ip(),
+        server.pg.port()
+    );
     let cp = format!("{}:{JAR}", build.path().display());
     let out = Command::new("java")
         .args(["-cp", &cp, "JdbcSmoke", &url])

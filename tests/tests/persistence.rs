@@ -34,18 +34,40 @@ async fn tables_survive_restart() {
     }
     server.restart();
     let c = server.connect().await;
-    let rows = c.query("SELECT id, label FROM kept ORDER BY id", &[]).await.expect("kept");
+    let rows = c
+        .query("SELECT id, label FROM kept ORDER BY id", &[])
+        .await
+        .expect("kept");
     assert_eq!(rows.len(), 2);
     assert_eq!(rows[1].get::<_, &str>(1), "two");
-    let sum: i64 = c.query_one("SELECT CAST(sum(x) AS BIGINT) FROM ctas", &[]).await.expect("ctas").get(0);
+    let sum: i64 = c
+        .query_one("SELECT CAST(sum(x) AS BIGINT) FROM ctas", &[])
+        .await
+        .expect("ctas")
+        .get(0);
     assert_eq!(sum, 30);
-    let label: &str = &c.query_one("SELECT label FROM kept_view", &[]).await.expect("view").get::<_, String>(0);
+    let label: &str = &c
+        .query_one("SELECT label FROM kept_view", &[])
+        .await
+        .expect("view")
+        .get::<_, String>(0);
     assert_eq!(label, "two");
-    let n: i64 = c.query_one("SELECT CAST(sum(v) AS BIGINT) FROM ext", &[]).await.expect("ext").get(0);
+    let n: i64 = c
+        .query_one("SELECT CAST(sum(v) AS BIGINT) FROM ext", &[])
+        .await
+        .expect("ext")
+        .get(0);
     assert_eq!(n, 60);
-    let n: i64 = c.query_one("SELECT count(*) FROM ext_rel", &[]).await.expect("ext_rel").get(0);
+    let n: i64 = c
+        .query_one("SELECT count(*) FROM ext_rel", &[])
+        .await
+        .expect("ext_rel")
+        .get(0);
     assert_eq!(n, 3);
-    let err = c.query("SELECT * FROM dropped", &[]).await.expect_err("dropped stays dropped");
+    let err = c
+        .query("SELECT * FROM dropped", &[])
+        .await
+        .expect_err("dropped stays dropped");
     assert_eq!(err.code().map(|c| c.code()), Some("42P01"));
 }
 
@@ -53,11 +75,15 @@ async fn tables_survive_restart() {
 async fn kill_9_during_writes_loses_no_committed_data() {
     let mut server = Server::start();
     let c = server.connect().await;
-    c.batch_execute("CREATE TABLE w (batch BIGINT, v BIGINT)").await.expect("create");
+    c.batch_execute("CREATE TABLE w (batch BIGINT, v BIGINT)")
+        .await
+        .expect("create");
     // Each INSERT adds 50 000 rows; a writer runs until the server is killed under it.
     let url = server.pg_conn_str();
     let writer = tokio::spawn(async move {
-        let (c, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.expect("connect");
+        let (c, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .expect("connect");
         tokio::spawn(conn);
         let mut committed = 0i64;
         for b in 0..1000i64 {
@@ -76,16 +102,30 @@ async fn kill_9_during_writes_loses_no_committed_data() {
 
     let c = server.connect().await;
     let rows = c
-        .query("SELECT batch, count(*) FROM w GROUP BY batch ORDER BY batch", &[])
+        .query(
+            "SELECT batch, count(*) FROM w GROUP BY batch ORDER BY batch",
+            &[],
+        )
         .await
         .expect("table readable after kill -9");
     // Every visible batch is complete: no half-written insert is visible.
     for r in &rows {
-        assert_eq!(r.get::<_, i64>(1), 50_000, "batch {} is partial", r.get::<_, i64>(0));
+        assert_eq!(
+            r.get::<_, i64>(1),
+            50_000,
+            "batch {} is partial",
+            r.get::<_, i64>(0)
+        );
     }
     // Every insert the client saw succeed is there (an insert may also have committed just
     // before the kill without the client hearing about it).
-    assert!(rows.len() as i64 >= committed, "{} batches visible, {committed} acknowledged", rows.len());
+    assert!(
+        rows.len() as i64 >= committed,
+        "{} batches visible, {committed} acknowledged",
+        rows.len()
+    );
     // The table still takes writes.
-    c.batch_execute("INSERT INTO w VALUES (-1, -1)").await.expect("insert after restart");
+    c.batch_execute("INSERT INTO w VALUES (-1, -1)")
+        .await
+        .expect("insert after restart");
 }

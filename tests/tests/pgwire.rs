@@ -9,18 +9,18 @@ use tokio_postgres::error::SqlState;
 fn rows_of(msgs: &[SimpleQueryMessage]) -> Vec<Vec<Option<String>>> {
     msgs.iter()
         .filter_map(|m| match m {
-            SimpleQueryMessage::Row(r) => Some(
-                (0..r.len())
-                    .map(|i| r.get(i).map(str::to_string))
-                    .collect(),
-            ),
+            SimpleQueryMessage::Row(r) => {
+                Some((0..r.len()).map(|i| r.get(i).map(str::to_string)).collect())
+            }
             _ => None,
         })
         .collect()
 }
 
 fn sqlstate(e: &tokio_postgres::Error) -> String {
-    e.code().map(|c| c.code().to_string()).unwrap_or_else(|| format!("no sqlstate: {e}"))
+    e.code()
+        .map(|c| c.code().to_string())
+        .unwrap_or_else(|| format!("no sqlstate: {e}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -28,8 +28,14 @@ async fn simple_and_extended_queries_with_parameters() {
     let server = Server::start();
     let c = server.connect().await;
 
-    let rows = c.simple_query("SELECT 1 AS one, 'x' AS s").await.expect("simple");
-    assert_eq!(rows_of(&rows), vec![vec![Some("1".into()), Some("x".into())]]);
+    let rows = c
+        .simple_query("SELECT 1 AS one, 'x' AS s")
+        .await
+        .expect("simple");
+    assert_eq!(
+        rows_of(&rows),
+        vec![vec![Some("1".into()), Some("x".into())]]
+    );
 
     c.batch_execute(
         "CREATE TABLE t (id BIGINT, name VARCHAR, score DOUBLE, ok BOOLEAN);
@@ -40,7 +46,10 @@ async fn simple_and_extended_queries_with_parameters() {
 
     // Extended protocol with typed parameters; binary results.
     let rows = c
-        .query("SELECT id, name, score, ok FROM t WHERE id >= $1 ORDER BY id", &[&2i64])
+        .query(
+            "SELECT id, name, score, ok FROM t WHERE id >= $1 ORDER BY id",
+            &[&2i64],
+        )
         .await
         .expect("extended");
     assert_eq!(rows.len(), 2);
@@ -61,15 +70,25 @@ async fn simple_and_extended_queries_with_parameters() {
 
     // INSERT through the extended protocol reports the row count.
     let n = c
-        .execute("INSERT INTO t VALUES ($1, $2, $3, $4)", &[&4i64, &"d", &4.0f64, &true])
+        .execute(
+            "INSERT INTO t VALUES ($1, $2, $3, $4)",
+            &[&4i64, &"d", &4.0f64, &true],
+        )
         .await
         .expect("insert with params");
     assert_eq!(n, 1);
-    let count: i64 = c.query_one("SELECT count(*) FROM t", &[]).await.expect("count").get(0);
+    let count: i64 = c
+        .query_one("SELECT count(*) FROM t", &[])
+        .await
+        .expect("count")
+        .get(0);
     assert_eq!(count, 4);
 
     // A prepared statement runs many times.
-    let stmt = c.prepare("SELECT name FROM t WHERE id = $1").await.expect("prepare");
+    let stmt = c
+        .prepare("SELECT name FROM t WHERE id = $1")
+        .await
+        .expect("prepare");
     for (id, want) in [(1i64, Some("a")), (4, Some("d")), (3, None)] {
         let row = c.query_one(&stmt, &[&id]).await.expect("exec prepared");
         assert_eq!(row.get::<_, Option<&str>>(0), want);
@@ -121,18 +140,27 @@ async fn binary_and_text_encodings_of_types() {
     );
 
     // Arrays of numbers in binary.
-    let row = c.query_one("SELECT [1, 2, 3] AS a, ['x', 'y'] AS s", &[]).await.expect("arrays");
+    let row = c
+        .query_one("SELECT [1, 2, 3] AS a, ['x', 'y'] AS s", &[])
+        .await
+        .expect("arrays");
     assert_eq!(row.get::<_, Vec<i64>>("a"), vec![1, 2, 3]);
-    assert_eq!(row.get::<_, Vec<String>>("s"), vec!["x".to_string(), "y".to_string()]);
+    assert_eq!(
+        row.get::<_, Vec<String>>("s"),
+        vec!["x".to_string(), "y".to_string()]
+    );
 }
 
 /// Minimal FromSql impls so the test checks raw wire values without extra crates.
 mod chrono_like {
     use tokio_postgres::types::{FromSql, Type};
 
-    pub struct Date(pub String);
+    pub(crate) struct Date(pub(crate) String);
     impl<'a> FromSql<'a> for Date {
-        fn from_sql(_: &Type, raw: &'a [u8]) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        fn from_sql(
+            _: &Type,
+            raw: &'a [u8],
+        ) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
             let days = i32::from_be_bytes(raw.try_into()?);
             // days since 2000-01-01 → civil date
             let z = days as i64 + 10957 + 719468;
@@ -151,9 +179,12 @@ mod chrono_like {
         }
     }
 
-    pub struct Timestamp(pub i64);
+    pub(crate) struct Timestamp(pub(crate) i64);
     impl<'a> FromSql<'a> for Timestamp {
-        fn from_sql(_: &Type, raw: &'a [u8]) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        fn from_sql(
+            _: &Type,
+            raw: &'a [u8],
+        ) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
             Ok(Timestamp(i64::from_be_bytes(raw.try_into()?)))
         }
         fn accepts(ty: &Type) -> bool {
@@ -162,26 +193,42 @@ mod chrono_like {
     }
 
     /// NUMERIC decoded from its binary form into a plain decimal string.
-    pub struct Numeric(pub String);
+    pub(crate) struct Numeric(pub(crate) String);
     impl<'a> FromSql<'a> for Numeric {
-        fn from_sql(_: &Type, raw: &'a [u8]) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        fn from_sql(
+            _: &Type,
+            raw: &'a [u8],
+        ) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
             let rd = |i: usize| i16::from_be_bytes([raw[i], raw[i + 1]]);
-            let (ndigits, weight, sign, dscale) = (rd(0) as usize, rd(2) as i32, rd(4), rd(6) as usize);
+            let (ndigits, weight, sign, dscale) =
+                (rd(0) as usize, rd(2) as i32, rd(4), rd(6) as usize);
             let digits: Vec<i64> = (0..ndigits).map(|i| rd(8 + 2 * i) as i64).collect();
             let mut int_part = String::new();
             let mut frac_part = String::new();
             for (i, d) in digits.iter().enumerate() {
                 let pos = weight - i as i32;
                 if pos >= 0 {
-                    if int_part.is_empty() { int_part = d.to_string() } else { int_part.push_str(&format!("{d:04}")) }
+                    if int_part.is_empty() {
+                        int_part = d.to_string()
+                    } else {
+                        int_part.push_str(&format!("{d:04}"))
+                    }
                 } else {
                     frac_part.push_str(&format!("{d:04}"));
                 }
             }
-            if int_part.is_empty() { int_part = "0".into(); }
+            if int_part.is_empty() {
+                int_part = "0".into();
+            }
             frac_part.truncate(dscale);
-            while frac_part.len() < dscale { frac_part.push('0'); }
-            let s = if dscale > 0 { format!("{int_part}.{frac_part}") } else { int_part };
+            while frac_part.len() < dscale {
+                frac_part.push('0');
+            }
+            let s = if dscale > 0 {
+                format!("{int_part}.{frac_part}")
+            } else {
+                int_part
+            };
             Ok(Numeric(if sign == 0x4000 { format!("-{s}") } else { s }))
         }
         fn accepts(ty: &Type) -> bool {
@@ -194,7 +241,9 @@ mod chrono_like {
 async fn errors_carry_sqlstates_and_connection_stays_usable() {
     let server = Server::start();
     let c = server.connect().await;
-    c.batch_execute("CREATE TABLE e (a INT)").await.expect("create");
+    c.batch_execute("CREATE TABLE e (a INT)")
+        .await
+        .expect("create");
 
     let cases: Vec<(&str, SqlState)> = vec![
         ("SELEC 1", SqlState::SYNTAX_ERROR),
@@ -210,7 +259,11 @@ async fn errors_carry_sqlstates_and_connection_stays_usable() {
         let err = c.query(sql, &[]).await.expect_err(sql);
         assert_eq!(sqlstate(&err), want.code(), "extended {sql}: {err:?}");
         // The connection keeps working after each error.
-        let one: i64 = c.query_one("SELECT CAST(1 AS BIGINT)", &[]).await.expect("after error").get(0);
+        let one: i64 = c
+            .query_one("SELECT CAST(1 AS BIGINT)", &[])
+            .await
+            .expect("after error")
+            .get(0);
         assert_eq!(one, 1);
     }
 
@@ -223,9 +276,15 @@ async fn errors_carry_sqlstates_and_connection_stays_usable() {
         .query("SELECT a FROM e WHERE a = $1", &[&1i32, &2i32])
         .await
         .expect_err("too many params");
-    assert!(err.to_string().contains("parameters") || err.code().is_some(), "{err:?}");
+    assert!(
+        err.to_string().contains("parameters") || err.code().is_some(),
+        "{err:?}"
+    );
     let stmt = c
-        .prepare_typed("SELECT a FROM e WHERE a = $1", &[tokio_postgres::types::Type::INT4])
+        .prepare_typed(
+            "SELECT a FROM e WHERE a = $1",
+            &[tokio_postgres::types::Type::INT4],
+        )
         .await
         .expect("prepare typed");
     let err = c
@@ -243,11 +302,18 @@ async fn errors_carry_sqlstates_and_connection_stays_usable() {
     // A 1 MB query text parses or fails cleanly.
     let big = format!("SELECT '{}' AS big", "x".repeat(1024 * 1024));
     let rows = c.simple_query(&big).await.expect("1MB query");
-    assert_eq!(rows_of(&rows)[0][0].as_ref().map(|s| s.len()), Some(1024 * 1024));
+    assert_eq!(
+        rows_of(&rows)[0][0].as_ref().map(|s| s.len()),
+        Some(1024 * 1024)
+    );
     let big_bad = format!("SELECT {} FROM", "1 +".repeat(300_000));
     let err = c.simple_query(&big_bad).await.expect_err("1MB garbage");
     assert_eq!(sqlstate(&err), "54001", "{err:?}");
-    let one: i64 = c.query_one("SELECT CAST(1 AS BIGINT)", &[]).await.expect("still usable").get(0);
+    let one: i64 = c
+        .query_one("SELECT CAST(1 AS BIGINT)", &[])
+        .await
+        .expect("still usable")
+        .get(0);
     assert_eq!(one, 1);
 }
 
@@ -267,14 +333,22 @@ async fn session_commands_clients_send() {
         "DISCARD ALL",
         "SET datafusion.execution.batch_size = 1024",
     ] {
-        c.simple_query(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+        c.simple_query(sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
     }
-    c.simple_query("SET application_name = 'itest'").await.expect("set");
+    c.simple_query("SET application_name = 'itest'")
+        .await
+        .expect("set");
     let rows = c.simple_query("SHOW application_name").await.expect("show");
     assert_eq!(rows_of(&rows), vec![vec![Some("itest".into())]]);
     let rows = c.simple_query("SHOW server_version").await.expect("show");
     assert_eq!(rows_of(&rows)[0][0].as_deref(), Some("16.0"));
-    let v: String = c.query_one("SELECT version()", &[]).await.expect("version").get(0);
+    let v: String = c
+        .query_one("SELECT version()", &[])
+        .await
+        .expect("version")
+        .get(0);
     assert!(v.starts_with("PostgreSQL 16"), "{v}");
     let s: String = c
         .query_one("SELECT current_setting('application_name')", &[])
@@ -282,9 +356,16 @@ async fn session_commands_clients_send() {
         .expect("current_setting")
         .get(0);
     assert_eq!(s, "itest");
-    let db: String = c.query_one("SELECT current_database()", &[]).await.expect("db").get(0);
+    let db: String = c
+        .query_one("SELECT current_database()", &[])
+        .await
+        .expect("db")
+        .get(0);
     assert_eq!(db, "prognos");
-    let err = c.simple_query("SHOW no_such_setting").await.expect_err("unknown setting");
+    let err = c
+        .simple_query("SHOW no_such_setting")
+        .await
+        .expect_err("unknown setting");
     assert!(err.code().is_some());
 }
 
@@ -298,11 +379,22 @@ async fn cancel_request_stops_a_long_query() {
         tokio::time::sleep(Duration::from_millis(500)).await;
         token.cancel_query(tokio_postgres::NoTls).await
     });
-    let err = c.simple_query("SELECT pg_sleep(30)").await.expect_err("must be cancelled");
+    let err = c
+        .simple_query("SELECT pg_sleep(30)")
+        .await
+        .expect_err("must be cancelled");
     assert_eq!(sqlstate(&err), SqlState::QUERY_CANCELED.code(), "{err:?}");
-    assert!(started.elapsed() < Duration::from_secs(10), "cancel took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "cancel took {:?}",
+        started.elapsed()
+    );
     canceller.await.expect("join").expect("cancel sent");
-    let one: i64 = c.query_one("SELECT CAST(1 AS BIGINT)", &[]).await.expect("usable").get(0);
+    let one: i64 = c
+        .query_one("SELECT CAST(1 AS BIGINT)", &[])
+        .await
+        .expect("usable")
+        .get(0);
     assert_eq!(one, 1);
 }
 
@@ -341,12 +433,17 @@ async fn concurrent_connections_and_abrupt_disconnects() {
     for i in 0..16i64 {
         let url = server.pg_conn_str();
         tasks.push(tokio::spawn(async move {
-            let (c, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.expect("connect");
+            let (c, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                .await
+                .expect("connect");
             tokio::spawn(conn);
             let mut total = 0i64;
             for j in 0..10i64 {
                 let row = c
-                    .query_one("SELECT count(*) FROM big WHERE v % 16 = $1", &[&((i + j) % 16)])
+                    .query_one(
+                        "SELECT count(*) FROM big WHERE v % 16 = $1",
+                        &[&((i + j) % 16)],
+                    )
                     .await
                     .expect("query");
                 total += row.get::<_, i64>(0);

@@ -33,14 +33,19 @@ fn psql(server: &Server, args: &[&str]) -> Option<(bool, String, String)> {
 #[test]
 fn psql_meta_commands_work() {
     let server = Server::start_with_demo();
-    let Some((ok, out, err)) = psql(&server, &["-c", "\\dt"]) else { return };
+    let Some((ok, out, err)) = psql(&server, &["-c", "\\dt"]) else {
+        return;
+    };
     assert!(ok, "\\dt failed: {err}");
     for t in ["customers", "daily_sales", "service_metrics"] {
         assert!(out.contains(t), "\\dt lacks {t}:\n{out}");
     }
     let (ok, out, err) = psql(&server, &["-c", "\\d customers"]).expect("psql");
     assert!(ok, "\\d failed: {err}");
-    assert!(out.contains("monthly_charges") && out.contains("churned"), "\\d output:\n{out}");
+    assert!(
+        out.contains("monthly_charges") && out.contains("churned"),
+        "\\d output:\n{out}"
+    );
     for cmd in ["\\dn", "\\l", "\\df", "\\dv"] {
         let (ok, out, err) = psql(&server, &["-c", cmd]).expect("psql");
         assert!(ok, "{cmd} failed: {err}\n{out}");
@@ -54,28 +59,46 @@ fn psql_copy_from_and_to() {
     let server = Server::start();
     let dir = tempfile::tempdir().expect("tmp");
     let input = dir.path().join("in.csv");
-    std::fs::write(&input, "id,name,amount\n1,alpha,1.5\n2,\"be,ta\",2.5\n3,,\n").expect("csv");
+    std::fs::write(
+        &input,
+        "id,name,amount\n1,alpha,1.5\n2,\"be,ta\",2.5\n3,,\n",
+    )
+    .expect("csv");
     let Some((ok, _, err)) = psql(
         &server,
-        &["-c", "CREATE TABLE loaded (id BIGINT, name VARCHAR, amount DOUBLE)"],
+        &[
+            "-c",
+            "CREATE TABLE loaded (id BIGINT, name VARCHAR, amount DOUBLE)",
+        ],
     ) else {
         return;
     };
     assert!(ok, "{err}");
-    let copy = format!("\\copy loaded FROM '{}' WITH (FORMAT csv, HEADER true)", input.display());
+    let copy = format!(
+        "\\copy loaded FROM '{}' WITH (FORMAT csv, HEADER true)",
+        input.display()
+    );
     let (ok, out, err) = psql(&server, &["-c", &copy]).expect("psql");
     assert!(ok, "\\copy from failed: {err}\n{out}");
     assert!(out.contains("COPY 3"), "{out}");
     let (ok, out, err) = psql(
         &server,
-        &["-A", "-t", "-c", "SELECT id, name, amount FROM loaded ORDER BY id"],
+        &[
+            "-A",
+            "-t",
+            "-c",
+            "SELECT id, name, amount FROM loaded ORDER BY id",
+        ],
     )
     .expect("psql");
     assert!(ok, "{err}");
     assert_eq!(out.trim(), "1|alpha|1.5\n2|be,ta|2.5\n3||");
 
     let output = dir.path().join("out.csv");
-    let copy = format!("\\copy (SELECT id, name FROM loaded ORDER BY id) TO '{}' WITH (FORMAT csv)", output.display());
+    let copy = format!(
+        "\\copy (SELECT id, name FROM loaded ORDER BY id) TO '{}' WITH (FORMAT csv)",
+        output.display()
+    );
     let (ok, _, err) = psql(&server, &["-c", &copy]).expect("psql");
     assert!(ok, "\\copy to failed: {err}");
     let text = std::fs::read_to_string(&output).expect("out.csv");

@@ -151,8 +151,14 @@ pub fn const_helpers() -> Vec<ScalarUDF> {
     vec![
         helper("pg_function_is_visible", ScalarValue::Boolean(Some(true))),
         helper("pg_type_is_visible", ScalarValue::Boolean(Some(true))),
-        helper("pg_get_function_result", ScalarValue::Utf8(Some(String::new()))),
-        helper("pg_get_function_arguments", ScalarValue::Utf8(Some(String::new()))),
+        helper(
+            "pg_get_function_result",
+            ScalarValue::Utf8(Some(String::new())),
+        ),
+        helper(
+            "pg_get_function_arguments",
+            ScalarValue::Utf8(Some(String::new())),
+        ),
         helper(
             "pg_get_function_identity_arguments",
             ScalarValue::Utf8(Some(String::new())),

@@ -67,13 +67,18 @@ pub(super) fn copy_format(
             CopyOption::Format(f) => match f.value.to_ascii_lowercase().as_str() {
                 "csv" => csv = true,
                 "text" => csv = false,
-                other => return Err(unsupported(format!("COPY format {other} is not supported (use text or csv)"))),
+                other => {
+                    return Err(unsupported(format!(
+                        "COPY format {other} is not supported (use text or csv)"
+                    )));
+                }
             },
             CopyOption::Delimiter(c) => delimiter = Some(*c as u8),
             CopyOption::Header(h) => header = *h,
             CopyOption::Null(n) => null = Some(n.clone()),
             CopyOption::Quote(q) => quote = *q as u8,
-            CopyOption::Encoding(e) if e.eq_ignore_ascii_case("utf8") || e.eq_ignore_ascii_case("utf-8") => {}
+            CopyOption::Encoding(e)
+                if e.eq_ignore_ascii_case("utf8") || e.eq_ignore_ascii_case("utf-8") => {}
             other => return Err(unsupported(format!("COPY option {other} is not supported"))),
         }
     }
@@ -85,14 +90,20 @@ pub(super) fn copy_format(
                     match c {
                         CopyLegacyCsvOption::Header => header = true,
                         CopyLegacyCsvOption::Quote(q) => quote = *q as u8,
-                        other => return Err(unsupported(format!("COPY option {other} is not supported"))),
+                        other => {
+                            return Err(unsupported(format!(
+                                "COPY option {other} is not supported"
+                            )));
+                        }
                     }
                 }
             }
             CopyLegacyOption::Delimiter(c) => delimiter = Some(*c as u8),
             CopyLegacyOption::Null(n) => null = Some(n.clone()),
             CopyLegacyOption::Header => header = true,
-            CopyLegacyOption::Binary => return Err(unsupported("COPY binary format is not supported")),
+            CopyLegacyOption::Binary => {
+                return Err(unsupported("COPY binary format is not supported"));
+            }
             other => return Err(unsupported(format!("COPY option {other} is not supported"))),
         }
     }
@@ -117,14 +128,25 @@ pub(super) async fn copy_in_target(
             "COPY FROM a server file is not supported; use CREATE EXTERNAL TABLE or psql's \\copy",
         ));
     }
-    let CopySource::Table { table_name, columns } = source else {
-        return Err(ServerError::statement(StatusCode::SyntaxError, "COPY FROM needs a table"));
+    let CopySource::Table {
+        table_name,
+        columns,
+    } = source
+    else {
+        return Err(ServerError::statement(
+            StatusCode::SyntaxError,
+            "COPY FROM needs a table",
+        ));
     };
     let table = TableReference::from(table_name.to_string());
     let provider = session.ctx().table_provider(table.clone()).await?;
     let table_schema = provider.schema();
     let fields = if columns.is_empty() {
-        table_schema.fields().iter().map(|f| f.as_ref().clone()).collect::<Vec<_>>()
+        table_schema
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect::<Vec<_>>()
     } else {
         columns
             .iter()
@@ -135,13 +157,19 @@ pub(super) async fn copy_in_target(
                     .map_err(|_| {
                         ServerError::statement(
                             StatusCode::UndefinedColumn,
-                            format!("column \"{}\" of relation \"{table}\" does not exist", c.value),
+                            format!(
+                                "column \"{}\" of relation \"{table}\" does not exist",
+                                c.value
+                            ),
                         )
                     })
             })
             .collect::<ServerResult<Vec<_>>>()?
     };
-    let fields = fields.into_iter().map(|f| f.with_nullable(true)).collect::<Vec<_>>();
+    let fields = fields
+        .into_iter()
+        .map(|f| f.with_nullable(true))
+        .collect::<Vec<_>>();
     Ok(CopyInTarget {
         table,
         columns: Arc::new(Schema::new(fields)),
@@ -152,7 +180,12 @@ pub(super) async fn copy_in_target(
 
 impl Engine {
     /// Load the bytes a client sent for `COPY … FROM STDIN`; returns rows inserted.
-    pub async fn copy_in(&self, session: &Session, target: &CopyInTarget, data: Bytes) -> ServerResult<u64> {
+    pub async fn copy_in(
+        &self,
+        session: &Session,
+        target: &CopyInTarget,
+        data: Bytes,
+    ) -> ServerResult<u64> {
         let fmt = &target.format;
         let text;
         let data: &[u8] = if fmt.csv {
@@ -238,6 +271,9 @@ fn regex_escape(s: &str) -> String {
 
 fn regex_lite_or_err(pattern: &str) -> ServerResult<regex::Regex> {
     regex::Regex::new(pattern).map_err(|e| {
-        ServerError::statement(StatusCode::InvalidParameterValue, format!("COPY NULL option: {e}"))
+        ServerError::statement(
+            StatusCode::InvalidParameterValue,
+            format!("COPY NULL option: {e}"),
+        )
     })
 }

@@ -47,7 +47,9 @@ fn daily_sales(rng: &mut Lcg) -> ServerResult<RecordBatch> {
             let trend = 1.0 + d as f64 / 730.0;
             day.push(start + d);
             store.push(name);
-            sales.push(((base * weekly * trend + rng.noise() * base * 0.05) * 100.0).round() / 100.0);
+            sales.push(
+                ((base * weekly * trend + rng.noise() * base * 0.05) * 100.0).round() / 100.0,
+            );
         }
     }
     let schema = Arc::new(Schema::new(vec![
@@ -68,8 +70,14 @@ fn daily_sales(rng: &mut Lcg) -> ServerResult<RecordBatch> {
 fn customers(rng: &mut Lcg) -> ServerResult<RecordBatch> {
     let n = 1000;
     let plans = ["monthly", "annual", "two_year"];
-    let (mut id, mut plan, mut tenure, mut charges, mut calls, mut churned) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut id, mut plan, mut tenure, mut charges, mut calls, mut churned) = (
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+    );
     for i in 0..n {
         let p = (rng.next_f64() * 3.0) as usize % 3;
         let t = (rng.next_f64() * 72.0) as i32 + 1;
@@ -114,7 +122,11 @@ fn service_metrics(rng: &mut Lcg) -> ServerResult<RecordBatch> {
     for (hi, h) in hosts.iter().enumerate() {
         for hour in 0..(24 * 7) {
             let daily = 1.0 + 0.3 * ((hour % 24) as f64 / 24.0 * std::f64::consts::TAU).sin();
-            let incident = if hour == 50 + hi as i64 * 30 { 6.0 } else { 1.0 };
+            let incident = if hour == 50 + hi as i64 * 30 {
+                6.0
+            } else {
+                1.0
+            };
             ts.push(start_us + hour * 3_600_000_000);
             host.push(*h);
             latency.push(((40.0 * daily + rng.noise() * 3.0) * incident * 100.0).round() / 100.0);

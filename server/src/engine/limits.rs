@@ -29,9 +29,7 @@ fn is_operator(t: &Token) -> bool {
         | Token::Caret
         | Token::Ampersand
         | Token::Pipe => true,
-        Token::Word(w) => {
-            w.value.eq_ignore_ascii_case("and") || w.value.eq_ignore_ascii_case("or")
-        }
+        Token::Word(w) => w.value.eq_ignore_ascii_case("and") || w.value.eq_ignore_ascii_case("or"),
         _ => false,
     }
 }
@@ -97,16 +95,26 @@ mod tests {
         let sql = format!("SELECT {} 1", "1 + ".repeat(MAX_OPERATOR_CHAIN + 1));
         let err = check_complexity(&sql).expect_err("too complex");
         assert_eq!(err.status(), StatusCode::StatementTooComplex);
-        let deep = format!("SELECT {}1{}", "(".repeat(MAX_NESTING + 1), ")".repeat(MAX_NESTING + 1));
+        let deep = format!(
+            "SELECT {}1{}",
+            "(".repeat(MAX_NESTING + 1),
+            ")".repeat(MAX_NESTING + 1)
+        );
         assert!(check_complexity(&deep).is_err());
     }
 
     #[test]
     fn big_but_flat_statements_pass() {
-        let values: Vec<String> = (0..50_000).map(|i| format!("({i}, -{i}, 'x' || 'y')")).collect();
+        let values: Vec<String> = (0..50_000)
+            .map(|i| format!("({i}, -{i}, 'x' || 'y')"))
+            .collect();
         let sql = format!("INSERT INTO t VALUES {}", values.join(", "));
         check_complexity(&sql).expect("flat VALUES list is fine");
         let in_list: Vec<String> = (0..50_000).map(|i| i.to_string()).collect();
-        check_complexity(&format!("SELECT * FROM t WHERE a IN ({})", in_list.join(","))).expect("IN list");
+        check_complexity(&format!(
+            "SELECT * FROM t WHERE a IN ({})",
+            in_list.join(",")
+        ))
+        .expect("IN list");
     }
 }

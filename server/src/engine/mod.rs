@@ -117,9 +117,8 @@ impl Engine {
                 format!("cannot create data dir {}: {e}", config.data_dir.display()),
             )
         })?;
-        let data_dir = std::fs::canonicalize(&config.data_dir).map_err(|e| {
-            ServerError::statement(StatusCode::IoError, format!("data dir: {e}"))
-        })?;
+        let data_dir = std::fs::canonicalize(&config.data_dir)
+            .map_err(|e| ServerError::statement(StatusCode::IoError, format!("data dir: {e}")))?;
         let catalog = Arc::new(PersistentCatalog::open(&data_dir)?);
 
         let mut runtime = RuntimeEnvBuilder::new()

@@ -57,7 +57,9 @@ pub struct Session {
 
 impl std::fmt::Debug for Session {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Session").field("session_id", &self.ctx.session_id()).finish_non_exhaustive()
+        f.debug_struct("Session")
+            .field("session_id", &self.ctx.session_id())
+            .finish_non_exhaustive()
     }
 }
 
@@ -208,21 +210,27 @@ impl ScalarUDFImpl for CurrentSetting {
         Ok(DataType::Utf8)
     }
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
-        let settings = self.settings.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let settings = self
+            .settings
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         let lookup = |name: &str| -> DfResult<Option<String>> {
             let key = name.to_ascii_lowercase();
             match settings.get(&key) {
                 Some(v) => Ok(Some(v.clone())),
                 None if key.starts_with("datafusion.") || key.contains('.') => Ok(None),
-                None => datafusion::common::exec_err!(
-                    "unrecognized configuration parameter \"{name}\""
-                ),
+                None => {
+                    datafusion::common::exec_err!("unrecognized configuration parameter \"{name}\"")
+                }
             }
         };
         match args.args.first() {
             Some(ColumnarValue::Scalar(s)) => {
                 let name = match s {
-                    ScalarValue::Utf8(Some(n)) | ScalarValue::LargeUtf8(Some(n)) | ScalarValue::Utf8View(Some(n)) => n.clone(),
+                    ScalarValue::Utf8(Some(n))
+                    | ScalarValue::LargeUtf8(Some(n))
+                    | ScalarValue::Utf8View(Some(n)) => n.clone(),
                     _ => return Ok(ColumnarValue::Scalar(ScalarValue::Utf8(None))),
                 };
                 Ok(ColumnarValue::Scalar(ScalarValue::Utf8(lookup(&name)?)))

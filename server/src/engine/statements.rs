@@ -45,7 +45,13 @@ fn value_text(e: &SqlExpr) -> String {
             | SqlValue::DoubleQuotedString(s)
             | SqlValue::EscapedStringLiteral(s) => s.clone(),
             SqlValue::Number(n, _) => n.clone(),
-            SqlValue::Boolean(b) => if *b { "on".into() } else { "off".into() },
+            SqlValue::Boolean(b) => {
+                if *b {
+                    "on".into()
+                } else {
+                    "off".into()
+                }
+            }
             other => other.to_string(),
         },
         SqlExpr::Identifier(i) => i.value.clone(),
@@ -77,13 +83,22 @@ fn session_command(stmt: &DFStatement) -> Option<SessionCommand> {
                     return None;
                 }
                 let value = values.iter().map(value_text).collect::<Vec<_>>().join(", ");
-                let name = if name == "time_zone" { "timezone".into() } else { name };
+                let name = if name == "time_zone" {
+                    "timezone".into()
+                } else {
+                    name
+                };
                 SessionCommand::Set(vec![(name, value)])
             }
             Set::MultipleAssignments { assignments } => SessionCommand::Set(
                 assignments
                     .iter()
-                    .map(|a| (a.name.to_string().to_ascii_lowercase(), value_text(&a.value)))
+                    .map(|a| {
+                        (
+                            a.name.to_string().to_ascii_lowercase(),
+                            value_text(&a.value),
+                        )
+                    })
                     .collect(),
             ),
             Set::SetTimeZone { value, .. } => {
@@ -131,7 +146,11 @@ fn one_batch(schema: SchemaRef, batch: RecordBatch) -> Output {
     Output::Rows(Box::pin(RecordBatchStreamAdapter::new(schema, stream)))
 }
 
-fn run_session_command(engine: &Engine, session: &Session, cmd: SessionCommand) -> ServerResult<Output> {
+fn run_session_command(
+    engine: &Engine,
+    session: &Session,
+    cmd: SessionCommand,
+) -> ServerResult<Output> {
     let _ = engine;
     Ok(match cmd {
         SessionCommand::Set(pairs) => {
@@ -141,7 +160,10 @@ fn run_session_command(engine: &Engine, session: &Session, cmd: SessionCommand) 
                 }
                 session.set_setting(&name, &value);
             }
-            Output::Command { tag: "SET".into(), rows: None }
+            Output::Command {
+                tag: "SET".into(),
+                rows: None,
+            }
         }
         SessionCommand::Show(name) => {
             let value = session.setting(&name).ok_or_else(|| {
@@ -179,16 +201,25 @@ fn run_session_command(engine: &Engine, session: &Session, cmd: SessionCommand) 
         SessionCommand::Rollback => Output::TransactionEnd("ROLLBACK".into()),
         SessionCommand::Discard => {
             session.reset_settings();
-            Output::Command { tag: "DISCARD ALL".into(), rows: None }
+            Output::Command {
+                tag: "DISCARD ALL".into(),
+                rows: None,
+            }
         }
         SessionCommand::Reset(name) => {
             match name {
                 None => session.reset_settings(),
                 Some(n) => session.reset_setting(&n),
             }
-            Output::Command { tag: "RESET".into(), rows: None }
+            Output::Command {
+                tag: "RESET".into(),
+                rows: None,
+            }
         }
-        SessionCommand::Noop(tag) => Output::Command { tag: tag.into(), rows: None },
+        SessionCommand::Noop(tag) => Output::Command {
+            tag: tag.into(),
+            rows: None,
+        },
     })
 }
 
@@ -208,14 +239,24 @@ pub(super) async fn describe(
             _ => None,
         };
         let _ = engine;
-        return Ok(Described { params: vec![], schema });
+        return Ok(Described {
+            params: vec![],
+            schema,
+        });
     }
     if let DFStatement::Statement(s) = stmt {
         if matches!(s.as_ref(), SqlStatement::Copy { .. }) {
-            return Ok(Described { params: vec![], schema: None });
+            return Ok(Described {
+                params: vec![],
+                schema: None,
+            });
         }
     }
-    let plan = session.ctx().state().statement_to_plan(stmt.clone()).await?;
+    let plan = session
+        .ctx()
+        .state()
+        .statement_to_plan(stmt.clone())
+        .await?;
     let params = parameter_types(&plan)?;
     let schema = if returns_rows(&plan) {
         Some(Arc::clone(plan.schema().inner()))
@@ -228,7 +269,10 @@ pub(super) async fn describe(
 fn returns_rows(plan: &LogicalPlan) -> bool {
     !matches!(
         plan,
-        LogicalPlan::Ddl(_) | LogicalPlan::Dml(_) | LogicalPlan::Copy(_) | LogicalPlan::Statement(_)
+        LogicalPlan::Ddl(_)
+            | LogicalPlan::Dml(_)
+            | LogicalPlan::Copy(_)
+            | LogicalPlan::Statement(_)
     )
 }
 
@@ -272,19 +316,30 @@ async fn pg_copy(
     }
     let query = match source {
         CopySource::Query(q) => SqlStatement::Query(q.clone()),
-        CopySource::Table { table_name, columns } => {
+        CopySource::Table {
+            table_name,
+            columns,
+        } => {
             let cols = if columns.is_empty() {
                 "*".to_string()
             } else {
-                columns.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(", ")
+                columns
+                    .iter()
+                    .map(|c| c.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             };
             let sql = format!("SELECT {cols} FROM {table_name}");
             let mut parsed = datafusion::sql::sqlparser::parser::Parser::parse_sql(
                 &datafusion::sql::sqlparser::dialect::PostgreSqlDialect {},
                 &sql,
             )
-            .map_err(|e| ServerError::DataFusion(datafusion::error::DataFusionError::SQL(Box::new(e), None)))?;
-            parsed.pop().ok_or_else(|| ServerError::statement(StatusCode::SyntaxError, "empty COPY source"))?
+            .map_err(|e| {
+                ServerError::DataFusion(datafusion::error::DataFusionError::SQL(Box::new(e), None))
+            })?;
+            parsed.pop().ok_or_else(|| {
+                ServerError::statement(StatusCode::SyntaxError, "empty COPY source")
+            })?
         }
     };
     let plan = session
@@ -293,7 +348,10 @@ async fn pg_copy(
         .statement_to_plan(DFStatement::Statement(Box::new(query)))
         .await?;
     let df = session.ctx().execute_logical_plan(plan).await?;
-    Ok(Output::CopyOut { stream: df.execute_stream().await?, format })
+    Ok(Output::CopyOut {
+        stream: df.execute_stream().await?,
+        format,
+    })
 }
 
 /// Run one statement.
@@ -307,11 +365,23 @@ pub(super) async fn execute(
         return run_session_command(engine, session, cmd);
     }
     if let DFStatement::Statement(s) = stmt {
-        if let SqlStatement::Copy { source, to, target, options, legacy_options, .. } = s.as_ref() {
+        if let SqlStatement::Copy {
+            source,
+            to,
+            target,
+            options,
+            legacy_options,
+            ..
+        } = s.as_ref()
+        {
             return pg_copy(session, source, *to, target, options, legacy_options).await;
         }
     }
-    let mut plan = session.ctx().state().statement_to_plan(stmt.clone()).await?;
+    let mut plan = session
+        .ctx()
+        .state()
+        .statement_to_plan(stmt.clone())
+        .await?;
     let expected = parameter_types(&plan)?;
     match params {
         Some(values) => {
@@ -333,7 +403,11 @@ pub(super) async fn execute(
                     Some(t) if &v.data_type() != t => v.cast_to(t).map_err(|e| {
                         ServerError::statement(
                             StatusCode::DatatypeMismatch,
-                            format!("parameter ${}: cannot use {} as {t}: {e}", i + 1, v.data_type()),
+                            format!(
+                                "parameter ${}: cannot use {} as {t}: {e}",
+                                i + 1,
+                                v.data_type()
+                            ),
                         )
                     }),
                     _ => Ok(v),
@@ -344,7 +418,10 @@ pub(super) async fn execute(
         None if !expected.is_empty() => {
             return Err(ServerError::statement(
                 StatusCode::ProtocolViolation,
-                format!("statement has {} parameters ($1 …) but none were bound", expected.len()),
+                format!(
+                    "statement has {} parameters ($1 …) but none were bound",
+                    expected.len()
+                ),
             ));
         }
         None => {}
@@ -382,7 +459,11 @@ async fn execute_plan(
             }
             let removed = engine.catalog.remove(&schema, &name)?;
             ctx.deregister_table(d.name.clone())?;
-            if let Some(TableEntry { kind: TableKind::Managed { root }, .. }) = removed {
+            if let Some(TableEntry {
+                kind: TableKind::Managed { root },
+                ..
+            }) = removed
+            {
                 if let Err(e) = managed_store(engine, &root).delete_all().await {
                     tracing::warn!(error = %e, "dropped table's files could not all be removed");
                 }
@@ -442,11 +523,17 @@ async fn execute_plan(
                 _ => "OK",
             };
             let rows = run_for_count(ctx, plan).await?;
-            Ok(Output::Command { tag: tag.into(), rows: Some(rows) })
+            Ok(Output::Command {
+                tag: tag.into(),
+                rows: Some(rows),
+            })
         }
         LogicalPlan::Copy(_) => {
             let rows = run_for_count(ctx, plan).await?;
-            Ok(Output::Command { tag: "COPY".into(), rows: Some(rows) })
+            Ok(Output::Command {
+                tag: "COPY".into(),
+                rows: Some(rows),
+            })
         }
         LogicalPlan::Statement(ref s) => {
             let tag = match s {
@@ -472,7 +559,10 @@ async fn execute_plan(
 }
 
 fn command(tag: &str) -> Output {
-    Output::Command { tag: tag.into(), rows: None }
+    Output::Command {
+        tag: tag.into(),
+        rows: None,
+    }
 }
 
 /// Run a plan that returns one `count` row (DML, COPY) and return that count.
@@ -488,7 +578,10 @@ async fn run_for_count(
         }
         let col = datafusion::arrow::compute::cast(b.column(0), &DataType::UInt64)?;
         let col = col.as_primitive::<UInt64Type>();
-        total += (0..col.len()).filter(|i| col.is_valid(*i)).map(|i| col.value(i)).sum::<u64>();
+        total += (0..col.len())
+            .filter(|i| col.is_valid(*i))
+            .map(|i| col.value(i))
+            .sum::<u64>();
     }
     Ok(total)
 }
@@ -524,7 +617,11 @@ fn managed_url(engine: &Engine, root: &str) -> String {
     format!("file://{}/", engine.data_dir.join(root).display())
 }
 
-fn schema_provider(engine: &Engine, session: &Session, schema: &str) -> ServerResult<Arc<dyn SchemaProvider>> {
+fn schema_provider(
+    engine: &Engine,
+    session: &Session,
+    schema: &str,
+) -> ServerResult<Arc<dyn SchemaProvider>> {
     let _ = engine;
     let catalog = session.ctx().catalog(CATALOG_NAME).ok_or_else(|| {
         ServerError::statement(StatusCode::Internal, "default catalog is missing")
@@ -537,7 +634,11 @@ fn schema_provider(engine: &Engine, session: &Session, schema: &str) -> ServerRe
     Ok(provider)
 }
 
-async fn create_managed(engine: &Engine, session: &Session, c: CreateMemoryTable) -> ServerResult<Output> {
+async fn create_managed(
+    engine: &Engine,
+    session: &Session,
+    c: CreateMemoryTable,
+) -> ServerResult<Output> {
     let (schema_name, name) = split_name(&c.name)?;
     let is_ctas = !matches!(c.input.as_ref(), LogicalPlan::EmptyRelation(_));
     let _guard = engine.ddl_lock.lock().await;
@@ -586,7 +687,10 @@ async fn create_managed(engine: &Engine, session: &Session, c: CreateMemoryTable
             RecordBatch::try_new(Arc::clone(&target), b.columns().to_vec())
                 .map_err(datafusion::error::DataFusionError::from)
         });
-        let stream = Box::pin(RecordBatchStreamAdapter::new(Arc::clone(&arrow_schema), stream));
+        let stream = Box::pin(RecordBatchStreamAdapter::new(
+            Arc::clone(&arrow_schema),
+            stream,
+        ));
         rows = table.append(stream).await?;
     }
     // Commit point: the table becomes visible (and durable) only now.
@@ -602,11 +706,18 @@ async fn create_managed(engine: &Engine, session: &Session, c: CreateMemoryTable
     )?;
     provider.deregister_table(&name)?;
     provider.register_table(name.clone(), Arc::new(table))?;
-    if let Some(TableEntry { kind: TableKind::Managed { root: old }, .. }) = previous {
+    if let Some(TableEntry {
+        kind: TableKind::Managed { root: old },
+        ..
+    }) = previous
+    {
         let _ = managed_store(engine, &old).delete_all().await;
     }
     if is_ctas {
-        Ok(Output::Command { tag: "SELECT".into(), rows: Some(rows) })
+        Ok(Output::Command {
+            tag: "SELECT".into(),
+            rows: Some(rows),
+        })
     } else {
         Ok(command("CREATE TABLE"))
     }
@@ -631,7 +742,11 @@ async fn create_external(
 ) -> ServerResult<Output> {
     let (schema, name) = split_name(&c.name)?;
     let sql = c.definition.clone().unwrap_or_else(|| stmt.to_string());
-    c.locations = c.locations.iter().map(|l| resolve_location(engine, l)).collect();
+    c.locations = c
+        .locations
+        .iter()
+        .map(|l| resolve_location(engine, l))
+        .collect();
     let temporary = c.temporary;
     let or_replace = c.or_replace;
     let _guard = engine.ddl_lock.lock().await;
@@ -641,7 +756,9 @@ async fn create_external(
     }
     session
         .ctx()
-        .execute_logical_plan(LogicalPlan::Ddl(DdlStatement::CreateExternalTable(Box::new(c))))
+        .execute_logical_plan(LogicalPlan::Ddl(DdlStatement::CreateExternalTable(
+            Box::new(c),
+        )))
         .await?;
     if persist && !temporary {
         engine.catalog.insert(
@@ -658,7 +775,11 @@ async fn create_external(
 }
 
 /// Re-create one catalog entry at start-up.
-pub(super) async fn restore_entry(engine: &Engine, session: &Session, entry: &TableEntry) -> ServerResult<()> {
+pub(super) async fn restore_entry(
+    engine: &Engine,
+    session: &Session,
+    entry: &TableEntry,
+) -> ServerResult<()> {
     match &entry.kind {
         TableKind::Managed { root } => {
             let table = ManagedTable::open(
@@ -674,7 +795,11 @@ pub(super) async fn restore_entry(engine: &Engine, session: &Session, entry: &Ta
         TableKind::External { sql } | TableKind::View { sql } => {
             schema_provider(engine, session, &entry.schema)?;
             for stmt in engine.parse(sql)? {
-                let plan = session.ctx().state().statement_to_plan(stmt.clone()).await?;
+                let plan = session
+                    .ctx()
+                    .state()
+                    .statement_to_plan(stmt.clone())
+                    .await?;
                 execute_plan(engine, session, &stmt, plan, false).await?;
             }
             Ok(())
@@ -694,16 +819,32 @@ pub(super) fn rewrite_pg_copy_options(sql: &str) -> String {
         .enumerate()
         .filter(|(_, t)| !matches!(t, Token::Whitespace(_)))
         .collect();
-    let is_word = |t: &Token, w: &str| matches!(t, Token::Word(word) if word.value.eq_ignore_ascii_case(w));
+    let is_word =
+        |t: &Token, w: &str| matches!(t, Token::Word(word) if word.value.eq_ignore_ascii_case(w));
     if significant.first().map(|(_, t)| is_word(t, "copy")) != Some(true) {
         return sql.to_string();
     }
     // Find `TO '<target>' [WITH] (` .
-    let Some(pos) = significant.windows(3).position(|w| {
-        is_word(w[0].1, "to") && matches!(w[1].1, Token::SingleQuotedString(_)) && matches!(w[2].1, Token::LParen)
-    }).map(|p| (p, 0)).or_else(|| significant.windows(4).position(|w| {
-        is_word(w[0].1, "to") && matches!(w[1].1, Token::SingleQuotedString(_)) && is_word(w[2].1, "with") && matches!(w[3].1, Token::LParen)
-    }).map(|p| (p, 1))) else {
+    let Some(pos) = significant
+        .windows(3)
+        .position(|w| {
+            is_word(w[0].1, "to")
+                && matches!(w[1].1, Token::SingleQuotedString(_))
+                && matches!(w[2].1, Token::LParen)
+        })
+        .map(|p| (p, 0))
+        .or_else(|| {
+            significant
+                .windows(4)
+                .position(|w| {
+                    is_word(w[0].1, "to")
+                        && matches!(w[1].1, Token::SingleQuotedString(_))
+                        && is_word(w[2].1, "with")
+                        && matches!(w[3].1, Token::LParen)
+                })
+                .map(|p| (p, 1))
+        })
+    else {
         return sql.to_string();
     };
     let (pos, with) = pos;
@@ -728,8 +869,15 @@ pub(super) fn rewrite_pg_copy_options(sql: &str) -> String {
                     other => other.to_string(),
                 });
                 let has_value = value.is_some()
-                    && !matches!(significant.get(i + 1).map(|x| x.1), Some(Token::Comma | Token::RParen));
-                let value = if has_value { value.unwrap_or_default() } else { "true".into() };
+                    && !matches!(
+                        significant.get(i + 1).map(|x| x.1),
+                        Some(Token::Comma | Token::RParen)
+                    );
+                let value = if has_value {
+                    value.unwrap_or_default()
+                } else {
+                    "true".into()
+                };
                 match key.as_str() {
                     "format" => format = Some(value),
                     "header" => options.push(("format.has_header".to_string(), value)),
@@ -746,7 +894,10 @@ pub(super) fn rewrite_pg_copy_options(sql: &str) -> String {
         return sql.to_string();
     };
     let head: String = tokens[..lparen_idx].iter().map(|t| t.to_string()).collect();
-    let tail: String = tokens[closed_at + 1..].iter().map(|t| t.to_string()).collect();
+    let tail: String = tokens[closed_at + 1..]
+        .iter()
+        .map(|t| t.to_string())
+        .collect();
     let mut out = head.trim_end().to_string();
     if let Some(f) = format {
         out.push_str(&format!(" STORED AS {}", f.to_ascii_uppercase()));

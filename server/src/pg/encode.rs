@@ -40,7 +40,15 @@ pub fn fields_for(
         .fields()
         .iter()
         .enumerate()
-        .map(|(i, f)| FieldInfo::new(f.name().clone(), None, None, pg_type(f.data_type()), format(i)))
+        .map(|(i, f)| {
+            FieldInfo::new(
+                f.name().clone(),
+                None,
+                None,
+                pg_type(f.data_type()),
+                format(i),
+            )
+        })
         .collect()
 }
 
@@ -53,7 +61,11 @@ pub struct PgInterval {
 }
 
 impl ToSql for PgInterval {
-    fn to_sql(&self, _ty: &Type, out: &mut BytesMut) -> Result<IsNull, Box<dyn Error + Sync + Send>> {
+    fn to_sql(
+        &self,
+        _ty: &Type,
+        out: &mut BytesMut,
+    ) -> Result<IsNull, Box<dyn Error + Sync + Send>> {
         out.put_i64(self.micros);
         out.put_i32(self.days);
         out.put_i32(self.months);
@@ -83,13 +95,23 @@ impl std::fmt::Display for PgInterval {
         let mut parts = Vec::new();
         let (years, months) = (self.months / 12, self.months % 12);
         if years != 0 {
-            parts.push(format!("{years} year{}", if years.abs() == 1 { "" } else { "s" }));
+            parts.push(format!(
+                "{years} year{}",
+                if years.abs() == 1 { "" } else { "s" }
+            ));
         }
         if months != 0 {
-            parts.push(format!("{months} mon{}", if months.abs() == 1 { "" } else { "s" }));
+            parts.push(format!(
+                "{months} mon{}",
+                if months.abs() == 1 { "" } else { "s" }
+            ));
         }
         if self.days != 0 {
-            parts.push(format!("{} day{}", self.days, if self.days.abs() == 1 { "" } else { "s" }));
+            parts.push(format!(
+                "{} day{}",
+                self.days,
+                if self.days.abs() == 1 { "" } else { "s" }
+            ));
         }
         if self.micros != 0 || parts.is_empty() {
             let sign = if self.micros < 0 { "-" } else { "" };
@@ -117,7 +139,11 @@ struct PgTimestamp {
 }
 
 impl ToSql for PgTimestamp {
-    fn to_sql(&self, _ty: &Type, out: &mut BytesMut) -> Result<IsNull, Box<dyn Error + Sync + Send>> {
+    fn to_sql(
+        &self,
+        _ty: &Type,
+        out: &mut BytesMut,
+    ) -> Result<IsNull, Box<dyn Error + Sync + Send>> {
         // Binary timestamps are microseconds since 2000-01-01.
         out.put_i64(self.micros - 946_684_800_000_000);
         Ok(IsNull::No)
@@ -218,7 +244,10 @@ impl Col {
             }
             DataType::Float64 => Col::F64(array.as_primitive::<Float64Type>().clone()),
             DataType::UInt64 => decimal(&c(DataType::Decimal128(20, 0))?, 0)?,
-            DataType::Decimal32(_, s) | DataType::Decimal64(_, s) | DataType::Decimal128(_, s) | DataType::Decimal256(_, s)
+            DataType::Decimal32(_, s)
+            | DataType::Decimal64(_, s)
+            | DataType::Decimal128(_, s)
+            | DataType::Decimal256(_, s)
                 if *s >= 0 && *s <= 28 =>
             {
                 match c(DataType::Decimal128(38, *s as i8)) {
@@ -240,18 +269,26 @@ impl Col {
             DataType::Date32 | DataType::Date64 => {
                 Col::Date(c(DataType::Date32)?.as_primitive().clone())
             }
-            DataType::Time32(_) | DataType::Time64(_) => {
-                Col::Time(c(DataType::Time64(TimeUnit::Microsecond))?.as_primitive().clone())
-            }
+            DataType::Time32(_) | DataType::Time64(_) => Col::Time(
+                c(DataType::Time64(TimeUnit::Microsecond))?
+                    .as_primitive()
+                    .clone(),
+            ),
             DataType::Timestamp(_, tz) => {
                 let a = c(DataType::Timestamp(TimeUnit::Microsecond, tz.clone()))?;
                 let a = a.as_primitive().clone();
-                if tz.is_some() { Col::TsTz(a) } else { Col::Ts(a) }
+                if tz.is_some() {
+                    Col::TsTz(a)
+                } else {
+                    Col::Ts(a)
+                }
             }
-            DataType::Interval(_) | DataType::Duration(_) => match c(DataType::Interval(IntervalUnit::MonthDayNano)) {
-                Ok(a) => Col::Interval(a.as_primitive().clone()),
-                Err(_) => formatted(array)?,
-            },
+            DataType::Interval(_) | DataType::Duration(_) => {
+                match c(DataType::Interval(IntervalUnit::MonthDayNano)) {
+                    Ok(a) => Col::Interval(a.as_primitive().clone()),
+                    Err(_) => formatted(array)?,
+                }
+            }
             DataType::List(f) | DataType::LargeList(f) | DataType::FixedSizeList(f, _) => {
                 let kind = match pg_type(f.data_type()) {
                     Type::BOOL => Some((ListKind::Bool, DataType::Boolean)),
@@ -301,13 +338,17 @@ impl Col {
                     .then(|| NaiveDate::from_num_days_from_ce_opt(a.value(row) + 719_163))
                     .flatten(),
             ),
-            Col::Time(a) => enc.encode_field(&a.is_valid(row).then(|| {
-                let us = a.value(row);
-                NaiveTime::from_num_seconds_from_midnight_opt(
-                    (us / 1_000_000) as u32,
-                    ((us % 1_000_000) * 1000) as u32,
-                )
-            }).flatten()),
+            Col::Time(a) => enc.encode_field(
+                &a.is_valid(row)
+                    .then(|| {
+                        let us = a.value(row);
+                        NaiveTime::from_num_seconds_from_midnight_opt(
+                            (us / 1_000_000) as u32,
+                            ((us % 1_000_000) * 1000) as u32,
+                        )
+                    })
+                    .flatten(),
+            ),
             Col::Ts(a) => enc.encode_field(&a.is_valid(row).then(|| PgTimestamp {
                 micros: a.value(row),
                 with_tz: false,
@@ -332,16 +373,18 @@ impl Col {
                 macro_rules! list {
                     ($t:ty) => {{
                         let v = values.as_primitive::<$t>();
-                        let items: Vec<Option<_>> =
-                            (0..v.len()).map(|i| v.is_valid(i).then(|| v.value(i))).collect();
+                        let items: Vec<Option<_>> = (0..v.len())
+                            .map(|i| v.is_valid(i).then(|| v.value(i)))
+                            .collect();
                         enc.encode_field(&items)
                     }};
                 }
                 match kind {
                     ListKind::Bool => {
                         let v = values.as_boolean();
-                        let items: Vec<Option<bool>> =
-                            (0..v.len()).map(|i| v.is_valid(i).then(|| v.value(i))).collect();
+                        let items: Vec<Option<bool>> = (0..v.len())
+                            .map(|i| v.is_valid(i).then(|| v.value(i)))
+                            .collect();
                         enc.encode_field(&items)
                     }
                     ListKind::I16 => list!(Int16Type),
@@ -351,8 +394,9 @@ impl Col {
                     ListKind::F64 => list!(Float64Type),
                     ListKind::Text => {
                         let v = values.as_string::<i32>();
-                        let items: Vec<Option<&str>> =
-                            (0..v.len()).map(|i| v.is_valid(i).then(|| v.value(i))).collect();
+                        let items: Vec<Option<&str>> = (0..v.len())
+                            .map(|i| v.is_valid(i).then(|| v.value(i)))
+                            .collect();
                         enc.encode_field(&items)
                     }
                 }
@@ -367,7 +411,10 @@ fn decimal(a: &ArrayRef, scale: u32) -> PgWireResult<Col> {
 }
 
 /// Encode every row of `batch`.
-pub fn encode_batch(batch: &RecordBatch, fields: &Arc<Vec<FieldInfo>>) -> PgWireResult<Vec<DataRow>> {
+pub fn encode_batch(
+    batch: &RecordBatch,
+    fields: &Arc<Vec<FieldInfo>>,
+) -> PgWireResult<Vec<DataRow>> {
     let cols = batch
         .columns()
         .iter()
@@ -390,9 +437,17 @@ mod tests {
 
     #[test]
     fn interval_text_matches_postgres() {
-        let i = PgInterval { months: 14, days: 3, micros: 4 * 3_600_000_000 + 5 * 60_000_000 + 6_500_000 };
+        let i = PgInterval {
+            months: 14,
+            days: 3,
+            micros: 4 * 3_600_000_000 + 5 * 60_000_000 + 6_500_000,
+        };
         assert_eq!(i.to_string(), "1 year 2 mons 3 days 04:05:06.5");
-        let zero = PgInterval { months: 0, days: 0, micros: 0 };
+        let zero = PgInterval {
+            months: 0,
+            days: 0,
+            micros: 0,
+        };
         assert_eq!(zero.to_string(), "00:00:00");
     }
 }

@@ -21,9 +21,9 @@ use pgwire::api::auth::{
     save_startup_parameters_to_metadata,
 };
 use pgwire::api::cancel::CancelHandler;
+use pgwire::api::copy::CopyHandler;
 use pgwire::api::portal::{Format, Portal};
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
-use pgwire::api::copy::CopyHandler;
 use pgwire::api::results::{CopyResponse, FieldFormat, FieldInfo, QueryResponse, Response, Tag};
 use pgwire::api::stmt::QueryParser;
 use pgwire::api::{
@@ -168,7 +168,11 @@ fn to_pg_error(e: ServerError) -> PgWireError {
 }
 
 fn error_info(e: &ServerError) -> ErrorInfo {
-    ErrorInfo::new("ERROR".to_string(), e.status().sqlstate().to_string(), e.to_string())
+    ErrorInfo::new(
+        "ERROR".to_string(),
+        e.status().sqlstate().to_string(),
+        e.to_string(),
+    )
 }
 
 struct ParameterProvider;
@@ -180,7 +184,10 @@ impl ServerParameterProvider for ParameterProvider {
     {
         let md = client.metadata();
         let mut p = HashMap::new();
-        p.insert("server_version".into(), prognos_udfs::PG_SERVER_VERSION.into());
+        p.insert(
+            "server_version".into(),
+            prognos_udfs::PG_SERVER_VERSION.into(),
+        );
         p.insert("server_encoding".into(), "UTF8".into());
         p.insert("client_encoding".into(), "UTF8".into());
         p.insert("DateStyle".into(), "ISO, MDY".into());
@@ -204,7 +211,11 @@ impl ServerParameterProvider for ParameterProvider {
 
 #[async_trait]
 impl StartupHandler for Handler {
-    async fn on_startup<C>(&self, client: &mut C, message: PgWireFrontendMessage) -> PgWireResult<()>
+    async fn on_startup<C>(
+        &self,
+        client: &mut C,
+        message: PgWireFrontendMessage,
+    ) -> PgWireResult<()>
     where
         C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
         C::Error: Debug,
@@ -307,7 +318,10 @@ impl Handler {
                     Some((target, bytes::BytesMut::new()));
                 Response::CopyIn(CopyResponse::new(0, columns, stream::empty()))
             }
-            Output::CopyOut { stream: rows, format: copy_format } => {
+            Output::CopyOut {
+                stream: rows,
+                format: copy_format,
+            } => {
                 let columns = rows.schema().fields().len();
                 let rows = cancellable(rows, token)
                     .map(move |batch| {
@@ -317,7 +331,9 @@ impl Handler {
                     })
                     .flat_map(|rows| match rows {
                         Ok(rows) => stream::iter(
-                            rows.into_iter().map(|r| Ok(CopyData::new(r))).collect::<Vec<_>>(),
+                            rows.into_iter()
+                                .map(|r| Ok(CopyData::new(r)))
+                                .collect::<Vec<_>>(),
                         ),
                         Err(e) => stream::iter(vec![Err(e)]),
                     });
@@ -357,7 +373,11 @@ impl CopyHandler for Handler {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         use futures::SinkExt;
-        let pending = self.pending_copy.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let pending = self
+            .pending_copy
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
         let Some((target, buf)) = pending else {
             return Err(to_pg_error(ServerError::statement(
                 StatusCode::ProtocolViolation,
@@ -382,7 +402,10 @@ impl CopyHandler for Handler {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        self.pending_copy.lock().unwrap_or_else(|p| p.into_inner()).take();
+        self.pending_copy
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
         to_pg_error(ServerError::statement(
             StatusCode::QueryCanceled,
             format!("COPY from stdin failed: {}", fail.message),
@@ -475,7 +498,9 @@ impl QueryParser for PgQueryParser {
     ) -> PgWireResult<Vec<FieldInfo>> {
         Ok(match &stmt.described.schema {
             Some(schema) => fields_for(schema, |i| {
-                column_format.map(|f| f.format_for(i)).unwrap_or(FieldFormat::Text)
+                column_format
+                    .map(|f| f.format_for(i))
+                    .unwrap_or(FieldFormat::Text)
             }),
             None => Vec::new(),
         })
@@ -501,8 +526,12 @@ impl ExtendedQueryHandler for Handler {
         C: ClientInfo + Unpin + Send + Sync,
     {
         let stored = &portal.statement;
-        let values = params::decode_all(portal, &stored.parameter_types, &stored.statement.described.params)
-            .map_err(to_pg_error)?;
+        let values = params::decode_all(
+            portal,
+            &stored.parameter_types,
+            &stored.statement.described.params,
+        )
+        .map_err(to_pg_error)?;
         let params = if stored.statement.described.params.is_empty() && values.is_empty() {
             None
         } else {

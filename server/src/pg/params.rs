@@ -37,7 +37,11 @@ pub(super) fn decode_all(
 fn bad(i: usize, ty: &Type, e: impl std::fmt::Display) -> ServerError {
     ServerError::statement(
         StatusCode::InvalidTextRepresentation,
-        format!("invalid input for parameter ${} of type {}: {e}", i + 1, ty.name()),
+        format!(
+            "invalid input for parameter ${} of type {}: {e}",
+            i + 1,
+            ty.name()
+        ),
     )
 }
 
@@ -63,9 +67,7 @@ fn decode(portal: &Portal<PgStatement>, i: usize, ty: &Type) -> ServerResult<Sca
             ScalarValue::Utf8(get!(String))
         }
         Type::BYTEA => ScalarValue::Binary(get!(Vec<u8>)),
-        Type::DATE => ScalarValue::Date32(
-            get!(NaiveDate).map(|d| (d - epoch()).num_days() as i32),
-        ),
+        Type::DATE => ScalarValue::Date32(get!(NaiveDate).map(|d| (d - epoch()).num_days() as i32)),
         Type::TIMESTAMP => ScalarValue::TimestampMicrosecond(
             get!(NaiveDateTime).map(|t| t.and_utc().timestamp_micros()),
             None,
@@ -74,11 +76,26 @@ fn decode(portal: &Portal<PgStatement>, i: usize, ty: &Type) -> ServerResult<Sca
             get!(DateTime<FixedOffset>).map(|t| t.timestamp_micros()),
             Some("UTC".into()),
         ),
-        Type::INT2_ARRAY => list(get!(Vec<Option<i16>>).map(|v| v.into_iter().map(ScalarValue::Int16).collect()), DataType::Int16),
-        Type::INT4_ARRAY => list(get!(Vec<Option<i32>>).map(|v| v.into_iter().map(ScalarValue::Int32).collect()), DataType::Int32),
-        Type::INT8_ARRAY => list(get!(Vec<Option<i64>>).map(|v| v.into_iter().map(ScalarValue::Int64).collect()), DataType::Int64),
-        Type::FLOAT8_ARRAY => list(get!(Vec<Option<f64>>).map(|v| v.into_iter().map(ScalarValue::Float64).collect()), DataType::Float64),
-        Type::TEXT_ARRAY | Type::VARCHAR_ARRAY => list(get!(Vec<Option<String>>).map(|v| v.into_iter().map(ScalarValue::Utf8).collect()), DataType::Utf8),
+        Type::INT2_ARRAY => list(
+            get!(Vec<Option<i16>>).map(|v| v.into_iter().map(ScalarValue::Int16).collect()),
+            DataType::Int16,
+        ),
+        Type::INT4_ARRAY => list(
+            get!(Vec<Option<i32>>).map(|v| v.into_iter().map(ScalarValue::Int32).collect()),
+            DataType::Int32,
+        ),
+        Type::INT8_ARRAY => list(
+            get!(Vec<Option<i64>>).map(|v| v.into_iter().map(ScalarValue::Int64).collect()),
+            DataType::Int64,
+        ),
+        Type::FLOAT8_ARRAY => list(
+            get!(Vec<Option<f64>>).map(|v| v.into_iter().map(ScalarValue::Float64).collect()),
+            DataType::Float64,
+        ),
+        Type::TEXT_ARRAY | Type::VARCHAR_ARRAY => list(
+            get!(Vec<Option<String>>).map(|v| v.into_iter().map(ScalarValue::Utf8).collect()),
+            DataType::Utf8,
+        ),
         _ => {
             // Any other type: take the text form and let DataFusion cast it where it is used.
             if portal.parameter_format.is_binary(i) {
