@@ -525,7 +525,7 @@ impl FlightSqlService for FlightSqlServer {
         query: CommandGetCatalogs,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let schema = query.clone().into_builder().schema();
+        let schema = query.into_builder().schema();
         let info = Self::flight_info(
             &schema,
             query.as_any().encode_to_vec().into(),
@@ -543,7 +543,7 @@ impl FlightSqlService for FlightSqlServer {
         builder.append(CATALOG_NAME);
         let schema = builder.schema();
         Ok(Response::new(Self::encode_batch_stream(
-            builder.build().map_err(FlightError::from),
+            builder.build(),
             schema,
         )))
     }
@@ -576,7 +576,7 @@ impl FlightSqlService for FlightSqlServer {
         }
         let schema = builder.schema();
         Ok(Response::new(Self::encode_batch_stream(
-            builder.build().map_err(FlightError::from),
+            builder.build(),
             schema,
         )))
     }
@@ -632,7 +632,7 @@ impl FlightSqlService for FlightSqlServer {
         }
         let schema = builder.schema();
         Ok(Response::new(Self::encode_batch_stream(
-            builder.build().map_err(FlightError::from),
+            builder.build(),
             schema,
         )))
     }
@@ -695,7 +695,7 @@ impl FlightSqlService for FlightSqlServer {
         let builder = query.into_builder(&self.sql_info);
         let schema = builder.schema();
         Ok(Response::new(Self::encode_batch_stream(
-            builder.build().map_err(FlightError::from),
+            builder.build(),
             schema,
         )))
     }

@@ -8,9 +8,9 @@ use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
 use crate::error::{ServerError, ServerResult, StatusCode};
 
 /// Longest chain of binary operators allowed in one expression.
-pub const MAX_OPERATOR_CHAIN: usize = 1000;
+pub(super) const MAX_OPERATOR_CHAIN: usize = 1000;
 /// Deepest parenthesis nesting allowed.
-pub const MAX_NESTING: usize = 200;
+pub(super) const MAX_NESTING: usize = 200;
 
 fn is_operator(t: &Token) -> bool {
     match t {
@@ -35,7 +35,7 @@ fn is_operator(t: &Token) -> bool {
 }
 
 /// Reject statements nested too deeply to parse and plan safely.
-pub fn check_complexity(sql: &str) -> ServerResult<()> {
+pub(super) fn check_complexity(sql: &str) -> ServerResult<()> {
     let dialect = PostgreSqlDialect {};
     // Unparseable text is left to the parser, which reports the syntax error.
     let Ok(tokens) = Tokenizer::new(&dialect, sql).tokenize() else {
@@ -53,10 +53,8 @@ pub fn check_complexity(sql: &str) -> ServerResult<()> {
                     )));
                 }
             }
-            Token::RParen | Token::RBracket => {
-                if chain.len() > 1 {
-                    chain.pop();
-                }
+            Token::RParen | Token::RBracket if chain.len() > 1 => {
+                chain.pop();
             }
             Token::Comma | Token::SemiColon => {
                 if let Some(c) = chain.last_mut() {

@@ -189,15 +189,14 @@ impl Engine {
             Ok(stmts) => {
                 let stmts: Vec<DFStatement> = stmts.into_iter().collect();
                 let all_plain = stmts.iter().all(|s| matches!(s, DFStatement::Statement(_)));
-                if all_plain {
-                    if let Ok(rewritten) = self.compat.parse(&sql) {
-                        if rewritten.len() == stmts.len() {
-                            return Ok(rewritten
-                                .into_iter()
-                                .map(|s| DFStatement::Statement(Box::new(s)))
-                                .collect());
-                        }
-                    }
+                if all_plain
+                    && let Ok(rewritten) = self.compat.parse(&sql)
+                    && rewritten.len() == stmts.len()
+                {
+                    return Ok(rewritten
+                        .into_iter()
+                        .map(|s| DFStatement::Statement(Box::new(s)))
+                        .collect());
                 }
                 Ok(stmts)
             }

@@ -244,13 +244,13 @@ pub(super) async fn describe(
             schema,
         });
     }
-    if let DFStatement::Statement(s) = stmt {
-        if matches!(s.as_ref(), SqlStatement::Copy { .. }) {
-            return Ok(Described {
-                params: vec![],
-                schema: None,
-            });
-        }
+    if let DFStatement::Statement(s) = stmt
+        && matches!(s.as_ref(), SqlStatement::Copy { .. })
+    {
+        return Ok(Described {
+            params: vec![],
+            schema: None,
+        });
     }
     let plan = session
         .ctx()
@@ -364,8 +364,8 @@ pub(super) async fn execute(
     if let Some(cmd) = session_command(stmt) {
         return run_session_command(engine, session, cmd);
     }
-    if let DFStatement::Statement(s) = stmt {
-        if let SqlStatement::Copy {
+    if let DFStatement::Statement(s) = stmt
+        && let SqlStatement::Copy {
             source,
             to,
             target,
@@ -373,9 +373,8 @@ pub(super) async fn execute(
             legacy_options,
             ..
         } = s.as_ref()
-        {
-            return pg_copy(session, source, *to, target, options, legacy_options).await;
-        }
+    {
+        return pg_copy(session, source, *to, target, options, legacy_options).await;
     }
     let mut plan = session
         .ctx()
@@ -463,10 +462,9 @@ async fn execute_plan(
                 kind: TableKind::Managed { root },
                 ..
             }) = removed
+                && let Err(e) = managed_store(engine, &root).delete_all().await
             {
-                if let Err(e) = managed_store(engine, &root).delete_all().await {
-                    tracing::warn!(error = %e, "dropped table's files could not all be removed");
-                }
+                tracing::warn!(error = %e, "dropped table's files could not all be removed");
             }
             Ok(command("DROP TABLE"))
         }
@@ -588,13 +586,13 @@ async fn run_for_count(
 
 /// `(schema, table)` of a reference in the prognos catalog.
 fn split_name(r: &TableReference) -> ServerResult<(String, String)> {
-    if let Some(c) = r.catalog() {
-        if c != CATALOG_NAME {
-            return Err(ServerError::statement(
-                StatusCode::FeatureNotSupported,
-                format!("cross-database references are not implemented: {r}"),
-            ));
-        }
+    if let Some(c) = r.catalog()
+        && c != CATALOG_NAME
+    {
+        return Err(ServerError::statement(
+            StatusCode::FeatureNotSupported,
+            format!("cross-database references are not implemented: {r}"),
+        ));
     }
     Ok((
         r.schema().unwrap_or(DEFAULT_SCHEMA).to_string(),

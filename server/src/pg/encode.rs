@@ -54,7 +54,7 @@ pub fn fields_for(
 
 /// A Postgres interval (months, days, microseconds) with text and binary encodings.
 #[derive(Debug, Clone, Copy)]
-pub struct PgInterval {
+pub(super) struct PgInterval {
     months: i32,
     days: i32,
     micros: i64,
@@ -250,7 +250,7 @@ impl Col {
             | DataType::Decimal256(_, s)
                 if *s >= 0 && *s <= 28 =>
             {
-                match c(DataType::Decimal128(38, *s as i8)) {
+                match c(DataType::Decimal128(38, *s)) {
                     Ok(a) => decimal(&a, *s as u32)?,
                     Err(_) => formatted(array)?,
                 }
@@ -411,7 +411,7 @@ fn decimal(a: &ArrayRef, scale: u32) -> PgWireResult<Col> {
 }
 
 /// Encode every row of `batch`.
-pub fn encode_batch(
+pub(super) fn encode_batch(
     batch: &RecordBatch,
     fields: &Arc<Vec<FieldInfo>>,
 ) -> PgWireResult<Vec<DataRow>> {

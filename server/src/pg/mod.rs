@@ -47,10 +47,14 @@ pub use encode::fields_for;
 
 const PROTOCOL: &str = "pgwire";
 
+/// (pid, secret key) a connection hands out for cancel requests.
+type CancelKey = (i32, Vec<u8>);
+type SessionMap = HashMap<CancelKey, Weak<Session>>;
+
 /// Sessions by (pid, secret key), so a CancelRequest on another socket reaches them.
 #[derive(Debug, Default)]
 struct CancelRegistry {
-    sessions: Mutex<HashMap<(i32, Vec<u8>), Weak<Session>>>,
+    sessions: Mutex<SessionMap>,
 }
 
 impl CancelRegistry {
@@ -60,7 +64,7 @@ impl CancelRegistry {
     fn unregister(&self, key: &(i32, Vec<u8>)) {
         self.lock().remove(key);
     }
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(i32, Vec<u8>), Weak<Session>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, SessionMap> {
         self.sessions.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
@@ -232,10 +236,8 @@ impl StartupHandler for Handler {
             for (k, v) in client.metadata() {
                 match k.as_str() {
                     "application_name" => self.session.set_setting("application_name", v),
-                    "TimeZone" | "timezone" => {
-                        if self.session.set_time_zone(v).is_ok() {
-                            self.session.set_setting("timezone", v);
-                        }
+                    "TimeZone" | "timezone" if self.session.set_time_zone(v).is_ok() => {
+                        self.session.set_setting("timezone", v);
                     }
                     "search_path" => self.session.set_setting("search_path", v),
                     _ => {}

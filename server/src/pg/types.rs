@@ -1,10 +1,10 @@
 //! Arrow ⇄ Postgres type mapping.
 
-use datafusion::arrow::datatypes::{DataType, IntervalUnit};
+use datafusion::arrow::datatypes::DataType;
 use pgwire::api::Type;
 
 /// The Postgres type a column of `dt` is sent as.
-pub fn pg_type(dt: &DataType) -> Type {
+pub(super) fn pg_type(dt: &DataType) -> Type {
     match dt {
         DataType::Null => Type::TEXT,
         DataType::Boolean => Type::BOOL,
@@ -44,36 +44,4 @@ pub fn pg_type(dt: &DataType) -> Type {
         // Structs, maps, unions: sent as their text rendering.
         _ => Type::TEXT,
     }
-}
-
-/// The Arrow type a parameter declared as `ty` by the client decodes to.
-pub fn arrow_type(ty: &Type) -> Option<DataType> {
-    Some(match *ty {
-        Type::BOOL => DataType::Boolean,
-        Type::INT2 => DataType::Int16,
-        Type::INT4 => DataType::Int32,
-        Type::INT8 => DataType::Int64,
-        Type::OID => DataType::Int64,
-        Type::FLOAT4 => DataType::Float32,
-        Type::FLOAT8 => DataType::Float64,
-        Type::NUMERIC => DataType::Decimal128(38, 10),
-        Type::TEXT
-        | Type::VARCHAR
-        | Type::BPCHAR
-        | Type::NAME
-        | Type::UNKNOWN
-        | Type::JSON
-        | Type::JSONB => DataType::Utf8,
-        Type::BYTEA => DataType::Binary,
-        Type::DATE => DataType::Date32,
-        Type::TIMESTAMP => {
-            DataType::Timestamp(datafusion::arrow::datatypes::TimeUnit::Microsecond, None)
-        }
-        Type::TIMESTAMPTZ => DataType::Timestamp(
-            datafusion::arrow::datatypes::TimeUnit::Microsecond,
-            Some("UTC".into()),
-        ),
-        Type::INTERVAL => DataType::Interval(IntervalUnit::MonthDayNano),
-        _ => return None,
-    })
 }
