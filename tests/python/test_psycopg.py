@@ -104,3 +104,38 @@ def test_grafana_time_series_queries(server, prepare):
         assert [c[0] for c in cols] == ["ts", "host", "latency_ms"]
         sp = conn.execute("SELECT current_setting('search_path')", prepare=prepare).fetchone()
         assert sp == ("public",)
+
+
+# Grafana's SQL builder restricts metadata queries to the schemas on the search path.
+SEARCH_PATH_SCHEMAS = """
+  SELECT CASE WHEN trim(s[i]) = '"$user"' THEN user ELSE trim(s[i]) END
+  FROM generate_series(
+         array_lower(string_to_array(current_setting('search_path'),','),1),
+         array_upper(string_to_array(current_setting('search_path'),','),1)
+       ) AS i,
+       string_to_array(current_setting('search_path'),',') s
+"""
+
+
+@pytest.mark.parametrize("prepare", [False, True])
+def test_grafana_editor_metadata_queries(server, prepare):
+    with psycopg.connect(server.dsn, autocommit=True) as conn:
+        version = conn.execute(
+            "SELECT current_setting('server_version_num')::int/100 AS version",
+            prepare=prepare).fetchone()
+        assert version == (1600,)
+        tables = conn.execute(
+            f"""SELECT CASE WHEN quote_ident(table_schema) IN ({SEARCH_PATH_SCHEMAS})
+                       THEN quote_ident(table_name)
+                       ELSE quote_ident(table_schema) || '.' || quote_ident(table_name) END AS "table"
+                FROM information_schema.tables
+                WHERE quote_ident(table_schema) NOT IN ('information_schema', 'pg_catalog')
+                ORDER BY 1""", prepare=prepare).fetchall()
+        assert ("service_metrics",) in tables
+        cols = conn.execute(
+            f"""SELECT quote_ident(column_name) AS "column", data_type AS "type"
+                FROM information_schema.columns
+                WHERE quote_ident(table_schema) IN ({SEARCH_PATH_SCHEMAS})
+                  AND table_name = 'service_metrics'
+                ORDER BY ordinal_position""", prepare=prepare).fetchall()
+        assert [c[0] for c in cols] == ["ts", "host", "latency_ms"]

@@ -9,6 +9,7 @@
 mod copy;
 mod demo;
 mod limits;
+mod pg_rewrite;
 mod session;
 mod statements;
 
@@ -97,6 +98,8 @@ pub struct Engine {
     data_dir: PathBuf,
     local: Arc<dyn ObjectStore>,
     compat: PostgresCompatibilityParser,
+    /// Names of the registered table functions (for the `FROM f(...)` rewrites).
+    table_functions: std::collections::HashSet<String>,
     ddl_lock: tokio::sync::Mutex<()>,
 }
 
@@ -148,8 +151,11 @@ impl Engine {
         datafusion_pg_catalog::setup_pg_catalog(&ctx, CATALOG_NAME, EmptyContextProvider)
             .map_err(|e| ServerError::DataFusion(*e))?;
 
+        let base = ctx.state();
+        let table_functions = base.table_functions().keys().cloned().collect();
         let engine = Arc::new(Engine {
-            base: ctx.state(),
+            base,
+            table_functions,
             catalog,
             data_dir,
             local: Arc::new(LocalFileSystem::new()),
@@ -180,6 +186,16 @@ impl Engine {
     /// which maps the catalog queries of psql, JDBC and BI tools onto what DataFusion runs.
     pub fn parse(&self, sql: &str) -> ServerResult<Vec<DFStatement>> {
         limits::check_complexity(sql)?;
+        let mut stmts = self.parse_unchecked(sql)?;
+        for stmt in &mut stmts {
+            if let DFStatement::Statement(s) = stmt {
+                pg_rewrite::rewrite_from_functions(s, &self.table_functions);
+            }
+        }
+        Ok(stmts)
+    }
+
+    fn parse_unchecked(&self, sql: &str) -> ServerResult<Vec<DFStatement>> {
         let sql = statements::rewrite_pg_copy_options(sql);
         let parsed = DFParserBuilder::new(sql.as_str())
             .with_dialect(&PostgreSqlDialect {})

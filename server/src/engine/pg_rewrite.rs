@@ -1,0 +1,261 @@
+//! Postgres semantics of functions in `FROM` that DataFusion lacks, fixed up on the syntax tree.
+//!
+//! * `FROM generate_series(1, 3) AS i` — Postgres names the single output column after the
+//!   alias, so `i` is usable as a column; DataFusion names it `value`. Rewritten to
+//!   `AS i(i)`.
+//! * `FROM string_to_array(x, ',') s` — Postgres treats a scalar function in `FROM` as a one-row
+//!   table whose column is the alias; DataFusion looks for a table function. Rewritten to
+//!   `FROM (SELECT string_to_array(x, ',') AS s) AS s`.
+//!
+//! * unquoted `user` / `current_user` / `session_user` — Postgres' session-user functions
+//!   written without parentheses (an unquoted `user` can never be a column there); rewritten
+//!   to `session_user()`.
+//!
+//! Grafana's SQL builder and other BI tools send these forms in their metadata queries.
+
+use std::collections::HashSet;
+use std::ops::ControlFlow;
+
+use datafusion::sql::sqlparser::ast::{
+    Expr, FunctionArg, FunctionArgExpr, FunctionArgumentList, FunctionArguments, Query, SelectItem,
+    SetExpr, Statement, TableAliasColumnDef, TableFactor, UnaryOperator, VisitMut, VisitorMut,
+};
+use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use datafusion::sql::sqlparser::parser::Parser;
+
+/// Table functions whose single output column Postgres names after the alias.
+const SINGLE_COLUMN_SETOF: &[&str] = &["generate_series", "range"];
+
+/// `session_user()` with an explicit (empty) argument list, so DataFusion calls the function.
+fn session_user_call() -> Option<Expr> {
+    let mut e = Parser::new(&PostgreSqlDialect {})
+        .try_with_sql("session_user()")
+        .and_then(|mut p| p.parse_expr())
+        .ok()?;
+    if let Expr::Function(f) = &mut e {
+        f.args = FunctionArguments::List(FunctionArgumentList {
+            duplicate_treatment: None,
+            args: vec![],
+            clauses: vec![],
+        });
+    }
+    Some(e)
+}
+
+/// `x [NOT] IN (subquery)` inside a select list (e.g. in a CASE) becomes
+/// `[NOT] array_has((SELECT array_agg(v) FROM (subquery) AS t(v)), x)`: a scalar subquery,
+/// which DataFusion plans in projections, where it cannot plan `IN (subquery)`.
+struct ProjectionInSubquery;
+
+impl VisitorMut for ProjectionInSubquery {
+    type Break = ();
+
+    fn post_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
+        if let Expr::InSubquery {
+            expr: needle,
+            subquery,
+            negated,
+        } = expr
+            && let Some(e) = array_has_subquery(needle.as_ref().clone(), subquery.clone(), *negated)
+        {
+            *expr = e;
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+/// Build `[NOT] array_has((SELECT array_agg(__in_v) FROM (<subquery>) AS __in_t(__in_v)), needle)`
+/// on the syntax tree (the user's subquery is moved in, never printed and re-parsed).
+fn array_has_subquery(needle: Expr, subquery: Box<Query>, negated: bool) -> Option<Expr> {
+    let dialect = PostgreSqlDialect {};
+    let mut agg = Parser::new(&dialect)
+        .try_with_sql("SELECT array_agg(__in_v) FROM (SELECT 1) AS __in_t(__in_v)")
+        .and_then(|mut p| p.parse_query())
+        .ok()?;
+    let SetExpr::Select(select) = agg.body.as_mut() else {
+        return None;
+    };
+    let TableFactor::Derived {
+        subquery: inner, ..
+    } = &mut select.from.first_mut()?.relation
+    else {
+        return None;
+    };
+    *inner = subquery;
+    let mut call = Parser::new(&dialect)
+        .try_with_sql("array_has(NULL, NULL)")
+        .and_then(|mut p| p.parse_expr())
+        .ok()?;
+    let Expr::Function(f) = &mut call else {
+        return None;
+    };
+    let FunctionArguments::List(list) = &mut f.args else {
+        return None;
+    };
+    list.args = vec![
+        FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::Subquery(agg))),
+        FunctionArg::Unnamed(FunctionArgExpr::Expr(needle)),
+    ];
+    Some(if negated {
+        Expr::UnaryOp {
+            op: UnaryOperator::Not,
+            expr: Box::new(call),
+        }
+    } else {
+        call
+    })
+}
+
+impl VisitorMut for SelectLists {
+    type Break = ();
+
+    fn pre_visit_query(&mut self, query: &mut Query) -> ControlFlow<()> {
+        if let SetExpr::Select(select) = query.body.as_mut() {
+            for item in &mut select.projection {
+                match item {
+                    SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => {
+                        let _ = e.visit(&mut ProjectionInSubquery);
+                    }
+                    _ => {}
+                }
+            }
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+/// Visits every query of a statement to rewrite its select list.
+struct SelectLists;
+
+fn is_user_keyword(s: &str) -> bool {
+    ["user", "current_user", "session_user"].contains(&s.to_ascii_lowercase().as_str())
+}
+
+struct FromFunctions<'a> {
+    table_functions: &'a HashSet<String>,
+}
+
+impl VisitorMut for FromFunctions<'_> {
+    type Break = ();
+
+    fn pre_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
+        let is_user = match &*expr {
+            Expr::Identifier(ident) => ident.quote_style.is_none() && is_user_keyword(&ident.value),
+            // sqlparser reads `USER` / `CURRENT_USER` as a call without parentheses.
+            Expr::Function(f) => {
+                matches!(f.args, FunctionArguments::None)
+                    && f.name.0.len() == 1
+                    && is_user_keyword(&f.name.to_string())
+            }
+            _ => false,
+        };
+        if is_user && let Some(e) = session_user_call() {
+            *expr = e;
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_table_factor(&mut self, tf: &mut TableFactor) -> ControlFlow<()> {
+        let TableFactor::Table {
+            name,
+            alias: Some(alias),
+            args: Some(args),
+            ..
+        } = tf
+        else {
+            return ControlFlow::Continue(());
+        };
+        if !alias.columns.is_empty() {
+            return ControlFlow::Continue(());
+        }
+        let fname = name.to_string().to_ascii_lowercase();
+        if self.table_functions.contains(&fname) {
+            if SINGLE_COLUMN_SETOF.contains(&fname.as_str()) {
+                alias.columns = vec![TableAliasColumnDef::from_name(alias.name.value.clone())];
+            }
+            return ControlFlow::Continue(());
+        }
+        let call_args: Vec<String> = args.args.iter().map(|a| a.to_string()).collect();
+        let sql = format!("SELECT {name}({}) AS {}", call_args.join(", "), alias.name);
+        let Ok(query) = Parser::new(&PostgreSqlDialect {})
+            .with_recursion_limit(256)
+            .try_with_sql(&sql)
+            .and_then(|mut p| p.parse_query())
+        else {
+            return ControlFlow::Continue(());
+        };
+        *tf = TableFactor::Derived {
+            lateral: false,
+            subquery: query,
+            alias: Some(alias.clone()),
+            sample: None,
+        };
+        ControlFlow::Continue(())
+    }
+}
+
+/// Apply the rewrites to one statement.
+pub(super) fn rewrite_from_functions(stmt: &mut Statement, table_functions: &HashSet<String>) {
+    let _ = stmt.visit(&mut FromFunctions { table_functions });
+    let _ = stmt.visit(&mut SelectLists);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scalar_and_set_returning_functions_in_from() {
+        let tf: HashSet<String> = ["generate_series".to_string()].into();
+        let mut stmts = Parser::parse_sql(
+            &PostgreSqlDialect {},
+            "SELECT s[i] FROM generate_series(1, 2) AS i, string_to_array('a,b', ',') s",
+        )
+        .expect("parse");
+        rewrite_from_functions(&mut stmts[0], &tf);
+        assert_eq!(
+            stmts[0].to_string(),
+            "SELECT s[i] FROM generate_series(1, 2) AS i (i), (SELECT string_to_array('a,b', ',') AS s) s"
+        );
+    }
+}
+
+#[cfg(test)]
+mod user_tests {
+    use super::*;
+
+    #[test]
+    fn bare_user_becomes_session_user() {
+        let tf = HashSet::new();
+        let mut stmts = Parser::parse_sql(
+            &PostgreSqlDialect {},
+            "SELECT CASE WHEN a = 'x' THEN user ELSE a END, \"user\" FROM t",
+        )
+        .expect("parse");
+        rewrite_from_functions(&mut stmts[0], &tf);
+        assert_eq!(
+            stmts[0].to_string(),
+            "SELECT CASE WHEN a = 'x' THEN session_user() ELSE a END, \"user\" FROM t"
+        );
+    }
+}
+
+#[cfg(test)]
+mod in_subquery_tests {
+    use super::*;
+
+    #[test]
+    fn in_subquery_in_select_list_becomes_array_has() {
+        let tf = HashSet::new();
+        let mut stmts = Parser::parse_sql(
+            &PostgreSqlDialect {},
+            "SELECT CASE WHEN a IN (SELECT b FROM u) THEN 1 END FROM t WHERE c IN (SELECT d FROM v)",
+        )
+        .expect("parse");
+        rewrite_from_functions(&mut stmts[0], &tf);
+        assert_eq!(
+            stmts[0].to_string(),
+            "SELECT CASE WHEN array_has((SELECT array_agg(__in_v) FROM (SELECT b FROM u) AS __in_t (__in_v)), a) THEN 1 END FROM t WHERE c IN (SELECT d FROM v)"
+        );
+    }
+}
