@@ -34,6 +34,14 @@ def test_adbc_ddl_and_metadata(server):
         assert schema.names[:2] == ["customer_id", "plan"]
 
 
+def test_adbc_explain(server):
+    with flightsql.connect(server.flight_uri) as conn:
+        with conn.cursor() as cur:
+            cur.execute("EXPLAIN SELECT plan, count(*) FROM customers GROUP BY plan")
+            plan = "\n".join(str(r[1]) for r in cur.fetchall())
+            assert "Aggregate" in plan
+
+
 def test_adbc_errors_leave_server_up(server):
     with flightsql.connect(server.flight_uri) as conn:
         with conn.cursor() as cur:

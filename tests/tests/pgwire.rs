@@ -139,6 +139,21 @@ async fn binary_and_text_encodings_of_types() {
         ]]
     );
 
+    // bytea and interval, binary and text.
+    let row = c
+        .query_one(
+            "SELECT CAST('abc' AS BYTEA) AS b, INTERVAL '1 day 2 hours' AS i",
+            &[],
+        )
+        .await
+        .expect("bytea/interval");
+    assert_eq!(row.get::<_, Vec<u8>>("b"), b"abc".to_vec());
+    let rows = c
+        .simple_query("SELECT INTERVAL '1 year 2 months 3 days 04:05:06'")
+        .await
+        .expect("interval text");
+    assert_eq!(rows_of(&rows)[0][0].as_deref(), Some("1 year 2 mons 3 days 04:05:06"));
+
     // Arrays of numbers in binary.
     let row = c
         .query_one("SELECT [1, 2, 3] AS a, ['x', 'y'] AS s", &[])
