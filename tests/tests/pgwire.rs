@@ -149,7 +149,7 @@ async fn binary_and_text_encodings_of_types() {
         .expect("bytea/interval");
     assert_eq!(row.get::<_, Vec<u8>>("b"), b"abc".to_vec());
     let rows = c
-        .simple_query("SELECT INTERVAL '1 year 2 months 3 days 04:05:06'")
+        .simple_query("SELECT INTERVAL '1 year 2 months 3 days 4 hours 5 minutes 6 seconds'")
         .await
         .expect("interval text");
     assert_eq!(rows_of(&rows)[0][0].as_deref(), Some("1 year 2 mons 3 days 04:05:06"));
