@@ -39,6 +39,10 @@ struct Inner {
     root_url: String,
     /// Serialises writers of this process; the manifest put also rejects foreign writers.
     commit_lock: Mutex<()>,
+    /// The newest manifest this process has seen. Only this process writes the table (a
+    /// foreign writer's commit would conflict on the version number), so it is refreshed on
+    /// our own commits and read from storage only when empty.
+    cached: std::sync::RwLock<Option<Manifest>>,
 }
 
 /// A managed table (see the module docs).
@@ -87,6 +91,7 @@ impl ManagedTable {
                 store,
                 root_url,
                 commit_lock: Mutex::new(()),
+                cached: std::sync::RwLock::new(None),
             }),
         }
     }
@@ -102,12 +107,23 @@ impl ManagedTable {
     }
 
     async fn current(&self) -> DfResult<Manifest> {
-        self.inner.store.latest().await?.ok_or_else(|| {
+        if let Some(m) = self
+            .inner
+            .cached
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+        {
+            return Ok(m.clone());
+        }
+        let m = self.inner.store.latest().await?.ok_or_else(|| {
             DataFusionError::Execution(format!(
                 "table '{}' has no committed manifest",
                 self.inner.name
             ))
-        })
+        })?;
+        *self.inner.cached.write().unwrap_or_else(|p| p.into_inner()) = Some(m.clone());
+        Ok(m)
     }
 
     async fn listing(&self, manifest: &Manifest) -> DfResult<ListingTable> {
@@ -139,9 +155,11 @@ impl Inner {
             all_files.clear();
         }
         all_files.extend(files);
-        self.store
+        let committed = self
+            .store
             .commit(base_version, schema_to_columns(&self.schema), all_files)
             .await?;
+        *self.cached.write().unwrap_or_else(|p| p.into_inner()) = Some(committed);
         Ok(rows)
     }
 }

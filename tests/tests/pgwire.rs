@@ -152,7 +152,10 @@ async fn binary_and_text_encodings_of_types() {
         .simple_query("SELECT INTERVAL '1 year 2 months 3 days 4 hours 5 minutes 6 seconds'")
         .await
         .expect("interval text");
-    assert_eq!(rows_of(&rows)[0][0].as_deref(), Some("1 year 2 mons 3 days 04:05:06"));
+    assert_eq!(
+        rows_of(&rows)[0][0].as_deref(),
+        Some("1 year 2 mons 3 days 04:05:06")
+    );
 
     // Arrays of numbers in binary.
     let row = c

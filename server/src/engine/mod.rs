@@ -89,6 +89,9 @@ pub struct Described {
     pub params: Vec<Option<DataType>>,
     /// Result columns, or `None` for statements that return no rows.
     pub schema: Option<SchemaRef>,
+    /// The logical plan made while describing, reused by [`Engine::execute_prepared`] while no
+    /// DDL has run since (`epoch`).
+    pub(crate) plan: Option<(datafusion::logical_expr::LogicalPlan, u64)>,
 }
 
 /// The engine (see module docs).
@@ -98,6 +101,8 @@ pub struct Engine {
     data_dir: PathBuf,
     local: Arc<dyn ObjectStore>,
     compat: PostgresCompatibilityParser,
+    /// Bumped by every DDL statement; cached plans of other epochs are re-made.
+    ddl_epoch: std::sync::atomic::AtomicU64,
     /// Names of the registered table functions (for the `FROM f(...)` rewrites).
     table_functions: std::collections::HashSet<String>,
     ddl_lock: tokio::sync::Mutex<()>,
@@ -156,6 +161,7 @@ impl Engine {
         let engine = Arc::new(Engine {
             base,
             table_functions,
+            ddl_epoch: std::sync::atomic::AtomicU64::new(0),
             catalog,
             data_dir,
             local: Arc::new(LocalFileSystem::new()),
@@ -239,6 +245,31 @@ impl Engine {
         params: Option<Vec<ScalarValue>>,
     ) -> ServerResult<Output> {
         statements::execute(self, session, stmt, params).await
+    }
+
+    /// Run a statement prepared with [`Engine::describe`], reusing its plan when still valid.
+    pub async fn execute_prepared(
+        &self,
+        session: &Session,
+        stmt: &DFStatement,
+        described: &Described,
+        params: Option<Vec<ScalarValue>>,
+    ) -> ServerResult<Output> {
+        match &described.plan {
+            Some((plan, epoch)) if *epoch == self.epoch() => {
+                statements::execute_with_plan(self, session, stmt, plan.clone(), params).await
+            }
+            _ => statements::execute(self, session, stmt, params).await,
+        }
+    }
+
+    fn epoch(&self) -> u64 {
+        self.ddl_epoch.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn bump_epoch(&self) {
+        self.ddl_epoch
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Re-create every table of the persistent catalog. A table that cannot be restored (an

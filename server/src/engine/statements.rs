@@ -242,6 +242,7 @@ pub(super) async fn describe(
         return Ok(Described {
             params: vec![],
             schema,
+            plan: None,
         });
     }
     if let DFStatement::Statement(s) = stmt
@@ -250,20 +251,26 @@ pub(super) async fn describe(
         return Ok(Described {
             params: vec![],
             schema: None,
+            plan: None,
         });
     }
+    let epoch = engine.epoch();
     let plan = session
         .ctx()
         .state()
         .statement_to_plan(stmt.clone())
         .await?;
     let params = parameter_types(&plan)?;
-    let schema = if returns_rows(&plan) {
-        Some(Arc::clone(plan.schema().inner()))
+    let (schema, plan) = if returns_rows(&plan) {
+        (Some(Arc::clone(plan.schema().inner())), Some((plan, epoch)))
     } else {
-        None
+        (None, None)
     };
-    Ok(Described { params, schema })
+    Ok(Described {
+        params,
+        schema,
+        plan,
+    })
 }
 
 fn returns_rows(plan: &LogicalPlan) -> bool {
@@ -376,11 +383,22 @@ pub(super) async fn execute(
     {
         return pg_copy(session, source, *to, target, options, legacy_options).await;
     }
-    let mut plan = session
+    let plan = session
         .ctx()
         .state()
         .statement_to_plan(stmt.clone())
         .await?;
+    execute_with_plan(engine, session, stmt, plan, params).await
+}
+
+/// Bind parameters into a plan of `stmt` and run it.
+pub(super) async fn execute_with_plan(
+    engine: &Engine,
+    session: &Session,
+    stmt: &DFStatement,
+    mut plan: LogicalPlan,
+    params: Option<Vec<ScalarValue>>,
+) -> ServerResult<Output> {
     let expected = parameter_types(&plan)?;
     match params {
         Some(values) => {
@@ -429,6 +447,22 @@ pub(super) async fn execute(
 }
 
 async fn execute_plan(
+    engine: &Engine,
+    session: &Session,
+    stmt: &DFStatement,
+    plan: LogicalPlan,
+    persist: bool,
+) -> ServerResult<Output> {
+    if matches!(plan, LogicalPlan::Ddl(_)) {
+        engine.bump_epoch();
+        let out = run_plan(engine, session, stmt, plan, persist).await;
+        engine.bump_epoch();
+        return out;
+    }
+    run_plan(engine, session, stmt, plan, persist).await
+}
+
+async fn run_plan(
     engine: &Engine,
     session: &Session,
     stmt: &DFStatement,

@@ -275,6 +275,7 @@ impl Handler {
     async fn run(
         &self,
         stmt: &DFStatement,
+        prepared: Option<&Described>,
         params: Option<Vec<datafusion::common::ScalarValue>>,
         format: &Format,
     ) -> Result<Response, ServerError> {
@@ -283,7 +284,12 @@ impl Handler {
         let output = tokio::select! {
             biased;
             _ = token.cancelled() => return Err(ServerError::Cancelled),
-            out = self.engine.execute(&self.session, stmt, params) => out?,
+            out = async {
+                match prepared {
+                    Some(d) => self.engine.execute_prepared(&self.session, stmt, d, params).await,
+                    None => self.engine.execute(&self.session, stmt, params).await,
+                }
+            } => out?,
         };
         Ok(match output {
             Output::Rows(stream) => {
@@ -424,7 +430,7 @@ impl SimpleQueryHandler for Handler {
         let stmts = self.engine.parse(query).map_err(to_pg_error)?;
         let mut responses = Vec::with_capacity(stmts.len());
         for stmt in &stmts {
-            match self.run(stmt, None, &Format::UnifiedText).await {
+            match self.run(stmt, None, None, &Format::UnifiedText).await {
                 Ok(r) => responses.push(r),
                 Err(e) => {
                     METRICS.error(PROTOCOL, e.status().sqlstate());
@@ -539,8 +545,13 @@ impl ExtendedQueryHandler for Handler {
         } else {
             Some(values)
         };
-        self.run(&stored.statement.stmt, params, &portal.result_column_format)
-            .await
-            .map_err(to_pg_error)
+        self.run(
+            &stored.statement.stmt,
+            Some(&stored.statement.described),
+            params,
+            &portal.result_column_format,
+        )
+        .await
+        .map_err(to_pg_error)
     }
 }
