@@ -104,3 +104,26 @@ fn psql_copy_from_and_to() {
     let text = std::fs::read_to_string(&output).expect("out.csv");
     assert_eq!(text, "1,alpha\n2,\"be,ta\"\n3,\n");
 }
+
+#[test]
+fn sql_examples_run() {
+    let server = Server::start_with_demo();
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../sql/examples");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .expect("sql/examples")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "sql"))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty());
+    for f in files {
+        let path = f.display().to_string();
+        let Some((ok, out, err)) = psql(&server, &["-f", &path]) else {
+            return;
+        };
+        assert!(ok, "{path} failed: {err}\n{out}");
+        assert!(!err.contains("ERROR"), "{path}: {err}");
+    }
+    // The export of 02_tables_and_files.sql landed inside the data dir.
+    assert!(server.data_dir.join("exports/weekly_sales.parquet").exists());
+}

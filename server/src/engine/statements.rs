@@ -560,8 +560,9 @@ async fn run_plan(
                 rows: Some(rows),
             })
         }
-        LogicalPlan::Copy(_) => {
-            let rows = run_for_count(ctx, plan).await?;
+        LogicalPlan::Copy(mut c) => {
+            c.output_url = resolve_location(engine, &c.output_url);
+            let rows = run_for_count(ctx, LogicalPlan::Copy(c)).await?;
             Ok(Output::Command {
                 tag: "COPY".into(),
                 rows: Some(rows),
