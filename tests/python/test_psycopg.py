@@ -138,4 +138,23 @@ def test_grafana_editor_metadata_queries(server, prepare):
                 WHERE quote_ident(table_schema) IN ({SEARCH_PATH_SCHEMAS})
                   AND table_name = 'service_metrics'
                 ORDER BY ordinal_position""", prepare=prepare).fetchall()
-        assert [c[0] for c in cols] == ["ts", "host", "latency_ms"]
+        assert cols == [("ts", "timestamp without time zone"), ("host", "text"),
+                        ("latency_ms", "double precision")]
+        # Correlated scalar subqueries over the catalog keep their values (Grafana's old editor
+        # looks for a table with a timestamp column this way).
+        metric = conn.execute(
+            """SELECT table_name,
+                 (SELECT min(column_name) FROM information_schema.columns c
+                   WHERE c.table_schema = t.table_schema AND c.table_name = t.table_name
+                     AND udt_name IN ('timestamptz', 'timestamp')) AS time_column
+               FROM information_schema.tables t
+               WHERE t.table_name = 'service_metrics'""", prepare=prepare).fetchone()
+        assert metric == ("service_metrics", "ts")
+        # The ORDER BY … LIMIT 1 form is beyond DataFusion's subquery planner: a clear error,
+        # never a silently wrong NULL.
+        with pytest.raises(errors.FeatureNotSupported):
+            conn.execute(
+                """SELECT table_name,
+                     (SELECT column_name FROM information_schema.columns c
+                       WHERE c.table_name = t.table_name ORDER BY ordinal_position LIMIT 1)
+                   FROM information_schema.tables t""", prepare=prepare)

@@ -125,5 +125,10 @@ fn sql_examples_run() {
         assert!(!err.contains("ERROR"), "{path}: {err}");
     }
     // The export of 02_tables_and_files.sql landed inside the data dir.
-    assert!(server.data_dir.join("exports/weekly_sales.parquet").exists());
+    assert!(
+        server
+            .data_dir
+            .join("exports/weekly_sales.parquet")
+            .exists()
+    );
 }

@@ -26,6 +26,12 @@ use datafusion::sql::parser::{DFParserBuilder, Statement as DFStatement};
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider;
 use datafusion_pg_catalog::sql::PostgresCompatibilityParser;
+use datafusion_pg_catalog::sql::rules::{
+    AliasDuplicatedProjectionRewrite, CurrentUserVariableToSessionUserFunctionCall,
+    FixArrayLiteral, FixVersionColumnName, PrependUnqualifiedPgTableName,
+    ResolveUnqualifiedIdentifier, RewriteArrayAnyAllOperation, RewritePgCatalogOperator,
+    RewriteRegCastToSubquery, SqlStatementRewriteRule, StripCallableQualifier, StripCollate,
+};
 use object_store::ObjectStore;
 use object_store::local::LocalFileSystem;
 use prognos_catalog::PersistentCatalog;
@@ -94,6 +100,24 @@ pub struct Described {
     pub(crate) plan: Option<(datafusion::logical_expr::LogicalPlan, u64)>,
 }
 
+/// datafusion-pg-catalog's rules minus `RemoveSubqueryFromProjection`, which replaces
+/// correlated scalar subqueries in select lists with NULL (wrong results for user queries).
+fn safe_rewrite_rules() -> Vec<Arc<dyn SqlStatementRewriteRule>> {
+    vec![
+        Arc::new(AliasDuplicatedProjectionRewrite),
+        Arc::new(ResolveUnqualifiedIdentifier),
+        Arc::new(RewriteArrayAnyAllOperation),
+        Arc::new(PrependUnqualifiedPgTableName),
+        Arc::new(StripCallableQualifier),
+        Arc::new(FixArrayLiteral),
+        Arc::new(CurrentUserVariableToSessionUserFunctionCall),
+        Arc::new(StripCollate),
+        Arc::new(RewritePgCatalogOperator),
+        Arc::new(RewriteRegCastToSubquery::new()),
+        Arc::new(FixVersionColumnName),
+    ]
+}
+
 /// The engine (see module docs).
 pub struct Engine {
     base: SessionState,
@@ -101,6 +125,8 @@ pub struct Engine {
     data_dir: PathBuf,
     local: Arc<dyn ObjectStore>,
     compat: PostgresCompatibilityParser,
+    /// datafusion-pg-catalog's rewrite rules that keep a query's meaning.
+    safe_rules: Vec<Arc<dyn SqlStatementRewriteRule>>,
     /// Bumped by every DDL statement; cached plans of other epochs are re-made.
     ddl_epoch: std::sync::atomic::AtomicU64,
     /// Names of the registered table functions (for the `FROM f(...)` rewrites).
@@ -166,6 +192,7 @@ impl Engine {
             data_dir,
             local: Arc::new(LocalFileSystem::new()),
             compat: PostgresCompatibilityParser::new(),
+            safe_rules: safe_rewrite_rules(),
             ddl_lock: tokio::sync::Mutex::new(()),
         });
         engine.restore().await;
@@ -211,7 +238,12 @@ impl Engine {
             Ok(stmts) => {
                 let stmts: Vec<DFStatement> = stmts.into_iter().collect();
                 let all_plain = stmts.iter().all(|s| matches!(s, DFStatement::Statement(_)));
+                // Catalog queries of psql & co. get the full compatibility treatment (its
+                // token-level replacements of known client queries included). Its rule that
+                // turns correlated subqueries in select lists into NULL is only acceptable
+                // there, so user queries get the semantics-preserving rules alone.
                 if all_plain
+                    && sql.to_ascii_lowercase().contains("pg_")
                     && let Ok(rewritten) = self.compat.parse(&sql)
                     && rewritten.len() == stmts.len()
                 {
@@ -220,7 +252,15 @@ impl Engine {
                         .map(|s| DFStatement::Statement(Box::new(s)))
                         .collect());
                 }
-                Ok(stmts)
+                Ok(stmts
+                    .into_iter()
+                    .map(|s| match s {
+                        DFStatement::Statement(b) => {
+                            DFStatement::Statement(Box::new(self.apply_safe_rules(*b)))
+                        }
+                        other => other,
+                    })
+                    .collect())
             }
             Err(df_err) => match self.compat.parse(&sql) {
                 Ok(rewritten) if !rewritten.is_empty() => Ok(rewritten
@@ -230,6 +270,16 @@ impl Engine {
                 _ => Err(ServerError::DataFusion(df_err)),
             },
         }
+    }
+
+    fn apply_safe_rules(
+        &self,
+        mut stmt: datafusion::sql::sqlparser::ast::Statement,
+    ) -> datafusion::sql::sqlparser::ast::Statement {
+        for rule in &self.safe_rules {
+            stmt = rule.rewrite(stmt);
+        }
+        stmt
     }
 
     /// Parameter types and result schema of a statement, without running it.

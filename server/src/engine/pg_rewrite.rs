@@ -11,20 +11,95 @@
 //!   written without parentheses (an unquoted `user` can never be a column there); rewritten
 //!   to `session_user()`.
 //!
+//! * `information_schema.columns` — DataFusion reports Arrow type names (`Int64`, `Utf8`) in
+//!   `data_type` and has no `udt_name`; clients pick time and numeric columns by the Postgres
+//!   names. Replaced by a derived table that maps the types and adds `udt_name`.
+//!
 //! Grafana's SQL builder and other BI tools send these forms in their metadata queries.
 
 use std::collections::HashSet;
 use std::ops::ControlFlow;
 
 use datafusion::sql::sqlparser::ast::{
-    Expr, FunctionArg, FunctionArgExpr, FunctionArgumentList, FunctionArguments, Query, SelectItem,
-    SetExpr, Statement, TableAliasColumnDef, TableFactor, UnaryOperator, VisitMut, VisitorMut,
+    Expr, FunctionArg, FunctionArgExpr, FunctionArgumentList, FunctionArguments, Ident, Query,
+    SelectItem, SetExpr, Statement, TableAlias, TableAliasColumnDef, TableFactor, UnaryOperator,
+    VisitMut, VisitorMut,
 };
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
 
 /// Table functions whose single output column Postgres names after the alias.
 const SINGLE_COLUMN_SETOF: &[&str] = &["generate_series", "range"];
+
+/// Postgres `data_type` / `udt_name` of a DataFusion `information_schema.columns.data_type`.
+const PG_TYPE_NAMES: &[(&str, &str, &str)] = &[
+    ("data_type = 'Int64'", "bigint", "int8"),
+    ("data_type = 'Int32'", "integer", "int4"),
+    (
+        "data_type IN ('Int16', 'Int8', 'UInt8')",
+        "smallint",
+        "int2",
+    ),
+    ("data_type IN ('UInt16')", "integer", "int4"),
+    ("data_type IN ('UInt32')", "bigint", "int8"),
+    (
+        "data_type = 'UInt64' OR data_type LIKE 'Decimal%'",
+        "numeric",
+        "numeric",
+    ),
+    ("data_type = 'Float64'", "double precision", "float8"),
+    ("data_type IN ('Float32', 'Float16')", "real", "float4"),
+    (
+        "data_type IN ('Utf8', 'LargeUtf8', 'Utf8View')",
+        "text",
+        "text",
+    ),
+    ("data_type = 'Boolean'", "boolean", "bool"),
+    ("data_type IN ('Date32', 'Date64')", "date", "date"),
+    (
+        "data_type LIKE 'Timestamp(%,%'",
+        "timestamp with time zone",
+        "timestamptz",
+    ),
+    (
+        "data_type LIKE 'Timestamp(%'",
+        "timestamp without time zone",
+        "timestamp",
+    ),
+    ("data_type LIKE 'Time%'", "time without time zone", "time"),
+    (
+        "data_type LIKE 'Interval%' OR data_type LIKE 'Duration%'",
+        "interval",
+        "interval",
+    ),
+    ("data_type LIKE '%Binary%'", "bytea", "bytea"),
+    ("data_type LIKE '%List%'", "ARRAY", "_text"),
+];
+
+fn columns_with_pg_types() -> Option<Box<Query>> {
+    let case = |pick: fn(&(&'static str, &'static str, &'static str)) -> &'static str| {
+        let arms: Vec<String> = PG_TYPE_NAMES
+            .iter()
+            .map(|t| format!("WHEN {} THEN '{}'", t.0, pick(t)))
+            .collect();
+        format!("CASE {} ELSE lower(data_type) END", arms.join(" "))
+    };
+    // Quoted names keep this visitor from rewriting the inner reference again.
+    let sql = format!(
+        "SELECT table_catalog, table_schema, table_name, column_name, ordinal_position, \
+         column_default, is_nullable, {} AS data_type, character_maximum_length, \
+         character_octet_length, numeric_precision, numeric_precision_radix, numeric_scale, \
+         datetime_precision, interval_type, {} AS udt_name, data_type AS arrow_type \
+         FROM \"information_schema\".\"columns\"",
+        case(|t| t.1),
+        case(|t| t.2)
+    );
+    Parser::new(&PostgreSqlDialect {})
+        .with_recursion_limit(256)
+        .try_with_sql(&sql)
+        .and_then(|mut p| p.parse_query())
+        .ok()
+}
 
 /// `session_user()` with an explicit (empty) argument list, so DataFusion calls the function.
 fn session_user_call() -> Option<Expr> {
@@ -156,6 +231,31 @@ impl VisitorMut for FromFunctions<'_> {
     }
 
     fn pre_visit_table_factor(&mut self, tf: &mut TableFactor) -> ControlFlow<()> {
+        if let TableFactor::Table {
+            name,
+            alias,
+            args: None,
+            ..
+        } = tf
+            && name
+                .to_string()
+                .eq_ignore_ascii_case("information_schema.columns")
+            && let Some(query) = columns_with_pg_types()
+        {
+            let alias = alias.clone().unwrap_or_else(|| TableAlias {
+                explicit: true,
+                name: Ident::new("columns"),
+                columns: vec![],
+                at: None,
+            });
+            *tf = TableFactor::Derived {
+                lateral: false,
+                subquery: query,
+                alias: Some(alias),
+                sample: None,
+            };
+            return ControlFlow::Continue(());
+        }
         let TableFactor::Table {
             name,
             alias: Some(alias),
