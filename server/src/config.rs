@@ -11,6 +11,7 @@
 //! | `engine.target_partitions` | int | CPU count | DataFusion parallelism |
 //! | `engine.batch_size` | int | `8192` | rows per Arrow batch |
 //! | `engine.memory_limit_mb` | int | `0` (none) | query memory pool size |
+//! | `storage.tables_url` | URL | unset (data dir) | object-store location of new managed tables |
 //! | `s3.endpoint` … `s3.allow_http` | see `S3Settings` | unset | S3 / S3-compatible access |
 
 use std::net::SocketAddr;
@@ -35,8 +36,19 @@ pub struct Config {
     pub http: ListenConfig,
     /// Query engine settings.
     pub engine: EngineConfig,
+    /// Where managed tables are stored.
+    pub storage: StorageConfig,
     /// S3 access.
     pub s3: S3Settings,
+}
+
+/// Where managed tables are stored.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    /// Object-store URL for new managed tables, e.g. `s3://bucket/prefix`; unset = the data dir.
+    /// Tables keep the location they were created at.
+    pub tables_url: Option<String>,
 }
 
 /// Where a frontend listens.
@@ -86,6 +98,7 @@ impl Default for Config {
             flight: listen("127.0.0.1:50051"),
             http: listen("127.0.0.1:9187"),
             engine: EngineConfig::default(),
+            storage: StorageConfig::default(),
             s3: S3Settings::default(),
         }
     }

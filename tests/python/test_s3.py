@@ -65,3 +65,37 @@ def test_missing_bucket_is_a_clear_error(s3_server):
         assert e.value.sqlstate is not None and e.value.sqlstate != "XX000", e.value.sqlstate
         assert conn.execute("SELECT 1").fetchone() == (1,)
     assert s3_server.alive()
+
+
+def test_managed_tables_on_s3(moto):
+    s3 = boto3.client("s3", endpoint_url=moto, region_name="us-east-1",
+                      aws_access_key_id="testing", aws_secret_access_key="testing")
+    s3.create_bucket(Bucket="warehouse")
+    env = {
+        "PROGNOS__S3__ENDPOINT": moto,
+        "PROGNOS__S3__REGION": "us-east-1",
+        "PROGNOS__S3__ACCESS_KEY_ID": "testing",
+        "PROGNOS__S3__SECRET_ACCESS_KEY": "testing",
+        "PROGNOS__S3__PATH_STYLE": "true",
+        "PROGNOS__S3__ALLOW_HTTP": "true",
+        "PROGNOS__STORAGE__TABLES_URL": "s3://warehouse/prognos",
+    }
+    s = Server(env=env)
+    try:
+        with psycopg.connect(s.dsn, autocommit=True) as conn:
+            conn.execute("CREATE TABLE remote (id BIGINT, name VARCHAR)")
+            conn.execute("INSERT INTO remote VALUES (1, 'a'), (2, 'b')")
+            conn.execute("INSERT INTO remote SELECT value, 'x' FROM generate_series(3, 10)")
+            assert conn.execute("SELECT count(*), sum(id) FROM remote").fetchone() == (10, 55)
+        keys = [o["Key"] for o in s3.list_objects_v2(Bucket="warehouse", Prefix="prognos/")["Contents"]]
+        assert any(k.endswith(".parquet") for k in keys), keys
+        assert any("/_manifest/" in k for k in keys), keys
+        s.stop()
+        s.start()
+        with psycopg.connect(s.dsn, autocommit=True) as conn:
+            assert conn.execute("SELECT count(*) FROM remote").fetchone() == (10,)
+            conn.execute("DROP TABLE remote")
+        left = s3.list_objects_v2(Bucket="warehouse", Prefix="prognos/").get("Contents", [])
+        assert left == [], left
+    finally:
+        s.close()

@@ -124,6 +124,8 @@ pub struct Engine {
     catalog: Arc<PersistentCatalog>,
     data_dir: PathBuf,
     local: Arc<dyn ObjectStore>,
+    /// Object-store URL for new managed tables (`storage.tables_url`); `None` = the data dir.
+    tables_url: Option<String>,
     compat: PostgresCompatibilityParser,
     /// datafusion-pg-catalog's rewrite rules that keep a query's meaning.
     safe_rules: Vec<Arc<dyn SqlStatementRewriteRule>>,
@@ -191,6 +193,11 @@ impl Engine {
             catalog,
             data_dir,
             local: Arc::new(LocalFileSystem::new()),
+            tables_url: config
+                .storage
+                .tables_url
+                .as_ref()
+                .map(|u| u.trim_end_matches('/').to_string()),
             compat: PostgresCompatibilityParser::new(),
             safe_rules: safe_rewrite_rules(),
             ddl_lock: tokio::sync::Mutex::new(()),

@@ -496,7 +496,7 @@ async fn run_plan(
                 kind: TableKind::Managed { root },
                 ..
             }) = removed
-                && let Err(e) = managed_store(engine, &root).delete_all().await
+                && let Err(e) = managed_store(engine, &root)?.delete_all().await
             {
                 tracing::warn!(error = %e, "dropped table's files could not all be removed");
             }
@@ -639,15 +639,41 @@ fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
-fn managed_store(engine: &Engine, root: &str) -> TableStore {
+/// Storage of a managed table. `root` is relative to the data dir, or an absolute object-store
+/// URL for tables created under `storage.tables_url`.
+fn managed_store(engine: &Engine, root: &str) -> ServerResult<TableStore> {
+    if root.contains("://") {
+        let url = url::Url::parse(root).map_err(|e| {
+            ServerError::statement(
+                StatusCode::InvalidParameterValue,
+                format!("table location {root}: {e}"),
+            )
+        })?;
+        let store = engine
+            .base
+            .runtime_env()
+            .object_store_registry
+            .get_store(&url)?;
+        let path = ObjectPath::from_url_path(url.path()).map_err(|e| {
+            ServerError::statement(
+                StatusCode::InvalidParameterValue,
+                format!("table location {root}: {e}"),
+            )
+        })?;
+        return Ok(TableStore::new(store, path));
+    }
     let abs = engine.data_dir.join(root);
     let path = ObjectPath::from_filesystem_path(&abs)
         .unwrap_or_else(|_| ObjectPath::from(abs.to_string_lossy().as_ref()));
-    TableStore::new(Arc::clone(&engine.local), path)
+    Ok(TableStore::new(Arc::clone(&engine.local), path))
 }
 
 fn managed_url(engine: &Engine, root: &str) -> String {
-    format!("file://{}/", engine.data_dir.join(root).display())
+    if root.contains("://") {
+        format!("{}/", root.trim_end_matches('/'))
+    } else {
+        format!("file://{}/", engine.data_dir.join(root).display())
+    }
 }
 
 fn schema_provider(
@@ -695,14 +721,18 @@ async fn create_managed(
             .map(|f| f.as_ref().clone().with_metadata(Default::default()))
             .collect::<Vec<_>>(),
     ));
-    let root = format!(
+    let relative = format!(
         "tables/{schema_name}/{name}-{}",
         uuid::Uuid::new_v4().simple()
     );
+    let root = match &engine.tables_url {
+        Some(base) => format!("{base}/{relative}"),
+        None => relative,
+    };
     let table = ManagedTable::create(
         &name,
         Arc::clone(&arrow_schema),
-        managed_store(engine, &root),
+        managed_store(engine, &root)?,
         managed_url(engine, &root),
     )
     .await?;
@@ -744,7 +774,9 @@ async fn create_managed(
         ..
     }) = previous
     {
-        let _ = managed_store(engine, &old).delete_all().await;
+        if let Ok(store) = managed_store(engine, &old) {
+            let _ = store.delete_all().await;
+        }
     }
     if is_ctas {
         Ok(Output::Command {
@@ -817,7 +849,7 @@ pub(super) async fn restore_entry(
         TableKind::Managed { root } => {
             let table = ManagedTable::open(
                 &entry.name,
-                managed_store(engine, root),
+                managed_store(engine, root)?,
                 managed_url(engine, root),
             )
             .await?;
