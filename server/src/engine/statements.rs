@@ -773,10 +773,9 @@ async fn create_managed(
         kind: TableKind::Managed { root: old },
         ..
     }) = previous
+        && let Ok(store) = managed_store(engine, &old)
     {
-        if let Ok(store) = managed_store(engine, &old) {
-            let _ = store.delete_all().await;
-        }
+        let _ = store.delete_all().await;
     }
     if is_ctas {
         Ok(Output::Command {
