@@ -164,6 +164,20 @@ impl FlightSqlServer {
             .with_ordered(true))
     }
 
+    /// FlightInfo whose one endpoint's ticket is the (metadata) command itself.
+    fn command_info(
+        schema: &Schema,
+        command: impl ProstMessageExt,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let info = Self::flight_info(
+            schema,
+            command.as_any().encode_to_vec().into(),
+            request.into_inner(),
+        )?;
+        Ok(Response::new(info))
+    }
+
     /// FlightInfo of a statement that already ran and returns no rows: no endpoints.
     fn no_rows_info(descriptor: FlightDescriptor) -> Result<FlightInfo, Status> {
         Ok(FlightInfo::new()
@@ -526,12 +540,7 @@ impl FlightSqlService for FlightSqlServer {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         let schema = query.into_builder().schema();
-        let info = Self::flight_info(
-            &schema,
-            query.as_any().encode_to_vec().into(),
-            request.into_inner(),
-        )?;
-        Ok(Response::new(info))
+        Self::command_info(&schema, query, request)
     }
 
     async fn do_get_catalogs(
@@ -554,12 +563,7 @@ impl FlightSqlService for FlightSqlServer {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         let schema = query.clone().into_builder().schema();
-        let info = Self::flight_info(
-            &schema,
-            query.as_any().encode_to_vec().into(),
-            request.into_inner(),
-        )?;
-        Ok(Response::new(info))
+        Self::command_info(&schema, query, request)
     }
 
     async fn do_get_schemas(
@@ -587,12 +591,7 @@ impl FlightSqlService for FlightSqlServer {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         let schema = query.clone().into_builder().schema();
-        let info = Self::flight_info(
-            &schema,
-            query.as_any().encode_to_vec().into(),
-            request.into_inner(),
-        )?;
-        Ok(Response::new(info))
+        Self::command_info(&schema, query, request)
     }
 
     async fn do_get_tables(
@@ -643,12 +642,7 @@ impl FlightSqlService for FlightSqlServer {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         let schema = Schema::new(vec![Field::new("table_type", DataType::Utf8, false)]);
-        let info = Self::flight_info(
-            &schema,
-            query.as_any().encode_to_vec().into(),
-            request.into_inner(),
-        )?;
-        Ok(Response::new(info))
+        Self::command_info(&schema, query, request)
     }
 
     async fn do_get_table_types(
@@ -679,12 +673,7 @@ impl FlightSqlService for FlightSqlServer {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         let schema = query.clone().into_builder(&self.sql_info).schema();
-        let info = Self::flight_info(
-            schema.as_ref(),
-            query.as_any().encode_to_vec().into(),
-            request.into_inner(),
-        )?;
-        Ok(Response::new(info))
+        Self::command_info(schema.as_ref(), query, request)
     }
 
     async fn do_get_sql_info(

@@ -511,15 +511,7 @@ async fn run_plan(
             ctx.execute_logical_plan(LogicalPlan::Ddl(DdlStatement::CreateView(v)))
                 .await?;
             if persist && !temporary {
-                engine.catalog.insert(
-                    TableEntry {
-                        schema,
-                        name,
-                        kind: TableKind::View { sql },
-                        created_at: now(),
-                    },
-                    or_replace,
-                )?;
+                record(engine, schema, name, TableKind::View { sql }, or_replace)?;
             }
             Ok(command("CREATE VIEW"))
         }
@@ -633,6 +625,26 @@ fn split_name(r: &TableReference) -> ServerResult<(String, String)> {
         r.schema().unwrap_or(DEFAULT_SCHEMA).to_string(),
         r.table().to_string(),
     ))
+}
+
+/// Record a table in the persistent catalog.
+fn record(
+    engine: &Engine,
+    schema: String,
+    name: String,
+    kind: TableKind,
+    replace: bool,
+) -> ServerResult<()> {
+    engine.catalog.insert(
+        TableEntry {
+            schema,
+            name,
+            kind,
+            created_at: now(),
+        },
+        replace,
+    )?;
+    Ok(())
 }
 
 fn now() -> String {
@@ -758,13 +770,11 @@ async fn create_managed(
     }
     // Commit point: the table becomes visible (and durable) only now.
     let previous = engine.catalog.get(&schema_name, &name);
-    engine.catalog.insert(
-        TableEntry {
-            schema: schema_name.clone(),
-            name: name.clone(),
-            kind: TableKind::Managed { root },
-            created_at: now(),
-        },
+    record(
+        engine,
+        schema_name.clone(),
+        name.clone(),
+        TableKind::Managed { root },
         c.or_replace,
     )?;
     provider.deregister_table(&name)?;
@@ -825,13 +835,11 @@ async fn create_external(
         )))
         .await?;
     if persist && !temporary {
-        engine.catalog.insert(
-            TableEntry {
-                schema,
-                name,
-                kind: TableKind::External { sql },
-                created_at: now(),
-            },
+        record(
+            engine,
+            schema,
+            name,
+            TableKind::External { sql },
             or_replace,
         )?;
     }
