@@ -12,17 +12,22 @@ from psycopg import errors
 from conftest import Server
 
 
-@pytest.fixture(scope="module")
-def s3_server(moto):
-    env = {
-        "PROGNOS__S3__ENDPOINT": moto,
+def s3_env(endpoint, **extra):
+    """Server settings that reach the local S3 server (moto) with its dummy credentials."""
+    return {
+        "PROGNOS__S3__ENDPOINT": endpoint,
         "PROGNOS__S3__REGION": "us-east-1",
         "PROGNOS__S3__ACCESS_KEY_ID": "testing",
         "PROGNOS__S3__SECRET_ACCESS_KEY": "testing",
         "PROGNOS__S3__PATH_STYLE": "true",
         "PROGNOS__S3__ALLOW_HTTP": "true",
+        **extra,
     }
-    s = Server(env=env)
+
+
+@pytest.fixture(scope="module")
+def s3_server(moto):
+    s = Server(env=s3_env(moto))
     yield s
     s.close()
 
@@ -71,16 +76,7 @@ def test_managed_tables_on_s3(moto):
     s3 = boto3.client("s3", endpoint_url=moto, region_name="us-east-1",
                       aws_access_key_id="testing", aws_secret_access_key="testing")
     s3.create_bucket(Bucket="warehouse")
-    env = {
-        "PROGNOS__S3__ENDPOINT": moto,
-        "PROGNOS__S3__REGION": "us-east-1",
-        "PROGNOS__S3__ACCESS_KEY_ID": "testing",
-        "PROGNOS__S3__SECRET_ACCESS_KEY": "testing",
-        "PROGNOS__S3__PATH_STYLE": "true",
-        "PROGNOS__S3__ALLOW_HTTP": "true",
-        "PROGNOS__STORAGE__TABLES_URL": "s3://warehouse/prognos",
-    }
-    s = Server(env=env)
+    s = Server(env=s3_env(moto, PROGNOS__STORAGE__TABLES_URL="s3://warehouse/prognos"))
     try:
         with psycopg.connect(s.dsn, autocommit=True) as conn:
             conn.execute("CREATE TABLE remote (id BIGINT, name VARCHAR)")
