@@ -473,3 +473,32 @@ async fn concurrent_connections_and_abrupt_disconnects() {
         assert_eq!(t.await.expect("join"), 125_000);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_on_the_socket_leaves_the_server_serving() {
+    use std::io::{Read, Write};
+    let server = Server::start();
+    let payloads: Vec<Vec<u8>> = vec![
+        (0..5000u32)
+            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+            .collect(),
+        b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+        vec![0, 0, 0, 8, 4, 210, 22, 47], // SSLRequest, then hang up
+        vec![0xff; 64],
+    ];
+    for p in payloads {
+        let mut s = std::net::TcpStream::connect(server.pg).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(2)))
+            .expect("timeout");
+        let _ = s.write_all(&p);
+        let mut buf = [0u8; 64];
+        let _ = s.read(&mut buf);
+    }
+    let c = server.connect().await;
+    let one: i64 = c
+        .query_one("SELECT CAST(1 AS BIGINT)", &[])
+        .await
+        .expect("still serving")
+        .get(0);
+    assert_eq!(one, 1);
+}
