@@ -77,12 +77,14 @@ async fn simple_and_extended_queries_with_parameters() {
         .await
         .expect("insert with params");
     assert_eq!(n, 1);
-    let count: i64 = c
-        .query_one("SELECT count(*) FROM t", &[])
+    let row = c
+        .query_one("SELECT count(*), 1 + 1 FROM t", &[])
         .await
-        .expect("count")
-        .get(0);
-    assert_eq!(count, 4);
+        .expect("count");
+    assert_eq!(row.get::<_, i64>(0), 4);
+    // Result columns are named as Postgres names them.
+    let names: Vec<&str> = row.columns().iter().map(|c| c.name()).collect();
+    assert_eq!(names, vec!["count", "?column?"]);
 
     // A prepared statement runs many times.
     let stmt = c

@@ -15,6 +15,11 @@
 //!   `data_type` and has no `udt_name`; clients pick time and numeric columns by the Postgres
 //!   names. Replaced by a derived table that maps the types and adds `udt_name`.
 //!
+//! * result column names: Postgres names an unaliased `count(*)` column `count`, `CAST(x AS t)`
+//!   `x`, `CASE …` `case`, and other expressions `?column?`; DataFusion uses the expression
+//!   text (`count(*)`, `Int64(1)`). The outermost select list gets Postgres' names as aliases
+//!   (except where two columns would then share a name, which DataFusion rejects).
+//!
 //! Grafana's SQL builder and other BI tools send these forms in their metadata queries.
 
 use std::collections::HashSet;
@@ -298,6 +303,84 @@ impl VisitorMut for FromFunctions<'_> {
 pub(super) fn rewrite_from_functions(stmt: &mut Statement, table_functions: &HashSet<String>) {
     let _ = stmt.visit(&mut FromFunctions { table_functions });
     let _ = stmt.visit(&mut SelectLists);
+    if let Statement::Query(q) = stmt {
+        postgres_column_names(q);
+    }
+}
+
+/// The name Postgres gives an unaliased select-list expression; `None` where DataFusion's
+/// name already agrees (plain and qualified column references).
+fn postgres_name(e: &Expr) -> Option<String> {
+    match e {
+        Expr::Identifier(_) | Expr::CompoundIdentifier(_) => None,
+        Expr::Function(f) => f
+            .name
+            .0
+            .last()
+            .and_then(|p| p.as_ident())
+            .map(|i| i.value.to_ascii_lowercase()),
+        Expr::Cast { expr, .. } | Expr::Nested(expr) => match expr.as_ref() {
+            Expr::Identifier(i) => Some(i.value.clone()),
+            Expr::CompoundIdentifier(parts) => parts.last().map(|i| i.value.clone()),
+            inner => postgres_name(inner),
+        },
+        Expr::Case { .. } => Some("case".into()),
+        // `arr[i]` is named after the array.
+        Expr::CompoundFieldAccess { root, .. } => match root.as_ref() {
+            Expr::Identifier(i) => Some(i.value.clone()),
+            Expr::CompoundIdentifier(parts) => parts.last().map(|i| i.value.clone()),
+            inner => postgres_name(inner),
+        },
+        _ => Some("?column?".into()),
+    }
+}
+
+fn postgres_column_names(q: &mut Query) {
+    let select = match q.body.as_mut() {
+        SetExpr::Select(s) => s,
+        _ => return,
+    };
+    let wanted: Vec<Option<String>> = select
+        .projection
+        .iter()
+        .map(|item| match item {
+            SelectItem::UnnamedExpr(e) => postgres_name(e),
+            _ => None,
+        })
+        .collect();
+    // Names the result will have anyway (aliases, columns), to avoid collisions.
+    let mut taken: Vec<String> = select
+        .projection
+        .iter()
+        .filter_map(|item| match item {
+            SelectItem::ExprWithAlias { alias, .. } => Some(alias.value.to_ascii_lowercase()),
+            SelectItem::UnnamedExpr(Expr::Identifier(i)) => Some(i.value.to_ascii_lowercase()),
+            SelectItem::UnnamedExpr(Expr::CompoundIdentifier(p)) => {
+                p.last().map(|i| i.value.to_ascii_lowercase())
+            }
+            _ => None,
+        })
+        .collect();
+    let has_wildcard = select.projection.iter().any(|i| {
+        matches!(
+            i,
+            SelectItem::Wildcard(_) | SelectItem::QualifiedWildcard(..)
+        )
+    });
+    for (item, name) in select.projection.iter_mut().zip(wanted) {
+        let Some(name) = name else { continue };
+        let lower = name.to_ascii_lowercase();
+        if has_wildcard || taken.contains(&lower) {
+            continue;
+        }
+        if let SelectItem::UnnamedExpr(e) = item {
+            taken.push(lower);
+            *item = SelectItem::ExprWithAlias {
+                expr: e.clone(),
+                alias: Ident::with_quote('"', name),
+            };
+        }
+    }
 }
 
 #[cfg(test)]
@@ -315,7 +398,7 @@ mod tests {
         rewrite_from_functions(&mut stmts[0], &tf);
         assert_eq!(
             stmts[0].to_string(),
-            "SELECT s[i] FROM generate_series(1, 2) AS i (i), (SELECT string_to_array('a,b', ',') AS s) s"
+            "SELECT s[i] AS \"s\" FROM generate_series(1, 2) AS i (i), (SELECT string_to_array('a,b', ',') AS s) s"
         );
     }
 }
@@ -335,7 +418,7 @@ mod user_tests {
         rewrite_from_functions(&mut stmts[0], &tf);
         assert_eq!(
             stmts[0].to_string(),
-            "SELECT CASE WHEN a = 'x' THEN session_user() ELSE a END, \"user\" FROM t"
+            "SELECT CASE WHEN a = 'x' THEN session_user() ELSE a END AS \"case\", \"user\" FROM t"
         );
     }
 }
@@ -355,7 +438,33 @@ mod in_subquery_tests {
         rewrite_from_functions(&mut stmts[0], &tf);
         assert_eq!(
             stmts[0].to_string(),
-            "SELECT CASE WHEN array_has((SELECT array_agg(__in_v) FROM (SELECT b FROM u) AS __in_t (__in_v)), a) THEN 1 END FROM t WHERE c IN (SELECT d FROM v)"
+            "SELECT CASE WHEN array_has((SELECT array_agg(__in_v) FROM (SELECT b FROM u) AS __in_t (__in_v)), a) THEN 1 END AS \"case\" FROM t WHERE c IN (SELECT d FROM v)"
+        );
+    }
+}
+
+#[cfg(test)]
+mod column_name_tests {
+    use super::*;
+
+    fn rewrite(sql: &str) -> String {
+        let mut stmts = Parser::parse_sql(&PostgreSqlDialect {}, sql).expect("parse");
+        rewrite_from_functions(&mut stmts[0], &HashSet::new());
+        stmts[0].to_string()
+    }
+
+    #[test]
+    fn postgres_result_column_names() {
+        assert_eq!(
+            rewrite("SELECT count(*), CAST(a AS INT), b, 1 FROM t"),
+            "SELECT count(*) AS \"count\", CAST(a AS INT) AS \"a\", b, 1 AS \"?column?\" FROM t"
+        );
+        // A second `?column?` would collide: left to DataFusion's own name.
+        assert_eq!(rewrite("SELECT 1, 2"), "SELECT 1 AS \"?column?\", 2");
+        assert_eq!(rewrite("SELECT *, 1 FROM t"), "SELECT *, 1 FROM t");
+        assert_eq!(
+            rewrite("SELECT max(x) AS m FROM t"),
+            "SELECT max(x) AS m FROM t"
         );
     }
 }
