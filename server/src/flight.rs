@@ -38,7 +38,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::info;
 
-use crate::engine::{CATALOG_NAME, Engine, Output, Session};
+use crate::engine::{CATALOG_NAME, Engine, Output};
 use crate::error::{ServerError, StatusCode};
 use crate::metrics::{ConnectionGauge, METRICS, QueryTimer};
 
@@ -136,18 +136,13 @@ impl FlightSqlServer {
             .ok_or_else(|| Status::invalid_argument("empty statement"))
     }
 
-    async fn describe(
-        &self,
-        sql: &str,
-    ) -> Result<(Session, DFStatement, crate::engine::Described), Status> {
+    async fn describe(&self, sql: &str) -> Result<crate::engine::Described, Status> {
         let session = self.engine.new_session();
         let stmt = self.parse_one(sql)?;
-        let described = self
-            .engine
+        self.engine
             .describe(&session, &stmt)
             .await
-            .map_err(to_status)?;
-        Ok((session, stmt, described))
+            .map_err(to_status)
     }
 
     fn flight_info(
@@ -375,7 +370,7 @@ impl FlightSqlService for FlightSqlServer {
         query: CommandStatementQuery,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let (_, _, described) = self.describe(&query.query).await?;
+        let described = self.describe(&query.query).await?;
         let descriptor = request.into_inner();
         let Some(schema) = described.schema else {
             // No result set (DDL, DML, COPY): run it now; clients need not fetch anything.
@@ -416,7 +411,7 @@ impl FlightSqlService for FlightSqlServer {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         let handle = Handle::decode(&cmd.prepared_statement_handle)?;
-        let (_, _, described) = self.describe(&handle.sql).await?;
+        let described = self.describe(&handle.sql).await?;
         let descriptor = request.into_inner();
         let Some(schema) = described.schema else {
             self.run_update(handle).await?;
@@ -443,7 +438,7 @@ impl FlightSqlService for FlightSqlServer {
         query: ActionCreatePreparedStatementRequest,
         _request: Request<arrow_flight::Action>,
     ) -> Result<ActionCreatePreparedStatementResult, Status> {
-        let (_, _, described) = self.describe(&query.query).await?;
+        let described = self.describe(&query.query).await?;
         let schema = described
             .schema
             .clone()
@@ -509,22 +504,21 @@ impl FlightSqlService for FlightSqlServer {
         query: CommandPreparedStatementUpdate,
         request: Request<PeekableFlightDataStream>,
     ) -> Result<i64, Status> {
-        let mut handle = Handle::decode(&query.prepared_statement_handle)?;
+        let handle = Handle::decode(&query.prepared_statement_handle)?;
         let mut batches = FlightRecordBatchStream::new_from_flight_data(
             request.into_inner().map_err(FlightError::from),
         );
+        // One execution per bound row; without bound rows, one execution with the handle's own.
         let mut total = 0;
         let mut ran = false;
         while let Some(batch) = batches.next().await {
             let batch = batch.map_err(flight_err)?;
             for row in 0..batch.num_rows() {
-                handle.params = Some(encode_params(&batch.slice(row, 1))?);
-                total += self
-                    .run_update(Handle {
-                        sql: handle.sql.clone(),
-                        params: handle.params.clone(),
-                    })
-                    .await?;
+                let bound = Handle {
+                    sql: handle.sql.clone(),
+                    params: Some(encode_params(&batch.slice(row, 1))?),
+                };
+                total += self.run_update(bound).await?;
                 ran = true;
             }
         }

@@ -319,19 +319,23 @@ fn postgres_name(e: &Expr) -> Option<String> {
             .last()
             .and_then(|p| p.as_ident())
             .map(|i| i.value.to_ascii_lowercase()),
-        Expr::Cast { expr, .. } | Expr::Nested(expr) => match expr.as_ref() {
-            Expr::Identifier(i) => Some(i.value.clone()),
-            Expr::CompoundIdentifier(parts) => parts.last().map(|i| i.value.clone()),
-            inner => postgres_name(inner),
-        },
+        // `CAST(x AS t)` is named after `x`, `arr[i]` after the array.
+        Expr::Cast { expr: inner, .. }
+        | Expr::Nested(inner)
+        | Expr::CompoundFieldAccess { root: inner, .. } => {
+            column_ref_name(inner).or_else(|| postgres_name(inner))
+        }
         Expr::Case { .. } => Some("case".into()),
-        // `arr[i]` is named after the array.
-        Expr::CompoundFieldAccess { root, .. } => match root.as_ref() {
-            Expr::Identifier(i) => Some(i.value.clone()),
-            Expr::CompoundIdentifier(parts) => parts.last().map(|i| i.value.clone()),
-            inner => postgres_name(inner),
-        },
         _ => Some("?column?".into()),
+    }
+}
+
+/// The column name of a plain or qualified column reference.
+fn column_ref_name(e: &Expr) -> Option<String> {
+    match e {
+        Expr::Identifier(i) => Some(i.value.clone()),
+        Expr::CompoundIdentifier(parts) => parts.last().map(|i| i.value.clone()),
+        _ => None,
     }
 }
 
@@ -354,10 +358,7 @@ fn postgres_column_names(q: &mut Query) {
         .iter()
         .filter_map(|item| match item {
             SelectItem::ExprWithAlias { alias, .. } => Some(alias.value.to_ascii_lowercase()),
-            SelectItem::UnnamedExpr(Expr::Identifier(i)) => Some(i.value.to_ascii_lowercase()),
-            SelectItem::UnnamedExpr(Expr::CompoundIdentifier(p)) => {
-                p.last().map(|i| i.value.to_ascii_lowercase())
-            }
+            SelectItem::UnnamedExpr(e) => column_ref_name(e).map(|n| n.to_ascii_lowercase()),
             _ => None,
         })
         .collect();

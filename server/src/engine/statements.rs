@@ -146,12 +146,7 @@ fn one_batch(schema: SchemaRef, batch: RecordBatch) -> Output {
     Output::Rows(Box::pin(RecordBatchStreamAdapter::new(schema, stream)))
 }
 
-fn run_session_command(
-    engine: &Engine,
-    session: &Session,
-    cmd: SessionCommand,
-) -> ServerResult<Output> {
-    let _ = engine;
+fn run_session_command(session: &Session, cmd: SessionCommand) -> ServerResult<Output> {
     Ok(match cmd {
         SessionCommand::Set(pairs) => {
             for (name, value) in pairs {
@@ -238,7 +233,6 @@ pub(super) async fn describe(
             ]))),
             _ => None,
         };
-        let _ = engine;
         return Ok(Described {
             params: vec![],
             schema,
@@ -369,7 +363,7 @@ pub(super) async fn execute(
     params: Option<Vec<ScalarValue>>,
 ) -> ServerResult<Output> {
     if let Some(cmd) = session_command(stmt) {
-        return run_session_command(engine, session, cmd);
+        return run_session_command(session, cmd);
     }
     if let DFStatement::Statement(s) = stmt
         && let SqlStatement::Copy {
@@ -688,12 +682,7 @@ fn managed_url(engine: &Engine, root: &str) -> String {
     }
 }
 
-fn schema_provider(
-    engine: &Engine,
-    session: &Session,
-    schema: &str,
-) -> ServerResult<Arc<dyn SchemaProvider>> {
-    let _ = engine;
+fn schema_provider(session: &Session, schema: &str) -> ServerResult<Arc<dyn SchemaProvider>> {
     let catalog = session.ctx().catalog(CATALOG_NAME).ok_or_else(|| {
         ServerError::statement(StatusCode::Internal, "default catalog is missing")
     })?;
@@ -713,7 +702,7 @@ async fn create_managed(
     let (schema_name, name) = split_name(&c.name)?;
     let is_ctas = !matches!(c.input.as_ref(), LogicalPlan::EmptyRelation(_));
     let _guard = engine.ddl_lock.lock().await;
-    let provider = schema_provider(engine, session, &schema_name)?;
+    let provider = schema_provider(session, &schema_name)?;
     if provider.table_exist(&name) {
         if c.if_not_exists {
             return Ok(command("CREATE TABLE"));
@@ -824,7 +813,7 @@ async fn create_external(
     let temporary = c.temporary;
     let or_replace = c.or_replace;
     let _guard = engine.ddl_lock.lock().await;
-    schema_provider(engine, session, &schema)?;
+    schema_provider(session, &schema)?;
     if c.if_not_exists && session.ctx().table_exist(c.name.clone())? {
         return Ok(command("CREATE EXTERNAL TABLE"));
     }
@@ -860,12 +849,12 @@ pub(super) async fn restore_entry(
                 managed_url(engine, root),
             )
             .await?;
-            schema_provider(engine, session, &entry.schema)?
+            schema_provider(session, &entry.schema)?
                 .register_table(entry.name.clone(), Arc::new(table))?;
             Ok(())
         }
         TableKind::External { sql } | TableKind::View { sql } => {
-            schema_provider(engine, session, &entry.schema)?;
+            schema_provider(session, &entry.schema)?;
             for stmt in engine.parse(sql)? {
                 let plan = session
                     .ctx()
