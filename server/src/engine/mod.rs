@@ -249,8 +249,23 @@ impl Engine {
                 // token-level replacements of known client queries included). Its rule that
                 // turns correlated subqueries in select lists into NULL is only acceptable
                 // there, so user queries get the semantics-preserving rules alone.
+                let lower = sql.to_ascii_lowercase();
+                // `'f'::regproc` must become a name before the compatibility rules turn it
+                // into an oid lookup; such statements skip the token-level replacements.
+                if all_plain && lower.contains("regproc") {
+                    return Ok(stmts
+                        .into_iter()
+                        .map(|s| match s {
+                            DFStatement::Statement(mut b) => {
+                                pg_rewrite::rewrite_regproc_literals(&mut b);
+                                DFStatement::Statement(Box::new(self.compat.rewrite(*b)))
+                            }
+                            other => other,
+                        })
+                        .collect());
+                }
                 if all_plain
-                    && sql.to_ascii_lowercase().contains("pg_")
+                    && lower.contains("pg_")
                     && let Ok(rewritten) = self.compat.parse(&sql)
                     && rewritten.len() == stmts.len()
                 {

@@ -20,6 +20,10 @@
 //!   text (`count(*)`, `Int64(1)`). The outermost select list gets Postgres' names as aliases
 //!   (except where two columns would then share a name, which DataFusion rejects).
 //!
+//! * `'pg_catalog.array_in'::regproc` — Postgres shows a `regproc` as the function's name, and
+//!   the catalog here stores `pg_type.typinput` & co. as names; the literal becomes the bare
+//!   name (`'array_in'`) so comparisons with those columns work (pgjdbc and DBeaver send it).
+//!
 //! Grafana's SQL builder and other BI tools send these forms in their metadata queries.
 
 use std::collections::HashSet;
@@ -28,7 +32,7 @@ use std::ops::ControlFlow;
 use datafusion::sql::sqlparser::ast::{
     Expr, FunctionArg, FunctionArgExpr, FunctionArgumentList, FunctionArguments, Ident, Query,
     SelectItem, SetExpr, Statement, TableAlias, TableAliasColumnDef, TableFactor, UnaryOperator,
-    VisitMut, VisitorMut,
+    Value, VisitMut, VisitorMut,
 };
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
@@ -299,6 +303,38 @@ impl VisitorMut for FromFunctions<'_> {
     }
 }
 
+/// `'schema.name'::regproc` (a string literal cast to `regproc`) → `'name'`.
+struct RegprocLiterals;
+
+impl VisitorMut for RegprocLiterals {
+    type Break = ();
+
+    fn pre_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
+        if let Expr::Cast {
+            expr: inner,
+            data_type,
+            ..
+        } = &*expr
+            && data_type
+                .to_string()
+                .to_ascii_lowercase()
+                .trim_start_matches("pg_catalog.")
+                == "regproc"
+            && let Expr::Value(v) = inner.as_ref()
+            && let Value::SingleQuotedString(name) = &v.value
+        {
+            let bare = name.rsplit('.').next().unwrap_or(name).to_string();
+            *expr = Expr::value(Value::SingleQuotedString(bare));
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+/// Replace `regproc` casts of string literals by the bare function name (see module docs).
+pub(super) fn rewrite_regproc_literals(stmt: &mut Statement) {
+    let _ = stmt.visit(&mut RegprocLiterals);
+}
+
 /// Apply the rewrites to one statement.
 pub(super) fn rewrite_from_functions(stmt: &mut Statement, table_functions: &HashSet<String>) {
     let _ = stmt.visit(&mut FromFunctions { table_functions });
@@ -407,6 +443,20 @@ mod tests {
 #[cfg(test)]
 mod user_tests {
     use super::*;
+
+    #[test]
+    fn regproc_literal_becomes_bare_name() {
+        let mut stmts = Parser::parse_sql(
+            &PostgreSqlDialect {},
+            "SELECT typinput = 'pg_catalog.array_in'::regproc, 'x'::text FROM pg_type",
+        )
+        .expect("parse");
+        rewrite_regproc_literals(&mut stmts[0]);
+        assert_eq!(
+            stmts[0].to_string(),
+            "SELECT typinput = 'array_in', 'x'::TEXT FROM pg_type"
+        );
+    }
 
     #[test]
     fn bare_user_becomes_session_user() {
