@@ -1,10 +1,23 @@
 //! Trainers and inference of prognos models.
 //!
-//! This crate is where native Rust algorithms (GBDT, forests, linear models, k-means), time-series
-//! methods and ONNX/candle runtimes live, behind one small interface: a trained model turns a
-//! batch of feature columns into a column of predictions. It knows nothing of SQL sessions or
-//! wire protocols. The algorithms themselves arrive with the model issues; today it only defines
-//! the task vocabulary shared with the catalog.
+//! A trained model ([`ModelArtifact`]) turns a batch of feature columns (Arrow arrays) into a
+//! column of predictions; it knows nothing of SQL sessions or wire protocols. Training
+//! ([`train::train`]) takes the training query's columns. Algorithms: histogram
+//! gradient-boosted trees and random forests ([`gbdt`]), ridge / logistic regression and
+//! k-means ([`linear`]).
+
+pub mod error;
+pub mod features;
+pub mod gbdt;
+pub mod linear;
+pub mod metrics;
+pub mod model;
+pub mod target;
+pub mod train;
+
+pub use error::{ModelError, ModelResult};
+pub use model::{Algorithm, FORMAT_VERSION, ModelArtifact};
+pub use train::{TrainContext, TrainRequest, train};
 
 use serde::{Deserialize, Serialize};
 

@@ -1,0 +1,29 @@
+//! Errors of training and inference.
+
+use datafusion::arrow::error::ArrowError;
+
+/// What went wrong while training, loading or running a model.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    /// A feature or target column is missing, has the wrong type, or arrives in the wrong number.
+    #[error("{0}")]
+    InvalidInput(String),
+    /// A `WITH (...)` option is unknown or out of range.
+    #[error("{0}")]
+    InvalidParameter(String),
+    /// The training data cannot train this model (no rows, one class, all-NULL target, ...).
+    #[error("{0}")]
+    BadTrainingData(String),
+    /// A stored artifact could not be read back.
+    #[error("model artifact is corrupted or unreadable: {0}")]
+    Corrupt(String),
+    /// Training was cancelled by the client.
+    #[error("training cancelled")]
+    Cancelled,
+    /// Arrow compute failed on the input.
+    #[error(transparent)]
+    Arrow(#[from] ArrowError),
+}
+
+/// Result with [`ModelError`].
+pub type ModelResult<T> = Result<T, ModelError>;

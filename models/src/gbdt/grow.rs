@@ -1,0 +1,497 @@
+//! Growing one tree from gradients: LightGBM-style leaf-wise growth over histograms.
+//!
+//! Each leaf owns a contiguous range of a shared row-index buffer. A leaf's histogram (sum of
+//! gradients, hessians and rows per bin, per column) is built only for the smaller child of a
+//! split; the larger child's is the parent's minus the smaller one's. Histograms are built for
+//! all columns in parallel. Numeric splits try missing values on both sides; categorical splits
+//! order categories by gradient / hessian and scan the prefixes (as LightGBM does), or try each
+//! category alone when there are few.
+
+use rand::seq::index::sample;
+use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
+
+use super::binning::{BinMapper, BinnedMatrix};
+use super::tree::{Node, Tree};
+
+/// Tree-shape and regularisation settings.
+#[derive(Debug, Clone)]
+pub(crate) struct GrowParams {
+    pub(crate) num_leaves: usize,
+    /// 0 = unlimited.
+    pub(crate) max_depth: usize,
+    pub(crate) min_data_in_leaf: usize,
+    pub(crate) min_sum_hessian: f64,
+    pub(crate) lambda_l2: f64,
+    pub(crate) min_gain: f64,
+    pub(crate) cat_smooth: f64,
+    pub(crate) cat_l2: f64,
+    pub(crate) max_cat_threshold: usize,
+    pub(crate) min_data_per_group: usize,
+    pub(crate) max_cat_to_onehot: usize,
+    /// Random forests: columns sampled at each node.
+    pub(crate) features_per_node: Option<usize>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct FeatHist {
+    g: Vec<f64>,
+    h: Vec<f64>,
+    c: Vec<u32>,
+}
+
+type Hist = Vec<FeatHist>;
+
+#[derive(Debug, Clone)]
+enum Rule {
+    Numeric { bin: u8, missing_left: bool },
+    Categorical { set: [u64; 4] },
+}
+
+#[derive(Debug, Clone)]
+struct Candidate {
+    feature: usize,
+    gain: f64,
+    rule: Rule,
+    lg: f64,
+    lh: f64,
+}
+
+#[derive(Debug)]
+struct Leaf {
+    start: usize,
+    len: usize,
+    g: f64,
+    h: f64,
+    depth: usize,
+    hist: Hist,
+    best: Option<Candidate>,
+    /// (parent node, is left child); `None` for the root.
+    slot: Option<(usize, bool)>,
+}
+
+/// The grown tree and, per leaf, its rows in `indices` (leaf `i` holds `ranges[i]`).
+#[derive(Debug)]
+pub(crate) struct Grown {
+    pub(crate) tree: Tree,
+    pub(crate) ranges: Vec<std::ops::Range<usize>>,
+}
+
+fn set_insert(set: &mut [u64; 4], bin: usize) {
+    set[bin >> 6] |= 1 << (bin & 63);
+}
+
+/// Below this many (rows × columns) a histogram is built on one thread.
+const PARALLEL_WORK: usize = 32_768;
+
+fn build_hist(
+    x: &BinnedMatrix,
+    rows: &[u32],
+    grad: &[f32],
+    hess: &[f32],
+    allowed: &[bool],
+) -> Hist {
+    let gh: Vec<(f32, f32)> = rows
+        .iter()
+        .map(|&r| (grad[r as usize], hess[r as usize]))
+        .collect();
+    let one = |f: usize| -> FeatHist {
+        if !allowed[f] {
+            return FeatHist::default();
+        }
+        let nb = x.mappers[f].n_bins;
+        let mut h = FeatHist {
+            g: vec![0.0; nb],
+            h: vec![0.0; nb],
+            c: vec![0; nb],
+        };
+        let col = &x.cols[f];
+        for (&r, &(g, hh)) in rows.iter().zip(&gh) {
+            let b = col[r as usize] as usize;
+            h.g[b] += g as f64;
+            h.h[b] += hh as f64;
+            h.c[b] += 1;
+        }
+        h
+    };
+    let nf = x.cols.len();
+    if rows.len() * nf < PARALLEL_WORK {
+        (0..nf).map(one).collect()
+    } else {
+        (0..nf).into_par_iter().map(one).collect()
+    }
+}
+
+fn subtract(parent: &Hist, child: &Hist) -> Hist {
+    parent
+        .iter()
+        .zip(child)
+        .map(|(p, c)| FeatHist {
+            g: p.g.iter().zip(&c.g).map(|(a, b)| a - b).collect(),
+            h: p.h.iter().zip(&c.h).map(|(a, b)| a - b).collect(),
+            c: p.c.iter().zip(&c.c).map(|(a, b)| a - b).collect(),
+        })
+        .collect()
+}
+
+struct Totals {
+    g: f64,
+    h: f64,
+    c: usize,
+}
+
+fn leaf_score(g: f64, h: f64, l2: f64) -> f64 {
+    g * g / (h + l2)
+}
+
+fn best_numeric(
+    f: usize,
+    hist: &FeatHist,
+    m: &BinMapper,
+    t: &Totals,
+    p: &GrowParams,
+) -> Option<Candidate> {
+    let parent = leaf_score(t.g, t.h, p.lambda_l2);
+    let mut best: Option<Candidate> = None;
+    let n_bins = m.n_bins;
+    let miss = (hist.g[0], hist.h[0], hist.c[0] as usize);
+    for missing_left in [false, true] {
+        if missing_left && miss.2 == 0 {
+            break;
+        }
+        let (mut gl, mut hl, mut cl) = if missing_left { miss } else { (0.0, 0.0, 0) };
+        for b in 1..n_bins.saturating_sub(1) {
+            gl += hist.g[b];
+            hl += hist.h[b];
+            cl += hist.c[b] as usize;
+            if hist.c[b] == 0 {
+                continue;
+            }
+            let cr = t.c - cl;
+            if cl < p.min_data_in_leaf {
+                continue;
+            }
+            if cr < p.min_data_in_leaf {
+                break;
+            }
+            let hr = t.h - hl;
+            if hl < p.min_sum_hessian || hr < p.min_sum_hessian {
+                continue;
+            }
+            let gr = t.g - gl;
+            let gain = leaf_score(gl, hl, p.lambda_l2) + leaf_score(gr, hr, p.lambda_l2) - parent;
+            if best.as_ref().is_none_or(|c| gain > c.gain) {
+                best = Some(Candidate {
+                    feature: f,
+                    gain,
+                    rule: Rule::Numeric {
+                        bin: b as u8,
+                        missing_left,
+                    },
+                    lg: gl,
+                    lh: hl,
+                });
+            }
+        }
+    }
+    best
+}
+
+fn best_categorical(f: usize, hist: &FeatHist, t: &Totals, p: &GrowParams) -> Option<Candidate> {
+    let used: Vec<usize> = (1..hist.c.len()).filter(|&b| hist.c[b] > 0).collect();
+    if used.len() < 2 {
+        return None;
+    }
+    let mut best: Option<Candidate> = None;
+    let consider = |set_bins: &[usize], l2: f64, best: &mut Option<Candidate>| {
+        let (mut gl, mut hl, mut cl) = (0.0, 0.0, 0usize);
+        for &b in set_bins {
+            gl += hist.g[b];
+            hl += hist.h[b];
+            cl += hist.c[b] as usize;
+        }
+        let cr = t.c - cl;
+        let hr = t.h - hl;
+        if cl < p.min_data_in_leaf
+            || cr < p.min_data_in_leaf
+            || hl < p.min_sum_hessian
+            || hr < p.min_sum_hessian
+        {
+            return;
+        }
+        let gain = leaf_score(gl, hl, l2) + leaf_score(t.g - gl, hr, l2) - leaf_score(t.g, t.h, l2);
+        if best.as_ref().is_none_or(|c| gain > c.gain) {
+            let mut set = [0u64; 4];
+            for &b in set_bins {
+                set_insert(&mut set, b);
+            }
+            *best = Some(Candidate {
+                feature: f,
+                gain,
+                rule: Rule::Categorical { set },
+                lg: gl,
+                lh: hl,
+            });
+        }
+    };
+    if used.len() <= p.max_cat_to_onehot {
+        for &b in &used {
+            consider(&[b], p.lambda_l2, &mut best);
+        }
+        return best;
+    }
+    let mut sorted: Vec<usize> = used
+        .into_iter()
+        .filter(|&b| hist.c[b] as usize >= p.min_data_per_group)
+        .collect();
+    if sorted.len() < 2 {
+        return None;
+    }
+    let ratio = |b: usize| hist.g[b] / (hist.h[b] + p.cat_smooth);
+    sorted.sort_by(|&a, &b| ratio(a).total_cmp(&ratio(b)).then(a.cmp(&b)));
+    let max_left = p.max_cat_threshold.min(sorted.len() - 1).max(1);
+    let l2 = p.lambda_l2 + p.cat_l2;
+    for k in 1..=max_left {
+        consider(&sorted[..k], l2, &mut best);
+        consider(&sorted[sorted.len() - k..], l2, &mut best);
+    }
+    best
+}
+
+fn find_best(
+    x: &BinnedMatrix,
+    hist: &Hist,
+    t: &Totals,
+    allowed: &[bool],
+    p: &GrowParams,
+    rng: &mut ChaCha8Rng,
+) -> Option<Candidate> {
+    let mut features: Vec<usize> = (0..x.cols.len()).filter(|&f| allowed[f]).collect();
+    if let Some(k) = p.features_per_node
+        && k < features.len()
+    {
+        let picked = sample(rng, features.len(), k);
+        let mut chosen: Vec<usize> = picked.into_iter().map(|i| features[i]).collect();
+        chosen.sort_unstable();
+        features = chosen;
+    }
+    features
+        .into_iter()
+        .filter_map(|f| {
+            if x.mappers[f].categorical {
+                best_categorical(f, &hist[f], t, p)
+            } else {
+                best_numeric(f, &hist[f], &x.mappers[f], t, p)
+            }
+        })
+        .filter(|c| c.gain > p.min_gain)
+        .fold(None, |acc: Option<Candidate>, c| match acc {
+            Some(a) if a.gain >= c.gain => Some(a),
+            _ => Some(c),
+        })
+}
+
+fn goes_left(rule: &Rule, bin: u8) -> bool {
+    match rule {
+        Rule::Numeric {
+            bin: b,
+            missing_left,
+        } => {
+            if bin == 0 {
+                *missing_left
+            } else {
+                bin <= *b
+            }
+        }
+        Rule::Categorical { set } => super::tree::set_has(set, bin),
+    }
+}
+
+/// Stable partition of `idx` by the rule; returns the number going left.
+fn partition(idx: &mut [u32], col: &[u8], rule: &Rule, scratch: &mut Vec<u32>) -> usize {
+    scratch.clear();
+    let mut w = 0;
+    for i in 0..idx.len() {
+        let r = idx[i];
+        if goes_left(rule, col[r as usize]) {
+            idx[w] = r;
+            w += 1;
+        } else {
+            scratch.push(r);
+        }
+    }
+    idx[w..].copy_from_slice(scratch);
+    w
+}
+
+/// Grow one tree over the rows in `indices` (reordered in place: each leaf's rows end up
+/// contiguous). Leaf values are the Newton step `-G / (H + lambda)`, unscaled.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn grow(
+    x: &BinnedMatrix,
+    grad: &[f32],
+    hess: &[f32],
+    indices: &mut [u32],
+    allowed: &[bool],
+    p: &GrowParams,
+    rng: &mut ChaCha8Rng,
+) -> Grown {
+    let (g, h) = indices.iter().fold((0.0, 0.0), |(g, h), &r| {
+        (g + grad[r as usize] as f64, h + hess[r as usize] as f64)
+    });
+    let hist = build_hist(x, indices, grad, hess, allowed);
+    let totals = Totals {
+        g,
+        h,
+        c: indices.len(),
+    };
+    let best = if indices.len() >= 2 * p.min_data_in_leaf && p.num_leaves > 1 {
+        find_best(x, &hist, &totals, allowed, p, rng)
+    } else {
+        None
+    };
+    let mut leaves = vec![Leaf {
+        start: 0,
+        len: indices.len(),
+        g,
+        h,
+        depth: 0,
+        hist,
+        best,
+        slot: None,
+    }];
+    let mut tree = Tree::default();
+    let mut scratch = Vec::new();
+    while leaves.len() < p.num_leaves {
+        let Some(pick) = leaves
+            .iter()
+            .enumerate()
+            .filter_map(|(i, l)| l.best.as_ref().map(|b| (i, b.gain)))
+            .fold(None, |acc: Option<(usize, f64)>, (i, gain)| match acc {
+                Some((_, g)) if g >= gain => acc,
+                _ => Some((i, gain)),
+            })
+            .map(|(i, _)| i)
+        else {
+            break;
+        };
+        let leaf = &mut leaves[pick];
+        let Some(cand) = leaf.best.take() else { break };
+        let (start, len) = (leaf.start, leaf.len);
+        let left_len = partition(
+            &mut indices[start..start + len],
+            &x.cols[cand.feature],
+            &cand.rule,
+            &mut scratch,
+        );
+        let node_idx = tree.nodes.len();
+        let (threshold, missing_left, cat_set) = match &cand.rule {
+            Rule::Numeric { bin, missing_left } => (
+                x.mappers[cand.feature].thresholds[*bin as usize - 1],
+                *missing_left,
+                -1,
+            ),
+            Rule::Categorical { set } => {
+                tree.cat_sets.push(*set);
+                (
+                    0.0,
+                    super::tree::set_has(set, 0),
+                    tree.cat_sets.len() as i32 - 1,
+                )
+            }
+        };
+        tree.nodes.push(Node {
+            feature: cand.feature as u32,
+            threshold,
+            left: 0,
+            right: 0,
+            missing_left,
+            cat_set,
+            gain: cand.gain as f32,
+            cover: leaf.h as f32,
+        });
+        if let Some((parent, is_left)) = leaf.slot {
+            if is_left {
+                tree.nodes[parent].left = node_idx as i32;
+            } else {
+                tree.nodes[parent].right = node_idx as i32;
+            }
+        }
+        let depth = leaf.depth + 1;
+        let parent_hist = std::mem::take(&mut leaf.hist);
+        let (pg, ph) = (leaf.g, leaf.h);
+        let left_rows = &indices[start..start + left_len];
+        let right_rows = &indices[start + left_len..start + len];
+        let (left_hist, right_hist) = if left_len <= len - left_len {
+            let lh = build_hist(x, left_rows, grad, hess, allowed);
+            let rh = subtract(&parent_hist, &lh);
+            (lh, rh)
+        } else {
+            let rh = build_hist(x, right_rows, grad, hess, allowed);
+            let lh = subtract(&parent_hist, &rh);
+            (lh, rh)
+        };
+        let can_split =
+            |n: usize| n >= 2 * p.min_data_in_leaf && (p.max_depth == 0 || depth < p.max_depth);
+        let lt = Totals {
+            g: cand.lg,
+            h: cand.lh,
+            c: left_len,
+        };
+        let rt = Totals {
+            g: pg - cand.lg,
+            h: ph - cand.lh,
+            c: len - left_len,
+        };
+        let left_best = if can_split(lt.c) {
+            find_best(x, &left_hist, &lt, allowed, p, rng)
+        } else {
+            None
+        };
+        let right_best = if can_split(rt.c) {
+            find_best(x, &right_hist, &rt, allowed, p, rng)
+        } else {
+            None
+        };
+        leaves[pick] = Leaf {
+            start,
+            len: left_len,
+            g: lt.g,
+            h: lt.h,
+            depth,
+            hist: left_hist,
+            best: left_best,
+            slot: Some((node_idx, true)),
+        };
+        leaves.push(Leaf {
+            start: start + left_len,
+            len: len - left_len,
+            g: rt.g,
+            h: rt.h,
+            depth,
+            hist: right_hist,
+            best: right_best,
+            slot: Some((node_idx, false)),
+        });
+    }
+    let mut ranges = Vec::with_capacity(leaves.len());
+    for (i, leaf) in leaves.iter().enumerate() {
+        let value = if leaf.h + p.lambda_l2 > 0.0 {
+            -leaf.g / (leaf.h + p.lambda_l2)
+        } else {
+            0.0
+        };
+        tree.leaves.push(value as f32);
+        tree.leaf_cover.push(leaf.h as f32);
+        ranges.push(leaf.start..leaf.start + leaf.len);
+        if let Some((parent, is_left)) = leaf.slot {
+            let child = !(i as i32);
+            if is_left {
+                tree.nodes[parent].left = child;
+            } else {
+                tree.nodes[parent].right = child;
+            }
+        }
+    }
+    Grown { tree, ranges }
+}

@@ -1,0 +1,267 @@
+//! A trained model as stored in the registry: its artifact format and its inference entry
+//! points over Arrow arrays.
+//!
+//! ## Artifact format
+//! A model version is one JSON document (UTF-8) with a `format_version` field. Version 1 holds:
+//! `task`, `algorithm`, `features` (name, Arrow type, kind, categories), `target` (name, Arrow
+//! type, class labels), `estimator` (`trees`: flat node arrays; `linear`: design + weights;
+//! `kmeans`: design + centroids), `metrics`, `importance`, `trials`, `options`, row counts and
+//! training time. Readers accept every version up to [`FORMAT_VERSION`]; a newer or unreadable
+//! document is reported as a corrupted artifact, never a panic.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{ArrayRef, Float64Array, Int32Array, ListArray};
+use datafusion::arrow::buffer::OffsetBuffer;
+use datafusion::arrow::datatypes::{DataType, Field};
+use serde::{Deserialize, Serialize};
+
+use crate::Task;
+use crate::error::{ModelError, ModelResult};
+use crate::features::{FeatureSet, Matrix};
+use crate::gbdt::Ensemble;
+use crate::linear::{KMeans, LinearModel};
+use crate::metrics::{Metrics, argmax};
+use crate::target::{Target, TargetKind};
+
+/// Newest artifact format this build writes (and the newest it reads).
+pub const FORMAT_VERSION: u32 = 1;
+
+/// Training algorithm (`USING ...`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum Algorithm {
+    /// Try several and keep the best on the validation split.
+    Auto,
+    /// Gradient-boosted trees.
+    Gbdt,
+    /// Random forest.
+    RandomForest,
+    /// Ridge linear regression.
+    Linear,
+    /// L2 logistic regression.
+    Logistic,
+    /// k-means clustering.
+    Kmeans,
+}
+
+impl Algorithm {
+    /// Parse a `USING` name.
+    pub fn parse(s: &str) -> ModelResult<Algorithm> {
+        Ok(match s.to_ascii_lowercase().as_str() {
+            "auto" | "automl" => Algorithm::Auto,
+            "gbdt" | "gbm" | "boosted_trees" | "xgboost" | "lightgbm" => Algorithm::Gbdt,
+            "random_forest" | "rf" => Algorithm::RandomForest,
+            "linear" | "linear_reg" | "ridge" => Algorithm::Linear,
+            "logistic" | "logistic_reg" => Algorithm::Logistic,
+            "kmeans" | "k_means" => Algorithm::Kmeans,
+            other => {
+                return Err(ModelError::InvalidParameter(format!(
+                    "unknown algorithm \"{other}\" (use auto, gbdt, random_forest, linear, \
+                     logistic or kmeans)"
+                )));
+            }
+        })
+    }
+
+    /// The name used in SQL and system tables.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Algorithm::Auto => "auto",
+            Algorithm::Gbdt => "gbdt",
+            Algorithm::RandomForest => "random_forest",
+            Algorithm::Linear => "linear",
+            Algorithm::Logistic => "logistic",
+            Algorithm::Kmeans => "kmeans",
+        }
+    }
+}
+
+/// The fitted estimator.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Estimator {
+    /// Boosted trees or a forest.
+    Trees(Ensemble),
+    /// Linear or logistic regression.
+    Linear(LinearModel),
+    /// Clusters.
+    Kmeans(KMeans),
+}
+
+/// One candidate tried by `auto` (or the single fit of a fixed algorithm).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Trial {
+    /// Algorithm tried.
+    pub algorithm: Algorithm,
+    /// Its settings, as `key=value` text.
+    pub params: String,
+    /// Selection metric name (`auc`, `log_loss`, `rmse`).
+    pub metric: String,
+    /// Its value on the validation split.
+    pub value: f64,
+    /// Training seconds.
+    pub seconds: f64,
+    /// Whether this trial became the model.
+    pub chosen: bool,
+}
+
+/// Global importance of a feature.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Importance {
+    /// Feature name.
+    pub feature: String,
+    /// Share of the total (gain for trees, mean |contribution| for linear models).
+    pub importance: f64,
+}
+
+/// A trained model version.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ModelArtifact {
+    /// Artifact format version.
+    pub format_version: u32,
+    /// What it predicts.
+    pub task: Task,
+    /// The algorithm of the estimator (never `auto`).
+    pub algorithm: Algorithm,
+    /// Input columns.
+    pub features: FeatureSet,
+    /// Target column (supervised models).
+    pub target: Option<Target>,
+    /// The fitted estimator.
+    pub estimator: Estimator,
+    /// Metrics on the validation split (or the training rows when there is none).
+    pub metrics: Metrics,
+    /// Whether `metrics` come from held-out rows.
+    pub metrics_on_validation: bool,
+    /// Global feature importance, largest first.
+    pub importance: Vec<Importance>,
+    /// Candidates tried.
+    pub trials: Vec<Trial>,
+    /// `WITH (...)` options as given.
+    pub options: BTreeMap<String, String>,
+    /// Rows used for fitting.
+    pub train_rows: usize,
+    /// Rows held out for validation.
+    pub validation_rows: usize,
+    /// Wall-clock training time.
+    pub train_seconds: f64,
+}
+
+impl ModelArtifact {
+    /// Serialise to the artifact format.
+    pub fn to_bytes(&self) -> ModelResult<Vec<u8>> {
+        serde_json::to_vec(self).map_err(|e| ModelError::Corrupt(e.to_string()))
+    }
+
+    /// Read an artifact; a newer format or a damaged document is [`ModelError::Corrupt`].
+    pub fn from_bytes(bytes: &[u8]) -> ModelResult<ModelArtifact> {
+        #[derive(Deserialize)]
+        struct Header {
+            format_version: u32,
+        }
+        let header: Header =
+            serde_json::from_slice(bytes).map_err(|e| ModelError::Corrupt(e.to_string()))?;
+        if header.format_version == 0 || header.format_version > FORMAT_VERSION {
+            return Err(ModelError::Corrupt(format!(
+                "artifact format version {} is not supported by this build (newest: {})",
+                header.format_version, FORMAT_VERSION
+            )));
+        }
+        serde_json::from_slice(bytes).map_err(|e| ModelError::Corrupt(e.to_string()))
+    }
+
+    /// Arrow type of `PREDICT`.
+    pub fn output_type(&self) -> DataType {
+        match (&self.task, &self.target) {
+            (Task::Clustering, _) => DataType::Int32,
+            (_, Some(t)) => t.output_type(),
+            _ => DataType::Float64,
+        }
+    }
+
+    /// Arrow type of `PREDICT_PROBA` (`None` when the model has no probabilities).
+    pub fn proba_type(&self) -> Option<DataType> {
+        match self.target.as_ref().map(|t| &t.kind) {
+            Some(TargetKind::Classes { labels }) if labels.len() == 2 => Some(DataType::Float64),
+            Some(TargetKind::Classes { .. }) => Some(DataType::List(Arc::new(Field::new(
+                "item",
+                DataType::Float64,
+                true,
+            )))),
+            _ => None,
+        }
+    }
+
+    /// Raw outputs of the estimator on an encoded matrix, row-major:
+    /// binary → P(second class); multiclass → probabilities; regression → values;
+    /// clustering → cluster ids.
+    pub fn outputs(&self, x: &Matrix) -> (Vec<f32>, usize) {
+        match &self.estimator {
+            Estimator::Trees(e) => (e.predict(x), e.n_outputs),
+            Estimator::Linear(l) => (l.predict(x), l.weights.len()),
+            Estimator::Kmeans(k) => (k.assign(x).iter().map(|a| a.0 as f32).collect(), 1),
+        }
+    }
+
+    /// Class probabilities row-major `n × classes` (binary models give both columns).
+    pub fn class_probabilities(&self, x: &Matrix) -> (Vec<f32>, usize) {
+        let (out, k) = self.outputs(x);
+        if k == 1 {
+            (out.iter().flat_map(|&p| [1.0 - p, p]).collect(), 2)
+        } else {
+            (out, k)
+        }
+    }
+
+    /// `PREDICT` over feature arrays (one per feature, in order).
+    pub fn predict(&self, columns: &[ArrayRef]) -> ModelResult<ArrayRef> {
+        let x = self.features.encode(columns)?;
+        match (&self.task, &self.target) {
+            (Task::Clustering, _) => {
+                let (ids, _) = self.outputs(&x);
+                Ok(Arc::new(Int32Array::from_iter_values(
+                    ids.iter().map(|&v| v as i32),
+                )))
+            }
+            (Task::Classification, Some(t)) => {
+                let (p, k) = self.class_probabilities(&x);
+                let codes: Vec<Option<usize>> = p.chunks(k).map(|row| Some(argmax(row))).collect();
+                t.labels_array(&codes)
+            }
+            _ => {
+                let (v, _) = self.outputs(&x);
+                Ok(Arc::new(Float64Array::from_iter_values(
+                    v.iter().map(|&v| v as f64),
+                )))
+            }
+        }
+    }
+
+    /// `PREDICT_PROBA`: P(positive class) for binary models, the list of class probabilities
+    /// (in label order) for multiclass ones.
+    pub fn predict_proba(&self, columns: &[ArrayRef]) -> ModelResult<ArrayRef> {
+        let Some(dt) = self.proba_type() else {
+            return Err(ModelError::InvalidInput(format!(
+                "PREDICT_PROBA needs a classifier; this model does {:?}",
+                self.task
+            )));
+        };
+        let x = self.features.encode(columns)?;
+        let (p, k) = self.class_probabilities(&x);
+        if dt == DataType::Float64 {
+            return Ok(Arc::new(Float64Array::from_iter_values(
+                p.chunks(2).map(|r| r[1] as f64),
+            )));
+        }
+        let values = Float64Array::from_iter_values(p.iter().map(|&v| v as f64));
+        let offsets = OffsetBuffer::from_lengths(std::iter::repeat_n(k, x.n_rows));
+        Ok(Arc::new(ListArray::try_new(
+            Arc::new(Field::new("item", DataType::Float64, true)),
+            offsets,
+            Arc::new(values),
+            None,
+        )?))
+    }
+}
