@@ -22,6 +22,28 @@ pub enum CatalogError {
         /// What was wrong.
         reason: String,
     },
+    /// No model of that name exists.
+    #[error("model \"{0}\" does not exist")]
+    ModelNotFound(String),
+    /// A model of that name already exists.
+    #[error("model \"{0}\" already exists (use CREATE OR REPLACE MODEL to add a version)")]
+    ModelExists(String),
+    /// A model name that cannot be stored.
+    #[error(
+        "invalid model name \"{0}\": use letters, digits and underscores, starting with a letter or underscore"
+    )]
+    InvalidModelName(String),
+    /// The model's stored artifact could not be loaded.
+    #[error("model \"{name}\" cannot be used: {reason}")]
+    ModelUnavailable {
+        /// Model name.
+        name: String,
+        /// Why it failed to load.
+        reason: String,
+    },
+    /// Training or inference failed.
+    #[error(transparent)]
+    Model(#[from] prognos_models::ModelError),
     /// Storage failed underneath.
     #[error(transparent)]
     Storage(#[from] prognos_storage::StorageError),

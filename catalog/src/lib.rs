@@ -4,12 +4,18 @@
 //! * [`managed`]: managed tables — Parquet files under the data dir, versioned by manifests, with
 //!   `INSERT` support through DataFusion's sink machinery.
 //!
-//! The model registry joins this crate in a later step; frontends never reach in here directly.
+//! * [`models`]: the model registry — versions, artifacts, snapshots for running queries.
+//! * [`system_tables`]: `system.models`, `system.model_versions`, `system.model_trials`.
+//!
+//! Frontends never reach in here directly.
 
 pub mod error;
 pub mod managed;
+pub mod models;
 pub mod persist;
+pub mod system_tables;
 
 pub use error::{CatalogError, CatalogResult};
 pub use managed::ManagedTable;
+pub use models::{ModelEntry, ModelRegistry, ModelSnapshot, ModelVersion};
 pub use persist::{CatalogFile, PersistentCatalog, TableEntry, TableKind};

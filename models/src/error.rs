@@ -8,6 +8,12 @@ pub enum ModelError {
     /// A feature or target column is missing, has the wrong type, or arrives in the wrong number.
     #[error("{0}")]
     InvalidInput(String),
+    /// A column the model needs is not there.
+    #[error("{0}")]
+    UnknownColumn(String),
+    /// An argument has a type the model cannot use.
+    #[error("{0}")]
+    WrongType(String),
     /// A `WITH (...)` option is unknown or out of range.
     #[error("{0}")]
     InvalidParameter(String),

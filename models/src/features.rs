@@ -152,7 +152,7 @@ fn kind_of(name: &str, dt: &DataType) -> ModelResult<Option<FeatureKind>> {
         DataType::Date32 | DataType::Date64 | DataType::Timestamp(..) => FeatureKind::Temporal,
         DataType::Null => return Ok(None),
         other => {
-            return Err(ModelError::InvalidInput(format!(
+            return Err(ModelError::WrongType(format!(
                 "column \"{name}\" has type {other}, which a model cannot use as a feature \
                  (numbers, booleans, text, dates and timestamps can be)"
             )));
@@ -227,6 +227,43 @@ impl FeatureSet {
     /// Feature names in order.
     pub fn names(&self) -> Vec<String> {
         self.features.iter().map(|f| f.name.clone()).collect()
+    }
+
+    /// Check that arguments of these types can feed the features (plan-time check).
+    pub fn check_argument_types(&self, types: &[DataType]) -> ModelResult<()> {
+        if types.len() != self.features.len() {
+            return Err(ModelError::InvalidInput(format!(
+                "the model takes {} feature argument(s) ({}), got {}",
+                self.features.len(),
+                self.names().join(", "),
+                types.len()
+            )));
+        }
+        for (f, t) in self.features.iter().zip(types) {
+            let ok = match f.kind {
+                FeatureKind::Numeric | FeatureKind::Boolean => {
+                    t.is_numeric() || matches!(t, DataType::Boolean | DataType::Null)
+                }
+                FeatureKind::Categorical { .. } => true,
+                FeatureKind::Temporal => matches!(
+                    t,
+                    DataType::Date32
+                        | DataType::Date64
+                        | DataType::Timestamp(..)
+                        | DataType::Utf8
+                        | DataType::Utf8View
+                        | DataType::LargeUtf8
+                        | DataType::Null
+                ),
+            };
+            if !ok {
+                return Err(ModelError::WrongType(format!(
+                    "feature \"{}\" was trained on {} values; the argument has type {t}",
+                    f.name, f.data_type
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// Encode one array per feature (same order) into the model's matrix.

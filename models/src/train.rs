@@ -411,7 +411,7 @@ pub fn train(
         .iter()
         .position(|n| n.eq_ignore_ascii_case(target_name))
     else {
-        return Err(ModelError::InvalidInput(format!(
+        return Err(ModelError::UnknownColumn(format!(
             "target column \"{target_name}\" is not among the training query's columns ({})",
             names.join(", ")
         )));

@@ -49,6 +49,14 @@ pub enum StatusCode {
     ConfigFileError,
     /// Other semantic problems in a statement.
     InvalidStatement,
+    /// A model (or other non-relation object) is unknown.
+    UndefinedObject,
+    /// A model of that name already exists.
+    DuplicateObject,
+    /// The data cannot be used as asked (e.g. a training set with one class).
+    DataException,
+    /// A stored object is damaged (e.g. a model artifact).
+    DataCorrupted,
     /// An internal error; a bug.
     Internal,
 }
@@ -77,6 +85,10 @@ impl StatusCode {
             StatusCode::UndefinedFile => "58P01",
             StatusCode::ConfigFileError => "F0000",
             StatusCode::InvalidStatement => "42000",
+            StatusCode::UndefinedObject => "42704",
+            StatusCode::DuplicateObject => "42710",
+            StatusCode::DataException => "22000",
+            StatusCode::DataCorrupted => "XX001",
             StatusCode::Internal => "XX000",
         }
     }
@@ -94,7 +106,11 @@ impl StatusCode {
             | StatusCode::InvalidStatement
             | StatusCode::StatementTooComplex
             | StatusCode::UndefinedColumn
-            | StatusCode::UndefinedFunction => tonic::Code::InvalidArgument,
+            | StatusCode::UndefinedFunction
+            | StatusCode::DataException => tonic::Code::InvalidArgument,
+            StatusCode::UndefinedObject => tonic::Code::NotFound,
+            StatusCode::DuplicateObject => tonic::Code::AlreadyExists,
+            StatusCode::DataCorrupted => tonic::Code::DataLoss,
             StatusCode::UndefinedTable
             | StatusCode::UndefinedSchema
             | StatusCode::UndefinedFile => tonic::Code::NotFound,
@@ -153,16 +169,40 @@ impl ServerError {
         match self {
             ServerError::DataFusion(e) => classify_datafusion(e),
             ServerError::Arrow(a) => classify_arrow(a),
-            ServerError::Catalog(e) => match e {
-                prognos_catalog::CatalogError::TableExists(_) => StatusCode::DuplicateTable,
-                prognos_catalog::CatalogError::TableNotFound(_) => StatusCode::UndefinedTable,
-                prognos_catalog::CatalogError::Storage(s) => classify_storage(s),
-                _ => StatusCode::IoError,
-            },
+            ServerError::Catalog(e) => classify_catalog(e),
             ServerError::Storage(s) => classify_storage(s),
             ServerError::Statement { code, .. } => *code,
             ServerError::Cancelled => StatusCode::QueryCanceled,
         }
+    }
+}
+
+fn classify_catalog(e: &prognos_catalog::CatalogError) -> StatusCode {
+    use prognos_catalog::CatalogError as C;
+    match e {
+        C::TableExists(_) => StatusCode::DuplicateTable,
+        C::TableNotFound(_) => StatusCode::UndefinedTable,
+        C::ModelNotFound(_) => StatusCode::UndefinedObject,
+        C::ModelExists(_) => StatusCode::DuplicateObject,
+        C::InvalidModelName(_) => StatusCode::InvalidParameterValue,
+        C::ModelUnavailable { .. } => StatusCode::DataCorrupted,
+        C::Model(m) => classify_model(m),
+        C::Storage(s) => classify_storage(s),
+        _ => StatusCode::IoError,
+    }
+}
+
+/// SQLSTATE class of a training / inference error.
+pub fn classify_model(e: &prognos_models::ModelError) -> StatusCode {
+    use prognos_models::ModelError as M;
+    match e {
+        M::InvalidInput(_) | M::InvalidParameter(_) => StatusCode::InvalidParameterValue,
+        M::UnknownColumn(_) => StatusCode::UndefinedColumn,
+        M::WrongType(_) => StatusCode::DatatypeMismatch,
+        M::BadTrainingData(_) => StatusCode::DataException,
+        M::Corrupt(_) => StatusCode::DataCorrupted,
+        M::Cancelled => StatusCode::QueryCanceled,
+        M::Arrow(a) => classify_arrow(a),
     }
 }
 
@@ -239,6 +279,10 @@ pub fn classify_datafusion(e: &DataFusionError) -> StatusCode {
                 StatusCode::QueryCanceled
             } else if let Some(s) = x.downcast_ref::<prognos_storage::StorageError>() {
                 classify_storage(s)
+            } else if let Some(c) = x.downcast_ref::<prognos_catalog::CatalogError>() {
+                classify_catalog(c)
+            } else if let Some(m) = x.downcast_ref::<prognos_models::ModelError>() {
+                classify_model(m)
             } else if let Some(a) = x.downcast_ref::<datafusion::arrow::error::ArrowError>() {
                 classify_arrow(a)
             } else if let Some(o) = x.downcast_ref::<object_store_error::Error>() {

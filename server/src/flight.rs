@@ -29,7 +29,6 @@ use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::ipc::writer::{IpcWriteOptions, StreamWriter};
 use datafusion::common::ScalarValue;
-use datafusion::sql::parser::Statement as DFStatement;
 use futures::{Stream, StreamExt, TryStreamExt};
 use prost::Message;
 use serde::{Deserialize, Serialize};
@@ -38,7 +37,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::info;
 
-use crate::engine::{CATALOG_NAME, Engine, Output};
+use crate::engine::{CATALOG_NAME, Engine, Output, Statement};
 use crate::error::{ServerError, StatusCode};
 use crate::metrics::{ConnectionGauge, METRICS, QueryTimer};
 
@@ -122,7 +121,7 @@ impl FlightSqlServer {
         })
     }
 
-    fn parse_one(&self, sql: &str) -> Result<DFStatement, Status> {
+    fn parse_one(&self, sql: &str) -> Result<Statement, Status> {
         let sql = qmark_to_dollar(sql);
         let mut stmts = self.engine.parse(&sql).map_err(to_status)?;
         if stmts.len() != 1 {

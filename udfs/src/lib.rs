@@ -1,10 +1,13 @@
 //! SQL functions of prognos, as DataFusion UDFs.
 //!
-//! Today this holds the Postgres-compatibility functions that clients call and DataFusion or
-//! `datafusion-pg-catalog` do not provide (`version()`, `pg_sleep()`). The prediction functions
-//! (`PREDICT`, `FORECAST`, `ANOMALY`, …) are added here on top of the catalog's model registry.
+//! * [`pg_compat`]: Postgres-compatibility functions that clients call and DataFusion or
+//!   `datafusion-pg-catalog` do not provide (`version()`, `pg_sleep()`).
+//! * [`models`]: `PREDICT`, `PREDICT_PROBA`, `FEATURE_IMPORTANCE` over the model registry.
 
+pub mod models;
 pub mod pg_compat;
+
+pub use models::register_model_functions;
 
 /// Server version string reported to clients (`SELECT version()` and the `server_version`
 /// start-up parameter). Clients such as pgjdbc and Grafana parse the leading `PostgreSQL N`.

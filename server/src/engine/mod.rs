@@ -9,6 +9,8 @@
 mod copy;
 mod demo;
 mod limits;
+mod model_ddl;
+pub mod model_sql;
 mod pg_rewrite;
 mod session;
 mod statements;
@@ -34,11 +36,13 @@ use datafusion_pg_catalog::sql::rules::{
 };
 use object_store::ObjectStore;
 use object_store::local::LocalFileSystem;
-use prognos_catalog::PersistentCatalog;
+use prognos_catalog::system_tables::{RegistryTable, SystemTable};
+use prognos_catalog::{ModelRegistry, PersistentCatalog};
 use prognos_storage::stores::StoreRegistry;
 use tracing::{info, warn};
 
 pub use copy::{CopyFormat, CopyInTarget};
+pub use model_sql::ModelStatement;
 pub use session::{DEFAULT_PG_SETTINGS, Session};
 
 use crate::config::Config;
@@ -48,6 +52,18 @@ use crate::error::{ServerError, ServerResult, StatusCode};
 pub const CATALOG_NAME: &str = "prognos";
 /// Default schema of new tables.
 pub const DEFAULT_SCHEMA: &str = "public";
+
+/// Schema of the registry's system tables.
+pub const SYSTEM_SCHEMA: &str = "system";
+
+/// A statement as the engine runs it.
+#[derive(Debug, Clone)]
+pub enum Statement {
+    /// Anything DataFusion's parser reads (queries, DDL, COPY, SET …).
+    Sql(DFStatement),
+    /// `CREATE MODEL`, `DROP MODEL`, `SHOW MODELS`, `DESCRIBE MODEL`.
+    Model(ModelStatement),
+}
 
 /// What a statement produced.
 pub enum Output {
@@ -134,6 +150,8 @@ pub struct Engine {
     /// Names of the registered table functions (for the `FROM f(...)` rewrites).
     table_functions: std::collections::HashSet<String>,
     ddl_lock: tokio::sync::Mutex<()>,
+    /// Models and their versions.
+    registry: Arc<ModelRegistry>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -184,6 +202,20 @@ impl Engine {
         datafusion_pg_catalog::setup_pg_catalog(&ctx, CATALOG_NAME, EmptyContextProvider)
             .map_err(|e| ServerError::DataFusion(*e))?;
 
+        let registry = Arc::new(ModelRegistry::open(&data_dir)?);
+        let system = Arc::new(datafusion::catalog::MemorySchemaProvider::new());
+        for t in SystemTable::all() {
+            datafusion::catalog::SchemaProvider::register_table(
+                system.as_ref(),
+                t.name().to_string(),
+                Arc::new(RegistryTable::new(Arc::clone(&registry), t)),
+            )?;
+        }
+        if let Some(cat) = ctx.catalog(CATALOG_NAME) {
+            cat.register_schema(SYSTEM_SCHEMA, system)?;
+        }
+        prognos_udfs::register_model_functions(&ctx, registry.snapshot());
+
         let base = ctx.state();
         let table_functions = base.table_functions().keys().cloned().collect();
         let engine = Arc::new(Engine {
@@ -201,6 +233,7 @@ impl Engine {
             compat: PostgresCompatibilityParser::new(),
             safe_rules: safe_rewrite_rules(),
             ddl_lock: tokio::sync::Mutex::new(()),
+            registry,
         });
         engine.restore().await;
         if config.demo_data && engine.catalog.is_empty() {
@@ -224,8 +257,33 @@ impl Engine {
     /// DataFusion's parser goes first (it knows `CREATE EXTERNAL TABLE`, `COPY … TO`); plain
     /// Postgres statements then go through `datafusion-pg-catalog`'s compatibility rewriter,
     /// which maps the catalog queries of psql, JDBC and BI tools onto what DataFusion runs.
-    pub fn parse(&self, sql: &str) -> ServerResult<Vec<DFStatement>> {
+    ///
+    /// Model statements (`CREATE MODEL` …) are split out and parsed by [`model_sql`].
+    pub fn parse(&self, sql: &str) -> ServerResult<Vec<Statement>> {
         limits::check_complexity(sql)?;
+        if model_sql::may_contain_model_statement(sql)
+            && let Some(pieces) = model_sql::split_script(sql)?
+        {
+            let mut out = vec![];
+            for piece in pieces {
+                match piece {
+                    model_sql::Piece::Sql(text) => {
+                        out.extend(self.parse_sql(text)?.into_iter().map(Statement::Sql))
+                    }
+                    model_sql::Piece::Model(m) => out.push(Statement::Model(m)),
+                }
+            }
+            return Ok(out);
+        }
+        Ok(self
+            .parse_sql(sql)?
+            .into_iter()
+            .map(Statement::Sql)
+            .collect())
+    }
+
+    /// Parse SQL that holds no model statements.
+    pub(crate) fn parse_sql(&self, sql: &str) -> ServerResult<Vec<DFStatement>> {
         let mut stmts = self.parse_unchecked(sql)?;
         for stmt in &mut stmts {
             if let DFStatement::Statement(s) = stmt {
@@ -305,28 +363,55 @@ impl Engine {
     }
 
     /// Parameter types and result schema of a statement, without running it.
-    pub async fn describe(&self, session: &Session, stmt: &DFStatement) -> ServerResult<Described> {
-        statements::describe(self, session, stmt).await
+    pub async fn describe(&self, session: &Session, stmt: &Statement) -> ServerResult<Described> {
+        self.sync_models(session);
+        match stmt {
+            Statement::Sql(s) => statements::describe(self, session, s).await,
+            Statement::Model(m) => Ok(Described {
+                params: vec![],
+                schema: model_ddl::result_schema(self, session, m).await?,
+                plan: None,
+            }),
+        }
+    }
+
+    /// Make the session's model functions see the registry as it is now (a plan made after
+    /// this keeps that view for its whole run).
+    fn sync_models(&self, session: &Session) {
+        let generation = self.registry.generation();
+        if session.models_generation() != generation {
+            prognos_udfs::register_model_functions(session.ctx(), self.registry.snapshot());
+            session.set_models_generation(generation);
+        }
     }
 
     /// Run one statement with optional values for `$1..$n`.
     pub async fn execute(
         &self,
         session: &Session,
-        stmt: &DFStatement,
+        stmt: &Statement,
         params: Option<Vec<ScalarValue>>,
     ) -> ServerResult<Output> {
-        statements::execute(self, session, stmt, params).await
+        self.sync_models(session);
+        match stmt {
+            Statement::Sql(s) => statements::execute(self, session, s, params).await,
+            Statement::Model(m) => model_ddl::execute(self, session, m).await,
+        }
     }
 
     /// Run a statement prepared with [`Engine::describe`], reusing its plan when still valid.
     pub async fn execute_prepared(
         &self,
         session: &Session,
-        stmt: &DFStatement,
+        stmt: &Statement,
         described: &Described,
         params: Option<Vec<ScalarValue>>,
     ) -> ServerResult<Output> {
+        self.sync_models(session);
+        let stmt = match stmt {
+            Statement::Sql(s) => s,
+            Statement::Model(m) => return model_ddl::execute(self, session, m).await,
+        };
         match &described.plan {
             Some((plan, epoch)) if *epoch == self.epoch() => {
                 statements::execute_with_plan(self, session, stmt, plan.clone(), params).await

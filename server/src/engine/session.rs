@@ -53,6 +53,10 @@ pub struct Session {
     ctx: SessionContext,
     settings: Settings,
     cancel: Mutex<CancellationToken>,
+    /// Registry generation whose model functions are registered in `ctx`.
+    models_generation: std::sync::atomic::AtomicU64,
+    /// Where progress messages (Postgres NOTICEs) of the running statement go.
+    notices: Mutex<Option<tokio::sync::mpsc::UnboundedSender<String>>>,
 }
 
 impl std::fmt::Debug for Session {
@@ -79,7 +83,46 @@ impl Session {
             ctx,
             settings,
             cancel: Mutex::new(CancellationToken::new()),
+            models_generation: std::sync::atomic::AtomicU64::new(u64::MAX),
+            notices: Mutex::new(None),
         }
+    }
+
+    /// The registry generation the session's model functions were registered at.
+    pub(crate) fn models_generation(&self) -> u64 {
+        self.models_generation
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    pub(crate) fn set_models_generation(&self, g: u64) {
+        self.models_generation
+            .store(g, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Send the running statement's progress messages to `sink` (`None` = drop them).
+    pub fn set_notice_sink(&self, sink: Option<tokio::sync::mpsc::UnboundedSender<String>>) {
+        *self.notices.lock().unwrap_or_else(|p| p.into_inner()) = sink;
+    }
+
+    /// A progress message for the client (a NOTICE over pgwire); also logged.
+    pub fn notice(&self, message: String) {
+        tracing::info!(session = %self.ctx.session_id(), "{message}");
+        if let Some(tx) = self
+            .notices
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+        {
+            let _ = tx.send(message);
+        }
+    }
+
+    /// A sender for progress messages usable from other threads.
+    pub(crate) fn notice_sender(&self) -> Option<tokio::sync::mpsc::UnboundedSender<String>> {
+        self.notices
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// The session's DataFusion context.

@@ -855,7 +855,7 @@ pub(super) async fn restore_entry(
         }
         TableKind::External { sql } | TableKind::View { sql } => {
             schema_provider(session, &entry.schema)?;
-            for stmt in engine.parse(sql)? {
+            for stmt in engine.parse_sql(sql)? {
                 let plan = session
                     .ctx()
                     .state()

@@ -14,7 +14,6 @@ use std::fmt::Debug;
 use std::sync::{Arc, LazyLock, Mutex, Weak};
 
 use async_trait::async_trait;
-use datafusion::sql::parser::Statement as DFStatement;
 use futures::{Sink, StreamExt, stream};
 use pgwire::api::auth::{
     ServerParameterProvider, StartupHandler, finish_authentication, protocol_negotiation,
@@ -38,7 +37,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::engine::{CopyInTarget, Described, Engine, Output, Session};
+use crate::engine::{CopyInTarget, Described, Engine, Output, Session, Statement};
 use crate::error::{ServerError, StatusCode};
 use crate::metrics::{ConnectionGauge, METRICS, QueryTimer};
 use crate::streams::cancellable;
@@ -274,7 +273,7 @@ impl Handler {
     /// Run one statement and shape its output as a pgwire response.
     async fn run(
         &self,
-        stmt: &DFStatement,
+        stmt: &Statement,
         prepared: Option<&Described>,
         params: Option<Vec<datafusion::common::ScalarValue>>,
         format: &Format,
@@ -449,7 +448,7 @@ impl SimpleQueryHandler for Handler {
 /// A statement prepared through the extended protocol.
 #[derive(Debug, Clone)]
 pub struct PgStatement {
-    stmt: DFStatement,
+    stmt: Statement,
     described: Described,
 }
 

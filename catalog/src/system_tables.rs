@@ -1,0 +1,319 @@
+//! `system.models`, `system.model_versions` and `system.model_trials`: the registry as tables,
+//! so `SHOW MODELS`, BI tools and ordinary SQL see it. Each scan reads the registry as it is at
+//! that moment.
+
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::array::{
+    ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray,
+};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::Result as DfResult;
+use datafusion::datasource::TableType;
+use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::logical_expr::Expr;
+use datafusion::physical_plan::ExecutionPlan;
+use prognos_models::Task;
+
+use crate::models::{ModelRegistry, ModelVersion};
+
+/// Which registry table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SystemTable {
+    /// One row per model (its current version).
+    Models,
+    /// One row per model version.
+    ModelVersions,
+    /// One row per training candidate of every version.
+    ModelTrials,
+}
+
+impl SystemTable {
+    /// Table name inside the `system` schema.
+    pub fn name(&self) -> &'static str {
+        match self {
+            SystemTable::Models => "models",
+            SystemTable::ModelVersions => "model_versions",
+            SystemTable::ModelTrials => "model_trials",
+        }
+    }
+
+    /// All of them.
+    pub fn all() -> [SystemTable; 3] {
+        [
+            SystemTable::Models,
+            SystemTable::ModelVersions,
+            SystemTable::ModelTrials,
+        ]
+    }
+
+    fn schema(&self) -> SchemaRef {
+        let s = |n: &str| Field::new(n, DataType::Utf8, true);
+        let i = |n: &str| Field::new(n, DataType::Int64, true);
+        let f = |n: &str| Field::new(n, DataType::Float64, true);
+        let fields = match self {
+            SystemTable::Models => vec![
+                s("name"),
+                i("version"),
+                i("versions"),
+                s("task"),
+                s("algorithm"),
+                s("target"),
+                s("features"),
+                s("metric"),
+                f("metric_value"),
+                i("train_rows"),
+                i("validation_rows"),
+                f("train_seconds"),
+                s("created_at"),
+            ],
+            SystemTable::ModelVersions => vec![
+                s("name"),
+                i("version"),
+                Field::new("is_current", DataType::Boolean, false),
+                s("task"),
+                s("algorithm"),
+                s("target"),
+                s("features"),
+                s("metrics"),
+                i("train_rows"),
+                i("validation_rows"),
+                f("train_seconds"),
+                s("created_at"),
+                s("query"),
+            ],
+            SystemTable::ModelTrials => vec![
+                s("name"),
+                i("version"),
+                i("trial"),
+                s("algorithm"),
+                s("params"),
+                s("metric"),
+                f("value"),
+                f("seconds"),
+                Field::new("chosen", DataType::Boolean, false),
+            ],
+        };
+        Arc::new(Schema::new(fields))
+    }
+}
+
+fn task_name(t: Task) -> &'static str {
+    match t {
+        Task::Classification => "classification",
+        Task::Regression => "regression",
+        Task::Clustering => "clustering",
+        Task::Forecasting => "forecasting",
+        Task::AnomalyDetection => "anomaly_detection",
+    }
+}
+
+/// The metric a version is judged by (the chosen trial's) and its value.
+fn headline(v: &ModelVersion) -> (Option<String>, Option<f64>) {
+    match v.trials.iter().find(|t| t.chosen) {
+        Some(t) => (
+            Some(t.metric.clone()),
+            v.metrics.values.get(&t.metric).copied().or(Some(t.value)),
+        ),
+        None => (None, None),
+    }
+}
+
+fn metrics_json(v: &ModelVersion) -> String {
+    serde_json::to_string(&v.metrics.values).unwrap_or_default()
+}
+
+/// A registry table.
+pub struct RegistryTable {
+    registry: Arc<ModelRegistry>,
+    table: SystemTable,
+    schema: SchemaRef,
+}
+
+impl fmt::Debug for RegistryTable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RegistryTable")
+            .field("table", &self.table)
+            .finish()
+    }
+}
+
+impl RegistryTable {
+    /// The table `table` over `registry`.
+    pub fn new(registry: Arc<ModelRegistry>, table: SystemTable) -> Self {
+        Self {
+            registry,
+            schema: table.schema(),
+            table,
+        }
+    }
+
+    fn batch(&self) -> DfResult<RecordBatch> {
+        let entries = self.registry.entries();
+        let cols: Vec<ArrayRef> = match self.table {
+            SystemTable::Models => {
+                let cur: Vec<(&str, &ModelVersion, usize)> = entries
+                    .iter()
+                    .filter_map(|e| {
+                        e.current_version()
+                            .map(|v| (e.name.as_str(), v, e.versions.len()))
+                    })
+                    .collect();
+                let heads: Vec<(Option<String>, Option<f64>)> =
+                    cur.iter().map(|(_, v, _)| headline(v)).collect();
+                vec![
+                    Arc::new(StringArray::from_iter_values(cur.iter().map(|c| c.0))),
+                    Arc::new(Int64Array::from_iter_values(
+                        cur.iter().map(|c| c.1.version as i64),
+                    )),
+                    Arc::new(Int64Array::from_iter_values(cur.iter().map(|c| c.2 as i64))),
+                    Arc::new(StringArray::from_iter_values(
+                        cur.iter().map(|c| task_name(c.1.task)),
+                    )),
+                    Arc::new(StringArray::from_iter_values(
+                        cur.iter().map(|c| c.1.algorithm.as_str()),
+                    )),
+                    Arc::new(StringArray::from_iter(
+                        cur.iter().map(|c| c.1.target.as_deref()),
+                    )),
+                    Arc::new(StringArray::from_iter_values(
+                        cur.iter().map(|c| c.1.features.join(", ")),
+                    )),
+                    Arc::new(StringArray::from_iter(heads.iter().map(|h| h.0.as_deref()))),
+                    Arc::new(Float64Array::from_iter(heads.iter().map(|h| h.1))),
+                    Arc::new(Int64Array::from_iter_values(
+                        cur.iter().map(|c| c.1.train_rows as i64),
+                    )),
+                    Arc::new(Int64Array::from_iter_values(
+                        cur.iter().map(|c| c.1.validation_rows as i64),
+                    )),
+                    Arc::new(Float64Array::from_iter_values(
+                        cur.iter().map(|c| c.1.train_seconds),
+                    )),
+                    Arc::new(StringArray::from_iter_values(
+                        cur.iter().map(|c| c.1.created_at.as_str()),
+                    )),
+                ]
+            }
+            SystemTable::ModelVersions => {
+                let all: Vec<(&str, &ModelVersion, bool)> = entries
+                    .iter()
+                    .flat_map(|e| {
+                        e.versions
+                            .iter()
+                            .map(move |v| (e.name.as_str(), v, v.version == e.current))
+                    })
+                    .collect();
+                vec![
+                    Arc::new(StringArray::from_iter_values(all.iter().map(|c| c.0))),
+                    Arc::new(Int64Array::from_iter_values(
+                        all.iter().map(|c| c.1.version as i64),
+                    )),
+                    Arc::new(BooleanArray::from(
+                        all.iter().map(|c| c.2).collect::<Vec<_>>(),
+                    )),
+                    Arc::new(StringArray::from_iter_values(
+                        all.iter().map(|c| task_name(c.1.task)),
+                    )),
+                    Arc::new(StringArray::from_iter_values(
+                        all.iter().map(|c| c.1.algorithm.as_str()),
+                    )),
+                    Arc::new(StringArray::from_iter(
+                        all.iter().map(|c| c.1.target.as_deref()),
+                    )),
+                    Arc::new(StringArray::from_iter_values(
+                        all.iter().map(|c| c.1.features.join(", ")),
+                    )),
+                    Arc::new(StringArray::from_iter_values(
+                        all.iter().map(|c| metrics_json(c.1)),
+                    )),
+                    Arc::new(Int64Array::from_iter_values(
+                        all.iter().map(|c| c.1.train_rows as i64),
+                    )),
+                    Arc::new(Int64Array::from_iter_values(
+                        all.iter().map(|c| c.1.validation_rows as i64),
+                    )),
+                    Arc::new(Float64Array::from_iter_values(
+                        all.iter().map(|c| c.1.train_seconds),
+                    )),
+                    Arc::new(StringArray::from_iter_values(
+                        all.iter().map(|c| c.1.created_at.as_str()),
+                    )),
+                    Arc::new(StringArray::from_iter_values(
+                        all.iter().map(|c| c.1.query.as_str()),
+                    )),
+                ]
+            }
+            SystemTable::ModelTrials => {
+                let rows: Vec<(&str, u32, usize, &prognos_models::model::Trial)> = entries
+                    .iter()
+                    .flat_map(|e| {
+                        e.versions.iter().flat_map(move |v| {
+                            v.trials
+                                .iter()
+                                .enumerate()
+                                .map(move |(i, t)| (e.name.as_str(), v.version, i + 1, t))
+                        })
+                    })
+                    .collect();
+                vec![
+                    Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.0))),
+                    Arc::new(Int64Array::from_iter_values(
+                        rows.iter().map(|r| r.1 as i64),
+                    )),
+                    Arc::new(Int64Array::from_iter_values(
+                        rows.iter().map(|r| r.2 as i64),
+                    )),
+                    Arc::new(StringArray::from_iter_values(
+                        rows.iter().map(|r| r.3.algorithm.name()),
+                    )),
+                    Arc::new(StringArray::from_iter_values(
+                        rows.iter().map(|r| r.3.params.as_str()),
+                    )),
+                    Arc::new(StringArray::from_iter_values(
+                        rows.iter().map(|r| r.3.metric.as_str()),
+                    )),
+                    Arc::new(Float64Array::from_iter_values(
+                        rows.iter().map(|r| r.3.value),
+                    )),
+                    Arc::new(Float64Array::from_iter_values(
+                        rows.iter().map(|r| r.3.seconds),
+                    )),
+                    Arc::new(BooleanArray::from(
+                        rows.iter().map(|r| r.3.chosen).collect::<Vec<_>>(),
+                    )),
+                ]
+            }
+        };
+        Ok(RecordBatch::try_new(Arc::clone(&self.schema), cols)?)
+    }
+}
+
+#[async_trait]
+impl TableProvider for RegistryTable {
+    fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.schema)
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::View
+    }
+
+    async fn scan(
+        &self,
+        _state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let batch = self.batch()?;
+        Ok(MemorySourceConfig::try_new_exec(
+            &[vec![batch]],
+            Arc::clone(&self.schema),
+            projection.cloned(),
+        )?)
+    }
+}

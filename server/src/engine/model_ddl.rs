@@ -1,0 +1,261 @@
+//! Running model statements: train and register (`CREATE MODEL`), `DROP MODEL`,
+//! `SHOW MODELS` and `DESCRIBE MODEL`.
+//!
+//! Training reads the `AS` query's rows, then fits on a blocking thread (the algorithms use
+//! every core through rayon) while progress lines go to the client as NOTICEs. A cancel request
+//! or a dropped connection drops the statement's future, which raises the training's cancel
+//! flag; the trainer stops at its next iteration and nothing is registered.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use datafusion::arrow::array::{Array, ArrayRef, RecordBatch, StringArray};
+use datafusion::arrow::compute::concat;
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::sql::parser::Statement as DFStatement;
+use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
+use prognos_catalog::CatalogError;
+use prognos_models::{Algorithm, TrainContext, TrainRequest};
+
+use super::{Engine, ModelStatement, Output, Session, Statement};
+use crate::error::{ServerError, ServerResult, StatusCode};
+
+/// What `SHOW MODELS` returns.
+const SHOW_MODELS_SQL: &str = "SELECT name, version, task, algorithm, target, metric, \
+     metric_value, train_rows, created_at FROM system.models ORDER BY name";
+
+fn describe_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("property", DataType::Utf8, false),
+        Field::new("value", DataType::Utf8, true),
+    ]))
+}
+
+/// Result columns of a model statement (`None` = a command without rows).
+pub(super) async fn result_schema(
+    _engine: &Engine,
+    session: &Session,
+    m: &ModelStatement,
+) -> ServerResult<Option<SchemaRef>> {
+    Ok(match m {
+        ModelStatement::Show => Some(Arc::new(
+            session
+                .ctx()
+                .sql(SHOW_MODELS_SQL)
+                .await?
+                .schema()
+                .as_arrow()
+                .clone(),
+        )),
+        ModelStatement::Describe { .. } => Some(describe_schema()),
+        _ => None,
+    })
+}
+
+fn command(tag: &str) -> Output {
+    Output::Command {
+        tag: tag.to_string(),
+        rows: None,
+    }
+}
+
+/// Raises the flag when dropped (statement cancelled, connection gone) unless disarmed.
+struct CancelOnDrop(Arc<AtomicBool>, bool);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        if self.1 {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+}
+
+/// Run a model statement.
+pub(super) async fn execute(
+    engine: &Engine,
+    session: &Session,
+    m: &ModelStatement,
+) -> ServerResult<Output> {
+    match m {
+        ModelStatement::Show => {
+            let df = session.ctx().sql(SHOW_MODELS_SQL).await?;
+            Ok(Output::Rows(df.execute_stream().await?))
+        }
+        ModelStatement::Describe { name } => describe(engine, name),
+        ModelStatement::Drop { name, if_exists } => {
+            let existed = engine.registry.drop_model(name)?;
+            engine.bump_epoch();
+            if !existed {
+                if *if_exists {
+                    session.notice(format!("model \"{name}\" does not exist, skipping"));
+                } else {
+                    return Err(CatalogError::ModelNotFound(name.clone()).into());
+                }
+            }
+            Ok(command("DROP MODEL"))
+        }
+        ModelStatement::Create {
+            name,
+            replace,
+            if_not_exists,
+            target,
+            algorithm,
+            options,
+            query,
+        } => {
+            if *if_not_exists && !*replace && engine.registry.get(name).is_some() {
+                session.notice(format!("model \"{name}\" already exists, skipping"));
+                return Ok(command("CREATE MODEL"));
+            }
+            engine.registry.check_create(name, *replace)?;
+            let algorithm = Algorithm::parse(algorithm.as_deref().unwrap_or("auto"))
+                .map_err(CatalogError::Model)?;
+            let (names, columns) = read_training_rows(engine, session, query).await?;
+            session.notice(format!(
+                "training query returned {} row(s), {} column(s)",
+                columns.first().map(|c| c.len()).unwrap_or(0),
+                names.len()
+            ));
+            let req = TrainRequest {
+                target: target.clone(),
+                algorithm,
+                options: options.clone(),
+            };
+            let flag = Arc::new(AtomicBool::new(false));
+            let mut guard = CancelOnDrop(Arc::clone(&flag), true);
+            let tx = session.notice_sender();
+            let artifact = tokio::task::spawn_blocking(move || {
+                let mut progress = |m: String| {
+                    tracing::info!("{m}");
+                    if let Some(tx) = &tx {
+                        let _ = tx.send(m);
+                    }
+                };
+                let mut ctx = TrainContext {
+                    progress: &mut progress,
+                    cancel: &flag,
+                };
+                prognos_models::train(&names, &columns, &req, &mut ctx)
+            })
+            .await
+            .map_err(|e| {
+                ServerError::statement(StatusCode::Internal, format!("training failed: {e}"))
+            })?
+            .map_err(CatalogError::Model)?;
+            guard.1 = false;
+            let summary = artifact
+                .trials
+                .iter()
+                .find(|t| t.chosen)
+                .map(|t| format!("{} {} {:.4}", t.algorithm.name(), t.metric, t.value))
+                .unwrap_or_default();
+            let created = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+            let version = engine
+                .registry
+                .register(name, artifact, query, &created, *replace)?;
+            engine.bump_epoch();
+            session.notice(format!("model \"{name}\" version {version}: {summary}"));
+            Ok(command("CREATE MODEL"))
+        }
+    }
+}
+
+/// Plan and run the training query in the session; one array per column.
+async fn read_training_rows(
+    engine: &Engine,
+    session: &Session,
+    query: &str,
+) -> ServerResult<(Vec<String>, Vec<ArrayRef>)> {
+    let mut stmts = engine.parse(query)?;
+    let stmt = match (stmts.len(), stmts.pop()) {
+        (1, Some(Statement::Sql(s @ DFStatement::Statement(_)))) => s,
+        _ => {
+            return Err(ServerError::statement(
+                StatusCode::SyntaxError,
+                "CREATE MODEL … AS must be followed by one query",
+            ));
+        }
+    };
+    if let DFStatement::Statement(s) = &stmt
+        && !matches!(s.as_ref(), SqlStatement::Query(_))
+    {
+        return Err(ServerError::statement(
+            StatusCode::SyntaxError,
+            "CREATE MODEL … AS must be followed by a query (SELECT, VALUES or WITH)",
+        ));
+    }
+    let plan = session.ctx().state().statement_to_plan(stmt).await?;
+    let df = session.ctx().execute_logical_plan(plan).await?;
+    let schema = df.schema().as_arrow().clone();
+    let batches = df.collect().await?;
+    let names = schema.fields().iter().map(|f| f.name().clone()).collect();
+    let columns = (0..schema.fields().len())
+        .map(|i| {
+            let parts: Vec<&dyn Array> = batches.iter().map(|b| b.column(i).as_ref()).collect();
+            if parts.is_empty() {
+                Ok(datafusion::arrow::array::new_empty_array(
+                    schema.field(i).data_type(),
+                ))
+            } else {
+                concat(&parts)
+            }
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((names, columns))
+}
+
+fn describe(engine: &Engine, name: &str) -> ServerResult<Output> {
+    let entry = engine
+        .registry
+        .get(name)
+        .ok_or_else(|| CatalogError::ModelNotFound(name.to_string()))?;
+    let v = entry
+        .current_version()
+        .ok_or_else(|| CatalogError::ModelNotFound(name.to_string()))?;
+    let mut rows: Vec<(String, Option<String>)> = vec![
+        ("name".into(), Some(entry.name.clone())),
+        ("version".into(), Some(v.version.to_string())),
+        ("versions".into(), Some(entry.versions.len().to_string())),
+        (
+            "task".into(),
+            Some(format!("{:?}", v.task).to_ascii_lowercase()),
+        ),
+        ("algorithm".into(), Some(v.algorithm.clone())),
+        ("target".into(), v.target.clone()),
+        ("created_at".into(), Some(v.created_at.clone())),
+        ("train_rows".into(), Some(v.train_rows.to_string())),
+        (
+            "validation_rows".into(),
+            Some(v.validation_rows.to_string()),
+        ),
+        (
+            "train_seconds".into(),
+            Some(format!("{:.3}", v.train_seconds)),
+        ),
+    ];
+    for (i, f) in v.features.iter().enumerate() {
+        rows.push((format!("feature {}", i + 1), Some(f.clone())));
+    }
+    for (k, m) in &v.metrics.values {
+        rows.push((format!("metric {k}"), Some(format!("{m:.6}"))));
+    }
+    if let Some(c) = &v.metrics.confusion {
+        rows.push(("confusion_matrix".into(), serde_json::to_string(c).ok()));
+    }
+    rows.push(("query".into(), Some(v.query.clone())));
+    let schema = describe_schema();
+    let batch = RecordBatch::try_new(
+        Arc::clone(&schema),
+        vec![
+            Arc::new(StringArray::from_iter_values(
+                rows.iter().map(|r| r.0.as_str()),
+            )),
+            Arc::new(StringArray::from_iter(rows.iter().map(|r| r.1.as_deref()))),
+        ],
+    )?;
+    Ok(Output::Rows(Box::pin(RecordBatchStreamAdapter::new(
+        schema,
+        futures::stream::iter([Ok(batch)]),
+    ))))
+}
