@@ -203,9 +203,24 @@ impl Drop for Server {
     }
 }
 
-/// Directory of the shared datasets (`../shared/data` beside the checkout), if present.
+/// Directory of the shared datasets, if present: `$PROGNOS_SHARED_DATA`, else `../shared/data`
+/// beside the checkout, else `/work/shared/data`.
 pub fn shared_data_dir() -> Option<PathBuf> {
     let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let candidate = manifest.join("../../shared/data");
-    candidate.exists().then_some(candidate)
+    std::env::var("PROGNOS_SHARED_DATA")
+        .ok()
+        .map(PathBuf::from)
+        .into_iter()
+        .chain([
+            manifest.join("../../shared/data"),
+            PathBuf::from("/work/shared/data"),
+        ])
+        .find(|p| p.exists())
+}
+
+/// A dataset kept in the repository (`tests/data/<name>`).
+pub fn repo_data(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("data")
+        .join(name)
 }

@@ -62,10 +62,12 @@ fn model_name(fname: &str, arg: Option<&ScalarValue>) -> Result<String> {
         Some(ScalarValue::Utf8(Some(s)))
         | Some(ScalarValue::Utf8View(Some(s)))
         | Some(ScalarValue::LargeUtf8(Some(s))) => Ok(s.clone()),
-        _ => plan_err!(
-            "the first argument of {fname} must be the model name as a string literal, \
+        _ => Err(external(CatalogError::Model(ModelError::InvalidInput(
+            format!(
+                "the first argument of {fname} must be the model name as a string literal, \
              e.g. {fname}('churn', tenure, plan)"
-        ),
+            ),
+        )))),
     }
 }
 
@@ -157,7 +159,9 @@ struct FeatureImportance {
 fn literal_name(fname: &str, e: Option<&Expr>) -> Result<String> {
     match e {
         Some(Expr::Literal(s, _)) => model_name(fname, Some(s)),
-        _ => plan_err!("{fname} takes the model name as a string literal, e.g. {fname}('churn')"),
+        _ => Err(external(CatalogError::Model(ModelError::InvalidInput(
+            format!("{fname} takes the model name as a string literal, e.g. {fname}('churn')"),
+        )))),
     }
 }
 

@@ -14,7 +14,7 @@ use std::fmt::Debug;
 use std::sync::{Arc, LazyLock, Mutex, Weak};
 
 use async_trait::async_trait;
-use futures::{Sink, StreamExt, stream};
+use futures::{Sink, SinkExt, StreamExt, stream};
 use pgwire::api::auth::{
     ServerParameterProvider, StartupHandler, finish_authentication, protocol_negotiation,
     save_startup_parameters_to_metadata,
@@ -270,6 +270,37 @@ impl ErrorHandler for Handler {
 }
 
 impl Handler {
+    /// Drive a statement while forwarding its progress messages (e.g. training progress of
+    /// `CREATE MODEL`) to the client as NOTICEs as they happen.
+    async fn with_notices<C, F, T>(&self, client: &mut C, run: F) -> T
+    where
+        C: Sink<PgWireBackendMessage> + Unpin + Send,
+        F: std::future::Future<Output = T>,
+    {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+        self.session.set_notice_sink(Some(tx));
+        let notice = |m: String| {
+            PgWireBackendMessage::NoticeResponse(
+                ErrorInfo::new("NOTICE".to_string(), "00000".to_string(), m).into(),
+            )
+        };
+        tokio::pin!(run);
+        let out = loop {
+            tokio::select! {
+                out = &mut run => break out,
+                Some(m) = rx.recv() => {
+                    // A client that stopped reading only loses its notices.
+                    let _ = client.send(notice(m)).await;
+                }
+            }
+        };
+        self.session.set_notice_sink(None);
+        while let Ok(m) = rx.try_recv() {
+            let _ = client.send(notice(m)).await;
+        }
+        out
+    }
+
     /// Run one statement and shape its output as a pgwire response.
     async fn run(
         &self,
@@ -422,14 +453,17 @@ impl CopyHandler for Handler {
 
 #[async_trait]
 impl SimpleQueryHandler for Handler {
-    async fn do_query<C>(&self, _client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
+    async fn do_query<C>(&self, client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
     where
-        C: ClientInfo + Unpin + Send + Sync,
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         let stmts = self.engine.parse(query).map_err(to_pg_error)?;
         let mut responses = Vec::with_capacity(stmts.len());
         for stmt in &stmts {
-            match self.run(stmt, None, None, &Format::UnifiedText).await {
+            let run = self.run(stmt, None, None, &Format::UnifiedText);
+            match self.with_notices(client, run).await {
                 Ok(r) => responses.push(r),
                 Err(e) => {
                     METRICS.error(PROTOCOL, e.status().sqlstate());
@@ -525,12 +559,14 @@ impl ExtendedQueryHandler for Handler {
 
     async fn do_query<C>(
         &self,
-        _client: &mut C,
+        client: &mut C,
         portal: &Portal<PgStatement>,
         _max_rows: usize,
     ) -> PgWireResult<Response>
     where
-        C: ClientInfo + Unpin + Send + Sync,
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         let stored = &portal.statement;
         let values = params::decode_all(
@@ -544,13 +580,12 @@ impl ExtendedQueryHandler for Handler {
         } else {
             Some(values)
         };
-        self.run(
+        let run = self.run(
             &stored.statement.stmt,
             Some(&stored.statement.described),
             params,
             &portal.result_column_format,
-        )
-        .await
-        .map_err(to_pg_error)
+        );
+        self.with_notices(client, run).await.map_err(to_pg_error)
     }
 }
