@@ -128,6 +128,28 @@ impl Target {
         }
     }
 
+    /// Class codes (classifiers) or values (regressors) of a column holding the target, e.g.
+    /// in evaluation data; NULLs and labels unknown to the model are `None`.
+    pub fn encode(&self, col: &ArrayRef) -> ModelResult<Vec<Option<f32>>> {
+        match &self.kind {
+            TargetKind::Classes { labels } => {
+                let text = cast(col, &DataType::Utf8)?;
+                let text = text.as_string::<i32>();
+                Ok(text
+                    .iter()
+                    .map(|v| v.and_then(|v| labels.iter().position(|l| l == v).map(|p| p as f32)))
+                    .collect())
+            }
+            TargetKind::Real => {
+                let v = cast(col, &DataType::Float64)?;
+                let v = v.as_primitive::<Float64Type>();
+                Ok((0..v.len())
+                    .map(|i| (!v.is_null(i)).then(|| v.value(i) as f32))
+                    .collect())
+            }
+        }
+    }
+
     /// Arrow type that `PREDICT` returns.
     pub fn output_type(&self) -> DataType {
         match &self.kind {

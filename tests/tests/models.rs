@@ -147,6 +147,38 @@ async fn churn_models_train_predict_persist_and_survive_a_corrupted_neighbour() 
     .await;
     assert_eq!(joined, high);
 
+    // The relation forms: PREDICT(model, TABLE t) adds columns matched by name;
+    // EVALUATE(model, TABLE t) gives one row per metric.
+    let table_form = query(
+        &c,
+        "SELECT id, predicted_churn, probability FROM predict('churn', TABLE telco_features) \
+         ORDER BY id",
+    )
+    .await;
+    assert_eq!(table_form, before);
+    let eval = query(
+        &c,
+        "SELECT metric, value FROM evaluate('churn', TABLE telco_features)",
+    )
+    .await;
+    let metric = |name: &str| -> f64 {
+        eval.iter()
+            .find(|r| r[0].as_deref() == Some(name))
+            .and_then(|r| r[1].as_deref())
+            .unwrap_or_else(|| panic!("{name} in {eval:?}"))
+            .parse()
+            .expect("number")
+    };
+    assert_eq!(metric("rows"), 7043.0);
+    assert!(metric("auc") > 0.84, "{eval:?}");
+    let yes = scalar(
+        &c,
+        "SELECT count(*) FROM predict('churn', (SELECT * FROM telco_features WHERE tenure < 12)) AS p \
+         WHERE p.predicted_churn = 'Yes'",
+    )
+    .await;
+    assert!(yes.parse::<u32>().expect("count") > 0);
+
     // Importance and the trials table.
     let imp = query(
         &c,
@@ -303,6 +335,15 @@ async fn bad_model_statements_get_sqlstates_and_leave_the_registry_intact() {
             "22023",
         ),
         ("CREATE MODEL m PREDICT churn AS SELECT FROM", "42601"),
+        (
+            "SELECT * FROM predict('nope', TABLE telco_features)",
+            "42704",
+        ),
+        ("SELECT * FROM predict('ok')", "22023"),
+        (
+            "SELECT * FROM evaluate('ok', (SELECT tenure FROM telco_features))",
+            "42703",
+        ),
         ("CREATE MODEL m PREDICT churn", "42601"),
         (
             "CREATE MODEL m PREDICT churn AS SELECT tenure, churn FROM no_such_table",

@@ -13,15 +13,20 @@
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Float64Array, Int64Array, RecordBatch, StringArray};
-use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Schema};
+use datafusion::arrow::array::{
+    ArrayRef, AsArray, Float64Array, Int64Array, ListArray, RecordBatch, StringArray, StructArray,
+};
+use datafusion::arrow::buffer::OffsetBuffer;
+use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Fields, Float64Type, Schema};
 use datafusion::catalog::{TableFunctionArgs, TableFunctionImpl, TableProvider};
 use datafusion::common::{DataFusionError, Result, ScalarValue, plan_err};
 use datafusion::datasource::MemTable;
+use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
 use datafusion::logical_expr::{
-    ColumnarValue, Expr, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature,
-    Volatility,
+    Accumulator, AggregateUDF, AggregateUDFImpl, ColumnarValue, Expr, ReturnFieldArgs,
+    ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
 };
+use datafusion::physical_expr::expressions::Literal;
 use datafusion::prelude::SessionContext;
 use prognos_catalog::{CatalogError, ModelSnapshot};
 use prognos_models::{ModelArtifact, ModelError};
@@ -203,8 +208,215 @@ pub fn register_model_functions(ctx: &SessionContext, snapshot: Arc<ModelSnapsho
             signature: Signature::user_defined(Volatility::Immutable),
         }));
     }
+    ctx.register_udaf(AggregateUDF::new_from_impl(ModelMetrics {
+        snapshot: Arc::clone(&snapshot),
+        signature: Signature::user_defined(Volatility::Immutable),
+    }));
     ctx.register_udtf(
         "feature_importance",
         Arc::new(FeatureImportance { snapshot }),
     );
+}
+
+/// `model_metrics('model', target, f1, ..., fn)`: an aggregate that scores every row and
+/// returns the model's metrics on them as a list of `{metric, value}`. `EVALUATE(...)` in
+/// `FROM` is rewritten onto it. Partial states carry model outputs and true values, so it
+/// aggregates in parallel like any other aggregate.
+#[derive(Debug)]
+struct ModelMetrics {
+    snapshot: Arc<ModelSnapshot>,
+    signature: Signature,
+}
+
+impl PartialEq for ModelMetrics {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.snapshot, &other.snapshot)
+    }
+}
+impl Eq for ModelMetrics {}
+impl Hash for ModelMetrics {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        (Arc::as_ptr(&self.snapshot) as usize).hash(state);
+    }
+}
+
+fn metric_struct_fields() -> Fields {
+    Fields::from(vec![
+        Field::new("metric", DataType::Utf8, false),
+        Field::new("value", DataType::Float64, true),
+    ])
+}
+
+fn metrics_type() -> DataType {
+    DataType::List(Arc::new(Field::new(
+        "item",
+        DataType::Struct(metric_struct_fields()),
+        true,
+    )))
+}
+
+fn f64_list() -> DataType {
+    DataType::List(Arc::new(Field::new("item", DataType::Float64, true)))
+}
+
+impl AggregateUDFImpl for ModelMetrics {
+    fn name(&self) -> &str {
+        "model_metrics"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn coerce_types(&self, arg_types: &[DataType]) -> Result<Vec<DataType>> {
+        Ok(arg_types.to_vec())
+    }
+
+    fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
+        Ok(metrics_type())
+    }
+
+    fn state_fields(&self, args: StateFieldsArgs) -> Result<Vec<FieldRef>> {
+        Ok(vec![
+            Arc::new(Field::new(
+                format!("{}_outputs", args.name),
+                f64_list(),
+                true,
+            )),
+            Arc::new(Field::new(format!("{}_truth", args.name), f64_list(), true)),
+        ])
+    }
+
+    fn accumulator(&self, args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
+        let name = args
+            .exprs
+            .first()
+            .and_then(|e| e.as_ref().downcast_ref::<Literal>())
+            .map(|l| model_name("evaluate", Some(l.value())))
+            .unwrap_or_else(|| model_name("evaluate", None))?;
+        let (_, model) = self.snapshot.get(&name).map_err(external)?;
+        Ok(Box::new(MetricsAccumulator {
+            model,
+            outputs: vec![],
+            truth: vec![],
+        }))
+    }
+}
+
+#[derive(Debug)]
+struct MetricsAccumulator {
+    model: Arc<ModelArtifact>,
+    /// Model outputs, `k` per row (see `ModelArtifact::outputs`).
+    outputs: Vec<f64>,
+    truth: Vec<f64>,
+}
+
+fn list_scalar(v: &[f64]) -> ScalarValue {
+    ScalarValue::List(Arc::new(ListArray::new(
+        Arc::new(Field::new("item", DataType::Float64, true)),
+        OffsetBuffer::from_lengths([v.len()]),
+        Arc::new(Float64Array::from(v.to_vec())),
+        None,
+    )))
+}
+
+impl Accumulator for MetricsAccumulator {
+    fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
+        let Some(target) = self.model.target.as_ref() else {
+            return Err(external(CatalogError::Model(ModelError::InvalidInput(
+                "EVALUATE needs a model with a target (classification or regression)".into(),
+            ))));
+        };
+        if values.len() < 2 {
+            return plan_err!("model_metrics needs the model name, the target and the features");
+        }
+        let truth = target
+            .encode(&values[1])
+            .map_err(|e| external(CatalogError::Model(e)))?;
+        let x = self
+            .model
+            .features
+            .encode(&values[2..])
+            .map_err(|e| external(CatalogError::Model(e)))?;
+        let (out, k) = self.model.outputs(&x);
+        for (i, t) in truth.iter().enumerate() {
+            if let Some(t) = t {
+                self.truth.push(*t as f64);
+                self.outputs
+                    .extend(out[i * k..(i + 1) * k].iter().map(|&v| v as f64));
+            }
+        }
+        Ok(())
+    }
+
+    fn state(&mut self) -> Result<Vec<ScalarValue>> {
+        Ok(vec![list_scalar(&self.outputs), list_scalar(&self.truth)])
+    }
+
+    fn merge_batch(&mut self, states: &[ArrayRef]) -> Result<()> {
+        for (i, dst) in [&mut self.outputs, &mut self.truth].into_iter().enumerate() {
+            let lists = states[i].as_list::<i32>();
+            for l in lists.iter().flatten() {
+                let v = l.as_primitive::<Float64Type>();
+                dst.extend(v.iter().flatten());
+            }
+        }
+        Ok(())
+    }
+
+    fn evaluate(&mut self) -> Result<ScalarValue> {
+        let n = self.truth.len();
+        let k = self.outputs.len().checked_div(n).unwrap_or(1).max(1);
+        let m = match self.model.task {
+            prognos_models::Task::Classification => {
+                let classes = self
+                    .model
+                    .target
+                    .as_ref()
+                    .map(|t| t.n_classes())
+                    .unwrap_or(2);
+                let probs: Vec<f32> = if k == 1 {
+                    self.outputs
+                        .iter()
+                        .flat_map(|&p| [1.0 - p as f32, p as f32])
+                        .collect()
+                } else {
+                    self.outputs.iter().map(|&p| p as f32).collect()
+                };
+                let y: Vec<usize> = self.truth.iter().map(|&t| t as usize).collect();
+                prognos_models::metrics::classification(&probs, classes, &y)
+            }
+            _ => {
+                let pred: Vec<f32> = self.outputs.iter().map(|&v| v as f32).collect();
+                let y: Vec<f32> = self.truth.iter().map(|&v| v as f32).collect();
+                prognos_models::metrics::regression(&pred, &y)
+            }
+        };
+        let mut rows: Vec<(String, f64)> = m.values.into_iter().collect();
+        rows.push(("rows".into(), n as f64));
+        let structs = StructArray::new(
+            metric_struct_fields(),
+            vec![
+                Arc::new(StringArray::from_iter_values(
+                    rows.iter().map(|r| r.0.as_str()),
+                )),
+                Arc::new(Float64Array::from_iter_values(rows.iter().map(|r| r.1))),
+            ],
+            None,
+        );
+        Ok(ScalarValue::List(Arc::new(ListArray::new(
+            Arc::new(Field::new(
+                "item",
+                DataType::Struct(metric_struct_fields()),
+                true,
+            )),
+            OffsetBuffer::from_lengths([rows.len()]),
+            Arc::new(structs),
+            None,
+        ))))
+    }
+
+    fn size(&self) -> usize {
+        std::mem::size_of_val(self) + (self.outputs.capacity() + self.truth.capacity()) * 8
+    }
 }

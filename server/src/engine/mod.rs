@@ -10,6 +10,7 @@ mod copy;
 mod demo;
 mod limits;
 mod model_ddl;
+mod model_rewrite;
 pub mod model_sql;
 mod pg_rewrite;
 mod session;
@@ -284,9 +285,13 @@ impl Engine {
 
     /// Parse SQL that holds no model statements.
     pub(crate) fn parse_sql(&self, sql: &str) -> ServerResult<Vec<DFStatement>> {
-        let mut stmts = self.parse_unchecked(sql)?;
+        let sql = model_rewrite::table_arguments(sql);
+        let mut stmts = self.parse_unchecked(&sql)?;
+        let mut snapshot = None;
         for stmt in &mut stmts {
             if let DFStatement::Statement(s) = stmt {
+                let snapshot = snapshot.get_or_insert_with(|| self.registry.snapshot());
+                model_rewrite::rewrite(s, snapshot)?;
                 pg_rewrite::rewrite_from_functions(s, &self.table_functions);
             }
         }

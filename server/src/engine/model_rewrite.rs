@@ -1,0 +1,262 @@
+//! Model functions that take a relation, rewritten into plain SQL over the scalar/aggregate
+//! model functions:
+//!
+//! * `FROM PREDICT('m', TABLE t)` (or `(SELECT ...)` instead of `TABLE t`) → every column of
+//!   `t` plus `predicted_<target>` (and `probability` for binary classifiers, `probabilities`
+//!   for multiclass ones, `cluster` for k-means). Features are matched **by column name**.
+//! * `FROM EVALUATE('m', TABLE t)` → one row per metric (`metric`, `value`) of the model on
+//!   `t`, which must hold the target column and the features (by name).
+//!
+//! `TABLE t` is not an expression in sqlparser, so it is first turned into `(SELECT * FROM t)`
+//! at the token level inside these calls.
+
+use std::borrow::Cow;
+use std::ops::ControlFlow;
+
+use datafusion::sql::sqlparser::ast::{
+    Expr, FunctionArg, FunctionArgExpr, Ident, Statement, TableAlias, TableFactor, Value, VisitMut,
+    VisitorMut,
+};
+use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use datafusion::sql::sqlparser::parser::Parser;
+use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
+use prognos_catalog::ModelSnapshot;
+use prognos_models::Task;
+use prognos_models::target::TargetKind;
+
+use crate::error::{ServerError, ServerResult, StatusCode};
+
+const RELATION_FUNCTIONS: &[&str] = &["predict", "evaluate"];
+
+fn quote(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// `TABLE t` → `(SELECT * FROM t)` inside `predict(` / `evaluate(` calls.
+pub(super) fn table_arguments(sql: &str) -> Cow<'_, str> {
+    let lower = sql.to_ascii_lowercase();
+    if !lower.contains("table") || !RELATION_FUNCTIONS.iter().any(|f| lower.contains(f)) {
+        return Cow::Borrowed(sql);
+    }
+    let Ok(tokens) = Tokenizer::new(&PostgreSqlDialect {}, sql).tokenize() else {
+        return Cow::Borrowed(sql);
+    };
+    let mut out: Vec<Token> = Vec::with_capacity(tokens.len());
+    // Paren depth at which each open relation-function call started.
+    let mut calls: Vec<usize> = vec![];
+    let mut depth = 0usize;
+    let mut changed = false;
+    let mut i = 0;
+    let is_ws = |t: &Token| matches!(t, Token::Whitespace(_));
+    while i < tokens.len() {
+        let t = &tokens[i];
+        match t {
+            Token::LParen => {
+                let prev = out.iter().rev().find(|t| !is_ws(t));
+                if let Some(Token::Word(w)) = prev
+                    && RELATION_FUNCTIONS.contains(&w.value.to_ascii_lowercase().as_str())
+                {
+                    calls.push(depth);
+                }
+                depth += 1;
+            }
+            Token::RParen => {
+                depth = depth.saturating_sub(1);
+                if calls.last() == Some(&depth) {
+                    calls.pop();
+                }
+            }
+            Token::Word(w)
+                if w.quote_style.is_none()
+                    && w.value.eq_ignore_ascii_case("table")
+                    && calls.last().is_some_and(|d| *d + 1 == depth) =>
+            {
+                // TABLE <name>[.<name>...]
+                let mut j = i + 1;
+                while j < tokens.len() && is_ws(&tokens[j]) {
+                    j += 1;
+                }
+                let mut name = vec![];
+                while let Some(Token::Word(n)) = tokens.get(j) {
+                    name.push(Token::Word(n.clone()));
+                    if tokens.get(j + 1) == Some(&Token::Period) {
+                        name.push(Token::Period);
+                        j += 2;
+                    } else {
+                        j += 1;
+                        break;
+                    }
+                }
+                if !name.is_empty() {
+                    out.push(Token::LParen);
+                    out.push(Token::make_keyword("SELECT"));
+                    out.push(Token::Whitespace(
+                        datafusion::sql::sqlparser::tokenizer::Whitespace::Space,
+                    ));
+                    out.push(Token::Mul);
+                    out.push(Token::Whitespace(
+                        datafusion::sql::sqlparser::tokenizer::Whitespace::Space,
+                    ));
+                    out.push(Token::make_keyword("FROM"));
+                    out.push(Token::Whitespace(
+                        datafusion::sql::sqlparser::tokenizer::Whitespace::Space,
+                    ));
+                    out.extend(name);
+                    out.push(Token::RParen);
+                    changed = true;
+                    i = j;
+                    continue;
+                }
+            }
+            _ => {}
+        }
+        out.push(t.clone());
+        i += 1;
+    }
+    if !changed {
+        return Cow::Borrowed(sql);
+    }
+    Cow::Owned(out.iter().map(|t| t.to_string()).collect())
+}
+
+struct ModelRelations<'a> {
+    snapshot: &'a ModelSnapshot,
+}
+
+fn invalid(msg: String) -> ServerError {
+    ServerError::statement(StatusCode::InvalidParameterValue, msg)
+}
+
+impl ModelRelations<'_> {
+    fn replacement(&self, func: &str, args: &[FunctionArg]) -> ServerResult<String> {
+        let usage = || {
+            invalid(format!(
+                "{func} takes a model name and a relation: {func}('model', TABLE t) or \
+                 {func}('model', (SELECT ...))"
+            ))
+        };
+        let expr = |a: &FunctionArg| match a {
+            FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => Some(e.clone()),
+            _ => None,
+        };
+        let [a0, a1] = args else { return Err(usage()) };
+        let (Some(Expr::Value(v)), Some(Expr::Subquery(q))) = (expr(a0), expr(a1)) else {
+            return Err(usage());
+        };
+        let Value::SingleQuotedString(model_name) = &v.value else {
+            return Err(usage());
+        };
+        let (_, model) = self.snapshot.get(model_name)?;
+        let features: Vec<String> = model
+            .features
+            .features
+            .iter()
+            .map(|f| format!("__src.{}", quote(&f.name)))
+            .collect();
+        let call = |f: &str, extra: Option<String>| {
+            let mut parts = vec![format!("'{}'", model_name.replace('\'', "''"))];
+            parts.extend(extra);
+            parts.extend(features.iter().cloned());
+            format!("{f}({})", parts.join(", "))
+        };
+        Ok(match func {
+            "predict" => {
+                let mut cols = vec!["__src.*".to_string()];
+                match (&model.task, &model.target) {
+                    (Task::Clustering, _) => {
+                        cols.push(format!("{} AS cluster", call("predict", None)))
+                    }
+                    (_, Some(t)) => {
+                        cols.push(format!(
+                            "{} AS {}",
+                            call("predict", None),
+                            quote(&format!("predicted_{}", t.name))
+                        ));
+                        if let TargetKind::Classes { labels } = &t.kind {
+                            let alias = if labels.len() == 2 {
+                                "probability"
+                            } else {
+                                "probabilities"
+                            };
+                            cols.push(format!("{} AS {alias}", call("predict_proba", None)));
+                        }
+                    }
+                    _ => cols.push(format!("{} AS prediction", call("predict", None))),
+                }
+                format!("SELECT {} FROM ({q}) AS __src", cols.join(", "))
+            }
+            _ => {
+                let Some(target) = &model.target else {
+                    return Err(invalid(format!(
+                        "EVALUATE needs a supervised model; \"{model_name}\" has no target"
+                    )));
+                };
+                let metrics = call(
+                    "model_metrics",
+                    Some(format!("__src.{}", quote(&target.name))),
+                );
+                format!(
+                    "SELECT __m['metric'] AS metric, __m['value'] AS value FROM \
+                     (SELECT unnest({metrics}) AS __m FROM ({q}) AS __src) AS __e"
+                )
+            }
+        })
+    }
+}
+
+impl VisitorMut for ModelRelations<'_> {
+    type Break = ServerError;
+
+    fn pre_visit_table_factor(&mut self, tf: &mut TableFactor) -> ControlFlow<ServerError> {
+        let TableFactor::Table {
+            name,
+            args: Some(args),
+            alias,
+            ..
+        } = tf
+        else {
+            return ControlFlow::Continue(());
+        };
+        let func = name.to_string().to_ascii_lowercase();
+        if !RELATION_FUNCTIONS.contains(&func.as_str()) {
+            return ControlFlow::Continue(());
+        }
+        let sql = match self.replacement(&func, &args.args) {
+            Ok(s) => s,
+            Err(e) => return ControlFlow::Break(e),
+        };
+        let query = match Parser::new(&PostgreSqlDialect {})
+            .try_with_sql(&sql)
+            .and_then(|mut p| p.parse_query())
+        {
+            Ok(q) => q,
+            Err(e) => {
+                return ControlFlow::Break(ServerError::statement(
+                    StatusCode::SyntaxError,
+                    e.to_string(),
+                ));
+            }
+        };
+        let alias = alias.clone().unwrap_or_else(|| TableAlias {
+            explicit: true,
+            name: Ident::new(func),
+            columns: vec![],
+            at: None,
+        });
+        *tf = TableFactor::Derived {
+            lateral: false,
+            subquery: query,
+            alias: Some(alias),
+            sample: None,
+        };
+        ControlFlow::Continue(())
+    }
+}
+
+/// Rewrite `PREDICT(...)` / `EVALUATE(...)` relations of a statement (see module docs).
+pub(super) fn rewrite(stmt: &mut Statement, snapshot: &ModelSnapshot) -> ServerResult<()> {
+    match stmt.visit(&mut ModelRelations { snapshot }) {
+        ControlFlow::Break(e) => Err(e),
+        ControlFlow::Continue(()) => Ok(()),
+    }
+}
