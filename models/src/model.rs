@@ -215,6 +215,54 @@ impl ModelArtifact {
         }
     }
 
+    /// Per-row feature contributions, row-major `n × (features + 1)`; the last slot is the base
+    /// value. Trees: TreeSHAP in raw-score space (log-odds for binary models); linear models:
+    /// coefficient × standardised value, base = intercept. For multiclass models the
+    /// contributions explain each row's predicted class. Each row sums to its raw score.
+    pub fn contributions(&self, columns: &[ArrayRef]) -> ModelResult<Vec<f64>> {
+        let x = self.features.encode(columns)?;
+        let derived = self.features.derived();
+        let n_features = self.features.features.len();
+        let (out, k) = self.outputs(&x);
+        let chosen: Vec<usize> = if k > 1 {
+            out.chunks(k).map(argmax).collect()
+        } else {
+            vec![0; x.n_rows]
+        };
+        let per_column: Vec<f64> = match &self.estimator {
+            Estimator::Trees(e) => e.contributions(&x, &chosen),
+            Estimator::Linear(l) => {
+                let w = derived.len() + 1;
+                let mut all = vec![0.0; x.n_rows * w];
+                for o in 0..l.weights.len() {
+                    let c = l.contributions(&x, o);
+                    for (r, &ch) in chosen.iter().enumerate() {
+                        if ch == o || l.weights.len() == 1 {
+                            all[r * w..(r + 1) * w].copy_from_slice(&c[r * w..(r + 1) * w]);
+                        }
+                    }
+                }
+                all
+            }
+            Estimator::Kmeans(_) => {
+                return Err(ModelError::InvalidInput(
+                    "EXPLAIN_PREDICT needs a supervised model; k-means has no contributions".into(),
+                ));
+            }
+        };
+        let w = derived.len() + 1;
+        let mut result = vec![0.0; x.n_rows * (n_features + 1)];
+        for r in 0..x.n_rows {
+            let src = &per_column[r * w..(r + 1) * w];
+            let dst = &mut result[r * (n_features + 1)..(r + 1) * (n_features + 1)];
+            for (c, d) in derived.iter().enumerate() {
+                dst[d.feature] += src[c];
+            }
+            dst[n_features] = src[w - 1];
+        }
+        Ok(result)
+    }
+
     /// `PREDICT` over feature arrays (one per feature, in order).
     pub fn predict(&self, columns: &[ArrayRef]) -> ModelResult<ArrayRef> {
         let x = self.features.encode(columns)?;

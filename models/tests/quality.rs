@@ -106,6 +106,46 @@ async fn telco_churn_gbdt_logistic_forest_reach_lightgbm_floor() {
         let labels = m.predict(&features).expect("labels");
         assert_eq!(labels.data_type(), cols[cols.len() - 1].data_type());
     }
+    // Contributions (TreeSHAP / coefficient × value) sum to the raw score of every row
+    // (checked on 300 rows: TreeSHAP over deep forest trees is costly).
+    let features: Vec<ArrayRef> = cols[..cols.len() - 1]
+        .iter()
+        .map(|c| c.slice(0, 300))
+        .collect();
+    for algorithm in [
+        Algorithm::Gbdt,
+        Algorithm::Logistic,
+        Algorithm::RandomForest,
+    ] {
+        let m = fit(
+            &names,
+            &cols,
+            Some("churn"),
+            algorithm,
+            &[("num_trees", "30")],
+        );
+        let contrib = m.contributions(&features).expect("contributions");
+        let w = features.len() + 1;
+        let p = m.predict_proba(&features).expect("proba");
+        let p = p
+            .as_any()
+            .downcast_ref::<datafusion::arrow::array::Float64Array>()
+            .expect("f64");
+        for r in (0..p.len()).step_by(7) {
+            let sum: f64 = contrib[r * w..(r + 1) * w].iter().sum();
+            let expected = if algorithm == Algorithm::RandomForest {
+                p.value(r)
+            } else {
+                let q = p.value(r).clamp(1e-12, 1.0 - 1e-12);
+                (q / (1.0 - q)).ln()
+            };
+            assert!(
+                (sum - expected).abs() < 1e-3,
+                "{algorithm:?} row {r}: contributions sum {sum}, raw score {expected}"
+            );
+        }
+    }
+
     // Deterministic under a seed.
     let a = fit(
         &names,

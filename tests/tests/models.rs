@@ -179,6 +179,30 @@ async fn churn_models_train_predict_persist_and_survive_a_corrupted_neighbour() 
     .await;
     assert!(yes.parse::<u32>().expect("count") > 0);
 
+    // EXPLAIN_PREDICT: per-feature contributions plus a base value add up to the log-odds.
+    let explained = query(
+        &c,
+        "SELECT * FROM explain_predict('churn', (SELECT * FROM telco_features ORDER BY id LIMIT 50))",
+    )
+    .await;
+    assert_eq!(explained.len(), 50);
+    // id, 19 features, churn, 19 contributions, base_value.
+    assert_eq!(explained[0].len(), 1 + 19 + 1 + 19 + 1);
+    for (r, row) in explained.iter().enumerate() {
+        let sum: f64 = row[21..]
+            .iter()
+            .map(|v| {
+                v.as_deref()
+                    .expect("contribution")
+                    .parse::<f64>()
+                    .expect("f")
+            })
+            .sum();
+        let p: f64 = before[r][2].as_deref().expect("p").parse().expect("p");
+        let logit = (p / (1.0 - p)).ln();
+        assert!((sum - logit).abs() < 1e-3, "row {r}: {sum} vs {logit}");
+    }
+
     // Importance and the trials table.
     let imp = query(
         &c,

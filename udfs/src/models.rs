@@ -40,6 +40,7 @@ fn external(e: impl std::error::Error + Send + Sync + 'static) -> DataFusionErro
 enum Kind {
     Predict,
     Proba,
+    Contributions,
 }
 
 #[derive(Debug)]
@@ -81,6 +82,7 @@ impl ModelFunction {
         match self.kind {
             Kind::Predict => "predict",
             Kind::Proba => "predict_proba",
+            Kind::Contributions => "predict_contributions",
         }
     }
 
@@ -124,6 +126,7 @@ impl ScalarUDFImpl for ModelFunction {
             .check_argument_types(&types)
             .map_err(|e| external(CatalogError::Model(e)))?;
         let dt = match self.kind {
+            Kind::Contributions => DataType::Struct(contribution_fields(&model)),
             Kind::Predict => model.output_type(),
             Kind::Proba => model.proba_type().ok_or_else(|| {
                 external(CatalogError::Model(ModelError::InvalidInput(format!(
@@ -149,10 +152,42 @@ impl ScalarUDFImpl for ModelFunction {
         let out = match self.kind {
             Kind::Predict => model.predict(&columns),
             Kind::Proba => model.predict_proba(&columns),
+            Kind::Contributions => contributions_array(&model, &columns),
         }
         .map_err(|e| external(CatalogError::Model(e)))?;
         Ok(ColumnarValue::Array(out))
     }
+}
+
+/// Name of the base-value field of `predict_contributions`.
+pub const BASE_VALUE_FIELD: &str = "__base_value";
+
+/// Fields of `predict_contributions`: one per feature, then the base value.
+fn contribution_fields(model: &ModelArtifact) -> Fields {
+    model
+        .features
+        .features
+        .iter()
+        .map(|f| f.name.as_str())
+        .chain([BASE_VALUE_FIELD])
+        .map(|n| Field::new(n, DataType::Float64, false))
+        .collect()
+}
+
+/// `predict_contributions('m', f...)`: per-row contributions as a struct (one field per
+/// feature plus the base value); `EXPLAIN_PREDICT(...)` in `FROM` is rewritten onto it.
+fn contributions_array(
+    model: &ModelArtifact,
+    columns: &[ArrayRef],
+) -> prognos_models::ModelResult<ArrayRef> {
+    let c = model.contributions(columns)?;
+    let fields = contribution_fields(model);
+    let w = fields.len();
+    let n = columns.first().map(|a| a.len()).unwrap_or(0);
+    let arrays: Vec<ArrayRef> = (0..w)
+        .map(|j| Arc::new(Float64Array::from_iter_values((0..n).map(|r| c[r * w + j]))) as ArrayRef)
+        .collect();
+    Ok(Arc::new(StructArray::new(fields, arrays, None)))
 }
 
 /// `FEATURE_IMPORTANCE('model')`: feature, importance (share of the total), rank.
@@ -201,7 +236,7 @@ impl TableFunctionImpl for FeatureImportance {
 
 /// Register the model functions of `snapshot` in a session (replacing earlier instances).
 pub fn register_model_functions(ctx: &SessionContext, snapshot: Arc<ModelSnapshot>) {
-    for kind in [Kind::Predict, Kind::Proba] {
+    for kind in [Kind::Predict, Kind::Proba, Kind::Contributions] {
         ctx.register_udf(ScalarUDF::new_from_impl(ModelFunction {
             kind,
             snapshot: Arc::clone(&snapshot),

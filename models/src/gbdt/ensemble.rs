@@ -534,3 +534,37 @@ pub fn train_forest(
         trees,
     })
 }
+
+impl Ensemble {
+    /// Per-row TreeSHAP contributions in raw-score space for output `output` of each row
+    /// (`outputs[r]`): row-major `n × (columns + 1)`, the last slot being the base value.
+    /// Each row's slots sum to its raw score for that output.
+    pub fn contributions(&self, x: &Matrix, outputs: &[usize]) -> Vec<f64> {
+        let k = self.n_outputs;
+        let w = x.cols.len() + 1;
+        let scale = match self.combine {
+            Combine::Sum => 1.0,
+            Combine::Mean => 1.0 / (self.trees.len() / k).max(1) as f64,
+        };
+        let mut base = vec![0.0; k];
+        for (i, t) in self.trees.iter().enumerate() {
+            base[i % k] += scale * super::shap::expected_value(t);
+        }
+        if self.combine == Combine::Sum {
+            for (b, init) in base.iter_mut().zip(&self.init) {
+                *b += *init as f64;
+            }
+        }
+        let mut out = vec![0.0; x.n_rows * w];
+        out.par_chunks_mut(w).enumerate().for_each(|(r, phi)| {
+            let o = outputs.get(r).copied().unwrap_or(0).min(k - 1);
+            for (i, t) in self.trees.iter().enumerate() {
+                if i % k == o {
+                    super::shap::add_tree_shap(t, &x.cols, r, scale, &mut phi[..w - 1]);
+                }
+            }
+            phi[w - 1] = base[o];
+        });
+        out
+    }
+}

@@ -11,6 +11,7 @@
 pub(crate) mod binning;
 pub mod ensemble;
 pub(crate) mod grow;
+pub(crate) mod shap;
 pub mod tree;
 
 pub use ensemble::{Combine, Ensemble, Objective, TreeParams, train_boosted, train_forest};

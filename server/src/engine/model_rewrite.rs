@@ -4,6 +4,9 @@
 //! * `FROM PREDICT('m', TABLE t)` (or `(SELECT ...)` instead of `TABLE t`) → every column of
 //!   `t` plus `predicted_<target>` (and `probability` for binary classifiers, `probabilities`
 //!   for multiclass ones, `cluster` for k-means). Features are matched **by column name**.
+//! * `FROM EXPLAIN_PREDICT('m', TABLE t)` → every column of `t`, then `<feature>_contribution`
+//!   for each feature and `base_value` (TreeSHAP for trees, coefficient × value for linear
+//!   models; they add up to the raw score: log-odds for classifiers, the value for regression).
 //! * `FROM EVALUATE('m', TABLE t)` → one row per metric (`metric`, `value`) of the model on
 //!   `t`, which must hold the target column and the features (by name).
 //!
@@ -26,7 +29,11 @@ use prognos_models::target::TargetKind;
 
 use crate::error::{ServerError, ServerResult, StatusCode};
 
-const RELATION_FUNCTIONS: &[&str] = &["predict", "evaluate"];
+const RELATION_FUNCTIONS: &[&str] = &["predict", "evaluate", "explain_predict"];
+
+fn sql_string(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
 
 fn quote(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
@@ -185,6 +192,25 @@ impl ModelRelations<'_> {
                 }
                 format!("SELECT {} FROM ({q}) AS __src", cols.join(", "))
             }
+            "explain_predict" => {
+                let mut cols = vec!["__i.* EXCLUDE (__c)".to_string()];
+                for f in &model.features.features {
+                    cols.push(format!(
+                        "__c[{}] AS {}",
+                        sql_string(&f.name),
+                        quote(&format!("{}_contribution", f.name))
+                    ));
+                }
+                cols.push(format!(
+                    "__c[{}] AS base_value",
+                    sql_string(prognos_udfs::models::BASE_VALUE_FIELD)
+                ));
+                format!(
+                    "SELECT {} FROM (SELECT __src.*, {} AS __c FROM ({q}) AS __src) AS __i",
+                    cols.join(", "),
+                    call("predict_contributions", None)
+                )
+            }
             _ => {
                 let Some(target) = &model.target else {
                     return Err(invalid(format!(
@@ -225,7 +251,8 @@ impl VisitorMut for ModelRelations<'_> {
             Ok(s) => s,
             Err(e) => return ControlFlow::Break(e),
         };
-        let query = match Parser::new(&PostgreSqlDialect {})
+        // The generic dialect reads `* EXCLUDE (...)`, which DataFusion plans in any dialect.
+        let query = match Parser::new(&datafusion::sql::sqlparser::dialect::GenericDialect {})
             .try_with_sql(&sql)
             .and_then(|mut p| p.parse_query())
         {
