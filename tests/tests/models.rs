@@ -490,3 +490,33 @@ async fn bank_marketing_and_california_housing_reach_lightgbm_floors() {
     .expect("avg");
     assert!((150_000.0..260_000.0).contains(&pred), "{pred}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn training_is_bounded_by_the_memory_limit() {
+    let server = Server::start_with(
+        false,
+        vec![("PROGNOS__ENGINE__MEMORY_LIMIT_MB".into(), "2".into())],
+    );
+    let c = server.connect().await;
+    create_telco(&c).await;
+    let err = c
+        .batch_execute(&format!(
+            "CREATE MODEL big PREDICT churn AS SELECT {ARGS}, churn FROM telco_features"
+        ))
+        .await
+        .expect_err("over the memory limit");
+    assert_eq!(err.code().map(|s| s.code()), Some("53200"), "{err}");
+    let msg = err
+        .as_db_error()
+        .map(|d| d.message().to_string())
+        .unwrap_or_default();
+    assert!(msg.contains("memory limit"), "{msg}");
+    // Small models still fit; the server keeps serving.
+    c.batch_execute(
+        "CREATE MODEL small PREDICT churn WITH (num_trees = 5) AS \
+         SELECT tenure, churn FROM telco_features LIMIT 2000",
+    )
+    .await
+    .expect("small model");
+    assert_eq!(scalar(&c, "SELECT count(*) FROM system.models").await, "1");
+}

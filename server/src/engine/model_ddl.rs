@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use datafusion::arrow::array::{Array, ArrayRef, RecordBatch, StringArray};
 use datafusion::arrow::compute::concat;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::execution::memory_pool::MemoryConsumer;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::sql::parser::Statement as DFStatement;
 use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
@@ -112,6 +113,28 @@ pub(super) async fn execute(
             let algorithm = Algorithm::parse(algorithm.as_deref().unwrap_or("auto"))
                 .map_err(CatalogError::Model)?;
             let (names, columns) = read_training_rows(engine, session, query).await?;
+            // The training set and the matrices built from it (f32 values, u8 bins, row
+            // indices, gradients: about 4× the rows × columns of 4 bytes) are reserved in the
+            // session's memory pool, so `engine.memory_limit_mb` bounds training too.
+            let n_rows = columns.first().map(|c| c.len()).unwrap_or(0);
+            let estimate = columns
+                .iter()
+                .map(|c| c.get_array_memory_size())
+                .sum::<usize>()
+                + n_rows * columns.len() * 16
+                + n_rows * 32;
+            let reservation = MemoryConsumer::new(format!("CREATE MODEL {name}"))
+                .register(&session.ctx().runtime_env().memory_pool);
+            reservation.try_grow(estimate).map_err(|e| {
+                ServerError::statement(
+                    StatusCode::OutOfMemory,
+                    format!(
+                        "training \"{name}\" needs about {} MiB, more than the memory limit \
+                         allows: {e}",
+                        estimate / (1024 * 1024)
+                    ),
+                )
+            })?;
             session.notice(format!(
                 "training query returned {} row(s), {} column(s)",
                 columns.first().map(|c| c.len()).unwrap_or(0),
@@ -144,6 +167,7 @@ pub(super) async fn execute(
             })?
             .map_err(CatalogError::Model)?;
             guard.1 = false;
+            drop(reservation);
             let summary = artifact
                 .trials
                 .iter()
