@@ -147,6 +147,68 @@ pub struct ModelArtifact {
     pub validation_rows: usize,
     /// Wall-clock training time.
     pub train_seconds: f64,
+    /// Platt scaling of a binary classifier's probability, when it lowered the validation
+    /// log loss (absent in artifacts written before it existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calibration: Option<Platt>,
+}
+
+/// Platt scaling: `p' = sigmoid(a · logit(p) + b)`.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+pub struct Platt {
+    /// Slope on the log-odds.
+    pub a: f64,
+    /// Offset.
+    pub b: f64,
+}
+
+impl Platt {
+    /// Apply to a probability.
+    pub fn apply(&self, p: f32) -> f32 {
+        let q = (p as f64).clamp(1e-12, 1.0 - 1e-12);
+        let z = self.a * (q / (1.0 - q)).ln() + self.b;
+        (1.0 / (1.0 + (-z).exp())) as f32
+    }
+
+    /// Fit by Newton's method on (probability, 0/1 label) pairs.
+    pub fn fit(p: &[f32], y: &[f32]) -> Option<Platt> {
+        let s: Vec<f64> = p
+            .iter()
+            .map(|&p| {
+                let q = (p as f64).clamp(1e-12, 1.0 - 1e-12);
+                (q / (1.0 - q)).ln()
+            })
+            .collect();
+        let (mut a, mut b) = (1.0f64, 0.0f64);
+        for _ in 0..50 {
+            let (mut ga, mut gb, mut haa, mut hab, mut hbb) = (0.0, 0.0, 1e-9, 0.0, 1e-9);
+            for (&si, &yi) in s.iter().zip(y) {
+                let q = 1.0 / (1.0 + (-(a * si + b)).exp());
+                let d = q - yi as f64;
+                let w = (q * (1.0 - q)).max(1e-12);
+                ga += d * si;
+                gb += d;
+                haa += w * si * si;
+                hab += w * si;
+                hbb += w;
+            }
+            let det = haa * hbb - hab * hab;
+            if det.abs() < 1e-18 {
+                return None;
+            }
+            let da = (hbb * ga - hab * gb) / det;
+            let db = (haa * gb - hab * ga) / det;
+            a -= da;
+            b -= db;
+            if !a.is_finite() || !b.is_finite() {
+                return None;
+            }
+            if da.abs().max(db.abs()) < 1e-9 {
+                break;
+            }
+        }
+        Some(Platt { a, b })
+    }
 }
 
 impl ModelArtifact {
@@ -198,11 +260,15 @@ impl ModelArtifact {
     /// binary → P(second class); multiclass → probabilities; regression → values;
     /// clustering → cluster ids.
     pub fn outputs(&self, x: &Matrix) -> (Vec<f32>, usize) {
-        match &self.estimator {
+        let (mut out, k) = match &self.estimator {
             Estimator::Trees(e) => (e.predict(x), e.n_outputs),
             Estimator::Linear(l) => (l.predict(x), l.weights.len()),
             Estimator::Kmeans(k) => (k.assign(x).iter().map(|a| a.0 as f32).collect(), 1),
+        };
+        if let (Some(c), 1, Task::Classification) = (&self.calibration, k, self.task) {
+            out.iter_mut().for_each(|p| *p = c.apply(*p));
         }
+        (out, k)
     }
 
     /// Class probabilities row-major `n × classes` (binary models give both columns).
@@ -217,7 +283,8 @@ impl ModelArtifact {
 
     /// Per-row feature contributions, row-major `n × (features + 1)`; the last slot is the base
     /// value. Trees: TreeSHAP in raw-score space (log-odds for binary models); linear models:
-    /// coefficient × standardised value, base = intercept. For multiclass models the
+    /// coefficient × standardised value, base = intercept; a Platt calibration scales them
+    /// into calibrated log-odds. For multiclass models the
     /// contributions explain each row's predicted class. Each row sums to its raw score.
     pub fn contributions(&self, columns: &[ArrayRef]) -> ModelResult<Vec<f64>> {
         let x = self.features.encode(columns)?;
@@ -251,14 +318,19 @@ impl ModelArtifact {
             }
         };
         let w = derived.len() + 1;
+        // Calibrated log-odds are a · log-odds + b: scale the contributions, shift the base.
+        let (scale, shift) = match (&self.calibration, k) {
+            (Some(c), 1) => (c.a, c.b),
+            _ => (1.0, 0.0),
+        };
         let mut result = vec![0.0; x.n_rows * (n_features + 1)];
         for r in 0..x.n_rows {
             let src = &per_column[r * w..(r + 1) * w];
             let dst = &mut result[r * (n_features + 1)..(r + 1) * (n_features + 1)];
             for (c, d) in derived.iter().enumerate() {
-                dst[d.feature] += src[c];
+                dst[d.feature] += scale * src[c];
             }
-            dst[n_features] = src[w - 1];
+            dst[n_features] = scale * src[w - 1] + shift;
         }
         Ok(result)
     }

@@ -624,6 +624,50 @@ pub fn train(
     }
     let algorithm = candidates[chosen].0;
     let importance = importance(&fitted.estimator, &features, &x);
+    let mut metrics = fitted.metrics;
+    let mut calibration = None;
+    // Platt scaling of binary probabilities, kept only where it lowers the validation log
+    // loss (it is fitted on that same split: two parameters, so the optimism is small).
+    // Forests average probabilities, so their contributions are not in log-odds space and a
+    // calibration could not be carried into them: they are left uncalibrated.
+    let log_odds_model = !matches!(
+        &fitted.estimator,
+        Estimator::Trees(e) if e.combine == crate::gbdt::Combine::Mean
+    );
+    if classes == 2
+        && log_odds_model
+        && let Some((vx, vy)) = &data.valid
+    {
+        let raw = match &fitted.estimator {
+            Estimator::Trees(e) => e.predict(vx),
+            Estimator::Linear(l) => l.predict(vx),
+            Estimator::Kmeans(_) => vec![],
+        };
+        if let Some(platt) = crate::model::Platt::fit(&raw, vy) {
+            let calibrated: Vec<f32> = raw.iter().map(|&p| platt.apply(p)).collect();
+            let as_pairs =
+                |v: &[f32]| -> Vec<f32> { v.iter().flat_map(|&p| [1.0 - p, p]).collect() };
+            let labels: Vec<usize> = vy.iter().map(|&v| v as usize).collect();
+            let after = metrics::classification(&as_pairs(&calibrated), 2, &labels);
+            let before = metrics
+                .values
+                .get("log_loss")
+                .copied()
+                .unwrap_or(f64::INFINITY);
+            let now = after
+                .values
+                .get("log_loss")
+                .copied()
+                .unwrap_or(f64::INFINITY);
+            if now < before - 1e-4 && platt.a > 0.0 {
+                (ctx.progress)(format!(
+                    "Platt calibration: validation log_loss {before:.5} -> {now:.5}"
+                ));
+                metrics = after;
+                calibration = Some(platt);
+            }
+        }
+    }
     Ok(ModelArtifact {
         format_version: FORMAT_VERSION,
         task,
@@ -631,7 +675,7 @@ pub fn train(
         features,
         target: Some(target),
         estimator: fitted.estimator,
-        metrics: fitted.metrics,
+        metrics,
         metrics_on_validation: data.valid.is_some(),
         importance,
         trials,
@@ -639,6 +683,7 @@ pub fn train(
         train_rows: train_idx.len(),
         validation_rows: valid_idx.len(),
         train_seconds: started.elapsed().as_secs_f64(),
+        calibration,
     })
 }
 
@@ -705,6 +750,7 @@ fn train_clusters(
         train_rows: x.n_rows,
         validation_rows: 0,
         train_seconds: seconds,
+        calibration: None,
     })
 }
 
