@@ -33,11 +33,17 @@ pub(crate) struct GrowParams {
     pub(crate) features_per_node: Option<usize>,
 }
 
+/// Sums of one histogram bin, kept together so a row touches one place.
+#[derive(Debug, Clone, Copy, Default)]
+struct Bin {
+    g: f64,
+    h: f64,
+    c: u64,
+}
+
 #[derive(Debug, Clone, Default)]
 struct FeatHist {
-    g: Vec<f64>,
-    h: Vec<f64>,
-    c: Vec<u32>,
+    bins: Vec<Bin>,
 }
 
 type Hist = Vec<FeatHist>;
@@ -100,19 +106,17 @@ fn build_hist(
             return FeatHist::default();
         }
         let nb = x.mappers[f].n_bins;
-        let mut h = FeatHist {
-            g: vec![0.0; nb],
-            h: vec![0.0; nb],
-            c: vec![0; nb],
-        };
+        let mut bins = vec![Bin::default(); 256];
         let col = &x.cols[f];
         for (&r, &(g, hh)) in rows.iter().zip(&gh) {
-            let b = col[r as usize] as usize;
-            h.g[b] += g as f64;
-            h.h[b] += hh as f64;
-            h.c[b] += 1;
+            // A u8 bin always indexes the 256 slots: no bounds check in the hot loop.
+            let bin = &mut bins[col[r as usize] as usize];
+            bin.g += g as f64;
+            bin.h += hh as f64;
+            bin.c += 1;
         }
-        h
+        bins.truncate(nb);
+        FeatHist { bins }
     };
     let nf = x.cols.len();
     if rows.len() * nf < PARALLEL_WORK {
@@ -127,9 +131,16 @@ fn subtract(parent: &Hist, child: &Hist) -> Hist {
         .iter()
         .zip(child)
         .map(|(p, c)| FeatHist {
-            g: p.g.iter().zip(&c.g).map(|(a, b)| a - b).collect(),
-            h: p.h.iter().zip(&c.h).map(|(a, b)| a - b).collect(),
-            c: p.c.iter().zip(&c.c).map(|(a, b)| a - b).collect(),
+            bins: p
+                .bins
+                .iter()
+                .zip(&c.bins)
+                .map(|(a, b)| Bin {
+                    g: a.g - b.g,
+                    h: a.h - b.h,
+                    c: a.c - b.c,
+                })
+                .collect(),
         })
         .collect()
 }
@@ -154,17 +165,19 @@ fn best_numeric(
     let parent = leaf_score(t.g, t.h, p.lambda_l2);
     let mut best: Option<Candidate> = None;
     let n_bins = m.n_bins;
-    let miss = (hist.g[0], hist.h[0], hist.c[0] as usize);
+    let b0 = hist.bins[0];
+    let miss = (b0.g, b0.h, b0.c as usize);
     for missing_left in [false, true] {
         if missing_left && miss.2 == 0 {
             break;
         }
         let (mut gl, mut hl, mut cl) = if missing_left { miss } else { (0.0, 0.0, 0) };
         for b in 1..n_bins.saturating_sub(1) {
-            gl += hist.g[b];
-            hl += hist.h[b];
-            cl += hist.c[b] as usize;
-            if hist.c[b] == 0 {
+            let bin = hist.bins[b];
+            gl += bin.g;
+            hl += bin.h;
+            cl += bin.c as usize;
+            if bin.c == 0 {
                 continue;
             }
             let cr = t.c - cl;
@@ -198,7 +211,9 @@ fn best_numeric(
 }
 
 fn best_categorical(f: usize, hist: &FeatHist, t: &Totals, p: &GrowParams) -> Option<Candidate> {
-    let used: Vec<usize> = (1..hist.c.len()).filter(|&b| hist.c[b] > 0).collect();
+    let used: Vec<usize> = (1..hist.bins.len())
+        .filter(|&b| hist.bins[b].c > 0)
+        .collect();
     if used.len() < 2 {
         return None;
     }
@@ -206,9 +221,9 @@ fn best_categorical(f: usize, hist: &FeatHist, t: &Totals, p: &GrowParams) -> Op
     let consider = |set_bins: &[usize], l2: f64, best: &mut Option<Candidate>| {
         let (mut gl, mut hl, mut cl) = (0.0, 0.0, 0usize);
         for &b in set_bins {
-            gl += hist.g[b];
-            hl += hist.h[b];
-            cl += hist.c[b] as usize;
+            gl += hist.bins[b].g;
+            hl += hist.bins[b].h;
+            cl += hist.bins[b].c as usize;
         }
         let cr = t.c - cl;
         let hr = t.h - hl;
@@ -242,12 +257,12 @@ fn best_categorical(f: usize, hist: &FeatHist, t: &Totals, p: &GrowParams) -> Op
     }
     let mut sorted: Vec<usize> = used
         .into_iter()
-        .filter(|&b| hist.c[b] as usize >= p.min_data_per_group)
+        .filter(|&b| hist.bins[b].c as usize >= p.min_data_per_group)
         .collect();
     if sorted.len() < 2 {
         return None;
     }
-    let ratio = |b: usize| hist.g[b] / (hist.h[b] + p.cat_smooth);
+    let ratio = |b: usize| hist.bins[b].g / (hist.bins[b].h + p.cat_smooth);
     sorted.sort_by(|&a, &b| ratio(a).total_cmp(&ratio(b)).then(a.cmp(&b)));
     let max_left = p.max_cat_threshold.min(sorted.len() - 1).max(1);
     let l2 = p.lambda_l2 + p.cat_l2;
