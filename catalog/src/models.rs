@@ -306,16 +306,37 @@ impl ModelRegistry {
             });
         entry.current = version;
         entry.versions.push(record);
+        self.commit(
+            &mut state,
+            next,
+            name,
+            Some((version, Ok(Arc::new(artifact)))),
+        )?;
+        Ok(version)
+    }
+
+    /// Write `next` as the registry, then publish a snapshot where `name` is `loaded`
+    /// (`None` = removed).
+    fn commit(
+        &self,
+        state: &mut State,
+        next: RegistryFile,
+        name: &str,
+        loaded: Option<(u32, Loaded)>,
+    ) -> CatalogResult<()> {
         write_atomic(
             &self.dir.join("registry.json"),
             &serde_json::to_vec_pretty(&next)?,
         )?;
         state.file = next;
         let mut models = state.snapshot.models.clone();
-        models.insert(name.to_string(), (version, Ok(Arc::new(artifact))));
+        match loaded {
+            Some(l) => models.insert(name.to_string(), l),
+            None => models.remove(name),
+        };
         state.snapshot = Arc::new(ModelSnapshot { models });
         state.generation += 1;
-        Ok(version)
+        Ok(())
     }
 
     /// Remove a model and its artifacts. `Ok(false)` when it did not exist.
@@ -326,15 +347,7 @@ impl ModelRegistry {
         }
         let mut next = state.file.clone();
         next.models.remove(name);
-        write_atomic(
-            &self.dir.join("registry.json"),
-            &serde_json::to_vec_pretty(&next)?,
-        )?;
-        state.file = next;
-        let mut models = state.snapshot.models.clone();
-        models.remove(name);
-        state.snapshot = Arc::new(ModelSnapshot { models });
-        state.generation += 1;
+        self.commit(&mut state, next, name, None)?;
         drop(state);
         if valid_model_name(name)
             && let Err(e) = std::fs::remove_dir_all(self.dir.join(name))

@@ -224,3 +224,15 @@ pub fn repo_data(name: &str) -> PathBuf {
         .join("data")
         .join(name)
 }
+
+/// The rows of a simple-query result as optional strings.
+pub fn rows_of(msgs: &[tokio_postgres::SimpleQueryMessage]) -> Vec<Vec<Option<String>>> {
+    msgs.iter()
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => {
+                Some((0..r.len()).map(|i| r.get(i).map(str::to_string)).collect())
+            }
+            _ => None,
+        })
+        .collect()
+}

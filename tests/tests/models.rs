@@ -3,19 +3,8 @@
 
 use std::time::Duration;
 
-use prognos_e2e::{Server, repo_data, shared_data_dir};
-use tokio_postgres::{Client, SimpleQueryMessage};
-
-fn rows_of(msgs: &[SimpleQueryMessage]) -> Vec<Vec<Option<String>>> {
-    msgs.iter()
-        .filter_map(|m| match m {
-            SimpleQueryMessage::Row(r) => {
-                Some((0..r.len()).map(|i| r.get(i).map(str::to_string)).collect())
-            }
-            _ => None,
-        })
-        .collect()
-}
+use prognos_e2e::{Server, repo_data, rows_of, shared_data_dir};
+use tokio_postgres::Client;
 
 async fn query(c: &Client, sql: &str) -> Vec<Vec<Option<String>>> {
     rows_of(

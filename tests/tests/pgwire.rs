@@ -2,20 +2,8 @@
 
 use std::time::{Duration, Instant};
 
-use prognos_e2e::Server;
-use tokio_postgres::SimpleQueryMessage;
+use prognos_e2e::{Server, rows_of};
 use tokio_postgres::error::SqlState;
-
-fn rows_of(msgs: &[SimpleQueryMessage]) -> Vec<Vec<Option<String>>> {
-    msgs.iter()
-        .filter_map(|m| match m {
-            SimpleQueryMessage::Row(r) => {
-                Some((0..r.len()).map(|i| r.get(i).map(str::to_string)).collect())
-            }
-            _ => None,
-        })
-        .collect()
-}
 
 fn sqlstate(e: &tokio_postgres::Error) -> String {
     e.code()

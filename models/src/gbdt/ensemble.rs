@@ -25,6 +25,17 @@ pub enum Objective {
     Regression,
 }
 
+impl Objective {
+    /// Raw scores per row: the number of classes for multiclass, else 1.
+    pub fn outputs(self, n_classes: usize) -> usize {
+        if self == Objective::Multiclass {
+            n_classes
+        } else {
+            1
+        }
+    }
+}
+
 /// How trees combine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -318,11 +329,7 @@ pub fn train_boosted(
     hook: &mut IterationHook<'_>,
 ) -> ModelResult<Ensemble> {
     let n = x.n_rows;
-    let k = if objective == Objective::Multiclass {
-        n_classes
-    } else {
-        1
-    };
+    let k = objective.outputs(n_classes);
     let binned = BinnedMatrix::build(x, derived, params.max_bin);
     let init: Vec<f32> = match objective {
         Objective::Binary => {
@@ -464,11 +471,7 @@ pub fn train_forest(
     hook: &mut IterationHook<'_>,
 ) -> ModelResult<Ensemble> {
     let n = x.n_rows;
-    let k = if objective == Objective::Multiclass {
-        n_classes
-    } else {
-        1
-    };
+    let k = objective.outputs(n_classes);
     let binned = BinnedMatrix::build(x, derived, params.max_bin);
     let mut grow_params = params.grow.clone();
     let n_cols = x.cols.len();
