@@ -363,7 +363,6 @@ pub fn train_boosted(
     let mut rng = ChaCha8Rng::seed_from_u64(params.seed);
     let lr = params.learning_rate as f32;
     let mut best: Option<(usize, f64)> = None;
-    let mut probs = vec![0f32; k];
     for iter in 0..params.num_trees {
         let bagged: Option<Vec<u32>> = (params.bagging_fraction < 1.0).then(|| {
             let m = ((n as f64 * params.bagging_fraction) as usize).max(1);
@@ -377,32 +376,39 @@ pub fn train_boosted(
         let allowed = allowed_columns(x.cols.len(), params.feature_fraction, &mut rng);
         let mut new_trees = Vec::with_capacity(k);
         for class in 0..k {
-            match objective {
-                Objective::Binary => {
-                    for i in 0..n {
-                        let p = sigmoid(score[i]);
-                        grad[i] = p - y[i];
-                        hess[i] = (p * (1.0 - p)).max(1e-16);
+            // Gradients in parallel chunks (the loop is O(rows) per tree).
+            const CHUNK: usize = 16_384;
+            let score_ref = &score;
+            grad.par_chunks_mut(CHUNK)
+                .zip(hess.par_chunks_mut(CHUNK))
+                .enumerate()
+                .for_each(|(ci, (g, h))| {
+                    let base = ci * CHUNK;
+                    let mut probs = vec![0f32; k];
+                    for j in 0..g.len() {
+                        let i = base + j;
+                        match objective {
+                            Objective::Binary => {
+                                let p = sigmoid(score_ref[i]);
+                                g[j] = p - y[i];
+                                h[j] = (p * (1.0 - p)).max(1e-16);
+                            }
+                            Objective::Regression => {
+                                g[j] = score_ref[i] - y[i];
+                                h[j] = 1.0;
+                            }
+                            Objective::Multiclass => {
+                                let factor = k as f32 / (k as f32 - 1.0);
+                                probs.copy_from_slice(&score_ref[i * k..(i + 1) * k]);
+                                softmax_in_place(&mut probs);
+                                let p = probs[class];
+                                let t = if y[i] as usize == class { 1.0 } else { 0.0 };
+                                g[j] = p - t;
+                                h[j] = (factor * p * (1.0 - p)).max(1e-16);
+                            }
+                        }
                     }
-                }
-                Objective::Regression => {
-                    for i in 0..n {
-                        grad[i] = score[i] - y[i];
-                        hess[i] = 1.0;
-                    }
-                }
-                Objective::Multiclass => {
-                    let factor = k as f32 / (k as f32 - 1.0);
-                    for i in 0..n {
-                        probs.copy_from_slice(&score[i * k..(i + 1) * k]);
-                        softmax_in_place(&mut probs);
-                        let p = probs[class];
-                        let t = if y[i] as usize == class { 1.0 } else { 0.0 };
-                        grad[i] = p - t;
-                        hess[i] = (factor * p * (1.0 - p)).max(1e-16);
-                    }
-                }
-            }
+                });
             let mut indices: Vec<u32> = match &bagged {
                 Some(b) => b.clone(),
                 None => (0..n as u32).collect(),
