@@ -509,3 +509,112 @@ async fn training_is_bounded_by_the_memory_limit() {
     .expect("small model");
     assert_eq!(scalar(&c, "SELECT count(*) FROM system.models").await, "1");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multiclass_regression_and_auto_models() {
+    let server = Server::start();
+    let c = server.connect().await;
+    create_telco(&c).await;
+    // Multiclass: the contract type (3 classes) from usage and charges.
+    c.batch_execute(
+        "CREATE MODEL contract PREDICT \"Contract\" USING gbdt AS SELECT tenure, \"MonthlyCharges\", \
+         total_charges, \"InternetService\", \"PaymentMethod\", \"Contract\" FROM telco_features",
+    )
+    .await
+    .expect("multiclass");
+    let rows = query(
+        &c,
+        "SELECT PREDICT('contract', tenure, \"MonthlyCharges\", total_charges, \"InternetService\", \
+         \"PaymentMethod\") AS c, \
+         array_length(PREDICT_PROBA('contract', tenure, \"MonthlyCharges\", total_charges, \
+         \"InternetService\", \"PaymentMethod\"), 1) AS k, \
+         array_sum(PREDICT_PROBA('contract', tenure, \"MonthlyCharges\", total_charges, \
+         \"InternetService\", \"PaymentMethod\")) AS s FROM telco_features LIMIT 200",
+    )
+    .await;
+    for r in &rows {
+        assert!(
+            ["Month-to-month", "One year", "Two year"].contains(&r[0].as_deref().expect("class")),
+            "{r:?}"
+        );
+        assert_eq!(r[1].as_deref(), Some("3"));
+        let s: f64 = r[2].as_deref().expect("sum").parse().expect("f");
+        assert!((s - 1.0).abs() < 1e-4, "{r:?}");
+    }
+    let eval = query(
+        &c,
+        "SELECT metric, value FROM evaluate('contract', TABLE telco_features) \
+         WHERE metric IN ('accuracy', 'rows') ORDER BY metric",
+    )
+    .await;
+    let accuracy: f64 = eval[0][1].as_deref().expect("acc").parse().expect("f");
+    // The majority class (month-to-month) is 55 %; tenure and charges separate the contracts.
+    assert!(accuracy > 0.70, "{eval:?}");
+    assert_eq!(eval[1][1].as_deref(), Some("7043"));
+
+    // Regression: monthly charges from the services a customer has.
+    c.batch_execute(
+        "CREATE MODEL charges PREDICT \"MonthlyCharges\" USING gbdt AS SELECT \"PhoneService\", \
+         \"MultipleLines\", \"InternetService\", \"OnlineSecurity\", \"OnlineBackup\", \
+         \"DeviceProtection\", \"TechSupport\", \"StreamingTV\", \"StreamingMovies\", \
+         \"MonthlyCharges\" FROM telco_features",
+    )
+    .await
+    .expect("regression");
+    let metrics = scalar(
+        &c,
+        "SELECT metrics FROM system.model_versions WHERE name = 'charges'",
+    )
+    .await;
+    let m: serde_json::Value = serde_json::from_str(&metrics).expect("json");
+    // Charges are close to a sum of per-service prices: R² near 1.
+    assert!(m["r2"].as_f64().expect("r2") > 0.95, "{metrics}");
+    assert!(m["rmse"].as_f64().expect("rmse") < 5.0, "{metrics}");
+    let avg: f64 = scalar(
+        &c,
+        "SELECT avg(\"predicted_MonthlyCharges\" - \"MonthlyCharges\") FROM predict('charges', TABLE telco_features)",
+    )
+    .await
+    .parse()
+    .expect("avg");
+    assert!(avg.abs() < 1.0, "mean residual {avg}");
+
+    // auto records every candidate and keeps the best one by validation AUC.
+    c.batch_execute(
+        "CREATE MODEL auto_churn PREDICT churn WITH (time_budget = '60s') AS \
+         SELECT tenure, \"Contract\", \"MonthlyCharges\", \"InternetService\", churn FROM telco_features",
+    )
+    .await
+    .expect("auto");
+    let trials = query(
+        &c,
+        "SELECT algorithm, value, chosen FROM system.model_trials WHERE name = 'auto_churn' ORDER BY trial",
+    )
+    .await;
+    assert!(trials.len() >= 4, "{trials:?}");
+    let best = trials
+        .iter()
+        .map(|t| t[1].as_deref().expect("v").parse::<f64>().expect("f"))
+        .fold(f64::MIN, f64::max);
+    let chosen: Vec<_> = trials
+        .iter()
+        .filter(|t| t[2].as_deref() == Some("t"))
+        .collect();
+    assert_eq!(chosen.len(), 1);
+    assert_eq!(
+        chosen[0][1]
+            .as_deref()
+            .expect("v")
+            .parse::<f64>()
+            .expect("f"),
+        best
+    );
+    assert_eq!(
+        scalar(
+            &c,
+            "SELECT algorithm FROM system.models WHERE name = 'auto_churn'"
+        )
+        .await,
+        chosen[0][0].clone().expect("algorithm")
+    );
+}

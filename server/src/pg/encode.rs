@@ -52,6 +52,104 @@ pub fn fields_for(
         .collect()
 }
 
+/// A float with Postgres' text output (`7043`, `0.5`, `1e+20`, `NaN`, `Infinity`) and the usual
+/// binary encoding. Postgres prints the shortest text that reads back exactly, switching to
+/// exponent notation below 1e-4 and from 1e15 (float8) / 1e6 (float4) on.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct PgFloat<T>(T);
+
+fn pg_float_text(v: f64, shortest_exp: String, exp_limit: i32) -> String {
+    if v.is_nan() {
+        return "NaN".into();
+    }
+    if v.is_infinite() {
+        return if v > 0.0 { "Infinity" } else { "-Infinity" }.into();
+    }
+    // `shortest_exp` is Rust's shortest round-trip `{:e}` form, e.g. `7.043e3`.
+    let (mantissa, exp) = shortest_exp
+        .split_once('e')
+        .map(|(m, e)| (m.to_string(), e.parse::<i32>().unwrap_or(0)))
+        .unwrap_or((shortest_exp.clone(), 0));
+    if v != 0.0 && (exp < -4 || exp >= exp_limit) {
+        let sign = if exp < 0 { '-' } else { '+' };
+        format!("{mantissa}e{sign}{:02}", exp.abs())
+    } else {
+        // Shortest round-trip digits without an exponent.
+        let digits: String = mantissa.chars().filter(|c| c.is_ascii_digit()).collect();
+        let negative = mantissa.starts_with('-');
+        let point = 1 + exp; // digits before the decimal point
+        let mut out = String::new();
+        if negative {
+            out.push('-');
+        }
+        if point <= 0 {
+            out.push_str("0.");
+            out.push_str(&"0".repeat((-point) as usize));
+            out.push_str(&digits);
+        } else if point as usize >= digits.len() {
+            out.push_str(&digits);
+            out.push_str(&"0".repeat(point as usize - digits.len()));
+        } else {
+            out.push_str(&digits[..point as usize]);
+            out.push('.');
+            out.push_str(&digits[point as usize..]);
+        }
+        if out == "-0" { "-0".into() } else { out }
+    }
+}
+
+impl ToSql for PgFloat<f64> {
+    fn to_sql(
+        &self,
+        ty: &Type,
+        out: &mut BytesMut,
+    ) -> Result<IsNull, Box<dyn Error + Sync + Send>> {
+        self.0.to_sql(ty, out)
+    }
+    fn accepts(ty: &Type) -> bool {
+        *ty == Type::FLOAT8
+    }
+    to_sql_checked!();
+}
+
+impl ToSqlText for PgFloat<f64> {
+    fn to_sql_text(
+        &self,
+        _ty: &Type,
+        out: &mut BytesMut,
+        _format_options: &FormatOptions,
+    ) -> Result<IsNull, Box<dyn Error + Sync + Send>> {
+        out.put_slice(pg_float_text(self.0, format!("{:e}", self.0), 15).as_bytes());
+        Ok(IsNull::No)
+    }
+}
+
+impl ToSql for PgFloat<f32> {
+    fn to_sql(
+        &self,
+        ty: &Type,
+        out: &mut BytesMut,
+    ) -> Result<IsNull, Box<dyn Error + Sync + Send>> {
+        self.0.to_sql(ty, out)
+    }
+    fn accepts(ty: &Type) -> bool {
+        *ty == Type::FLOAT4
+    }
+    to_sql_checked!();
+}
+
+impl ToSqlText for PgFloat<f32> {
+    fn to_sql_text(
+        &self,
+        _ty: &Type,
+        out: &mut BytesMut,
+        _format_options: &FormatOptions,
+    ) -> Result<IsNull, Box<dyn Error + Sync + Send>> {
+        out.put_slice(pg_float_text(self.0 as f64, format!("{:e}", self.0), 6).as_bytes());
+        Ok(IsNull::No)
+    }
+}
+
 /// A Postgres interval (months, days, microseconds) with text and binary encodings.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct PgInterval {
@@ -326,8 +424,8 @@ impl Col {
             Col::I16(a) => prim!(a),
             Col::I32(a) => prim!(a),
             Col::I64(a) => prim!(a),
-            Col::F32(a) => prim!(a),
-            Col::F64(a) => prim!(a),
+            Col::F32(a) => enc.encode_field(&(a.is_valid(row).then(|| PgFloat(a.value(row))))),
+            Col::F64(a) => enc.encode_field(&(a.is_valid(row).then(|| PgFloat(a.value(row))))),
             Col::Dec(a, scale) => enc.encode_field(
                 &(a.is_valid(row)).then(|| Decimal::from_i128_with_scale(a.value(row), *scale)),
             ),
@@ -434,6 +532,26 @@ pub(super) fn encode_batch(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn float_text_matches_postgres() {
+        let t = |v: f64| pg_float_text(v, format!("{v:e}"), 15);
+        assert_eq!(t(7043.0), "7043");
+        assert_eq!(t(0.5), "0.5");
+        assert_eq!(t(-2.25), "-2.25");
+        assert_eq!(t(0.1 + 0.2), "0.30000000000000004");
+        assert_eq!(t(1e20), "1e+20");
+        assert_eq!(t(1.5e-5), "1.5e-05");
+        assert_eq!(t(0.0001), "0.0001");
+        assert_eq!(t(123456789012345.0), "123456789012345");
+        assert_eq!(t(1e15), "1e+15");
+        assert_eq!(t(0.0), "0");
+        assert_eq!(t(f64::NAN), "NaN");
+        assert_eq!(t(f64::NEG_INFINITY), "-Infinity");
+        let f = |v: f32| pg_float_text(v as f64, format!("{v:e}"), 6);
+        assert_eq!(f(0.1), "0.1");
+        assert_eq!(f(1234567.0), "1.234567e+06");
+    }
 
     #[test]
     fn interval_text_matches_postgres() {
