@@ -98,57 +98,40 @@ fn pg_float_text(v: f64, shortest_exp: String, exp_limit: i32) -> String {
     }
 }
 
-impl ToSql for PgFloat<f64> {
-    fn to_sql(
-        &self,
-        ty: &Type,
-        out: &mut BytesMut,
-    ) -> Result<IsNull, Box<dyn Error + Sync + Send>> {
-        self.0.to_sql(ty, out)
-    }
-    fn accepts(ty: &Type) -> bool {
-        *ty == Type::FLOAT8
-    }
-    to_sql_checked!();
+/// `ToSql` (binary, as the primitive) and `ToSqlText` (Postgres' float output) for a float type.
+macro_rules! pg_float {
+    ($t:ty, $pg:expr, $exp_limit:expr) => {
+        impl ToSql for PgFloat<$t> {
+            fn to_sql(
+                &self,
+                ty: &Type,
+                out: &mut BytesMut,
+            ) -> Result<IsNull, Box<dyn Error + Sync + Send>> {
+                self.0.to_sql(ty, out)
+            }
+            fn accepts(ty: &Type) -> bool {
+                *ty == $pg
+            }
+            to_sql_checked!();
+        }
+
+        impl ToSqlText for PgFloat<$t> {
+            fn to_sql_text(
+                &self,
+                _ty: &Type,
+                out: &mut BytesMut,
+                _format_options: &FormatOptions,
+            ) -> Result<IsNull, Box<dyn Error + Sync + Send>> {
+                let text = pg_float_text(self.0 as f64, format!("{:e}", self.0), $exp_limit);
+                out.put_slice(text.as_bytes());
+                Ok(IsNull::No)
+            }
+        }
+    };
 }
 
-impl ToSqlText for PgFloat<f64> {
-    fn to_sql_text(
-        &self,
-        _ty: &Type,
-        out: &mut BytesMut,
-        _format_options: &FormatOptions,
-    ) -> Result<IsNull, Box<dyn Error + Sync + Send>> {
-        out.put_slice(pg_float_text(self.0, format!("{:e}", self.0), 15).as_bytes());
-        Ok(IsNull::No)
-    }
-}
-
-impl ToSql for PgFloat<f32> {
-    fn to_sql(
-        &self,
-        ty: &Type,
-        out: &mut BytesMut,
-    ) -> Result<IsNull, Box<dyn Error + Sync + Send>> {
-        self.0.to_sql(ty, out)
-    }
-    fn accepts(ty: &Type) -> bool {
-        *ty == Type::FLOAT4
-    }
-    to_sql_checked!();
-}
-
-impl ToSqlText for PgFloat<f32> {
-    fn to_sql_text(
-        &self,
-        _ty: &Type,
-        out: &mut BytesMut,
-        _format_options: &FormatOptions,
-    ) -> Result<IsNull, Box<dyn Error + Sync + Send>> {
-        out.put_slice(pg_float_text(self.0 as f64, format!("{:e}", self.0), 6).as_bytes());
-        Ok(IsNull::No)
-    }
-}
+pg_float!(f64, Type::FLOAT8, 15);
+pg_float!(f32, Type::FLOAT4, 6);
 
 /// A Postgres interval (months, days, microseconds) with text and binary encodings.
 #[derive(Debug, Clone, Copy)]
