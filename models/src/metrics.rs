@@ -43,6 +43,11 @@ pub fn auc(scores: &[f32], positive: &[bool]) -> Option<f64> {
     Some((rank_sum - n_pos * (n_pos + 1.0) / 2.0) / (n_pos * n_neg))
 }
 
+/// `[P(class 0), P(class 1)]` per row from P(class 1) per row.
+pub fn both_classes(p1: &[f32]) -> Vec<f32> {
+    p1.iter().flat_map(|&p| [1.0 - p, p]).collect()
+}
+
 /// Metrics of a classifier: `probs` is row-major `n × k` (`k` = classes; for binary models
 /// pass both columns), `y` the true class codes.
 pub fn classification(probs: &[f32], k: usize, y: &[usize]) -> Metrics {

@@ -90,6 +90,18 @@ pub enum Estimator {
     Kmeans(KMeans),
 }
 
+impl Estimator {
+    /// Raw outputs on an encoded matrix, row-major, and how many per row (see
+    /// [`ModelArtifact::outputs`]; no calibration applied).
+    pub fn outputs(&self, x: &Matrix) -> (Vec<f32>, usize) {
+        match self {
+            Estimator::Trees(e) => (e.predict(x), e.n_outputs),
+            Estimator::Linear(l) => (l.predict(x), l.weights.len()),
+            Estimator::Kmeans(k) => (k.assign(x).iter().map(|a| a.0 as f32).collect(), 1),
+        }
+    }
+}
+
 /// One candidate tried by `auto` (or the single fit of a fixed algorithm).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Trial {
@@ -260,11 +272,7 @@ impl ModelArtifact {
     /// binary → P(second class); multiclass → probabilities; regression → values;
     /// clustering → cluster ids.
     pub fn outputs(&self, x: &Matrix) -> (Vec<f32>, usize) {
-        let (mut out, k) = match &self.estimator {
-            Estimator::Trees(e) => (e.predict(x), e.n_outputs),
-            Estimator::Linear(l) => (l.predict(x), l.weights.len()),
-            Estimator::Kmeans(k) => (k.assign(x).iter().map(|a| a.0 as f32).collect(), 1),
-        };
+        let (mut out, k) = self.estimator.outputs(x);
         if let (Some(c), 1, Task::Classification) = (&self.calibration, k, self.task) {
             out.iter_mut().for_each(|p| *p = c.apply(*p));
         }
@@ -275,7 +283,7 @@ impl ModelArtifact {
     pub fn class_probabilities(&self, x: &Matrix) -> (Vec<f32>, usize) {
         let (out, k) = self.outputs(x);
         if k == 1 {
-            (out.iter().flat_map(|&p| [1.0 - p, p]).collect(), 2)
+            (crate::metrics::both_classes(&out), 2)
         } else {
             (out, k)
         }

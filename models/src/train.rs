@@ -195,16 +195,11 @@ fn higher_is_better(metric: &str) -> bool {
 }
 
 fn evaluate(est: &Estimator, task: Task, classes: usize, x: &Matrix, y: &[f32]) -> Metrics {
-    let artifact_like = |x: &Matrix| match est {
-        Estimator::Trees(e) => (e.predict(x), e.n_outputs),
-        Estimator::Linear(l) => (l.predict(x), l.weights.len()),
-        Estimator::Kmeans(_) => (vec![], 1),
-    };
-    let (out, k) = artifact_like(x);
+    let (out, k) = est.outputs(x);
     match task {
         Task::Classification => {
-            let probs: Vec<f32> = if k == 1 {
-                out.iter().flat_map(|&p| [1.0 - p, p]).collect()
+            let probs = if k == 1 {
+                metrics::both_classes(&out)
             } else {
                 out
             };
@@ -638,17 +633,11 @@ pub fn train(
         && log_odds_model
         && let Some((vx, vy)) = &data.valid
     {
-        let raw = match &fitted.estimator {
-            Estimator::Trees(e) => e.predict(vx),
-            Estimator::Linear(l) => l.predict(vx),
-            Estimator::Kmeans(_) => vec![],
-        };
+        let (raw, _) = fitted.estimator.outputs(vx);
         if let Some(platt) = crate::model::Platt::fit(&raw, vy) {
             let calibrated: Vec<f32> = raw.iter().map(|&p| platt.apply(p)).collect();
-            let as_pairs =
-                |v: &[f32]| -> Vec<f32> { v.iter().flat_map(|&p| [1.0 - p, p]).collect() };
             let labels: Vec<usize> = vy.iter().map(|&v| v as usize).collect();
-            let after = metrics::classification(&as_pairs(&calibrated), 2, &labels);
+            let after = metrics::classification(&metrics::both_classes(&calibrated), 2, &labels);
             let before = metrics
                 .values
                 .get("log_loss")

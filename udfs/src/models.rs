@@ -410,13 +410,11 @@ impl Accumulator for MetricsAccumulator {
                     .as_ref()
                     .map(|t| t.n_classes())
                     .unwrap_or(2);
-                let probs: Vec<f32> = if k == 1 {
-                    self.outputs
-                        .iter()
-                        .flat_map(|&p| [1.0 - p as f32, p as f32])
-                        .collect()
+                let out: Vec<f32> = self.outputs.iter().map(|&p| p as f32).collect();
+                let probs = if k == 1 {
+                    prognos_models::metrics::both_classes(&out)
                 } else {
-                    self.outputs.iter().map(|&p| p as f32).collect()
+                    out
                 };
                 let y: Vec<usize> = self.truth.iter().map(|&t| t as usize).collect();
                 prognos_models::metrics::classification(&probs, classes, &y)
