@@ -78,7 +78,7 @@ impl Target {
         let text = text.as_string::<i32>();
         let distinct: BTreeSet<&str> = text.iter().flatten().collect();
         let task = task.unwrap_or_else(|| infer_task(col.data_type(), distinct.len()));
-        match task {
+        let kind = match task {
             Task::Classification => {
                 let mut labels: Vec<String> = distinct.iter().map(|s| s.to_string()).collect();
                 if col.data_type().is_integer() {
@@ -91,41 +91,30 @@ impl Target {
                         labels.first().map(String::as_str).unwrap_or("")
                     )));
                 }
-                let y = text
-                    .iter()
-                    .map(|v| v.and_then(|v| labels.iter().position(|l| l == v).map(|p| p as f32)))
-                    .collect();
-                let target = Target {
-                    name: name.to_string(),
-                    data_type: col.data_type().to_string(),
-                    kind: TargetKind::Classes { labels },
-                };
-                Ok((target, task, y))
+                TargetKind::Classes { labels }
             }
             Task::Regression => {
-                let numeric = col.data_type().is_numeric();
-                if !numeric {
+                if !col.data_type().is_numeric() {
                     return Err(ModelError::InvalidInput(format!(
                         "regression needs a numeric target, but \"{name}\" has type {}",
                         col.data_type()
                     )));
                 }
-                let v = cast(col, &DataType::Float64)?;
-                let v = v.as_primitive::<Float64Type>();
-                let y = (0..v.len())
-                    .map(|i| (!v.is_null(i)).then(|| v.value(i) as f32))
-                    .collect();
-                let target = Target {
-                    name: name.to_string(),
-                    data_type: col.data_type().to_string(),
-                    kind: TargetKind::Real,
-                };
-                Ok((target, task, y))
+                TargetKind::Real
             }
-            other => Err(ModelError::InvalidParameter(format!(
-                "task {other:?} does not take a PREDICT target"
-            ))),
-        }
+            other => {
+                return Err(ModelError::InvalidParameter(format!(
+                    "task {other:?} does not take a PREDICT target"
+                )));
+            }
+        };
+        let target = Target {
+            name: name.to_string(),
+            data_type: col.data_type().to_string(),
+            kind,
+        };
+        let y = target.encode(col)?;
+        Ok((target, task, y))
     }
 
     /// Class codes (classifiers) or values (regressors) of a column holding the target, e.g.
