@@ -17,8 +17,7 @@ use std::borrow::Cow;
 use std::ops::ControlFlow;
 
 use datafusion::sql::sqlparser::ast::{
-    Expr, FunctionArg, FunctionArgExpr, Ident, Statement, TableAlias, TableFactor, Value, VisitMut,
-    VisitorMut,
+    Expr, FunctionArg, FunctionArgExpr, Statement, TableFactor, Value, VisitMut, VisitorMut,
 };
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
@@ -41,8 +40,9 @@ fn quote(name: &str) -> String {
 
 /// `TABLE t` → `(SELECT * FROM t)` inside `predict(` / `evaluate(` calls.
 pub(super) fn table_arguments(sql: &str) -> Cow<'_, str> {
-    let lower = sql.to_ascii_lowercase();
-    if !lower.contains("table") || !RELATION_FUNCTIONS.iter().any(|f| lower.contains(f)) {
+    // Every statement passes here: test for the words without allocating.
+    let has = |w: &str| super::model_sql::contains_ignore_case(sql, w);
+    if !has("table") || !RELATION_FUNCTIONS.iter().any(|f| has(f)) {
         return Cow::Borrowed(sql);
     }
     let Ok(tokens) = Tokenizer::new(&PostgreSqlDialect {}, sql).tokenize() else {
@@ -264,18 +264,7 @@ impl VisitorMut for ModelRelations<'_> {
                 ));
             }
         };
-        let alias = alias.clone().unwrap_or_else(|| TableAlias {
-            explicit: true,
-            name: Ident::new(func),
-            columns: vec![],
-            at: None,
-        });
-        *tf = TableFactor::Derived {
-            lateral: false,
-            subquery: query,
-            alias: Some(alias),
-            sample: None,
-        };
+        *tf = super::pg_rewrite::derived_table(query, alias.clone(), &func);
         ControlFlow::Continue(())
     }
 }

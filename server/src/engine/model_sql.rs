@@ -92,11 +92,17 @@ fn byte_offset(sql: &str, loc: Location) -> usize {
 
 /// Whether `sql` may hold a model statement (a cheap test before tokenizing).
 pub(super) fn may_contain_model_statement(sql: &str) -> bool {
-    sql.len() >= 5
-        && sql
+    contains_ignore_case(sql, "model")
+}
+
+/// Whether `hay` contains the ASCII `needle` in any letter case, without allocating.
+pub(super) fn contains_ignore_case(hay: &str, needle: &str) -> bool {
+    let n = needle.as_bytes();
+    hay.len() >= n.len()
+        && hay
             .as_bytes()
-            .windows(5)
-            .any(|w| w.eq_ignore_ascii_case(b"model"))
+            .windows(n.len())
+            .any(|w| w.eq_ignore_ascii_case(n))
 }
 
 /// One statement of a script: its text and, for model statements, the parse.

@@ -251,18 +251,7 @@ impl VisitorMut for FromFunctions<'_> {
                 .eq_ignore_ascii_case("information_schema.columns")
             && let Some(query) = columns_with_pg_types()
         {
-            let alias = alias.clone().unwrap_or_else(|| TableAlias {
-                explicit: true,
-                name: Ident::new("columns"),
-                columns: vec![],
-                at: None,
-            });
-            *tf = TableFactor::Derived {
-                lateral: false,
-                subquery: query,
-                alias: Some(alias),
-                sample: None,
-            };
+            *tf = derived_table(query, alias.clone(), "columns");
             return ControlFlow::Continue(());
         }
         let TableFactor::Table {
@@ -293,12 +282,7 @@ impl VisitorMut for FromFunctions<'_> {
         else {
             return ControlFlow::Continue(());
         };
-        *tf = TableFactor::Derived {
-            lateral: false,
-            subquery: query,
-            alias: Some(alias.clone()),
-            sample: None,
-        };
+        *tf = derived_table(query, Some(alias.clone()), "");
         ControlFlow::Continue(())
     }
 }
@@ -333,6 +317,26 @@ impl VisitorMut for RegprocLiterals {
 /// Replace `regproc` casts of string literals by the bare function name (see module docs).
 pub(super) fn rewrite_regproc_literals(stmt: &mut Statement) {
     let _ = stmt.visit(&mut RegprocLiterals);
+}
+
+/// `(<query>) AS <alias>`, the alias defaulting to `default_name`.
+pub(super) fn derived_table(
+    query: Box<Query>,
+    alias: Option<TableAlias>,
+    default_name: &str,
+) -> TableFactor {
+    let alias = alias.unwrap_or_else(|| TableAlias {
+        explicit: true,
+        name: Ident::new(default_name),
+        columns: vec![],
+        at: None,
+    });
+    TableFactor::Derived {
+        lateral: false,
+        subquery: query,
+        alias: Some(alias),
+        sample: None,
+    }
 }
 
 /// Apply the rewrites to one statement.
