@@ -194,8 +194,8 @@ fn higher_is_better(metric: &str) -> bool {
     metric == "auc"
 }
 
-fn evaluate(est: &Estimator, task: Task, classes: usize, x: &Matrix, y: &[f32]) -> Metrics {
-    let (out, k) = est.outputs(x);
+/// Metrics of outputs (`k` per row, as [`Estimator::outputs`] gives them) against `y`.
+fn evaluate(task: Task, classes: usize, (out, k): (Vec<f32>, usize), y: &[f32]) -> Metrics {
     match task {
         Task::Classification => {
             let probs = if k == 1 {
@@ -227,6 +227,7 @@ fn fit_one(
     };
     let valid = data.valid.as_ref().map(|(x, y)| (x, y.as_slice()));
     let cancel = ctx.cancel;
+    let mut train_outputs = None;
     let estimator = match algorithm {
         Algorithm::Gbdt | Algorithm::RandomForest => {
             let defaults = if algorithm == Algorithm::Gbdt {
@@ -261,8 +262,8 @@ fn fit_one(
                 }
                 Ok(())
             };
-            let e = if algorithm == Algorithm::Gbdt {
-                train_boosted(
+            if algorithm == Algorithm::Gbdt {
+                let (e, raw) = train_boosted(
                     data.x,
                     data.derived,
                     data.y,
@@ -271,9 +272,13 @@ fn fit_one(
                     valid,
                     &params,
                     &mut hook,
-                )?
+                )?;
+                // Without a validation split the metrics are the training set's, whose
+                // scores boosting already holds.
+                train_outputs = Some((e.link(raw), e.n_outputs));
+                Estimator::Trees(e)
             } else {
-                train_forest(
+                Estimator::Trees(train_forest(
                     data.x,
                     data.derived,
                     data.y,
@@ -281,9 +286,8 @@ fn fit_one(
                     classes,
                     &params,
                     &mut hook,
-                )?
-            };
-            Estimator::Trees(e)
+                )?)
+            }
         }
         Algorithm::Linear | Algorithm::Logistic => {
             let lambda = num(options, "lambda")?.unwrap_or(1.0).max(0.0);
@@ -307,11 +311,11 @@ fn fit_one(
             )));
         }
     };
-    let (mx, my) = match &data.valid {
-        Some((x, y)) => (x, y.as_slice()),
-        None => (data.x, data.y),
+    let metrics = match (&data.valid, train_outputs) {
+        (Some((x, y)), _) => evaluate(task, classes, estimator.outputs(x), y),
+        (None, Some(outputs)) => evaluate(task, classes, outputs, data.y),
+        (None, None) => evaluate(task, classes, estimator.outputs(data.x), data.y),
     };
-    let metrics = evaluate(&estimator, task, classes, mx, my);
     let selection = selection_metric(task, classes, &metrics);
     Ok(Fitted {
         estimator,

@@ -111,12 +111,15 @@ fn midpoint(a: f32, b: f32) -> f32 {
 pub(crate) struct BinnedMatrix {
     pub(crate) mappers: Vec<BinMapper>,
     pub(crate) cols: Vec<Vec<u8>>,
+    /// Where each column's bins start in a histogram of all columns (`columns + 1` entries,
+    /// the last being the total number of bins).
+    pub(crate) offsets: Vec<usize>,
 }
 
 impl BinnedMatrix {
     pub(crate) fn build(x: &Matrix, derived: &[DerivedColumn], max_bin: usize) -> BinnedMatrix {
         use rayon::prelude::*;
-        let (mappers, cols) = x
+        let (mappers, cols): (Vec<BinMapper>, Vec<Vec<u8>>) = x
             .cols
             .par_iter()
             .zip(derived.par_iter())
@@ -126,7 +129,15 @@ impl BinnedMatrix {
                 (m, bins)
             })
             .unzip();
-        BinnedMatrix { mappers, cols }
+        let mut offsets = vec![0];
+        for m in &mappers {
+            offsets.push(offsets[offsets.len() - 1] + m.n_bins);
+        }
+        BinnedMatrix {
+            mappers,
+            cols,
+            offsets,
+        }
     }
 }
 

@@ -235,6 +235,12 @@ impl Ensemble {
         raw
     }
 
+    /// Turn raw scores (as [`Ensemble::predict_raw`] gives them) into outputs.
+    pub fn link(&self, mut raw: Vec<f32>) -> Vec<f32> {
+        self.link_in_place(&mut raw);
+        raw
+    }
+
     fn link_in_place(&self, raw: &mut [f32]) {
         match (self.combine, self.objective) {
             (Combine::Sum, Objective::Binary) => raw.iter_mut().for_each(|v| *v = sigmoid(*v)),
@@ -317,6 +323,10 @@ fn allowed_columns(n: usize, fraction: f64, rng: &mut ChaCha8Rng) -> Vec<bool> {
 /// Train a gradient-boosted ensemble. `y` holds class codes (classification) or values.
 /// With `valid`, training stops early when the validation loss has not improved for
 /// `early_stopping_rounds` iterations, and the ensemble is cut back to its best iteration.
+///
+/// Also returns the raw scores of the training rows after the last tree (row-major, as
+/// [`Ensemble::predict_raw`] would give them for the returned ensemble when training was not
+/// cut back), so training-set metrics need no second pass over the rows.
 #[allow(clippy::too_many_arguments)]
 pub fn train_boosted(
     x: &Matrix,
@@ -327,7 +337,7 @@ pub fn train_boosted(
     valid: Option<(&Matrix, &[f32])>,
     params: &TreeParams,
     hook: &mut IterationHook<'_>,
-) -> ModelResult<Ensemble> {
+) -> ModelResult<(Ensemble, Vec<f32>)> {
     let n = x.n_rows;
     let k = objective.outputs(n_classes);
     let binned = BinnedMatrix::build(x, derived, params.max_bin);
@@ -462,7 +472,7 @@ pub fn train_boosted(
     {
         ens.trees.truncate((best_iter + 1) * k);
     }
-    Ok(ens)
+    Ok((ens, score))
 }
 
 /// Train a random forest: bootstrap rows, `sqrt(columns)` per node (unless

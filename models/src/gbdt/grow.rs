@@ -41,12 +41,19 @@ struct Bin {
     c: u64,
 }
 
-#[derive(Debug, Clone, Default)]
-struct FeatHist {
-    bins: Vec<Bin>,
-}
+/// Every value a `u8` bin can take.
+const SLOTS: usize = 256;
 
-type Hist = Vec<FeatHist>;
+/// A leaf's histogram: each column's bins (`BinnedMatrix::offsets`), side by side in one
+/// buffer.
+#[derive(Debug, Default)]
+struct Hist(Vec<Bin>);
+
+impl Hist {
+    fn col(&self, x: &BinnedMatrix, f: usize) -> &[Bin] {
+        &self.0[x.offsets[f]..x.offsets[f + 1]]
+    }
+}
 
 #[derive(Debug, Clone)]
 enum Rule {
@@ -90,59 +97,138 @@ fn set_insert(set: &mut [u64; 4], bin: usize) {
 /// Below this many (rows × columns) a histogram is built on one thread.
 const PARALLEL_WORK: usize = 32_768;
 
-fn build_hist(
-    x: &BinnedMatrix,
-    rows: &[u32],
-    grad: &[f32],
-    hess: &[f32],
-    allowed: &[bool],
-) -> Hist {
-    let gh: Vec<(f32, f32)> = rows
-        .iter()
-        .map(|&r| (grad[r as usize], hess[r as usize]))
-        .collect();
-    let one = |f: usize| -> FeatHist {
-        if !allowed[f] {
-            return FeatHist::default();
+/// Buffers of finished leaves, reused for new histograms.
+#[derive(Default)]
+struct HistPool(Vec<Vec<Bin>>);
+
+impl HistPool {
+    fn take(&mut self, len: usize) -> Vec<Bin> {
+        match self.0.pop() {
+            Some(mut v) => {
+                v.clear();
+                v.resize(len, Bin::default());
+                v
+            }
+            None => vec![Bin::default(); len],
         }
-        let nb = x.mappers[f].n_bins;
-        let mut bins = vec![Bin::default(); 256];
-        let col = &x.cols[f];
-        for (&r, &(g, hh)) in rows.iter().zip(&gh) {
-            // A u8 bin always indexes the 256 slots: no bounds check in the hot loop.
-            let bin = &mut bins[col[r as usize] as usize];
-            bin.g += g as f64;
-            bin.h += hh as f64;
-            bin.c += 1;
+    }
+
+    fn give(&mut self, h: Hist) {
+        if !h.0.is_empty() {
+            self.0.push(h.0);
         }
-        bins.truncate(nb);
-        FeatHist { bins }
-    };
-    let nf = x.cols.len();
-    if rows.len() * nf < PARALLEL_WORK {
-        (0..nf).map(one).collect()
-    } else {
-        (0..nf).into_par_iter().map(one).collect()
     }
 }
 
-fn subtract(parent: &Hist, child: &Hist) -> Hist {
-    parent
-        .iter()
-        .zip(child)
-        .map(|(p, c)| FeatHist {
-            bins: p
-                .bins
-                .iter()
-                .zip(&c.bins)
-                .map(|(a, b)| Bin {
-                    g: a.g - b.g,
-                    h: a.h - b.h,
-                    c: a.c - b.c,
-                })
-                .collect(),
-        })
-        .collect()
+/// From this many rows on, a column is accumulated into several copies of its histogram in
+/// turn, merged at the end: a column with few distinct values (flags, small categories) would
+/// otherwise send consecutive rows to the same bin, and each add would wait for the previous
+/// one's store.
+const SPREAD_ROWS: usize = 4096;
+
+#[inline(always)]
+fn add(bin: &mut Bin, g: f32, h: f32) {
+    bin.g += g as f64;
+    bin.h += h as f64;
+    bin.c += 1;
+}
+
+/// Accumulate `(bin, gradient, hessian)` of some rows into one column's bins.
+#[inline(always)]
+fn accumulate(bins: &mut [Bin], mut rows: impl ExactSizeIterator<Item = (u8, f32, f32)>) {
+    if rows.len() < SPREAD_ROWS {
+        for (b, g, h) in rows {
+            add(&mut bins[b as usize], g, h);
+        }
+        return;
+    }
+    let mut spare = [[Bin::default(); SLOTS]; 3];
+    let [s0, s1, s2] = &mut spare;
+    while let Some((b, g, h)) = rows.next() {
+        add(&mut bins[b as usize], g, h);
+        let Some((b, g, h)) = rows.next() else { break };
+        add(&mut s0[b as usize], g, h);
+        let Some((b, g, h)) = rows.next() else { break };
+        add(&mut s1[b as usize], g, h);
+        let Some((b, g, h)) = rows.next() else { break };
+        add(&mut s2[b as usize], g, h);
+    }
+    for s in &spare {
+        for (a, b) in bins.iter_mut().zip(s) {
+            a.g += b.g;
+            a.h += b.h;
+            a.c += b.c;
+        }
+    }
+}
+
+/// The histogram of the rows in `rows`; `every_row` says they are `0..n` in order. Columns
+/// not `allowed` stay zero.
+fn build_hist(
+    x: &BinnedMatrix,
+    rows: &[u32],
+    every_row: bool,
+    g: &Gradients<'_>,
+    pool: &mut HistPool,
+) -> Hist {
+    let Gradients {
+        grad,
+        hess,
+        allowed,
+    } = *g;
+    let nf = x.cols.len();
+    let mut buf = pool.take(x.offsets[nf]);
+    let pair = |&r: &u32| (grad[r as usize], hess[r as usize]);
+    let gh: Vec<(f32, f32)> = if every_row {
+        vec![]
+    } else if rows.len() < PARALLEL_PARTITION {
+        rows.iter().map(pair).collect()
+    } else {
+        rows.par_iter().map(pair).collect()
+    };
+    let one = |(f, bins): (usize, &mut [Bin])| {
+        if !allowed[f] {
+            return;
+        }
+        let col = &x.cols[f];
+        if every_row {
+            let rows = col.iter().zip(grad.iter().zip(hess));
+            accumulate(bins, rows.map(|(&b, (&g, &h))| (b, g, h)));
+        } else {
+            let rows = rows.iter().zip(&gh);
+            accumulate(bins, rows.map(|(&r, &(g, h))| (col[r as usize], g, h)));
+        }
+    };
+    let mut per_column = Vec::with_capacity(nf);
+    let mut rest = buf.as_mut_slice();
+    for f in 0..nf {
+        let (this, tail) = rest.split_at_mut(x.offsets[f + 1] - x.offsets[f]);
+        per_column.push((f, this));
+        rest = tail;
+    }
+    if rows.len() * nf < PARALLEL_WORK {
+        per_column.into_iter().for_each(one);
+    } else {
+        per_column.into_par_iter().for_each(one);
+    }
+    Hist(buf)
+}
+
+/// What a tree is grown from: per-row gradients and hessians, and the columns it may use.
+#[derive(Clone, Copy)]
+struct Gradients<'a> {
+    grad: &'a [f32],
+    hess: &'a [f32],
+    allowed: &'a [bool],
+}
+
+/// Turn `parent` into the histogram of its other child by taking away `child`'s.
+fn subtract_in_place(parent: &mut Hist, child: &Hist) {
+    for (a, b) in parent.0.iter_mut().zip(&child.0) {
+        a.g -= b.g;
+        a.h -= b.h;
+        a.c -= b.c;
+    }
 }
 
 struct Totals {
@@ -157,7 +243,7 @@ fn leaf_score(g: f64, h: f64, l2: f64) -> f64 {
 
 fn best_numeric(
     f: usize,
-    hist: &FeatHist,
+    hist: &[Bin],
     m: &BinMapper,
     t: &Totals,
     p: &GrowParams,
@@ -165,15 +251,15 @@ fn best_numeric(
     let parent = leaf_score(t.g, t.h, p.lambda_l2);
     let mut best: Option<Candidate> = None;
     let n_bins = m.n_bins;
-    let b0 = hist.bins[0];
+    let b0 = hist[0];
     let miss = (b0.g, b0.h, b0.c as usize);
     for missing_left in [false, true] {
         if missing_left && miss.2 == 0 {
             break;
         }
         let (mut gl, mut hl, mut cl) = if missing_left { miss } else { (0.0, 0.0, 0) };
-        for b in 1..n_bins.saturating_sub(1) {
-            let bin = hist.bins[b];
+        let last = n_bins.saturating_sub(1).max(1);
+        for (b, bin) in hist.iter().enumerate().take(last).skip(1) {
             gl += bin.g;
             hl += bin.h;
             cl += bin.c as usize;
@@ -210,10 +296,8 @@ fn best_numeric(
     best
 }
 
-fn best_categorical(f: usize, hist: &FeatHist, t: &Totals, p: &GrowParams) -> Option<Candidate> {
-    let used: Vec<usize> = (1..hist.bins.len())
-        .filter(|&b| hist.bins[b].c > 0)
-        .collect();
+fn best_categorical(f: usize, hist: &[Bin], t: &Totals, p: &GrowParams) -> Option<Candidate> {
+    let used: Vec<usize> = (1..hist.len()).filter(|&b| hist[b].c > 0).collect();
     if used.len() < 2 {
         return None;
     }
@@ -221,9 +305,9 @@ fn best_categorical(f: usize, hist: &FeatHist, t: &Totals, p: &GrowParams) -> Op
     let consider = |set_bins: &[usize], l2: f64, best: &mut Option<Candidate>| {
         let (mut gl, mut hl, mut cl) = (0.0, 0.0, 0usize);
         for &b in set_bins {
-            gl += hist.bins[b].g;
-            hl += hist.bins[b].h;
-            cl += hist.bins[b].c as usize;
+            gl += hist[b].g;
+            hl += hist[b].h;
+            cl += hist[b].c as usize;
         }
         let cr = t.c - cl;
         let hr = t.h - hl;
@@ -257,12 +341,12 @@ fn best_categorical(f: usize, hist: &FeatHist, t: &Totals, p: &GrowParams) -> Op
     }
     let mut sorted: Vec<usize> = used
         .into_iter()
-        .filter(|&b| hist.bins[b].c as usize >= p.min_data_per_group)
+        .filter(|&b| hist[b].c as usize >= p.min_data_per_group)
         .collect();
     if sorted.len() < 2 {
         return None;
     }
-    let ratio = |b: usize| hist.bins[b].g / (hist.bins[b].h + p.cat_smooth);
+    let ratio = |b: usize| hist[b].g / (hist[b].h + p.cat_smooth);
     sorted.sort_by(|&a, &b| ratio(a).total_cmp(&ratio(b)).then(a.cmp(&b)));
     let max_left = p.max_cat_threshold.min(sorted.len() - 1).max(1);
     let l2 = p.lambda_l2 + p.cat_l2;
@@ -294,9 +378,9 @@ fn find_best(
         .into_iter()
         .filter_map(|f| {
             if x.mappers[f].categorical {
-                best_categorical(f, &hist[f], t, p)
+                best_categorical(f, hist.col(x, f), t, p)
             } else {
-                best_numeric(f, &hist[f], &x.mappers[f], t, p)
+                best_numeric(f, hist.col(x, f), &x.mappers[f], t, p)
             }
         })
         .filter(|c| c.gain > p.min_gain)
@@ -322,20 +406,59 @@ fn goes_left(rule: &Rule, bin: u8) -> bool {
     }
 }
 
-/// Stable partition of `idx` by the rule; returns the number going left.
+/// Stable partition of `idx` by the rule; returns the number going left. Large leaves are
+/// cut into chunks partitioned in parallel, then the chunks' left parts and right parts are
+/// put together in order.
 fn partition(idx: &mut [u32], col: &[u8], rule: &Rule, scratch: &mut Vec<u32>) -> usize {
+    let mut left = [0u8; SLOTS];
+    for (b, l) in left.iter_mut().enumerate() {
+        *l = u8::from(goes_left(rule, b as u8));
+    }
+    if idx.len() < PARALLEL_PARTITION {
+        return partition_chunk(idx, col, &left, scratch);
+    }
+    let chunk = idx.len().div_ceil(rayon::current_num_threads().max(1) * 4);
+    let lefts: Vec<usize> = idx
+        .par_chunks_mut(chunk)
+        .map_init(Vec::new, |scratch, c| {
+            partition_chunk(c, col, &left, scratch)
+        })
+        .collect();
     scratch.clear();
-    let mut w = 0;
+    for (c, &l) in idx.chunks(chunk).zip(&lefts) {
+        scratch.extend_from_slice(&c[..l]);
+    }
+    for (c, &l) in idx.chunks(chunk).zip(&lefts) {
+        scratch.extend_from_slice(&c[l..]);
+    }
+    idx.copy_from_slice(scratch);
+    lefts.iter().sum()
+}
+
+/// From this many rows on, a leaf is partitioned (and its gradients gathered) in parallel.
+const PARALLEL_PARTITION: usize = 65_536;
+
+/// Stable partition of one chunk, `left` saying which bins go left. Branch-free: each row is
+/// written to both sides and only the side it belongs to advances (the direction of a row is
+/// as good as random, so a branch on it would mispredict half the time).
+fn partition_chunk(
+    idx: &mut [u32],
+    col: &[u8],
+    left: &[u8; SLOTS],
+    scratch: &mut Vec<u32>,
+) -> usize {
+    scratch.clear();
+    scratch.resize(idx.len(), 0);
+    let (mut w, mut s) = (0, 0);
     for i in 0..idx.len() {
         let r = idx[i];
-        if goes_left(rule, col[r as usize]) {
-            idx[w] = r;
-            w += 1;
-        } else {
-            scratch.push(r);
-        }
+        let l = left[col[r as usize] as usize] as usize;
+        idx[w] = r;
+        scratch[s] = r;
+        w += l;
+        s += 1 - l;
     }
-    idx[w..].copy_from_slice(scratch);
+    idx[w..].copy_from_slice(&scratch[..s]);
     w
 }
 
@@ -354,7 +477,14 @@ pub(crate) fn grow(
     let (g, h) = indices.iter().fold((0.0, 0.0), |(g, h), &r| {
         (g + grad[r as usize] as f64, h + hess[r as usize] as f64)
     });
-    let hist = build_hist(x, indices, grad, hess, allowed);
+    let mut pool = HistPool::default();
+    let gradients = Gradients {
+        grad,
+        hess,
+        allowed,
+    };
+    let every_row = indices.iter().enumerate().all(|(i, &r)| r as usize == i);
+    let hist = build_hist(x, indices, every_row, &gradients, &mut pool);
     let totals = Totals {
         g,
         h,
@@ -433,18 +563,18 @@ pub(crate) fn grow(
             }
         }
         let depth = leaf.depth + 1;
-        let parent_hist = std::mem::take(&mut leaf.hist);
+        let mut parent_hist = std::mem::take(&mut leaf.hist);
         let (pg, ph) = (leaf.g, leaf.h);
         let left_rows = &indices[start..start + left_len];
         let right_rows = &indices[start + left_len..start + len];
         let (left_hist, right_hist) = if left_len <= len - left_len {
-            let lh = build_hist(x, left_rows, grad, hess, allowed);
-            let rh = subtract(&parent_hist, &lh);
-            (lh, rh)
+            let lh = build_hist(x, left_rows, false, &gradients, &mut pool);
+            subtract_in_place(&mut parent_hist, &lh);
+            (lh, parent_hist)
         } else {
-            let rh = build_hist(x, right_rows, grad, hess, allowed);
-            let lh = subtract(&parent_hist, &rh);
-            (lh, rh)
+            let rh = build_hist(x, right_rows, false, &gradients, &mut pool);
+            subtract_in_place(&mut parent_hist, &rh);
+            (parent_hist, rh)
         };
         let can_split =
             |n: usize| n >= 2 * p.min_data_in_leaf && (p.max_depth == 0 || depth < p.max_depth);
@@ -468,6 +598,17 @@ pub(crate) fn grow(
         } else {
             None
         };
+        // A leaf that cannot split never needs its histogram again.
+        let keep = |best: &Option<Candidate>, h: Hist, pool: &mut HistPool| {
+            if best.is_some() {
+                h
+            } else {
+                pool.give(h);
+                Hist::default()
+            }
+        };
+        let left_hist = keep(&left_best, left_hist, &mut pool);
+        let right_hist = keep(&right_best, right_hist, &mut pool);
         leaves[pick] = Leaf {
             start,
             len: left_len,
