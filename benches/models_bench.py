@@ -2,7 +2,7 @@
 
 Usage (LightGBM and scikit-learn in a venv that also sees psycopg / pyarrow / adbc):
     python3 -m venv --system-site-packages ~/.cache/prognos-bench-venv
-    ~/.cache/prognos-bench-venv/bin/pip install lightgbm scikit-learn
+    ~/.cache/prognos-bench-venv/bin/pip install lightgbm scikit-learn pandas onnxmltools onnxruntime
     CARGO_TARGET_DIR=... ~/.cache/prognos-bench-venv/bin/python benches/models_bench.py [--rows N]
 
 Both sides train on the same rows and are scored on the same held-out rows: the split is made
@@ -143,6 +143,7 @@ def main():
                 for c in ("c0", "c1"):
                     xall[c] = xall[c].astype(pd_categorical(synth["model"].booster_.pandas_categorical[["c0", "c1"].index(c)]))
                 best_lgb = min(_timed(lambda: synth["model"].booster_.predict(xall, num_threads=2)) for _ in range(3))
+                best_onnx, onnx_gap = onnx_predict(synth["model"], xall)
 
             # Point PREDICT latency: a prepared single-row query over pgwire.
             args_sql = ", ".join(["%s"] * 19)
@@ -168,8 +169,34 @@ def main():
     print(f"| engine | seconds | rows/s |\n|---|---|---|")
     print(f"| prognos `SELECT count(PREDICT(...))` over pgwire | {best_ours:.2f} | {n / best_ours:,.0f} |")
     print(f"| LightGBM `booster.predict` (2 threads) | {best_lgb:.2f} | {n / best_lgb:,.0f} |")
+    print(f"| ONNX Runtime, the LightGBM trees via onnxmltools (2 threads) | {best_onnx:.2f} | {n / best_onnx:,.0f} |")
+    print(f"(ONNX vs LightGBM probabilities: largest difference {onnx_gap:.2g})")
     print(f"\nPoint PREDICT_PROBA over pgwire (psycopg, prepared, 500 calls): p50 {statistics.median(lat):.2f} ms, "
           f"p99 {lat[int(len(lat) * 0.99)]:.2f} ms")
+
+
+def onnx_predict(model, x):
+    """The same LightGBM trees converted to ONNX (onnxmltools) and run by ONNX Runtime on 2
+    threads: best of 3 seconds, and the largest |P(ONNX) - P(LightGBM)| over the rows (ONNX
+    keeps float32 thresholds where LightGBM compares doubles)."""
+    import onnxmltools
+    import onnxruntime as ort
+    from onnxmltools.convert.common.data_types import FloatTensorType
+    onx = onnxmltools.convert_lightgbm(model, initial_types=[("input", FloatTensorType([None, x.shape[1]]))],
+                                       zipmap=False, target_opset=15)
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 2
+    so.log_severity_level = 3
+    sess = ort.InferenceSession(onx.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    xf = x.copy()
+    for c in xf.columns:
+        if str(xf[c].dtype) == "category":
+            xf[c] = xf[c].cat.codes.astype(np.float32).where(xf[c].cat.codes >= 0, np.nan)
+    xf = xf.to_numpy(np.float32)
+    best = min(_timed(lambda: sess.run(None, {"input": xf})) for _ in range(3))
+    p_onnx = sess.run(None, {"input": xf})[1][:, 1]
+    p_lgb = model.booster_.predict(x, num_threads=2)
+    return best, float(np.abs(p_onnx - p_lgb).max())
 
 
 def _timed(f):
