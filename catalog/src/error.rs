@@ -41,6 +41,12 @@ pub enum CatalogError {
         /// Why it failed to load.
         reason: String,
     },
+    /// An artifact could not be written to (or found in) its object store.
+    #[error("model artifact store: {reason}")]
+    ArtifactStore {
+        /// What failed, with the artifact's URL.
+        reason: String,
+    },
     /// Training or inference failed.
     #[error(transparent)]
     Model(#[from] prognos_models::ModelError),

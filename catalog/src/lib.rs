@@ -17,5 +17,5 @@ pub mod system_tables;
 
 pub use error::{CatalogError, CatalogResult};
 pub use managed::ManagedTable;
-pub use models::{ModelEntry, ModelRegistry, ModelSnapshot, ModelVersion};
+pub use models::{ArtifactStores, ModelEntry, ModelRegistry, ModelSnapshot, ModelVersion};
 pub use persist::{CatalogFile, PersistentCatalog, TableEntry, TableKind};

@@ -1,9 +1,14 @@
-//! The model registry: every model, its versions, and their artifacts under `<data dir>/models`.
+//! The model registry: every model, its versions, and their artifacts.
 //!
-//! Layout: `models/registry.json` lists models and versions (format version
-//! [`REGISTRY_FORMAT_VERSION`]); each version's artifact is `models/<name>/v<NNNN>.json` (the
-//! format documented in `prognos_models::model`). A new version writes (and fsyncs) its artifact
-//! first and then replaces `registry.json` atomically, so a crash leaves the old registry intact.
+//! Layout: `<data dir>/models/registry.json` lists models and versions (format version
+//! [`REGISTRY_FORMAT_VERSION`]). Each version's artifact (the format documented in
+//! `prognos_models::model`) is `models/<name>/v<NNNN>.json` in the data dir, or, when the
+//! registry has an artifact URL (`storage.models_url`), the object
+//! `<url>/models/<name>/v<NNNN>-<uuid>.json` in that object store (the suffix keeps servers that
+//! share a bucket apart); the registry records each artifact's relative path or full URL, so
+//! a model stays readable where it was written when the setting changes. A new version writes
+//! (and, locally, fsyncs) its artifact first and then replaces `registry.json` atomically, so a
+//! crash leaves the old registry intact.
 //!
 //! The current version of every model is loaded into memory at start-up; a model whose artifact
 //! is unreadable is kept with its error, so it fails alone while the others keep working.
@@ -15,6 +20,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use datafusion::execution::object_store::ObjectStoreRegistry;
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use prognos_models::metrics::Metrics;
 use prognos_models::model::Trial;
 use prognos_models::{ModelArtifact, Task};
@@ -32,7 +40,7 @@ pub struct ModelVersion {
     pub version: u32,
     /// RFC 3339 creation time.
     pub created_at: String,
-    /// Artifact file relative to the models directory.
+    /// Artifact file relative to the models directory, or the URL of an object-store artifact.
     pub artifact: String,
     /// Algorithm of the fitted estimator.
     pub algorithm: String,
@@ -126,11 +134,23 @@ struct State {
     generation: u64,
 }
 
+/// Where artifacts are written, and how object-store artifacts are reached.
+#[derive(Debug, Clone)]
+pub struct ArtifactStores {
+    /// Base URL for new artifacts (e.g. `s3://bucket/prefix`); `None` = the data dir.
+    pub base_url: Option<String>,
+    /// Resolves the URL of a stored artifact to its object store.
+    pub stores: Arc<dyn ObjectStoreRegistry>,
+}
+
 /// The registry of a data dir.
 #[derive(Debug)]
 pub struct ModelRegistry {
     dir: PathBuf,
+    artifacts: ArtifactStores,
     state: Mutex<State>,
+    /// Serialises registering and dropping (artifact writes happen outside `state`'s lock).
+    writes: tokio::sync::Mutex<()>,
 }
 
 /// Whether a model name can be stored (it becomes a directory name).
@@ -157,9 +177,39 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> CatalogResult<()> {
     Ok(())
 }
 
-fn load_artifact(dir: &Path, v: &ModelVersion) -> Loaded {
-    let path = dir.join(&v.artifact);
-    let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+/// Whether a recorded artifact location is an object-store URL (else a path in the data dir).
+fn is_url(artifact: &str) -> bool {
+    artifact.contains("://")
+}
+
+/// The object store and path of an artifact URL.
+fn resolve(
+    stores: &dyn ObjectStoreRegistry,
+    url: &str,
+) -> Result<(Arc<dyn ObjectStore>, ObjectPath), String> {
+    let parsed = url::Url::parse(url).map_err(|e| format!("{url}: {e}"))?;
+    let store = stores
+        .get_store(&parsed)
+        .map_err(|e| format!("{url}: {e}"))?;
+    let path = ObjectPath::from_url_path(parsed.path()).map_err(|e| format!("{url}: {e}"))?;
+    Ok((store, path))
+}
+
+async fn load_artifact(dir: &Path, stores: &dyn ObjectStoreRegistry, v: &ModelVersion) -> Loaded {
+    let bytes = if is_url(&v.artifact) {
+        let (store, path) = resolve(stores, &v.artifact)?;
+        let got = store
+            .get(&path)
+            .await
+            .map_err(|e| format!("{}: {e}", v.artifact))?;
+        got.bytes()
+            .await
+            .map_err(|e| format!("{}: {e}", v.artifact))?
+            .to_vec()
+    } else {
+        let path = dir.join(&v.artifact);
+        std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?
+    };
     ModelArtifact::from_bytes(&bytes)
         .map(Arc::new)
         .map_err(|e| e.to_string())
@@ -167,7 +217,7 @@ fn load_artifact(dir: &Path, v: &ModelVersion) -> Loaded {
 
 impl ModelRegistry {
     /// Open (or create) the registry of `data_dir` and load every model's current version.
-    pub fn open(data_dir: &Path) -> CatalogResult<Self> {
+    pub async fn open(data_dir: &Path, artifacts: ArtifactStores) -> CatalogResult<Self> {
         let dir = data_dir.join("models");
         std::fs::create_dir_all(&dir)?;
         let path = dir.join("registry.json");
@@ -196,7 +246,7 @@ impl ModelRegistry {
         let mut models = HashMap::new();
         for entry in file.models.values() {
             let loaded = match entry.current_version() {
-                Some(v) => load_artifact(&dir, v),
+                Some(v) => load_artifact(&dir, artifacts.stores.as_ref(), v).await,
                 None => Err(format!("version {} is missing", entry.current)),
             };
             if let Err(reason) = &loaded {
@@ -206,11 +256,13 @@ impl ModelRegistry {
         }
         Ok(Self {
             dir,
+            artifacts,
             state: Mutex::new(State {
                 file,
                 snapshot: Arc::new(ModelSnapshot { models }),
                 generation: 0,
             }),
+            writes: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -251,7 +303,7 @@ impl ModelRegistry {
 
     /// Store a trained model as a new version (the first, or the next with `replace`) and
     /// make it current. Returns the version number.
-    pub fn register(
+    pub async fn register(
         &self,
         name: &str,
         artifact: ModelArtifact,
@@ -261,24 +313,48 @@ impl ModelRegistry {
     ) -> CatalogResult<u32> {
         self.check_create(name, replace)?;
         let bytes = artifact.to_bytes()?;
-        let mut state = self.lock();
-        if !replace && state.file.models.contains_key(name) {
-            return Err(CatalogError::ModelExists(name.to_string()));
-        }
-        let version = state
-            .file
-            .models
-            .get(name)
-            .and_then(|e| e.versions.iter().map(|v| v.version).max())
-            .unwrap_or(0)
-            + 1;
-        let rel = format!("{name}/v{version:04}.json");
-        std::fs::create_dir_all(self.dir.join(name))?;
-        write_atomic(&self.dir.join(&rel), &bytes)?;
+        let _writing = self.writes.lock().await;
+        let version = {
+            let state = self.lock();
+            if !replace && state.file.models.contains_key(name) {
+                return Err(CatalogError::ModelExists(name.to_string()));
+            }
+            state
+                .file
+                .models
+                .get(name)
+                .and_then(|e| e.versions.iter().map(|v| v.version).max())
+                .unwrap_or(0)
+                + 1
+        };
+        let location = match &self.artifacts.base_url {
+            Some(base) => {
+                let url = format!(
+                    "{}/models/{name}/v{version:04}-{}.json",
+                    base.trim_end_matches('/'),
+                    uuid::Uuid::new_v4().simple()
+                );
+                let (store, path) = resolve(self.artifacts.stores.as_ref(), &url)
+                    .map_err(|reason| CatalogError::ArtifactStore { reason })?;
+                store
+                    .put(&path, PutPayload::from(bytes))
+                    .await
+                    .map_err(|e| CatalogError::ArtifactStore {
+                        reason: format!("{url}: {e}"),
+                    })?;
+                url
+            }
+            None => {
+                let rel = format!("{name}/v{version:04}.json");
+                std::fs::create_dir_all(self.dir.join(name))?;
+                write_atomic(&self.dir.join(&rel), &bytes)?;
+                rel
+            }
+        };
         let record = ModelVersion {
             version,
             created_at: created_at.to_string(),
-            artifact: rel,
+            artifact: location,
             algorithm: artifact.algorithm.name().to_string(),
             task: artifact.task,
             target: artifact.target.as_ref().map(|t| t.name.clone()),
@@ -295,6 +371,7 @@ impl ModelRegistry {
             train_seconds: artifact.train_seconds,
             query: query.to_string(),
         };
+        let mut state = self.lock();
         let mut next = state.file.clone();
         let entry = next
             .models
@@ -339,18 +416,32 @@ impl ModelRegistry {
         Ok(())
     }
 
-    /// Remove a model and its artifacts. `Ok(false)` when it did not exist.
-    pub fn drop_model(&self, name: &str) -> CatalogResult<bool> {
-        let mut state = self.lock();
-        if !state.file.models.contains_key(name) {
-            return Ok(false);
+    /// Remove a model and its artifacts. `Ok(false)` when it did not exist. The registry
+    /// forgets the model first; artifacts that cannot be deleted afterwards are only logged.
+    pub async fn drop_model(&self, name: &str) -> CatalogResult<bool> {
+        let _writing = self.writes.lock().await;
+        let removed = {
+            let mut state = self.lock();
+            let Some(entry) = state.file.models.get(name).cloned() else {
+                return Ok(false);
+            };
+            let mut next = state.file.clone();
+            next.models.remove(name);
+            self.commit(&mut state, next, name, None)?;
+            entry
+        };
+        for v in removed.versions.iter().filter(|v| is_url(&v.artifact)) {
+            let deleted = match resolve(self.artifacts.stores.as_ref(), &v.artifact) {
+                Ok((store, path)) => store.delete(&path).await.map_err(|e| e.to_string()),
+                Err(e) => Err(e),
+            };
+            if let Err(error) = deleted {
+                tracing::warn!(model = name, %error, "could not delete a model artifact");
+            }
         }
-        let mut next = state.file.clone();
-        next.models.remove(name);
-        self.commit(&mut state, next, name, None)?;
-        drop(state);
         if valid_model_name(name)
             && let Err(e) = std::fs::remove_dir_all(self.dir.join(name))
+            && e.kind() != std::io::ErrorKind::NotFound
         {
             tracing::warn!(model = name, error = %e, "could not delete model artifacts");
         }

@@ -84,6 +84,7 @@ impl SystemTable {
                 f("train_seconds"),
                 s("created_at"),
                 s("query"),
+                s("artifact"),
             ],
             SystemTable::ModelTrials => vec![
                 s("name"),
@@ -244,6 +245,9 @@ impl RegistryTable {
                     )),
                     Arc::new(StringArray::from_iter_values(
                         all.iter().map(|c| c.1.query.as_str()),
+                    )),
+                    Arc::new(StringArray::from_iter_values(
+                        all.iter().map(|c| c.1.artifact.as_str()),
                     )),
                 ]
             }

@@ -12,6 +12,7 @@
 //! | `engine.batch_size` | int | `8192` | rows per Arrow batch |
 //! | `engine.memory_limit_mb` | int | `0` (none) | query memory pool size |
 //! | `storage.tables_url` | URL | unset (data dir) | object-store location of new managed tables |
+//! | `storage.models_url` | URL | `storage.tables_url` | object-store location of new model artifacts |
 //! | `s3.endpoint` … `s3.allow_http` | see `S3Settings` | unset | S3 / S3-compatible access |
 
 use std::net::SocketAddr;
@@ -49,6 +50,10 @@ pub struct StorageConfig {
     /// Object-store URL for new managed tables, e.g. `s3://bucket/prefix`; unset = the data dir.
     /// Tables keep the location they were created at.
     pub tables_url: Option<String>,
+    /// Object-store URL for new model artifacts; unset = `tables_url`, and with neither, the
+    /// data dir. The model registry itself stays in the data dir; each version keeps the
+    /// location it was written to.
+    pub models_url: Option<String>,
 }
 
 /// Where a frontend listens.

@@ -95,3 +95,55 @@ def test_managed_tables_on_s3(moto):
         assert left == [], left
     finally:
         s.close()
+
+
+def test_model_artifacts_on_s3(moto):
+    """`storage.models_url`: artifacts are objects in the bucket, read back after a restart;
+    a corrupted one breaks only its model, OR REPLACE repairs it, DROP deletes the objects."""
+    s3 = boto3.client("s3", endpoint_url=moto, region_name="us-east-1",
+                      aws_access_key_id="testing", aws_secret_access_key="testing")
+    s3.create_bucket(Bucket="models")
+    s = Server(env=s3_env(moto, PROGNOS__STORAGE__MODELS_URL="s3://models/prod"))
+
+    def keys(prefix):
+        return sorted(o["Key"] for o in s3.list_objects_v2(Bucket="models", Prefix=prefix).get("Contents", []))
+
+    train = ("AS SELECT value % 7 AS a, (value * 13) % 11 AS b, value % 7 > 3 AS y "
+             "FROM generate_series(1, 600)")
+    probe = "SELECT PREDICT('{m}', a, b) FROM (VALUES (1, 2), (5, 9), (6, 0)) AS t(a, b)"
+    try:
+        with psycopg.connect(s.dsn, autocommit=True) as conn:
+            conn.execute(f"CREATE MODEL big_a PREDICT y USING gbdt WITH (num_trees = 20) {train}")
+            conn.execute(f"CREATE MODEL big_b PREDICT y USING logistic {train}")
+            before = {m: conn.execute(probe.format(m=m)).fetchall() for m in ("big_a", "big_b")}
+            assert before["big_a"] == [(False,), (True,), (True,)], before
+            artifact = conn.execute(
+                "SELECT artifact FROM system.model_versions WHERE name = 'big_a'").fetchone()[0]
+        assert artifact.startswith("s3://models/prod/models/big_a/v0001-") and artifact.endswith(".json")
+        a_keys = keys("prod/models/big_a/")
+        assert len(a_keys) == 1 and len(keys("prod/models/big_b/")) == 1, keys("prod/")
+        assert not any(k.endswith("registry.json") for k in keys("")), "the registry stays in the data dir"
+
+        # Restart: both models load from the bucket and predict the same.
+        s.stop()
+        s.start()
+        with psycopg.connect(s.dsn, autocommit=True) as conn:
+            assert {m: conn.execute(probe.format(m=m)).fetchall() for m in ("big_a", "big_b")} == before
+
+        # A corrupted object: that model fails with XX001 after a restart, the other works.
+        s3.put_object(Bucket="models", Key=a_keys[0], Body=b"{ not a model")
+        s.stop()
+        s.start()
+        with psycopg.connect(s.dsn, autocommit=True) as conn:
+            with pytest.raises(psycopg.Error) as e:
+                conn.execute(probe.format(m="big_a")).fetchall()
+            assert e.value.sqlstate == "XX001", (e.value.sqlstate, str(e.value))
+            assert conn.execute(probe.format(m="big_b")).fetchall() == before["big_b"]
+            conn.execute(f"CREATE OR REPLACE MODEL big_a PREDICT y USING gbdt WITH (num_trees = 20) {train}")
+            assert conn.execute(probe.format(m="big_a")).fetchall() == before["big_a"]
+            assert len(keys("prod/models/big_a/")) == 2
+            conn.execute("DROP MODEL big_a")
+            assert keys("prod/models/big_a/") == []
+            assert len(keys("prod/models/big_b/")) == 1
+    finally:
+        s.close()

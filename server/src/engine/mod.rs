@@ -38,7 +38,7 @@ use datafusion_pg_catalog::sql::rules::{
 use object_store::ObjectStore;
 use object_store::local::LocalFileSystem;
 use prognos_catalog::system_tables::{RegistryTable, SystemTable};
-use prognos_catalog::{ModelRegistry, PersistentCatalog};
+use prognos_catalog::{ArtifactStores, ModelRegistry, PersistentCatalog};
 use prognos_storage::stores::StoreRegistry;
 use tracing::{info, warn};
 
@@ -203,7 +203,16 @@ impl Engine {
         datafusion_pg_catalog::setup_pg_catalog(&ctx, CATALOG_NAME, EmptyContextProvider)
             .map_err(|e| ServerError::DataFusion(*e))?;
 
-        let registry = Arc::new(ModelRegistry::open(&data_dir)?);
+        let artifacts = ArtifactStores {
+            base_url: config
+                .storage
+                .models_url
+                .as_ref()
+                .or(config.storage.tables_url.as_ref())
+                .map(|u| u.trim_end_matches('/').to_string()),
+            stores: Arc::clone(&ctx.runtime_env().object_store_registry),
+        };
+        let registry = Arc::new(ModelRegistry::open(&data_dir, artifacts).await?);
         let system = Arc::new(datafusion::catalog::MemorySchemaProvider::new());
         for t in SystemTable::all() {
             datafusion::catalog::SchemaProvider::register_table(

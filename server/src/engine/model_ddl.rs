@@ -85,7 +85,7 @@ pub(super) async fn execute(
         }
         ModelStatement::Describe { name } => describe(engine, name),
         ModelStatement::Drop { name, if_exists } => {
-            let existed = engine.registry.drop_model(name)?;
+            let existed = engine.registry.drop_model(name).await?;
             engine.bump_epoch();
             if !existed {
                 if *if_exists {
@@ -177,7 +177,8 @@ pub(super) async fn execute(
             let created = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
             let version = engine
                 .registry
-                .register(name, artifact, query, &created, *replace)?;
+                .register(name, artifact, query, &created, *replace)
+                .await?;
             engine.bump_epoch();
             session.notice(format!("model \"{name}\" version {version}: {summary}"));
             Ok(command("CREATE MODEL"))
