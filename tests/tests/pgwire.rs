@@ -492,3 +492,83 @@ async fn garbage_on_the_socket_leaves_the_server_serving() {
         .get(0);
     assert_eq!(one, 1);
 }
+
+/// `SELECT` without `FROM` is evaluated on its one row without the planners (the point-query
+/// fast path); it must behave as the planned path does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_row_selects_without_from() {
+    let server = Server::start();
+    let c = server.connect().await;
+
+    // Parameters, coercion (int + bigint), several columns with their planned types.
+    let stmt = c
+        .prepare_typed(
+            "SELECT $1 + 1 AS n, upper($2) AS s, 2.5 * $3 AS f",
+            &[
+                tokio_postgres::types::Type::INT4,
+                tokio_postgres::types::Type::TEXT,
+                tokio_postgres::types::Type::FLOAT8,
+            ],
+        )
+        .await
+        .expect("prepare");
+    for k in [1i32, 41] {
+        let row = c
+            .query_one(&stmt, &[&k, &"ab", &f64::from(k)])
+            .await
+            .expect("query");
+        assert_eq!(row.get::<_, i64>("n"), i64::from(k) + 1);
+        assert_eq!(row.get::<_, String>("s"), "AB");
+        assert_eq!(row.get::<_, f64>("f"), 2.5 * k as f64);
+    }
+    // NULL parameters.
+    let nulls = c
+        .prepare_typed(
+            "SELECT $1 IS NULL, coalesce($1, 7)",
+            &[tokio_postgres::types::Type::INT8],
+        )
+        .await
+        .expect("prepare nulls");
+    let row = c.query_one(&nulls, &[&None::<i64>]).await.expect("nulls");
+    assert!(row.get::<_, bool>(0));
+    assert_eq!(row.get::<_, i64>(1), 7);
+
+    // now() is the statement's time, not a cached one.
+    let now = c.prepare("SELECT now()").await.expect("prepare now");
+    let t1: std::time::SystemTime = c.query_one(&now, &[]).await.expect("now").get(0);
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    let t2: std::time::SystemTime = c.query_one(&now, &[]).await.expect("now").get(0);
+    assert!(
+        t2.duration_since(t1).unwrap_or_default() >= Duration::from_millis(25),
+        "{t1:?} then {t2:?}"
+    );
+
+    // Errors keep their SQLSTATEs.
+    let e = c
+        .query_one("SELECT 1 / 0", &[])
+        .await
+        .expect_err("division");
+    assert_eq!(sqlstate(&e), "22012", "{e}");
+    let e = c
+        .query_one("SELECT 'x'::int", &[])
+        .await
+        .expect_err("bad cast");
+    assert_eq!(sqlstate(&e), "22P02", "{e}");
+
+    // What the fast path leaves to the planner still works: an async function, a scalar
+    // subquery, an aggregate without FROM.
+    let t0 = Instant::now();
+    c.query("SELECT pg_sleep(0.05)", &[])
+        .await
+        .expect("pg_sleep");
+    assert!(t0.elapsed() >= Duration::from_millis(45));
+    c.batch_execute("CREATE TABLE few (x BIGINT); INSERT INTO few VALUES (3), (9);")
+        .await
+        .expect("table");
+    let row = c
+        .query_one("SELECT (SELECT max(x) FROM few) + 1, count(*)", &[])
+        .await
+        .expect("subquery");
+    assert_eq!(row.get::<_, i64>(0), 10);
+    assert_eq!(row.get::<_, i64>(1), 1);
+}

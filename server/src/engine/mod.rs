@@ -13,6 +13,7 @@ mod model_ddl;
 mod model_rewrite;
 pub mod model_sql;
 mod pg_rewrite;
+mod point;
 mod session;
 mod statements;
 

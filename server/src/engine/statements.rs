@@ -437,6 +437,9 @@ pub(super) async fn execute_with_plan(
         }
         None => {}
     }
+    if let Some(batch) = super::point::try_evaluate(session, &plan)? {
+        return Ok(one_batch(batch.schema(), batch));
+    }
     execute_plan(engine, session, stmt, plan, true).await
 }
 
