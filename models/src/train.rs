@@ -21,7 +21,13 @@ use crate::model::{Algorithm, Estimator, FORMAT_VERSION, Importance, ModelArtifa
 use crate::target::{Target, TargetKind};
 
 /// Options every algorithm understands.
-const COMMON_OPTIONS: &[&str] = &["task", "validation_fraction", "seed", "time_budget"];
+const COMMON_OPTIONS: &[&str] = &[
+    "task",
+    "validation_fraction",
+    "seed",
+    "time_budget",
+    "max_trials",
+];
 /// Tree options (see [`TreeParams::set`]).
 const TREE_OPTIONS: &[&str] = &[
     "num_trees",
@@ -324,6 +330,65 @@ fn fit_one(
     })
 }
 
+/// What `auto` tries, in order: LightGBM's defaults, the linear model, two more GBDT settings
+/// and a random forest, then GBDT settings drawn at random (seeded) from a grid around
+/// LightGBM's usual search space, until `max_trials` or the time budget.
+fn auto_candidates(
+    linear: Algorithm,
+    max_trials: usize,
+    seed: u64,
+) -> Vec<(Algorithm, Vec<(&'static str, f64)>)> {
+    use rand::{Rng, SeedableRng};
+    let mut out: Vec<(Algorithm, Vec<(&'static str, f64)>)> = vec![
+        (Algorithm::Gbdt, vec![]),
+        (linear, vec![]),
+        (
+            Algorithm::Gbdt,
+            vec![
+                ("learning_rate", 0.05),
+                ("num_trees", 1000.0),
+                ("num_leaves", 15.0),
+                ("feature_fraction", 0.8),
+                ("early_stopping_rounds", 50.0),
+            ],
+        ),
+        (
+            Algorithm::Gbdt,
+            vec![
+                ("learning_rate", 0.05),
+                ("num_trees", 1000.0),
+                ("num_leaves", 63.0),
+                ("min_data_in_leaf", 40.0),
+                ("feature_fraction", 0.7),
+                ("early_stopping_rounds", 50.0),
+            ],
+        ),
+        (Algorithm::RandomForest, vec![]),
+    ];
+    out.truncate(max_trials);
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0x5eed_a070);
+    let mut seen = std::collections::HashSet::new();
+    let mut attempts = 0;
+    while out.len() < max_trials && attempts < 100 * max_trials {
+        attempts += 1;
+        let mut pick = |xs: &[f64]| xs[rng.random_range(0..xs.len())];
+        let overrides = vec![
+            ("num_leaves", pick(&[7.0, 15.0, 31.0, 63.0, 127.0])),
+            ("learning_rate", pick(&[0.02, 0.05, 0.1])),
+            ("min_data_in_leaf", pick(&[5.0, 10.0, 20.0, 50.0, 100.0])),
+            ("feature_fraction", pick(&[0.5, 0.7, 0.85, 1.0])),
+            ("bagging_fraction", pick(&[0.7, 0.85, 1.0])),
+            ("lambda_l2", pick(&[0.0, 0.1, 1.0, 10.0])),
+            ("num_trees", 2000.0),
+            ("early_stopping_rounds", 50.0),
+        ];
+        if seen.insert(describe_params(Algorithm::Gbdt, &overrides)) {
+            out.push((Algorithm::Gbdt, overrides));
+        }
+    }
+    out
+}
+
 struct Data<'a> {
     x: &'a Matrix,
     derived: &'a [crate::features::DerivedColumn],
@@ -536,32 +601,15 @@ pub fn train(
         Algorithm::Linear
     };
     let candidates: Vec<(Algorithm, Vec<(&str, f64)>)> = match req.algorithm {
-        Algorithm::Auto => vec![
-            (Algorithm::Gbdt, vec![]),
-            (linear, vec![]),
-            (
-                Algorithm::Gbdt,
-                vec![
-                    ("learning_rate", 0.05),
-                    ("num_trees", 1000.0),
-                    ("num_leaves", 15.0),
-                    ("feature_fraction", 0.8),
-                    ("early_stopping_rounds", 50.0),
-                ],
-            ),
-            (
-                Algorithm::Gbdt,
-                vec![
-                    ("learning_rate", 0.05),
-                    ("num_trees", 1000.0),
-                    ("num_leaves", 63.0),
-                    ("min_data_in_leaf", 40.0),
-                    ("feature_fraction", 0.7),
-                    ("early_stopping_rounds", 50.0),
-                ],
-            ),
-            (Algorithm::RandomForest, vec![]),
-        ],
+        Algorithm::Auto => {
+            let max_trials = num(&req.options, "max_trials")?.unwrap_or(10.0);
+            if !((1.0..=1000.0).contains(&max_trials) && max_trials.fract() == 0.0) {
+                return Err(ModelError::InvalidParameter(format!(
+                    "max_trials must be an integer in [1, 1000], got {max_trials}"
+                )));
+            }
+            auto_candidates(linear, max_trials as usize, seed)
+        }
         a => vec![(a, vec![])],
     };
     let mut trials: Vec<Trial> = vec![];

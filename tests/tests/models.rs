@@ -135,6 +135,21 @@ async fn churn_models_train_predict_persist_and_survive_a_corrupted_neighbour() 
     )
     .await;
     assert_eq!(joined, high);
+    // COPY TO a file: the rows written are the scored rows.
+    let out = tempfile::tempdir().expect("tempdir");
+    let csv = out.path().join("scored.csv");
+    c.batch_execute(&format!(
+        "COPY (SELECT id, PREDICT('churn', {ARGS}) AS label FROM telco_features ORDER BY id) \
+         TO '{}' (FORMAT csv, HEADER true)",
+        csv.display()
+    ))
+    .await
+    .expect("copy to");
+    let written = std::fs::read_to_string(&csv).expect("read copy");
+    let lines: Vec<&str> = written.lines().collect();
+    assert_eq!(lines[0], "id,label");
+    let yes = lines[1..].iter().filter(|l| l.ends_with(",Yes")).count();
+    assert_eq!(yes.to_string(), high);
 
     // The relation forms: PREDICT(model, TABLE t) adds columns matched by name;
     // EVALUATE(model, TABLE t) gives one row per metric.
@@ -336,6 +351,11 @@ async fn bad_model_statements_get_sqlstates_and_leave_the_registry_intact() {
         ),
         (
             "CREATE MODEL m PREDICT churn USING magic AS SELECT tenure, churn FROM telco_features",
+            "22023",
+        ),
+        (
+            "CREATE MODEL m PREDICT churn WITH (max_trials = 0) AS \
+             SELECT tenure, churn FROM telco_features",
             "22023",
         ),
         (
@@ -579,9 +599,10 @@ async fn multiclass_regression_and_auto_models() {
     .expect("avg");
     assert!(avg.abs() < 1.0, "mean residual {avg}");
 
-    // auto records every candidate and keeps the best one by validation AUC.
+    // auto records every candidate and keeps the best one by validation AUC: the five fixed
+    // candidates, then random GBDT settings up to max_trials.
     c.batch_execute(
-        "CREATE MODEL auto_churn PREDICT churn WITH (time_budget = '60s') AS \
+        "CREATE MODEL auto_churn PREDICT churn WITH (time_budget = '120s', max_trials = 8) AS \
          SELECT tenure, \"Contract\", \"MonthlyCharges\", \"InternetService\", churn FROM telco_features",
     )
     .await
@@ -591,7 +612,13 @@ async fn multiclass_regression_and_auto_models() {
         "SELECT algorithm, value, chosen FROM system.model_trials WHERE name = 'auto_churn' ORDER BY trial",
     )
     .await;
-    assert!(trials.len() >= 4, "{trials:?}");
+    assert_eq!(trials.len(), 8, "{trials:?}");
+    assert!(
+        trials
+            .iter()
+            .any(|t| t[0].as_deref() == Some("random_forest")),
+        "{trials:?}"
+    );
     let best = trials
         .iter()
         .map(|t| t[1].as_deref().expect("v").parse::<f64>().expect("f"))
