@@ -645,3 +645,68 @@ async fn multiclass_regression_and_auto_models() {
         chosen[0][0].clone().expect("algorithm")
     );
 }
+
+/// PREDICT through the server equals the model crate's own prediction on the same rows, read
+/// from the artifact the server stored (requirement: identical results over the wire and
+/// in-process; pgwire against Flight SQL is compared in `tests/python/test_models.py`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_predictions_equal_in_process_predictions() {
+    use datafusion::arrow::array::{Array, Float64Array};
+    use datafusion::prelude::{CsvReadOptions, SessionContext};
+
+    let server = Server::start();
+    let c = server.connect().await;
+    create_telco(&c).await;
+    c.batch_execute(&format!(
+        "CREATE MODEL churn PREDICT churn USING gbdt WITH (num_trees = 60) AS \
+         SELECT {ARGS}, churn FROM telco_features"
+    ))
+    .await
+    .expect("create");
+    let over_wire: Vec<f64> = query(
+        &c,
+        &format!("SELECT PREDICT_PROBA('churn', {ARGS}) FROM telco_features ORDER BY id"),
+    )
+    .await
+    .iter()
+    .map(|r| r[0].as_deref().expect("p").parse().expect("f64"))
+    .collect();
+
+    let bytes = std::fs::read(server.data_dir.join("models/churn/v0001.json")).expect("artifact");
+    let model = prognos_models::ModelArtifact::from_bytes(&bytes).expect("load artifact");
+    let ctx = SessionContext::new();
+    ctx.register_csv(
+        "telco",
+        repo_data("telco_customer_churn.csv")
+            .to_str()
+            .expect("path"),
+        CsvReadOptions::new(),
+    )
+    .await
+    .expect("csv");
+    let batches = ctx
+        .sql(&format!(
+            "SELECT {ARGS} FROM (SELECT \"customerID\" AS id, {TELCO_FEATURES} FROM telco) \
+             ORDER BY id"
+        ))
+        .await
+        .expect("sql")
+        .collect()
+        .await
+        .expect("collect");
+    let columns: Vec<_> = (0..batches[0].num_columns())
+        .map(|i| {
+            let parts: Vec<&dyn Array> = batches.iter().map(|b| b.column(i).as_ref()).collect();
+            datafusion::arrow::compute::concat(&parts).expect("concat")
+        })
+        .collect();
+    let in_process = model.predict_proba(&columns).expect("predict");
+    let in_process = in_process
+        .as_any()
+        .downcast_ref::<Float64Array>()
+        .expect("f64");
+    assert_eq!(over_wire.len(), in_process.len());
+    for (i, p) in over_wire.iter().enumerate() {
+        assert_eq!(*p, in_process.value(i), "row {i}");
+    }
+}
