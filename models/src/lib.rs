@@ -8,6 +8,7 @@
 
 pub mod error;
 pub mod features;
+pub mod forecast;
 pub mod gbdt;
 pub mod linear;
 pub mod metrics;

@@ -1,0 +1,264 @@
+//! Point forecasts of one regular series (no missing values) by each method.
+//!
+//! Seasonal naive, Naive2 and Theta follow the M4 benchmark definitions (`Benchmarks and
+//! Evaluation.R` of the M4 repository): seasonal adjustment by classical multiplicative
+//! decomposition when the 90 % autocorrelation test says the series is seasonal. ETS and MSTL
+//! use augurs: its AutoETS (model selection by AICc) is used only non-seasonally — on the
+//! seasonally adjusted series (`ets`) or on the MSTL trend (`mstl`) — because its seasonal
+//! ETS path is not implemented (it panics), so that path is never called.
+
+use augurs::ets::AutoETS;
+use augurs::mstl::MSTLModel;
+use augurs::prelude::*;
+
+use super::seasonality::{is_seasonal, multiplicative_indices};
+use crate::error::{ModelError, ModelResult};
+
+/// A forecasting method.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Method {
+    /// The last season repeated.
+    SeasonalNaive,
+    /// The last seasonally adjusted value, re-seasonalised (the M4 reference).
+    Naive2,
+    /// The Theta method (M4's `Theta`: lines θ=0 and θ=2, SES on the latter).
+    Theta,
+    /// AutoETS (AICc) on the seasonally adjusted series.
+    Ets,
+    /// MSTL over every season length that fits, AutoETS on the trend.
+    Mstl,
+}
+
+impl Method {
+    /// Every method, in the order `auto` tries them.
+    pub const ALL: [Method; 5] = [
+        Method::SeasonalNaive,
+        Method::Naive2,
+        Method::Theta,
+        Method::Ets,
+        Method::Mstl,
+    ];
+
+    /// SQL name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::SeasonalNaive => "seasonal_naive",
+            Method::Naive2 => "naive2",
+            Method::Theta => "theta",
+            Method::Ets => "ets",
+            Method::Mstl => "mstl",
+        }
+    }
+
+    /// Parse a SQL name.
+    pub fn parse(s: &str) -> ModelResult<Method> {
+        Method::ALL
+            .into_iter()
+            .find(|m| {
+                m.name().eq_ignore_ascii_case(s) || (s == "snaive" && *m == Method::SeasonalNaive)
+            })
+            .ok_or_else(|| {
+                ModelError::InvalidParameter(format!(
+                    "unknown forecasting method \"{s}\" (known: auto, {})",
+                    Method::ALL.map(|m| m.name()).join(", ")
+                ))
+            })
+    }
+
+    /// Fewest observations the method needs for season length `m`.
+    pub fn min_len(self, m: usize) -> usize {
+        match self {
+            Method::SeasonalNaive => m.max(1),
+            Method::Naive2 | Method::Theta => 2,
+            Method::Ets => 4,
+            Method::Mstl => 2 * m.max(2) + 1,
+        }
+    }
+}
+
+/// Seasonally adjust `y` (period `m`) when the series is seasonal; returns the adjusted
+/// series and the indices (position `i % m` from the first observation), if any.
+fn adjust(y: &[f64], m: usize) -> (Vec<f64>, Option<Vec<f64>>) {
+    if m >= 2
+        && is_seasonal(y, m)
+        && let Some(idx) = multiplicative_indices(y, m)
+    {
+        let adjusted = y.iter().enumerate().map(|(t, v)| v / idx[t % m]).collect();
+        return (adjusted, Some(idx));
+    }
+    (y.to_vec(), None)
+}
+
+fn reseasonalise(f: &mut [f64], n: usize, m: usize, idx: &Option<Vec<f64>>) {
+    if let Some(idx) = idx {
+        for (j, v) in f.iter_mut().enumerate() {
+            *v *= idx[(n + j) % m];
+        }
+    }
+}
+
+/// Simple exponential smoothing with `alpha` chosen by least squares on a grid (the
+/// initial level is the first observation); returns (alpha, final level).
+fn ses(y: &[f64]) -> (f64, f64) {
+    let run = |alpha: f64| -> (f64, f64) {
+        let mut level = y[0];
+        let mut sse = 0.0;
+        for &v in &y[1..] {
+            let e = v - level;
+            sse += e * e;
+            level += alpha * e;
+        }
+        (sse, level)
+    };
+    let mut best = (f64::INFINITY, 0.5, y[0]);
+    for i in 1..100 {
+        let alpha = i as f64 / 100.0;
+        let (sse, level) = run(alpha);
+        if sse < best.0 {
+            best = (sse, alpha, level);
+        }
+    }
+    (best.1, best.2)
+}
+
+/// Catch a panic inside a third-party fit (augurs) and turn it into an error.
+fn guarded<T>(what: &str, f: impl FnOnce() -> Result<T, String>) -> ModelResult<T> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(ModelError::BadTrainingData(format!("{what}: {e}"))),
+        Err(_) => Err(ModelError::BadTrainingData(format!(
+            "{what}: the model could not be fitted to this series"
+        ))),
+    }
+}
+
+/// `h` point forecasts of `y` (regular, no NaN) with season length `m` (1 = none).
+/// `seasons` are the extra season lengths MSTL may use (e.g. 24 and 168 for hourly data).
+pub fn point_forecast(
+    method: Method,
+    y: &[f64],
+    h: usize,
+    m: usize,
+    seasons: &[usize],
+) -> ModelResult<Vec<f64>> {
+    let n = y.len();
+    if n < method.min_len(m) {
+        return Err(ModelError::BadTrainingData(format!(
+            "{} needs at least {} observations, the series has {n}",
+            method.name(),
+            method.min_len(m)
+        )));
+    }
+    Ok(match method {
+        Method::SeasonalNaive => {
+            let m = m.max(1);
+            (0..h).map(|j| y[n - m + j % m]).collect()
+        }
+        Method::Naive2 => {
+            let (adj, idx) = adjust(y, m);
+            let mut f = vec![adj[n - 1]; h];
+            reseasonalise(&mut f, n, m, &idx);
+            f
+        }
+        Method::Theta => {
+            let (adj, idx) = adjust(y, m);
+            // θ=0: the least-squares line; θ=2: twice the data minus the line, by SES.
+            let nf = n as f64;
+            let tm = (nf - 1.0) / 2.0;
+            let ym = adj.iter().sum::<f64>() / nf;
+            let (mut sxy, mut sxx) = (0.0, 0.0);
+            for (t, v) in adj.iter().enumerate() {
+                sxy += (t as f64 - tm) * (v - ym);
+                sxx += (t as f64 - tm).powi(2);
+            }
+            let b = if sxx > 0.0 { sxy / sxx } else { 0.0 };
+            let a = ym - b * tm;
+            let theta2: Vec<f64> = adj
+                .iter()
+                .enumerate()
+                .map(|(t, v)| 2.0 * v - (a + b * t as f64))
+                .collect();
+            let (_, level) = ses(&theta2);
+            let mut f: Vec<f64> = (0..h)
+                .map(|j| ((a + b * (n + j) as f64) + level) / 2.0)
+                .collect();
+            reseasonalise(&mut f, n, m, &idx);
+            f
+        }
+        Method::Ets => {
+            let (adj, idx) = adjust(y, m);
+            let mut f = guarded("ets", || {
+                let fitted = AutoETS::non_seasonal()
+                    .fit(&adj)
+                    .map_err(|e| e.to_string())?;
+                let fc = fitted.predict(h, None).map_err(|e| e.to_string())?;
+                Ok(fc.point)
+            })?;
+            reseasonalise(&mut f, n, m, &idx);
+            f
+        }
+        Method::Mstl => {
+            let mut periods: Vec<usize> = seasons
+                .iter()
+                .chain(std::iter::once(&m))
+                .copied()
+                .filter(|&p| p >= 2 && n > 2 * p)
+                .collect();
+            periods.sort_unstable();
+            periods.dedup();
+            if periods.is_empty() {
+                return point_forecast(Method::Ets, y, h, 1, &[]);
+            }
+            guarded("mstl", || {
+                let model = MSTLModel::new(periods, AutoETS::non_seasonal().into_trend_model());
+                let fitted = model.fit(y).map_err(|e| e.to_string())?;
+                let fc = fitted.predict(h, None).map_err(|e| e.to_string())?;
+                Ok(fc.point)
+            })?
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seasonal(n: usize) -> Vec<f64> {
+        (0..n)
+            .map(|t| {
+                (100.0 + 0.5 * t as f64)
+                    * (1.0 + 0.3 * (2.0 * std::f64::consts::PI * (t % 12) as f64 / 12.0).sin())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_method_forecasts_a_clean_seasonal_series_closely() {
+        let y = seasonal(12 * 12);
+        let (train, test) = y.split_at(12 * 10);
+        for method in Method::ALL {
+            let f = point_forecast(method, train, 24, 12, &[12]).expect("forecast");
+            assert_eq!(f.len(), 24);
+            let mape = f
+                .iter()
+                .zip(test)
+                .map(|(a, b)| (a - b).abs() / b)
+                .sum::<f64>()
+                / 24.0;
+            // Seasonal naive misses the trend; the others follow it.
+            let limit = if method == Method::SeasonalNaive {
+                0.12
+            } else {
+                0.05
+            };
+            assert!(mape < limit, "{method:?}: MAPE {mape}");
+        }
+    }
+
+    #[test]
+    fn too_short_series_are_refused() {
+        assert!(point_forecast(Method::Mstl, &[1.0, 2.0], 3, 12, &[]).is_err());
+        assert!(point_forecast(Method::SeasonalNaive, &[1.0; 5], 3, 12, &[]).is_err());
+    }
+}

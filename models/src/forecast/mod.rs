@@ -1,0 +1,367 @@
+//! Forecasting one series: method choice by rolling-origin backtest, point forecasts,
+//! conformal prediction intervals, and the M4 accuracy measures.
+//!
+//! A series arrives regular (one value per period, gaps already filled; see
+//! [`regularize`]). With `auto`, every method that the series is long enough for is scored
+//! on the last `windows` origins (each holds out `horizon` values; score = mean MASE) and the
+//! best one forecasts from the whole series. Intervals are conformal: for step `j` of the
+//! horizon, the `level` quantile of the chosen method's absolute backtest errors at steps
+//! `j-2..=j+2` of up to five windows (the selection's and more origins further back, as far
+//! as the series allows); a series too short for any window gets intervals from its
+//! one-step naive errors growing with √j, and a note says so.
+
+pub mod methods;
+pub mod regular;
+pub mod seasonality;
+
+pub use methods::{Method, point_forecast};
+pub use regular::{Regularized, regularize};
+
+use crate::error::{ModelError, ModelResult};
+
+/// What to forecast and how.
+#[derive(Debug, Clone)]
+pub struct ForecastSpec {
+    /// `None` = auto.
+    pub method: Option<Method>,
+    /// Steps ahead.
+    pub horizon: usize,
+    /// Interval level in percent, in (0, 100).
+    pub level: f64,
+    /// Season length; `None` = detected among `season_candidates`.
+    pub season_length: Option<usize>,
+    /// Season lengths worth testing for the data's frequency (also MSTL's seasonalities).
+    pub season_candidates: Vec<usize>,
+    /// Backtest origins.
+    pub windows: usize,
+}
+
+/// The forecast of one series.
+#[derive(Debug, Clone)]
+pub struct SeriesForecast {
+    /// Point forecasts.
+    pub point: Vec<f64>,
+    /// Lower interval bounds.
+    pub lower: Vec<f64>,
+    /// Upper interval bounds.
+    pub upper: Vec<f64>,
+    /// The method that produced them.
+    pub method: Method,
+    /// Season length used.
+    pub season_length: usize,
+    /// Backtest MASE of each method tried (empty without a backtest).
+    pub scores: Vec<(Method, f64)>,
+    /// What fell back to what, for NOTICEs.
+    pub notes: Vec<String>,
+}
+
+/// sMAPE in percent (the M4 definition: 200·|y−ŷ|/(|y|+|ŷ|), a 0/0 step counts 0).
+pub fn smape(actual: &[f64], forecast: &[f64]) -> f64 {
+    let n = actual.len().min(forecast.len()).max(1) as f64;
+    actual
+        .iter()
+        .zip(forecast)
+        .map(|(y, f)| {
+            let d = y.abs() + f.abs();
+            if d == 0.0 {
+                0.0
+            } else {
+                200.0 * (y - f).abs() / d
+            }
+        })
+        .sum::<f64>()
+        / n
+}
+
+/// MASE: mean absolute error scaled by the in-sample mean absolute seasonal difference at
+/// lag `m` (lag 1 when the series is shorter than `m + 1`). `NaN` when that scale is 0.
+pub fn mase(insample: &[f64], actual: &[f64], forecast: &[f64], m: usize) -> f64 {
+    let m = if insample.len() > m { m.max(1) } else { 1 };
+    let diffs: Vec<f64> = insample
+        .windows(m + 1)
+        .map(|w| (w[m] - w[0]).abs())
+        .collect();
+    let scale = diffs.iter().sum::<f64>() / diffs.len().max(1) as f64;
+    let mae = actual
+        .iter()
+        .zip(forecast)
+        .map(|(y, f)| (y - f).abs())
+        .sum::<f64>()
+        / actual.len().max(1) as f64;
+    if scale > 0.0 { mae / scale } else { f64::NAN }
+}
+
+/// Standard normal quantile (Acklam's rational approximation, |error| < 1.2e-9).
+pub fn normal_quantile(p: f64) -> f64 {
+    const A: [f64; 6] = [
+        -3.969683028665376e1,
+        2.209460984245205e2,
+        -2.759285104469687e2,
+        1.38357751867269e2,
+        -3.066479806614716e1,
+        2.506628277459239e0,
+    ];
+    const B: [f64; 5] = [
+        -5.447609879822406e1,
+        1.615858368580409e2,
+        -1.556989798598866e2,
+        6.680131188771972e1,
+        -1.328068155288572e1,
+    ];
+    const C: [f64; 6] = [
+        -7.784894002430293e-3,
+        -3.223964580411365e-1,
+        -2.400758277161838e0,
+        -2.549671010029464e0,
+        4.374664141464968e0,
+        2.938163982698783e0,
+    ];
+    const D: [f64; 4] = [
+        7.784695709041462e-3,
+        3.224671290700398e-1,
+        2.445134137142996e0,
+        3.754408661907416e0,
+    ];
+    let p = p.clamp(1e-12, 1.0 - 1e-12);
+    let tail = |q: f64| {
+        (((((C[0] * q + C[1]) * q + C[2]) * q + C[3]) * q + C[4]) * q + C[5])
+            / ((((D[0] * q + D[1]) * q + D[2]) * q + D[3]) * q + 1.0)
+    };
+    if p < 0.02425 {
+        tail((-2.0 * p.ln()).sqrt())
+    } else if p > 1.0 - 0.02425 {
+        -tail((-2.0 * (1.0 - p).ln()).sqrt())
+    } else {
+        let q = p - 0.5;
+        let r = q * q;
+        (((((A[0] * r + A[1]) * r + A[2]) * r + A[3]) * r + A[4]) * r + A[5]) * q
+            / (((((B[0] * r + B[1]) * r + B[2]) * r + B[3]) * r + B[4]) * r + 1.0)
+    }
+}
+
+/// The `q` quantile (0..1) of `v` by the conformal rank `ceil((n+1) q)`, capped at the max.
+fn conformal_quantile(v: &mut [f64], q: f64) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    let rank = (((n + 1) as f64) * q).ceil() as usize;
+    v[rank.clamp(1, n) - 1]
+}
+
+/// Backtest origins whose errors make the chosen method's intervals.
+const INTERVAL_WINDOWS: usize = 5;
+
+/// Methods to fall back to, simplest last, when a series is too short for `method`.
+fn fallbacks(method: Method) -> &'static [Method] {
+    match method {
+        Method::Mstl => &[Method::Ets, Method::Theta, Method::Naive2],
+        Method::Ets => &[Method::Theta, Method::Naive2],
+        Method::SeasonalNaive => &[Method::Naive2],
+        Method::Theta => &[Method::Naive2],
+        Method::Naive2 => &[],
+    }
+}
+
+/// Forecast one regular series (no NaN).
+pub fn forecast(y: &[f64], spec: &ForecastSpec) -> ModelResult<SeriesForecast> {
+    let n = y.len();
+    let h = spec.horizon;
+    if n == 0 {
+        return Err(ModelError::BadTrainingData(
+            "the series has no values".into(),
+        ));
+    }
+    if y.iter().any(|v| !v.is_finite()) {
+        return Err(ModelError::BadTrainingData(
+            "the series has missing or infinite values after regularisation".into(),
+        ));
+    }
+    let m = spec
+        .season_length
+        .unwrap_or_else(|| seasonality::detect_season_length(y, &spec.season_candidates));
+    let mut notes = vec![];
+    let candidates: Vec<Method> = match spec.method {
+        None => Method::ALL
+            .into_iter()
+            .filter(|mt| n >= mt.min_len(m))
+            .collect(),
+        Some(mt) if n >= mt.min_len(m) => vec![mt],
+        Some(mt) => {
+            let fb = fallbacks(mt)
+                .iter()
+                .copied()
+                .find(|f| n >= f.min_len(m))
+                .unwrap_or(Method::Naive2);
+            notes.push(format!(
+                "{} needs {} observations, the series has {n}: {} used instead",
+                mt.name(),
+                mt.min_len(m),
+                fb.name()
+            ));
+            vec![fb]
+        }
+    };
+    let candidates = if candidates.is_empty() {
+        vec![Method::Naive2]
+    } else {
+        candidates
+    };
+    // Rolling origins: each leaves `h` values out and keeps enough to fit every candidate.
+    let need = candidates
+        .iter()
+        .map(|c| c.min_len(m))
+        .max()
+        .unwrap_or(2)
+        .max(2 * m.max(1))
+        .max(h);
+    let origins: Vec<usize> = (1..=spec.windows)
+        .map(|k| n.saturating_sub(k * h))
+        .filter(|&o| o >= need && o + h <= n)
+        .collect();
+    let mut errors: Vec<(Method, Vec<Vec<f64>>)> = vec![];
+    let mut scores = vec![];
+    if !origins.is_empty() && (candidates.len() > 1 || spec.level > 0.0) {
+        for &c in &candidates {
+            let mut per_window = vec![];
+            let mut total = 0.0;
+            let mut ok = true;
+            for &o in &origins {
+                match point_forecast(c, &y[..o], h, m, &spec.season_candidates) {
+                    Ok(f) => {
+                        let s = mase(&y[..o], &y[o..o + h], &f, m);
+                        total += if s.is_finite() {
+                            s
+                        } else {
+                            smape(&y[o..o + h], &f)
+                        };
+                        per_window.push(
+                            y[o..o + h]
+                                .iter()
+                                .zip(&f)
+                                .map(|(a, b)| (a - b).abs())
+                                .collect(),
+                        );
+                    }
+                    Err(_) => {
+                        ok = false;
+                        break;
+                    }
+                }
+            }
+            if ok {
+                scores.push((c, total / origins.len() as f64));
+                errors.push((c, per_window));
+            }
+        }
+    }
+    let chosen = scores
+        .iter()
+        .fold(None, |best: Option<(Method, f64)>, &(c, s)| match best {
+            Some((_, bs)) if bs <= s => best,
+            _ => Some((c, s)),
+        })
+        .map(|(c, _)| c)
+        .unwrap_or(candidates[0]);
+    let point = match point_forecast(chosen, y, h, m, &spec.season_candidates) {
+        Ok(p) => p,
+        Err(e) => {
+            notes.push(format!("{}: {e}; naive2 used instead", chosen.name()));
+            point_forecast(Method::Naive2, y, h, m, &[])?
+        }
+    };
+    // More origins for the chosen method's interval errors than the selection used: two
+    // windows alone under-cover (measured on M4 Hourly: 83 % for a nominal 95 %).
+    if let Some((_, windows)) = errors.iter_mut().find(|(c, _)| *c == chosen) {
+        for k in spec.windows + 1..=spec.windows.max(INTERVAL_WINDOWS) {
+            let Some(o) = n.checked_sub(k * h).filter(|&o| o >= need) else {
+                break;
+            };
+            if let Ok(f) = point_forecast(chosen, &y[..o], h, m, &spec.season_candidates) {
+                windows.push(
+                    y[o..o + h]
+                        .iter()
+                        .zip(&f)
+                        .map(|(a, b)| (a - b).abs())
+                        .collect(),
+                );
+            }
+        }
+    }
+    let q = spec.level / 100.0;
+    let width: Vec<f64> = match errors.iter().find(|(c, _)| *c == chosen) {
+        Some((_, windows)) => (0..h)
+            .map(|j| {
+                let lo = j.saturating_sub(2);
+                let hi = (j + 2).min(h - 1);
+                let mut pool: Vec<f64> = windows
+                    .iter()
+                    .flat_map(|w| w[lo..=hi].iter().copied())
+                    .collect();
+                conformal_quantile(&mut pool, q)
+            })
+            .collect(),
+        None => {
+            let d: Vec<f64> = y.windows(2).map(|w| w[1] - w[0]).collect();
+            let sd = if d.is_empty() {
+                0.0
+            } else {
+                let mean = d.iter().sum::<f64>() / d.len() as f64;
+                (d.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / d.len() as f64).sqrt()
+            };
+            notes.push(
+                "the series is too short for a backtest: intervals from its one-step changes"
+                    .into(),
+            );
+            let z = normal_quantile(0.5 + q / 2.0);
+            (0..h).map(|j| z * sd * ((j + 1) as f64).sqrt()).collect()
+        }
+    };
+    Ok(SeriesForecast {
+        lower: point.iter().zip(&width).map(|(p, w)| p - w).collect(),
+        upper: point.iter().zip(&width).map(|(p, w)| p + w).collect(),
+        point,
+        method: chosen,
+        season_length: m,
+        scores,
+        notes,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accuracy_measures_follow_the_m4_definitions() {
+        assert!((smape(&[100.0, 0.0], &[110.0, 0.0]) - 200.0 * 10.0 / 210.0 / 2.0).abs() < 1e-12);
+        // In-sample seasonal differences at lag 2: |3-1| = 2, |4-2| = 2 -> scale 2.
+        let m = mase(&[1.0, 2.0, 3.0, 4.0], &[5.0, 6.0], &[6.0, 6.0], 2);
+        assert!((m - 0.25).abs() < 1e-12, "{m}");
+        assert!((normal_quantile(0.975) - 1.959964).abs() < 1e-5);
+        assert!((normal_quantile(0.05) + 1.644854).abs() < 1e-5);
+    }
+
+    #[test]
+    fn auto_picks_a_method_and_intervals_contain_the_point() {
+        let y: Vec<f64> = (0..24 * 20)
+            .map(|t| {
+                50.0 + 10.0 * (2.0 * std::f64::consts::PI * (t % 24) as f64 / 24.0).sin()
+                    + ((t as f64 * 12.9898).sin() * 43_758.545).fract()
+            })
+            .collect();
+        let spec = ForecastSpec {
+            method: None,
+            horizon: 48,
+            level: 90.0,
+            season_length: None,
+            season_candidates: vec![24, 168],
+            windows: 2,
+        };
+        let f = forecast(&y, &spec).expect("forecast");
+        assert_eq!(f.season_length, 24);
+        assert_eq!(f.point.len(), 48);
+        assert!(f.scores.len() >= 4, "{:?}", f.scores);
+        for j in 0..48 {
+            assert!(f.lower[j] <= f.point[j] && f.point[j] <= f.upper[j]);
+        }
+    }
+}
