@@ -3,7 +3,9 @@
 //! * [`pg_compat`]: Postgres-compatibility functions that clients call and DataFusion or
 //!   `datafusion-pg-catalog` do not provide (`version()`, `pg_sleep()`).
 //! * [`models`]: `PREDICT`, `PREDICT_PROBA`, `FEATURE_IMPORTANCE` over the model registry.
+//! * [`forecast`]: the per-series forecasting aggregate behind `FORECAST(TABLE t, ...)`.
 
+pub mod forecast;
 pub mod models;
 pub mod pg_compat;
 
@@ -20,5 +22,8 @@ pub fn register_all(ctx: &datafusion::prelude::SessionContext) -> datafusion::er
     for udf in pg_compat::const_helpers() {
         ctx.register_udf(udf);
     }
+    ctx.register_udaf(datafusion::logical_expr::AggregateUDF::new_from_impl(
+        forecast::ForecastAgg::default(),
+    ));
     Ok(())
 }

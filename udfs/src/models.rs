@@ -31,7 +31,7 @@ use datafusion::prelude::SessionContext;
 use prognos_catalog::{CatalogError, ModelSnapshot};
 use prognos_models::{ModelArtifact, ModelError};
 
-fn external(e: impl std::error::Error + Send + Sync + 'static) -> DataFusionError {
+pub(crate) fn external(e: impl std::error::Error + Send + Sync + 'static) -> DataFusionError {
     DataFusionError::External(Box::new(e))
 }
 

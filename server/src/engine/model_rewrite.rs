@@ -10,6 +10,11 @@
 //! * `FROM EVALUATE('m', TABLE t)` → one row per metric (`metric`, `value`) of the model on
 //!   `t`, which must hold the target column and the features (by name).
 //!
+//! * `FROM FORECAST(TABLE t, time => 'ts', value => 'v' [, id => 'a, b'] [, horizon => 28]
+//!   [, level => 95] [, method => 'auto'] [, season_length => 24])` → `id columns, time,
+//!   forecast, lower, upper, method`, `horizon` rows per series: a `GROUP BY` of the id columns
+//!   over the `prognos_forecast` aggregate, whose lists are unnested.
+//!
 //! `TABLE t` is not an expression in sqlparser, so it is first turned into `(SELECT * FROM t)`
 //! at the token level inside these calls.
 
@@ -28,7 +33,7 @@ use prognos_models::target::TargetKind;
 
 use crate::error::{ServerError, ServerResult, StatusCode};
 
-const RELATION_FUNCTIONS: &[&str] = &["predict", "evaluate", "explain_predict"];
+const RELATION_FUNCTIONS: &[&str] = &["predict", "evaluate", "explain_predict", "forecast"];
 
 fn sql_string(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
@@ -134,8 +139,149 @@ fn invalid(msg: String) -> ServerError {
     ServerError::statement(StatusCode::InvalidParameterValue, msg)
 }
 
+/// `FORECAST(relation, name => value, ...)` rewritten (see the module docs).
+fn forecast_replacement(args: &[FunctionArg]) -> ServerResult<String> {
+    let usage = || {
+        invalid(
+            "FORECAST takes a relation and named settings: FORECAST(TABLE t, time => 'ts', \
+             value => 'v' [, id => 'a, b'] [, horizon => n] [, level => 95] \
+             [, method => 'auto'] [, season_length => n])"
+                .to_string(),
+        )
+    };
+    let Some(FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::Subquery(q)))) = args.first() else {
+        return Err(usage());
+    };
+    let mut named: Vec<(String, Expr)> = vec![];
+    for a in &args[1..] {
+        match a {
+            FunctionArg::Named {
+                name,
+                arg: FunctionArgExpr::Expr(e),
+                ..
+            } => named.push((name.value.to_ascii_lowercase(), e.clone())),
+            FunctionArg::ExprNamed {
+                name: Expr::Identifier(name),
+                arg: FunctionArgExpr::Expr(e),
+                ..
+            } => named.push((name.value.to_ascii_lowercase(), e.clone())),
+            other => return Err(invalid(format!("FORECAST: unexpected argument {other}"))),
+        }
+    }
+    const KNOWN: &[&str] = &[
+        "time",
+        "value",
+        "id",
+        "horizon",
+        "level",
+        "method",
+        "season_length",
+    ];
+    if let Some((k, _)) = named.iter().find(|(k, _)| !KNOWN.contains(&k.as_str())) {
+        return Err(invalid(format!(
+            "unknown FORECAST setting \"{k}\" (known: {})",
+            KNOWN.join(", ")
+        )));
+    }
+    let get = |k: &str| named.iter().find(|(n, _)| n == k).map(|(_, e)| e);
+    let text = |k: &str| -> ServerResult<Option<String>> {
+        match get(k) {
+            None => Ok(None),
+            Some(Expr::Value(v)) => match &v.value {
+                Value::SingleQuotedString(s) => Ok(Some(s.clone())),
+                _ => Err(invalid(format!("FORECAST: {k} must be a quoted string"))),
+            },
+            Some(_) => Err(invalid(format!("FORECAST: {k} must be a quoted string"))),
+        }
+    };
+    let number = |k: &str| -> ServerResult<Option<f64>> {
+        let e = match get(k) {
+            None => return Ok(None),
+            Some(e) => e,
+        };
+        let (neg, e) = match e {
+            Expr::UnaryOp { op, expr } if op.to_string() == "-" => (true, expr.as_ref()),
+            e => (false, e),
+        };
+        match e {
+            Expr::Value(v) => match &v.value {
+                Value::Number(n, _) => n
+                    .parse::<f64>()
+                    .map(|x| Some(if neg { -x } else { x }))
+                    .map_err(|_| invalid(format!("FORECAST: {k} must be a number"))),
+                _ => Err(invalid(format!("FORECAST: {k} must be a number"))),
+            },
+            _ => Err(invalid(format!("FORECAST: {k} must be a number"))),
+        }
+    };
+    let time = text("time")?.ok_or_else(|| invalid("FORECAST needs time => 'column'".into()))?;
+    let value = text("value")?.ok_or_else(|| invalid("FORECAST needs value => 'column'".into()))?;
+    let ids: Vec<String> = text("id")?
+        .map(|s| {
+            s.split(',')
+                .map(|p| p.trim().to_string())
+                .filter(|p| !p.is_empty())
+                .collect()
+        })
+        .unwrap_or_default();
+    let horizon = number("horizon")?.unwrap_or(10.0);
+    let max_h = prognos_udfs::forecast::MAX_HORIZON as f64;
+    if !(horizon >= 1.0 && horizon <= max_h && horizon.fract() == 0.0) {
+        return Err(invalid(format!(
+            "FORECAST: horizon must be an integer in [1, {max_h}], got {horizon}"
+        )));
+    }
+    let level = number("level")?.unwrap_or(95.0);
+    if !(level > 0.0 && level < 100.0) {
+        return Err(invalid(format!(
+            "FORECAST: level must be in (0, 100), got {level}"
+        )));
+    }
+    let method = text("method")?.unwrap_or_else(|| "auto".into());
+    if !method.eq_ignore_ascii_case("auto") {
+        prognos_models::forecast::Method::parse(&method)
+            .map_err(|e| invalid(format!("FORECAST: {e}")))?;
+    }
+    let season = number("season_length")?.unwrap_or(0.0);
+    if !((0.0..=100_000.0).contains(&season) && season.fract() == 0.0) {
+        return Err(invalid(format!(
+            "FORECAST: season_length must be a positive integer (0 = detect), got {season}"
+        )));
+    }
+    let id_cols: Vec<String> = ids.iter().map(|i| quote(i)).collect();
+    let with_ids = |prefix: &str| -> String {
+        id_cols
+            .iter()
+            .map(|c| format!("{prefix}{c}, "))
+            .collect::<String>()
+    };
+    let group = if id_cols.is_empty() {
+        String::new()
+    } else {
+        format!(" GROUP BY {}", id_cols.join(", "))
+    };
+    Ok(format!(
+        "SELECT {ids_u}__f['time'] AS {time_q}, __f['forecast'] AS forecast, \
+         __f['lower'] AS lower, __f['upper'] AS upper, __f['method'] AS method \
+         FROM (SELECT {ids_g}unnest(__fs) AS __f FROM \
+         (SELECT {ids_s}prognos_forecast({time_q}, {value_q}, {h}, {level:?}, {method_s}, {season}) AS __fs \
+         FROM ({q}) AS __src{group}) AS __g) AS __u",
+        ids_u = with_ids("__u."),
+        ids_g = with_ids("__g."),
+        ids_s = with_ids(""),
+        time_q = quote(&time),
+        value_q = quote(&value),
+        h = horizon as i64,
+        method_s = sql_string(&method),
+        season = season as i64,
+    ))
+}
+
 impl ModelRelations<'_> {
     fn replacement(&self, func: &str, args: &[FunctionArg]) -> ServerResult<String> {
+        if func == "forecast" {
+            return forecast_replacement(args);
+        }
         let usage = || {
             invalid(format!(
                 "{func} takes a model name and a relation: {func}('model', TABLE t) or \
