@@ -2,6 +2,7 @@
 //! sharing, from shared/data), several series at once, and every bad input.
 
 use prognos_e2e::{Server, shared_data_dir};
+use prognos_models::forecast::smape;
 use tokio_postgres::Client;
 
 fn sqlstate(e: &tokio_postgres::Error) -> String {
@@ -14,22 +15,6 @@ async fn rows(c: &Client, sql: &str) -> Vec<tokio_postgres::Row> {
     c.query(sql, &[])
         .await
         .unwrap_or_else(|e| panic!("{sql}: {e:?}"))
-}
-
-fn smape(actual: &[f64], forecast: &[f64]) -> f64 {
-    actual
-        .iter()
-        .zip(forecast)
-        .map(|(a, f)| {
-            let d = a.abs() + f.abs();
-            if d == 0.0 {
-                0.0
-            } else {
-                200.0 * (a - f).abs() / d
-            }
-        })
-        .sum::<f64>()
-        / actual.len() as f64
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -147,6 +147,15 @@ fn conformal_quantile(v: &mut [f64], q: f64) -> f64 {
     v[rank.clamp(1, n) - 1]
 }
 
+/// |actual − forecast| step by step.
+fn abs_errors(actual: &[f64], forecast: &[f64]) -> Vec<f64> {
+    actual
+        .iter()
+        .zip(forecast)
+        .map(|(a, b)| (a - b).abs())
+        .collect()
+}
+
 /// Backtest origins whose errors make the chosen method's intervals.
 const INTERVAL_WINDOWS: usize = 5;
 
@@ -233,13 +242,7 @@ pub fn forecast(y: &[f64], spec: &ForecastSpec) -> ModelResult<SeriesForecast> {
                         } else {
                             smape(&y[o..o + h], &f)
                         };
-                        per_window.push(
-                            y[o..o + h]
-                                .iter()
-                                .zip(&f)
-                                .map(|(a, b)| (a - b).abs())
-                                .collect(),
-                        );
+                        per_window.push(abs_errors(&y[o..o + h], &f));
                     }
                     Err(_) => {
                         ok = false;
@@ -276,13 +279,7 @@ pub fn forecast(y: &[f64], spec: &ForecastSpec) -> ModelResult<SeriesForecast> {
                 break;
             };
             if let Ok(f) = point_forecast(chosen, &y[..o], h, m, &spec.season_candidates) {
-                windows.push(
-                    y[o..o + h]
-                        .iter()
-                        .zip(&f)
-                        .map(|(a, b)| (a - b).abs())
-                        .collect(),
-                );
+                windows.push(abs_errors(&y[o..o + h], &f));
             }
         }
     }
