@@ -68,6 +68,39 @@ async fn forecast_series_with_ids_and_reject_bad_input() {
         );
     }
 
+    // The forecast composes like any relation: grouping and ordering on (id, time) see every
+    // row (a plan that kept the group keys' functional dependencies across the unnest
+    // collapsed these to one row per store).
+    let groups = rows(
+        &c,
+        "SELECT count(*) FROM (SELECT store, day FROM forecast(TABLE sales, time => 'day', \
+         value => 'amount', id => 'store', horizon => 14) GROUP BY store, day) AS g",
+    )
+    .await;
+    assert_eq!(groups[0].get::<_, i64>(0), 28);
+    let first = rows(
+        &c,
+        "SELECT store, CAST(day AS VARCHAR) FROM forecast(TABLE sales, time => 'day', \
+         value => 'amount', id => 'store', horizon => 14) ORDER BY store, day LIMIT 3",
+    )
+    .await;
+    let days: Vec<String> = first
+        .iter()
+        .map(|r| format!("{} {}", r.get::<_, String>(0), r.get::<_, String>(1)))
+        .collect();
+    // The data ends on 2025-05-20 (day 139 after 2025-01-01).
+    assert_eq!(days, ["a 2025-05-21", "a 2025-05-22", "a 2025-05-23"]);
+
+    // EXPLAIN shows the plan of the rewritten query.
+    let plan = rows(
+        &c,
+        "EXPLAIN SELECT * FROM forecast(TABLE sales, time => 'day', value => 'amount', \
+         id => 'store')",
+    )
+    .await;
+    let text: String = plan.iter().map(|r| r.get::<_, String>(1)).collect();
+    assert!(text.contains("prognos_forecast"), "{text}");
+
     // Bad input: each with its SQLSTATE, and the server keeps serving.
     c.batch_execute(
         "CREATE TABLE empty_values AS SELECT CAST('2025-01-01' AS DATE) + CAST(v AS INT) AS day, \

@@ -299,7 +299,12 @@ impl Engine {
         let mut stmts = self.parse_unchecked(&sql)?;
         let mut snapshot = None;
         for stmt in &mut stmts {
-            if let DFStatement::Statement(s) = stmt {
+            // `EXPLAIN <query>` holds the query one level down.
+            let inner = match stmt {
+                DFStatement::Explain(e) => e.statement.as_mut(),
+                other => other,
+            };
+            if let DFStatement::Statement(s) = inner {
                 let snapshot = snapshot.get_or_insert_with(|| self.registry.snapshot());
                 model_rewrite::rewrite(s, snapshot)?;
                 pg_rewrite::rewrite_from_functions(s, &self.table_functions);

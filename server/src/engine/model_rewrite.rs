@@ -268,7 +268,13 @@ fn forecast_replacement(args: &[FunctionArg]) -> ServerResult<String> {
          FROM ({q}) AS __src{group}) AS __g) AS __u",
         ids_u = with_ids("__u."),
         ids_g = with_ids("__g."),
-        ids_s = with_ids(""),
+        // The id columns come out through first_value, not as the group keys: DataFusion 55
+        // keeps the keys' functional dependencies across the unnest above, and would then
+        // drop `time` from a later GROUP BY / ORDER BY on (id, time) as "determined by id".
+        ids_s = id_cols
+            .iter()
+            .map(|c| format!("first_value({c}) AS {c}, "))
+            .collect::<String>(),
         time_q = quote(&time),
         value_q = quote(&value),
         h = horizon as i64,
