@@ -228,7 +228,7 @@ pub fn forecast(y: &[f64], spec: &ForecastSpec) -> ModelResult<SeriesForecast> {
         .collect();
     let mut errors: Vec<(Method, Vec<Vec<f64>>)> = vec![];
     let mut scores = vec![];
-    if !origins.is_empty() && (candidates.len() > 1 || spec.level > 0.0) {
+    if !origins.is_empty() {
         for &c in &candidates {
             let mut per_window = vec![];
             let mut total = 0.0;
