@@ -14,7 +14,6 @@ use std::sync::Arc;
 use datafusion::arrow::array::{
     Array, ArrayRef, AsArray, Float64Array, Int64Array, ListArray, StringArray, StructArray,
 };
-use datafusion::arrow::buffer::OffsetBuffer;
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{
     DataType, Field, FieldRef, Fields, Float64Type, Int64Type, TimeUnit,
@@ -26,7 +25,7 @@ use datafusion::physical_expr::expressions::Literal;
 use prognos_models::ModelError;
 use prognos_models::forecast::{ForecastSpec, Method, forecast, regularize};
 
-use crate::models::external;
+use crate::models::{external, f64_list, list_scalar};
 
 /// Largest horizon accepted.
 pub const MAX_HORIZON: i64 = 100_000;
@@ -61,10 +60,6 @@ fn list_of(fields: Fields) -> DataType {
 
 fn i64_list() -> DataType {
     DataType::List(Arc::new(Field::new("item", DataType::Int64, true)))
-}
-
-fn f64_list() -> DataType {
-    DataType::List(Arc::new(Field::new("item", DataType::Float64, true)))
 }
 
 /// Nanoseconds in one unit of a time type (dates count days).
@@ -242,16 +237,6 @@ fn times_as_i64(a: &ArrayRef) -> Result<ArrayRef> {
         DataType::Date32 => cast(&cast(a, &DataType::Int32)?, &DataType::Int64)?,
         _ => cast(a, &DataType::Int64)?,
     })
-}
-
-fn list_scalar<T: Array + 'static>(values: T, item: DataType) -> ScalarValue {
-    let n = values.len();
-    ScalarValue::List(Arc::new(ListArray::new(
-        Arc::new(Field::new("item", item, true)),
-        OffsetBuffer::from_lengths([n]),
-        Arc::new(values),
-        None,
-    )))
 }
 
 impl Accumulator for SeriesAccumulator {

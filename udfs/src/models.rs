@@ -290,7 +290,8 @@ fn metrics_type() -> DataType {
     )))
 }
 
-fn f64_list() -> DataType {
+/// `List<Float64>`, the type of aggregate states that carry numbers.
+pub(crate) fn f64_list() -> DataType {
     DataType::List(Arc::new(Field::new("item", DataType::Float64, true)))
 }
 
@@ -346,11 +347,16 @@ struct MetricsAccumulator {
     truth: Vec<f64>,
 }
 
-fn list_scalar(v: &[f64]) -> ScalarValue {
+/// One list value holding every element of `values` (of type `item`).
+pub(crate) fn list_scalar<T: datafusion::arrow::array::Array + 'static>(
+    values: T,
+    item: DataType,
+) -> ScalarValue {
+    let n = values.len();
     ScalarValue::List(Arc::new(ListArray::new(
-        Arc::new(Field::new("item", DataType::Float64, true)),
-        OffsetBuffer::from_lengths([v.len()]),
-        Arc::new(Float64Array::from(v.to_vec())),
+        Arc::new(Field::new("item", item, true)),
+        OffsetBuffer::from_lengths([n]),
+        Arc::new(values),
         None,
     )))
 }
@@ -385,7 +391,10 @@ impl Accumulator for MetricsAccumulator {
     }
 
     fn state(&mut self) -> Result<Vec<ScalarValue>> {
-        Ok(vec![list_scalar(&self.outputs), list_scalar(&self.truth)])
+        Ok(vec![
+            list_scalar(Float64Array::from(self.outputs.clone()), DataType::Float64),
+            list_scalar(Float64Array::from(self.truth.clone()), DataType::Float64),
+        ])
     }
 
     fn merge_batch(&mut self, states: &[ArrayRef]) -> Result<()> {
