@@ -355,15 +355,10 @@ impl ModelRegistry {
             version,
             created_at: created_at.to_string(),
             artifact: location,
-            algorithm: artifact.algorithm.name().to_string(),
+            algorithm: artifact.algorithm_label(),
             task: artifact.task,
-            target: artifact.target.as_ref().map(|t| t.name.clone()),
-            features: artifact
-                .features
-                .features
-                .iter()
-                .map(|f| format!("{} {}", f.name, f.data_type))
-                .collect(),
+            target: artifact.target_name(),
+            features: artifact.input_descriptions(),
             metrics: artifact.metrics.clone(),
             trials: artifact.trials.clone(),
             train_rows: artifact.train_rows,

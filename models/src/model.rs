@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use crate::Task;
 use crate::error::{ModelError, ModelResult};
 use crate::features::{FeatureSet, Matrix};
+use crate::forecast::stored::ForecastModel;
 use crate::gbdt::Ensemble;
 use crate::linear::{KMeans, LinearModel};
 use crate::metrics::{Metrics, argmax};
@@ -44,6 +45,8 @@ pub enum Algorithm {
     Logistic,
     /// k-means clustering.
     Kmeans,
+    /// Per-series forecasting (`CREATE MODEL ... FORECAST`; the method is in the estimator).
+    Forecast,
 }
 
 impl Algorithm {
@@ -74,6 +77,7 @@ impl Algorithm {
             Algorithm::Linear => "linear",
             Algorithm::Logistic => "logistic",
             Algorithm::Kmeans => "kmeans",
+            Algorithm::Forecast => "forecast",
         }
     }
 }
@@ -88,6 +92,8 @@ pub enum Estimator {
     Linear(LinearModel),
     /// Clusters.
     Kmeans(KMeans),
+    /// Per-series forecasts (no row-wise outputs: read with `FORECAST('m')`).
+    Forecast(ForecastModel),
 }
 
 impl Estimator {
@@ -98,6 +104,8 @@ impl Estimator {
             Estimator::Trees(e) => (e.predict(x), e.n_outputs),
             Estimator::Linear(l) => (l.predict(x), l.weights.len()),
             Estimator::Kmeans(k) => (k.assign(x).iter().map(|a| a.0 as f32).collect(), 1),
+            // Callers reject forecasting models first (`ModelArtifact::row_model`).
+            Estimator::Forecast(_) => (vec![], 0),
         }
     }
 }
@@ -224,6 +232,56 @@ impl Platt {
 }
 
 impl ModelArtifact {
+    /// The stored forecasts of a forecasting model.
+    pub fn forecast_model(&self) -> Option<&ForecastModel> {
+        match &self.estimator {
+            Estimator::Forecast(f) => Some(f),
+            _ => None,
+        }
+    }
+
+    /// Fails for models that do not score rows (forecasting models), naming what to use.
+    pub fn row_model(&self, function: &str) -> ModelResult<()> {
+        match &self.estimator {
+            Estimator::Forecast(_) => Err(ModelError::InvalidInput(format!(
+                "{function} scores rows with a tabular model; this is a forecasting model: \
+                 read its forecast with SELECT * FROM FORECAST('model') and its backtest with \
+                 SELECT * FROM EVALUATE('model')"
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    /// The method or algorithm shown in the registry (`auto`, `ets`, ... for forecasts).
+    pub fn algorithm_label(&self) -> String {
+        match &self.estimator {
+            Estimator::Forecast(f) => f.method.map(|m| m.name()).unwrap_or("auto").to_string(),
+            _ => self.algorithm.name().to_string(),
+        }
+    }
+
+    /// The predicted column: the target, or a forecasting model's value column.
+    pub fn target_name(&self) -> Option<String> {
+        match &self.estimator {
+            Estimator::Forecast(f) => Some(f.value.name.clone()),
+            _ => self.target.as_ref().map(|t| t.name.clone()),
+        }
+    }
+
+    /// `name type` of each input column, in argument order (forecasting models: time, value,
+    /// ids, each marked).
+    pub fn input_descriptions(&self) -> Vec<String> {
+        match &self.estimator {
+            Estimator::Forecast(f) => f.column_descriptions(),
+            _ => self
+                .features
+                .features
+                .iter()
+                .map(|f| format!("{} {}", f.name, f.data_type))
+                .collect(),
+        }
+    }
+
     /// Serialise to the artifact format.
     pub fn to_bytes(&self) -> ModelResult<Vec<u8>> {
         serde_json::to_vec(self).map_err(|e| ModelError::Corrupt(e.to_string()))
@@ -295,6 +353,7 @@ impl ModelArtifact {
     /// into calibrated log-odds. For multiclass models the
     /// contributions explain each row's predicted class. Each row sums to its raw score.
     pub fn contributions(&self, columns: &[ArrayRef]) -> ModelResult<Vec<f64>> {
+        self.row_model("EXPLAIN_PREDICT")?;
         let x = self.features.encode(columns)?;
         let derived = self.features.derived();
         let n_features = self.features.features.len();
@@ -319,7 +378,7 @@ impl ModelArtifact {
                 }
                 all
             }
-            Estimator::Kmeans(_) => {
+            Estimator::Kmeans(_) | Estimator::Forecast(_) => {
                 return Err(ModelError::InvalidInput(
                     "EXPLAIN_PREDICT needs a supervised model; k-means has no contributions".into(),
                 ));
@@ -345,6 +404,7 @@ impl ModelArtifact {
 
     /// `PREDICT` over feature arrays (one per feature, in order).
     pub fn predict(&self, columns: &[ArrayRef]) -> ModelResult<ArrayRef> {
+        self.row_model("PREDICT")?;
         let x = self.features.encode(columns)?;
         match (&self.task, &self.target) {
             (Task::Clustering, _) => {

@@ -310,7 +310,7 @@ fn fit_one(
             };
             Estimator::Linear(est)
         }
-        Algorithm::Kmeans | Algorithm::Auto => {
+        Algorithm::Kmeans | Algorithm::Auto | Algorithm::Forecast => {
             return Err(ModelError::InvalidParameter(format!(
                 "{} cannot be fitted as a supervised candidate",
                 algorithm.name()
@@ -415,7 +415,7 @@ fn importance(est: &Estimator, features: &FeatureSet, x: &Matrix) -> Vec<Importa
                 }
             }
         }
-        Estimator::Kmeans(_) => {}
+        Estimator::Kmeans(_) | Estimator::Forecast(_) => {}
     }
     let total: f64 = per_feature.iter().sum();
     let mut out: Vec<Importance> = features

@@ -236,3 +236,189 @@ async fn bike_sharing_hourly_forecast_beats_seasonal_naive() {
         scores[1]
     );
 }
+
+/// `CREATE MODEL ... FORECAST`: trained, listed, read back with `FORECAST('m')` at other
+/// horizons and levels, scored with `EVALUATE('m')`, kept across a restart, versioned, and
+/// every misuse rejected with its SQLSTATE.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stored_forecast_models() {
+    let mut server = Server::start();
+    let c = server.connect().await;
+    c.batch_execute(
+        "CREATE TABLE sales AS \
+           SELECT CAST('2025-01-01' AS DATE) + CAST(v AS INT) AS day, s AS store, \
+                  (CASE WHEN s = 'a' THEN 100.0 ELSE 300.0 END) + (v % 7) * 10 + v * 0.5 AS amount \
+           FROM generate_series(0, 139) AS t(v) CROSS JOIN (VALUES ('a'), ('b')) AS st(s); \
+         CREATE TABLE truth AS \
+           SELECT CAST('2025-01-01' AS DATE) + CAST(v AS INT) AS day, s AS store, \
+                  (CASE WHEN s = 'a' THEN 100.0 ELSE 300.0 END) + (v % 7) * 10 + v * 0.5 AS amount \
+           FROM generate_series(140, 153) AS t(v) CROSS JOIN (VALUES ('a'), ('b')) AS st(s); \
+         CREATE MODEL demand FORECAST amount TIME day BY store WITH (horizon = 14, level = 90) \
+           AS SELECT day, store, amount FROM sales;",
+    )
+    .await
+    .expect("train");
+    let m = rows(
+        &c,
+        "SELECT task, algorithm, target, metric, train_rows FROM system.models WHERE name = 'demand'",
+    )
+    .await;
+    assert_eq!(m[0].get::<_, String>(0), "forecasting");
+    assert_eq!(m[0].get::<_, String>(1), "auto");
+    assert_eq!(m[0].get::<_, String>(2), "amount");
+    assert_eq!(m[0].get::<_, String>(3), "mase");
+    assert_eq!(m[0].get::<_, i64>(4), 280);
+
+    let stored_sql = "SELECT f.store, CAST(f.day AS VARCHAR) AS day_text, f.forecast, f.lower, f.upper, f.method, t.amount \
+         FROM FORECAST('demand') AS f JOIN truth t ON t.store = f.store AND t.day = f.day \
+         ORDER BY f.store, f.day";
+    let stored = rows(&c, stored_sql).await;
+    assert_eq!(stored.len(), 28, "the trained horizon for both stores");
+    // The same procedure as the ad-hoc form: the same forecasts and intervals.
+    let adhoc = rows(
+        &c,
+        "SELECT store, CAST(day AS VARCHAR) AS day_text, forecast, lower, upper, method FROM forecast(TABLE sales, \
+         time => 'day', value => 'amount', id => 'store', horizon => 14, level => 90) \
+         ORDER BY store, day",
+    )
+    .await;
+    for (s, a) in stored.iter().zip(&adhoc) {
+        assert_eq!(s.get::<_, String>(0), a.get::<_, String>(0));
+        assert_eq!(s.get::<_, String>(1), a.get::<_, String>(1));
+        for k in 2..5 {
+            assert!((s.get::<_, f64>(k) - a.get::<_, f64>(k)).abs() < 1e-9);
+        }
+        assert_eq!(s.get::<_, String>(5), a.get::<_, String>(5));
+    }
+    let actual: Vec<f64> = stored.iter().map(|r| r.get(6)).collect();
+    let fc: Vec<f64> = stored.iter().map(|r| r.get(2)).collect();
+    assert!(smape(&actual, &fc) < 3.0, "sMAPE {}", smape(&actual, &fc));
+
+    // A shorter horizon and another level: no refit, wider intervals at 99 %.
+    let width = |rs: &[tokio_postgres::Row]| {
+        rs.iter()
+            .map(|r| r.get::<_, f64>(1) - r.get::<_, f64>(0))
+            .sum::<f64>()
+    };
+    let at90 = rows(
+        &c,
+        "SELECT lower, upper FROM FORECAST('demand', horizon => 7) ORDER BY store, day",
+    )
+    .await;
+    let at99 = rows(
+        &c,
+        "SELECT lower, upper FROM FORECAST('demand', horizon => 7, level => 99) ORDER BY store, day",
+    )
+    .await;
+    assert_eq!(at90.len(), 14);
+    assert!(width(&at99) > width(&at90));
+
+    // The held-out scores: one row per store.
+    let ev = rows(
+        &c,
+        "SELECT store, method, observations, horizon, smape, mase, rmse, coverage, level \
+         FROM EVALUATE('demand') ORDER BY store",
+    )
+    .await;
+    assert_eq!(ev.len(), 2);
+    for r in &ev {
+        assert_eq!(r.get::<_, i64>(2), 140);
+        assert_eq!(r.get::<_, i64>(3), 14);
+        let (s, mase, rmse, cov): (f64, f64, f64, f64) = (r.get(4), r.get(5), r.get(6), r.get(7));
+        assert!(s < 3.0 && mase < 1.0 && rmse >= 0.0, "{s} {mase} {rmse}");
+        assert!((0.0..=1.0).contains(&cov));
+        assert_eq!(r.get::<_, f64>(8), 90.0);
+    }
+    let describe = rows(&c, "DESCRIBE MODEL demand").await;
+    let props: Vec<String> = describe.iter().map(|r| r.get(0)).collect();
+    for p in [
+        "metric smape",
+        "metric mase",
+        "metric coverage",
+        "metric series",
+    ] {
+        assert!(props.iter().any(|x| x == p), "{p} in {props:?}");
+    }
+
+    // Misuse of a forecasting model, and forecasting calls on a tabular model.
+    c.batch_execute(
+        "CREATE MODEL price PREDICT amount USING linear AS SELECT store, amount FROM sales",
+    )
+    .await
+    .expect("tabular model");
+    let cases = [
+        ("SELECT * FROM FORECAST('demand', horizon => 15)", "22023"),
+        ("SELECT * FROM FORECAST('demand', horizon => 0)", "22023"),
+        ("SELECT * FROM FORECAST('demand', level => 100)", "22023"),
+        ("SELECT * FROM FORECAST('demand', method => 'ets')", "22023"),
+        ("SELECT * FROM FORECAST('nope')", "42704"),
+        ("SELECT * FROM FORECAST('price')", "22023"),
+        ("SELECT * FROM EVALUATE('price')", "22023"),
+        ("SELECT * FROM EVALUATE('demand', TABLE sales)", "22023"),
+        ("SELECT PREDICT('demand', day) FROM sales", "22023"),
+        (
+            "CREATE MODEL bad FORECAST amount TIME store AS SELECT store, amount FROM sales",
+            "42804",
+        ),
+        (
+            "CREATE MODEL bad FORECAST store TIME day AS SELECT store, day FROM sales",
+            "42804",
+        ),
+        (
+            "CREATE MODEL bad FORECAST amount TIME day BY region AS SELECT * FROM sales",
+            "42703",
+        ),
+        (
+            "CREATE MODEL bad FORECAST amount TIME day WITH (horizon = 0) AS SELECT * FROM sales",
+            "22023",
+        ),
+        (
+            "CREATE MODEL bad FORECAST amount TIME day USING prophet AS SELECT * FROM sales",
+            "22023",
+        ),
+        (
+            "CREATE MODEL bad FORECAST amount TIME day BY store \
+             AS SELECT day, store, CASE WHEN store = 'b' THEN NULL ELSE amount END AS amount FROM sales",
+            "22000",
+        ),
+        (
+            "CREATE MODEL bad FORECAST amount TIME day AS SELECT * FROM sales WHERE false",
+            "22000",
+        ),
+        (
+            "CREATE MODEL bad FORECAST amount AS SELECT * FROM sales",
+            "42601",
+        ),
+    ];
+    for (sql, code) in cases {
+        let e = c.query(sql, &[]).await.expect_err(sql);
+        assert_eq!(sqlstate(&e), code, "{sql}: {e}");
+    }
+    assert!(
+        rows(&c, "SELECT name FROM system.models WHERE name = 'bad'")
+            .await
+            .is_empty(),
+        "failed training registers nothing"
+    );
+
+    // A new version, then a restart: the stored forecast comes back from the registry.
+    c.batch_execute(
+        "CREATE OR REPLACE MODEL demand FORECAST amount TIME day BY store USING seasonal_naive \
+         WITH (horizon = 14, season_length = 7) AS SELECT day, store, amount FROM sales",
+    )
+    .await
+    .expect("version 2");
+    drop(c);
+    server.restart();
+    let c = server.connect().await;
+    let v = rows(
+        &c,
+        "SELECT version, algorithm FROM system.models WHERE name = 'demand'",
+    )
+    .await;
+    assert_eq!(v[0].get::<_, i64>(0), 2);
+    assert_eq!(v[0].get::<_, String>(1), "seasonal_naive");
+    let after = rows(&c, "SELECT DISTINCT method FROM FORECAST('demand')").await;
+    assert_eq!(after.len(), 1);
+    assert_eq!(after[0].get::<_, String>(0), "seasonal_naive");
+}

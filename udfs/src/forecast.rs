@@ -7,7 +7,8 @@
 //!
 //! `time` may be a timestamp (any unit, with or without time zone), a date or an integer;
 //! the forecast times have the same type. Season-length candidates follow the step: hourly
-//! data tries 24 and 168, daily 7 and 365, ... (see [`season_candidates`]).
+//! data tries 24 and 168, daily 7 and 365, ... (see
+//! [`prognos_models::forecast::time::season_candidates`]).
 
 use std::sync::Arc;
 
@@ -15,20 +16,27 @@ use datafusion::arrow::array::{
     Array, ArrayRef, AsArray, Float64Array, Int64Array, ListArray, StringArray, StructArray,
 };
 use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::{
-    DataType, Field, FieldRef, Fields, Float64Type, Int64Type, TimeUnit,
-};
+use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Fields, Float64Type, Int64Type};
 use datafusion::common::{Result, ScalarValue, exec_err, plan_err};
 use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
 use datafusion::logical_expr::{Accumulator, AggregateUDFImpl, Signature, Volatility};
 use datafusion::physical_expr::expressions::Literal;
 use prognos_models::ModelError;
+use prognos_models::forecast::time::{season_candidates, times_as_i64, times_from_i64, unit_nanos};
 use prognos_models::forecast::{ForecastSpec, Method, forecast, regularize};
 
-use crate::models::{external, f64_list, list_scalar};
+use datafusion::arrow::array::RecordBatch;
+use datafusion::catalog::{TableFunctionArgs, TableFunctionImpl, TableProvider};
+use datafusion::common::DataFusionError;
+use datafusion::datasource::MemTable;
+use datafusion::logical_expr::Expr;
+use prognos_catalog::{CatalogError, ModelSnapshot};
+use prognos_models::ModelArtifact;
+
+use crate::models::{external, f64_list, list_scalar, literal_name};
 
 /// Largest horizon accepted.
-pub const MAX_HORIZON: i64 = 100_000;
+pub const MAX_HORIZON: i64 = prognos_models::forecast::stored::MAX_HORIZON as i64;
 
 /// The aggregate.
 #[derive(Debug, PartialEq, Eq, Hash)]
@@ -60,46 +68,6 @@ fn list_of(fields: Fields) -> DataType {
 
 fn i64_list() -> DataType {
     DataType::List(Arc::new(Field::new("item", DataType::Int64, true)))
-}
-
-/// Nanoseconds in one unit of a time type (dates count days).
-fn unit_nanos(t: &DataType) -> Option<i64> {
-    Some(match t {
-        DataType::Timestamp(TimeUnit::Second, _) => 1_000_000_000,
-        DataType::Timestamp(TimeUnit::Millisecond, _) | DataType::Date64 => 1_000_000,
-        DataType::Timestamp(TimeUnit::Microsecond, _) => 1_000,
-        DataType::Timestamp(TimeUnit::Nanosecond, _) => 1,
-        DataType::Date32 => 86_400_000_000_000,
-        DataType::Int64 | DataType::Int32 | DataType::Int16 | DataType::UInt32 => 0,
-        _ => return None,
-    })
-}
-
-/// Season lengths worth testing for a step of `step` units of a type whose unit is
-/// `nanos` nanoseconds (0 = plain integers: the step is not a duration).
-pub fn season_candidates(step: i64, nanos: i64) -> Vec<usize> {
-    const HOUR: i64 = 3_600_000_000_000;
-    const DAY: i64 = 24 * HOUR;
-    if nanos == 0 || step <= 0 {
-        return vec![4, 7, 12, 24];
-    }
-    let step_ns = step.saturating_mul(nanos);
-    let per = |span: i64| (span / step_ns) as usize;
-    let mut c: Vec<usize> = if step_ns < HOUR {
-        vec![per(HOUR), per(DAY), per(7 * DAY)]
-    } else if step_ns < DAY {
-        vec![per(DAY), per(7 * DAY)]
-    } else if step_ns < 7 * DAY {
-        vec![per(7 * DAY), per(365 * DAY)]
-    } else if step_ns < 28 * DAY {
-        vec![52]
-    } else if step_ns < 90 * DAY {
-        vec![12]
-    } else {
-        vec![4]
-    };
-    c.retain(|&m| m >= 2);
-    c
 }
 
 impl AggregateUDFImpl for ForecastAgg {
@@ -232,13 +200,6 @@ struct SeriesAccumulator {
     values: Vec<Option<f64>>,
 }
 
-fn times_as_i64(a: &ArrayRef) -> Result<ArrayRef> {
-    Ok(match a.data_type() {
-        DataType::Date32 => cast(&cast(a, &DataType::Int32)?, &DataType::Int64)?,
-        _ => cast(a, &DataType::Int64)?,
-    })
-}
-
 impl Accumulator for SeriesAccumulator {
     fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
         let t = times_as_i64(&values[0])?;
@@ -306,12 +267,10 @@ impl Accumulator for SeriesAccumulator {
         let f = forecast(&series.values, &spec).map_err(external)?;
         let last = series.start + series.step * (series.values.len() as i64 - 1);
         let step = series.step.max(1);
-        let times =
-            Int64Array::from_iter_values((1..=self.horizon as i64).map(|j| last + j * step));
-        let times: ArrayRef = match &self.time_type {
-            DataType::Date32 => cast(&cast(&times, &DataType::Int32)?, &DataType::Date32)?,
-            t => cast(&times, t)?,
-        };
+        let times = times_from_i64(
+            (1..=self.horizon as i64).map(|j| last + j * step).collect(),
+            &self.time_type,
+        )?;
         let h = self.horizon;
         let structs = StructArray::new(
             fields.clone(),
@@ -335,5 +294,93 @@ impl Accumulator for SeriesAccumulator {
 
     fn size(&self) -> usize {
         std::mem::size_of_val(self) + self.times.capacity() * 8 + self.values.capacity() * 16
+    }
+}
+
+/// `prognos_forecast_model('m', horizon, level)`: the stored forecast of a forecasting model
+/// (`horizon` 0 = the trained horizon, `level` 0 = the model's level). `FROM FORECAST('m'
+/// [, horizon => n] [, level => p])` is rewritten onto it.
+#[derive(Debug)]
+pub(crate) struct StoredForecast {
+    pub(crate) snapshot: Arc<ModelSnapshot>,
+}
+
+/// `prognos_forecast_evaluation('m')`: a forecasting model's held-out scores per series.
+/// `FROM EVALUATE('m')` is rewritten onto it.
+#[derive(Debug)]
+pub(crate) struct StoredEvaluation {
+    pub(crate) snapshot: Arc<ModelSnapshot>,
+}
+
+fn forecasting_model(
+    snapshot: &ModelSnapshot,
+    fname: &str,
+    args: &TableFunctionArgs,
+) -> Result<Arc<ModelArtifact>> {
+    let name = literal_name(fname, args.exprs().first())?;
+    let (_, model) = snapshot.get(&name).map_err(external)?;
+    if model.forecast_model().is_none() {
+        return Err(external(CatalogError::Model(ModelError::InvalidInput(
+            format!(
+                "\"{name}\" is a {} model, not a forecasting model (CREATE MODEL ... FORECAST \
+                 value TIME t ...)",
+                format!("{:?}", model.task).to_ascii_lowercase()
+            ),
+        ))));
+    }
+    Ok(model)
+}
+
+fn literal_number(args: &TableFunctionArgs, i: usize) -> Result<f64> {
+    match args.exprs().get(i) {
+        Some(Expr::Literal(v, _)) => match v.cast_to(&DataType::Float64)? {
+            ScalarValue::Float64(Some(x)) => Ok(x),
+            _ => plan_err!("argument {} must be a number", i + 1),
+        },
+        _ => plan_err!("argument {} must be a constant number", i + 1),
+    }
+}
+
+fn one_batch(batch: RecordBatch) -> Result<Arc<dyn TableProvider>> {
+    Ok(Arc::new(MemTable::try_new(
+        batch.schema(),
+        vec![vec![batch]],
+    )?))
+}
+
+impl TableFunctionImpl for StoredForecast {
+    fn call_with_args(&self, args: TableFunctionArgs) -> Result<Arc<dyn TableProvider>> {
+        if args.exprs().len() != 3 {
+            return plan_err!("prognos_forecast_model takes a model name, a horizon and a level");
+        }
+        let model = forecasting_model(&self.snapshot, "forecast", &args)?;
+        let horizon = literal_number(&args, 1)?;
+        let level = literal_number(&args, 2)?;
+        let f = model
+            .forecast_model()
+            .ok_or_else(|| DataFusionError::Internal("forecasting model checked above".into()))?;
+        let batch = f
+            .forecast_batch(
+                (horizon > 0.0).then_some(horizon as usize),
+                (level != 0.0).then_some(level),
+            )
+            .map_err(|e| external(CatalogError::Model(e)))?;
+        one_batch(batch)
+    }
+}
+
+impl TableFunctionImpl for StoredEvaluation {
+    fn call_with_args(&self, args: TableFunctionArgs) -> Result<Arc<dyn TableProvider>> {
+        if args.exprs().len() != 1 {
+            return plan_err!("prognos_forecast_evaluation takes the model name");
+        }
+        let model = forecasting_model(&self.snapshot, "evaluate", &args)?;
+        let f = model
+            .forecast_model()
+            .ok_or_else(|| DataFusionError::Internal("forecasting model checked above".into()))?;
+        let batch = f
+            .evaluation_batch()
+            .map_err(|e| external(CatalogError::Model(e)))?;
+        one_batch(batch)
     }
 }

@@ -117,6 +117,9 @@ impl ScalarUDFImpl for ModelFunction {
             args.scalar_arguments.first().copied().flatten(),
         )?;
         let model = self.model(&name)?;
+        model
+            .row_model(&self.fname().to_ascii_uppercase())
+            .map_err(|e| external(CatalogError::Model(e)))?;
         let types: Vec<DataType> = args.arg_fields[1..]
             .iter()
             .map(|f| f.data_type().clone())
@@ -196,7 +199,7 @@ struct FeatureImportance {
     snapshot: Arc<ModelSnapshot>,
 }
 
-fn literal_name(fname: &str, e: Option<&Expr>) -> Result<String> {
+pub(crate) fn literal_name(fname: &str, e: Option<&Expr>) -> Result<String> {
     match e {
         Some(Expr::Literal(s, _)) => model_name(fname, Some(s)),
         _ => Err(external(CatalogError::Model(ModelError::InvalidInput(
@@ -247,6 +250,18 @@ pub fn register_model_functions(ctx: &SessionContext, snapshot: Arc<ModelSnapsho
         snapshot: Arc::clone(&snapshot),
         signature: Signature::user_defined(Volatility::Immutable),
     }));
+    ctx.register_udtf(
+        "prognos_forecast_model",
+        Arc::new(crate::forecast::StoredForecast {
+            snapshot: Arc::clone(&snapshot),
+        }),
+    );
+    ctx.register_udtf(
+        "prognos_forecast_evaluation",
+        Arc::new(crate::forecast::StoredEvaluation {
+            snapshot: Arc::clone(&snapshot),
+        }),
+    );
     ctx.register_udtf(
         "feature_importance",
         Arc::new(FeatureImportance { snapshot }),

@@ -13,9 +13,13 @@
 pub mod methods;
 pub mod regular;
 pub mod seasonality;
+pub mod stored;
+pub mod time;
 
 pub use methods::{Method, point_forecast};
 pub use regular::{Regularized, regularize};
+
+use serde::{Deserialize, Serialize};
 
 use crate::error::{ModelError, ModelResult};
 
@@ -51,8 +55,60 @@ pub struct SeriesForecast {
     pub season_length: usize,
     /// Backtest MASE of each method tried (empty without a backtest).
     pub scores: Vec<(Method, f64)>,
+    /// What the intervals were made from (intervals at other levels come from it).
+    pub calibration: Calibration,
     /// What fell back to what, for NOTICEs.
     pub notes: Vec<String>,
+}
+
+/// What a series' prediction intervals are made from.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Calibration {
+    /// Absolute errors of the chosen method in each backtest window (`horizon` steps each).
+    Backtest {
+        /// One list per window.
+        errors: Vec<Vec<f64>>,
+    },
+    /// No backtest window fitted: the standard deviation of the one-step changes, growing
+    /// with √step.
+    OneStep {
+        /// Standard deviation of `y[t] - y[t-1]`.
+        sd: f64,
+    },
+}
+
+impl Calibration {
+    /// Half-widths of the `level` % intervals (level in (0, 100)) for steps `1..=h`. Step `j`
+    /// takes the conformal quantile of the backtest errors at steps `j-2..=j+2` of every
+    /// window (steps past the windows' length use the last ones).
+    pub fn widths(&self, h: usize, level: f64) -> Vec<f64> {
+        let q = level / 100.0;
+        match self {
+            Calibration::Backtest { errors } => {
+                let len = errors.iter().map(Vec::len).min().unwrap_or(0);
+                if len == 0 {
+                    return vec![0.0; h];
+                }
+                (0..h)
+                    .map(|j| {
+                        let j = j.min(len - 1);
+                        let lo = j.saturating_sub(2);
+                        let hi = (j + 2).min(len - 1);
+                        let mut pool: Vec<f64> = errors
+                            .iter()
+                            .flat_map(|w| w[lo..=hi].iter().copied())
+                            .collect();
+                        conformal_quantile(&mut pool, q)
+                    })
+                    .collect()
+            }
+            Calibration::OneStep { sd } => {
+                let z = normal_quantile(0.5 + q / 2.0);
+                (0..h).map(|j| z * sd * ((j + 1) as f64).sqrt()).collect()
+            }
+        }
+    }
 }
 
 /// sMAPE in percent (the M4 definition: 200·|y−ŷ|/(|y|+|ŷ|), a 0/0 step counts 0).
@@ -283,19 +339,8 @@ pub fn forecast(y: &[f64], spec: &ForecastSpec) -> ModelResult<SeriesForecast> {
             }
         }
     }
-    let q = spec.level / 100.0;
-    let width: Vec<f64> = match errors.iter().find(|(c, _)| *c == chosen) {
-        Some((_, windows)) => (0..h)
-            .map(|j| {
-                let lo = j.saturating_sub(2);
-                let hi = (j + 2).min(h - 1);
-                let mut pool: Vec<f64> = windows
-                    .iter()
-                    .flat_map(|w| w[lo..=hi].iter().copied())
-                    .collect();
-                conformal_quantile(&mut pool, q)
-            })
-            .collect(),
+    let calibration = match errors.into_iter().find(|(c, _)| *c == chosen) {
+        Some((_, errors)) => Calibration::Backtest { errors },
         None => {
             let d: Vec<f64> = y.windows(2).map(|w| w[1] - w[0]).collect();
             let sd = if d.is_empty() {
@@ -308,10 +353,10 @@ pub fn forecast(y: &[f64], spec: &ForecastSpec) -> ModelResult<SeriesForecast> {
                 "the series is too short for a backtest: intervals from its one-step changes"
                     .into(),
             );
-            let z = normal_quantile(0.5 + q / 2.0);
-            (0..h).map(|j| z * sd * ((j + 1) as f64).sqrt()).collect()
+            Calibration::OneStep { sd }
         }
     };
+    let width = calibration.widths(h, spec.level);
     Ok(SeriesForecast {
         lower: point.iter().zip(&width).map(|(p, w)| p - w).collect(),
         upper: point.iter().zip(&width).map(|(p, w)| p + w).collect(),
@@ -319,6 +364,7 @@ pub fn forecast(y: &[f64], spec: &ForecastSpec) -> ModelResult<SeriesForecast> {
         method: chosen,
         season_length: m,
         scores,
+        calibration,
         notes,
     })
 }

@@ -17,6 +17,7 @@ use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::sql::parser::Statement as DFStatement;
 use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
 use prognos_catalog::CatalogError;
+use prognos_models::forecast::stored::{ForecastRequest, train_forecast};
 use prognos_models::{Algorithm, TrainContext, TrainRequest};
 
 use super::{Engine, ModelStatement, Output, Session, Statement};
@@ -61,6 +62,14 @@ fn command(tag: &str) -> Output {
     }
 }
 
+/// What `CREATE MODEL` trains.
+enum TrainJob {
+    /// A tabular model (`PREDICT target` or clustering).
+    Rows(TrainRequest),
+    /// A forecasting model (`FORECAST value TIME t`).
+    Forecast(ForecastRequest),
+}
+
 /// Raises the flag when dropped (statement cancelled, connection gone) unless disarmed.
 struct CancelOnDrop(Arc<AtomicBool>, bool);
 
@@ -101,6 +110,7 @@ pub(super) async fn execute(
             replace,
             if_not_exists,
             target,
+            forecast,
             algorithm,
             options,
             query,
@@ -110,8 +120,18 @@ pub(super) async fn execute(
                 return Ok(command("CREATE MODEL"));
             }
             engine.registry.check_create(name, *replace)?;
-            let algorithm = Algorithm::parse(algorithm.as_deref().unwrap_or("auto"))
-                .map_err(CatalogError::Model)?;
+            let job = match forecast {
+                Some(f) => TrainJob::Forecast(
+                    ForecastRequest::new(&f.value, &f.time, &f.ids, algorithm.as_deref(), options)
+                        .map_err(CatalogError::Model)?,
+                ),
+                None => TrainJob::Rows(TrainRequest {
+                    target: target.clone(),
+                    algorithm: Algorithm::parse(algorithm.as_deref().unwrap_or("auto"))
+                        .map_err(CatalogError::Model)?,
+                    options: options.clone(),
+                }),
+            };
             let (names, columns) = read_training_rows(engine, session, query).await?;
             // The training set and the matrices built from it (f32 values, u8 bins, row
             // indices, gradients: about 4× the rows × columns of 4 bytes) are reserved in the
@@ -140,11 +160,6 @@ pub(super) async fn execute(
                 columns.first().map(|c| c.len()).unwrap_or(0),
                 names.len()
             ));
-            let req = TrainRequest {
-                target: target.clone(),
-                algorithm,
-                options: options.clone(),
-            };
             let flag = Arc::new(AtomicBool::new(false));
             let mut guard = CancelOnDrop(Arc::clone(&flag), true);
             let tx = session.notice_sender();
@@ -159,7 +174,10 @@ pub(super) async fn execute(
                     progress: &mut progress,
                     cancel: &flag,
                 };
-                prognos_models::train(&names, &columns, &req, &mut ctx)
+                match &job {
+                    TrainJob::Rows(req) => prognos_models::train(&names, &columns, req, &mut ctx),
+                    TrainJob::Forecast(req) => train_forecast(&names, &columns, req, &mut ctx),
+                }
             })
             .await
             .map_err(|e| {

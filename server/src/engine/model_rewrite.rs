@@ -15,6 +15,10 @@
 //!   forecast, lower, upper, method`, `horizon` rows per series: a `GROUP BY` of the id columns
 //!   over the `prognos_forecast` aggregate, whose lists are unnested.
 //!
+//! * `FROM FORECAST('m' [, horizon => n] [, level => p])` → the stored forecast of a
+//!   forecasting model (`prognos_forecast_model`); `FROM EVALUATE('m')` → its held-out scores
+//!   per series (`prognos_forecast_evaluation`).
+//!
 //! `TABLE t` is not an expression in sqlparser, so it is first turned into `(SELECT * FROM t)`
 //! at the token level inside these calls.
 
@@ -139,63 +143,58 @@ fn invalid(msg: String) -> ServerError {
     ServerError::statement(StatusCode::InvalidParameterValue, msg)
 }
 
-/// `FORECAST(relation, name => value, ...)` rewritten (see the module docs).
-fn forecast_replacement(args: &[FunctionArg]) -> ServerResult<String> {
-    let usage = || {
-        invalid(
-            "FORECAST takes a relation and named settings: FORECAST(TABLE t, time => 'ts', \
-             value => 'v' [, id => 'a, b'] [, horizon => n] [, level => 95] \
-             [, method => 'auto'] [, season_length => n])"
-                .to_string(),
-        )
-    };
-    let Some(FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::Subquery(q)))) = args.first() else {
-        return Err(usage());
-    };
-    let mut named: Vec<(String, Expr)> = vec![];
-    for a in &args[1..] {
-        match a {
-            FunctionArg::Named {
-                name,
-                arg: FunctionArgExpr::Expr(e),
-                ..
-            } => named.push((name.value.to_ascii_lowercase(), e.clone())),
-            FunctionArg::ExprNamed {
-                name: Expr::Identifier(name),
-                arg: FunctionArgExpr::Expr(e),
-                ..
-            } => named.push((name.value.to_ascii_lowercase(), e.clone())),
-            other => return Err(invalid(format!("FORECAST: unexpected argument {other}"))),
+/// `name => value` settings of a relation function.
+struct NamedArgs {
+    func: &'static str,
+    named: Vec<(String, Expr)>,
+}
+
+impl NamedArgs {
+    fn parse(func: &'static str, args: &[FunctionArg], known: &[&str]) -> ServerResult<Self> {
+        let mut named: Vec<(String, Expr)> = vec![];
+        for a in args {
+            match a {
+                FunctionArg::Named {
+                    name,
+                    arg: FunctionArgExpr::Expr(e),
+                    ..
+                } => named.push((name.value.to_ascii_lowercase(), e.clone())),
+                FunctionArg::ExprNamed {
+                    name: Expr::Identifier(name),
+                    arg: FunctionArgExpr::Expr(e),
+                    ..
+                } => named.push((name.value.to_ascii_lowercase(), e.clone())),
+                other => return Err(invalid(format!("{func}: unexpected argument {other}"))),
+            }
         }
+        if let Some((k, _)) = named.iter().find(|(k, _)| !known.contains(&k.as_str())) {
+            return Err(invalid(format!(
+                "unknown {func} setting \"{k}\" (known: {})",
+                known.join(", ")
+            )));
+        }
+        Ok(NamedArgs { func, named })
     }
-    const KNOWN: &[&str] = &[
-        "time",
-        "value",
-        "id",
-        "horizon",
-        "level",
-        "method",
-        "season_length",
-    ];
-    if let Some((k, _)) = named.iter().find(|(k, _)| !KNOWN.contains(&k.as_str())) {
-        return Err(invalid(format!(
-            "unknown FORECAST setting \"{k}\" (known: {})",
-            KNOWN.join(", ")
-        )));
+
+    fn get(&self, k: &str) -> Option<&Expr> {
+        self.named.iter().find(|(n, _)| n == k).map(|(_, e)| e)
     }
-    let get = |k: &str| named.iter().find(|(n, _)| n == k).map(|(_, e)| e);
-    let text = |k: &str| -> ServerResult<Option<String>> {
-        match get(k) {
+
+    fn text(&self, k: &str) -> ServerResult<Option<String>> {
+        let func = self.func;
+        match self.get(k) {
             None => Ok(None),
             Some(Expr::Value(v)) => match &v.value {
                 Value::SingleQuotedString(s) => Ok(Some(s.clone())),
-                _ => Err(invalid(format!("FORECAST: {k} must be a quoted string"))),
+                _ => Err(invalid(format!("{func}: {k} must be a quoted string"))),
             },
-            Some(_) => Err(invalid(format!("FORECAST: {k} must be a quoted string"))),
+            Some(_) => Err(invalid(format!("{func}: {k} must be a quoted string"))),
         }
-    };
-    let number = |k: &str| -> ServerResult<Option<f64>> {
-        let e = match get(k) {
+    }
+
+    fn number(&self, k: &str) -> ServerResult<Option<f64>> {
+        let func = self.func;
+        let e = match self.get(k) {
             None => return Ok(None),
             Some(e) => e,
         };
@@ -208,12 +207,89 @@ fn forecast_replacement(args: &[FunctionArg]) -> ServerResult<String> {
                 Value::Number(n, _) => n
                     .parse::<f64>()
                     .map(|x| Some(if neg { -x } else { x }))
-                    .map_err(|_| invalid(format!("FORECAST: {k} must be a number"))),
-                _ => Err(invalid(format!("FORECAST: {k} must be a number"))),
+                    .map_err(|_| invalid(format!("{func}: {k} must be a number"))),
+                _ => Err(invalid(format!("{func}: {k} must be a number"))),
             },
-            _ => Err(invalid(format!("FORECAST: {k} must be a number"))),
+            _ => Err(invalid(format!("{func}: {k} must be a number"))),
         }
+    }
+
+    /// `horizon`: an integer in [1, MAX_HORIZON].
+    fn horizon(&self) -> ServerResult<Option<f64>> {
+        let max_h = prognos_udfs::forecast::MAX_HORIZON as f64;
+        match self.number("horizon")? {
+            Some(h) if !(h >= 1.0 && h <= max_h && h.fract() == 0.0) => Err(invalid(format!(
+                "{}: horizon must be an integer in [1, {max_h}], got {h}",
+                self.func
+            ))),
+            h => Ok(h),
+        }
+    }
+
+    /// `level`: in (0, 100).
+    fn level(&self) -> ServerResult<Option<f64>> {
+        match self.number("level")? {
+            Some(l) if !(l > 0.0 && l < 100.0) => Err(invalid(format!(
+                "{}: level must be in (0, 100), got {l}",
+                self.func
+            ))),
+            l => Ok(l),
+        }
+    }
+}
+
+/// The model name when a relation function's first argument is a string literal.
+fn model_name_arg(args: &[FunctionArg]) -> Option<&str> {
+    match args.first() {
+        Some(FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::Value(v)))) => match &v.value {
+            Value::SingleQuotedString(s) => Some(s.as_str()),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// `FORECAST('m' [, horizon => n] [, level => p])` → the stored forecast's table function.
+fn stored_forecast_replacement(name: &str, args: &[FunctionArg]) -> ServerResult<String> {
+    let named = NamedArgs::parse("FORECAST", args, &["horizon", "level"])?;
+    let horizon = named.horizon()?.unwrap_or(0.0);
+    let level = named.level()?.unwrap_or(0.0);
+    Ok(format!(
+        "SELECT * FROM prognos_forecast_model({}, {}, {level:?})",
+        sql_string(name),
+        horizon as i64
+    ))
+}
+
+/// `FORECAST(relation, name => value, ...)` rewritten (see the module docs).
+fn forecast_replacement(args: &[FunctionArg]) -> ServerResult<String> {
+    let usage = || {
+        invalid(
+            "FORECAST takes a relation and named settings: FORECAST(TABLE t, time => 'ts', \
+             value => 'v' [, id => 'a, b'] [, horizon => n] [, level => 95] \
+             [, method => 'auto'] [, season_length => n]), or a forecasting model: \
+             FORECAST('model' [, horizon => n] [, level => 95])"
+                .to_string(),
+        )
     };
+    if let Some(name) = model_name_arg(args) {
+        return stored_forecast_replacement(name, &args[1..]);
+    }
+    let Some(FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::Subquery(q)))) = args.first() else {
+        return Err(usage());
+    };
+    const KNOWN: &[&str] = &[
+        "time",
+        "value",
+        "id",
+        "horizon",
+        "level",
+        "method",
+        "season_length",
+    ];
+    let named = NamedArgs::parse("FORECAST", &args[1..], KNOWN)?;
+    let text = |k: &str| named.text(k);
+    let number = |k: &str| named.number(k);
     let time = text("time")?.ok_or_else(|| invalid("FORECAST needs time => 'column'".into()))?;
     let value = text("value")?.ok_or_else(|| invalid("FORECAST needs value => 'column'".into()))?;
     let ids: Vec<String> = text("id")?
@@ -224,19 +300,8 @@ fn forecast_replacement(args: &[FunctionArg]) -> ServerResult<String> {
                 .collect()
         })
         .unwrap_or_default();
-    let horizon = number("horizon")?.unwrap_or(10.0);
-    let max_h = prognos_udfs::forecast::MAX_HORIZON as f64;
-    if !(horizon >= 1.0 && horizon <= max_h && horizon.fract() == 0.0) {
-        return Err(invalid(format!(
-            "FORECAST: horizon must be an integer in [1, {max_h}], got {horizon}"
-        )));
-    }
-    let level = number("level")?.unwrap_or(95.0);
-    if !(level > 0.0 && level < 100.0) {
-        return Err(invalid(format!(
-            "FORECAST: level must be in (0, 100), got {level}"
-        )));
-    }
+    let horizon = named.horizon()?.unwrap_or(10.0);
+    let level = named.level()?.unwrap_or(95.0);
     let method = text("method")?.unwrap_or_else(|| "auto".into());
     if !method.eq_ignore_ascii_case("auto") {
         prognos_models::forecast::Method::parse(&method)
@@ -288,6 +353,22 @@ impl ModelRelations<'_> {
         if func == "forecast" {
             return forecast_replacement(args);
         }
+        if func == "evaluate"
+            && args.len() == 1
+            && let Some(name) = model_name_arg(args)
+        {
+            let (_, model) = self.snapshot.get(name)?;
+            if model.forecast_model().is_none() {
+                return Err(invalid(format!(
+                    "EVALUATE('{name}') without a relation reads a forecasting model's backtest; \
+                     score \"{name}\" on rows with EVALUATE('{name}', TABLE t)"
+                )));
+            }
+            return Ok(format!(
+                "SELECT * FROM prognos_forecast_evaluation({})",
+                sql_string(name)
+            ));
+        }
         let usage = || {
             invalid(format!(
                 "{func} takes a model name and a relation: {func}('model', TABLE t) or \
@@ -306,6 +387,12 @@ impl ModelRelations<'_> {
             return Err(usage());
         };
         let (_, model) = self.snapshot.get(model_name)?;
+        if model.forecast_model().is_some() {
+            return Err(invalid(format!(
+                "\"{model_name}\" is a forecasting model: read it with FORECAST('{model_name}') \
+                 and its backtest with EVALUATE('{model_name}')"
+            )));
+        }
         let features: Vec<String> = model
             .features
             .features

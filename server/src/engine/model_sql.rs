@@ -4,6 +4,9 @@
 //! CREATE [OR REPLACE] MODEL [IF NOT EXISTS] name
 //!   [PREDICT target] [USING algorithm] [WITH (key = value, ...)]
 //!   AS <query>
+//! CREATE [OR REPLACE] MODEL [IF NOT EXISTS] name
+//!   FORECAST value TIME time [BY id [, ...]] [USING method] [WITH (key = value, ...)]
+//!   AS <query>
 //! DROP MODEL [IF EXISTS] name
 //! SHOW MODELS
 //! DESCRIBE MODEL name          -- also DESC MODEL
@@ -34,6 +37,8 @@ pub enum ModelStatement {
         if_not_exists: bool,
         /// `PREDICT <column>`.
         target: Option<String>,
+        /// `FORECAST <value> TIME <time> [BY <ids>]`.
+        forecast: Option<ForecastClause>,
         /// `USING <algorithm>`.
         algorithm: Option<String>,
         /// `WITH (...)`, keys lower-cased.
@@ -55,6 +60,17 @@ pub enum ModelStatement {
         /// Model name.
         name: String,
     },
+}
+
+/// The series of a forecasting model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ForecastClause {
+    /// `FORECAST <value>`.
+    pub value: String,
+    /// `TIME <column>`.
+    pub time: String,
+    /// `BY <column>, ...`.
+    pub ids: Vec<String>,
 }
 
 fn syntax(msg: impl Into<String>) -> ServerError {
@@ -211,11 +227,25 @@ pub fn parse_model_statement(text: &str) -> ServerResult<ModelStatement> {
     let if_not_exists = p.parse_keywords(&[Keyword::IF, Keyword::NOT, Keyword::EXISTS]);
     let name = ident_name(&p.parse_identifier().map_err(parse_err)?);
     let (mut target, mut algorithm, mut options) = (None, None, BTreeMap::new());
+    let (mut value, mut time, mut ids) = (None, None, vec![]);
     loop {
         let t = p.peek_token();
         if is_word(&t.token, "predict") {
             p.next_token();
             target = Some(ident_name(&p.parse_identifier().map_err(parse_err)?));
+        } else if is_word(&t.token, "forecast") {
+            p.next_token();
+            value = Some(ident_name(&p.parse_identifier().map_err(parse_err)?));
+        } else if is_word(&t.token, "time") {
+            p.next_token();
+            time = Some(ident_name(&p.parse_identifier().map_err(parse_err)?));
+        } else if p.parse_keyword(Keyword::BY) {
+            loop {
+                ids.push(ident_name(&p.parse_identifier().map_err(parse_err)?));
+                if !p.consume_token(&Token::Comma) {
+                    break;
+                }
+            }
         } else if p.parse_keyword(Keyword::USING) {
             algorithm = Some(ident_name(&p.parse_identifier().map_err(parse_err)?));
         } else if p.parse_keyword(Keyword::WITH) {
@@ -242,7 +272,8 @@ pub fn parse_model_statement(text: &str) -> ServerResult<ModelStatement> {
             break;
         } else {
             return Err(syntax(format!(
-                "syntax error at or near \"{}\": expected PREDICT, USING, WITH or AS",
+                "syntax error at or near \"{}\": expected PREDICT, FORECAST, TIME, BY, USING, \
+                 WITH or AS",
                 t.token
             )));
         }
@@ -252,11 +283,33 @@ pub fn parse_model_statement(text: &str) -> ServerResult<ModelStatement> {
         return Err(syntax("CREATE MODEL needs a training query after AS"));
     }
     let query = text[byte_offset(text, start)..].trim().to_string();
+    let forecast = match (value, time) {
+        (Some(value), Some(time)) => {
+            if target.is_some() {
+                return Err(syntax(
+                    "a model either predicts a column (PREDICT) or forecasts one (FORECAST), \
+                     not both",
+                ));
+            }
+            Some(ForecastClause { value, time, ids })
+        }
+        (Some(_), None) => {
+            return Err(syntax(
+                "CREATE MODEL ... FORECAST needs the time column: FORECAST value TIME t",
+            ));
+        }
+        (None, Some(_)) => return Err(syntax("TIME belongs to CREATE MODEL ... FORECAST")),
+        (None, None) if !ids.is_empty() => {
+            return Err(syntax("BY belongs to CREATE MODEL ... FORECAST"));
+        }
+        (None, None) => None,
+    };
     Ok(ModelStatement::Create {
         name,
         replace,
         if_not_exists,
         target,
+        forecast,
         algorithm,
         options,
         query,
@@ -306,6 +359,29 @@ mod tests {
     }
 
     #[test]
+    fn create_forecast_model_reads_its_series() {
+        let s = parse_model_statement(
+            "CREATE MODEL demand FORECAST Sales TIME day BY store, \"Region\" USING ets \
+             WITH (horizon = 28) AS SELECT * FROM t",
+        )
+        .expect("parse");
+        let ModelStatement::Create {
+            forecast: Some(f),
+            algorithm,
+            options,
+            ..
+        } = s
+        else {
+            panic!("not a forecast model: {s:?}")
+        };
+        assert_eq!(f.value, "sales");
+        assert_eq!(f.time, "day");
+        assert_eq!(f.ids, vec!["store".to_string(), "Region".to_string()]);
+        assert_eq!(algorithm.as_deref(), Some("ets"));
+        assert_eq!(options["horizon"], "28");
+    }
+
+    #[test]
     fn scripts_split_at_top_level_semicolons() {
         let pieces = split_script("SELECT ';'; DROP MODEL IF EXISTS m; SHOW MODELS")
             .expect("split")
@@ -332,6 +408,10 @@ mod tests {
             "CREATE MODEL m FOO AS SELECT 1",
             "DROP MODEL",
             "SHOW MODELS extra",
+            "CREATE MODEL m FORECAST v AS SELECT 1",
+            "CREATE MODEL m TIME t AS SELECT 1",
+            "CREATE MODEL m BY s AS SELECT 1",
+            "CREATE MODEL m PREDICT y FORECAST v TIME t AS SELECT 1",
         ] {
             let e = parse_model_statement(sql).expect_err(sql);
             assert_eq!(e.status(), StatusCode::SyntaxError, "{sql}");

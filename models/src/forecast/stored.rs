@@ -1,0 +1,820 @@
+//! Stored forecasting models: `CREATE MODEL m FORECAST value TIME t [BY ids] [USING method]
+//! [WITH (horizon = n, level = p, season_length = m)] AS <query>`.
+//!
+//! Training splits the query's rows into series (one per combination of id values),
+//! regularises each one, and for each series
+//! 1. holds out the last `horizon` values, runs the whole procedure (method choice, intervals)
+//!    on the rest and scores it on them: sMAPE, MASE, RMSE and interval coverage — what
+//!    `EVALUATE('m')` returns — and
+//! 2. runs it again on the full series: the stored forecast, its method and the backtest errors
+//!    its intervals come from.
+//!
+//! `FORECAST('m' [, horizon => n] [, level => p])` reads the stored forecast (the first `n`
+//! steps; `n` may not exceed the trained horizon, as in BigQuery ML) and recomputes the
+//! intervals at level `p` from the stored errors, so it costs no refitting. Series are fitted
+//! in parallel (rayon); the training rows are held once, then each series' own values.
+
+use std::collections::{BTreeMap, HashMap};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, Float64Array, Int64Array, RecordBatch, StringArray,
+};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Schema, SchemaRef};
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use super::time::{season_candidates, times_as_i64, times_from_i64, unit_nanos};
+use super::{Calibration, ForecastSpec, Method, forecast, mase, regularize, smape};
+use crate::Task;
+use crate::error::{ModelError, ModelResult};
+use crate::features::FeatureSet;
+use crate::metrics::Metrics;
+use crate::model::{Algorithm, Estimator, FORMAT_VERSION, ModelArtifact, Trial};
+use crate::train::TrainContext;
+
+/// A series' id values as text (`None` = NULL).
+type SeriesKey = Vec<Option<String>>;
+/// A series' (time ticks, value) rows as read.
+type SeriesRows = Vec<(i64, Option<f64>)>;
+
+/// Largest horizon a forecast may ask for.
+pub const MAX_HORIZON: usize = 100_000;
+/// Default horizon of a stored model.
+pub const DEFAULT_HORIZON: usize = 10;
+/// Default interval level (percent).
+pub const DEFAULT_LEVEL: f64 = 95.0;
+
+/// What `CREATE MODEL ... FORECAST` asks for.
+#[derive(Debug, Clone)]
+pub struct ForecastRequest {
+    /// The value column (`FORECAST value`).
+    pub value: String,
+    /// The time column (`TIME t`).
+    pub time: String,
+    /// Series id columns (`BY a, b`).
+    pub ids: Vec<String>,
+    /// `USING` method; `None` = auto.
+    pub method: Option<Method>,
+    /// Steps ahead stored.
+    pub horizon: usize,
+    /// Default interval level of `FORECAST('m')`.
+    pub level: f64,
+    /// Season length; `None` = detected per series.
+    pub season_length: Option<usize>,
+}
+
+fn option_number(options: &BTreeMap<String, String>, key: &str) -> ModelResult<Option<f64>> {
+    options
+        .get(key)
+        .map(|v| {
+            v.trim().parse::<f64>().map_err(|_| {
+                ModelError::InvalidParameter(format!("{key} must be a number, got \"{v}\""))
+            })
+        })
+        .transpose()
+}
+
+impl ForecastRequest {
+    /// Build from the statement's parts. `method` is the `USING` name (`auto` or absent =
+    /// auto); options: `horizon` (default 10), `level` (95), `season_length` (detected).
+    pub fn new(
+        value: &str,
+        time: &str,
+        ids: &[String],
+        method: Option<&str>,
+        options: &BTreeMap<String, String>,
+    ) -> ModelResult<ForecastRequest> {
+        const KNOWN: [&str; 3] = ["horizon", "level", "season_length"];
+        if let Some(k) = options.keys().find(|k| !KNOWN.contains(&k.as_str())) {
+            return Err(ModelError::InvalidParameter(format!(
+                "unknown option \"{k}\" for a forecasting model (known: {})",
+                KNOWN.join(", ")
+            )));
+        }
+        let method = match method {
+            None => None,
+            Some(m) if m.eq_ignore_ascii_case("auto") => None,
+            Some(m) => Some(Method::parse(m)?),
+        };
+        let horizon = option_number(options, "horizon")?.unwrap_or(DEFAULT_HORIZON as f64);
+        if !(horizon >= 1.0 && horizon <= MAX_HORIZON as f64 && horizon.fract() == 0.0) {
+            return Err(ModelError::InvalidParameter(format!(
+                "horizon must be an integer in [1, {MAX_HORIZON}], got {horizon}"
+            )));
+        }
+        let level = option_number(options, "level")?.unwrap_or(DEFAULT_LEVEL);
+        check_level(level)?;
+        let season_length = match option_number(options, "season_length")? {
+            None => None,
+            Some(s) if (1.0..=100_000.0).contains(&s) && s.fract() == 0.0 => Some(s as usize),
+            Some(s) => {
+                return Err(ModelError::InvalidParameter(format!(
+                    "season_length must be an integer in [1, 100000], got {s}"
+                )));
+            }
+        };
+        if ids.iter().any(|i| i == time || i == value) || time == value {
+            return Err(ModelError::InvalidInput(
+                "the value, time and id columns must be different columns".into(),
+            ));
+        }
+        Ok(ForecastRequest {
+            value: value.to_string(),
+            time: time.to_string(),
+            ids: ids.to_vec(),
+            method,
+            horizon: horizon as usize,
+            level,
+            season_length,
+        })
+    }
+}
+
+/// Checks an interval level in percent.
+pub fn check_level(level: f64) -> ModelResult<()> {
+    if level > 0.0 && level < 100.0 {
+        Ok(())
+    } else {
+        Err(ModelError::InvalidParameter(format!(
+            "level must be in (0, 100), got {level}"
+        )))
+    }
+}
+
+/// A column of the training query kept by name and Arrow type.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct StoredColumn {
+    /// Column name.
+    pub name: String,
+    /// Arrow type, as Arrow prints it.
+    pub data_type: String,
+}
+
+impl StoredColumn {
+    fn data_type(&self) -> DataType {
+        DataType::from_str(&self.data_type).unwrap_or(DataType::Utf8)
+    }
+}
+
+/// Scores of a series' forecast on its held-out last `horizon` values.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Holdout {
+    /// sMAPE in percent.
+    pub smape: f64,
+    /// MASE (absent when the in-sample scale is 0, e.g. a constant series).
+    pub mase: Option<f64>,
+    /// Root mean squared error.
+    pub rmse: f64,
+    /// Share of held-out values inside the intervals at the model's level.
+    pub coverage: f64,
+    /// Method the procedure chose on the shortened series.
+    pub method: Method,
+}
+
+/// One fitted series.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct FittedSeries {
+    /// Its id values as text (cast back to the id columns' types on output); `None` = NULL.
+    pub id: Vec<Option<String>>,
+    /// Step between observations, in time ticks.
+    pub step: i64,
+    /// Time of the last observation, in ticks.
+    pub last: i64,
+    /// Observations after regularisation.
+    pub observations: usize,
+    /// Method of the stored forecast.
+    pub method: Method,
+    /// Season length used.
+    pub season_length: usize,
+    /// Point forecasts, `horizon` of them.
+    pub forecast: Vec<f64>,
+    /// What the intervals are made from.
+    pub calibration: Calibration,
+    /// Held-out scores (absent when the series is too short to hold `horizon` values out).
+    pub holdout: Option<Holdout>,
+    /// Regularisation and fallback notes.
+    pub notes: Vec<String>,
+}
+
+/// A stored forecasting model: the columns it was trained on and every series' forecast.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ForecastModel {
+    /// The time column.
+    pub time: StoredColumn,
+    /// The value column.
+    pub value: StoredColumn,
+    /// Series id columns.
+    pub ids: Vec<StoredColumn>,
+    /// Requested method (`None` = auto).
+    pub method: Option<Method>,
+    /// Trained horizon.
+    pub horizon: usize,
+    /// Default interval level.
+    pub level: f64,
+    /// Requested season length (`None` = detected).
+    pub season_length: Option<usize>,
+    /// Every series, ordered by id.
+    pub series: Vec<FittedSeries>,
+}
+
+fn column<'a>(names: &[String], columns: &'a [ArrayRef], name: &str) -> ModelResult<&'a ArrayRef> {
+    names
+        .iter()
+        .position(|n| n == name)
+        .or_else(|| names.iter().position(|n| n.eq_ignore_ascii_case(name)))
+        .map(|i| &columns[i])
+        .ok_or_else(|| {
+            ModelError::UnknownColumn(format!(
+                "column \"{name}\" is not in the training query (it has: {})",
+                names.join(", ")
+            ))
+        })
+}
+
+fn label(id: &[Option<String>], ids: &[StoredColumn]) -> String {
+    if ids.is_empty() {
+        return "the series".into();
+    }
+    let parts: Vec<String> = ids
+        .iter()
+        .zip(id)
+        .map(|(c, v)| format!("{}={}", c.name, v.as_deref().unwrap_or("NULL")))
+        .collect();
+    format!("series {}", parts.join(", "))
+}
+
+/// Train a forecasting model from the training query's columns.
+pub fn train_forecast(
+    names: &[String],
+    columns: &[ArrayRef],
+    req: &ForecastRequest,
+    ctx: &mut TrainContext,
+) -> ModelResult<ModelArtifact> {
+    let started = Instant::now();
+    let time_col = column(names, columns, &req.time)?;
+    let value_col = column(names, columns, &req.value)?;
+    let time_type = time_col.data_type().clone();
+    let nanos = unit_nanos(&time_type).ok_or_else(|| {
+        ModelError::WrongType(format!(
+            "the time column \"{}\" must be a timestamp, a date or an integer, not {time_type}",
+            req.time
+        ))
+    })?;
+    if !value_col.data_type().is_numeric() && *value_col.data_type() != DataType::Null {
+        return Err(ModelError::WrongType(format!(
+            "the value column \"{}\" must be numeric, not {}",
+            req.value,
+            value_col.data_type()
+        )));
+    }
+    let id_cols: Vec<&ArrayRef> = req
+        .ids
+        .iter()
+        .map(|i| column(names, columns, i))
+        .collect::<ModelResult<_>>()?;
+    let id_text: Vec<ArrayRef> = id_cols
+        .iter()
+        .map(|c| cast(c, &DataType::Utf8))
+        .collect::<Result<_, _>>()?;
+    let times = times_as_i64(time_col)?;
+    let times = times.as_primitive::<Int64Type>();
+    let values = cast(value_col, &DataType::Float64)?;
+    let values = values.as_primitive::<Float64Type>();
+
+    // Rows into series; rows without a time cannot be placed and are skipped.
+    let mut index: HashMap<SeriesKey, usize> = HashMap::new();
+    let mut groups: Vec<(SeriesKey, SeriesRows)> = vec![];
+    let mut timeless = 0usize;
+    for r in 0..times.len() {
+        if times.is_null(r) {
+            timeless += 1;
+            continue;
+        }
+        let key: Vec<Option<String>> = id_text
+            .iter()
+            .map(|c| {
+                let s = c.as_string::<i32>();
+                s.is_valid(r).then(|| s.value(r).to_string())
+            })
+            .collect();
+        let slot = match index.get(&key) {
+            Some(&i) => i,
+            None => {
+                index.insert(key.clone(), groups.len());
+                groups.push((key, vec![]));
+                groups.len() - 1
+            }
+        };
+        groups[slot]
+            .1
+            .push((times.value(r), values.is_valid(r).then(|| values.value(r))));
+    }
+    if groups.is_empty() {
+        return Err(ModelError::BadTrainingData(
+            "the training query returned no rows with a time".into(),
+        ));
+    }
+    groups.sort_by(|a, b| a.0.cmp(&b.0));
+    if timeless > 0 {
+        (ctx.progress)(format!("{timeless} row(s) without a time skipped"));
+    }
+    (ctx.progress)(format!(
+        "fitting {} series, horizon {}",
+        groups.len(),
+        req.horizon
+    ));
+    let ids: Vec<StoredColumn> = req
+        .ids
+        .iter()
+        .zip(&id_cols)
+        .map(|(n, c)| StoredColumn {
+            name: n.clone(),
+            data_type: c.data_type().to_string(),
+        })
+        .collect();
+    let cancel = ctx.cancel;
+    let fitted: Vec<ModelResult<FittedSeries>> = groups
+        .into_par_iter()
+        .map(|(id, rows)| {
+            if cancel.load(Ordering::Relaxed) {
+                return Err(ModelError::Cancelled);
+            }
+            let name = label(&id, &ids);
+            fit_series(id, &rows, req, nanos).map_err(|e| match e {
+                ModelError::Cancelled => e,
+                other => ModelError::BadTrainingData(format!("{name}: {other}")),
+            })
+        })
+        .collect();
+    let series = fitted.into_iter().collect::<ModelResult<Vec<_>>>()?;
+    let mut notes = 0usize;
+    let mut methods: BTreeMap<&str, usize> = BTreeMap::new();
+    for s in &series {
+        *methods.entry(s.method.name()).or_default() += 1;
+        for n in &s.notes {
+            notes += 1;
+            if notes <= 20 {
+                (ctx.progress)(format!("{}: {n}", label(&s.id, &ids)));
+            }
+        }
+    }
+    if notes > 20 {
+        (ctx.progress)(format!("... and {} more series note(s)", notes - 20));
+    }
+    let chosen: Vec<String> = methods.iter().map(|(m, c)| format!("{m} {c}")).collect();
+    (ctx.progress)(format!("methods chosen: {}", chosen.join(", ")));
+    let model = ForecastModel {
+        time: StoredColumn {
+            name: req.time.clone(),
+            data_type: time_type.to_string(),
+        },
+        value: StoredColumn {
+            name: req.value.clone(),
+            data_type: value_col.data_type().to_string(),
+        },
+        ids,
+        method: req.method,
+        horizon: req.horizon,
+        level: req.level,
+        season_length: req.season_length,
+        series,
+    };
+    let metrics = model.holdout_metrics();
+    let seconds = started.elapsed().as_secs_f64();
+    let trials = metrics
+        .values
+        .get("mase")
+        .or_else(|| metrics.values.get("smape"))
+        .map(|&v| Trial {
+            algorithm: Algorithm::Forecast,
+            params: format!("method={}", req.method.map(|m| m.name()).unwrap_or("auto")),
+            metric: if metrics.values.contains_key("mase") {
+                "mase".into()
+            } else {
+                "smape".into()
+            },
+            value: v,
+            seconds,
+            chosen: true,
+        })
+        .into_iter()
+        .collect();
+    let mut options = BTreeMap::new();
+    options.insert("horizon".to_string(), req.horizon.to_string());
+    options.insert("level".to_string(), req.level.to_string());
+    if let Some(m) = req.season_length {
+        options.insert("season_length".to_string(), m.to_string());
+    }
+    let train_rows = model.series.iter().map(|s| s.observations).sum();
+    let validation_rows = model.series.iter().filter(|s| s.holdout.is_some()).count() * req.horizon;
+    Ok(ModelArtifact {
+        format_version: FORMAT_VERSION,
+        task: Task::Forecasting,
+        algorithm: Algorithm::Forecast,
+        features: FeatureSet::default(),
+        target: None,
+        estimator: Estimator::Forecast(model),
+        metrics,
+        metrics_on_validation: true,
+        importance: vec![],
+        trials,
+        options,
+        train_rows,
+        validation_rows,
+        train_seconds: seconds,
+        calibration: None,
+    })
+}
+
+fn fit_series(
+    id: Vec<Option<String>>,
+    rows: &[(i64, Option<f64>)],
+    req: &ForecastRequest,
+    nanos: i64,
+) -> ModelResult<FittedSeries> {
+    let series = regularize(rows, None)?;
+    let spec = ForecastSpec {
+        method: req.method,
+        horizon: req.horizon,
+        level: req.level,
+        season_length: req.season_length,
+        season_candidates: season_candidates(series.step, nanos),
+        windows: 2,
+    };
+    let y = &series.values;
+    let n = y.len();
+    let h = req.horizon;
+    let holdout = if n >= h + 2 {
+        let f = forecast(&y[..n - h], &spec)?;
+        let actual = &y[n - h..];
+        let rmse = (actual
+            .iter()
+            .zip(&f.point)
+            .map(|(a, p)| (a - p).powi(2))
+            .sum::<f64>()
+            / h as f64)
+            .sqrt();
+        let inside = (0..h)
+            .filter(|&j| f.lower[j] <= actual[j] && actual[j] <= f.upper[j])
+            .count();
+        let m = mase(&y[..n - h], actual, &f.point, f.season_length);
+        Some(Holdout {
+            smape: smape(actual, &f.point),
+            mase: m.is_finite().then_some(m),
+            rmse,
+            coverage: inside as f64 / h as f64,
+            method: f.method,
+        })
+    } else {
+        None
+    };
+    let f = forecast(y, &spec)?;
+    if f.point.iter().any(|v| !v.is_finite()) {
+        return Err(ModelError::BadTrainingData(format!(
+            "{} produced a non-finite forecast",
+            f.method.name()
+        )));
+    }
+    let mut notes = series.notes.clone();
+    notes.extend(f.notes.iter().cloned());
+    if holdout.is_none() {
+        notes.push(format!(
+            "{n} observation(s): too few to hold {h} out, so EVALUATE has no scores for it"
+        ));
+    }
+    Ok(FittedSeries {
+        id,
+        step: series.step.max(1),
+        last: series.start + series.step * (n as i64 - 1),
+        observations: n,
+        method: f.method,
+        season_length: f.season_length,
+        forecast: f.point,
+        calibration: f.calibration,
+        holdout,
+        notes,
+    })
+}
+
+impl ForecastModel {
+    /// Means over the series with held-out scores: `smape`, `mase`, `rmse`, `coverage`; and
+    /// `series`, the number of series.
+    pub fn holdout_metrics(&self) -> Metrics {
+        let scored: Vec<&Holdout> = self
+            .series
+            .iter()
+            .filter_map(|s| s.holdout.as_ref())
+            .collect();
+        let mut m = Metrics::default();
+        m.values.insert("series".into(), self.series.len() as f64);
+        if scored.is_empty() {
+            return m;
+        }
+        let mean = |v: Vec<f64>| (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64);
+        let put = |m: &mut Metrics, k: &str, v: Option<f64>| {
+            if let Some(v) = v.filter(|v| v.is_finite()) {
+                m.values.insert(k.into(), v);
+            }
+        };
+        put(
+            &mut m,
+            "smape",
+            mean(scored.iter().map(|h| h.smape).collect()),
+        );
+        put(
+            &mut m,
+            "mase",
+            mean(scored.iter().filter_map(|h| h.mase).collect()),
+        );
+        put(
+            &mut m,
+            "rmse",
+            mean(scored.iter().map(|h| h.rmse).collect()),
+        );
+        put(
+            &mut m,
+            "coverage",
+            mean(scored.iter().map(|h| h.coverage).collect()),
+        );
+        m
+    }
+
+    fn id_arrays(
+        &self,
+        rows_per_series: impl Fn(&FittedSeries) -> usize,
+    ) -> ModelResult<Vec<ArrayRef>> {
+        self.ids
+            .iter()
+            .enumerate()
+            .map(|(k, c)| {
+                let values: Vec<Option<String>> = self
+                    .series
+                    .iter()
+                    .flat_map(|s| {
+                        std::iter::repeat_n(s.id.get(k).cloned().flatten(), rows_per_series(s))
+                    })
+                    .collect();
+                let text = StringArray::from(values);
+                Ok(cast(&text, &c.data_type())?)
+            })
+            .collect()
+    }
+
+    fn id_fields(&self) -> Vec<Field> {
+        self.ids
+            .iter()
+            .map(|c| Field::new(&c.name, c.data_type(), true))
+            .collect()
+    }
+
+    /// Columns of `FORECAST('m')`: the id columns, the time column, `forecast`, `lower`,
+    /// `upper`, `method`.
+    pub fn forecast_schema(&self) -> SchemaRef {
+        let mut fields = self.id_fields();
+        fields.push(Field::new(&self.time.name, self.time.data_type(), true));
+        for f in ["forecast", "lower", "upper"] {
+            fields.push(Field::new(f, DataType::Float64, true));
+        }
+        fields.push(Field::new("method", DataType::Utf8, true));
+        Arc::new(Schema::new(fields))
+    }
+
+    /// The stored forecast: the first `horizon` steps (default: all) with intervals at `level`
+    /// (default: the model's).
+    pub fn forecast_batch(
+        &self,
+        horizon: Option<usize>,
+        level: Option<f64>,
+    ) -> ModelResult<RecordBatch> {
+        let h = horizon.unwrap_or(self.horizon);
+        if h == 0 || h > self.horizon {
+            return Err(ModelError::InvalidParameter(format!(
+                "horizon must be in [1, {}] (the horizon the model was trained for; retrain \
+                 with WITH (horizon = {h}) for more), got {h}",
+                self.horizon
+            )));
+        }
+        let level = level.unwrap_or(self.level);
+        check_level(level)?;
+        let mut columns = self.id_arrays(|_| h)?;
+        let mut times = Vec::with_capacity(self.series.len() * h);
+        let (mut point, mut lower, mut upper) = (vec![], vec![], vec![]);
+        for s in &self.series {
+            let w = s.calibration.widths(h, level);
+            for (j, w) in w.iter().enumerate() {
+                times.push(s.last + (j as i64 + 1) * s.step);
+                let p = s.forecast.get(j).copied().unwrap_or(f64::NAN);
+                point.push(p);
+                lower.push(p - w);
+                upper.push(p + w);
+            }
+        }
+        columns.push(times_from_i64(times, &self.time.data_type())?);
+        columns.push(Arc::new(Float64Array::from(point)));
+        columns.push(Arc::new(Float64Array::from(lower)));
+        columns.push(Arc::new(Float64Array::from(upper)));
+        let methods: Vec<&str> = self
+            .series
+            .iter()
+            .flat_map(|s| std::iter::repeat_n(s.method.name(), h))
+            .collect();
+        columns.push(Arc::new(StringArray::from(methods)));
+        Ok(RecordBatch::try_new(self.forecast_schema(), columns)?)
+    }
+
+    /// Columns of `EVALUATE('m')`: the id columns, `method` (chosen on the shortened series),
+    /// `observations`, `horizon`, `smape`, `mase`, `rmse`, `coverage`, `level`.
+    pub fn evaluation_schema(&self) -> SchemaRef {
+        let mut fields = self.id_fields();
+        fields.push(Field::new("method", DataType::Utf8, true));
+        fields.push(Field::new("observations", DataType::Int64, false));
+        fields.push(Field::new("horizon", DataType::Int64, false));
+        for f in ["smape", "mase", "rmse", "coverage", "level"] {
+            fields.push(Field::new(f, DataType::Float64, true));
+        }
+        Arc::new(Schema::new(fields))
+    }
+
+    /// Held-out scores, one row per series (NULL scores where the series was too short).
+    pub fn evaluation_batch(&self) -> ModelResult<RecordBatch> {
+        let mut columns = self.id_arrays(|_| 1)?;
+        let ho = |f: fn(&Holdout) -> Option<f64>| {
+            Arc::new(Float64Array::from_iter(
+                self.series.iter().map(|s| s.holdout.as_ref().and_then(f)),
+            )) as ArrayRef
+        };
+        columns.push(Arc::new(StringArray::from_iter(
+            self.series
+                .iter()
+                .map(|s| s.holdout.as_ref().map(|h| h.method.name())),
+        )));
+        columns.push(Arc::new(Int64Array::from_iter_values(
+            self.series.iter().map(|s| s.observations as i64),
+        )));
+        columns.push(Arc::new(Int64Array::from_iter_values(
+            self.series.iter().map(|_| self.horizon as i64),
+        )));
+        columns.push(ho(|h| Some(h.smape)));
+        columns.push(ho(|h| h.mase));
+        columns.push(ho(|h| Some(h.rmse)));
+        columns.push(ho(|h| Some(h.coverage)));
+        columns.push(Arc::new(Float64Array::from_iter_values(
+            self.series.iter().map(|_| self.level),
+        )));
+        Ok(RecordBatch::try_new(self.evaluation_schema(), columns)?)
+    }
+
+    /// `name type` of the columns the model was trained on, for the registry.
+    pub fn column_descriptions(&self) -> Vec<String> {
+        let mut out = vec![
+            format!("{} {} (time)", self.time.name, self.time.data_type),
+            format!("{} {} (value)", self.value.name, self.value.data_type),
+        ];
+        out.extend(
+            self.ids
+                .iter()
+                .map(|c| format!("{} {} (id)", c.name, c.data_type)),
+        );
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicBool;
+
+    use datafusion::arrow::array::{StringArray, TimestampSecondArray};
+
+    use super::*;
+
+    fn ctx_run<T>(f: impl FnOnce(&mut TrainContext) -> T) -> (T, Vec<String>) {
+        let mut lines = vec![];
+        let cancel = AtomicBool::new(false);
+        let mut progress = |m: String| lines.push(m);
+        let mut ctx = TrainContext {
+            progress: &mut progress,
+            cancel: &cancel,
+        };
+        let out = f(&mut ctx);
+        (out, lines)
+    }
+
+    #[test]
+    fn trains_per_series_and_reads_back_the_stored_forecast() {
+        // Two daily series with a weekly pattern, rows shuffled; one short series.
+        let mut t = vec![];
+        let mut v = vec![];
+        let mut id = vec![];
+        for (s, scale) in [("a", 10.0), ("b", 100.0)] {
+            for d in 0..140i64 {
+                t.push(1_700_006_400 + d * 86_400);
+                v.push(scale * (5.0 + [0.0, 1.0, 2.0, 3.0, 2.0, 1.0, 4.0][(d % 7) as usize]));
+                id.push(s);
+            }
+        }
+        for d in 0..5i64 {
+            t.push(1_700_006_400 + d * 86_400);
+            v.push(1.0 + d as f64);
+            id.push("c");
+        }
+        let order: Vec<usize> = (0..t.len()).rev().collect();
+        let names = vec!["day".to_string(), "sales".to_string(), "store".to_string()];
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(TimestampSecondArray::from(
+                order.iter().map(|&i| t[i]).collect::<Vec<_>>(),
+            )),
+            Arc::new(Float64Array::from(
+                order.iter().map(|&i| v[i]).collect::<Vec<_>>(),
+            )),
+            Arc::new(StringArray::from(
+                order.iter().map(|&i| id[i]).collect::<Vec<_>>(),
+            )),
+        ];
+        let req = ForecastRequest::new(
+            "sales",
+            "day",
+            &["store".to_string()],
+            None,
+            &BTreeMap::from([("horizon".to_string(), "14".to_string())]),
+        )
+        .expect("request");
+        let (artifact, lines) = ctx_run(|ctx| train_forecast(&names, &columns, &req, ctx));
+        let artifact = artifact.expect("trained");
+        assert!(
+            lines.iter().any(|l| l.contains("fitting 3 series")),
+            "{lines:?}"
+        );
+        let Estimator::Forecast(model) = &artifact.estimator else {
+            panic!("not a forecast model")
+        };
+        assert_eq!(model.series.len(), 3);
+        assert!(
+            model.series[2].holdout.is_none(),
+            "c is too short to hold 14 out"
+        );
+        let ho = model.series[0].holdout.as_ref().expect("a has a holdout");
+        assert!(ho.smape < 1.0, "a clean weekly pattern: {ho:?}");
+        // The artifact survives its byte format.
+        let back = ModelArtifact::from_bytes(&artifact.to_bytes().expect("bytes")).expect("read");
+        let Estimator::Forecast(back) = &back.estimator else {
+            panic!("not a forecast model")
+        };
+        let batch = back.forecast_batch(Some(7), Some(80.0)).expect("forecast");
+        assert_eq!(batch.num_rows(), 21);
+        assert_eq!(batch.schema().field(0).name(), "store");
+        assert_eq!(batch.column(1).data_type(), columns[0].data_type());
+        let wide = back.forecast_batch(Some(7), Some(99.0)).expect("forecast");
+        let width = |b: &RecordBatch| {
+            let lo = b.column(3).as_primitive::<Float64Type>();
+            let hi = b.column(4).as_primitive::<Float64Type>();
+            (0..b.num_rows())
+                .map(|i| hi.value(i) - lo.value(i))
+                .sum::<f64>()
+        };
+        assert!(width(&wide) >= width(&batch));
+        assert!(back.forecast_batch(Some(15), None).is_err());
+        assert!(back.forecast_batch(None, Some(100.0)).is_err());
+        let eval = back.evaluation_batch().expect("evaluation");
+        assert_eq!(eval.num_rows(), 3);
+        assert!(eval.column(4).is_null(2), "no sMAPE for the short series");
+    }
+
+    #[test]
+    fn bad_requests_are_typed_errors() {
+        let none = BTreeMap::new();
+        assert!(matches!(
+            ForecastRequest::new("v", "t", &[], Some("prophet"), &none),
+            Err(ModelError::InvalidParameter(_))
+        ));
+        for (k, v) in [
+            ("horizon", "0"),
+            ("horizon", "1.5"),
+            ("level", "100"),
+            ("foo", "1"),
+        ] {
+            let o = BTreeMap::from([(k.to_string(), v.to_string())]);
+            assert!(
+                matches!(
+                    ForecastRequest::new("v", "t", &[], None, &o),
+                    Err(ModelError::InvalidParameter(_))
+                ),
+                "{k}={v}"
+            );
+        }
+        let req = ForecastRequest::new("v", "t", &[], None, &none).expect("request");
+        let names = vec!["t".to_string(), "v".to_string()];
+        let text: Vec<ArrayRef> = vec![
+            Arc::new(StringArray::from(vec!["x"])),
+            Arc::new(Float64Array::from(vec![1.0])),
+        ];
+        let (r, _) = ctx_run(|ctx| train_forecast(&names, &text, &req, ctx));
+        assert!(matches!(r, Err(ModelError::WrongType(_))));
+        let (r, _) = ctx_run(|ctx| train_forecast(&["x".to_string()], &text[..1], &req, ctx));
+        assert!(matches!(r, Err(ModelError::UnknownColumn(_))));
+    }
+}
