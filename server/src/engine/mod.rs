@@ -385,14 +385,17 @@ impl Engine {
     /// Parameter types and result schema of a statement, without running it.
     pub async fn describe(&self, session: &Session, stmt: &Statement) -> ServerResult<Described> {
         self.sync_models(session);
-        match stmt {
-            Statement::Sql(s) => statements::describe(self, session, s).await,
-            Statement::Model(m) => Ok(Described {
-                params: vec![],
-                schema: model_ddl::result_schema(self, session, m).await?,
-                plan: None,
-            }),
-        }
+        contain_panics(async {
+            match stmt {
+                Statement::Sql(s) => statements::describe(self, session, s).await,
+                Statement::Model(m) => Ok(Described {
+                    params: vec![],
+                    schema: model_ddl::result_schema(self, session, m).await?,
+                    plan: None,
+                }),
+            }
+        })
+        .await
     }
 
     /// Make the session's model functions see the registry as it is now (a plan made after
@@ -413,10 +416,13 @@ impl Engine {
         params: Option<Vec<ScalarValue>>,
     ) -> ServerResult<Output> {
         self.sync_models(session);
-        match stmt {
-            Statement::Sql(s) => statements::execute(self, session, s, params).await,
-            Statement::Model(m) => model_ddl::execute(self, session, m).await,
-        }
+        contain_panics(async {
+            match stmt {
+                Statement::Sql(s) => statements::execute(self, session, s, params).await,
+                Statement::Model(m) => model_ddl::execute(self, session, m).await,
+            }
+        })
+        .await
     }
 
     /// Run a statement prepared with [`Engine::describe`], reusing its plan when still valid.
@@ -428,16 +434,19 @@ impl Engine {
         params: Option<Vec<ScalarValue>>,
     ) -> ServerResult<Output> {
         self.sync_models(session);
-        let stmt = match stmt {
-            Statement::Sql(s) => s,
-            Statement::Model(m) => return model_ddl::execute(self, session, m).await,
-        };
-        match &described.plan {
-            Some((plan, epoch)) if *epoch == self.epoch() => {
-                statements::execute_with_plan(self, session, stmt, plan.clone(), params).await
+        contain_panics(async {
+            let stmt = match stmt {
+                Statement::Sql(s) => s,
+                Statement::Model(m) => return model_ddl::execute(self, session, m).await,
+            };
+            match &described.plan {
+                Some((plan, epoch)) if *epoch == self.epoch() => {
+                    statements::execute_with_plan(self, session, stmt, plan.clone(), params).await
+                }
+                _ => statements::execute(self, session, stmt, params).await,
             }
-            _ => statements::execute(self, session, stmt, params).await,
-        }
+        })
+        .await
     }
 
     fn epoch(&self) -> u64 {
@@ -459,5 +468,29 @@ impl Engine {
             }
         }
         info!(tables = self.catalog.entries().len(), "catalog restored");
+    }
+}
+
+/// Runs a statement's planning and start, turning a panic inside it (a bug in a function, a
+/// table provider or a dependency) into an internal error (XX000) for that statement, so the
+/// connection and the server stay up.
+async fn contain_panics<T>(
+    fut: impl std::future::Future<Output = ServerResult<T>>,
+) -> ServerResult<T> {
+    use futures::FutureExt;
+    match std::panic::AssertUnwindSafe(fut).catch_unwind().await {
+        Ok(r) => r,
+        Err(payload) => {
+            let msg = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            tracing::error!(panic = %msg, "statement panicked");
+            Err(ServerError::statement(
+                StatusCode::Internal,
+                format!("internal error while running the statement: {msg}"),
+            ))
+        }
     }
 }
