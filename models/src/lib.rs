@@ -7,6 +7,7 @@
 //! k-means ([`linear`]). Time series: [`forecast`] (regularisation, seasonal naive, Naive2,
 //! Theta, ETS / MSTL via augurs, backtest selection, conformal intervals).
 
+pub mod anomaly;
 pub mod error;
 pub mod features;
 pub mod forecast;
