@@ -3,8 +3,11 @@
 //! * [`pg_compat`]: Postgres-compatibility functions that clients call and DataFusion or
 //!   `datafusion-pg-catalog` do not provide (`version()`, `pg_sleep()`).
 //! * [`models`]: `PREDICT`, `PREDICT_PROBA`, `FEATURE_IMPORTANCE` over the model registry.
-//! * [`forecast`]: the per-series forecasting aggregate behind `FORECAST(TABLE t, ...)`.
+//! * [`forecast`]: the per-series forecasting aggregate behind `FORECAST(TABLE t, ...)` and
+//!   the stored forecasts' table functions.
+//! * [`anomaly`]: the per-series anomaly-scoring aggregate behind `ANOMALY(TABLE t, ...)`.
 
+pub mod anomaly;
 pub mod forecast;
 pub mod models;
 pub mod pg_compat;
@@ -24,6 +27,9 @@ pub fn register_all(ctx: &datafusion::prelude::SessionContext) -> datafusion::er
     }
     ctx.register_udaf(datafusion::logical_expr::AggregateUDF::new_from_impl(
         forecast::ForecastAgg::default(),
+    ));
+    ctx.register_udaf(datafusion::logical_expr::AggregateUDF::new_from_impl(
+        anomaly::AnomalyAgg::default(),
     ));
     Ok(())
 }

@@ -19,6 +19,10 @@
 //!   forecasting model (`prognos_forecast_model`); `FROM EVALUATE('m')` → its held-out scores
 //!   per series (`prognos_forecast_evaluation`).
 //!
+//! * `FROM ANOMALY(TABLE t, time => 'ts', value => 'v' [, id => 'a, b']
+//!   [, sensitivity => 0.999])` → `time, id columns, value, expected, lower, upper, score,
+//!   is_anomaly` for every row, per series (`prognos_anomaly`).
+//!
 //! `TABLE t` is not an expression in sqlparser, so it is first turned into `(SELECT * FROM t)`
 //! at the token level inside these calls.
 
@@ -37,7 +41,13 @@ use prognos_models::target::TargetKind;
 
 use crate::error::{ServerError, ServerResult, StatusCode};
 
-const RELATION_FUNCTIONS: &[&str] = &["predict", "evaluate", "explain_predict", "forecast"];
+const RELATION_FUNCTIONS: &[&str] = &[
+    "predict",
+    "evaluate",
+    "explain_predict",
+    "forecast",
+    "anomaly",
+];
 
 fn sql_string(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
@@ -261,6 +271,85 @@ fn stored_forecast_replacement(name: &str, args: &[FunctionArg]) -> ServerResult
     ))
 }
 
+/// The id columns of a series function (`id => 'a, b'`), quoted.
+fn id_columns(named: &NamedArgs) -> ServerResult<Vec<String>> {
+    Ok(named
+        .text("id")?
+        .map(|s| {
+            s.split(',')
+                .map(|p| p.trim().to_string())
+                .filter(|p| !p.is_empty())
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default()
+        .iter()
+        .map(|i| quote(i))
+        .collect())
+}
+
+/// `ANOMALY(relation, time => 'ts', value => 'v' [, id => 'a, b'] [, sensitivity => 0.999])`
+/// → `time, ids, value, expected, lower, upper, score, is_anomaly` for every row: a grouped
+/// `prognos_anomaly` aggregate whose lists are unnested (see `FORECAST` for the shape).
+fn anomaly_replacement(args: &[FunctionArg]) -> ServerResult<String> {
+    let usage = || {
+        invalid(
+            "ANOMALY takes a relation and named settings: ANOMALY(TABLE t, time => 'ts', \
+             value => 'v' [, id => 'a, b'] [, sensitivity => 0.999])"
+                .to_string(),
+        )
+    };
+    let Some(FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::Subquery(q)))) = args.first() else {
+        return Err(usage());
+    };
+    let named = NamedArgs::parse(
+        "ANOMALY",
+        &args[1..],
+        &["time", "value", "id", "sensitivity"],
+    )?;
+    let time = named
+        .text("time")?
+        .ok_or_else(|| invalid("ANOMALY needs time => 'column'".into()))?;
+    let value = named
+        .text("value")?
+        .ok_or_else(|| invalid("ANOMALY needs value => 'column'".into()))?;
+    let sensitivity = named
+        .number("sensitivity")?
+        .unwrap_or(prognos_models::anomaly::AnomalySpec::default().sensitivity);
+    if !(sensitivity > 0.0 && sensitivity < 1.0) {
+        return Err(invalid(format!(
+            "ANOMALY: sensitivity must be in (0, 1), got {sensitivity}"
+        )));
+    }
+    let ids = id_columns(&named)?;
+    let list = |prefix: &str| {
+        ids.iter()
+            .map(|c| format!("{prefix}{c}, "))
+            .collect::<String>()
+    };
+    let group = if ids.is_empty() {
+        String::new()
+    } else {
+        format!(" GROUP BY {}", ids.join(", "))
+    };
+    Ok(format!(
+        "SELECT __f['time'] AS {time_q}, {ids_u}__f['value'] AS {value_q}, \
+         __f['expected'] AS expected, __f['lower'] AS lower, __f['upper'] AS upper, \
+         __f['score'] AS score, __f['is_anomaly'] AS is_anomaly \
+         FROM (SELECT {ids_g}unnest(__as) AS __f FROM \
+         (SELECT {ids_s}prognos_anomaly({time_q}, {value_q}, {sensitivity:?}) AS __as \
+         FROM ({q}) AS __src{group}) AS __g) AS __u",
+        time_q = quote(&time),
+        value_q = quote(&value),
+        ids_u = list("__u."),
+        ids_g = list("__g."),
+        // As in FORECAST: ids through first_value, not as group keys (see there).
+        ids_s = ids
+            .iter()
+            .map(|c| format!("first_value({c}) AS {c}, "))
+            .collect::<String>(),
+    ))
+}
+
 /// `FORECAST(relation, name => value, ...)` rewritten (see the module docs).
 fn forecast_replacement(args: &[FunctionArg]) -> ServerResult<String> {
     let usage = || {
@@ -352,6 +441,9 @@ impl ModelRelations<'_> {
     fn replacement(&self, func: &str, args: &[FunctionArg]) -> ServerResult<String> {
         if func == "forecast" {
             return forecast_replacement(args);
+        }
+        if func == "anomaly" {
+            return anomaly_replacement(args);
         }
         if func == "evaluate"
             && args.len() == 1

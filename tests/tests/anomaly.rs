@@ -1,0 +1,170 @@
+//! ANOMALY(TABLE t, ...) through the real server on real NAB metrics (shared/data): the
+//! labelled windows are found, alerts outside them are few, the server's scores are the model
+//! crate's scores for the same values, several series run at once, and every bad input gets
+//! its SQLSTATE.
+
+use std::collections::HashMap;
+
+use prognos_e2e::{Server, shared_data_dir};
+use prognos_models::anomaly::{AnomalySpec, detect};
+use tokio_postgres::Client;
+
+fn sqlstate(e: &tokio_postgres::Error) -> String {
+    e.code()
+        .map(|c| c.code().to_string())
+        .unwrap_or_else(|| format!("no sqlstate: {e}"))
+}
+
+async fn rows(c: &Client, sql: &str) -> Vec<tokio_postgres::Row> {
+    c.query(sql, &[])
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e:?}"))
+}
+
+const FILES: [(&str, &str); 2] = [
+    ("latency", "realKnownCause/ec2_request_latency_system_failure.csv"),
+    ("rds", "realAWSCloudwatch/rds_cpu_utilization_e47b3b.csv"),
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nab_metrics_are_scored_per_series() {
+    let Some(shared) = shared_data_dir() else {
+        eprintln!("shared/data not found: NAB e2e test skipped");
+        return;
+    };
+    let nab = shared.join("anomaly/nab");
+    let windows: HashMap<String, Vec<Vec<String>>> = serde_json::from_str(
+        &std::fs::read_to_string(nab.join("labels/combined_windows.json")).expect("labels"),
+    )
+    .expect("labels json");
+    let server = Server::start();
+    let c = server.connect().await;
+    let mut union = vec![];
+    for (host, file) in FILES {
+        c.batch_execute(&format!(
+            "CREATE EXTERNAL TABLE {host}_raw (\"timestamp\" VARCHAR, value DOUBLE) STORED AS CSV \
+             LOCATION '{}' OPTIONS ('format.has_header' 'true')",
+            nab.join(file).display()
+        ))
+        .await
+        .expect("nab table");
+        union.push(format!(
+            "SELECT '{host}' AS host, CAST(\"timestamp\" AS TIMESTAMP) AS ts, value FROM {host}_raw"
+        ));
+    }
+    c.batch_execute(&format!(
+        "CREATE VIEW metrics AS {}",
+        union.join(" UNION ALL ")
+    ))
+    .await
+    .expect("view");
+
+    let got = rows(
+        &c,
+        "SELECT * FROM ANOMALY(TABLE metrics, time => 'ts', value => 'value', id => 'host') \
+         ORDER BY host, ts",
+    )
+    .await;
+    // Time first (Grafana plots it as is), then the id, the value and the scores.
+    let names: Vec<&str> = got[0].columns().iter().map(|c| c.name()).collect();
+    assert_eq!(
+        names,
+        [
+            "ts",
+            "host",
+            "value",
+            "expected",
+            "lower",
+            "upper",
+            "score",
+            "is_anomaly"
+        ]
+    );
+    for (host, file) in FILES {
+        let series: Vec<&tokio_postgres::Row> = got
+            .iter()
+            .filter(|r| r.get::<_, String>(1) == host)
+            .collect();
+        assert_eq!(series.len(), 4032, "{host}: one output row per input row");
+        let values: Vec<f64> = series.iter().map(|r| r.get(2)).collect();
+        // The server's scores are the model crate's for the same values.
+        let expected = detect(&values, &AnomalySpec::default());
+        for (i, r) in series.iter().enumerate() {
+            let score: f64 = r.get(6);
+            assert!((0.0..=1.0).contains(&score));
+            assert!((score - expected.score[i]).abs() < 1e-12, "{host} row {i}");
+            assert_eq!(r.get::<_, bool>(7), expected.is_anomaly[i], "{host} row {i}");
+        }
+        // Every labelled window gets an alert; alerts outside windows stay rare.
+        let times: Vec<String> = rows(
+            &c,
+            &format!(
+                "SELECT CAST(ts AS VARCHAR) FROM ANOMALY(TABLE metrics, time => 'ts', \
+                 value => 'value', id => 'host') WHERE host = '{host}' ORDER BY ts"
+            ),
+        )
+        .await
+        .iter()
+        .map(|r| r.get::<_, String>(0).replace('T', " "))
+        .collect();
+        let in_window = |t: &str| {
+            windows[file]
+                .iter()
+                .any(|w| t >= &w[0][..19] && t <= &w[1][..19])
+        };
+        for w in &windows[file] {
+            let hit = series.iter().zip(&times).any(|(r, t)| {
+                r.get::<_, bool>(7) && t.as_str() >= &w[0][..19] && t.as_str() <= &w[1][..19]
+            });
+            assert!(hit, "{host}: window {w:?} has no alert");
+        }
+        let outside = series
+            .iter()
+            .zip(&times)
+            .filter(|(r, t)| r.get::<_, bool>(7) && !in_window(t))
+            .count();
+        assert!(outside <= 10, "{host}: {outside} alerts outside the windows");
+    }
+
+    // A stricter sensitivity alerts no more often.
+    let count = |s: &str| {
+        format!(
+            "SELECT count(*) FROM ANOMALY(TABLE metrics, time => 'ts', value => 'value', \
+             id => 'host', sensitivity => {s}) WHERE is_anomaly"
+        )
+    };
+    let loose: i64 = rows(&c, &count("0.99")).await[0].get(0);
+    let strict: i64 = rows(&c, &count("0.99999")).await[0].get(0);
+    assert!(strict <= loose, "{strict} > {loose}");
+
+    let cases = [
+        (
+            "ANOMALY(TABLE metrics, time => 'host', value => 'value')",
+            "42804",
+        ),
+        ("ANOMALY(TABLE metrics, time => 'ts', value => 'host')", "42804"),
+        ("ANOMALY(TABLE metrics, time => 'ts', value => 'nope')", "42703"),
+        (
+            "ANOMALY(TABLE metrics, time => 'ts', value => 'value', id => 'nope')",
+            "42703",
+        ),
+        (
+            "ANOMALY(TABLE metrics, time => 'ts', value => 'value', sensitivity => 1)",
+            "22023",
+        ),
+        (
+            "ANOMALY(TABLE metrics, time => 'ts', value => 'value', horizon => 3)",
+            "22023",
+        ),
+        ("ANOMALY(TABLE metrics, value => 'value')", "22023"),
+        ("ANOMALY('some_model')", "22023"),
+    ];
+    for (from, code) in cases {
+        let e = c
+            .query(&format!("SELECT * FROM {from}"), &[])
+            .await
+            .expect_err(from);
+        assert_eq!(sqlstate(&e), code, "{from}: {e}");
+    }
+    assert_eq!(rows(&c, "SELECT 1").await.len(), 1);
+}

@@ -1,0 +1,245 @@
+//! `prognos_anomaly(time, value, sensitivity)`: an aggregate that collects one series (a
+//! group) and returns every row's anomaly score as a list of `{time, value, expected, lower,
+//! upper, score, is_anomaly}` in time order (see `prognos_models::anomaly` for the method).
+//! `ANOMALY(TABLE t, time => ..., value => ..., id => ...)` in `FROM` is rewritten onto it
+//! with `GROUP BY` the id columns, like `FORECAST`.
+//!
+//! Rows are sorted by time; rows without a time are dropped; rows with a NULL value keep
+//! NULL scores and are skipped by the detector (they are not interpolated: every output row
+//! is an input row).
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, Float64Array, Int64Array, ListArray, StructArray,
+};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Fields, Float64Type, Int64Type};
+use datafusion::common::{Result, ScalarValue, plan_err};
+use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
+use datafusion::logical_expr::{Accumulator, AggregateUDFImpl, Signature, Volatility};
+use datafusion::physical_expr::expressions::Literal;
+use prognos_models::ModelError;
+use prognos_models::anomaly::{AnomalySpec, detect};
+use prognos_models::forecast::time::{times_as_i64, times_from_i64, unit_nanos};
+
+use crate::models::{external, f64_list, list_scalar};
+
+/// The aggregate.
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct AnomalyAgg {
+    signature: Signature,
+}
+
+impl Default for AnomalyAgg {
+    fn default() -> Self {
+        Self {
+            signature: Signature::user_defined(Volatility::Immutable),
+        }
+    }
+}
+
+fn item_fields(time: &DataType) -> Fields {
+    Fields::from(vec![
+        Field::new("time", time.clone(), true),
+        Field::new("value", DataType::Float64, true),
+        Field::new("expected", DataType::Float64, true),
+        Field::new("lower", DataType::Float64, true),
+        Field::new("upper", DataType::Float64, true),
+        Field::new("score", DataType::Float64, true),
+        Field::new("is_anomaly", DataType::Boolean, true),
+    ])
+}
+
+fn list_of(fields: Fields) -> DataType {
+    DataType::List(Arc::new(Field::new("item", DataType::Struct(fields), true)))
+}
+
+impl AggregateUDFImpl for AnomalyAgg {
+    fn name(&self) -> &str {
+        "prognos_anomaly"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn coerce_types(&self, arg_types: &[DataType]) -> Result<Vec<DataType>> {
+        if arg_types.len() != 3 {
+            return plan_err!("prognos_anomaly(time, value, sensitivity) takes 3 arguments");
+        }
+        // Wrong column types are reported by `return_type` (42804).
+        let time = match &arg_types[0] {
+            DataType::Int32 | DataType::Int16 | DataType::UInt32 => DataType::Int64,
+            t => t.clone(),
+        };
+        let value = if arg_types[1].is_numeric() {
+            DataType::Float64
+        } else {
+            arg_types[1].clone()
+        };
+        Ok(vec![time, value, DataType::Float64])
+    }
+
+    fn return_type(&self, arg_types: &[DataType]) -> Result<DataType> {
+        let time = arg_types.first().cloned().unwrap_or(DataType::Int64);
+        if unit_nanos(&time).is_none() {
+            return Err(external(ModelError::WrongType(format!(
+                "the time column must be a timestamp, a date or an integer, not {time}"
+            ))));
+        }
+        match arg_types.get(1) {
+            Some(v) if v.is_numeric() || *v == DataType::Null => {}
+            Some(v) => {
+                return Err(external(ModelError::WrongType(format!(
+                    "the value column must be numeric, not {v}"
+                ))));
+            }
+            None => return plan_err!("prognos_anomaly needs a value column"),
+        }
+        Ok(list_of(item_fields(&time)))
+    }
+
+    fn state_fields(&self, args: StateFieldsArgs) -> Result<Vec<FieldRef>> {
+        Ok(vec![
+            Arc::new(Field::new(
+                format!("{}_times", args.name),
+                DataType::List(Arc::new(Field::new("item", DataType::Int64, true))),
+                true,
+            )),
+            Arc::new(Field::new(
+                format!("{}_values", args.name),
+                f64_list(),
+                true,
+            )),
+        ])
+    }
+
+    fn accumulator(&self, args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
+        let sensitivity = match args
+            .exprs
+            .get(2)
+            .and_then(|e| e.as_ref().downcast_ref::<Literal>())
+            .map(|l| l.value().clone())
+        {
+            Some(ScalarValue::Float64(Some(s))) if s > 0.0 && s < 1.0 => s,
+            Some(v) => {
+                return Err(external(ModelError::InvalidParameter(format!(
+                    "sensitivity must be in (0, 1), got {v}"
+                ))));
+            }
+            None => return plan_err!("sensitivity must be a constant"),
+        };
+        Ok(Box::new(SeriesAccumulator {
+            time_type: args.exprs[0].data_type(args.schema)?,
+            sensitivity,
+            times: vec![],
+            values: vec![],
+        }))
+    }
+}
+
+#[derive(Debug)]
+struct SeriesAccumulator {
+    time_type: DataType,
+    sensitivity: f64,
+    times: Vec<i64>,
+    values: Vec<Option<f64>>,
+}
+
+impl Accumulator for SeriesAccumulator {
+    fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
+        let t = times_as_i64(&values[0])?;
+        let t = t.as_primitive::<Int64Type>();
+        let v = cast(&values[1], &DataType::Float64)?;
+        let v = v.as_primitive::<Float64Type>();
+        for i in 0..t.len() {
+            if t.is_valid(i) {
+                self.times.push(t.value(i));
+                self.values.push(v.is_valid(i).then(|| v.value(i)));
+            }
+        }
+        Ok(())
+    }
+
+    fn state(&mut self) -> Result<Vec<ScalarValue>> {
+        Ok(vec![
+            list_scalar(Int64Array::from(self.times.clone()), DataType::Int64),
+            list_scalar(Float64Array::from(self.values.clone()), DataType::Float64),
+        ])
+    }
+
+    fn merge_batch(&mut self, states: &[ArrayRef]) -> Result<()> {
+        let times = states[0].as_list::<i32>();
+        let values = states[1].as_list::<i32>();
+        for (t, v) in times.iter().zip(values.iter()) {
+            if let (Some(t), Some(v)) = (t, v) {
+                let t = t.as_primitive::<Int64Type>();
+                let v = v.as_primitive::<Float64Type>();
+                self.times.extend(t.iter().map(|x| x.unwrap_or_default()));
+                self.values.extend(v.iter());
+            }
+        }
+        Ok(())
+    }
+
+    fn evaluate(&mut self) -> Result<ScalarValue> {
+        let fields = item_fields(&self.time_type);
+        let mut order: Vec<usize> = (0..self.times.len()).collect();
+        order.sort_by_key(|&i| self.times[i]);
+        let y: Vec<f64> = order
+            .iter()
+            .map(|&i| self.values[i].unwrap_or(f64::NAN))
+            .collect();
+        let spec = AnomalySpec {
+            sensitivity: self.sensitivity,
+            ..AnomalySpec::default()
+        };
+        let s = detect(&y, &spec);
+        let missing: Vec<bool> = y.iter().map(|v| !v.is_finite()).collect();
+        let opt = |v: &[f64]| {
+            Float64Array::from(
+                v.iter()
+                    .zip(&missing)
+                    .map(|(x, &m)| (!m && x.is_finite()).then_some(*x))
+                    .collect::<Vec<_>>(),
+            )
+        };
+        let times = times_from_i64(
+            order.iter().map(|&i| self.times[i]).collect(),
+            &self.time_type,
+        )?;
+        let structs = StructArray::new(
+            fields.clone(),
+            vec![
+                times,
+                Arc::new(Float64Array::from(
+                    order.iter().map(|&i| self.values[i]).collect::<Vec<_>>(),
+                )),
+                Arc::new(opt(&s.expected)),
+                Arc::new(opt(&s.lower)),
+                Arc::new(opt(&s.upper)),
+                Arc::new(opt(&s.score)),
+                Arc::new(BooleanArray::from(
+                    s.is_anomaly
+                        .iter()
+                        .zip(&missing)
+                        .map(|(&a, &m)| (!m).then_some(a))
+                        .collect::<Vec<_>>(),
+                )),
+            ],
+            None,
+        );
+        if self.times.is_empty() {
+            return Ok(ScalarValue::List(Arc::new(ListArray::new_null(
+                Arc::new(Field::new("item", DataType::Struct(fields), true)),
+                1,
+            ))));
+        }
+        Ok(list_scalar(structs, DataType::Struct(fields)))
+    }
+
+    fn size(&self) -> usize {
+        std::mem::size_of_val(self) + self.times.capacity() * 8 + self.values.capacity() * 16
+    }
+}
