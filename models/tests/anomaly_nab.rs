@@ -7,7 +7,7 @@
 //! scores. Skipped, with a message, when the shared data is not there.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use prognos_models::anomaly::{AnomalySpec, detect};
 
@@ -28,7 +28,7 @@ struct NabFile {
     windows: Vec<(usize, usize)>,
 }
 
-fn load(dir: &PathBuf) -> Vec<NabFile> {
+fn load(dir: &Path) -> Vec<NabFile> {
     let labels: HashMap<String, Vec<Vec<String>>> = serde_json::from_str(
         &std::fs::read_to_string(dir.join("labels/combined_windows.json")).expect("labels"),
     )
@@ -111,10 +111,13 @@ fn nab_score(f: &NabFile, detected: &[bool], p: Profile) -> (f64, usize, usize) 
     let mut score = 0.0;
     let mut found = vec![false; f.windows.len()];
     let mut fps = 0;
-    for i in probation..n {
-        if !detected[i] {
-            continue;
-        }
+    for (i, _) in detected
+        .iter()
+        .enumerate()
+        .take(n)
+        .skip(probation)
+        .filter(|(_, d)| **d)
+    {
         if let Some(w) = f.windows.iter().position(|&(s, e)| s <= i && i <= e) {
             if !found[w] {
                 found[w] = true;

@@ -22,7 +22,10 @@ async fn rows(c: &Client, sql: &str) -> Vec<tokio_postgres::Row> {
 }
 
 const FILES: [(&str, &str); 2] = [
-    ("latency", "realKnownCause/ec2_request_latency_system_failure.csv"),
+    (
+        "latency",
+        "realKnownCause/ec2_request_latency_system_failure.csv",
+    ),
     ("rds", "realAWSCloudwatch/rds_cpu_utilization_e47b3b.csv"),
 ];
 
@@ -93,7 +96,11 @@ async fn nab_metrics_are_scored_per_series() {
             let score: f64 = r.get(6);
             assert!((0.0..=1.0).contains(&score));
             assert!((score - expected.score[i]).abs() < 1e-12, "{host} row {i}");
-            assert_eq!(r.get::<_, bool>(7), expected.is_anomaly[i], "{host} row {i}");
+            assert_eq!(
+                r.get::<_, bool>(7),
+                expected.is_anomaly[i],
+                "{host} row {i}"
+            );
         }
         // Every labelled window gets an alert; alerts outside windows stay rare.
         let times: Vec<String> = rows(
@@ -123,7 +130,10 @@ async fn nab_metrics_are_scored_per_series() {
             .zip(&times)
             .filter(|(r, t)| r.get::<_, bool>(7) && !in_window(t))
             .count();
-        assert!(outside <= 10, "{host}: {outside} alerts outside the windows");
+        assert!(
+            outside <= 10,
+            "{host}: {outside} alerts outside the windows"
+        );
     }
 
     // A stricter sensitivity alerts no more often.
@@ -142,8 +152,14 @@ async fn nab_metrics_are_scored_per_series() {
             "ANOMALY(TABLE metrics, time => 'host', value => 'value')",
             "42804",
         ),
-        ("ANOMALY(TABLE metrics, time => 'ts', value => 'host')", "42804"),
-        ("ANOMALY(TABLE metrics, time => 'ts', value => 'nope')", "42703"),
+        (
+            "ANOMALY(TABLE metrics, time => 'ts', value => 'host')",
+            "42804",
+        ),
+        (
+            "ANOMALY(TABLE metrics, time => 'ts', value => 'nope')",
+            "42703",
+        ),
         (
             "ANOMALY(TABLE metrics, time => 'ts', value => 'value', id => 'nope')",
             "42703",
