@@ -22,3 +22,18 @@ FROM FORECAST((SELECT day, sales FROM daily_sales WHERE store = 'online'),
               time => 'day', value => 'sales', horizon => 7,
               method => 'theta', season_length => 7)
 ORDER BY day;
+
+-- 4. A stored forecasting model: trained once, versioned, read back without refitting.
+CREATE OR REPLACE MODEL store_demand FORECAST sales TIME day BY store
+  WITH (horizon = 28, level = 90)
+AS SELECT day, store, sales FROM daily_sales;
+
+SELECT store, day, round(forecast, 1) AS forecast, method
+FROM FORECAST('store_demand', horizon => 7)
+ORDER BY store, day
+LIMIT 7;
+
+-- 5. How well did it do on the last 28 days it was not shown?
+SELECT store, method, round(smape, 2) AS smape, round(mase, 3) AS mase, coverage
+FROM EVALUATE('store_demand')
+ORDER BY store;

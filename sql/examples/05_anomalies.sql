@@ -1,0 +1,17 @@
+-- Alerting on service metrics: the demo `service_metrics` table (hourly latency per host).
+
+-- 1. Every point with its expected value, normal band and anomaly score (time first, so a
+--    Grafana time-series panel plots it as is).
+SELECT ts, host, latency_ms, round(expected, 1) AS expected, round(score, 4) AS score,
+       is_anomaly
+FROM ANOMALY(TABLE service_metrics, time => 'ts', value => 'latency_ms', id => 'host')
+WHERE score > 0.99
+ORDER BY ts;
+
+-- 2. Alerts per host (onsets of anomalous episodes).
+SELECT host, count(*) AS alerts
+FROM ANOMALY(TABLE service_metrics, time => 'ts', value => 'latency_ms', id => 'host',
+             sensitivity => 0.999)
+WHERE is_anomaly
+GROUP BY host
+ORDER BY host;
