@@ -4,7 +4,8 @@
 //! column of predictions; it knows nothing of SQL sessions or wire protocols. Training
 //! ([`train::train`]) takes the training query's columns. Algorithms: histogram
 //! gradient-boosted trees and random forests ([`gbdt`]), ridge / logistic regression and
-//! k-means ([`linear`]). Time series: [`forecast`] (regularisation, seasonal naive, Naive2,
+//! k-means ([`linear`]), isolation forests for row-wise anomaly scores ([`isolation`]);
+//! series anomaly scores: [`anomaly`]. Time series: [`forecast`] (regularisation, seasonal naive, Naive2,
 //! Theta, ETS / MSTL via augurs, backtest selection, conformal intervals).
 
 pub mod anomaly;
@@ -12,6 +13,7 @@ pub mod error;
 pub mod features;
 pub mod forecast;
 pub mod gbdt;
+pub mod isolation;
 pub mod linear;
 pub mod metrics;
 pub mod model;

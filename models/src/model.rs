@@ -22,6 +22,7 @@ use crate::error::{ModelError, ModelResult};
 use crate::features::{FeatureSet, Matrix};
 use crate::forecast::stored::ForecastModel;
 use crate::gbdt::Ensemble;
+use crate::isolation::IsolationForest;
 use crate::linear::{KMeans, LinearModel};
 use crate::metrics::{Metrics, argmax};
 use crate::target::{Target, TargetKind};
@@ -47,6 +48,8 @@ pub enum Algorithm {
     Kmeans,
     /// Per-series forecasting (`CREATE MODEL ... FORECAST`; the method is in the estimator).
     Forecast,
+    /// Isolation forest (`CREATE MODEL ... DETECT ANOMALIES`).
+    IsolationForest,
 }
 
 impl Algorithm {
@@ -59,10 +62,11 @@ impl Algorithm {
             "linear" | "linear_reg" | "ridge" => Algorithm::Linear,
             "logistic" | "logistic_reg" => Algorithm::Logistic,
             "kmeans" | "k_means" => Algorithm::Kmeans,
+            "isolation_forest" | "iforest" => Algorithm::IsolationForest,
             other => {
                 return Err(ModelError::InvalidParameter(format!(
                     "unknown algorithm \"{other}\" (use auto, gbdt, random_forest, linear, \
-                     logistic or kmeans)"
+                     logistic, kmeans or isolation_forest)"
                 )));
             }
         })
@@ -78,6 +82,7 @@ impl Algorithm {
             Algorithm::Logistic => "logistic",
             Algorithm::Kmeans => "kmeans",
             Algorithm::Forecast => "forecast",
+            Algorithm::IsolationForest => "isolation_forest",
         }
     }
 }
@@ -94,6 +99,8 @@ pub enum Estimator {
     Kmeans(KMeans),
     /// Per-series forecasts (no row-wise outputs: read with `FORECAST('m')`).
     Forecast(ForecastModel),
+    /// Row-wise anomaly scores.
+    IsolationForest(IsolationForest),
 }
 
 impl Estimator {
@@ -106,6 +113,7 @@ impl Estimator {
             Estimator::Kmeans(k) => (k.assign(x).iter().map(|a| a.0 as f32).collect(), 1),
             // Callers reject forecasting models first (`ModelArtifact::row_model`).
             Estimator::Forecast(_) => (vec![], 0),
+            Estimator::IsolationForest(f) => (f.score(x), 1),
         }
     }
 }
@@ -378,9 +386,10 @@ impl ModelArtifact {
                 }
                 all
             }
-            Estimator::Kmeans(_) | Estimator::Forecast(_) => {
+            Estimator::Kmeans(_) | Estimator::Forecast(_) | Estimator::IsolationForest(_) => {
                 return Err(ModelError::InvalidInput(
-                    "EXPLAIN_PREDICT needs a supervised model; k-means has no contributions".into(),
+                    "EXPLAIN_PREDICT needs a supervised model (classification or regression)"
+                        .into(),
                 ));
             }
         };

@@ -49,7 +49,7 @@ const TREE_OPTIONS: &[&str] = &[
     "subsample",
 ];
 /// Linear-model and k-means options.
-const OTHER_OPTIONS: &[&str] = &["lambda", "max_iter", "k", "num_clusters"];
+const OTHER_OPTIONS: &[&str] = &["lambda", "max_iter", "k", "num_clusters", "sample_size"];
 
 /// What `CREATE MODEL` asked for.
 #[derive(Debug, Clone)]
@@ -310,7 +310,7 @@ fn fit_one(
             };
             Estimator::Linear(est)
         }
-        Algorithm::Kmeans | Algorithm::Auto | Algorithm::Forecast => {
+        Algorithm::Kmeans | Algorithm::Auto | Algorithm::Forecast | Algorithm::IsolationForest => {
             return Err(ModelError::InvalidParameter(format!(
                 "{} cannot be fitted as a supervised candidate",
                 algorithm.name()
@@ -415,7 +415,7 @@ fn importance(est: &Estimator, features: &FeatureSet, x: &Matrix) -> Vec<Importa
                 }
             }
         }
-        Estimator::Kmeans(_) | Estimator::Forecast(_) => {}
+        Estimator::Kmeans(_) | Estimator::Forecast(_) | Estimator::IsolationForest(_) => {}
     }
     let total: f64 = per_feature.iter().sum();
     let mut out: Vec<Importance> = features
@@ -454,6 +454,14 @@ pub fn train(
         return Err(ModelError::BadTrainingData(
             "the training query returned no rows".into(),
         ));
+    }
+    if req.algorithm == Algorithm::IsolationForest {
+        if let Some(t) = &req.target {
+            return Err(ModelError::InvalidInput(format!(
+                "anomaly detection takes no PREDICT target (got \"{t}\")"
+            )));
+        }
+        return train_isolation_forest(names, columns, req, seed, started, ctx);
     }
     let task_override = req.options.get("task").map(|t| parse_task(t)).transpose()?;
     let wants_clusters =
@@ -725,6 +733,80 @@ pub fn train(
         validation_rows: valid_idx.len(),
         train_seconds: started.elapsed().as_secs_f64(),
         calibration,
+    })
+}
+
+/// `CREATE MODEL ... DETECT ANOMALIES`: an isolation forest over every column.
+fn train_isolation_forest(
+    names: &[String],
+    columns: &[ArrayRef],
+    req: &TrainRequest,
+    seed: u64,
+    started: Instant,
+    ctx: &mut TrainContext<'_>,
+) -> ModelResult<ModelArtifact> {
+    let num_trees = num(&req.options, "num_trees")?.unwrap_or(100.0);
+    if !(1.0..=10_000.0).contains(&num_trees) || num_trees.fract() != 0.0 {
+        return Err(ModelError::InvalidParameter(format!(
+            "num_trees must be an integer between 1 and 10000, got {num_trees}"
+        )));
+    }
+    let sample_size = num(&req.options, "sample_size")?.unwrap_or(256.0);
+    if !(2.0..=1_000_000.0).contains(&sample_size) || sample_size.fract() != 0.0 {
+        return Err(ModelError::InvalidParameter(format!(
+            "sample_size must be an integer between 2 and 1000000, got {sample_size}"
+        )));
+    }
+    let features = FeatureSet::fit(names, columns)?;
+    let x = features.encode(columns)?;
+    (ctx.progress)(format!(
+        "read {} rows, {} feature(s); isolation forest with {num_trees} trees of {} rows",
+        x.n_rows,
+        features.features.len(),
+        (sample_size as usize).min(x.n_rows)
+    ));
+    if ctx.cancel.load(Ordering::Relaxed) {
+        return Err(ModelError::Cancelled);
+    }
+    let forest = crate::isolation::fit(
+        &x,
+        crate::isolation::IsolationSettings {
+            num_trees: num_trees as usize,
+            sample_size: sample_size as usize,
+            seed,
+        },
+    )?;
+    let mut scores = forest.score(&x);
+    scores.sort_by(f32::total_cmp);
+    let q = |p: f64| scores[((scores.len() - 1) as f64 * p).round() as usize] as f64;
+    let mut metrics = Metrics::default();
+    for (k, p) in [("score_p50", 0.5), ("score_p99", 0.99), ("score_max", 1.0)] {
+        metrics.values.insert(k.into(), q(p));
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    Ok(ModelArtifact {
+        format_version: FORMAT_VERSION,
+        task: Task::AnomalyDetection,
+        algorithm: Algorithm::IsolationForest,
+        features,
+        target: None,
+        estimator: Estimator::IsolationForest(forest),
+        metrics,
+        metrics_on_validation: false,
+        importance: vec![],
+        trials: vec![Trial {
+            algorithm: Algorithm::IsolationForest,
+            params: format!("num_trees={num_trees} sample_size={sample_size}"),
+            metric: "score_p99".into(),
+            value: q(0.99),
+            seconds,
+            chosen: true,
+        }],
+        options: req.options.clone(),
+        train_rows: x.n_rows,
+        validation_rows: 0,
+        train_seconds: seconds,
+        calibration: None,
     })
 }
 

@@ -184,3 +184,123 @@ async fn nab_metrics_are_scored_per_series() {
     }
     assert_eq!(rows(&c, "SELECT 1").await.len(), 1);
 }
+
+/// `CREATE MODEL ... DETECT ANOMALIES` (isolation forest) on the telco customers, with two
+/// implausible customers added: scored row-wise by `ANOMALY('m', ...)` and `FROM ANOMALY('m',
+/// TABLE t)`, kept across a restart, and misuse rejected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn isolation_forest_scores_rows() {
+    let mut server = Server::start();
+    let c = server.connect().await;
+    c.batch_execute(&format!(
+        "CREATE EXTERNAL TABLE telco STORED AS CSV LOCATION '{}' \
+         OPTIONS ('format.has_header' 'true'); \
+         CREATE TABLE customers AS SELECT \"customerID\" AS id, tenure, \
+           \"MonthlyCharges\" AS monthly, \"Contract\" AS contract FROM telco; \
+         INSERT INTO customers VALUES ('odd-1', 700, 9000.0, 'Month-to-month'), \
+           ('odd-2', 0, 5000.0, 'Two year');",
+        prognos_e2e::repo_data("telco_customer_churn.csv").display()
+    ))
+    .await
+    .expect("tables");
+    c.batch_execute(
+        "CREATE MODEL odd DETECT ANOMALIES WITH (num_trees = 200) \
+         AS SELECT tenure, monthly, contract FROM customers",
+    )
+    .await
+    .expect("train");
+    let m = rows(
+        &c,
+        "SELECT task, algorithm, train_rows FROM system.models WHERE name = 'odd'",
+    )
+    .await;
+    assert_eq!(m[0].get::<_, String>(0), "anomaly_detection");
+    assert_eq!(m[0].get::<_, String>(1), "isolation_forest");
+    assert_eq!(m[0].get::<_, i64>(2), 7045);
+
+    let top = rows(
+        &c,
+        "SELECT id, ANOMALY('odd', tenure, monthly, contract) AS score FROM customers \
+         ORDER BY score DESC LIMIT 2",
+    )
+    .await;
+    let mut ids: Vec<String> = top.iter().map(|r| r.get(0)).collect();
+    ids.sort();
+    assert_eq!(ids, ["odd-1", "odd-2"], "the added customers score highest");
+    let range = rows(
+        &c,
+        "SELECT min(s), max(s), avg(s) FROM (SELECT ANOMALY('odd', tenure, monthly, contract) \
+         AS s FROM customers) AS t",
+    )
+    .await;
+    let (lo, hi, mean): (f64, f64, f64) = (range[0].get(0), range[0].get(1), range[0].get(2));
+    assert!(
+        lo > 0.0 && hi <= 1.0 && (0.3..0.6).contains(&mean),
+        "{lo} {hi} {mean}"
+    );
+    let rel = rows(
+        &c,
+        "SELECT id, anomaly_score FROM ANOMALY('odd', TABLE customers) ORDER BY anomaly_score DESC LIMIT 1",
+    )
+    .await;
+    assert!(rel[0].get::<_, String>(0).starts_with("odd-"));
+
+    c.batch_execute(
+        "CREATE MODEL churn_like PREDICT monthly USING linear AS SELECT tenure, monthly FROM customers",
+    )
+    .await
+    .expect("tabular model");
+    let cases = [
+        ("SELECT ANOMALY('odd', tenure) FROM customers", "22023"),
+        (
+            "SELECT ANOMALY('odd', contract, tenure, monthly) FROM customers",
+            "42804",
+        ),
+        (
+            "SELECT ANOMALY('churn_like', tenure) FROM customers",
+            "22023",
+        ),
+        (
+            "SELECT * FROM ANOMALY('churn_like', TABLE customers)",
+            "22023",
+        ),
+        ("SELECT ANOMALY('nope', tenure) FROM customers", "42704"),
+        (
+            "CREATE MODEL bad DETECT ANOMALIES USING gbdt AS SELECT tenure FROM customers",
+            "22023",
+        ),
+        (
+            "CREATE MODEL bad DETECT ANOMALIES PREDICT tenure AS SELECT tenure FROM customers",
+            "42601",
+        ),
+        (
+            "CREATE MODEL bad DETECT ANOMALIES AS SELECT tenure FROM customers WHERE false",
+            "22000",
+        ),
+        (
+            "CREATE MODEL bad DETECT ANOMALIES AS SELECT tenure FROM customers LIMIT 1",
+            "22000",
+        ),
+        (
+            "CREATE MODEL bad DETECT ANOMALIES WITH (sample_size = 1) AS SELECT tenure FROM customers",
+            "22023",
+        ),
+        (
+            "CREATE MODEL bad USING isolation_forest AS SELECT tenure FROM customers",
+            "22023",
+        ),
+    ];
+    for (sql, code) in cases {
+        let e = c.query(sql, &[]).await.expect_err(sql);
+        assert_eq!(sqlstate(&e), code, "{sql}: {e}");
+    }
+    drop(c);
+    server.restart();
+    let c = server.connect().await;
+    let again = rows(
+        &c,
+        "SELECT id FROM customers ORDER BY ANOMALY('odd', tenure, monthly, contract) DESC LIMIT 1",
+    )
+    .await;
+    assert!(again[0].get::<_, String>(0).starts_with("odd-"));
+}

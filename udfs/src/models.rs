@@ -41,6 +41,7 @@ enum Kind {
     Predict,
     Proba,
     Contributions,
+    Anomaly,
 }
 
 #[derive(Debug)]
@@ -83,6 +84,7 @@ impl ModelFunction {
             Kind::Predict => "predict",
             Kind::Proba => "predict_proba",
             Kind::Contributions => "predict_contributions",
+            Kind::Anomaly => "anomaly",
         }
     }
 
@@ -131,6 +133,16 @@ impl ScalarUDFImpl for ModelFunction {
         let dt = match self.kind {
             Kind::Contributions => DataType::Struct(contribution_fields(&model)),
             Kind::Predict => model.output_type(),
+            Kind::Anomaly if model.task != prognos_models::Task::AnomalyDetection => {
+                return Err(external(CatalogError::Model(ModelError::InvalidInput(
+                    format!(
+                        "ANOMALY('{name}', ...) needs a model made with CREATE MODEL ... DETECT \
+                     ANOMALIES; \"{name}\" does {:?} (use PREDICT)",
+                        model.task
+                    ),
+                ))));
+            }
+            Kind::Anomaly => DataType::Float64,
             Kind::Proba => model.proba_type().ok_or_else(|| {
                 external(CatalogError::Model(ModelError::InvalidInput(format!(
                     "PREDICT_PROBA needs a classifier; model \"{name}\" does {:?}",
@@ -153,7 +165,7 @@ impl ScalarUDFImpl for ModelFunction {
             .map(|c| c.to_array(n))
             .collect::<Result<Vec<_>>>()?;
         let out = match self.kind {
-            Kind::Predict => model.predict(&columns),
+            Kind::Predict | Kind::Anomaly => model.predict(&columns),
             Kind::Proba => model.predict_proba(&columns),
             Kind::Contributions => contributions_array(&model, &columns),
         }
@@ -239,7 +251,12 @@ impl TableFunctionImpl for FeatureImportance {
 
 /// Register the model functions of `snapshot` in a session (replacing earlier instances).
 pub fn register_model_functions(ctx: &SessionContext, snapshot: Arc<ModelSnapshot>) {
-    for kind in [Kind::Predict, Kind::Proba, Kind::Contributions] {
+    for kind in [
+        Kind::Predict,
+        Kind::Proba,
+        Kind::Contributions,
+        Kind::Anomaly,
+    ] {
         ctx.register_udf(ScalarUDF::new_from_impl(ModelFunction {
             kind,
             snapshot: Arc::clone(&snapshot),

@@ -18,7 +18,7 @@ use datafusion::sql::parser::Statement as DFStatement;
 use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
 use prognos_catalog::CatalogError;
 use prognos_models::forecast::stored::{ForecastRequest, train_forecast};
-use prognos_models::{Algorithm, TrainContext, TrainRequest};
+use prognos_models::{Algorithm, ModelError, TrainContext, TrainRequest};
 
 use super::{Engine, ModelStatement, Output, Session, Statement};
 use crate::error::{ServerError, ServerResult, StatusCode};
@@ -111,6 +111,7 @@ pub(super) async fn execute(
             if_not_exists,
             target,
             forecast,
+            detect_anomalies,
             algorithm,
             options,
             query,
@@ -125,12 +126,39 @@ pub(super) async fn execute(
                     ForecastRequest::new(&f.value, &f.time, &f.ids, algorithm.as_deref(), options)
                         .map_err(CatalogError::Model)?,
                 ),
-                None => TrainJob::Rows(TrainRequest {
-                    target: target.clone(),
-                    algorithm: Algorithm::parse(algorithm.as_deref().unwrap_or("auto"))
-                        .map_err(CatalogError::Model)?,
-                    options: options.clone(),
-                }),
+                None if *detect_anomalies => {
+                    let a = Algorithm::parse(algorithm.as_deref().unwrap_or("isolation_forest"))
+                        .map_err(CatalogError::Model)?;
+                    if a != Algorithm::IsolationForest {
+                        return Err(CatalogError::Model(ModelError::InvalidParameter(format!(
+                            "DETECT ANOMALIES models use isolation_forest, not {}",
+                            a.name()
+                        )))
+                        .into());
+                    }
+                    TrainJob::Rows(TrainRequest {
+                        target: None,
+                        algorithm: a,
+                        options: options.clone(),
+                    })
+                }
+                None => {
+                    let a = Algorithm::parse(algorithm.as_deref().unwrap_or("auto"))
+                        .map_err(CatalogError::Model)?;
+                    if a == Algorithm::IsolationForest {
+                        return Err(CatalogError::Model(ModelError::InvalidParameter(
+                            "isolation_forest models are created with CREATE MODEL m DETECT \
+                             ANOMALIES AS ..."
+                                .into(),
+                        ))
+                        .into());
+                    }
+                    TrainJob::Rows(TrainRequest {
+                        target: target.clone(),
+                        algorithm: a,
+                        options: options.clone(),
+                    })
+                }
             };
             let (names, columns) = read_training_rows(engine, session, query).await?;
             // The training set and the matrices built from it (f32 values, u8 bins, row

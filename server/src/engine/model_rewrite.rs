@@ -19,6 +19,8 @@
 //!   forecasting model (`prognos_forecast_model`); `FROM EVALUATE('m')` → its held-out scores
 //!   per series (`prognos_forecast_evaluation`).
 //!
+//! * `FROM ANOMALY('m', TABLE t)` → every column of `t` plus `anomaly_score` from a
+//!   `DETECT ANOMALIES` model (isolation forest), features matched by column name.
 //! * `FROM ANOMALY(TABLE t, time => 'ts', value => 'v' [, id => 'a, b']
 //!   [, sensitivity => 0.999])` → `time, id columns, value, expected, lower, upper, score,
 //!   is_anomaly` for every row, per series (`prognos_anomaly`).
@@ -443,7 +445,19 @@ impl ModelRelations<'_> {
             return forecast_replacement(args);
         }
         if func == "anomaly" {
-            return anomaly_replacement(args);
+            let Some(name) = model_name_arg(args) else {
+                return anomaly_replacement(args);
+            };
+            // ANOMALY('m', TABLE t): every row of t with its score from a DETECT ANOMALIES model.
+            let (_, model) = self.snapshot.get(name)?;
+            if model.task != Task::AnomalyDetection {
+                return Err(invalid(format!(
+                    "ANOMALY('{name}', TABLE t) needs a model made with CREATE MODEL ... DETECT \
+                     ANOMALIES; \"{name}\" does {:?}",
+                    model.task
+                )));
+            }
+            return self.replacement("predict", args);
         }
         if func == "evaluate"
             && args.len() == 1
@@ -503,6 +517,9 @@ impl ModelRelations<'_> {
                 match (&model.task, &model.target) {
                     (Task::Clustering, _) => {
                         cols.push(format!("{} AS cluster", call("predict", None)))
+                    }
+                    (Task::AnomalyDetection, _) => {
+                        cols.push(format!("{} AS anomaly_score", call("predict", None)))
                     }
                     (_, Some(t)) => {
                         cols.push(format!(

@@ -5,6 +5,8 @@
 //!   [PREDICT target] [USING algorithm] [WITH (key = value, ...)]
 //!   AS <query>
 //! CREATE [OR REPLACE] MODEL [IF NOT EXISTS] name
+//!   DETECT ANOMALIES [USING isolation_forest] [WITH (key = value, ...)] AS <query>
+//! CREATE [OR REPLACE] MODEL [IF NOT EXISTS] name
 //!   FORECAST value TIME time [BY id [, ...]] [USING method] [WITH (key = value, ...)]
 //!   AS <query>
 //! DROP MODEL [IF EXISTS] name
@@ -39,6 +41,8 @@ pub enum ModelStatement {
         target: Option<String>,
         /// `FORECAST <value> TIME <time> [BY <ids>]`.
         forecast: Option<ForecastClause>,
+        /// `DETECT ANOMALIES`.
+        detect_anomalies: bool,
         /// `USING <algorithm>`.
         algorithm: Option<String>,
         /// `WITH (...)`, keys lower-cased.
@@ -228,9 +232,14 @@ pub fn parse_model_statement(text: &str) -> ServerResult<ModelStatement> {
     let name = ident_name(&p.parse_identifier().map_err(parse_err)?);
     let (mut target, mut algorithm, mut options) = (None, None, BTreeMap::new());
     let (mut value, mut time, mut ids) = (None, None, vec![]);
+    let mut detect_anomalies = false;
     loop {
         let t = p.peek_token();
-        if is_word(&t.token, "predict") {
+        if is_word(&t.token, "detect") {
+            p.next_token();
+            expect_word(&mut p, "anomalies")?;
+            detect_anomalies = true;
+        } else if is_word(&t.token, "predict") {
             p.next_token();
             target = Some(ident_name(&p.parse_identifier().map_err(parse_err)?));
         } else if is_word(&t.token, "forecast") {
@@ -272,8 +281,8 @@ pub fn parse_model_statement(text: &str) -> ServerResult<ModelStatement> {
             break;
         } else {
             return Err(syntax(format!(
-                "syntax error at or near \"{}\": expected PREDICT, FORECAST, TIME, BY, USING, \
-                 WITH or AS",
+                "syntax error at or near \"{}\": expected PREDICT, FORECAST, TIME, BY, DETECT \
+                 ANOMALIES, USING, WITH or AS",
                 t.token
             )));
         }
@@ -304,12 +313,18 @@ pub fn parse_model_statement(text: &str) -> ServerResult<ModelStatement> {
         }
         (None, None) => None,
     };
+    if detect_anomalies && (target.is_some() || forecast.is_some()) {
+        return Err(syntax(
+            "DETECT ANOMALIES models score rows without a target: drop PREDICT / FORECAST",
+        ));
+    }
     Ok(ModelStatement::Create {
         name,
         replace,
         if_not_exists,
         target,
         forecast,
+        detect_anomalies,
         algorithm,
         options,
         query,
@@ -412,6 +427,8 @@ mod tests {
             "CREATE MODEL m TIME t AS SELECT 1",
             "CREATE MODEL m BY s AS SELECT 1",
             "CREATE MODEL m PREDICT y FORECAST v TIME t AS SELECT 1",
+            "CREATE MODEL m DETECT AS SELECT 1",
+            "CREATE MODEL m DETECT ANOMALIES PREDICT y AS SELECT 1",
         ] {
             let e = parse_model_statement(sql).expect_err(sql);
             assert_eq!(e.status(), StatusCode::SyntaxError, "{sql}");
