@@ -65,7 +65,7 @@ async fn nab_metrics_are_scored_per_series() {
     let got = rows(
         &c,
         "SELECT * FROM ANOMALY(TABLE metrics, time => 'ts', value => 'value', id => 'host') \
-         ORDER BY host, ts",
+         ORDER BY host, ts, value",
     )
     .await;
     // Time first (Grafana plots it as is), then the id, the value and the scores.
@@ -107,7 +107,7 @@ async fn nab_metrics_are_scored_per_series() {
             &c,
             &format!(
                 "SELECT CAST(ts AS VARCHAR) FROM ANOMALY(TABLE metrics, time => 'ts', \
-                 value => 'value', id => 'host') WHERE host = '{host}' ORDER BY ts"
+                 value => 'value', id => 'host') WHERE host = '{host}' ORDER BY ts, value"
             ),
         )
         .await
@@ -173,7 +173,8 @@ async fn nab_metrics_are_scored_per_series() {
             "22023",
         ),
         ("ANOMALY(TABLE metrics, value => 'value')", "22023"),
-        ("ANOMALY('some_model')", "22023"),
+        ("ANOMALY('some_model')", "42704"),
+        ("ANOMALY('some_model', 1)", "42704"),
     ];
     for (from, code) in cases {
         let e = c

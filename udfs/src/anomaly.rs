@@ -4,7 +4,7 @@
 //! `ANOMALY(TABLE t, time => ..., value => ..., id => ...)` in `FROM` is rewritten onto it
 //! with `GROUP BY` the id columns, like `FORECAST`.
 //!
-//! Rows are sorted by time; rows without a time are dropped; rows with a NULL value keep
+//! Rows are sorted by time (rows with equal times by value); rows without a time are dropped; rows with a NULL value keep
 //! NULL scores and are skipped by the detector (they are not interpolated: every output row
 //! is an input row).
 
@@ -186,7 +186,14 @@ impl Accumulator for SeriesAccumulator {
     fn evaluate(&mut self) -> Result<ScalarValue> {
         let fields = item_fields(&self.time_type);
         let mut order: Vec<usize> = (0..self.times.len()).collect();
-        order.sort_by_key(|&i| self.times[i]);
+        // Equal times are taken in value order (NULLs last), so the scores do not depend on
+        // the order in which partitions delivered the rows.
+        order.sort_by(|&a, &b| {
+            self.times[a].cmp(&self.times[b]).then_with(|| {
+                let key = |v: Option<f64>| v.unwrap_or(f64::INFINITY);
+                key(self.values[a]).total_cmp(&key(self.values[b]))
+            })
+        });
         let y: Vec<f64> = order
             .iter()
             .map(|&i| self.values[i].unwrap_or(f64::NAN))
