@@ -147,3 +147,26 @@ def test_model_artifacts_on_s3(moto):
             assert len(keys("prod/models/big_b/")) == 1
     finally:
         s.close()
+
+
+def test_model_artifact_store_unreachable(moto):
+    """An artifact that cannot be written (the bucket of `storage.models_url` is missing) fails
+    CREATE MODEL with 58030, registers nothing, and leaves the server up; once the bucket
+    exists the same statement works."""
+    s3 = boto3.client("s3", endpoint_url=moto, region_name="us-east-1",
+                      aws_access_key_id="testing", aws_secret_access_key="testing")
+    s = Server(env=s3_env(moto, PROGNOS__STORAGE__MODELS_URL="s3://not-yet-there/prod"))
+    create = ("CREATE MODEL lost PREDICT y USING logistic AS SELECT value % 7 AS a, "
+              "value % 7 > 3 AS y FROM generate_series(1, 200)")
+    try:
+        with psycopg.connect(s.dsn, autocommit=True) as conn:
+            with pytest.raises(psycopg.Error) as e:
+                conn.execute(create)
+            assert e.value.sqlstate == "58030", (e.value.sqlstate, str(e.value))
+            assert "not-yet-there" in str(e.value)
+            assert conn.execute("SELECT count(*) FROM system.models").fetchone() == (0,)
+            s3.create_bucket(Bucket="not-yet-there")
+            conn.execute(create)
+            assert conn.execute("SELECT name, version FROM system.models").fetchall() == [("lost", 1)]
+    finally:
+        s.close()
