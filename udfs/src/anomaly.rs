@@ -10,20 +10,18 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, BooleanArray, Float64Array, Int64Array, ListArray, StructArray,
-};
-use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Fields, Float64Type, Int64Type};
+use datafusion::arrow::array::{ArrayRef, BooleanArray, Float64Array, ListArray, StructArray};
+use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Fields};
 use datafusion::common::{Result, ScalarValue, plan_err};
 use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
 use datafusion::logical_expr::{Accumulator, AggregateUDFImpl, Signature, Volatility};
 use datafusion::physical_expr::expressions::Literal;
 use prognos_models::ModelError;
 use prognos_models::anomaly::{AnomalySpec, detect};
-use prognos_models::forecast::time::{times_as_i64, times_from_i64, unit_nanos};
+use prognos_models::forecast::time::times_from_i64;
 
-use crate::models::{external, f64_list, list_scalar};
+use crate::models::{external, list_scalar};
+use crate::series::{SeriesRows, check_series_types, coerce_series_types, state_fields};
 
 /// The aggregate.
 #[derive(Debug, PartialEq, Eq, Hash)]
@@ -68,51 +66,17 @@ impl AggregateUDFImpl for AnomalyAgg {
         if arg_types.len() != 3 {
             return plan_err!("prognos_anomaly(time, value, sensitivity) takes 3 arguments");
         }
-        // Wrong column types are reported by `return_type` (42804).
-        let time = match &arg_types[0] {
-            DataType::Int32 | DataType::Int16 | DataType::UInt32 => DataType::Int64,
-            t => t.clone(),
-        };
-        let value = if arg_types[1].is_numeric() {
-            DataType::Float64
-        } else {
-            arg_types[1].clone()
-        };
+        let (time, value) = coerce_series_types(&arg_types[0], &arg_types[1]);
         Ok(vec![time, value, DataType::Float64])
     }
 
     fn return_type(&self, arg_types: &[DataType]) -> Result<DataType> {
-        let time = arg_types.first().cloned().unwrap_or(DataType::Int64);
-        if unit_nanos(&time).is_none() {
-            return Err(external(ModelError::WrongType(format!(
-                "the time column must be a timestamp, a date or an integer, not {time}"
-            ))));
-        }
-        match arg_types.get(1) {
-            Some(v) if v.is_numeric() || *v == DataType::Null => {}
-            Some(v) => {
-                return Err(external(ModelError::WrongType(format!(
-                    "the value column must be numeric, not {v}"
-                ))));
-            }
-            None => return plan_err!("prognos_anomaly needs a value column"),
-        }
+        let time = check_series_types("prognos_anomaly", arg_types)?;
         Ok(list_of(item_fields(&time)))
     }
 
     fn state_fields(&self, args: StateFieldsArgs) -> Result<Vec<FieldRef>> {
-        Ok(vec![
-            Arc::new(Field::new(
-                format!("{}_times", args.name),
-                DataType::List(Arc::new(Field::new("item", DataType::Int64, true))),
-                true,
-            )),
-            Arc::new(Field::new(
-                format!("{}_values", args.name),
-                f64_list(),
-                true,
-            )),
-        ])
+        Ok(state_fields(args.name))
     }
 
     fn accumulator(&self, args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
@@ -133,8 +97,7 @@ impl AggregateUDFImpl for AnomalyAgg {
         Ok(Box::new(SeriesAccumulator {
             time_type: args.exprs[0].data_type(args.schema)?,
             sensitivity,
-            times: vec![],
-            values: vec![],
+            rows: SeriesRows::default(),
         }))
     }
 }
@@ -143,60 +106,36 @@ impl AggregateUDFImpl for AnomalyAgg {
 struct SeriesAccumulator {
     time_type: DataType,
     sensitivity: f64,
-    times: Vec<i64>,
-    values: Vec<Option<f64>>,
+    rows: SeriesRows,
 }
 
 impl Accumulator for SeriesAccumulator {
     fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
-        let t = times_as_i64(&values[0])?;
-        let t = t.as_primitive::<Int64Type>();
-        let v = cast(&values[1], &DataType::Float64)?;
-        let v = v.as_primitive::<Float64Type>();
-        for i in 0..t.len() {
-            if t.is_valid(i) {
-                self.times.push(t.value(i));
-                self.values.push(v.is_valid(i).then(|| v.value(i)));
-            }
-        }
-        Ok(())
+        self.rows.update(values)
     }
 
     fn state(&mut self) -> Result<Vec<ScalarValue>> {
-        Ok(vec![
-            list_scalar(Int64Array::from(self.times.clone()), DataType::Int64),
-            list_scalar(Float64Array::from(self.values.clone()), DataType::Float64),
-        ])
+        Ok(self.rows.state())
     }
 
     fn merge_batch(&mut self, states: &[ArrayRef]) -> Result<()> {
-        let times = states[0].as_list::<i32>();
-        let values = states[1].as_list::<i32>();
-        for (t, v) in times.iter().zip(values.iter()) {
-            if let (Some(t), Some(v)) = (t, v) {
-                let t = t.as_primitive::<Int64Type>();
-                let v = v.as_primitive::<Float64Type>();
-                self.times.extend(t.iter().map(|x| x.unwrap_or_default()));
-                self.values.extend(v.iter());
-            }
-        }
-        Ok(())
+        self.rows.merge(states)
     }
 
     fn evaluate(&mut self) -> Result<ScalarValue> {
         let fields = item_fields(&self.time_type);
-        let mut order: Vec<usize> = (0..self.times.len()).collect();
+        let mut order: Vec<usize> = (0..self.rows.times.len()).collect();
         // Equal times are taken in value order (NULLs last), so the scores do not depend on
         // the order in which partitions delivered the rows.
         order.sort_by(|&a, &b| {
-            self.times[a].cmp(&self.times[b]).then_with(|| {
+            self.rows.times[a].cmp(&self.rows.times[b]).then_with(|| {
                 let key = |v: Option<f64>| v.unwrap_or(f64::INFINITY);
-                key(self.values[a]).total_cmp(&key(self.values[b]))
+                key(self.rows.values[a]).total_cmp(&key(self.rows.values[b]))
             })
         });
         let y: Vec<f64> = order
             .iter()
-            .map(|&i| self.values[i].unwrap_or(f64::NAN))
+            .map(|&i| self.rows.values[i].unwrap_or(f64::NAN))
             .collect();
         let spec = AnomalySpec {
             sensitivity: self.sensitivity,
@@ -213,7 +152,7 @@ impl Accumulator for SeriesAccumulator {
             )
         };
         let times = times_from_i64(
-            order.iter().map(|&i| self.times[i]).collect(),
+            order.iter().map(|&i| self.rows.times[i]).collect(),
             &self.time_type,
         )?;
         let structs = StructArray::new(
@@ -221,7 +160,10 @@ impl Accumulator for SeriesAccumulator {
             vec![
                 times,
                 Arc::new(Float64Array::from(
-                    order.iter().map(|&i| self.values[i]).collect::<Vec<_>>(),
+                    order
+                        .iter()
+                        .map(|&i| self.rows.values[i])
+                        .collect::<Vec<_>>(),
                 )),
                 Arc::new(opt(&s.expected)),
                 Arc::new(opt(&s.lower)),
@@ -237,7 +179,7 @@ impl Accumulator for SeriesAccumulator {
             ],
             None,
         );
-        if self.times.is_empty() {
+        if self.rows.times.is_empty() {
             return Ok(ScalarValue::List(Arc::new(ListArray::new_null(
                 Arc::new(Field::new("item", DataType::Struct(fields), true)),
                 1,
@@ -247,6 +189,6 @@ impl Accumulator for SeriesAccumulator {
     }
 
     fn size(&self) -> usize {
-        std::mem::size_of_val(self) + self.times.capacity() * 8 + self.values.capacity() * 16
+        std::mem::size_of_val(self) + self.rows.size()
     }
 }

@@ -13,41 +13,76 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, Float64Array, Int64Array, ListArray, StringArray, StructArray,
+    Array, ArrayRef, Float64Array, ListArray, RecordBatch, StringArray, StructArray,
 };
-use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Fields, Float64Type, Int64Type};
-use datafusion::common::{Result, ScalarValue, exec_err, plan_err};
+use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Fields};
+use datafusion::catalog::{TableFunctionArgs, TableFunctionImpl, TableProvider};
+use datafusion::common::{DataFusionError, Result, ScalarValue, exec_err, plan_err};
+use datafusion::datasource::MemTable;
+use datafusion::logical_expr::Expr;
 use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
 use datafusion::logical_expr::{Accumulator, AggregateUDFImpl, Signature, Volatility};
 use datafusion::physical_expr::expressions::Literal;
-use prognos_models::ModelError;
-use prognos_models::forecast::time::{season_candidates, times_as_i64, times_from_i64, unit_nanos};
-use prognos_models::forecast::{ForecastSpec, Method, forecast, regularize};
-
-use datafusion::arrow::array::RecordBatch;
-use datafusion::catalog::{TableFunctionArgs, TableFunctionImpl, TableProvider};
-use datafusion::common::DataFusionError;
-use datafusion::datasource::MemTable;
-use datafusion::logical_expr::Expr;
 use prognos_catalog::{CatalogError, ModelSnapshot};
-use prognos_models::ModelArtifact;
+use prognos_models::forecast::time::{season_candidates, times_from_i64, unit_nanos};
+use prognos_models::forecast::{ForecastSpec, Method, forecast, regularize};
+use prognos_models::{ModelArtifact, ModelError};
 
-use crate::models::{external, f64_list, list_scalar, literal_name};
+use crate::models::{external, list_scalar, literal_name};
+use crate::series::{SeriesRows, check_series_types, coerce_series_types, state_fields};
 
 /// Largest horizon accepted.
 pub const MAX_HORIZON: i64 = prognos_models::forecast::stored::MAX_HORIZON as i64;
 
+/// Receives the series notes (regularisation, fallbacks) as client messages.
+pub type NoteSink = Arc<dyn Fn(String) + Send + Sync>;
+
 /// The aggregate.
-#[derive(Debug, PartialEq, Eq, Hash)]
 pub struct ForecastAgg {
     signature: Signature,
+    notes: Option<NoteSink>,
+}
+
+impl std::fmt::Debug for ForecastAgg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ForecastAgg").finish_non_exhaustive()
+    }
+}
+
+impl PartialEq for ForecastAgg {
+    fn eq(&self, other: &Self) -> bool {
+        match (&self.notes, &other.notes) {
+            (None, None) => true,
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
+}
+impl Eq for ForecastAgg {}
+impl std::hash::Hash for ForecastAgg {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.notes
+            .as_ref()
+            .map(|n| Arc::as_ptr(n) as *const () as usize)
+            .hash(state);
+    }
 }
 
 impl Default for ForecastAgg {
     fn default() -> Self {
         Self {
             signature: Signature::user_defined(Volatility::Immutable),
+            notes: None,
+        }
+    }
+}
+
+impl ForecastAgg {
+    /// An instance whose series notes go to `notes` (a session's NOTICEs) as well as the log.
+    pub fn with_notes(notes: NoteSink) -> Self {
+        Self {
+            notes: Some(notes),
+            ..Self::default()
         }
     }
 }
@@ -66,10 +101,6 @@ fn list_of(fields: Fields) -> DataType {
     DataType::List(Arc::new(Field::new("item", DataType::Struct(fields), true)))
 }
 
-fn i64_list() -> DataType {
-    DataType::List(Arc::new(Field::new("item", DataType::Int64, true)))
-}
-
 impl AggregateUDFImpl for ForecastAgg {
     fn name(&self) -> &str {
         "prognos_forecast"
@@ -85,17 +116,7 @@ impl AggregateUDFImpl for ForecastAgg {
                 "prognos_forecast(time, value, horizon, level, method, season_length) takes 6 arguments"
             );
         }
-        // Wrong column types are left for `return_type` to report (as 42804); coercion
-        // errors would reach the client as "no such function".
-        let time = match &arg_types[0] {
-            DataType::Int32 | DataType::Int16 | DataType::UInt32 => DataType::Int64,
-            t => t.clone(),
-        };
-        let value = if arg_types[1].is_numeric() {
-            DataType::Float64
-        } else {
-            arg_types[1].clone()
-        };
+        let (time, value) = coerce_series_types(&arg_types[0], &arg_types[1]);
         Ok(vec![
             time,
             value,
@@ -107,33 +128,12 @@ impl AggregateUDFImpl for ForecastAgg {
     }
 
     fn return_type(&self, arg_types: &[DataType]) -> Result<DataType> {
-        let time = arg_types.first().cloned().unwrap_or(DataType::Int64);
-        if unit_nanos(&time).is_none() {
-            return Err(external(ModelError::WrongType(format!(
-                "the time column must be a timestamp, a date or an integer, not {time}"
-            ))));
-        }
-        match arg_types.get(1) {
-            Some(v) if v.is_numeric() || *v == DataType::Null => {}
-            Some(v) => {
-                return Err(external(ModelError::WrongType(format!(
-                    "the value column must be numeric, not {v}"
-                ))));
-            }
-            None => return plan_err!("prognos_forecast needs a value column"),
-        }
+        let time = check_series_types("prognos_forecast", arg_types)?;
         Ok(list_of(item_fields(&time)))
     }
 
     fn state_fields(&self, args: StateFieldsArgs) -> Result<Vec<FieldRef>> {
-        Ok(vec![
-            Arc::new(Field::new(format!("{}_times", args.name), i64_list(), true)),
-            Arc::new(Field::new(
-                format!("{}_values", args.name),
-                f64_list(),
-                true,
-            )),
-        ])
+        Ok(state_fields(args.name))
     }
 
     fn accumulator(&self, args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
@@ -183,78 +183,53 @@ impl AggregateUDFImpl for ForecastAgg {
             level,
             method,
             season_length,
-            times: vec![],
-            values: vec![],
+            rows: SeriesRows::default(),
+            notes: self.notes.clone(),
         }))
     }
 }
 
-#[derive(Debug)]
 struct SeriesAccumulator {
     time_type: DataType,
     horizon: usize,
     level: f64,
     method: Option<Method>,
     season_length: Option<usize>,
-    times: Vec<i64>,
-    values: Vec<Option<f64>>,
+    rows: SeriesRows,
+    notes: Option<NoteSink>,
+}
+
+impl std::fmt::Debug for SeriesAccumulator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SeriesAccumulator")
+            .field("rows", &self.rows.times.len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Accumulator for SeriesAccumulator {
     fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
-        let t = times_as_i64(&values[0])?;
-        let t = t.as_primitive::<Int64Type>();
-        let v = cast(&values[1], &DataType::Float64)?;
-        let v = v.as_primitive::<Float64Type>();
-        for i in 0..t.len() {
-            // Rows without a time cannot be placed in the series.
-            if t.is_valid(i) {
-                self.times.push(t.value(i));
-                self.values.push(v.is_valid(i).then(|| v.value(i)));
-            }
-        }
-        Ok(())
+        self.rows.update(values)
     }
 
     fn state(&mut self) -> Result<Vec<ScalarValue>> {
-        Ok(vec![
-            list_scalar(Int64Array::from(self.times.clone()), DataType::Int64),
-            list_scalar(Float64Array::from(self.values.clone()), DataType::Float64),
-        ])
+        Ok(self.rows.state())
     }
 
     fn merge_batch(&mut self, states: &[ArrayRef]) -> Result<()> {
-        let times = states[0].as_list::<i32>();
-        let values = states[1].as_list::<i32>();
-        for (t, v) in times.iter().zip(values.iter()) {
-            if let (Some(t), Some(v)) = (t, v) {
-                let t = t.as_primitive::<Int64Type>();
-                let v = v.as_primitive::<Float64Type>();
-                self.times.extend(t.iter().map(|x| x.unwrap_or_default()));
-                self.values.extend(v.iter());
-            }
-        }
-        Ok(())
+        self.rows.merge(states)
     }
 
     fn evaluate(&mut self) -> Result<ScalarValue> {
         let fields = item_fields(&self.time_type);
-        if self.times.is_empty() {
+        if self.rows.times.is_empty() {
             return Ok(ScalarValue::List(Arc::new(ListArray::new_null(
                 Arc::new(Field::new("item", DataType::Struct(fields), true)),
                 1,
             ))));
         }
-        let rows: Vec<(i64, Option<f64>)> = self
-            .times
-            .iter()
-            .copied()
-            .zip(self.values.iter().copied())
-            .collect();
+        let rows = self.rows.pairs();
         let series = regularize(&rows, None).map_err(external)?;
-        for note in &series.notes {
-            tracing::info!("forecast: {note}");
-        }
         let nanos = unit_nanos(&self.time_type).unwrap_or(0);
         let spec = ForecastSpec {
             method: self.method,
@@ -265,6 +240,17 @@ impl Accumulator for SeriesAccumulator {
             windows: 2,
         };
         let f = forecast(&series.values, &spec).map_err(external)?;
+        for note in series.notes.iter().chain(&f.notes) {
+            let message = format!(
+                "FORECAST: series of {} values ending at tick {}: {note}",
+                series.values.len(),
+                series.start + series.step * (series.values.len() as i64 - 1)
+            );
+            tracing::info!("{message}");
+            if let Some(sink) = &self.notes {
+                sink(message);
+            }
+        }
         let last = series.start + series.step * (series.values.len() as i64 - 1);
         let step = series.step.max(1);
         let times = times_from_i64(
@@ -293,7 +279,7 @@ impl Accumulator for SeriesAccumulator {
     }
 
     fn size(&self) -> usize {
-        std::mem::size_of_val(self) + self.times.capacity() * 8 + self.values.capacity() * 16
+        std::mem::size_of_val(self) + self.rows.size()
     }
 }
 

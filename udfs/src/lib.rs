@@ -11,6 +11,7 @@ pub mod anomaly;
 pub mod forecast;
 pub mod models;
 pub mod pg_compat;
+mod series;
 
 pub use models::register_model_functions;
 

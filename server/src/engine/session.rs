@@ -56,7 +56,7 @@ pub struct Session {
     /// Registry generation whose model functions are registered in `ctx`.
     models_generation: std::sync::atomic::AtomicU64,
     /// Where progress messages (Postgres NOTICEs) of the running statement go.
-    notices: Mutex<Option<tokio::sync::mpsc::UnboundedSender<String>>>,
+    notices: Arc<Mutex<Option<tokio::sync::mpsc::UnboundedSender<String>>>>,
 }
 
 impl std::fmt::Debug for Session {
@@ -79,12 +79,23 @@ impl Session {
             signature: Signature::variadic_any(Volatility::Stable),
             settings: Arc::clone(&settings),
         }));
+        let notices: Arc<Mutex<Option<tokio::sync::mpsc::UnboundedSender<String>>>> =
+            Arc::new(Mutex::new(None));
+        // FORECAST's series notes (regularisation, fallbacks) become this session's NOTICEs.
+        let sink = Arc::clone(&notices);
+        ctx.register_udaf(datafusion::logical_expr::AggregateUDF::new_from_impl(
+            prognos_udfs::forecast::ForecastAgg::with_notes(Arc::new(move |m: String| {
+                if let Some(tx) = sink.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+                    let _ = tx.send(m);
+                }
+            })),
+        ));
         Self {
             ctx,
             settings,
             cancel: Mutex::new(CancellationToken::new()),
             models_generation: std::sync::atomic::AtomicU64::new(u64::MAX),
-            notices: Mutex::new(None),
+            notices,
         }
     }
 

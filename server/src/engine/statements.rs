@@ -574,10 +574,37 @@ async fn run_plan(
             Ok(command(tag))
         }
         other => {
+            let eager = forecasts_series(&other);
             let df = ctx.execute_logical_plan(other).await?;
+            if eager {
+                // FORECAST's series notes are NOTICEs sent while the statement runs; the rows
+                // of a stream run after the statement has returned, when pgwire can no longer
+                // send them. A forecast's output (series × horizon rows) is small, so it is
+                // computed here.
+                let schema = Arc::new(df.schema().as_arrow().clone());
+                let batches = df.collect().await?;
+                return Ok(Output::Rows(Box::pin(RecordBatchStreamAdapter::new(
+                    schema,
+                    futures::stream::iter(batches.into_iter().map(Ok)),
+                ))));
+            }
             Ok(Output::Rows(df.execute_stream().await?))
         }
     }
+}
+
+/// Whether a plan runs the `prognos_forecast` aggregate (ad-hoc `FORECAST(TABLE ...)`).
+fn forecasts_series(plan: &LogicalPlan) -> bool {
+    use datafusion::common::tree_node::TreeNode;
+    plan.exists(|p| {
+        Ok(
+            matches!(p, LogicalPlan::Aggregate(a) if a.aggr_expr.iter().any(|e| {
+                matches!(e, datafusion::logical_expr::Expr::AggregateFunction(f)
+                    if f.func.name() == "prognos_forecast")
+            })),
+        )
+    })
+    .unwrap_or(false)
 }
 
 fn command(tag: &str) -> Output {

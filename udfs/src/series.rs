@@ -1,0 +1,121 @@
+//! What the per-series aggregates (`prognos_forecast`, `prognos_anomaly`) share: the
+//! `(time, value)` rows of one group as they arrive, their partial states, and the checks and
+//! coercions of the time and value arguments.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, Float64Array, Int64Array};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Float64Type, Int64Type};
+use datafusion::common::{Result, ScalarValue, plan_err};
+use prognos_models::ModelError;
+use prognos_models::forecast::time::{times_as_i64, unit_nanos};
+
+use crate::models::{external, f64_list, list_scalar};
+
+/// The rows of one series: time ticks and values (`None` = NULL), in arrival order.
+#[derive(Debug, Default)]
+pub(crate) struct SeriesRows {
+    pub(crate) times: Vec<i64>,
+    pub(crate) values: Vec<Option<f64>>,
+}
+
+impl SeriesRows {
+    /// Add a batch of `[time, value]` columns; rows without a time cannot be placed in the
+    /// series and are dropped.
+    pub(crate) fn update(&mut self, columns: &[ArrayRef]) -> Result<()> {
+        let t = times_as_i64(&columns[0])?;
+        let t = t.as_primitive::<Int64Type>();
+        let v = cast(&columns[1], &DataType::Float64)?;
+        let v = v.as_primitive::<Float64Type>();
+        for i in 0..t.len() {
+            if t.is_valid(i) {
+                self.times.push(t.value(i));
+                self.values.push(v.is_valid(i).then(|| v.value(i)));
+            }
+        }
+        Ok(())
+    }
+
+    /// The partial state: the times and the values as two lists.
+    pub(crate) fn state(&self) -> Vec<ScalarValue> {
+        vec![
+            list_scalar(Int64Array::from(self.times.clone()), DataType::Int64),
+            list_scalar(Float64Array::from(self.values.clone()), DataType::Float64),
+        ]
+    }
+
+    /// Merge partial states made by [`SeriesRows::state`].
+    pub(crate) fn merge(&mut self, states: &[ArrayRef]) -> Result<()> {
+        let times = states[0].as_list::<i32>();
+        let values = states[1].as_list::<i32>();
+        for (t, v) in times.iter().zip(values.iter()) {
+            if let (Some(t), Some(v)) = (t, v) {
+                let t = t.as_primitive::<Int64Type>();
+                let v = v.as_primitive::<Float64Type>();
+                self.times.extend(t.iter().map(|x| x.unwrap_or_default()));
+                self.values.extend(v.iter());
+            }
+        }
+        Ok(())
+    }
+
+    /// Bytes held.
+    pub(crate) fn size(&self) -> usize {
+        self.times.capacity() * 8 + self.values.capacity() * 16
+    }
+
+    /// The rows as `(time, value)` pairs.
+    pub(crate) fn pairs(&self) -> Vec<(i64, Option<f64>)> {
+        self.times
+            .iter()
+            .copied()
+            .zip(self.values.iter().copied())
+            .collect()
+    }
+}
+
+/// The state fields of [`SeriesRows::state`].
+pub(crate) fn state_fields(name: &str) -> Vec<FieldRef> {
+    vec![
+        Arc::new(Field::new(
+            format!("{name}_times"),
+            DataType::List(Arc::new(Field::new("item", DataType::Int64, true))),
+            true,
+        )),
+        Arc::new(Field::new(format!("{name}_values"), f64_list(), true)),
+    ]
+}
+
+/// Coercions of the `(time, value)` arguments: small integer times to `Int64`, numeric values
+/// to `Float64`; other types are kept so [`check_series_types`] can report them (coercion
+/// errors would reach the client as "no such function").
+pub(crate) fn coerce_series_types(time: &DataType, value: &DataType) -> (DataType, DataType) {
+    let time = match time {
+        DataType::Int32 | DataType::Int16 | DataType::UInt32 => DataType::Int64,
+        t => t.clone(),
+    };
+    let value = if value.is_numeric() {
+        DataType::Float64
+    } else {
+        value.clone()
+    };
+    (time, value)
+}
+
+/// Checks the `(time, value)` argument types (`42804` when wrong); returns the time type.
+pub(crate) fn check_series_types(fname: &str, arg_types: &[DataType]) -> Result<DataType> {
+    let time = arg_types.first().cloned().unwrap_or(DataType::Int64);
+    if unit_nanos(&time).is_none() {
+        return Err(external(ModelError::WrongType(format!(
+            "the time column must be a timestamp, a date or an integer, not {time}"
+        ))));
+    }
+    match arg_types.get(1) {
+        Some(v) if v.is_numeric() || *v == DataType::Null => Ok(time),
+        Some(v) => Err(external(ModelError::WrongType(format!(
+            "the value column must be numeric, not {v}"
+        )))),
+        None => plan_err!("{fname} needs a value column"),
+    }
+}
