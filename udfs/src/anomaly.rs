@@ -21,7 +21,7 @@ use prognos_models::anomaly::{AnomalySpec, detect};
 use prognos_models::forecast::time::times_from_i64;
 
 use crate::models::{external, list_scalar};
-use crate::series::{SeriesRows, check_series_types, coerce_series_types, state_fields};
+use crate::series::{SeriesRows, check_series_types, coerce_series_types, list_of, state_fields};
 
 /// The aggregate.
 #[derive(Debug, PartialEq, Eq, Hash)]
@@ -47,10 +47,6 @@ fn item_fields(time: &DataType) -> Fields {
         Field::new("score", DataType::Float64, true),
         Field::new("is_anomaly", DataType::Boolean, true),
     ])
-}
-
-fn list_of(fields: Fields) -> DataType {
-    DataType::List(Arc::new(Field::new("item", DataType::Struct(fields), true)))
 }
 
 impl AggregateUDFImpl for AnomalyAgg {

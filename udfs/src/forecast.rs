@@ -29,7 +29,7 @@ use prognos_models::forecast::{ForecastSpec, Method, forecast, regularize};
 use prognos_models::{ModelArtifact, ModelError};
 
 use crate::models::{external, list_scalar, literal_name};
-use crate::series::{SeriesRows, check_series_types, coerce_series_types, state_fields};
+use crate::series::{SeriesRows, check_series_types, coerce_series_types, list_of, state_fields};
 
 /// Largest horizon accepted.
 pub const MAX_HORIZON: i64 = prognos_models::forecast::stored::MAX_HORIZON as i64;
@@ -95,10 +95,6 @@ fn item_fields(time: &DataType) -> Fields {
         Field::new("upper", DataType::Float64, true),
         Field::new("method", DataType::Utf8, true),
     ])
-}
-
-fn list_of(fields: Fields) -> DataType {
-    DataType::List(Arc::new(Field::new("item", DataType::Struct(fields), true)))
 }
 
 impl AggregateUDFImpl for ForecastAgg {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, Float64Array, Int64Array};
 use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Float64Type, Int64Type};
+use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Fields, Float64Type, Int64Type};
 use datafusion::common::{Result, ScalarValue, plan_err};
 use prognos_models::ModelError;
 use prognos_models::forecast::time::{times_as_i64, unit_nanos};
@@ -73,6 +73,11 @@ impl SeriesRows {
             .zip(self.values.iter().copied())
             .collect()
     }
+}
+
+/// `List<Struct<fields>>`: the result type of a per-series aggregate (one item per row).
+pub(crate) fn list_of(fields: Fields) -> DataType {
+    DataType::List(Arc::new(Field::new("item", DataType::Struct(fields), true)))
 }
 
 /// The state fields of [`SeriesRows::state`].
