@@ -15,3 +15,15 @@ FROM ANOMALY(TABLE service_metrics, time => 'ts', value => 'latency_ms', id => '
 WHERE is_anomaly
 GROUP BY host
 ORDER BY host;
+
+-- 3. Unusual customers: an isolation forest over the demo customers, then the ten rows that
+--    isolate fastest (scores near 1 are unusual, about 0.5 ordinary).
+CREATE OR REPLACE MODEL odd_customers DETECT ANOMALIES WITH (num_trees = 100)
+AS SELECT plan, tenure_months, monthly_charges, support_calls FROM customers;
+
+SELECT customer_id, plan, tenure_months, monthly_charges, support_calls,
+       round(ANOMALY('odd_customers', plan, tenure_months, monthly_charges, support_calls), 3)
+         AS score
+FROM customers
+ORDER BY score DESC
+LIMIT 10;
