@@ -273,20 +273,50 @@ fn stored_forecast_replacement(name: &str, args: &[FunctionArg]) -> ServerResult
     ))
 }
 
-/// The id columns of a series function (`id => 'a, b'`), quoted.
-fn id_columns(named: &NamedArgs) -> ServerResult<Vec<String>> {
-    Ok(named
-        .text("id")?
-        .map(|s| {
-            s.split(',')
-                .map(|p| p.trim().to_string())
-                .filter(|p| !p.is_empty())
-                .collect::<Vec<_>>()
-        })
-        .unwrap_or_default()
-        .iter()
-        .map(|i| quote(i))
-        .collect())
+/// The id columns of a series function (`id => 'a, b'`), quoted, and the SQL pieces that carry
+/// them through the grouped aggregate and the unnest above it.
+struct SeriesIds(Vec<String>);
+
+impl SeriesIds {
+    fn parse(named: &NamedArgs) -> ServerResult<Self> {
+        Ok(SeriesIds(
+            named
+                .text("id")?
+                .map(|s| {
+                    s.split(',')
+                        .map(|p| p.trim().to_string())
+                        .filter(|p| !p.is_empty())
+                        .map(|p| quote(&p))
+                        .collect()
+                })
+                .unwrap_or_default(),
+        ))
+    }
+
+    /// `p.a, p.b, ` (empty without ids).
+    fn prefixed(&self, prefix: &str) -> String {
+        self.0.iter().map(|c| format!("{prefix}{c}, ")).collect()
+    }
+
+    /// `first_value(a) AS a, ...`: the ids leave the grouped aggregate through first_value,
+    /// not as the group keys: DataFusion 55 keeps the keys' functional dependencies across
+    /// the unnest above, and would then drop `time` from a later GROUP BY / ORDER BY on
+    /// (id, time) as "determined by id".
+    fn first_values(&self) -> String {
+        self.0
+            .iter()
+            .map(|c| format!("first_value({c}) AS {c}, "))
+            .collect()
+    }
+
+    /// ` GROUP BY a, b` (empty without ids).
+    fn group_by(&self) -> String {
+        if self.0.is_empty() {
+            String::new()
+        } else {
+            format!(" GROUP BY {}", self.0.join(", "))
+        }
+    }
 }
 
 /// `ANOMALY(relation, time => 'ts', value => 'v' [, id => 'a, b'] [, sensitivity => 0.999])`
@@ -322,17 +352,7 @@ fn anomaly_replacement(args: &[FunctionArg]) -> ServerResult<String> {
             "ANOMALY: sensitivity must be in (0, 1), got {sensitivity}"
         )));
     }
-    let ids = id_columns(&named)?;
-    let list = |prefix: &str| {
-        ids.iter()
-            .map(|c| format!("{prefix}{c}, "))
-            .collect::<String>()
-    };
-    let group = if ids.is_empty() {
-        String::new()
-    } else {
-        format!(" GROUP BY {}", ids.join(", "))
-    };
+    let ids = SeriesIds::parse(&named)?;
     Ok(format!(
         "SELECT __f['time'] AS {time_q}, {ids_u}__f['value'] AS {value_q}, \
          __f['expected'] AS expected, __f['lower'] AS lower, __f['upper'] AS upper, \
@@ -342,13 +362,10 @@ fn anomaly_replacement(args: &[FunctionArg]) -> ServerResult<String> {
          FROM ({q}) AS __src{group}) AS __g) AS __u",
         time_q = quote(&time),
         value_q = quote(&value),
-        ids_u = list("__u."),
-        ids_g = list("__g."),
-        // As in FORECAST: ids through first_value, not as group keys (see there).
-        ids_s = ids
-            .iter()
-            .map(|c| format!("first_value({c}) AS {c}, "))
-            .collect::<String>(),
+        ids_u = ids.prefixed("__u."),
+        ids_g = ids.prefixed("__g."),
+        ids_s = ids.first_values(),
+        group = ids.group_by(),
     ))
 }
 
@@ -383,14 +400,7 @@ fn forecast_replacement(args: &[FunctionArg]) -> ServerResult<String> {
     let number = |k: &str| named.number(k);
     let time = text("time")?.ok_or_else(|| invalid("FORECAST needs time => 'column'".into()))?;
     let value = text("value")?.ok_or_else(|| invalid("FORECAST needs value => 'column'".into()))?;
-    let ids: Vec<String> = text("id")?
-        .map(|s| {
-            s.split(',')
-                .map(|p| p.trim().to_string())
-                .filter(|p| !p.is_empty())
-                .collect()
-        })
-        .unwrap_or_default();
+    let ids = SeriesIds::parse(&named)?;
     let horizon = named.horizon()?.unwrap_or(10.0);
     let level = named.level()?.unwrap_or(95.0);
     let method = text("method")?.unwrap_or_else(|| "auto".into());
@@ -404,33 +414,16 @@ fn forecast_replacement(args: &[FunctionArg]) -> ServerResult<String> {
             "FORECAST: season_length must be a positive integer (0 = detect), got {season}"
         )));
     }
-    let id_cols: Vec<String> = ids.iter().map(|i| quote(i)).collect();
-    let with_ids = |prefix: &str| -> String {
-        id_cols
-            .iter()
-            .map(|c| format!("{prefix}{c}, "))
-            .collect::<String>()
-    };
-    let group = if id_cols.is_empty() {
-        String::new()
-    } else {
-        format!(" GROUP BY {}", id_cols.join(", "))
-    };
     Ok(format!(
         "SELECT {ids_u}__f['time'] AS {time_q}, __f['forecast'] AS forecast, \
          __f['lower'] AS lower, __f['upper'] AS upper, __f['method'] AS method \
          FROM (SELECT {ids_g}unnest(__fs) AS __f FROM \
          (SELECT {ids_s}prognos_forecast({time_q}, {value_q}, {h}, {level:?}, {method_s}, {season}) AS __fs \
          FROM ({q}) AS __src{group}) AS __g) AS __u",
-        ids_u = with_ids("__u."),
-        ids_g = with_ids("__g."),
-        // The id columns come out through first_value, not as the group keys: DataFusion 55
-        // keeps the keys' functional dependencies across the unnest above, and would then
-        // drop `time` from a later GROUP BY / ORDER BY on (id, time) as "determined by id".
-        ids_s = id_cols
-            .iter()
-            .map(|c| format!("first_value({c}) AS {c}, "))
-            .collect::<String>(),
+        ids_u = ids.prefixed("__u."),
+        ids_g = ids.prefixed("__g."),
+        ids_s = ids.first_values(),
+        group = ids.group_by(),
         time_q = quote(&time),
         value_q = quote(&value),
         h = horizon as i64,
