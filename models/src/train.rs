@@ -76,7 +76,8 @@ impl std::fmt::Debug for TrainContext<'_> {
     }
 }
 
-fn num(options: &BTreeMap<String, String>, key: &str) -> ModelResult<Option<f64>> {
+/// A numeric `WITH (...)` option, when given.
+pub(crate) fn num(options: &BTreeMap<String, String>, key: &str) -> ModelResult<Option<f64>> {
     options
         .get(key)
         .map(|v| {

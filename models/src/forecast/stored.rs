@@ -35,7 +35,7 @@ use crate::error::{ModelError, ModelResult};
 use crate::features::FeatureSet;
 use crate::metrics::Metrics;
 use crate::model::{Algorithm, Estimator, FORMAT_VERSION, ModelArtifact, Trial};
-use crate::train::TrainContext;
+use crate::train::{TrainContext, num};
 
 /// A series' id values as text (`None` = NULL).
 type SeriesKey = Vec<Option<String>>;
@@ -68,17 +68,6 @@ pub struct ForecastRequest {
     pub season_length: Option<usize>,
 }
 
-fn option_number(options: &BTreeMap<String, String>, key: &str) -> ModelResult<Option<f64>> {
-    options
-        .get(key)
-        .map(|v| {
-            v.trim().parse::<f64>().map_err(|_| {
-                ModelError::InvalidParameter(format!("{key} must be a number, got \"{v}\""))
-            })
-        })
-        .transpose()
-}
-
 impl ForecastRequest {
     /// Build from the statement's parts. `method` is the `USING` name (`auto` or absent =
     /// auto); options: `horizon` (default 10), `level` (95), `season_length` (detected).
@@ -101,15 +90,15 @@ impl ForecastRequest {
             Some(m) if m.eq_ignore_ascii_case("auto") => None,
             Some(m) => Some(Method::parse(m)?),
         };
-        let horizon = option_number(options, "horizon")?.unwrap_or(DEFAULT_HORIZON as f64);
+        let horizon = num(options, "horizon")?.unwrap_or(DEFAULT_HORIZON as f64);
         if !(horizon >= 1.0 && horizon <= MAX_HORIZON as f64 && horizon.fract() == 0.0) {
             return Err(ModelError::InvalidParameter(format!(
                 "horizon must be an integer in [1, {MAX_HORIZON}], got {horizon}"
             )));
         }
-        let level = option_number(options, "level")?.unwrap_or(DEFAULT_LEVEL);
+        let level = num(options, "level")?.unwrap_or(DEFAULT_LEVEL);
         check_level(level)?;
-        let season_length = match option_number(options, "season_length")? {
+        let season_length = match num(options, "season_length")? {
             None => None,
             Some(s) if (1.0..=100_000.0).contains(&s) && s.fract() == 0.0 => Some(s as usize),
             Some(s) => {
