@@ -159,7 +159,7 @@ impl AggregateUDFImpl for ForecastAgg {
         };
         let method = match literal(4) {
             Some(ScalarValue::Utf8(Some(m))) if m.eq_ignore_ascii_case("auto") => None,
-            Some(ScalarValue::Utf8(Some(m))) => Some(Method::parse(&m).map_err(external)?),
+            Some(ScalarValue::Utf8(Some(m))) => Some(Method::parse_local(&m).map_err(external)?),
             _ => return plan_err!("method must be a constant string"),
         };
         let season_length = match literal(5) {

@@ -28,6 +28,9 @@ pub enum Method {
     Ets,
     /// MSTL over every season length that fits, AutoETS on the trend.
     Mstl,
+    /// One gradient-boosted model on lags across all series of a stored model
+    /// ([`super::lag_gbdt`]); never chosen by `auto`, which works per series.
+    GbdtLag,
 }
 
 impl Method {
@@ -48,11 +51,15 @@ impl Method {
             Method::Theta => "theta",
             Method::Ets => "ets",
             Method::Mstl => "mstl",
+            Method::GbdtLag => "gbdt_lag",
         }
     }
 
-    /// Parse a SQL name.
+    /// Parse a SQL name (any method, for `CREATE MODEL ... USING`).
     pub fn parse(s: &str) -> ModelResult<Method> {
+        if s.eq_ignore_ascii_case(Method::GbdtLag.name()) {
+            return Ok(Method::GbdtLag);
+        }
         Method::ALL
             .into_iter()
             .find(|m| {
@@ -60,10 +67,25 @@ impl Method {
             })
             .ok_or_else(|| {
                 ModelError::InvalidParameter(format!(
-                    "unknown forecasting method \"{s}\" (known: auto, {})",
-                    Method::ALL.map(|m| m.name()).join(", ")
+                    "unknown forecasting method \"{s}\" (known: auto, {}, {}; arima is not \
+                     offered, see the README)",
+                    Method::ALL.map(|m| m.name()).join(", "),
+                    Method::GbdtLag.name()
                 ))
             })
+    }
+
+    /// Parse a method that forecasts each series on its own (the ad-hoc `FORECAST(TABLE ..)`).
+    pub fn parse_local(s: &str) -> ModelResult<Method> {
+        match Method::parse(s)? {
+            Method::GbdtLag => Err(ModelError::InvalidParameter(
+                "gbdt_lag is one model trained across all series: create it with CREATE MODEL \
+                 m FORECAST v TIME t BY ids USING gbdt_lag AS ..., then SELECT * FROM \
+                 FORECAST('m')"
+                    .into(),
+            )),
+            m => Ok(m),
+        }
     }
 
     /// Fewest observations the method needs for season length `m`.
@@ -73,6 +95,7 @@ impl Method {
             Method::Naive2 | Method::Theta => 2,
             Method::Ets => 4,
             Method::Mstl => 2 * m.max(2) + 1,
+            Method::GbdtLag => 3,
         }
     }
 }
@@ -151,6 +174,11 @@ pub fn point_forecast(
         )));
     }
     Ok(match method {
+        Method::GbdtLag => {
+            return Err(ModelError::InvalidParameter(
+                "gbdt_lag forecasts all series of a model together, not one series".into(),
+            ));
+        }
         Method::SeasonalNaive => {
             let m = m.max(1);
             (0..h).map(|j| y[n - m + j % m]).collect()

@@ -10,6 +10,8 @@
 //! as the series allows); a series too short for any window gets intervals from its
 //! one-step naive errors growing with √j, and a note says so.
 
+pub mod global;
+pub mod lag_gbdt;
 pub mod methods;
 pub mod regular;
 pub mod seasonality;
@@ -76,15 +78,40 @@ pub enum Calibration {
         /// Standard deviation of `y[t] - y[t-1]`.
         sd: f64,
     },
+    /// A global model's backtest errors pooled across its series, each divided by its
+    /// series' scale (the model keeps the pool; see [`stored::ForecastModel`]).
+    Pooled {
+        /// This series' scale (its in-sample mean absolute seasonal difference).
+        scale: f64,
+    },
 }
 
 impl Calibration {
     /// Half-widths of the `level` % intervals (level in (0, 100)) for steps `1..=h`. Step `j`
     /// takes the conformal quantile of the backtest errors at steps `j-2..=j+2` of every
-    /// window (steps past the windows' length use the last ones).
-    pub fn widths(&self, h: usize, level: f64) -> Vec<f64> {
+    /// window (steps past the windows' length use the last ones). `pooled` holds a global
+    /// model's scaled errors per step (empty for per-series methods).
+    pub fn widths(&self, h: usize, level: f64, pooled: &[Vec<f64>]) -> Vec<f64> {
         let q = level / 100.0;
         match self {
+            Calibration::Pooled { scale } => {
+                let len = pooled.len();
+                (0..h)
+                    .map(|j| {
+                        if len == 0 {
+                            return 0.0;
+                        }
+                        let j = j.min(len - 1);
+                        let mut pool: Vec<f64> =
+                            pooled[j.saturating_sub(2)..=(j + 2).min(len - 1)].concat();
+                        if pool.is_empty() {
+                            0.0
+                        } else {
+                            scale * conformal_quantile(&mut pool, q)
+                        }
+                    })
+                    .collect()
+            }
             Calibration::Backtest { errors } => {
                 let len = errors.iter().map(Vec::len).min().unwrap_or(0);
                 if len == 0 {
@@ -222,7 +249,7 @@ fn fallbacks(method: Method) -> &'static [Method] {
         Method::Ets => &[Method::Theta, Method::Naive2],
         Method::SeasonalNaive => &[Method::Naive2],
         Method::Theta => &[Method::Naive2],
-        Method::Naive2 => &[],
+        Method::Naive2 | Method::GbdtLag => &[],
     }
 }
 
@@ -356,7 +383,7 @@ pub fn forecast(y: &[f64], spec: &ForecastSpec) -> ModelResult<SeriesForecast> {
             Calibration::OneStep { sd }
         }
     };
-    let width = calibration.widths(h, spec.level);
+    let width = calibration.widths(h, spec.level, &[]);
     Ok(SeriesForecast {
         lower: point.iter().zip(&width).map(|(p, w)| p - w).collect(),
         upper: point.iter().zip(&width).map(|(p, w)| p + w).collect(),

@@ -28,6 +28,8 @@ use datafusion::arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Sche
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use super::global::{GlobalParts, PreparedSeries, fit_global};
+use super::lag_gbdt;
 use super::time::{season_candidates, times_as_i64, times_from_i64, unit_nanos};
 use super::{Calibration, ForecastSpec, Method, forecast, mase, regularize, smape};
 use crate::Task;
@@ -66,6 +68,10 @@ pub struct ForecastRequest {
     pub level: f64,
     /// Season length; `None` = detected per series.
     pub season_length: Option<usize>,
+    /// Boosting options of `gbdt_lag` (`num_trees`, `learning_rate`, ...).
+    pub tree_options: BTreeMap<String, f64>,
+    /// Exogenous columns (`gbdt_lag`: every other column of the training query).
+    pub exogenous: Vec<String>,
 }
 
 impl ForecastRequest {
@@ -79,17 +85,30 @@ impl ForecastRequest {
         options: &BTreeMap<String, String>,
     ) -> ModelResult<ForecastRequest> {
         const KNOWN: [&str; 3] = ["horizon", "level", "season_length"];
-        if let Some(k) = options.keys().find(|k| !KNOWN.contains(&k.as_str())) {
-            return Err(ModelError::InvalidParameter(format!(
-                "unknown option \"{k}\" for a forecasting model (known: {})",
-                KNOWN.join(", ")
-            )));
-        }
         let method = match method {
             None => None,
             Some(m) if m.eq_ignore_ascii_case("auto") => None,
             Some(m) => Some(Method::parse(m)?),
         };
+        let mut tree_options = BTreeMap::new();
+        let mut scratch = lag_gbdt::default_params();
+        for k in options.keys().filter(|k| !KNOWN.contains(&k.as_str())) {
+            let tree_option = method == Some(Method::GbdtLag)
+                && match num(options, k)? {
+                    Some(v) if scratch.set(k, v)? => {
+                        tree_options.insert(k.clone(), v);
+                        true
+                    }
+                    _ => false,
+                };
+            if !tree_option {
+                return Err(ModelError::InvalidParameter(format!(
+                    "unknown option \"{k}\" for a forecasting model (known: {}; gbdt_lag also \
+                     takes the boosting options num_trees, learning_rate, num_leaves, ...)",
+                    KNOWN.join(", ")
+                )));
+            }
+        }
         let horizon = num(options, "horizon")?.unwrap_or(DEFAULT_HORIZON as f64);
         if !(horizon >= 1.0 && horizon <= MAX_HORIZON as f64 && horizon.fract() == 0.0) {
             return Err(ModelError::InvalidParameter(format!(
@@ -120,6 +139,8 @@ impl ForecastRequest {
             horizon: horizon as usize,
             level,
             season_length,
+            tree_options,
+            exogenous: vec![],
         })
     }
 }
@@ -209,6 +230,9 @@ pub struct ForecastModel {
     pub season_length: Option<usize>,
     /// Every series, ordered by id.
     pub series: Vec<FittedSeries>,
+    /// A global model's trees and interval pool (`gbdt_lag`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub global: Option<Box<GlobalParts>>,
 }
 
 fn column<'a>(names: &[String], columns: &'a [ArrayRef], name: &str) -> ModelResult<&'a ArrayRef> {
@@ -326,21 +350,29 @@ pub fn train_forecast(
             data_type: c.data_type().to_string(),
         })
         .collect();
-    let cancel = ctx.cancel;
-    let fitted: Vec<ModelResult<FittedSeries>> = groups
-        .into_par_iter()
-        .map(|(id, rows)| {
-            if cancel.load(Ordering::Relaxed) {
-                return Err(ModelError::Cancelled);
-            }
-            let name = label(&id, &ids);
-            fit_series(id, &rows, req, nanos).map_err(|e| match e {
-                ModelError::Cancelled => e,
-                other => ModelError::BadTrainingData(format!("{name}: {other}")),
+    let (series, global) = if req.method == Some(Method::GbdtLag) {
+        let prepared = groups
+            .into_par_iter()
+            .map(|(id, rows)| {
+                let series = regularize(&rows, None).map_err(|e| {
+                    ModelError::BadTrainingData(format!("{}: {e}", label(&id, &ids)))
+                })?;
+                Ok(PreparedSeries {
+                    id,
+                    series,
+                    exogenous: vec![],
+                })
             })
-        })
-        .collect();
-    let series = fitted.into_iter().collect::<ModelResult<Vec<_>>>()?;
+            .collect::<ModelResult<Vec<_>>>()?;
+        let mut params = lag_gbdt::default_params();
+        for (k, v) in &req.tree_options {
+            params.set(k, *v)?;
+        }
+        let (series, global) = fit_global(prepared, req, nanos, &params, ctx)?;
+        (series, Some(Box::new(global)))
+    } else {
+        (fit_each(groups, req, nanos, &ids, ctx.cancel)?, None)
+    };
     let mut notes = 0usize;
     let mut methods: BTreeMap<&str, usize> = BTreeMap::new();
     for s in &series {
@@ -372,6 +404,7 @@ pub fn train_forecast(
         level: req.level,
         season_length: req.season_length,
         series,
+        global,
     };
     let metrics = model.holdout_metrics();
     let seconds = started.elapsed().as_secs_f64();
@@ -418,6 +451,30 @@ pub fn train_forecast(
         train_seconds: seconds,
         calibration: None,
     })
+}
+
+/// Fit every series on its own (the per-series methods), in parallel.
+fn fit_each(
+    groups: Vec<(SeriesKey, SeriesRows)>,
+    req: &ForecastRequest,
+    nanos: i64,
+    ids: &[StoredColumn],
+    cancel: &std::sync::atomic::AtomicBool,
+) -> ModelResult<Vec<FittedSeries>> {
+    let fitted: Vec<ModelResult<FittedSeries>> = groups
+        .into_par_iter()
+        .map(|(id, rows)| {
+            if cancel.load(Ordering::Relaxed) {
+                return Err(ModelError::Cancelled);
+            }
+            let name = label(&id, ids);
+            fit_series(id, &rows, req, nanos).map_err(|e| match e {
+                ModelError::Cancelled => e,
+                other => ModelError::BadTrainingData(format!("{name}: {other}")),
+            })
+        })
+        .collect();
+    fitted.into_iter().collect()
 }
 
 fn fit_series(
@@ -594,7 +651,8 @@ impl ForecastModel {
         let mut times = Vec::with_capacity(self.series.len() * h);
         let (mut point, mut lower, mut upper) = (vec![], vec![], vec![]);
         for s in &self.series {
-            let w = s.calibration.widths(h, level);
+            let pooled = self.global.as_ref().map_or(&[][..], |g| &g.pooled[..]);
+            let w = s.calibration.widths(h, level, pooled);
             for (j, w) in w.iter().enumerate() {
                 times.push(s.last + (j as i64 + 1) * s.step);
                 let p = s.forecast.get(j).copied().unwrap_or(f64::NAN);

@@ -405,7 +405,7 @@ fn forecast_replacement(args: &[FunctionArg]) -> ServerResult<String> {
     let level = named.level()?.unwrap_or(95.0);
     let method = text("method")?.unwrap_or_else(|| "auto".into());
     if !method.eq_ignore_ascii_case("auto") {
-        prognos_models::forecast::Method::parse(&method)
+        prognos_models::forecast::Method::parse_local(&method)
             .map_err(|e| invalid(format!("FORECAST: {e}")))?;
     }
     let season = number("season_length")?.unwrap_or(0.0);

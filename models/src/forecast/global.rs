@@ -1,0 +1,223 @@
+//! Fitting a stored model whose method is global (`USING gbdt_lag`): one model across all
+//! series, scored like the per-series methods.
+//!
+//! 1. Holdout: a model trained on every series without its last `horizon` values forecasts
+//!    them; sMAPE, MASE and RMSE per series are what `EVALUATE('m')` returns.
+//! 2. Intervals: those holdout errors, divided by each series' scale (its in-sample mean
+//!    absolute seasonal difference, the MASE scale), are pooled across series per step; a
+//!    series' interval is its scale times the conformal quantile of the pool at steps
+//!    `j-2..=j+2`. Held-out coverage is measured across two folds of series (even / odd
+//!    position): a series' intervals come from the other fold's errors, so no series
+//!    calibrates itself.
+//! 3. The stored forecast: a model trained on the full series, with intervals from the whole
+//!    pool.
+
+use serde::{Deserialize, Serialize};
+
+use super::lag_gbdt::{self, LagLayout, LagModel, SeriesInput};
+use super::seasonality::detect_season_length;
+use super::stored::{FittedSeries, ForecastRequest, Holdout};
+use super::time::season_candidates;
+use super::{Calibration, Method, Regularized, mase, smape};
+use crate::error::ModelResult;
+use crate::gbdt::TreeParams;
+use crate::train::TrainContext;
+
+/// Most scaled errors kept per step (evenly spaced order statistics beyond that).
+const MAX_POOL: usize = 5_000;
+
+/// What a global model keeps beside its series: the trees and the interval pool.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GlobalParts {
+    /// The trained model (full series).
+    pub model: LagModel,
+    /// Per step, the holdout errors of every series divided by its scale, ascending.
+    pub pooled: Vec<Vec<f64>>,
+}
+
+/// A series ready for a global fit.
+#[derive(Debug, Clone)]
+pub struct PreparedSeries {
+    /// Id values.
+    pub id: Vec<Option<String>>,
+    /// Its regular values.
+    pub series: Regularized,
+    /// Exogenous columns on the same grid.
+    pub exogenous: Vec<Vec<f64>>,
+}
+
+/// The MASE scale of `y` at lag `m` (lag 1 when `y` is too short; then the mean absolute
+/// value; then 1), so every series has a positive scale.
+fn scale(y: &[f64], m: usize) -> f64 {
+    let s = mase(y, &[1.0], &[0.0], m);
+    if s.is_finite() && s > 0.0 {
+        return 1.0 / s;
+    }
+    let mean_abs = y.iter().map(|v| v.abs()).sum::<f64>() / y.len().max(1) as f64;
+    if mean_abs > 0.0 { mean_abs } else { 1.0 }
+}
+
+fn input<'a>(p: &'a PreparedSeries, len: usize) -> SeriesInput<'a> {
+    SeriesInput {
+        y: &p.series.values[..len],
+        start: p.series.start,
+        step: p.series.step.max(1),
+        exogenous: p.exogenous.clone(),
+    }
+}
+
+fn thin(mut v: Vec<f64>) -> Vec<f64> {
+    v.sort_by(f64::total_cmp);
+    if v.len() <= MAX_POOL {
+        return v;
+    }
+    let n = v.len();
+    (0..MAX_POOL)
+        .map(|i| v[i * (n - 1) / (MAX_POOL - 1)])
+        .collect()
+}
+
+/// Fit a global model over `series` (ordered by id) as `req` asks.
+pub fn fit_global(
+    series: Vec<PreparedSeries>,
+    req: &ForecastRequest,
+    nanos: i64,
+    params: &TreeParams,
+    ctx: &mut TrainContext,
+) -> ModelResult<(Vec<FittedSeries>, GlobalParts)> {
+    let h = req.horizon;
+    let step = series.first().map_or(1, |s| s.series.step.max(1));
+    let candidates = season_candidates(step, nanos);
+    let m = match req.season_length {
+        Some(m) => m,
+        None => {
+            // The season most series show.
+            let mut votes: Vec<usize> = series
+                .iter()
+                .map(|s| detect_season_length(&s.series.values, &candidates))
+                .collect();
+            votes.sort_unstable();
+            let mut best = (1usize, 0usize);
+            for chunk in votes.chunk_by(|a, b| a == b) {
+                if chunk.len() > best.1 {
+                    best = (chunk[0], chunk.len());
+                }
+            }
+            best.0
+        }
+    };
+    let mut lens: Vec<usize> = series.iter().map(|s| s.series.values.len()).collect();
+    lens.sort_unstable();
+    let typical = lens[lens.len() / 2];
+    let names: Vec<String> = req.exogenous.clone();
+    let layout = LagLayout::new(step, nanos, m, &candidates, typical, names);
+    (ctx.progress)(format!(
+        "gbdt_lag: season {m}, lags {}, {} calendar part(s), {} exogenous column(s)",
+        layout
+            .lags
+            .iter()
+            .map(|l| l.to_string())
+            .collect::<Vec<_>>()
+            .join(" "),
+        layout.calendar.len() + layout.positions.len(),
+        layout.exogenous.len()
+    ));
+
+    // 1. Holdout model on the series long enough to lose `h` values.
+    let scored: Vec<usize> = (0..series.len())
+        .filter(|&i| series[i].series.values.len() >= h + 3)
+        .collect();
+    let mut holdout: Vec<Option<Holdout>> = vec![None; series.len()];
+    let mut pooled: Vec<Vec<f64>> = vec![vec![]; h];
+    if !scored.is_empty() {
+        let inputs: Vec<SeriesInput<'_>> = scored
+            .iter()
+            .map(|&i| input(&series[i], series[i].series.values.len() - h))
+            .collect();
+        let model = lag_gbdt::fit(&inputs, layout.clone(), params, ctx.cancel)?;
+        let forecasts = model.forecast(&inputs, h);
+        // Scaled errors per fold and step.
+        let mut folds: [Vec<Vec<f64>>; 2] = [vec![vec![]; h], vec![vec![]; h]];
+        let mut scales = vec![];
+        for (k, (&i, f)) in scored.iter().zip(&forecasts).enumerate() {
+            let y = &series[i].series.values;
+            let (train, actual) = y.split_at(y.len() - h);
+            let s = scale(train, m);
+            scales.push(s);
+            for j in 0..h {
+                folds[k % 2][j].push((actual[j] - f[j]).abs() / s);
+            }
+        }
+        for j in 0..h {
+            pooled[j] = thin([folds[0][j].clone(), folds[1][j].clone()].concat());
+        }
+        let fold_pools: Vec<Vec<Vec<f64>>> = (0..2)
+            .map(|k| {
+                let other = &folds[1 - k];
+                if other.iter().all(Vec::is_empty) {
+                    pooled.clone()
+                } else {
+                    other.iter().map(|v| thin(v.clone())).collect()
+                }
+            })
+            .collect();
+        for (k, (&i, f)) in scored.iter().zip(&forecasts).enumerate() {
+            let y = &series[i].series.values;
+            let (train, actual) = y.split_at(y.len() - h);
+            let w =
+                Calibration::Pooled { scale: scales[k] }.widths(h, req.level, &fold_pools[k % 2]);
+            let inside = (0..h).filter(|&j| (actual[j] - f[j]).abs() <= w[j]).count();
+            let rmse = (actual
+                .iter()
+                .zip(f)
+                .map(|(a, p)| (a - p).powi(2))
+                .sum::<f64>()
+                / h as f64)
+                .sqrt();
+            let ms = mase(train, actual, f, m);
+            holdout[i] = Some(Holdout {
+                smape: smape(actual, f),
+                mase: ms.is_finite().then_some(ms),
+                rmse,
+                coverage: inside as f64 / h as f64,
+                method: Method::GbdtLag,
+            });
+        }
+    }
+
+    // 2. The stored model on the full series.
+    let inputs: Vec<SeriesInput<'_>> = series
+        .iter()
+        .map(|s| input(s, s.series.values.len()))
+        .collect();
+    let model = lag_gbdt::fit(&inputs, layout, params, ctx.cancel)?;
+    let forecasts = model.forecast(&inputs, h);
+    let fitted = series
+        .into_iter()
+        .zip(forecasts)
+        .zip(holdout)
+        .map(|((p, forecast), holdout)| {
+            let y = &p.series.values;
+            let n = y.len();
+            let mut notes = p.series.notes.clone();
+            if holdout.is_none() {
+                notes.push(format!(
+                    "{n} observation(s): too few to hold {h} out, so EVALUATE has no scores for it"
+                ));
+            }
+            FittedSeries {
+                id: p.id,
+                step: p.series.step.max(1),
+                last: p.series.start + p.series.step * (n as i64 - 1),
+                observations: n,
+                method: Method::GbdtLag,
+                season_length: m,
+                forecast,
+                calibration: Calibration::Pooled { scale: scale(y, m) },
+                holdout,
+                notes,
+            }
+        })
+        .collect();
+    Ok((fitted, GlobalParts { model, pooled }))
+}
