@@ -473,51 +473,266 @@ async fn m4_hourly_subset_beats_naive2_through_the_server() {
          id => 'id', horizon => 48, level => 95, season_length => 24) ORDER BY id, t",
     )
     .await;
-    let n = train.len();
-    assert_eq!(n, 104);
-    assert_eq!(got.len(), n * 48);
-    let mut by_id: std::collections::HashMap<String, Vec<&tokio_postgres::Row>> =
-        std::collections::HashMap::new();
-    for r in &got {
-        by_id.entry(r.get(0)).or_default().push(r);
-    }
-    let (mut s_auto, mut m_auto, mut s_n2, mut m_n2, mut inside) = (0.0, 0.0, 0.0, 0.0, 0);
-    for ((id, y), (_, actual)) in train.iter().zip(&test) {
-        let r = &by_id[id];
-        // Times continue the integer grid.
-        assert_eq!(r[0].get::<_, i64>(1), y.len() as i64);
-        let fc: Vec<f64> = r.iter().map(|r| r.get(2)).collect();
-        inside += r
-            .iter()
-            .zip(actual)
-            .filter(|(r, a)| r.get::<_, f64>(3) <= **a && **a <= r.get::<_, f64>(4))
-            .count();
-        let spec = ForecastSpec {
-            method: Some(Method::Naive2),
-            horizon: 48,
-            level: 95.0,
-            season_length: Some(24),
-            season_candidates: vec![24, 168],
-            windows: 2,
-        };
-        let n2 = forecast(y, &spec).expect("naive2").point;
-        s_auto += smape(actual, &fc);
-        m_auto += mase(y, actual, &fc, 24);
-        s_n2 += smape(actual, &n2);
-        m_n2 += mase(y, actual, &n2, 24);
-    }
-    let owa = 0.5 * (s_auto / s_n2 + m_auto / m_n2);
-    let coverage = inside as f64 / (n as f64 * 48.0);
-    let n = n as f64;
-    eprintln!(
-        "M4 Hourly, {n} series: auto sMAPE {:.3} MASE {:.3}, naive2 sMAPE {:.3} MASE {:.3}, \
-         OWA {owa:.3}, 95 % coverage {coverage:.3}",
-        s_auto / n,
-        m_auto / n,
-        s_n2 / n,
-        m_n2 / n
-    );
+    // (sMAPE, MASE, Naive2 sMAPE, Naive2 MASE, OWA, coverage) of `id, t, forecast, lower,
+    // upper` rows.
+    let score = |got: &[tokio_postgres::Row], what: &str| {
+        let n = train.len();
+        assert_eq!(n, 104);
+        assert_eq!(got.len(), n * 48, "{what}");
+        let mut by_id: std::collections::HashMap<String, Vec<&tokio_postgres::Row>> =
+            std::collections::HashMap::new();
+        for r in got {
+            by_id.entry(r.get(0)).or_default().push(r);
+        }
+        let (mut s_auto, mut m_auto, mut s_n2, mut m_n2, mut inside) = (0.0, 0.0, 0.0, 0.0, 0);
+        for ((id, y), (_, actual)) in train.iter().zip(&test) {
+            let r = &by_id[id];
+            // Times continue the integer grid.
+            assert_eq!(r[0].get::<_, i64>(1), y.len() as i64);
+            let fc: Vec<f64> = r.iter().map(|r| r.get(2)).collect();
+            inside += r
+                .iter()
+                .zip(actual)
+                .filter(|(r, a)| r.get::<_, f64>(3) <= **a && **a <= r.get::<_, f64>(4))
+                .count();
+            let spec = ForecastSpec {
+                method: Some(Method::Naive2),
+                horizon: 48,
+                level: 95.0,
+                season_length: Some(24),
+                season_candidates: vec![24, 168],
+                windows: 2,
+            };
+            let n2 = forecast(y, &spec).expect("naive2").point;
+            s_auto += smape(actual, &fc);
+            m_auto += mase(y, actual, &fc, 24);
+            s_n2 += smape(actual, &n2);
+            m_n2 += mase(y, actual, &n2, 24);
+        }
+        let owa = 0.5 * (s_auto / s_n2 + m_auto / m_n2);
+        let coverage = inside as f64 / (n as f64 * 48.0);
+        let n = n as f64;
+        eprintln!(
+            "M4 Hourly, {n} series: {what} sMAPE {:.3} MASE {:.3}, naive2 sMAPE {:.3} MASE {:.3}, \
+             OWA {owa:.3}, 95 % coverage {coverage:.3}",
+            s_auto / n,
+            m_auto / n,
+            s_n2 / n,
+            m_n2 / n
+        );
+        (s_auto, m_auto, s_n2, m_n2, owa, coverage)
+    };
+    let (s_auto, m_auto, s_n2, m_n2, owa, coverage) = score(&got, "auto");
     assert!(s_auto < s_n2 && m_auto < m_n2, "auto worse than Naive2");
     assert!(owa < 0.8, "OWA {owa} against Naive2 on the same series");
     assert!((0.85..=0.99).contains(&coverage), "coverage {coverage}");
+
+    // The same series with one global gbdt_lag model.
+    c.batch_execute(
+        "CREATE MODEL m4_gbdt FORECAST y TIME t BY id USING gbdt_lag \
+         WITH (horizon = 48, level = 95, season_length = 24) AS SELECT id, t, y FROM m4",
+    )
+    .await
+    .expect("gbdt_lag model");
+    let got = rows(
+        &c,
+        "SELECT id, t, forecast, lower, upper FROM FORECAST('m4_gbdt') ORDER BY id, t",
+    )
+    .await;
+    let (_, _, _, _, owa, coverage) = score(&got, "gbdt_lag");
+    assert!(
+        owa < 0.8,
+        "gbdt_lag OWA {owa} against Naive2 on the same series"
+    );
+    assert!(
+        (0.85..=0.99).contains(&coverage),
+        "gbdt_lag coverage {coverage}"
+    );
+}
+
+/// `USING gbdt_lag` with an exogenous column: twenty stores whose sales jump by 40 on
+/// promotion days (a fixed pseudo-random schedule, one day in five, no period). The model reads the promotion flag from
+/// the training query and its future values from a table; it must beat the same model
+/// without the flag, survive a restart, and reject every misuse with a proper SQLSTATE.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gbdt_lag_global_model_reads_future_exogenous_values() {
+    let mut server = Server::start();
+    let c = server.connect().await;
+    let sales = |from: i32, to: i32| {
+        format!(
+            "SELECT CAST('2025-01-01' AS DATE) + CAST(v AS INT) AS day, 's' || CAST(s AS VARCHAR) AS store, \
+                    CASE WHEN abs(sin(v * 12.9898 + s * 78.233)) * 43758.5453 - floor(abs(sin(v * 12.9898 + s * 78.233)) * 43758.5453) < 0.2 THEN 1 ELSE 0 END AS promo, \
+                    (100.0 + 10 * s) + 15 * (v % 7) \
+                    + 40.0 * CASE WHEN abs(sin(v * 12.9898 + s * 78.233)) * 43758.5453 - floor(abs(sin(v * 12.9898 + s * 78.233)) * 43758.5453) < 0.2 THEN 1 ELSE 0 END \
+                    + ((v * 31 + s * 17) % 11) - 5 AS sales \
+             FROM generate_series({from}, {to}) AS t(v) CROSS JOIN generate_series(0, 19) AS st(s)"
+        )
+    };
+    c.batch_execute(&format!(
+        "CREATE TABLE hist AS {}; CREATE TABLE future AS {};",
+        sales(0, 179),
+        sales(180, 193)
+    ))
+    .await
+    .expect("tables");
+    let notices = c
+        .simple_query(
+            "CREATE MODEL promo_x FORECAST sales TIME day BY store USING gbdt_lag \
+             WITH (horizon = 14, level = 90, num_trees = 200) \
+             AS SELECT day, store, sales, promo FROM hist",
+        )
+        .await;
+    notices.expect("gbdt_lag with promo");
+    c.batch_execute(
+        "CREATE MODEL promo_nox FORECAST sales TIME day BY store USING gbdt_lag \
+         WITH (horizon = 14, level = 90, num_trees = 200) AS SELECT day, store, sales FROM hist",
+    )
+    .await
+    .expect("gbdt_lag without promo");
+
+    let error = |f: &str, actual: &[tokio_postgres::Row]| {
+        let _ = f;
+        let fc: Vec<f64> = actual.iter().map(|r| r.get(2)).collect();
+        let truth: Vec<f64> = actual.iter().map(|r| r.get(5)).collect();
+        smape(&truth, &fc)
+    };
+    let with_x = rows(
+        &c,
+        "SELECT f.store, f.day, f.forecast, f.lower, f.upper, t.sales, f.method \
+         FROM FORECAST('promo_x', (SELECT day, store, promo FROM future)) AS f \
+         JOIN future t ON t.store = f.store AND t.day = f.day ORDER BY f.store, f.day",
+    )
+    .await;
+    assert_eq!(with_x.len(), 20 * 14);
+    assert!(with_x.iter().all(|r| r.get::<_, String>(6) == "gbdt_lag"));
+    let inside = with_x
+        .iter()
+        .filter(|r| {
+            r.get::<_, f64>(3) <= r.get::<_, f64>(5) && r.get::<_, f64>(5) <= r.get::<_, f64>(4)
+        })
+        .count() as f64
+        / with_x.len() as f64;
+    let without = rows(
+        &c,
+        "SELECT f.store, f.day, f.forecast, f.lower, f.upper, t.sales \
+         FROM FORECAST('promo_nox') AS f \
+         JOIN future t ON t.store = f.store AND t.day = f.day ORDER BY f.store, f.day",
+    )
+    .await;
+    assert_eq!(without.len(), 20 * 14);
+    let (sx, snox) = (error("x", &with_x), error("nox", &without));
+    eprintln!(
+        "promotions: sMAPE with the flag {sx:.2}, without {snox:.2}, 90 % coverage {inside:.3}"
+    );
+    assert!(sx < 0.6 * snox, "the promo flag must help: {sx} vs {snox}");
+    assert!(sx < 4.0, "sMAPE {sx}");
+    assert!(inside >= 0.7, "coverage {inside}");
+
+    // The same future values through a table, a lower level: narrower intervals.
+    let narrow = rows(
+        &c,
+        "SELECT store, day, forecast, lower, upper FROM FORECAST('promo_x', TABLE future, level => 50) \
+         ORDER BY store, day",
+    )
+    .await;
+    assert_eq!(narrow.len(), 20 * 14);
+    for (a, b) in narrow.iter().zip(&with_x) {
+        assert!((a.get::<_, f64>(2) - b.get::<_, f64>(2)).abs() < 1e-9);
+        assert!(
+            a.get::<_, f64>(4) - a.get::<_, f64>(3)
+                <= b.get::<_, f64>(4) - b.get::<_, f64>(3) + 1e-9
+        );
+    }
+    // EVALUATE: every series scored by the holdout model.
+    let eval = rows(
+        &c,
+        "SELECT method, smape, mase, coverage FROM EVALUATE('promo_x')",
+    )
+    .await;
+    assert_eq!(eval.len(), 20);
+    assert!(
+        eval.iter()
+            .all(|r| r.get::<_, String>(0) == "gbdt_lag" && r.get::<_, Option<f64>>(2).is_some())
+    );
+    let algo = rows(
+        &c,
+        "SELECT algorithm FROM system.models WHERE name = 'promo_x'",
+    )
+    .await;
+    assert_eq!(algo[0].get::<_, String>(0), "gbdt_lag");
+
+    // Misuse.
+    for (sql, state) in [
+        // Without its future values.
+        ("SELECT * FROM FORECAST('promo_x')", "22023"),
+        // Future values lack the exogenous column.
+        (
+            "SELECT * FROM FORECAST('promo_x', (SELECT day, store FROM future))",
+            "42703",
+        ),
+        // A store the model never saw.
+        (
+            "SELECT * FROM FORECAST('promo_x', (SELECT day, 'nowhere' AS store, promo FROM future))",
+            "22023",
+        ),
+        // Further than the trained horizon.
+        (
+            "SELECT * FROM FORECAST('promo_x', (SELECT CAST('2025-12-31' AS DATE) AS day, 's1' AS store, 1 AS promo))",
+            "22023",
+        ),
+        // gbdt_lag is global: not ad hoc.
+        (
+            "SELECT * FROM FORECAST(TABLE hist, time => 'day', value => 'sales', id => 'store', method => 'gbdt_lag')",
+            "22023",
+        ),
+        // A per-series model does not read future values.
+        (
+            "CREATE MODEL promo_auto FORECAST sales TIME day BY store WITH (horizon = 7) AS SELECT day, store, sales FROM hist",
+            "",
+        ),
+        (
+            "SELECT * FROM FORECAST('promo_auto', TABLE future)",
+            "22023",
+        ),
+        // Boosting options belong to gbdt_lag only; bad values are refused.
+        (
+            "CREATE MODEL bad FORECAST sales TIME day BY store USING theta WITH (num_trees = 10) AS SELECT day, store, sales FROM hist",
+            "22023",
+        ),
+        (
+            "CREATE MODEL bad FORECAST sales TIME day BY store USING gbdt_lag WITH (num_trees = 0) AS SELECT day, store, sales FROM hist",
+            "22023",
+        ),
+        // A text exogenous column.
+        (
+            "CREATE MODEL bad FORECAST sales TIME day USING gbdt_lag AS SELECT day, sales, store FROM hist",
+            "42804",
+        ),
+        (
+            "CREATE MODEL bad FORECAST sales TIME day BY store USING arima AS SELECT day, store, sales FROM hist",
+            "22023",
+        ),
+    ] {
+        let r = c.simple_query(sql).await;
+        if state.is_empty() {
+            r.unwrap_or_else(|e| panic!("{sql}: {e}"));
+            continue;
+        }
+        let e = r.expect_err(sql);
+        assert_eq!(sqlstate(&e), state, "{sql}: {e:?}");
+    }
+
+    // The model and its future-value path survive a restart.
+    drop(c);
+    server.restart();
+    let c = server.connect().await;
+    let again = rows(
+        &c,
+        "SELECT store, day, forecast FROM FORECAST('promo_x', TABLE future, level => 50) ORDER BY store, day",
+    )
+    .await;
+    assert_eq!(again.len(), narrow.len());
+    for (a, b) in again.iter().zip(&narrow) {
+        assert!((a.get::<_, f64>(2) - b.get::<_, f64>(2)).abs() < 1e-9);
+    }
 }

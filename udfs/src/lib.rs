@@ -9,6 +9,7 @@
 
 pub mod anomaly;
 pub mod forecast;
+mod forecast_future;
 pub mod models;
 pub mod pg_compat;
 mod series;

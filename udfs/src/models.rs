@@ -263,6 +263,12 @@ pub fn register_model_functions(ctx: &SessionContext, snapshot: Arc<ModelSnapsho
             signature: Signature::user_defined(Volatility::Immutable),
         }));
     }
+    ctx.register_udaf(AggregateUDF::new_from_impl(
+        crate::forecast_future::FutureForecast {
+            snapshot: Arc::clone(&snapshot),
+            signature: Signature::user_defined(Volatility::Immutable),
+        },
+    ));
     ctx.register_udaf(AggregateUDF::new_from_impl(ModelMetrics {
         snapshot: Arc::clone(&snapshot),
         signature: Signature::user_defined(Volatility::Immutable),

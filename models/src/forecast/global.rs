@@ -190,8 +190,16 @@ pub fn fit_global(
         .iter()
         .map(|s| input(s, s.series.values.len()))
         .collect();
+    let keep = layout.lags.last().copied().unwrap_or(1) + layout.window;
+    let exogenous = !layout.exogenous.is_empty();
     let model = lag_gbdt::fit(&inputs, layout, params, ctx.cancel)?;
-    let forecasts = model.forecast(&inputs, h);
+    // With exogenous columns the forecast needs their future values: it is made when they
+    // are given (`FORECAST('m', TABLE future)`), not stored.
+    let forecasts = if exogenous {
+        vec![vec![]; inputs.len()]
+    } else {
+        model.forecast(&inputs, h)
+    };
     let fitted = series
         .into_iter()
         .zip(forecasts)
@@ -216,6 +224,7 @@ pub fn fit_global(
                 calibration: Calibration::Pooled { scale: scale(y, m) },
                 holdout,
                 notes,
+                history: y[n.saturating_sub(keep)..].to_vec(),
             }
         })
         .collect();

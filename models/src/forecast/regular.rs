@@ -138,6 +138,42 @@ pub fn regularize(rows: &[(i64, Option<f64>)], step: Option<i64>) -> ModelResult
     })
 }
 
+/// Another column of the same rows on a series' grid (`len` steps of `step` from `start`):
+/// values landing on one step are averaged, gaps between values are interpolated linearly,
+/// steps before the first / after the last value take the nearest one, rows off the grid's
+/// range are ignored; a column without any value is NaN throughout.
+pub fn on_grid(rows: &[(i64, Option<f64>)], start: i64, step: i64, len: usize) -> Vec<f64> {
+    let step = step.max(1) as i128;
+    let mut sum = vec![0.0; len];
+    let mut count = vec![0u32; len];
+    for &(t, v) in rows {
+        let offset = (t - start) as i128;
+        let slot = (offset + step / 2).div_euclid(step);
+        if let (Ok(slot), Some(v)) = (usize::try_from(slot), v.filter(|v| v.is_finite()))
+            && slot < len
+        {
+            sum[slot] += v;
+            count[slot] += 1;
+        }
+    }
+    let mut values: Vec<f64> = sum
+        .iter()
+        .zip(&count)
+        .map(|(s, &c)| if c > 0 { s / c as f64 } else { f64::NAN })
+        .collect();
+    let (Some(first), Some(last)) = (
+        values.iter().position(|v| !v.is_nan()),
+        values.iter().rposition(|v| !v.is_nan()),
+    ) else {
+        return values;
+    };
+    let (a, b) = (values[first], values[last]);
+    values[..first].fill(a);
+    values[last + 1..].fill(b);
+    interpolate(&mut values[first..=last]);
+    values
+}
+
 /// Fill NaN runs between finite values linearly; returns how many were filled. The first
 /// and last values are finite by construction.
 fn interpolate(v: &mut [f64]) -> usize {
@@ -181,6 +217,18 @@ mod tests {
         assert_eq!(r.step, 10);
         assert_eq!(r.values, vec![1.0, 3.0, 3.0, 4.0, 5.0, 6.0]);
         assert_eq!(r.notes.len(), 4, "{:?}", r.notes);
+    }
+
+    #[test]
+    fn other_columns_follow_the_series_grid() {
+        let rows = vec![
+            (10, Some(1.0)),
+            (30, Some(3.0)),
+            (30, Some(5.0)),
+            (70, None),
+        ];
+        assert_eq!(on_grid(&rows, 0, 10, 6), vec![1.0, 1.0, 2.5, 4.0, 4.0, 4.0]);
+        assert!(on_grid(&[(0, None)], 0, 10, 2).iter().all(|v| v.is_nan()));
     }
 
     #[test]

@@ -30,6 +30,7 @@ use serde::{Deserialize, Serialize};
 
 use super::global::{GlobalParts, PreparedSeries, fit_global};
 use super::lag_gbdt;
+use super::regular::on_grid;
 use super::time::{season_candidates, times_as_i64, times_from_i64, unit_nanos};
 use super::{Calibration, ForecastSpec, Method, forecast, mase, regularize, smape};
 use crate::Task;
@@ -209,6 +210,10 @@ pub struct FittedSeries {
     pub holdout: Option<Holdout>,
     /// Regularisation and fallback notes.
     pub notes: Vec<String>,
+    /// A global model's last values, enough for its lags (forecasts from future exogenous
+    /// values start from them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<f64>,
 }
 
 /// A stored forecasting model: the columns it was trained on and every series' forecast.
@@ -302,6 +307,7 @@ pub fn train_forecast(
     // Rows into series; rows without a time cannot be placed and are skipped.
     let mut index: HashMap<SeriesKey, usize> = HashMap::new();
     let mut groups: Vec<(SeriesKey, SeriesRows)> = vec![];
+    let mut group_rows: Vec<Vec<u32>> = vec![];
     let mut timeless = 0usize;
     for r in 0..times.len() {
         if times.is_null(r) {
@@ -320,9 +326,11 @@ pub fn train_forecast(
             None => {
                 index.insert(key.clone(), groups.len());
                 groups.push((key, vec![]));
+                group_rows.push(vec![]);
                 groups.len() - 1
             }
         };
+        group_rows[slot].push(r as u32);
         groups[slot]
             .1
             .push((times.value(r), values.is_valid(r).then(|| values.value(r))));
@@ -332,7 +340,10 @@ pub fn train_forecast(
             "the training query returned no rows with a time".into(),
         ));
     }
-    groups.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut both: Vec<_> = groups.into_iter().zip(group_rows).collect();
+    both.sort_by(|a, b| a.0.0.cmp(&b.0.0));
+    let (groups, group_rows): (Vec<_>, Vec<_>) = both.into_iter().unzip();
+    let exogenous = exogenous_columns(names, columns, req, ctx)?;
     if timeless > 0 {
         (ctx.progress)(format!("{timeless} row(s) without a time skipped"));
     }
@@ -353,14 +364,28 @@ pub fn train_forecast(
     let (series, global) = if req.method == Some(Method::GbdtLag) {
         let prepared = groups
             .into_par_iter()
-            .map(|(id, rows)| {
+            .zip(group_rows)
+            .map(|((id, rows), members)| {
                 let series = regularize(&rows, None).map_err(|e| {
                     ModelError::BadTrainingData(format!("{}: {e}", label(&id, &ids)))
                 })?;
+                let exogenous = exogenous
+                    .iter()
+                    .map(|(_, col)| {
+                        let rows: Vec<(i64, Option<f64>)> = members
+                            .iter()
+                            .map(|&r| {
+                                let r = r as usize;
+                                (times.value(r), col.is_valid(r).then(|| col.value(r)))
+                            })
+                            .collect();
+                        on_grid(&rows, series.start, series.step, series.values.len())
+                    })
+                    .collect();
                 Ok(PreparedSeries {
                     id,
                     series,
-                    exogenous: vec![],
+                    exogenous,
                 })
             })
             .collect::<ModelResult<Vec<_>>>()?;
@@ -368,7 +393,9 @@ pub fn train_forecast(
         for (k, v) in &req.tree_options {
             params.set(k, *v)?;
         }
-        let (series, global) = fit_global(prepared, req, nanos, &params, ctx)?;
+        let mut req = req.clone();
+        req.exogenous = exogenous.iter().map(|(n, _)| n.clone()).collect();
+        let (series, global) = fit_global(prepared, &req, nanos, &params, ctx)?;
         (series, Some(Box::new(global)))
     } else {
         (fit_each(groups, req, nanos, &ids, ctx.cancel)?, None)
@@ -451,6 +478,50 @@ pub fn train_forecast(
         train_seconds: seconds,
         calibration: None,
     })
+}
+
+/// The training query's other columns: `gbdt_lag`'s exogenous regressors (numeric or
+/// boolean, as `Float64`); other methods do not read them, and a NOTICE says so.
+fn exogenous_columns(
+    names: &[String],
+    columns: &[ArrayRef],
+    req: &ForecastRequest,
+    ctx: &mut TrainContext,
+) -> ModelResult<Vec<(String, Float64Array)>> {
+    let used = |n: &String| {
+        n.eq_ignore_ascii_case(&req.time)
+            || n.eq_ignore_ascii_case(&req.value)
+            || req.ids.iter().any(|i| n.eq_ignore_ascii_case(i))
+    };
+    let extra: Vec<(&String, &ArrayRef)> = names
+        .iter()
+        .zip(columns)
+        .filter(|(n, _)| !used(n))
+        .collect();
+    if req.method != Some(Method::GbdtLag) {
+        if !extra.is_empty() {
+            let list: Vec<&str> = extra.iter().map(|(n, _)| n.as_str()).collect();
+            (ctx.progress)(format!(
+                "column(s) {} not used: only USING gbdt_lag reads exogenous columns",
+                list.join(", ")
+            ));
+        }
+        return Ok(vec![]);
+    }
+    extra
+        .into_iter()
+        .map(|(n, c)| {
+            let t = c.data_type();
+            if !(t.is_numeric() || *t == DataType::Boolean || *t == DataType::Null) {
+                return Err(ModelError::WrongType(format!(
+                    "exogenous column \"{n}\" must be numeric or boolean, not {t} (leave it \
+                     out of the training query, or encode it as a number)"
+                )));
+            }
+            let v = cast(c, &DataType::Float64)?;
+            Ok((n.clone(), v.as_primitive::<Float64Type>().clone()))
+        })
+        .collect()
 }
 
 /// Fit every series on its own (the per-series methods), in parallel.
@@ -544,6 +615,7 @@ fn fit_series(
         calibration: f.calibration,
         holdout,
         notes,
+        history: vec![],
     })
 }
 
@@ -647,6 +719,17 @@ impl ForecastModel {
         }
         let level = level.unwrap_or(self.level);
         check_level(level)?;
+        if let Some(g) = self
+            .global
+            .as_ref()
+            .filter(|g| !g.model.layout.exogenous.is_empty())
+        {
+            return Err(ModelError::InvalidParameter(format!(
+                "the model reads exogenous columns ({}): give their future values with \
+                 FORECAST('model', TABLE future) where future has the time, id and those columns",
+                g.model.layout.exogenous.join(", ")
+            )));
+        }
         let mut columns = self.id_arrays(|_| h)?;
         let mut times = Vec::with_capacity(self.series.len() * h);
         let (mut point, mut lower, mut upper) = (vec![], vec![], vec![]);
@@ -672,6 +755,102 @@ impl ForecastModel {
             .collect();
         columns.push(Arc::new(StringArray::from(methods)));
         Ok(RecordBatch::try_new(self.forecast_schema(), columns)?)
+    }
+
+    /// The time column's Arrow type.
+    pub fn time_type(&self) -> DataType {
+        self.time.data_type()
+    }
+
+    /// Exogenous columns of a global model (empty otherwise).
+    pub fn exogenous(&self) -> &[String] {
+        self.global
+            .as_ref()
+            .map_or(&[][..], |g| &g.model.layout.exogenous[..])
+    }
+
+    /// Forecast series `id` (id values as text) from future exogenous values: `future` holds
+    /// `(time tick, one value per exogenous column)` rows. Rows at or before the series' last
+    /// observation are ignored; the others are placed on its grid (averaged / interpolated
+    /// like the training data) and the forecast runs to the last of them, at most the trained
+    /// horizon. Returns (times, point, lower, upper).
+    #[allow(clippy::type_complexity)]
+    pub fn forecast_future(
+        &self,
+        id: &[Option<String>],
+        future: &[(i64, Vec<Option<f64>>)],
+        level: f64,
+    ) -> ModelResult<(Vec<i64>, Vec<f64>, Vec<f64>, Vec<f64>)> {
+        check_level(level)?;
+        let Some(g) = self.global.as_ref() else {
+            return Err(ModelError::InvalidParameter(
+                "future values are read by gbdt_lag models only; this model forecasts without \
+                 them: FORECAST('model')"
+                    .into(),
+            ));
+        };
+        let s = self.series.iter().find(|s| s.id == id).ok_or_else(|| {
+            ModelError::InvalidInput(format!(
+                "{} is not a series of the model (it was trained on {} series)",
+                label(id, &self.ids),
+                self.series.len()
+            ))
+        })?;
+        if s.history.is_empty() {
+            return Err(ModelError::InvalidInput(
+                "the model was stored without its series' last values (made by an older \
+                 version): retrain it with CREATE OR REPLACE MODEL"
+                    .into(),
+            ));
+        }
+        let step = s.step.max(1);
+        let ahead: Vec<&(i64, Vec<Option<f64>>)> =
+            future.iter().filter(|(t, _)| *t > s.last).collect();
+        let Some(h) = ahead
+            .iter()
+            .map(|(t, _)| ((t - s.last) as i128 + step as i128 / 2) / step as i128)
+            .max()
+        else {
+            return Ok((vec![], vec![], vec![], vec![]));
+        };
+        if h > self.horizon as i128 {
+            return Err(ModelError::InvalidParameter(format!(
+                "{}: the future values reach {h} steps past the last observation; the model \
+                 was trained for horizon {} (retrain WITH (horizon = {h}) to go further)",
+                label(id, &self.ids),
+                self.horizon
+            )));
+        }
+        let h = h as usize;
+        let n = s.history.len();
+        let start = s.last - step * (n as i64 - 1);
+        let exogenous: Vec<Vec<f64>> = (0..g.model.layout.exogenous.len())
+            .map(|k| {
+                let rows: Vec<(i64, Option<f64>)> = ahead
+                    .iter()
+                    .map(|(t, v)| (*t, v.get(k).copied().flatten()))
+                    .collect();
+                let mut col = vec![f64::NAN; n];
+                col.extend(on_grid(&rows, s.last + step, step, h));
+                col
+            })
+            .collect();
+        let input = lag_gbdt::SeriesInput {
+            y: &s.history,
+            start,
+            step,
+            exogenous,
+        };
+        let point = g
+            .model
+            .forecast(std::slice::from_ref(&input), h)
+            .pop()
+            .unwrap_or_default();
+        let w = s.calibration.widths(h, level, &g.pooled);
+        let times = (1..=h as i64).map(|j| s.last + j * step).collect();
+        let lower = point.iter().zip(&w).map(|(p, w)| p - w).collect();
+        let upper = point.iter().zip(&w).map(|(p, w)| p + w).collect();
+        Ok((times, point, lower, upper))
     }
 
     /// Columns of `EVALUATE('m')`: the id columns, `method` (chosen on the shortened series),

@@ -433,8 +433,71 @@ fn forecast_replacement(args: &[FunctionArg]) -> ServerResult<String> {
 }
 
 impl ModelRelations<'_> {
+    /// `FORECAST('m', TABLE future [, level => p])` → a `gbdt_lag` model's forecast from the
+    /// future values of its exogenous columns: `prognos_forecast_future` grouped by the
+    /// model's id columns (read from `future` by name, like the exogenous columns).
+    fn future_forecast_replacement(
+        &self,
+        name: &str,
+        q: &impl std::fmt::Display,
+        args: &[FunctionArg],
+    ) -> ServerResult<String> {
+        let named = NamedArgs::parse("FORECAST", args, &["level"])?;
+        let level = named.level()?.unwrap_or(0.0);
+        let (_, model) = self.snapshot.get(name)?;
+        let Some(f) = model.forecast_model() else {
+            return Err(invalid(format!(
+                "FORECAST('{name}', TABLE future) needs a forecasting model; \"{name}\" is a \
+                 {:?} model (score rows with PREDICT('{name}', TABLE t))",
+                model.task
+            )));
+        };
+        if f.global.is_none() {
+            return Err(invalid(format!(
+                "FORECAST('{name}', TABLE future): only gbdt_lag models read future values; \
+                 \"{name}\" forecasts on its own: FORECAST('{name}' [, horizon => n])"
+            )));
+        }
+        let ids = SeriesIds(f.ids.iter().map(|c| quote(&c.name)).collect());
+        let mut call = vec![
+            sql_string(name),
+            format!("{level:?}"),
+            format!("__src.{}", quote(&f.time.name)),
+        ];
+        call.extend(
+            f.ids
+                .iter()
+                .map(|c| format!("CAST(__src.{} AS VARCHAR)", quote(&c.name))),
+        );
+        call.extend(
+            f.exogenous()
+                .iter()
+                .map(|c| format!("CAST(__src.{} AS DOUBLE)", quote(c))),
+        );
+        Ok(format!(
+            "SELECT {ids_u}__f['time'] AS {time_q}, __f['forecast'] AS forecast, \
+             __f['lower'] AS lower, __f['upper'] AS upper, __f['method'] AS method \
+             FROM (SELECT {ids_g}unnest(__fs) AS __f FROM \
+             (SELECT {ids_s}prognos_forecast_future({call}) AS __fs \
+             FROM ({q}) AS __src{group}) AS __g) AS __u",
+            ids_u = ids.prefixed("__u."),
+            ids_g = ids.prefixed("__g."),
+            ids_s = ids.first_values(),
+            group = ids.group_by(),
+            time_q = quote(&f.time.name),
+            call = call.join(", "),
+        ))
+    }
+
     fn replacement(&self, func: &str, args: &[FunctionArg]) -> ServerResult<String> {
         if func == "forecast" {
+            if let (
+                Some(name),
+                Some(FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::Subquery(q)))),
+            ) = (model_name_arg(args), args.get(1))
+            {
+                return self.future_forecast_replacement(name, q, &args[2..]);
+            }
             return forecast_replacement(args);
         }
         if func == "anomaly" {

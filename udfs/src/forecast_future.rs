@@ -1,0 +1,293 @@
+//! `prognos_forecast_future('m', level, time, id_1, ..., id_k, x_1, ..., x_e)`: an aggregate
+//! over one series' future rows (a group of the id columns) that forecasts it with a global
+//! (`gbdt_lag`) model from the future values of its exogenous columns `x_*`, returning a list
+//! of `{time, forecast, lower, upper, method}`.
+//!
+//! `FROM FORECAST('m', TABLE future)` is rewritten onto it with `GROUP BY` the model's id
+//! columns (ids passed as text, exogenous columns as `DOUBLE`, both by name).
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, Float64Array, Int64Array, StringArray, StructArray,
+};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Fields, Float64Type, Int64Type};
+use datafusion::common::{DataFusionError, Result, ScalarValue, plan_err};
+use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
+use datafusion::logical_expr::{Accumulator, AggregateUDFImpl, Signature};
+use datafusion::physical_expr::expressions::Literal;
+use prognos_catalog::{CatalogError, ModelSnapshot};
+use prognos_models::forecast::Method;
+use prognos_models::forecast::stored::ForecastModel;
+use prognos_models::forecast::time::{times_as_i64, times_from_i64};
+use prognos_models::{ModelArtifact, ModelError};
+
+use crate::models::{external, f64_list, list_scalar};
+use crate::series::list_of;
+
+/// The aggregate.
+#[derive(Debug)]
+pub(crate) struct FutureForecast {
+    pub(crate) snapshot: Arc<ModelSnapshot>,
+    pub(crate) signature: Signature,
+}
+
+impl PartialEq for FutureForecast {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.snapshot, &other.snapshot)
+    }
+}
+impl Eq for FutureForecast {}
+impl std::hash::Hash for FutureForecast {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        (Arc::as_ptr(&self.snapshot) as usize).hash(state);
+    }
+}
+
+fn item_fields(time: &DataType) -> Fields {
+    Fields::from(vec![
+        Field::new("time", time.clone(), true),
+        Field::new("forecast", DataType::Float64, true),
+        Field::new("lower", DataType::Float64, true),
+        Field::new("upper", DataType::Float64, true),
+        Field::new("method", DataType::Utf8, true),
+    ])
+}
+
+fn model_error(e: ModelError) -> DataFusionError {
+    external(CatalogError::Model(e))
+}
+
+impl AggregateUDFImpl for FutureForecast {
+    fn name(&self) -> &str {
+        "prognos_forecast_future"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn coerce_types(&self, arg_types: &[DataType]) -> Result<Vec<DataType>> {
+        if arg_types.len() < 3 {
+            return plan_err!(
+                "prognos_forecast_future('model', level, time, ids..., exogenous...) takes at \
+                 least 3 arguments"
+            );
+        }
+        let mut out = vec![DataType::Utf8, DataType::Float64];
+        out.push(match &arg_types[2] {
+            DataType::Int32 | DataType::Int16 | DataType::UInt32 => DataType::Int64,
+            t => t.clone(),
+        });
+        out.extend(arg_types[3..].iter().cloned());
+        Ok(out)
+    }
+
+    fn return_type(&self, arg_types: &[DataType]) -> Result<DataType> {
+        Ok(list_of(item_fields(&arg_types[2])))
+    }
+
+    fn state_fields(&self, args: StateFieldsArgs) -> Result<Vec<FieldRef>> {
+        let list = |t: DataType| DataType::List(Arc::new(Field::new("item", t, true)));
+        Ok(vec![
+            Arc::new(Field::new(
+                format!("{}_times", args.name),
+                list(DataType::Int64),
+                true,
+            )),
+            Arc::new(Field::new(
+                format!("{}_ids", args.name),
+                list(DataType::Utf8),
+                true,
+            )),
+            Arc::new(Field::new(
+                format!("{}_values", args.name),
+                f64_list(),
+                true,
+            )),
+        ])
+    }
+
+    fn accumulator(&self, args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
+        let literal = |i: usize| -> Option<ScalarValue> {
+            args.exprs
+                .get(i)
+                .and_then(|e| e.as_ref().downcast_ref::<Literal>())
+                .map(|l| l.value().clone())
+        };
+        let Some(ScalarValue::Utf8(Some(name))) = literal(0) else {
+            return plan_err!("prognos_forecast_future: the model name must be a string constant");
+        };
+        let Some(ScalarValue::Float64(Some(level))) = literal(1) else {
+            return plan_err!("prognos_forecast_future: the level must be a constant");
+        };
+        let (_, model) = self.snapshot.get(&name).map_err(external)?;
+        let f = future_model(&name, &model)?;
+        let (k, e) = (f.ids.len(), f.exogenous().len());
+        if args.exprs.len() != 3 + k + e {
+            return plan_err!(
+                "prognos_forecast_future: model \"{name}\" takes {k} id and {e} exogenous \
+                 columns, got {} arguments",
+                args.exprs.len()
+            );
+        }
+        Ok(Box::new(FutureAccumulator {
+            model,
+            level,
+            time_type: args.exprs[2].data_type(args.schema)?,
+            ids: None,
+            times: vec![],
+            values: vec![],
+            n_ids: k,
+            n_exog: e,
+        }))
+    }
+}
+
+fn future_model<'a>(name: &str, model: &'a ModelArtifact) -> Result<&'a ForecastModel> {
+    model.forecast_model().ok_or_else(|| {
+        model_error(ModelError::InvalidInput(format!(
+            "\"{name}\" is not a forecasting model"
+        )))
+    })
+}
+
+#[derive(Debug)]
+struct FutureAccumulator {
+    model: Arc<ModelArtifact>,
+    level: f64,
+    time_type: DataType,
+    /// The group's id values (as text), from its first row.
+    ids: Option<Vec<Option<String>>>,
+    times: Vec<i64>,
+    /// Row-major, `n_exog` per row.
+    values: Vec<Option<f64>>,
+    n_ids: usize,
+    n_exog: usize,
+}
+
+impl FutureAccumulator {
+    fn model(&self) -> Result<&ForecastModel> {
+        future_model("model", &self.model)
+    }
+}
+
+impl Accumulator for FutureAccumulator {
+    fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
+        let model_time = self.model()?.time_type();
+        let t = times_as_i64(&cast(&values[2], &model_time)?)?;
+        let t = t.as_primitive::<Int64Type>();
+        let ids: Vec<ArrayRef> = values[3..3 + self.n_ids]
+            .iter()
+            .map(|c| cast(c, &DataType::Utf8))
+            .collect::<std::result::Result<_, _>>()?;
+        let exog: Vec<ArrayRef> = values[3 + self.n_ids..]
+            .iter()
+            .map(|c| cast(c, &DataType::Float64))
+            .collect::<std::result::Result<_, _>>()?;
+        for i in 0..t.len() {
+            if !t.is_valid(i) {
+                continue;
+            }
+            if self.ids.is_none() {
+                self.ids = Some(
+                    ids.iter()
+                        .map(|c| {
+                            let s = c.as_string::<i32>();
+                            s.is_valid(i).then(|| s.value(i).to_string())
+                        })
+                        .collect(),
+                );
+            }
+            self.times.push(t.value(i));
+            for c in &exog {
+                let c = c.as_primitive::<Float64Type>();
+                self.values.push(c.is_valid(i).then(|| c.value(i)));
+            }
+        }
+        Ok(())
+    }
+
+    fn state(&mut self) -> Result<Vec<ScalarValue>> {
+        let ids: Vec<Option<String>> = self.ids.clone().unwrap_or_default();
+        Ok(vec![
+            list_scalar(Int64Array::from(self.times.clone()), DataType::Int64),
+            list_scalar(StringArray::from(ids), DataType::Utf8),
+            list_scalar(Float64Array::from(self.values.clone()), DataType::Float64),
+        ])
+    }
+
+    fn merge_batch(&mut self, states: &[ArrayRef]) -> Result<()> {
+        let times = states[0].as_list::<i32>();
+        let ids = states[1].as_list::<i32>();
+        let values = states[2].as_list::<i32>();
+        for r in 0..times.len() {
+            if times.is_null(r) {
+                continue;
+            }
+            let t = times.value(r);
+            let t = t.as_primitive::<Int64Type>();
+            if t.is_empty() {
+                continue;
+            }
+            if self.ids.is_none() && ids.is_valid(r) {
+                let i = ids.value(r);
+                let i = i.as_string::<i32>();
+                self.ids = Some(i.iter().map(|v| v.map(str::to_string)).collect());
+            }
+            self.times.extend(t.iter().map(|x| x.unwrap_or_default()));
+            let v = values.value(r);
+            self.values.extend(v.as_primitive::<Float64Type>().iter());
+        }
+        Ok(())
+    }
+
+    fn evaluate(&mut self) -> Result<ScalarValue> {
+        let fields = item_fields(&self.time_type);
+        let Some(ids) = self.ids.clone() else {
+            return Ok(ScalarValue::List(Arc::new(
+                datafusion::arrow::array::ListArray::new_null(
+                    Arc::new(Field::new("item", DataType::Struct(fields), true)),
+                    1,
+                ),
+            )));
+        };
+        let rows: Vec<(i64, Vec<Option<f64>>)> = self
+            .times
+            .iter()
+            .enumerate()
+            .map(|(r, &t)| {
+                let v = self.values[r * self.n_exog..(r + 1) * self.n_exog].to_vec();
+                (t, v)
+            })
+            .collect();
+        let model = self.model()?;
+        let level = if self.level == 0.0 {
+            model.level
+        } else {
+            self.level
+        };
+        let (times, point, lower, upper) = model
+            .forecast_future(&ids, &rows, level)
+            .map_err(model_error)?;
+        let h = times.len();
+        let times = cast(&times_from_i64(times, &model.time_type())?, &self.time_type)?;
+        let structs = StructArray::new(
+            fields.clone(),
+            vec![
+                times,
+                Arc::new(Float64Array::from(point)),
+                Arc::new(Float64Array::from(lower)),
+                Arc::new(Float64Array::from(upper)),
+                Arc::new(StringArray::from(vec![Method::GbdtLag.name(); h])),
+            ],
+            None,
+        );
+        Ok(list_scalar(structs, DataType::Struct(fields)))
+    }
+
+    fn size(&self) -> usize {
+        std::mem::size_of_val(self) + self.times.capacity() * 8 + self.values.capacity() * 16
+    }
+}
