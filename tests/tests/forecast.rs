@@ -736,3 +736,47 @@ async fn gbdt_lag_global_model_reads_future_exogenous_values() {
         assert!((a.get::<_, f64>(2) - b.get::<_, f64>(2)).abs() < 1e-9);
     }
 }
+
+/// The by-name methods (`arima`: AutoARIMA; `optimized_theta`: the Theta family) ad hoc and
+/// in a stored model, on a trending weekly pattern.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn arima_and_optimized_theta_by_name() {
+    let server = Server::start();
+    let c = server.connect().await;
+    c.batch_execute(
+        "CREATE TABLE weekly AS \
+           SELECT CAST('2025-01-01' AS DATE) + CAST(v AS INT) AS day, \
+                  200.0 + (v % 7) * 10 + v * 0.5 + ((v * 31) % 7) - 3 AS amount \
+           FROM generate_series(0, 153) AS t(v)",
+    )
+    .await
+    .expect("table");
+    for method in ["arima", "optimized_theta"] {
+        let got = rows(
+            &c,
+            &format!(
+                "SELECT f.forecast, f.lower, f.upper, f.method, w.amount FROM \
+                 FORECAST((SELECT * FROM weekly WHERE day < DATE '2025-05-21'), time => 'day', \
+                 value => 'amount', horizon => 14, method => '{method}') AS f \
+                 JOIN weekly w ON w.day = f.day ORDER BY f.day"
+            ),
+        )
+        .await;
+        assert_eq!(got.len(), 14, "{method}");
+        let fc: Vec<f64> = got.iter().map(|r| r.get(0)).collect();
+        let actual: Vec<f64> = got.iter().map(|r| r.get(4)).collect();
+        assert!(got.iter().all(|r| r.get::<_, String>(3) == method));
+        let s = smape(&actual, &fc);
+        eprintln!("{method}: sMAPE {s:.2}");
+        assert!(s < 4.0, "{method}: sMAPE {s}");
+    }
+    c.batch_execute(
+        "CREATE MODEL weekly_arima FORECAST amount TIME day USING arima WITH (horizon = 7) \
+         AS SELECT day, amount FROM weekly",
+    )
+    .await
+    .expect("stored arima");
+    let eval = rows(&c, "SELECT method, smape FROM EVALUATE('weekly_arima')").await;
+    assert_eq!(eval[0].get::<_, String>(0), "arima");
+    assert!(eval[0].get::<_, f64>(1) < 4.0);
+}

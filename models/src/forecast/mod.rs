@@ -246,7 +246,7 @@ const INTERVAL_WINDOWS: usize = 5;
 fn fallbacks(method: Method) -> &'static [Method] {
     match method {
         Method::Mstl => &[Method::Ets, Method::Theta, Method::Naive2],
-        Method::Ets => &[Method::Theta, Method::Naive2],
+        Method::Ets | Method::Arima | Method::OptimizedTheta => &[Method::Theta, Method::Naive2],
         Method::SeasonalNaive => &[Method::Naive2],
         Method::Theta => &[Method::Naive2],
         Method::Naive2 | Method::GbdtLag => &[],
