@@ -7,8 +7,10 @@ Usage (statsforecast in the bench venv, which also sees psycopg / pyarrow):
 Both sides forecast the same 414 M4 Hourly series (or the first N), horizon 48, 95 % intervals,
 season length 24 (MSTL: 24 and 168), on 2 cores. prognos runs `SELECT * FROM FORECAST(TABLE
 m4, ...)` over pgwire against the real server (the series read from a Parquet file) with
-method auto, ets, theta and mstl; statsforecast runs AutoETS, AutoTheta and MSTL (AutoETS on
-the trend) with n_jobs=2, after a warm-up fit that compiles its numba code (compile time is not
+method auto, ets, theta, mstl, arima and optimized_theta, and the global model as
+`CREATE MODEL ... USING gbdt_lag` + `SELECT * FROM FORECAST('m')` (both timed together);
+statsforecast runs AutoETS, AutoTheta and MSTL (AutoETS on the trend) — and AutoARIMA with
+`--statsforecast AutoETS,AutoTheta,MSTL,AutoARIMA` (slow) — with n_jobs=2, after a warm-up fit that compiles its numba code (compile time is not
 counted). Accuracy: sMAPE and MASE (in-sample seasonal differences at lag 24) against the M4
 test set, OWA against the official M4 Naive2 numbers (sMAPE 18.383, MASE 2.395), and the share
 of test values inside the 95 % intervals.
@@ -70,25 +72,37 @@ def run_prognos(pg, method):
     t0 = time.perf_counter()
     rows = pg.execute(sql).fetchall()
     secs = time.perf_counter() - t0
+    return (secs, *collect(rows))
+
+
+def collect(rows):
     out = {}
     for uid, _, f, lo, hi in rows:
         out.setdefault(uid, ([], [], []))
         out[uid][0].append(f)
         out[uid][1].append(lo)
         out[uid][2].append(hi)
-    fc = {k: np.array(v[0]) for k, v in out.items()}
-    lo = {k: np.array(v[1]) for k, v in out.items()}
-    hi = {k: np.array(v[2]) for k, v in out.items()}
-    return secs, fc, lo, hi
+    return ({k: np.array(v[i]) for k, v in out.items()} for i in range(3))
+
+
+def run_prognos_global(pg):
+    t0 = time.perf_counter()
+    pg.execute("CREATE OR REPLACE MODEL m4_gbdt FORECAST y TIME ds BY unique_id USING gbdt_lag "
+               f"WITH (horizon = {H}, level = 95, season_length = 24) AS SELECT unique_id, ds, y FROM m4")
+    rows = pg.execute("SELECT unique_id, ds, forecast, lower, upper FROM FORECAST('m4_gbdt') "
+                      "ORDER BY unique_id, ds").fetchall()
+    secs = time.perf_counter() - t0
+    return (secs, *collect(rows))
 
 
 def run_statsforecast(df, name):
     from statsforecast import StatsForecast
-    from statsforecast.models import MSTL, AutoETS, AutoTheta
+    from statsforecast.models import MSTL, AutoARIMA, AutoETS, AutoTheta
 
     make = {
         "AutoETS": lambda: AutoETS(season_length=24),
         "AutoTheta": lambda: AutoTheta(season_length=24),
+        "AutoARIMA": lambda: AutoARIMA(season_length=24),
         "MSTL": lambda: MSTL(season_length=[24, 168], trend_forecaster=AutoETS(model="ZZN")),
     }[name]
     warm = df[df.unique_id.isin(df.unique_id.unique()[:2])]
@@ -111,6 +125,10 @@ def run_statsforecast(df, name):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--series", type=int, default=0, help="first N series only (0 = all 414)")
+    ap.add_argument("--statsforecast", default="AutoETS,AutoTheta,MSTL",
+                    help="statsforecast models to run (comma-separated; AutoARIMA is slow)")
+    ap.add_argument("--methods", default="auto,ets,theta,mstl,arima,optimized_theta,gbdt_lag",
+                    help="prognos methods to run")
     args = ap.parse_args()
     if SHARED is None:
         raise SystemExit("shared/data not found")
@@ -128,13 +146,18 @@ def main():
             pq.write_table(pa.Table.from_pandas(df.assign(ds=df.ds.astype("datetime64[us]")), preserve_index=False),
                            path)
             pg.execute(f"CREATE EXTERNAL TABLE m4 STORED AS PARQUET LOCATION '{path}'")
-            for method in ["auto", "ets", "theta", "mstl"]:
-                secs, fc, lo, hi = run_prognos(pg, method)
-                results.append((f"prognos FORECAST method => '{method}'", secs, *scores(train, test, fc, lo, hi)))
+            for method in [m for m in args.methods.split(",") if m]:
+                if method == "gbdt_lag":
+                    secs, fc, lo, hi = run_prognos_global(pg)
+                    label = "prognos CREATE MODEL ... USING gbdt_lag + FORECAST('m')"
+                else:
+                    secs, fc, lo, hi = run_prognos(pg, method)
+                    label = f"prognos FORECAST method => '{method}'"
+                results.append((label, secs, *scores(train, test, fc, lo, hi)))
                 print(results[-1], flush=True)
     finally:
         server.close()
-    for name in ["AutoETS", "AutoTheta", "MSTL"]:
+    for name in [n for n in args.statsforecast.split(",") if n]:
         secs, fc, lo, hi = run_statsforecast(df, name)
         results.append((f"statsforecast {name}", secs, *scores(train, test, fc, lo, hi)))
         print(results[-1], flush=True)

@@ -37,3 +37,29 @@ LIMIT 7;
 SELECT store, method, round(smape, 2) AS smape, round(mase, 3) AS mase, coverage
 FROM EVALUATE('store_demand')
 ORDER BY store;
+
+-- 6. One global model for all stores (gbdt_lag) with an exogenous column: a weekend flag,
+--    known ahead. The forecast reads its future values from a query (or a table).
+CREATE OR REPLACE MODEL store_demand_global FORECAST sales TIME day BY store USING gbdt_lag
+  WITH (horizon = 14, level = 90)
+AS SELECT day, store, sales,
+          CASE WHEN extract(dow FROM day) IN (0, 6) THEN 1 ELSE 0 END AS weekend
+   FROM daily_sales;
+
+SELECT store, day, round(forecast, 1) AS forecast, round(lower, 1) AS lower,
+       round(upper, 1) AS upper
+FROM FORECAST('store_demand_global',
+              (SELECT CAST(g.ts AS DATE) AS day, s.store,
+                      CASE WHEN extract(dow FROM g.ts) IN (0, 6) THEN 1 ELSE 0 END AS weekend
+               FROM (SELECT value AS ts
+                     FROM generate_series(TIMESTAMP '2026-01-01', TIMESTAMP '2026-01-14',
+                                          INTERVAL '1 day')) AS g
+               CROSS JOIN (SELECT DISTINCT store FROM daily_sales) AS s))
+ORDER BY store, day
+LIMIT 7;
+
+-- 7. AutoARIMA for one store, by name.
+SELECT day, round(forecast, 1) AS forecast, method
+FROM FORECAST((SELECT day, sales FROM daily_sales WHERE store = 'north'),
+              time => 'day', value => 'sales', horizon => 7, method => 'arima')
+ORDER BY day;

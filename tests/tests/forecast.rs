@@ -709,7 +709,7 @@ async fn gbdt_lag_global_model_reads_future_exogenous_values() {
             "42804",
         ),
         (
-            "CREATE MODEL bad FORECAST sales TIME day BY store USING arima AS SELECT day, store, sales FROM hist",
+            "CREATE MODEL bad FORECAST sales TIME day BY store USING prophet AS SELECT day, store, sales FROM hist",
             "22023",
         ),
     ] {

@@ -363,6 +363,20 @@ pub fn fit(
 }
 
 impl LagModel {
+    /// Each feature's share of the trees' total split gain, largest first.
+    pub fn importance(&self) -> Vec<(String, f64)> {
+        let names = self.layout.columns();
+        let gain = self.ensemble.gain_per_column(names.len());
+        let total: f64 = gain.iter().sum();
+        let mut out: Vec<(String, f64)> = names
+            .into_iter()
+            .zip(gain)
+            .map(|(c, g)| (c.name, if total > 0.0 { g / total } else { 0.0 }))
+            .collect();
+        out.sort_by(|a, b| b.1.total_cmp(&a.1));
+        out
+    }
+
     /// `h` recursive forecasts of every series (exogenous values must cover the horizon;
     /// missing ones are NaN).
     pub fn forecast(&self, series: &[SeriesInput<'_>], h: usize) -> Vec<Vec<f64>> {

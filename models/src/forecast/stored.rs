@@ -37,7 +37,7 @@ use crate::Task;
 use crate::error::{ModelError, ModelResult};
 use crate::features::FeatureSet;
 use crate::metrics::Metrics;
-use crate::model::{Algorithm, Estimator, FORMAT_VERSION, ModelArtifact, Trial};
+use crate::model::{Algorithm, Estimator, FORMAT_VERSION, Importance, ModelArtifact, Trial};
 use crate::train::{TrainContext, num};
 
 /// A series' id values as text (`None` = NULL).
@@ -434,6 +434,20 @@ pub fn train_forecast(
         global,
     };
     let metrics = model.holdout_metrics();
+    let importance: Vec<Importance> = model
+        .global
+        .as_ref()
+        .map(|g| {
+            g.model
+                .importance()
+                .into_iter()
+                .map(|(feature, importance)| Importance {
+                    feature,
+                    importance,
+                })
+                .collect()
+        })
+        .unwrap_or_default();
     let seconds = started.elapsed().as_secs_f64();
     let trials = metrics
         .values
@@ -470,7 +484,7 @@ pub fn train_forecast(
         estimator: Estimator::Forecast(model),
         metrics,
         metrics_on_validation: true,
-        importance: vec![],
+        importance,
         trials,
         options,
         train_rows,
