@@ -87,7 +87,8 @@ impl ForecastAgg {
     }
 }
 
-fn item_fields(time: &DataType) -> Fields {
+/// The fields of one forecast item: `time, forecast, lower, upper, method`.
+pub(crate) fn item_fields(time: &DataType) -> Fields {
     Fields::from(vec![
         Field::new("time", time.clone(), true),
         Field::new("forecast", DataType::Float64, true),

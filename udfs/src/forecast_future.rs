@@ -12,7 +12,7 @@ use datafusion::arrow::array::{
     Array, ArrayRef, AsArray, Float64Array, Int64Array, StringArray, StructArray,
 };
 use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Fields, Float64Type, Int64Type};
+use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Float64Type, Int64Type};
 use datafusion::common::{DataFusionError, Result, ScalarValue, plan_err};
 use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
 use datafusion::logical_expr::{Accumulator, AggregateUDFImpl, Signature};
@@ -23,8 +23,9 @@ use prognos_models::forecast::stored::ForecastModel;
 use prognos_models::forecast::time::{times_as_i64, times_from_i64};
 use prognos_models::{ModelArtifact, ModelError};
 
+use crate::forecast::item_fields;
 use crate::models::{external, f64_list, list_scalar};
-use crate::series::list_of;
+use crate::series::{coerce_series_types, list_of};
 
 /// The aggregate.
 #[derive(Debug)]
@@ -43,16 +44,6 @@ impl std::hash::Hash for FutureForecast {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
         (Arc::as_ptr(&self.snapshot) as usize).hash(state);
     }
-}
-
-fn item_fields(time: &DataType) -> Fields {
-    Fields::from(vec![
-        Field::new("time", time.clone(), true),
-        Field::new("forecast", DataType::Float64, true),
-        Field::new("lower", DataType::Float64, true),
-        Field::new("upper", DataType::Float64, true),
-        Field::new("method", DataType::Utf8, true),
-    ])
 }
 
 fn model_error(e: ModelError) -> DataFusionError {
@@ -76,10 +67,7 @@ impl AggregateUDFImpl for FutureForecast {
             );
         }
         let mut out = vec![DataType::Utf8, DataType::Float64];
-        out.push(match &arg_types[2] {
-            DataType::Int32 | DataType::Int16 | DataType::UInt32 => DataType::Int64,
-            t => t.clone(),
-        });
+        out.push(coerce_series_types(&arg_types[2], &DataType::Float64).0);
         out.extend(arg_types[3..].iter().cloned());
         Ok(out)
     }
