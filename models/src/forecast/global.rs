@@ -190,6 +190,9 @@ pub fn fit_global(
         .iter()
         .map(|s| input(s, s.series.values.len()))
         .collect();
+    // No series could hold `h` values out: no pooled errors, so each series' intervals come
+    // from its one-step changes (as for a per-series method without a backtest).
+    let no_pool = pooled.iter().all(Vec::is_empty);
     let keep = layout.lags.last().copied().unwrap_or(1) + layout.window;
     let exogenous = !layout.exogenous.is_empty();
     let model = lag_gbdt::fit(&inputs, layout, params, ctx.cancel)?;
@@ -213,6 +216,15 @@ pub fn fit_global(
                     "{n} observation(s): too few to hold {h} out, so EVALUATE has no scores for it"
                 ));
             }
+            let calibration = if no_pool {
+                notes.push(
+                    "no series is long enough for a backtest: intervals from its one-step changes"
+                        .into(),
+                );
+                Calibration::one_step(y)
+            } else {
+                Calibration::Pooled { scale: scale(y, m) }
+            };
             FittedSeries {
                 id: p.id,
                 step: p.series.step.max(1),
@@ -221,7 +233,7 @@ pub fn fit_global(
                 method: Method::GbdtLag,
                 season_length: m,
                 forecast,
-                calibration: Calibration::Pooled { scale: scale(y, m) },
+                calibration,
                 holdout,
                 notes,
                 history: y[n.saturating_sub(keep)..].to_vec(),

@@ -87,6 +87,18 @@ pub enum Calibration {
 }
 
 impl Calibration {
+    /// [`Calibration::OneStep`] from the standard deviation of `y`'s one-step changes.
+    pub fn one_step(y: &[f64]) -> Calibration {
+        let d: Vec<f64> = y.windows(2).map(|w| w[1] - w[0]).collect();
+        let sd = if d.is_empty() {
+            0.0
+        } else {
+            let mean = d.iter().sum::<f64>() / d.len() as f64;
+            (d.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / d.len() as f64).sqrt()
+        };
+        Calibration::OneStep { sd }
+    }
+
     /// Half-widths of the `level` % intervals (level in (0, 100)) for steps `1..=h`. Step `j`
     /// takes the conformal quantile of the backtest errors at steps `j-2..=j+2` of every
     /// window (steps past the windows' length use the last ones). `pooled` holds a global
@@ -369,18 +381,11 @@ pub fn forecast(y: &[f64], spec: &ForecastSpec) -> ModelResult<SeriesForecast> {
     let calibration = match errors.into_iter().find(|(c, _)| *c == chosen) {
         Some((_, errors)) => Calibration::Backtest { errors },
         None => {
-            let d: Vec<f64> = y.windows(2).map(|w| w[1] - w[0]).collect();
-            let sd = if d.is_empty() {
-                0.0
-            } else {
-                let mean = d.iter().sum::<f64>() / d.len() as f64;
-                (d.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / d.len() as f64).sqrt()
-            };
             notes.push(
                 "the series is too short for a backtest: intervals from its one-step changes"
                     .into(),
             );
-            Calibration::OneStep { sd }
+            Calibration::one_step(y)
         }
     };
     let width = calibration.widths(h, spec.level, &[]);

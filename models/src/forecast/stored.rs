@@ -1025,6 +1025,47 @@ mod tests {
     }
 
     #[test]
+    fn gbdt_lag_on_series_too_short_for_a_backtest_still_has_intervals() {
+        // Two daily series of 12 values, horizon 10: nothing can be held out.
+        let (mut t, mut v, mut id) = (vec![], vec![], vec![]);
+        for (s, base) in [("a", 10.0), ("b", 50.0)] {
+            for d in 0..12i64 {
+                t.push(1_700_006_400 + d * 86_400);
+                v.push(base + (d % 3) as f64);
+                id.push(s);
+            }
+        }
+        let names = vec!["day".to_string(), "sales".to_string(), "store".to_string()];
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(TimestampSecondArray::from(t)),
+            Arc::new(Float64Array::from(v)),
+            Arc::new(StringArray::from(id)),
+        ];
+        let req = ForecastRequest::new(
+            "sales",
+            "day",
+            &["store".to_string()],
+            Some("gbdt_lag"),
+            &BTreeMap::from([("horizon".to_string(), "10".to_string())]),
+        )
+        .expect("request");
+        let (artifact, lines) = ctx_run(|ctx| train_forecast(&names, &columns, &req, ctx));
+        let artifact = artifact.expect("trained");
+        assert!(
+            lines.iter().any(|l| l.contains("one-step changes")),
+            "{lines:?}"
+        );
+        let Estimator::Forecast(model) = &artifact.estimator else {
+            panic!("not a forecast model")
+        };
+        let batch = model.forecast_batch(None, None).expect("forecast");
+        assert_eq!(batch.num_rows(), 20);
+        let lo = batch.column(3).as_primitive::<Float64Type>();
+        let hi = batch.column(4).as_primitive::<Float64Type>();
+        assert!((0..20).all(|i| hi.value(i) > lo.value(i)));
+    }
+
+    #[test]
     fn bad_requests_are_typed_errors() {
         let none = BTreeMap::new();
         assert!(matches!(
