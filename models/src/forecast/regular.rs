@@ -93,26 +93,11 @@ pub fn regularize(rows: &[(i64, Option<f64>)], step: Option<i64>) -> ModelResult
         )));
     }
     let len = len as usize;
-    let mut sum = vec![0.0; len];
-    let mut count = vec![0u32; len];
-    let mut off_grid = 0;
-    for &(t, v) in rows {
-        let offset = (t - start) as i128;
-        let slot = ((offset + step as i128 / 2) / step as i128) as usize;
-        if offset % step as i128 != 0 {
-            off_grid += 1;
-        }
-        if let Some(v) = v.filter(|v| v.is_finite()) {
-            sum[slot] += v;
-            count[slot] += 1;
-        }
-    }
-    let duplicates: u32 = count.iter().map(|c| c.saturating_sub(1)).sum();
-    let mut values: Vec<f64> = sum
+    let off_grid = rows
         .iter()
-        .zip(&count)
-        .map(|(s, &c)| if c > 0 { s / c as f64 } else { f64::NAN })
-        .collect();
+        .filter(|(t, _)| (t - start) as i128 % step as i128 != 0)
+        .count();
+    let (mut values, duplicates) = average_on_grid(rows, start, step, len);
     let filled = interpolate(&mut values);
     if unsorted {
         notes.push("rows were not in time order: sorted".into());
@@ -138,17 +123,20 @@ pub fn regularize(rows: &[(i64, Option<f64>)], step: Option<i64>) -> ModelResult
     })
 }
 
-/// Another column of the same rows on a series' grid (`len` steps of `step` from `start`):
-/// values landing on one step are averaged, gaps between values are interpolated linearly,
-/// steps before the first / after the last value take the nearest one, rows off the grid's
-/// range are ignored; a column without any value is NaN throughout.
-pub fn on_grid(rows: &[(i64, Option<f64>)], start: i64, step: i64, len: usize) -> Vec<f64> {
+/// The finite values of `rows` on the grid of `len` steps of `step` from `start`, each at its
+/// nearest step, averaged where several land on one step (NaN where none does; rows outside
+/// the grid are ignored); also returns how many values were averaged away.
+fn average_on_grid(
+    rows: &[(i64, Option<f64>)],
+    start: i64,
+    step: i64,
+    len: usize,
+) -> (Vec<f64>, u32) {
     let step = step.max(1) as i128;
     let mut sum = vec![0.0; len];
     let mut count = vec![0u32; len];
     for &(t, v) in rows {
-        let offset = (t - start) as i128;
-        let slot = (offset + step / 2).div_euclid(step);
+        let slot = ((t - start) as i128 + step / 2).div_euclid(step);
         if let (Ok(slot), Some(v)) = (usize::try_from(slot), v.filter(|v| v.is_finite()))
             && slot < len
         {
@@ -156,11 +144,21 @@ pub fn on_grid(rows: &[(i64, Option<f64>)], start: i64, step: i64, len: usize) -
             count[slot] += 1;
         }
     }
-    let mut values: Vec<f64> = sum
+    let duplicates = count.iter().map(|c| c.saturating_sub(1)).sum();
+    let values = sum
         .iter()
         .zip(&count)
         .map(|(s, &c)| if c > 0 { s / c as f64 } else { f64::NAN })
         .collect();
+    (values, duplicates)
+}
+
+/// Another column of the same rows on a series' grid (`len` steps of `step` from `start`):
+/// values landing on one step are averaged, gaps between values are interpolated linearly,
+/// steps before the first / after the last value take the nearest one, rows off the grid's
+/// range are ignored; a column without any value is NaN throughout.
+pub fn on_grid(rows: &[(i64, Option<f64>)], start: i64, step: i64, len: usize) -> Vec<f64> {
+    let (mut values, _) = average_on_grid(rows, start, step, len);
     let (Some(first), Some(last)) = (
         values.iter().position(|v| !v.is_nan()),
         values.iter().rposition(|v| !v.is_nan()),
