@@ -18,7 +18,7 @@ use super::lag_gbdt::{self, LagLayout, LagModel, SeriesInput};
 use super::seasonality::detect_season_length;
 use super::stored::{FittedSeries, ForecastRequest, Holdout};
 use super::time::season_candidates;
-use super::{Calibration, Method, Regularized, mase, smape};
+use super::{Calibration, Method, Regularized, mase, mase_scale, smape};
 use crate::error::ModelResult;
 use crate::gbdt::TreeParams;
 use crate::train::TrainContext;
@@ -49,9 +49,9 @@ pub struct PreparedSeries {
 /// The MASE scale of `y` at lag `m` (lag 1 when `y` is too short; then the mean absolute
 /// value; then 1), so every series has a positive scale.
 fn scale(y: &[f64], m: usize) -> f64 {
-    let s = mase(y, &[1.0], &[0.0], m);
-    if s.is_finite() && s > 0.0 {
-        return 1.0 / s;
+    let s = mase_scale(y, m);
+    if s > 0.0 {
+        return s;
     }
     let mean_abs = y.iter().map(|v| v.abs()).sum::<f64>() / y.len().max(1) as f64;
     if mean_abs > 0.0 { mean_abs } else { 1.0 }

@@ -107,40 +107,19 @@ impl Calibration {
         let q = level / 100.0;
         match self {
             Calibration::Pooled { scale } => {
-                let len = pooled.len();
-                (0..h)
-                    .map(|j| {
-                        if len == 0 {
-                            return 0.0;
-                        }
-                        let j = j.min(len - 1);
-                        let mut pool: Vec<f64> =
-                            pooled[j.saturating_sub(2)..=(j + 2).min(len - 1)].concat();
-                        if pool.is_empty() {
-                            0.0
-                        } else {
-                            scale * conformal_quantile(&mut pool, q)
-                        }
-                    })
+                step_quantiles(h, q, pooled.len(), |lo, hi| pooled[lo..=hi].concat())
+                    .into_iter()
+                    .map(|w| scale * w)
                     .collect()
             }
             Calibration::Backtest { errors } => {
                 let len = errors.iter().map(Vec::len).min().unwrap_or(0);
-                if len == 0 {
-                    return vec![0.0; h];
-                }
-                (0..h)
-                    .map(|j| {
-                        let j = j.min(len - 1);
-                        let lo = j.saturating_sub(2);
-                        let hi = (j + 2).min(len - 1);
-                        let mut pool: Vec<f64> = errors
-                            .iter()
-                            .flat_map(|w| w[lo..=hi].iter().copied())
-                            .collect();
-                        conformal_quantile(&mut pool, q)
-                    })
-                    .collect()
+                step_quantiles(h, q, len, |lo, hi| {
+                    errors
+                        .iter()
+                        .flat_map(|w| w[lo..=hi].iter().copied())
+                        .collect()
+                })
             }
             Calibration::OneStep { sd } => {
                 let z = normal_quantile(0.5 + q / 2.0);
@@ -148,6 +127,31 @@ impl Calibration {
             }
         }
     }
+}
+
+/// For steps `0..h`: the conformal `q` quantile of the errors `pool(lo, hi)` gathers at steps
+/// `j-2..=j+2` (clipped to the `len` steps there are; steps past them use the last ones);
+/// 0 without errors.
+fn step_quantiles(
+    h: usize,
+    q: f64,
+    len: usize,
+    pool: impl Fn(usize, usize) -> Vec<f64>,
+) -> Vec<f64> {
+    (0..h)
+        .map(|j| {
+            if len == 0 {
+                return 0.0;
+            }
+            let j = j.min(len - 1);
+            let mut errors = pool(j.saturating_sub(2), (j + 2).min(len - 1));
+            if errors.is_empty() {
+                0.0
+            } else {
+                conformal_quantile(&mut errors, q)
+            }
+        })
+        .collect()
 }
 
 /// sMAPE in percent (the M4 definition: 200·|y−ŷ|/(|y|+|ŷ|), a 0/0 step counts 0).
@@ -168,15 +172,21 @@ pub fn smape(actual: &[f64], forecast: &[f64]) -> f64 {
         / n
 }
 
-/// MASE: mean absolute error scaled by the in-sample mean absolute seasonal difference at
-/// lag `m` (lag 1 when the series is shorter than `m + 1`). `NaN` when that scale is 0.
-pub fn mase(insample: &[f64], actual: &[f64], forecast: &[f64], m: usize) -> f64 {
+/// MASE's scale: the mean absolute seasonal difference of `insample` at lag `m` (lag 1 when
+/// the series is shorter than `m + 1`; 0 when there is no difference at all).
+pub fn mase_scale(insample: &[f64], m: usize) -> f64 {
     let m = if insample.len() > m { m.max(1) } else { 1 };
     let diffs: Vec<f64> = insample
         .windows(m + 1)
         .map(|w| (w[m] - w[0]).abs())
         .collect();
-    let scale = diffs.iter().sum::<f64>() / diffs.len().max(1) as f64;
+    diffs.iter().sum::<f64>() / diffs.len().max(1) as f64
+}
+
+/// MASE: mean absolute error scaled by the in-sample mean absolute seasonal difference at
+/// lag `m` (lag 1 when the series is shorter than `m + 1`). `NaN` when that scale is 0.
+pub fn mase(insample: &[f64], actual: &[f64], forecast: &[f64], m: usize) -> f64 {
+    let scale = mase_scale(insample, m);
     let mae = actual
         .iter()
         .zip(forecast)
