@@ -129,7 +129,7 @@ fn m4_hourly_global_gbdt_lag_model() {
             y,
             start: 0,
             step: 1,
-            exogenous: vec![],
+            exogenous: &[],
         })
         .collect();
     let mut lens: Vec<usize> = train.iter().map(Vec::len).collect();

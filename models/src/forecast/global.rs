@@ -62,7 +62,7 @@ fn input<'a>(p: &'a PreparedSeries, len: usize) -> SeriesInput<'a> {
         y: &p.series.values[..len],
         start: p.series.start,
         step: p.series.step.max(1),
-        exogenous: p.exogenous.clone(),
+        exogenous: &p.exogenous,
     }
 }
 
@@ -77,10 +77,12 @@ fn thin(mut v: Vec<f64>) -> Vec<f64> {
         .collect()
 }
 
-/// Fit a global model over `series` (ordered by id) as `req` asks.
+/// Fit a global model over `series` (ordered by id) as `req` asks, with the exogenous
+/// columns `exogenous` (their values are in each series' [`PreparedSeries::exogenous`]).
 pub fn fit_global(
     series: Vec<PreparedSeries>,
     req: &ForecastRequest,
+    exogenous: Vec<String>,
     nanos: i64,
     params: &TreeParams,
     ctx: &mut TrainContext,
@@ -109,8 +111,7 @@ pub fn fit_global(
     let mut lens: Vec<usize> = series.iter().map(|s| s.series.values.len()).collect();
     lens.sort_unstable();
     let typical = lens[lens.len() / 2];
-    let names: Vec<String> = req.exogenous.clone();
-    let layout = LagLayout::new(step, nanos, m, &candidates, typical, names);
+    let layout = LagLayout::new(step, nanos, m, &candidates, typical, exogenous);
     (ctx.progress)(format!(
         "gbdt_lag: season {m}, lags {}, {} calendar part(s), {} exogenous column(s)",
         layout

@@ -244,7 +244,7 @@ impl LagLayout {
             cols[c].push(slot.rem_euclid(p as i64) as f32);
             c += 1;
         }
-        for e in &s.exogenous {
+        for e in s.exogenous {
             cols[c].push(e.get(t).map_or(f32::NAN, |v| *v as f32));
             c += 1;
         }
@@ -262,7 +262,7 @@ pub struct SeriesInput<'a> {
     /// Ticks per step.
     pub step: i64,
     /// Exogenous columns, each at every step of `y` and (for forecasting) the horizon after.
-    pub exogenous: Vec<Vec<f64>>,
+    pub exogenous: &'a [Vec<f64>],
 }
 
 /// A trained lag model.
@@ -435,7 +435,7 @@ mod tests {
                 y: &y[..24 * 28],
                 start: 1_700_000_000_000_000_000 / hour,
                 step: 1,
-                exogenous: vec![],
+                exogenous: &[],
             })
             .collect();
         let layout = LagLayout::new(1, hour, 24, &[24, 168], 24 * 28, vec![]);

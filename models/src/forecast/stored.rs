@@ -71,8 +71,6 @@ pub struct ForecastRequest {
     pub season_length: Option<usize>,
     /// Boosting options of `gbdt_lag` (`num_trees`, `learning_rate`, ...).
     pub tree_options: BTreeMap<String, f64>,
-    /// Exogenous columns (`gbdt_lag`: every other column of the training query).
-    pub exogenous: Vec<String>,
 }
 
 impl ForecastRequest {
@@ -141,7 +139,6 @@ impl ForecastRequest {
             level,
             season_length,
             tree_options,
-            exogenous: vec![],
         })
     }
 }
@@ -393,9 +390,8 @@ pub fn train_forecast(
         for (k, v) in &req.tree_options {
             params.set(k, *v)?;
         }
-        let mut req = req.clone();
-        req.exogenous = exogenous.iter().map(|(n, _)| n.clone()).collect();
-        let (series, global) = fit_global(prepared, &req, nanos, &params, ctx)?;
+        let names = exogenous.into_iter().map(|(n, _)| n).collect();
+        let (series, global) = fit_global(prepared, req, names, nanos, &params, ctx)?;
         (series, Some(Box::new(global)))
     } else {
         (fit_each(groups, req, nanos, &ids, ctx.cancel)?, None)
@@ -747,8 +743,8 @@ impl ForecastModel {
         let mut columns = self.id_arrays(|_| h)?;
         let mut times = Vec::with_capacity(self.series.len() * h);
         let (mut point, mut lower, mut upper) = (vec![], vec![], vec![]);
+        let pooled = self.global.as_ref().map_or(&[][..], |g| &g.pooled[..]);
         for s in &self.series {
-            let pooled = self.global.as_ref().map_or(&[][..], |g| &g.pooled[..]);
             let w = s.calibration.widths(h, level, pooled);
             for (j, w) in w.iter().enumerate() {
                 times.push(s.last + (j as i64 + 1) * s.step);
@@ -853,7 +849,7 @@ impl ForecastModel {
             y: &s.history,
             start,
             step,
-            exogenous,
+            exogenous: &exogenous,
         };
         let point = g
             .model
