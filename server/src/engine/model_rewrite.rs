@@ -317,6 +317,25 @@ impl SeriesIds {
             format!(" GROUP BY {}", self.0.join(", "))
         }
     }
+
+    /// The per-series aggregate `call` over `source` grouped by the ids, its lists unnested to
+    /// one row per item `__f`: `SELECT <before> <ids> <after> FROM ...`.
+    fn unnested(
+        &self,
+        before: &str,
+        after: &str,
+        call: &str,
+        source: &impl std::fmt::Display,
+    ) -> String {
+        format!(
+            "SELECT {before}{ids_u}{after} FROM (SELECT {ids_g}unnest(__s) AS __f FROM \
+             (SELECT {ids_s}{call} AS __s FROM ({source}) AS __src{group}) AS __g) AS __u",
+            ids_u = self.prefixed("__u."),
+            ids_g = self.prefixed("__g."),
+            ids_s = self.first_values(),
+            group = self.group_by(),
+        )
+    }
 }
 
 /// `ANOMALY(relation, time => 'ts', value => 'v' [, id => 'a, b'] [, sensitivity => 0.999])`
@@ -353,20 +372,25 @@ fn anomaly_replacement(args: &[FunctionArg]) -> ServerResult<String> {
         )));
     }
     let ids = SeriesIds::parse(&named)?;
-    Ok(format!(
-        "SELECT __f['time'] AS {time_q}, {ids_u}__f['value'] AS {value_q}, \
-         __f['expected'] AS expected, __f['lower'] AS lower, __f['upper'] AS upper, \
-         __f['score'] AS score, __f['is_anomaly'] AS is_anomaly \
-         FROM (SELECT {ids_g}unnest(__as) AS __f FROM \
-         (SELECT {ids_s}prognos_anomaly({time_q}, {value_q}, {sensitivity:?}) AS __as \
-         FROM ({q}) AS __src{group}) AS __g) AS __u",
-        time_q = quote(&time),
-        value_q = quote(&value),
-        ids_u = ids.prefixed("__u."),
-        ids_g = ids.prefixed("__g."),
-        ids_s = ids.first_values(),
-        group = ids.group_by(),
+    let (time_q, value_q) = (quote(&time), quote(&value));
+    Ok(ids.unnested(
+        &format!("__f['time'] AS {time_q}, "),
+        &format!(
+            "__f['value'] AS {value_q}, __f['expected'] AS expected, __f['lower'] AS lower, \
+             __f['upper'] AS upper, __f['score'] AS score, __f['is_anomaly'] AS is_anomaly"
+        ),
+        &format!("prognos_anomaly({time_q}, {value_q}, {sensitivity:?})"),
+        q,
     ))
+}
+
+/// The columns of a forecast's unnested items after the ids: time (as `time_q`), forecast,
+/// lower, upper, method.
+fn forecast_items(time_q: &str) -> String {
+    format!(
+        "__f['time'] AS {time_q}, __f['forecast'] AS forecast, __f['lower'] AS lower, \
+         __f['upper'] AS upper, __f['method'] AS method"
+    )
 }
 
 /// `FORECAST(relation, name => value, ...)` rewritten (see the module docs).
@@ -414,21 +438,18 @@ fn forecast_replacement(args: &[FunctionArg]) -> ServerResult<String> {
             "FORECAST: season_length must be a positive integer (0 = detect), got {season}"
         )));
     }
-    Ok(format!(
-        "SELECT {ids_u}__f['time'] AS {time_q}, __f['forecast'] AS forecast, \
-         __f['lower'] AS lower, __f['upper'] AS upper, __f['method'] AS method \
-         FROM (SELECT {ids_g}unnest(__fs) AS __f FROM \
-         (SELECT {ids_s}prognos_forecast({time_q}, {value_q}, {h}, {level:?}, {method_s}, {season}) AS __fs \
-         FROM ({q}) AS __src{group}) AS __g) AS __u",
-        ids_u = ids.prefixed("__u."),
-        ids_g = ids.prefixed("__g."),
-        ids_s = ids.first_values(),
-        group = ids.group_by(),
-        time_q = quote(&time),
-        value_q = quote(&value),
-        h = horizon as i64,
-        method_s = sql_string(&method),
-        season = season as i64,
+    let time_q = quote(&time);
+    Ok(ids.unnested(
+        "",
+        &forecast_items(&time_q),
+        &format!(
+            "prognos_forecast({time_q}, {value_q}, {h}, {level:?}, {method_s}, {season})",
+            value_q = quote(&value),
+            h = horizon as i64,
+            method_s = sql_string(&method),
+            season = season as i64,
+        ),
+        q,
     ))
 }
 
@@ -474,18 +495,11 @@ impl ModelRelations<'_> {
                 .iter()
                 .map(|c| format!("CAST(__src.{} AS DOUBLE)", quote(c))),
         );
-        Ok(format!(
-            "SELECT {ids_u}__f['time'] AS {time_q}, __f['forecast'] AS forecast, \
-             __f['lower'] AS lower, __f['upper'] AS upper, __f['method'] AS method \
-             FROM (SELECT {ids_g}unnest(__fs) AS __f FROM \
-             (SELECT {ids_s}prognos_forecast_future({call}) AS __fs \
-             FROM ({q}) AS __src{group}) AS __g) AS __u",
-            ids_u = ids.prefixed("__u."),
-            ids_g = ids.prefixed("__g."),
-            ids_s = ids.first_values(),
-            group = ids.group_by(),
-            time_q = quote(&f.time.name),
-            call = call.join(", "),
+        Ok(ids.unnested(
+            "",
+            &forecast_items(&quote(&f.time.name)),
+            &format!("prognos_forecast_future({})", call.join(", ")),
+            q,
         ))
     }
 
