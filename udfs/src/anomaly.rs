@@ -10,7 +10,7 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{ArrayRef, BooleanArray, Float64Array, ListArray, StructArray};
+use datafusion::arrow::array::{ArrayRef, BooleanArray, Float64Array, StructArray};
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Fields};
 use datafusion::common::{Result, ScalarValue, plan_err};
 use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
@@ -21,7 +21,9 @@ use prognos_models::anomaly::{AnomalySpec, detect};
 use prognos_models::forecast::time::times_from_i64;
 
 use crate::models::{external, list_scalar};
-use crate::series::{SeriesRows, check_series_types, coerce_series_types, list_of, state_fields};
+use crate::series::{
+    SeriesRows, check_series_types, coerce_series_types, list_of, null_list, state_fields,
+};
 
 /// The aggregate.
 #[derive(Debug, PartialEq, Eq, Hash)]
@@ -176,10 +178,7 @@ impl Accumulator for SeriesAccumulator {
             None,
         );
         if self.rows.times.is_empty() {
-            return Ok(ScalarValue::List(Arc::new(ListArray::new_null(
-                Arc::new(Field::new("item", DataType::Struct(fields), true)),
-                1,
-            ))));
+            return Ok(null_list(fields));
         }
         Ok(list_scalar(structs, DataType::Struct(fields)))
     }

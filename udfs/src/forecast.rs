@@ -13,7 +13,7 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, Float64Array, ListArray, RecordBatch, StringArray, StructArray,
+    Array, ArrayRef, Float64Array, RecordBatch, StringArray, StructArray,
 };
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Fields};
 use datafusion::catalog::{TableFunctionArgs, TableFunctionImpl, TableProvider};
@@ -29,7 +29,9 @@ use prognos_models::forecast::{ForecastSpec, Method, forecast, regularize};
 use prognos_models::{ModelArtifact, ModelError};
 
 use crate::models::{external, list_scalar, literal_name};
-use crate::series::{SeriesRows, check_series_types, coerce_series_types, list_of, state_fields};
+use crate::series::{
+    SeriesRows, check_series_types, coerce_series_types, list_of, null_list, state_fields,
+};
 
 /// Largest horizon accepted.
 pub const MAX_HORIZON: i64 = prognos_models::forecast::stored::MAX_HORIZON as i64;
@@ -220,10 +222,7 @@ impl Accumulator for SeriesAccumulator {
     fn evaluate(&mut self) -> Result<ScalarValue> {
         let fields = item_fields(&self.time_type);
         if self.rows.times.is_empty() {
-            return Ok(ScalarValue::List(Arc::new(ListArray::new_null(
-                Arc::new(Field::new("item", DataType::Struct(fields), true)),
-                1,
-            ))));
+            return Ok(null_list(fields));
         }
         let rows = self.rows.pairs();
         let series = regularize(&rows, None).map_err(external)?;

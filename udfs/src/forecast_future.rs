@@ -25,7 +25,7 @@ use prognos_models::{ModelArtifact, ModelError};
 
 use crate::forecast::item_fields;
 use crate::models::{external, f64_list, list_scalar};
-use crate::series::{coerce_series_types, list_of};
+use crate::series::{coerce_series_types, list_of, null_list};
 
 /// The aggregate.
 #[derive(Debug)]
@@ -234,12 +234,7 @@ impl Accumulator for FutureAccumulator {
     fn evaluate(&mut self) -> Result<ScalarValue> {
         let fields = item_fields(&self.time_type);
         let Some(ids) = self.ids.clone() else {
-            return Ok(ScalarValue::List(Arc::new(
-                datafusion::arrow::array::ListArray::new_null(
-                    Arc::new(Field::new("item", DataType::Struct(fields), true)),
-                    1,
-                ),
-            )));
+            return Ok(null_list(fields));
         };
         let rows: Vec<(i64, Vec<Option<f64>>)> = self
             .times

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, Float64Array, Int64Array};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, Float64Array, Int64Array, ListArray};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Fields, Float64Type, Int64Type};
 use datafusion::common::{Result, ScalarValue, plan_err};
@@ -78,6 +78,15 @@ impl SeriesRows {
 /// `List<Struct<fields>>`: the result type of a per-series aggregate (one item per row).
 pub(crate) fn list_of(fields: Fields) -> DataType {
     DataType::List(Arc::new(Field::new("item", DataType::Struct(fields), true)))
+}
+
+/// The result of a per-series aggregate over a group without rows: a NULL
+/// `List<Struct<fields>>`.
+pub(crate) fn null_list(fields: Fields) -> ScalarValue {
+    ScalarValue::List(Arc::new(ListArray::new_null(
+        Arc::new(Field::new("item", DataType::Struct(fields), true)),
+        1,
+    )))
 }
 
 /// The state fields of [`SeriesRows::state`].
