@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 
 use prognos_e2e::{Server, shared_data_dir};
-use prognos_models::anomaly::{AnomalySpec, detect};
+use prognos_models::anomaly::{AnomalySpec, detect, season_phases};
 use tokio_postgres::Client;
 
 fn sqlstate(e: &tokio_postgres::Error) -> String {
@@ -21,12 +21,20 @@ async fn rows(c: &Client, sql: &str) -> Vec<tokio_postgres::Row> {
         .unwrap_or_else(|e| panic!("{sql}: {e:?}"))
 }
 
-const FILES: [(&str, &str); 2] = [
+/// (id, NAB file, rows): two five-minute metrics and the half-hourly NYC taxi demand, whose
+/// windows (marathon, holidays, a blizzard) are only unusual for their time of day and week.
+const FILES: [(&str, &str, usize); 3] = [
     (
         "latency",
         "realKnownCause/ec2_request_latency_system_failure.csv",
+        4032,
     ),
-    ("rds", "realAWSCloudwatch/rds_cpu_utilization_e47b3b.csv"),
+    (
+        "rds",
+        "realAWSCloudwatch/rds_cpu_utilization_e47b3b.csv",
+        4032,
+    ),
+    ("taxi", "realKnownCause/nyc_taxi.csv", 10320),
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -43,7 +51,7 @@ async fn nab_metrics_are_scored_per_series() {
     let server = Server::start();
     let c = server.connect().await;
     let mut union = vec![];
-    for (host, file) in FILES {
+    for (host, file, _) in FILES {
         c.batch_execute(&format!(
             "CREATE EXTERNAL TABLE {host}_raw (\"timestamp\" VARCHAR, value DOUBLE) STORED AS CSV \
              LOCATION '{}' OPTIONS ('format.has_header' 'true')",
@@ -83,15 +91,29 @@ async fn nab_metrics_are_scored_per_series() {
             "is_anomaly"
         ]
     );
-    for (host, file) in FILES {
+    for (host, file, len) in FILES {
         let series: Vec<&tokio_postgres::Row> = got
             .iter()
             .filter(|r| r.get::<_, String>(1) == host)
             .collect();
-        assert_eq!(series.len(), 4032, "{host}: one output row per input row");
+        assert_eq!(series.len(), len, "{host}: one output row per input row");
         let values: Vec<f64> = series.iter().map(|r| r.get(2)).collect();
-        // The server's scores are the model crate's for the same values.
-        let expected = detect(&values, &AnomalySpec::default());
+        // The server's scores are the model crate's for the same values and the seasons their
+        // timestamps suggest (daily and weekly where two of them fit).
+        let epochs: Vec<i64> = rows(
+            &c,
+            &format!(
+                "SELECT CAST(date_part('epoch', ts) AS BIGINT) FROM metrics \
+                 WHERE host = '{host}' ORDER BY ts, value"
+            ),
+        )
+        .await
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+        let seasons = season_phases(&epochs, 1_000_000_000, None);
+        assert!(!seasons.is_empty(), "{host}: no daily season found");
+        let expected = detect(&values, &seasons, &AnomalySpec::default());
         for (i, r) in series.iter().enumerate() {
             let score: f64 = r.get(6);
             assert!((0.0..=1.0).contains(&score));
@@ -101,6 +123,23 @@ async fn nab_metrics_are_scored_per_series() {
                 expected.is_anomaly[i],
                 "{host} row {i}"
             );
+        }
+        if host == "latency" {
+            // `season_length => 1` turns the seasons off: the local level alone.
+            let plain = rows(
+                &c,
+                &format!(
+                    "SELECT score FROM ANOMALY(TABLE metrics, time => 'ts', value => 'value', \
+                     id => 'host', season_length => 1) WHERE host = '{host}' ORDER BY ts, value"
+                ),
+            )
+            .await;
+            let local = detect(&values, &[], &AnomalySpec::default());
+            assert_eq!(plain.len(), len);
+            for (i, r) in plain.iter().enumerate() {
+                let score: f64 = r.get(0);
+                assert!((score - local.score[i]).abs() < 1e-12, "{host} row {i}");
+            }
         }
         // Every labelled window gets an alert; alerts outside windows stay rare.
         let times: Vec<String> = rows(
@@ -173,6 +212,18 @@ async fn nab_metrics_are_scored_per_series() {
             "22023",
         ),
         ("ANOMALY(TABLE metrics, value => 'value')", "22023"),
+        (
+            "ANOMALY(TABLE metrics, time => 'ts', value => 'value', season_length => -1)",
+            "22023",
+        ),
+        (
+            "ANOMALY(TABLE metrics, time => 'ts', value => 'value', season_length => 2.5)",
+            "22023",
+        ),
+        (
+            "ANOMALY(TABLE metrics, time => 'ts', value => 'value', season_length => 'day')",
+            "22023",
+        ),
         ("ANOMALY('some_model')", "42704"),
         ("ANOMALY('some_model', 1)", "42704"),
     ];

@@ -1,4 +1,4 @@
-//! `prognos_anomaly(time, value, sensitivity)`: an aggregate that collects one series (a
+//! `prognos_anomaly(time, value, sensitivity [, season_length])`: an aggregate that collects one series (a
 //! group) and returns every row's anomaly score as a list of `{time, value, expected, lower,
 //! upper, score, is_anomaly}` in time order (see `prognos_models::anomaly` for the method).
 //! `ANOMALY(TABLE t, time => ..., value => ..., id => ...)` in `FROM` is rewritten onto it
@@ -17,8 +17,8 @@ use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
 use datafusion::logical_expr::{Accumulator, AggregateUDFImpl, Signature, Volatility};
 use datafusion::physical_expr::expressions::Literal;
 use prognos_models::ModelError;
-use prognos_models::anomaly::{AnomalySpec, detect};
-use prognos_models::forecast::time::times_from_i64;
+use prognos_models::anomaly::{AnomalySpec, detect, season_phases};
+use prognos_models::forecast::time::{times_from_i64, unit_nanos};
 
 use crate::models::{external, list_scalar};
 use crate::series::{
@@ -61,11 +61,17 @@ impl AggregateUDFImpl for AnomalyAgg {
     }
 
     fn coerce_types(&self, arg_types: &[DataType]) -> Result<Vec<DataType>> {
-        if arg_types.len() != 3 {
-            return plan_err!("prognos_anomaly(time, value, sensitivity) takes 3 arguments");
+        if !(3..=4).contains(&arg_types.len()) {
+            return plan_err!(
+                "prognos_anomaly(time, value, sensitivity [, season_length]) takes 3 or 4 arguments"
+            );
         }
         let (time, value) = coerce_series_types(&arg_types[0], &arg_types[1]);
-        Ok(vec![time, value, DataType::Float64])
+        let mut types = vec![time, value, DataType::Float64];
+        if arg_types.len() == 4 {
+            types.push(DataType::Int64);
+        }
+        Ok(types)
     }
 
     fn return_type(&self, arg_types: &[DataType]) -> Result<DataType> {
@@ -92,9 +98,25 @@ impl AggregateUDFImpl for AnomalyAgg {
             }
             None => return plan_err!("sensitivity must be a constant"),
         };
+        // 0 (or absent) = the seasons the timestamps suggest, 1 = none, m ≥ 2 = that length.
+        let season_length = match args
+            .exprs
+            .get(3)
+            .map(|e| e.as_ref().downcast_ref::<Literal>().map(|l| l.value()))
+        {
+            None | Some(Some(ScalarValue::Int64(Some(0)))) => None,
+            Some(Some(ScalarValue::Int64(Some(m)))) if *m > 0 => Some(*m as usize),
+            Some(Some(v)) => {
+                return Err(external(ModelError::InvalidParameter(format!(
+                    "season_length must be a positive integer (0 = detect), got {v}"
+                ))));
+            }
+            Some(None) => return plan_err!("season_length must be a constant"),
+        };
         Ok(Box::new(SeriesAccumulator {
             time_type: args.exprs[0].data_type(args.schema)?,
             sensitivity,
+            season_length,
             rows: SeriesRows::default(),
         }))
     }
@@ -104,6 +126,7 @@ impl AggregateUDFImpl for AnomalyAgg {
 struct SeriesAccumulator {
     time_type: DataType,
     sensitivity: f64,
+    season_length: Option<usize>,
     rows: SeriesRows,
 }
 
@@ -139,7 +162,10 @@ impl Accumulator for SeriesAccumulator {
             sensitivity: self.sensitivity,
             ..AnomalySpec::default()
         };
-        let s = detect(&y, &spec);
+        let times: Vec<i64> = order.iter().map(|&i| self.rows.times[i]).collect();
+        let nanos = unit_nanos(&self.time_type).unwrap_or(0);
+        let seasons = season_phases(&times, nanos, self.season_length);
+        let s = detect(&y, &seasons, &spec);
         let missing: Vec<bool> = y.iter().map(|v| !v.is_finite()).collect();
         let opt = |v: &[f64]| {
             Float64Array::from(
@@ -149,10 +175,7 @@ impl Accumulator for SeriesAccumulator {
                     .collect::<Vec<_>>(),
             )
         };
-        let times = times_from_i64(
-            order.iter().map(|&i| self.rows.times[i]).collect(),
-            &self.time_type,
-        )?;
+        let times = times_from_i64(times, &self.time_type)?;
         let structs = StructArray::new(
             fields.clone(),
             vec![

@@ -22,8 +22,8 @@
 //! * `FROM ANOMALY('m', TABLE t)` → every column of `t` plus `anomaly_score` from a
 //!   `DETECT ANOMALIES` model (isolation forest), features matched by column name.
 //! * `FROM ANOMALY(TABLE t, time => 'ts', value => 'v' [, id => 'a, b']
-//!   [, sensitivity => 0.999])` → `time, id columns, value, expected, lower, upper, score,
-//!   is_anomaly` for every row, per series (`prognos_anomaly`).
+//!   [, sensitivity => 0.999] [, season_length => n])` → `time, id columns, value, expected,
+//!   lower, upper, score, is_anomaly` for every row, per series (`prognos_anomaly`).
 //!
 //! `TABLE t` is not an expression in sqlparser, so it is first turned into `(SELECT * FROM t)`
 //! at the token level inside these calls.
@@ -238,6 +238,18 @@ impl NamedArgs {
         }
     }
 
+    /// `season_length`: an integer in [0, 100000] (0 = detect, 1 = none); 0 when not given.
+    fn season_length(&self) -> ServerResult<i64> {
+        let season = self.number("season_length")?.unwrap_or(0.0);
+        if !((0.0..=100_000.0).contains(&season) && season.fract() == 0.0) {
+            return Err(invalid(format!(
+                "{}: season_length must be a positive integer (0 = detect), got {season}",
+                self.func
+            )));
+        }
+        Ok(season as i64)
+    }
+
     /// `level`: in (0, 100).
     fn level(&self) -> ServerResult<Option<f64>> {
         match self.number("level")? {
@@ -338,14 +350,14 @@ impl SeriesIds {
     }
 }
 
-/// `ANOMALY(relation, time => 'ts', value => 'v' [, id => 'a, b'] [, sensitivity => 0.999])`
-/// → `time, ids, value, expected, lower, upper, score, is_anomaly` for every row: a grouped
+/// `ANOMALY(relation, time => 'ts', value => 'v' [, id => 'a, b'] [, sensitivity => 0.999]
+/// [, season_length => n])` → `time, ids, value, expected, lower, upper, score, is_anomaly` for every row: a grouped
 /// `prognos_anomaly` aggregate whose lists are unnested (see `FORECAST` for the shape).
 fn anomaly_replacement(args: &[FunctionArg]) -> ServerResult<String> {
     let usage = || {
         invalid(
             "ANOMALY takes a relation and named settings: ANOMALY(TABLE t, time => 'ts', \
-             value => 'v' [, id => 'a, b'] [, sensitivity => 0.999])"
+             value => 'v' [, id => 'a, b'] [, sensitivity => 0.999] [, season_length => n])"
                 .to_string(),
         )
     };
@@ -355,7 +367,7 @@ fn anomaly_replacement(args: &[FunctionArg]) -> ServerResult<String> {
     let named = NamedArgs::parse(
         "ANOMALY",
         &args[1..],
-        &["time", "value", "id", "sensitivity"],
+        &["time", "value", "id", "sensitivity", "season_length"],
     )?;
     let time = named
         .text("time")?
@@ -371,6 +383,7 @@ fn anomaly_replacement(args: &[FunctionArg]) -> ServerResult<String> {
             "ANOMALY: sensitivity must be in (0, 1), got {sensitivity}"
         )));
     }
+    let season = named.season_length()?;
     let ids = SeriesIds::parse(&named)?;
     let (time_q, value_q) = (quote(&time), quote(&value));
     Ok(ids.unnested(
@@ -379,7 +392,7 @@ fn anomaly_replacement(args: &[FunctionArg]) -> ServerResult<String> {
             "__f['value'] AS {value_q}, __f['expected'] AS expected, __f['lower'] AS lower, \
              __f['upper'] AS upper, __f['score'] AS score, __f['is_anomaly'] AS is_anomaly"
         ),
-        &format!("prognos_anomaly({time_q}, {value_q}, {sensitivity:?})"),
+        &format!("prognos_anomaly({time_q}, {value_q}, {sensitivity:?}, {season})"),
         q,
     ))
 }
@@ -421,7 +434,6 @@ fn forecast_replacement(args: &[FunctionArg]) -> ServerResult<String> {
     ];
     let named = NamedArgs::parse("FORECAST", &args[1..], KNOWN)?;
     let text = |k: &str| named.text(k);
-    let number = |k: &str| named.number(k);
     let time = text("time")?.ok_or_else(|| invalid("FORECAST needs time => 'column'".into()))?;
     let value = text("value")?.ok_or_else(|| invalid("FORECAST needs value => 'column'".into()))?;
     let ids = SeriesIds::parse(&named)?;
@@ -432,12 +444,7 @@ fn forecast_replacement(args: &[FunctionArg]) -> ServerResult<String> {
         prognos_models::forecast::Method::parse_local(&method)
             .map_err(|e| invalid(format!("FORECAST: {e}")))?;
     }
-    let season = number("season_length")?.unwrap_or(0.0);
-    if !((0.0..=100_000.0).contains(&season) && season.fract() == 0.0) {
-        return Err(invalid(format!(
-            "FORECAST: season_length must be a positive integer (0 = detect), got {season}"
-        )));
-    }
+    let season = named.season_length()?;
     let time_q = quote(&time);
     Ok(ids.unnested(
         "",
@@ -447,7 +454,6 @@ fn forecast_replacement(args: &[FunctionArg]) -> ServerResult<String> {
             value_q = quote(&value),
             h = horizon as i64,
             method_s = sql_string(&method),
-            season = season as i64,
         ),
         q,
     ))

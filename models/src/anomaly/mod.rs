@@ -28,10 +28,15 @@
 //! The first points (fewer than [`MIN_HISTORY`] before them) get score 0: there is nothing to
 //! compare them with.
 
-use crate::forecast::normal_quantile;
+mod score;
+mod seasonal;
 
-/// Points of history before a point can be scored.
-pub const MIN_HISTORY: usize = 8;
+pub use score::MIN_HISTORY;
+pub use seasonal::{SeasonPhases, season_phases};
+
+use crate::forecast::normal_quantile;
+use score::{Scored, Scorer, median};
+use seasonal::SeasonalStream;
 
 /// How anomalies are scored.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -69,58 +74,13 @@ pub struct AnomalyScores {
     pub is_anomaly: Vec<bool>,
 }
 
-fn median(v: &mut [f64]) -> f64 {
-    let n = v.len();
-    let mid = n / 2;
-    let (_, m, _) = v.select_nth_unstable_by(mid, f64::total_cmp);
-    let m = *m;
-    if n % 2 == 1 {
-        m
-    } else {
-        let lower = v[..mid].iter().copied().fold(f64::NEG_INFINITY, f64::max);
-        (lower + m) / 2.0
-    }
-}
+/// A seasonal stream replaces the local one only when its residual scale is below this
+/// fraction of the local one's (a season has to explain a clear share of the variation).
+const SEASONAL_GAIN: f64 = 0.8;
 
-/// Two-sided Gaussian tail probability of `|z|`.
-fn gaussian_tail(z: f64) -> f64 {
-    // erfc via the complementary normal CDF: 2 (1 − Φ(|z|)); Φ from erf's series would lose
-    // precision in the tail, so use the Abramowitz–Stegun 7.1.26-free continued form below.
-    2.0 * upper_normal(z.abs())
-}
-
-/// `1 − Φ(x)` for x ≥ 0 (W. J. Cody's rational approximations via erfc; |rel. error| < 1e-7).
-fn upper_normal(x: f64) -> f64 {
-    0.5 * erfc(x / std::f64::consts::SQRT_2)
-}
-
-/// Complementary error function (Numerical Recipes' Chebyshev fit, |rel. error| < 1.2e-7).
-fn erfc(x: f64) -> f64 {
-    let z = x.abs();
-    let t = 1.0 / (1.0 + 0.5 * z);
-    let r = t
-        * (-z * z - 1.265_512_23
-            + t * (1.000_023_68
-                + t * (0.374_091_96
-                    + t * (0.096_784_18
-                        + t * (-0.186_288_06
-                            + t * (0.278_868_07
-                                + t * (-1.135_203_98
-                                    + t * (1.488_515_87
-                                        + t * (-0.822_152_23 + t * 0.170_872_77)))))))))
-            .exp();
-    if x >= 0.0 { r } else { 2.0 - r }
-}
-
-/// Points the shift test sums over.
-const SHIFT_SPAN: usize = 6;
-/// Largest |z| one point adds to the shift test.
-const SHIFT_CLIP: f64 = 3.0;
-/// The robust scale is recomputed every this many points (it moves slowly).
-const SCALE_EVERY: usize = 8;
-
-/// Score a series (values in time order; `NaN` = missing, scored `NaN` and skipped).
-pub fn detect(y: &[f64], spec: &AnomalySpec) -> AnomalyScores {
+/// Score a series (values in time order; `NaN` = missing, scored `NaN` and skipped) whose
+/// points may follow `seasons` (see [`season_phases`]; none: the local level only).
+pub fn detect(y: &[f64], seasons: &[SeasonPhases], spec: &AnomalySpec) -> AnomalyScores {
     let n = y.len();
     let mut out = AnomalyScores {
         expected: vec![f64::NAN; n],
@@ -137,14 +97,16 @@ pub fn detect(y: &[f64], spec: &AnomalySpec) -> AnomalyScores {
         .filter(|(_, v)| v.is_finite())
         .map(|(i, &v)| (i, v))
         .collect();
-    let mut resid: Vec<f64> = Vec::with_capacity(seen.len());
-    let mut zs: Vec<f64> = Vec::with_capacity(seen.len());
-    let mut stats: Vec<f64> = Vec::with_capacity(seen.len());
-    let mut scale = f64::NAN;
-    let mut buf = Vec::with_capacity(spec.history.max(spec.level_window));
+    let mut local = Scorer::new();
+    let mut seasonal: Vec<SeasonalStream> = seasons
+        .iter()
+        .filter(|s| s.phase.len() == n && s.period >= 2)
+        .map(SeasonalStream::new)
+        .collect();
+    let mut buf = Vec::with_capacity(spec.level_window);
     let mut last_high: Option<usize> = None;
+    let lw = spec.level_window.max(1);
     for (k, &(i, v)) in seen.iter().enumerate() {
-        let lw = spec.level_window.max(1);
         let expected = if k == 0 {
             v
         } else {
@@ -152,67 +114,29 @@ pub fn detect(y: &[f64], spec: &AnomalySpec) -> AnomalyScores {
             buf.extend(seen[k.saturating_sub(lw)..k].iter().map(|p| p.1));
             median(&mut buf)
         };
-        let r = v - expected;
-        if k >= MIN_HISTORY && (k % SCALE_EVERY == 0 || !scale.is_finite()) {
-            let past = &resid[k.saturating_sub(spec.history)..k];
-            buf.clear();
-            buf.extend_from_slice(past);
-            let m = median(&mut buf);
-            buf.iter_mut().for_each(|x| *x = (*x - m).abs());
-            let mad = 1.4826 * median(&mut buf);
-            let mean_abs = past.iter().map(|x| (x - m).abs()).sum::<f64>() / past.len() as f64;
-            // A flat history has MAD 0: fall back to the mean absolute deviation, then to a
-            // tiny fraction of the level so a constant series flags any change.
-            scale = if mad > 0.0 {
-                mad
-            } else if mean_abs > 0.0 {
-                1.2533 * mean_abs
-            } else {
-                1e-9 * expected.abs().max(1e-9)
+        let mut best = (expected, local.push(v - expected, expected, spec.history));
+        let mut best_scale = local.scale();
+        for stream in &mut seasonal {
+            let period = stream.period();
+            let Some(point) = stream.push(&seen, k, lw, spec.history) else {
+                continue;
             };
+            // A season competes once it has a period of residuals of its own.
+            let scale = stream.scorer.scale();
+            if point.scored.is_some()
+                && stream.scorer.len() > period
+                && scale < SEASONAL_GAIN * best_scale
+            {
+                best = (point.expected, point.scored);
+                best_scale = scale;
+            }
         }
-        resid.push(r);
-        if k < MIN_HISTORY || !scale.is_finite() {
-            zs.push(0.0);
-            out.expected[i] = expected;
+        let (expected, scored) = best;
+        out.expected[i] = expected;
+        let Some(Scored { score, scale }) = scored else {
             out.score[i] = 0.0;
             continue;
-        }
-        let z = r / scale;
-        zs.push(z);
-        let span = SHIFT_SPAN.min(zs.len());
-        // Each z is clipped to ±3 here, so one spike cannot make its neighbours a "shift".
-        let shift = zs[zs.len() - span..]
-            .iter()
-            .map(|z| z.clamp(-SHIFT_CLIP, SHIFT_CLIP))
-            .sum::<f64>()
-            .abs()
-            / (span as f64).sqrt();
-        let stat = z.abs().max(shift);
-        // Gaussian p-value (two tests: doubled), then the empirical one among past statistics.
-        let p_gauss = (2.0 * gaussian_tail(stat)).min(1.0);
-        let past = &stats[stats.len().saturating_sub(spec.history)..];
-        // The single largest past statistic is left out of the count, so one huge spike does
-        // not hide every smaller anomaly for a whole history.
-        let (top, second) =
-            past.iter().fold(
-                (0.0f64, 0.0f64),
-                |(a, b), &s| {
-                    if s > a { (s, a) } else { (a, b.max(s)) }
-                },
-            );
-        let exceed = past.iter().filter(|&&s| s >= stat).count()
-            - usize::from(top >= stat && !past.is_empty());
-        let p_emp = if exceed > 0 {
-            (exceed + 1) as f64 / past.len() as f64
-        } else {
-            let max = second;
-            let ratio = (gaussian_tail(stat) / gaussian_tail(max).max(f64::MIN_POSITIVE)).min(1.0);
-            ratio / (past.len() + 1) as f64
         };
-        let score = (1.0 - p_gauss.max(p_emp)).clamp(0.0, 1.0);
-        stats.push(stat);
-        out.expected[i] = expected;
         out.lower[i] = expected - z_band * scale;
         out.upper[i] = expected + z_band * scale;
         out.score[i] = score;
@@ -235,20 +159,13 @@ mod tests {
     }
 
     #[test]
-    fn tails_match_the_normal_distribution() {
-        assert!((gaussian_tail(1.959964) - 0.05).abs() < 1e-6);
-        assert!((gaussian_tail(0.0) - 1.0).abs() < 1e-6);
-        assert!(gaussian_tail(8.0) < 1e-14);
-    }
-
-    #[test]
     fn a_spike_and_a_level_shift_are_found_and_noise_is_quiet() {
         let mut y: Vec<f64> = noise(2000, 1.0).iter().map(|e| 100.0 + e).collect();
         y[1200] += 15.0;
         for v in &mut y[1600..] {
             *v += 3.0;
         }
-        let s = detect(&y, &AnomalySpec::default());
+        let s = detect(&y, &[], &AnomalySpec::default());
         assert!(s.is_anomaly[1200], "spike: {}", s.score[1200]);
         assert!(
             s.is_anomaly[1600..1610].iter().any(|&a| a),
@@ -271,9 +188,50 @@ mod tests {
         let mut y = vec![5.0; 100];
         y[50] = f64::NAN;
         y[80] = 6.0;
-        let s = detect(&y, &AnomalySpec::default());
+        let s = detect(&y, &[], &AnomalySpec::default());
         assert!(s.score[50].is_nan());
         assert!(s.is_anomaly[80]);
         assert_eq!(s.is_anomaly.iter().filter(|&&a| a).count(), 1);
+    }
+
+    #[test]
+    fn a_value_normal_by_day_but_not_at_night_needs_the_daily_season() {
+        // Half-hourly data, 20 days of a daily wave; at a trough of day 15 the value jumps to
+        // the daily mean, a level the series passes twice a day.
+        const HALF_HOUR: i64 = 30 * 60;
+        let times: Vec<i64> = (0..48 * 20).map(|t| t * HALF_HOUR).collect();
+        let wave =
+            |t: usize| 100.0 - 50.0 * (2.0 * std::f64::consts::PI * (t % 48) as f64 / 48.0).cos();
+        let mut y: Vec<f64> = noise(times.len(), 3.0)
+            .iter()
+            .enumerate()
+            .map(|(t, e)| wave(t) + 2.0 * e)
+            .collect();
+        let at = 15 * 48 + 1;
+        y[at] = 100.0;
+        let seasons = season_phases(&times, 1_000_000_000, None);
+        assert_eq!(
+            seasons.iter().map(|s| s.period).collect::<Vec<_>>(),
+            vec![48, 336]
+        );
+        let seasonal = detect(&y, &seasons, &AnomalySpec::default());
+        let local = detect(&y, &[], &AnomalySpec::default());
+        assert!(seasonal.is_anomaly[at], "seasonal: {}", seasonal.score[at]);
+        assert!(!local.is_anomaly[at], "local: {}", local.score[at]);
+        // After the warm-up the seasonal expected value follows the wave closely.
+        let err = |s: &AnomalyScores| {
+            (5 * 48..at)
+                .map(|t| (s.expected[t] - wave(t)).abs())
+                .sum::<f64>()
+                / (at - 5 * 48) as f64
+        };
+        assert!(err(&seasonal) < 2.0, "{}", err(&seasonal));
+        assert!(err(&local) > 10.0, "{}", err(&local));
+        let alarms = |s: &AnomalyScores| s.is_anomaly[..at].iter().filter(|&&a| a).count();
+        assert!(
+            alarms(&seasonal) <= 2,
+            "{} seasonal alarms",
+            alarms(&seasonal)
+        );
     }
 }

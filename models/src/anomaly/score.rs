@@ -1,0 +1,185 @@
+//! Residuals → anomaly scores: the robust scale, the point / shift / variance tests and their
+//! p-values (see the module docs of `anomaly` for the method).
+
+/// Points of history before a point can be scored.
+pub const MIN_HISTORY: usize = 8;
+
+/// Points the shift test sums over.
+const SHIFT_SPAN: usize = 6;
+/// Largest |z| one point adds to the shift test.
+const SHIFT_CLIP: f64 = 3.0;
+/// The robust scale is recomputed every this many points (it moves slowly).
+const SCALE_EVERY: usize = 8;
+
+pub(super) fn median(v: &mut [f64]) -> f64 {
+    let n = v.len();
+    if n == 0 {
+        return f64::NAN;
+    }
+    let mid = n / 2;
+    let (_, m, _) = v.select_nth_unstable_by(mid, f64::total_cmp);
+    let m = *m;
+    if n % 2 == 1 {
+        m
+    } else {
+        let lower = v[..mid].iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        (lower + m) / 2.0
+    }
+}
+
+/// Two-sided Gaussian tail probability of `|z|`.
+pub(super) fn gaussian_tail(z: f64) -> f64 {
+    2.0 * upper_normal(z.abs())
+}
+
+/// `1 − Φ(x)` for x ≥ 0.
+fn upper_normal(x: f64) -> f64 {
+    0.5 * erfc(x / std::f64::consts::SQRT_2)
+}
+
+/// Complementary error function (Numerical Recipes' Chebyshev fit, |rel. error| < 1.2e-7).
+fn erfc(x: f64) -> f64 {
+    let z = x.abs();
+    let t = 1.0 / (1.0 + 0.5 * z);
+    let r = t
+        * (-z * z - 1.265_512_23
+            + t * (1.000_023_68
+                + t * (0.374_091_96
+                    + t * (0.096_784_18
+                        + t * (-0.186_288_06
+                            + t * (0.278_868_07
+                                + t * (-1.135_203_98
+                                    + t * (1.488_515_87
+                                        + t * (-0.822_152_23 + t * 0.170_872_77)))))))))
+            .exp();
+    if x >= 0.0 { r } else { 2.0 - r }
+}
+
+/// A point's score from one residual stream.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Scored {
+    /// `1 − p` in [0, 1].
+    pub(super) score: f64,
+    /// The robust standard deviation of the residuals the point was compared with.
+    pub(super) scale: f64,
+}
+
+/// The residuals of one way of predicting a series, scored causally: each residual against
+/// the scale and the statistics of the residuals before it.
+#[derive(Debug, Default)]
+pub(super) struct Scorer {
+    resid: Vec<f64>,
+    zs: Vec<f64>,
+    stats: Vec<f64>,
+    scale: f64,
+    buf: Vec<f64>,
+}
+
+impl Scorer {
+    pub(super) fn new() -> Self {
+        Self {
+            scale: f64::NAN,
+            ..Self::default()
+        }
+    }
+
+    /// Residuals seen so far.
+    pub(super) fn len(&self) -> usize {
+        self.resid.len()
+    }
+
+    /// The current robust scale (NaN before [`MIN_HISTORY`] residuals).
+    pub(super) fn scale(&self) -> f64 {
+        self.scale
+    }
+
+    /// Add the next residual `r` of a point whose expected value is `expected`; its score, or
+    /// `None` while there are fewer than [`MIN_HISTORY`] residuals before it.
+    pub(super) fn push(&mut self, r: f64, expected: f64, history: usize) -> Option<Scored> {
+        let k = self.resid.len();
+        if k >= MIN_HISTORY && (k.is_multiple_of(SCALE_EVERY) || !self.scale.is_finite()) {
+            self.scale = self.robust_scale(history, expected);
+        }
+        self.resid.push(r);
+        if k < MIN_HISTORY || !self.scale.is_finite() {
+            self.zs.push(0.0);
+            return None;
+        }
+        let z = r / self.scale;
+        self.zs.push(z);
+        let span = SHIFT_SPAN.min(self.zs.len());
+        // Each z is clipped to ±3 here, so one spike cannot make its neighbours a "shift".
+        let shift = self.zs[self.zs.len() - span..]
+            .iter()
+            .map(|z| z.clamp(-SHIFT_CLIP, SHIFT_CLIP))
+            .sum::<f64>()
+            .abs()
+            / (span as f64).sqrt();
+        let stat = z.abs().max(shift);
+        let score = self.score_of(stat, history);
+        self.stats.push(stat);
+        Some(Scored {
+            score,
+            scale: self.scale,
+        })
+    }
+
+    /// 1.4826 × the MAD of the last `history` residuals; a flat history has MAD 0: then the
+    /// mean absolute deviation, then a tiny fraction of the level so a constant series flags
+    /// any change.
+    fn robust_scale(&mut self, history: usize, expected: f64) -> f64 {
+        let k = self.resid.len();
+        let past = &self.resid[k.saturating_sub(history)..k];
+        self.buf.clear();
+        self.buf.extend_from_slice(past);
+        let m = median(&mut self.buf);
+        self.buf.iter_mut().for_each(|x| *x = (*x - m).abs());
+        let mad = 1.4826 * median(&mut self.buf);
+        let mean_abs = past.iter().map(|x| (x - m).abs()).sum::<f64>() / past.len() as f64;
+        if mad > 0.0 {
+            mad
+        } else if mean_abs > 0.0 {
+            1.2533 * mean_abs
+        } else {
+            1e-9 * expected.abs().max(1e-9)
+        }
+    }
+
+    /// `1 − p` for a statistic: p is the larger of a Gaussian p-value (doubled for the two
+    /// tests) and the empirical one among the statistics of the last `history` points.
+    fn score_of(&self, stat: f64, history: usize) -> f64 {
+        let p_gauss = (2.0 * gaussian_tail(stat)).min(1.0);
+        let past = &self.stats[self.stats.len().saturating_sub(history)..];
+        // The single largest past statistic is left out of the count, so one huge spike does
+        // not hide every smaller anomaly for a whole history.
+        let (top, second) =
+            past.iter().fold(
+                (0.0f64, 0.0f64),
+                |(a, b), &s| {
+                    if s > a { (s, a) } else { (a, b.max(s)) }
+                },
+            );
+        let exceed = past.iter().filter(|&&s| s >= stat).count()
+            - usize::from(top >= stat && !past.is_empty());
+        let p_emp = if exceed > 0 {
+            (exceed + 1) as f64 / past.len() as f64
+        } else {
+            let ratio =
+                (gaussian_tail(stat) / gaussian_tail(second).max(f64::MIN_POSITIVE)).min(1.0);
+            ratio / (past.len() + 1) as f64
+        };
+        (1.0 - p_gauss.max(p_emp)).clamp(0.0, 1.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tails_match_the_normal_distribution() {
+        assert!((gaussian_tail(1.959964) - 0.05).abs() < 1e-6);
+        assert!((gaussian_tail(0.0) - 1.0).abs() < 1e-6);
+        assert!(gaussian_tail(8.0) < 1e-14);
+    }
+}
