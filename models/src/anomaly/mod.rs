@@ -3,16 +3,25 @@
 //! sees the same scores as a replay).
 //!
 //! For each point `t`:
-//! * **expected**: the median of the previous [`AnomalySpec::level_window`] values (a robust
-//!   local level that follows level changes after half a window);
+//! * **expected** (a one-step forecast): the median of the previous
+//!   [`AnomalySpec::level_window`] values (a robust local level that follows level changes
+//!   after half a window); where the timestamps suggest a daily or weekly season (or
+//!   `season_length` names one), also that level computed on deseasonalised values plus a
+//!   robust seasonal profile (`seasonal`: per-phase medians of the last five periods, started
+//!   from the first two). Each way of predicting keeps its own residuals; a season is used
+//!   from the point where its residual scale is below 0.8 × the local one's (once it has a
+//!   period of residuals), so a metric with a daily cycle is judged against its usual value
+//!   for that time of day, and one without keeps the local level;
 //! * **residual z**: `(y[t] − expected) / scale`, with `scale` = 1.4826 × the MAD of the
 //!   previous [`AnomalySpec::history`] residuals (a robust standard deviation);
-//! * two tests on it: the **point** test `|z|` (spikes, dips) and the **shift** test
-//!   `|Σ clip(z, ±3) over the last 6 points| / √6` (level shifts and bursts of larger
-//!   variance that no single point shows; the clip keeps one spike from flagging its
-//!   neighbours);
-//! * a p-value for the larger statistic: the larger of a Gaussian tail (doubled for the two
-//!   tests) and the empirical tail among the statistics of the last `history` points
+//! * three tests on it: the **point** test `|z|` (spikes, dips); the **level-shift** test
+//!   `|Σ clip(z, ±3) over the last 6 points| / √6` (a change of level that no single point
+//!   shows; the clip keeps one spike from flagging its neighbours); the **variance-shift**
+//!   test, the clipped squares `Σ min(z², 9)` of the last 12 points standardised by their
+//!   mean and variance under a normal model (one-sided: bursts of larger variance, with or
+//!   without a level change);
+//! * a p-value for the largest statistic: the larger of a Gaussian tail (tripled for the
+//!   three tests) and the empirical tail among the statistics of the last `history` points
 //!   (a conformal p-value, which keeps heavy-tailed metrics from alerting all the time; the
 //!   single largest past statistic is left out, so one huge spike does not hide the next,
 //!   smaller anomaly); past the largest statistic counted, the empirical tail continues with
@@ -233,5 +242,33 @@ mod tests {
             "{} seasonal alarms",
             alarms(&seasonal)
         );
+    }
+
+    #[test]
+    fn a_burst_of_larger_variance_without_a_level_change_is_found() {
+        // Gaussian noise (Box–Muller over the hash noise), then 20 points alternating at
+        // ±2.2 σ: no point leaves the point-test band and the signs cancel in the shift test,
+        // so only the variance test sees the burst.
+        let u = noise(4000, 7.0);
+        let mut y: Vec<f64> = u
+            .chunks(2)
+            .map(|p| {
+                let uniform = |v: f64| (v + 0.5).rem_euclid(1.0);
+                let (u1, u2) = (uniform(p[0]).max(1e-12), uniform(p[1]));
+                50.0 + (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
+            })
+            .collect();
+        for (j, v) in y[1500..1520].iter_mut().enumerate() {
+            *v = if j % 2 == 0 { 52.2 } else { 47.8 };
+        }
+        let s = detect(&y, &[], &AnomalySpec::default());
+        let band = (1500..1520).all(|t| s.lower[t] < y[t] && y[t] < s.upper[t]);
+        assert!(band, "a burst point left the band");
+        assert!(
+            s.is_anomaly[1500..1520].iter().any(|&a| a),
+            "{:?}",
+            &s.score[1500..1520]
+        );
+        assert!(s.is_anomaly[..1500].iter().filter(|&&a| a).count() <= 3);
     }
 }

@@ -8,6 +8,12 @@ pub const MIN_HISTORY: usize = 8;
 const SHIFT_SPAN: usize = 6;
 /// Largest |z| one point adds to the shift test.
 const SHIFT_CLIP: f64 = 3.0;
+/// Points the variance test sums over.
+const VAR_SPAN: usize = 12;
+/// Mean and variance of `min(z², 9)` for a standard normal `z`.
+const CLIPPED_SQUARE_MEAN: f64 = 0.995_008;
+const CLIPPED_SQUARE_VAR: f64 = 1.901_455;
+
 /// The robust scale is recomputed every this many points (it moves slowly).
 const SCALE_EVERY: usize = 8;
 
@@ -115,7 +121,17 @@ impl Scorer {
             .sum::<f64>()
             .abs()
             / (span as f64).sqrt();
-        let stat = z.abs().max(shift);
+        // Variance test: the clipped squares of the last points against their mean under the
+        // normal model (one-sided: a burst of larger variance), standardised.
+        let vspan = VAR_SPAN.min(self.zs.len());
+        let squares = self.zs[self.zs.len() - vspan..]
+            .iter()
+            .map(|z| (z * z).min(SHIFT_CLIP * SHIFT_CLIP))
+            .sum::<f64>();
+        let var = ((squares - vspan as f64 * CLIPPED_SQUARE_MEAN)
+            / (vspan as f64 * CLIPPED_SQUARE_VAR).sqrt())
+        .max(0.0);
+        let stat = z.abs().max(shift).max(var);
         let score = self.score_of(stat, history);
         self.stats.push(stat);
         Some(Scored {
@@ -145,10 +161,10 @@ impl Scorer {
         }
     }
 
-    /// `1 − p` for a statistic: p is the larger of a Gaussian p-value (doubled for the two
+    /// `1 − p` for a statistic: p is the larger of a Gaussian p-value (tripled for the three
     /// tests) and the empirical one among the statistics of the last `history` points.
     fn score_of(&self, stat: f64, history: usize) -> f64 {
-        let p_gauss = (2.0 * gaussian_tail(stat)).min(1.0);
+        let p_gauss = (3.0 * gaussian_tail(stat)).min(1.0);
         let past = &self.stats[self.stats.len().saturating_sub(history)..];
         // The single largest past statistic is left out of the count, so one huge spike does
         // not hide every smaller anomaly for a whole history.
