@@ -44,7 +44,7 @@ pub use score::MIN_HISTORY;
 pub use seasonal::{SeasonPhases, season_phases};
 
 use crate::forecast::normal_quantile;
-use score::{Scored, Scorer, median};
+use score::{Scorer, median};
 use seasonal::SeasonalStream;
 
 /// How anomalies are scored.
@@ -123,7 +123,10 @@ pub fn detect(y: &[f64], seasons: &[SeasonPhases], spec: &AnomalySpec) -> Anomal
             buf.extend(seen[k.saturating_sub(lw)..k].iter().map(|p| p.1));
             median(&mut buf)
         };
-        let mut best = (expected, local.push(v - expected, expected, spec.history));
+        let local_scale = local.push(v - expected, expected, spec.history);
+        // The stream the point is judged by: (expected, scale, scorer), local unless a season
+        // predicts clearly better. Only that stream's score is computed.
+        let mut best: (f64, Option<f64>, &Scorer) = (expected, local_scale, &local);
         let mut best_scale = local.scale();
         for stream in &mut seasonal {
             let period = stream.period();
@@ -132,20 +135,21 @@ pub fn detect(y: &[f64], seasons: &[SeasonPhases], spec: &AnomalySpec) -> Anomal
             };
             // A season competes once it has a period of residuals of its own.
             let scale = stream.scorer.scale();
-            if point.scored.is_some()
+            if point.scale.is_some()
                 && stream.scorer.len() > period
                 && scale < SEASONAL_GAIN * best_scale
             {
-                best = (point.expected, point.scored);
+                best = (point.expected, point.scale, &stream.scorer);
                 best_scale = scale;
             }
         }
-        let (expected, scored) = best;
+        let (expected, scale, scorer) = best;
         out.expected[i] = expected;
-        let Some(Scored { score, scale }) = scored else {
+        let Some(scale) = scale else {
             out.score[i] = 0.0;
             continue;
         };
+        let score = scorer.latest_score(spec.history);
         out.lower[i] = expected - z_band * scale;
         out.upper[i] = expected + z_band * scale;
         out.score[i] = score;

@@ -61,15 +61,6 @@ fn erfc(x: f64) -> f64 {
     if x >= 0.0 { r } else { 2.0 - r }
 }
 
-/// A point's score from one residual stream.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct Scored {
-    /// `1 − p` in [0, 1].
-    pub(super) score: f64,
-    /// The robust standard deviation of the residuals the point was compared with.
-    pub(super) scale: f64,
-}
-
 /// The residuals of one way of predicting a series, scored causally: each residual against
 /// the scale and the statistics of the residuals before it.
 #[derive(Debug, Default)]
@@ -99,9 +90,11 @@ impl Scorer {
         self.scale
     }
 
-    /// Add the next residual `r` of a point whose expected value is `expected`; its score, or
-    /// `None` while there are fewer than [`MIN_HISTORY`] residuals before it.
-    pub(super) fn push(&mut self, r: f64, expected: f64, history: usize) -> Option<Scored> {
+    /// Add the next residual `r` of a point whose expected value is `expected`; the scale it
+    /// was compared with, or `None` while there are fewer than [`MIN_HISTORY`] residuals
+    /// before it. Its score, which costs a pass over the history, is left to
+    /// [`Scorer::latest_score`] (only the stream a point is judged by needs it).
+    pub(super) fn push(&mut self, r: f64, expected: f64, history: usize) -> Option<f64> {
         let k = self.resid.len();
         if k >= MIN_HISTORY && (k.is_multiple_of(SCALE_EVERY) || !self.scale.is_finite()) {
             self.scale = self.robust_scale(history, expected);
@@ -131,13 +124,8 @@ impl Scorer {
         let var = ((squares - vspan as f64 * CLIPPED_SQUARE_MEAN)
             / (vspan as f64 * CLIPPED_SQUARE_VAR).sqrt())
         .max(0.0);
-        let stat = z.abs().max(shift).max(var);
-        let score = self.score_of(stat, history);
-        self.stats.push(stat);
-        Some(Scored {
-            score,
-            scale: self.scale,
-        })
+        self.stats.push(z.abs().max(shift).max(var));
+        Some(self.scale)
     }
 
     /// 1.4826 × the MAD of the last `history` residuals; a flat history has MAD 0: then the
@@ -161,11 +149,14 @@ impl Scorer {
         }
     }
 
-    /// `1 − p` for a statistic: p is the larger of a Gaussian p-value (tripled for the three
+    /// `1 − p` for the statistic of the latest point [`Scorer::push`] scored: p is the larger of a Gaussian p-value (tripled for the three
     /// tests) and the empirical one among the statistics of the last `history` points.
-    fn score_of(&self, stat: f64, history: usize) -> f64 {
+    pub(super) fn latest_score(&self, history: usize) -> f64 {
+        let Some((&stat, before)) = self.stats.split_last() else {
+            return 0.0;
+        };
         let p_gauss = (3.0 * gaussian_tail(stat)).min(1.0);
-        let past = &self.stats[self.stats.len().saturating_sub(history)..];
+        let past = &before[before.len().saturating_sub(history)..];
         // The single largest past statistic is left out of the count, so one huge spike does
         // not hide every smaller anomaly for a whole history.
         let (top, second) =

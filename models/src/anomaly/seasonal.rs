@@ -9,7 +9,7 @@
 //!   [`PERIODS_KEPT`] offsets of its phase, whose median is the phase's seasonal value;
 //! * the local level is the median of the last `level_window` deseasonalised values.
 
-use super::score::{Scored, Scorer, median};
+use super::score::{Scorer, median};
 use crate::forecast::time::season_candidates;
 
 /// Offsets kept per phase (the last this many periods): the median of five survives two
@@ -92,10 +92,11 @@ pub(super) struct SeasonalStream<'a> {
     buf: Vec<f64>,
 }
 
-/// One point of a seasonal stream: its expected value and, once scored, its score.
+/// One point of a seasonal stream: its expected value and, once it can be scored, the scale
+/// of its residual (its score is then [`Scorer::latest_score`]).
 pub(super) struct SeasonalPoint {
     pub(super) expected: f64,
-    pub(super) scored: Option<Scored>,
+    pub(super) scale: Option<f64>,
 }
 
 impl<'a> SeasonalStream<'a> {
@@ -177,10 +178,10 @@ impl<'a> SeasonalStream<'a> {
             .extend_from_slice(&self.deseasonalised[n.saturating_sub(lw)..]);
         let level = median(&mut self.buf);
         let expected = level + s;
-        let scored = self.scorer.push(v - expected, expected, history);
+        let scale = self.scorer.push(v - expected, expected, history);
         self.deseasonalised.push(v - s);
         self.record(phase, v - level);
-        Some(SeasonalPoint { expected, scored })
+        Some(SeasonalPoint { expected, scale })
     }
 }
 
