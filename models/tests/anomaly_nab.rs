@@ -4,12 +4,13 @@
 //! sigmoid-weighted false positives after a window, −fnWeight per missed window, normalised
 //! against the null detector. Prints the scores at the default sensitivity and at the best
 //! corpus-wide threshold (what NAB reports for published detectors) beside their subset
-//! scores. Skipped, with a message, when the shared data is not there.
+//! scores. Skipped, with a message, when the shared data is not there. `NAB_DEBUG=<part of a
+//! file name>` also prints that file's windows and alert onsets.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use prognos_models::anomaly::{AnomalySpec, SeasonPhases, detect, season_phases};
+use prognos_models::anomaly::{AnomalyScores, AnomalySpec, SeasonPhases, detect, season_phases};
 
 fn nab_dir() -> Option<PathBuf> {
     let here = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
@@ -255,6 +256,38 @@ fn nab_windows_are_found_with_bounded_false_positives() {
         })
         .collect();
     println!("{}", per_file.join("\n"));
+    if let Ok(name) = std::env::var("NAB_DEBUG") {
+        for f in files.iter().filter(|f| f.name.contains(&name)) {
+            let s = detect(&f.values, &f.seasons, &spec);
+            println!("windows {:?}", f.windows);
+            for &(a, b) in &f.windows {
+                let top = (a..=b)
+                    .max_by(|&x, &y| s.score[x].total_cmp(&s.score[y]))
+                    .unwrap_or(a);
+                println!(
+                    "window {a}..{b}: top score {:.5} at {top} (value {:.3}, expected {:.3})",
+                    s.score[top], f.values[top], s.expected[top]
+                );
+            }
+            let only: Vec<AnomalyScores> = f
+                .seasons
+                .iter()
+                .map(|season| detect(&f.values, std::slice::from_ref(season), &spec))
+                .collect();
+            let local = detect(&f.values, &[], &spec);
+            for i in (0..f.values.len()).filter(|&i| s.is_anomaly[i]) {
+                let per: Vec<String> = only
+                    .iter()
+                    .map(|o| format!("{:.1}", o.expected[i]))
+                    .collect();
+                println!("  local {:.1}, one season each {per:?}", local.expected[i]);
+                println!(
+                    "onset {i} value {:.3} expected {:.3} score {:.5}",
+                    f.values[i], s.expected[i], s.score[i]
+                );
+            }
+        }
+    }
     // Published detectors on the same 24 files (standard profile, their own corpus-tuned
     // thresholds): Windowed Gaussian 24.3, Twitter ADVec 33.9, Etsy Skyline 34.1,
     // Relative Entropy 50.0, Numenta HTM 66.5.

@@ -8,10 +8,11 @@
 //!   after half a window); where the timestamps suggest a daily or weekly season (or
 //!   `season_length` names one), also that level computed on deseasonalised values plus a
 //!   robust seasonal profile (`seasonal`: per-phase medians of the last five periods, started
-//!   from the first two). Each way of predicting keeps its own residuals; a season is used
-//!   from the point where its residual scale is below 0.8 × the local one's (once it has a
-//!   period of residuals), so a metric with a daily cycle is judged against its usual value
-//!   for that time of day, and one without keeps the local level;
+//!   with two offsets per phase from the first two periods). Each way of predicting keeps
+//!   its own residuals; a season is used from the point where its residual scale is below
+//!   0.8 × the local one's (once it has a period of residuals), so a metric with a daily
+//!   cycle is judged against its usual value for that time of day, and one without keeps
+//!   the local level;
 //! * **residual z**: `(y[t] − expected) / scale`, with `scale` = 1.4826 × the MAD of the
 //!   previous [`AnomalySpec::history`] residuals (a robust standard deviation);
 //! * three tests on it: the **point** test `|z|` (spikes, dips); the **level-shift** test
@@ -20,12 +21,14 @@
 //!   test, the clipped squares `Σ min(z², 9)` of the last 12 points standardised by their
 //!   mean and variance under a normal model (one-sided: bursts of larger variance, with or
 //!   without a level change);
-//! * a p-value for the largest statistic: the larger of a Gaussian tail (tripled for the
-//!   three tests) and the empirical tail among the statistics of the last `history` points
+//! * a p-value for the largest statistic: the larger of a Student-t tail (tripled for the
+//!   three tests; 0.37 × the residuals behind the scale as degrees of freedom, so a scale
+//!   from few residuals needs a larger deviation, and a full history of 1 000 is nearly
+//!   Gaussian) and the empirical tail among the statistics of the last `history` points
 //!   (a conformal p-value, which keeps heavy-tailed metrics from alerting all the time; the
 //!   single largest past statistic is left out, so one huge spike does not hide the next,
 //!   smaller anomaly); past the largest statistic counted, the empirical tail continues with
-//!   the Gaussian one's shape;
+//!   the t tail's shape;
 //! * `score = 1 − p` in [0, 1];
 //! * `is_anomaly` marks where an alert should fire: the score reaches the sensitivity and no
 //!   point of the previous `level_window` points did (the onset of an anomalous episode; the
@@ -33,7 +36,8 @@
 //!   `score >= sensitivity` selects every anomalous point).
 //!
 //! `lower` / `upper` are `expected ∓ z* · scale`, where `z*` is the Gaussian point-test bound at
-//! the sensitivity: the band a single value must leave to be an anomaly by itself.
+//! the sensitivity: the band a single value must leave to be an anomaly by itself (once the
+//! scale rests on a long history; early on the t tail asks for more).
 //! The first points (fewer than [`MIN_HISTORY`] before them) get score 0: there is nothing to
 //! compare them with.
 
@@ -274,5 +278,36 @@ mod tests {
             &s.score[1500..1520]
         );
         assert!(s.is_anomaly[..1500].iter().filter(|&&a| a).count() <= 3);
+    }
+
+    #[test]
+    fn an_incident_early_in_the_seasonal_profile_does_not_echo_the_next_day() {
+        // A week of hourly latency with a daily cycle; an incident (× 6) in the third day,
+        // the first one the daily profile covers.
+        const HOUR: i64 = 3600;
+        let times: Vec<i64> = (0..24 * 7).map(|t| t * HOUR).collect();
+        let mut y: Vec<f64> = noise(times.len(), 5.0)
+            .iter()
+            .enumerate()
+            .map(|(t, e)| {
+                40.0 * (1.0 + 0.3 * ((t % 24) as f64 / 24.0 * std::f64::consts::TAU).sin())
+                    + 3.0 * e
+            })
+            .collect();
+        let at = 50;
+        y[at] *= 6.0;
+        let seasons = season_phases(&times, 1_000_000_000, None);
+        let s = detect(&y, &seasons, &AnomalySpec::default());
+        assert!(s.is_anomaly[at]);
+        for day in 1..5 {
+            let t = at + 24 * day;
+            assert!(
+                s.score[t] < 0.99,
+                "day {day} after: value {} expected {} score {}",
+                y[t],
+                s.expected[t],
+                s.score[t]
+            );
+        }
     }
 }

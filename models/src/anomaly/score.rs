@@ -1,6 +1,8 @@
 //! Residuals → anomaly scores: the robust scale, the point / shift / variance tests and their
 //! p-values (see the module docs of `anomaly` for the method).
 
+use statrs::distribution::{ContinuousCDF, StudentsT};
+
 /// Points of history before a point can be scored.
 pub const MIN_HISTORY: usize = 8;
 
@@ -30,6 +32,21 @@ pub(super) fn median(v: &mut [f64]) -> f64 {
     } else {
         let lower = v[..mid].iter().copied().fold(f64::NEG_INFINITY, f64::max);
         (lower + m) / 2.0
+    }
+}
+
+/// Asymptotic efficiency of the MAD relative to the standard deviation for normal data.
+const MAD_EFFICIENCY: f64 = 0.37;
+
+/// Two-sided Student-t tail probability of `|z|` with `dof` degrees of freedom (Gaussian from
+/// 1 000 on, and below 1 taken as 1).
+fn student_tail(z: f64, dof: f64) -> f64 {
+    if dof >= 1000.0 {
+        return gaussian_tail(z);
+    }
+    match StudentsT::new(0.0, 1.0, dof.max(1.0)) {
+        Ok(t) => 2.0 * t.sf(z.abs()),
+        Err(_) => gaussian_tail(z),
     }
 }
 
@@ -69,6 +86,8 @@ pub(super) struct Scorer {
     zs: Vec<f64>,
     stats: Vec<f64>,
     scale: f64,
+    /// Residuals the scale was estimated from.
+    scale_n: usize,
     buf: Vec<f64>,
 }
 
@@ -134,6 +153,7 @@ impl Scorer {
     fn robust_scale(&mut self, history: usize, expected: f64) -> f64 {
         let k = self.resid.len();
         let past = &self.resid[k.saturating_sub(history)..k];
+        self.scale_n = past.len();
         self.buf.clear();
         self.buf.extend_from_slice(past);
         let m = median(&mut self.buf);
@@ -149,13 +169,19 @@ impl Scorer {
         }
     }
 
-    /// `1 − p` for the statistic of the latest point [`Scorer::push`] scored: p is the larger of a Gaussian p-value (tripled for the three
-    /// tests) and the empirical one among the statistics of the last `history` points.
+    /// `1 − p` for the statistic of the latest point [`Scorer::push`] scored: p is the larger
+    /// of a Student-t p-value (tripled for the three tests) and the empirical one among the
+    /// statistics of the last `history` points.
     pub(super) fn latest_score(&self, history: usize) -> f64 {
         let Some((&stat, before)) = self.stats.split_last() else {
             return 0.0;
         };
-        let p_gauss = (3.0 * gaussian_tail(stat)).min(1.0);
+        // The scale is an estimate: the point test's z is Student-t distributed with the MAD's
+        // effective degrees of freedom (its efficiency is 0.37 of the standard deviation's),
+        // so a scale from few residuals needs a larger z (about 13 instead of 3.6 at p =
+        // 0.001 / 3 with 8 residuals), and one from 1 000 is nearly Gaussian.
+        let dof = MAD_EFFICIENCY * self.scale_n.saturating_sub(1) as f64;
+        let p_gauss = (3.0 * student_tail(stat, dof)).min(1.0);
         let past = &before[before.len().saturating_sub(history)..];
         // The single largest past statistic is left out of the count, so one huge spike does
         // not hide every smaller anomaly for a whole history.
@@ -171,8 +197,9 @@ impl Scorer {
         let p_emp = if exceed > 0 {
             (exceed + 1) as f64 / past.len() as f64
         } else {
-            let ratio =
-                (gaussian_tail(stat) / gaussian_tail(second).max(f64::MIN_POSITIVE)).min(1.0);
+            let ratio = (student_tail(stat, dof)
+                / student_tail(second, dof).max(f64::MIN_POSITIVE))
+            .min(1.0);
             ratio / (past.len() + 1) as f64
         };
         (1.0 - p_gauss.max(p_emp)).clamp(0.0, 1.0)
@@ -188,5 +215,8 @@ mod tests {
         assert!((gaussian_tail(1.959964) - 0.05).abs() < 1e-6);
         assert!((gaussian_tail(0.0) - 1.0).abs() < 1e-6);
         assert!(gaussian_tail(8.0) < 1e-14);
+        // t with 10 degrees of freedom: 2.228 is its 97.5 % quantile.
+        assert!((student_tail(2.228, 10.0) - 0.05).abs() < 1e-3);
+        assert!((student_tail(3.0, 5000.0) - gaussian_tail(3.0)).abs() < 1e-12);
     }
 }

@@ -2,9 +2,9 @@
 //! suggest, each point's phase in them, and a causal robust seasonal profile.
 //!
 //! The profile of a season of `period` points is a per-phase offset from the local level:
-//! * it starts once the series has two periods: each phase's first offset is its value minus
-//!   the median of the period centred on it (all inside the first two periods, so nothing
-//!   after the current point is read);
+//! * it starts once the series has two periods: every point of them gives its phase an offset
+//!   from the median of the period around it (centred where the two periods allow; nothing
+//!   after the current point is read), so each phase starts with two offsets;
 //! * from then on each point's offset (`value − local level`) joins the last
 //!   [`PERIODS_KEPT`] offsets of its phase, whose median is the phase's seasonal value;
 //! * the local level is the median of the last `level_window` deseasonalised values.
@@ -134,16 +134,18 @@ impl<'a> SeasonalStream<'a> {
         o.push(offset);
     }
 
-    /// Start the profile from the first two periods of `seen` (observed `(position, value)`).
+    /// Start the profile from the first two periods of `seen` (observed `(position, value)`):
+    /// every point's offset from the median of the period around it (a window of one period,
+    /// centred where the two periods allow), so each phase starts with two offsets and one
+    /// incident in the third period cannot carry its phase (a median of three).
     fn start(&mut self, seen: &[(usize, f64)]) {
         let p = self.season.period;
         let half = p / 2;
-        for j in half..half + p {
+        for (j, &(i, v)) in seen.iter().enumerate().take(2 * p) {
+            let from = j.saturating_sub(half).min(p);
             self.buf.clear();
-            self.buf
-                .extend(seen[j - half..j - half + p].iter().map(|s| s.1));
+            self.buf.extend(seen[from..from + p].iter().map(|s| s.1));
             let level = median(&mut self.buf);
-            let (i, v) = seen[j];
             self.record(self.season.phase[i], v - level);
         }
         for &(i, v) in seen {
