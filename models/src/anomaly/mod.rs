@@ -1,6 +1,8 @@
 //! Anomaly scores of one series, computed causally: the score of a point uses only the points
 //! before it, so a score never changes when later data arrives (alerting on a live metric
-//! sees the same scores as a replay).
+//! sees the same scores as a replay). The one thing read from the whole series is its typical
+//! time step, which names the candidate seasons; a season only takes part from its third
+//! period on, so whether a longer series would have offered it does not change earlier scores.
 //!
 //! For each point `t`:
 //! * **expected** (a one-step forecast): the median of the previous
