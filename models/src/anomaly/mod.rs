@@ -51,7 +51,7 @@ pub use seasonal::{SeasonPhases, season_phases};
 
 use crate::forecast::normal_quantile;
 use score::{Scorer, median};
-use seasonal::SeasonalStream;
+use seasonal::{SeasonalPoint, SeasonalStream};
 
 /// How anomalies are scored.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -116,7 +116,7 @@ pub fn detect(y: &[f64], seasons: &[SeasonPhases], spec: &AnomalySpec) -> Anomal
     let mut seasonal: Vec<SeasonalStream> = seasons
         .iter()
         .filter(|s| s.phase.len() == n && s.period >= 2)
-        .map(SeasonalStream::new)
+        .flat_map(|s| [SeasonalStream::new(s, false), SeasonalStream::new(s, true)])
         .collect();
     let mut buf = Vec::with_capacity(spec.level_window);
     let mut last_high: Option<usize> = None;
@@ -130,9 +130,9 @@ pub fn detect(y: &[f64], seasons: &[SeasonPhases], spec: &AnomalySpec) -> Anomal
             median(&mut buf)
         };
         let local_scale = local.push(v - expected, expected, spec.history);
-        // The stream the point is judged by: (expected, scale, scorer), local unless a season
-        // predicts clearly better. Only that stream's score is computed.
-        let mut best: (f64, Option<f64>, &Scorer) = (expected, local_scale, &local);
+        // The stream the point is judged by: local unless a season predicts clearly better.
+        // Only that stream's score is computed.
+        let mut best: Option<(SeasonalPoint, &Scorer)> = None;
         let mut best_scale = local.scale();
         for stream in &mut seasonal {
             let period = stream.period();
@@ -140,24 +140,29 @@ pub fn detect(y: &[f64], seasons: &[SeasonPhases], spec: &AnomalySpec) -> Anomal
                 continue;
             };
             // A season competes once it has a period of residuals of its own.
-            let scale = stream.scorer.scale();
+            let scale = stream.comparable_scale(spec.history);
             if point.scale.is_some()
                 && stream.scorer.len() > period
                 && scale < SEASONAL_GAIN * best_scale
             {
-                best = (point.expected, point.scale, &stream.scorer);
+                best = Some((point, &stream.scorer));
                 best_scale = scale;
             }
         }
-        let (expected, scale, scorer) = best;
+        let (expected, scale, scorer) = match &best {
+            Some((p, scorer)) => (p.expected, p.scale, *scorer),
+            None => (expected, local_scale, &local),
+        };
         out.expected[i] = expected;
         let Some(scale) = scale else {
             out.score[i] = 0.0;
             continue;
         };
-        let score = scorer.latest_score(spec.history);
-        out.lower[i] = expected - z_band * scale;
-        out.upper[i] = expected + z_band * scale;
+        let score = scorer.latest_score();
+        (out.lower[i], out.upper[i]) = match &best {
+            Some((p, _)) => p.band(z_band, scale),
+            None => (expected - z_band * scale, expected + z_band * scale),
+        };
         out.score[i] = score;
         if score >= spec.sensitivity {
             out.is_anomaly[i] = last_high.is_none_or(|l| k - l > spec.level_window);

@@ -9,7 +9,7 @@
 //!   [`PERIODS_KEPT`] offsets of its phase, whose median is the phase's seasonal value;
 //! * the local level is the median of the last `level_window` deseasonalised values.
 
-use super::score::{Scorer, median};
+use super::score::{Scorer, SortedWindow, median};
 use crate::forecast::time::season_candidates;
 
 /// Offsets kept per phase (the last this many periods): the median of five survives two
@@ -82,6 +82,13 @@ pub fn season_phases(times: &[i64], nanos: i64, season_length: Option<usize>) ->
 #[derive(Debug)]
 pub(super) struct SeasonalStream<'a> {
     season: &'a SeasonPhases,
+    /// Followed on the log of the values (a multiplicative season: deviations grow with the
+    /// level); such a stream stops at the first value ≤ 0.
+    log: bool,
+    /// A log stream that met a value ≤ 0.
+    stopped: bool,
+    /// Prefix sums of the (transformed) observed values, for their recent mean.
+    prefix: Vec<f64>,
     /// The last offsets of each phase (oldest first).
     offsets: Vec<Vec<f64>>,
     /// Deseasonalised observed values.
@@ -95,14 +102,37 @@ pub(super) struct SeasonalStream<'a> {
 /// One point of a seasonal stream: its expected value and, once it can be scored, the scale
 /// of its residual (its score is then [`Scorer::latest_score`]).
 pub(super) struct SeasonalPoint {
+    /// Expected value (for a log stream: `exp` of the log-scale one).
     pub(super) expected: f64,
+    /// Residual scale (for a log stream: of the log residuals).
     pub(super) scale: Option<f64>,
+    /// Bounds of `expected ± z · scale` for a `z` (a log stream's are multiplicative).
+    pub(super) log: bool,
+    expected_t: f64,
+}
+
+impl SeasonalPoint {
+    /// `(lower, upper)` at `z` scales.
+    pub(super) fn band(&self, z: f64, scale: f64) -> (f64, f64) {
+        if self.log {
+            (
+                (self.expected_t - z * scale).exp(),
+                (self.expected_t + z * scale).exp(),
+            )
+        } else {
+            (self.expected - z * scale, self.expected + z * scale)
+        }
+    }
 }
 
 impl<'a> SeasonalStream<'a> {
-    pub(super) fn new(season: &'a SeasonPhases) -> Self {
+    /// A stream of `season` on the values (`log`: on their logarithms).
+    pub(super) fn new(season: &'a SeasonPhases, log: bool) -> Self {
         Self {
             season,
+            log,
+            stopped: false,
+            prefix: vec![0.0],
             offsets: vec![Vec::with_capacity(PERIODS_KEPT); season.period],
             deseasonalised: Vec::new(),
             ready: false,
@@ -114,6 +144,28 @@ impl<'a> SeasonalStream<'a> {
     /// Points per season.
     pub(super) fn period(&self) -> usize {
         self.season.period
+    }
+
+    /// A value as this stream follows it (`None`: a log stream's value ≤ 0).
+    fn transform(&self, v: f64) -> Option<f64> {
+        match self.log {
+            false => Some(v),
+            true if v > 0.0 => Some(v.ln()),
+            true => None,
+        }
+    }
+
+    /// The residual scale in the values' own units, comparable across streams: a log stream's
+    /// scale times the geometric mean of its last `history` values (the Gaussian likelihood of
+    /// the log residuals carries that Jacobian).
+    pub(super) fn comparable_scale(&self, history: usize) -> f64 {
+        let scale = self.scorer.scale();
+        if !self.log {
+            return scale;
+        }
+        let n = self.prefix.len() - 1;
+        let m = history.min(n).max(1);
+        scale * ((self.prefix[n] - self.prefix[n - m.min(n)]) / m as f64).exp()
     }
 
     fn seasonal(&mut self, phase: usize) -> f64 {
@@ -139,18 +191,34 @@ impl<'a> SeasonalStream<'a> {
     /// centred where the two periods allow), so each phase starts with two offsets and one
     /// incident in the third period cannot carry its phase (a median of three).
     fn start(&mut self, seen: &[(usize, f64)]) {
+        let Some(x) = seen
+            .iter()
+            .map(|s| self.transform(s.1))
+            .collect::<Option<Vec<f64>>>()
+        else {
+            self.stopped = true;
+            return;
+        };
         let p = self.season.period;
         let half = p / 2;
-        for (j, &(i, v)) in seen.iter().enumerate().take(2 * p) {
-            let from = j.saturating_sub(half).min(p);
-            self.buf.clear();
-            self.buf.extend(seen[from..from + p].iter().map(|s| s.1));
-            let level = median(&mut self.buf);
-            self.record(self.season.phase[i], v - level);
+        // The window x[from..from + p] slides one point at a time: a sorted window keeps its
+        // median without a selection per point.
+        let mut window = SortedWindow::default();
+        x[..p].iter().for_each(|&v| window.insert(v));
+        let mut from = 0;
+        for (j, &(i, _)) in seen.iter().enumerate().take(2 * p) {
+            let want = j.saturating_sub(half).min(p);
+            while from < want {
+                window.remove(x[from]);
+                window.insert(x[from + p]);
+                from += 1;
+            }
+            self.record(self.season.phase[i], x[j] - window.median());
         }
-        for &(i, v) in seen {
+        for (&(i, _), &x) in seen.iter().zip(&x) {
             let s = self.seasonal(self.season.phase[i]);
-            self.deseasonalised.push(v - s);
+            self.deseasonalised.push(x - s);
+            self.prefix.push(self.prefix[self.prefix.len() - 1] + x);
         }
         self.ready = true;
     }
@@ -164,13 +232,23 @@ impl<'a> SeasonalStream<'a> {
         level_window: usize,
         history: usize,
     ) -> Option<SeasonalPoint> {
+        if self.stopped {
+            return None;
+        }
         if !self.ready {
             if k < 2 * self.season.period {
                 return None;
             }
             self.start(&seen[..k]);
+            if self.stopped {
+                return None;
+            }
         }
-        let (i, v) = seen[k];
+        let (i, raw) = seen[k];
+        let Some(v) = self.transform(raw) else {
+            self.stopped = true;
+            return None;
+        };
         let phase = self.season.phase[i];
         let s = self.seasonal(phase);
         let lw = level_window.max(1);
@@ -182,8 +260,14 @@ impl<'a> SeasonalStream<'a> {
         let expected = level + s;
         let scale = self.scorer.push(v - expected, expected, history);
         self.deseasonalised.push(v - s);
+        self.prefix.push(self.prefix[self.prefix.len() - 1] + v);
         self.record(phase, v - level);
-        Some(SeasonalPoint { expected, scale })
+        Some(SeasonalPoint {
+            expected: if self.log { expected.exp() } else { expected },
+            scale,
+            log: self.log,
+            expected_t: expected,
+        })
     }
 }
 
