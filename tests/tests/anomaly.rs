@@ -23,7 +23,8 @@ async fn rows(c: &Client, sql: &str) -> Vec<tokio_postgres::Row> {
 
 /// (id, NAB file, rows): two five-minute metrics and the half-hourly NYC taxi demand, whose
 /// windows (marathon, holidays, a blizzard) are only unusual for their time of day and week
-/// (with the local level alone, 2 of its 5 windows alerted).
+/// (with the local level alone, 2 of its 5 windows alerted; its demand is multiplicative, so
+/// its deviations are judged on the log scale).
 const FILES: [(&str, &str, usize); 3] = [
     (
         "latency",
@@ -142,7 +143,7 @@ async fn nab_metrics_are_scored_per_series() {
                 assert!((score - local.score[i]).abs() < 1e-12, "{host} row {i}");
             }
         }
-        // Every labelled window gets an alert; alerts outside windows stay rare.
+        // Alerts in the labelled windows, few outside them.
         let times: Vec<String> = rows(
             &c,
             &format!(
@@ -159,29 +160,13 @@ async fn nab_metrics_are_scored_per_series() {
                 .iter()
                 .any(|w| t >= &w[0][..19] && t <= &w[1][..19])
         };
-        // Every labelled window gets an alert, except one of the taxi's five (New Year's Eve
-        // peaks at score 0.998, below the default 0.999): there every window reaches 0.99.
-        let mut missed = 0;
+        // Every labelled window gets an alert.
         for w in &windows[file] {
-            let inside = |t: &String| t.as_str() >= &w[0][..19] && t.as_str() <= &w[1][..19];
-            let hit = series
-                .iter()
-                .zip(&times)
-                .any(|(r, t)| r.get::<_, bool>(7) && inside(t));
-            let top = series
-                .iter()
-                .zip(&times)
-                .filter(|(_, t)| inside(t))
-                .map(|(r, _)| r.get::<_, f64>(6))
-                .fold(0.0, f64::max);
-            assert!(top >= 0.99, "{host}: window {w:?} peaks at score {top}");
-            missed += usize::from(!hit);
+            let hit = series.iter().zip(&times).any(|(r, t)| {
+                r.get::<_, bool>(7) && t.as_str() >= &w[0][..19] && t.as_str() <= &w[1][..19]
+            });
+            assert!(hit, "{host}: window {w:?} has no alert");
         }
-        let allowed = usize::from(host == "taxi");
-        assert!(
-            missed <= allowed,
-            "{host}: {missed} windows without an alert"
-        );
         let outside = series
             .iter()
             .zip(&times)

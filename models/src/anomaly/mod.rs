@@ -116,6 +116,7 @@ pub fn detect(y: &[f64], seasons: &[SeasonPhases], spec: &AnomalySpec) -> Anomal
     let mut seasonal: Vec<SeasonalStream> = seasons
         .iter()
         .filter(|s| s.phase.len() == n && s.period >= 2)
+        // Each season twice, additive then multiplicative (the pairs are read as chunks of 2).
         .flat_map(|s| [SeasonalStream::new(s, false), SeasonalStream::new(s, true)])
         .collect();
     let mut buf = Vec::with_capacity(spec.level_window);
@@ -130,22 +131,31 @@ pub fn detect(y: &[f64], seasons: &[SeasonPhases], spec: &AnomalySpec) -> Anomal
             median(&mut buf)
         };
         let local_scale = local.push(v - expected, expected, spec.history);
-        // The stream the point is judged by: local unless a season predicts clearly better.
-        // Only that stream's score is computed.
+        // The stream the point is judged by: local unless a season predicts clearly better;
+        // of a season's additive and multiplicative variants, the one with the smaller
+        // comparable scale. Only that stream's score is computed.
         let mut best: Option<(SeasonalPoint, &Scorer)> = None;
         let mut best_scale = local.scale();
-        for stream in &mut seasonal {
-            let period = stream.period();
-            let Some(point) = stream.push(&seen, k, lw, spec.history) else {
-                continue;
-            };
-            // A season competes once it has a period of residuals of its own.
-            let scale = stream.comparable_scale(spec.history);
-            if point.scale.is_some()
-                && stream.scorer.len() > period
+        for variants in seasonal.chunks_mut(2) {
+            let mut pick: Option<(SeasonalPoint, &Scorer, f64)> = None;
+            for stream in variants {
+                let period = stream.period();
+                let Some(point) = stream.push(&seen, k, lw, spec.history) else {
+                    continue;
+                };
+                // A season competes once it has a period of residuals of its own.
+                let scale = stream.comparable_scale(spec.history);
+                if point.scale.is_some()
+                    && stream.scorer.len() > period
+                    && pick.as_ref().is_none_or(|p| scale < p.2)
+                {
+                    pick = Some((point, &stream.scorer, scale));
+                }
+            }
+            if let Some((point, scorer, scale)) = pick
                 && scale < SEASONAL_GAIN * best_scale
             {
-                best = Some((point, &stream.scorer));
+                best = Some((point, scorer));
                 best_scale = scale;
             }
         }
@@ -316,5 +326,38 @@ mod tests {
                 s.score[t]
             );
         }
+    }
+
+    #[test]
+    fn a_multiplicative_season_judges_night_values_on_their_own_scale() {
+        // Half-hourly demand from 500 at night to 20 000 by day, with 3 % noise: a night value
+        // 60 % above normal is small next to the daytime noise but not next to the night's.
+        const HALF_HOUR: i64 = 30 * 60;
+        let times: Vec<i64> = (0..48 * 21).map(|t| t * HALF_HOUR).collect();
+        let shape = |t: usize| {
+            let x = (t % 48) as f64 / 48.0;
+            500.0 + 19_500.0 * (std::f64::consts::PI * x).sin().powi(2)
+        };
+        let mut y: Vec<f64> = noise(times.len(), 11.0)
+            .iter()
+            .enumerate()
+            .map(|(t, e)| shape(t) * (1.0 + 0.06 * ((e + 0.5).rem_euclid(1.0) - 0.5)))
+            .collect();
+        let at = 17 * 48 + 1;
+        y[at] *= 1.6;
+        let seasons = season_phases(&times, 1_000_000_000, None);
+        let s = detect(&y, &seasons, &AnomalySpec::default());
+        assert!(
+            s.is_anomaly[at],
+            "score {} expected {}",
+            s.score[at], s.expected[at]
+        );
+        // The band is multiplicative: wider above than below, narrow at night.
+        let t = at - 48;
+        assert!(s.upper[t] - s.expected[t] > s.expected[t] - s.lower[t]);
+        let day = t + 24;
+        assert!(s.upper[day] - s.lower[day] > 10.0 * (s.upper[t] - s.lower[t]));
+        let alarms = s.is_anomaly[..at].iter().filter(|&&a| a).count();
+        assert!(alarms <= 2, "{alarms} alarms before the anomaly");
     }
 }
