@@ -10,11 +10,15 @@
 //!   after half a window); where the timestamps suggest a daily or weekly season (or
 //!   `season_length` names one), also that level computed on deseasonalised values plus a
 //!   robust seasonal profile (`seasonal`: per-phase medians of the last five periods, started
-//!   with two offsets per phase from the first two periods). Each way of predicting keeps
-//!   its own residuals; a season is used from the point where its residual scale is below
-//!   0.8 × the local one's (once it has a period of residuals), so a metric with a daily
-//!   cycle is judged against its usual value for that time of day, and one without keeps
-//!   the local level;
+//!   with two offsets per phase from the first two periods), each season both on the values
+//!   (additive) and on their logarithms (multiplicative: deviations grow with the level, as
+//!   in demand; stopped at the first value ≤ 0). Each way of predicting keeps its own
+//!   residuals; a season's two variants compare their scales in the values' units (a log
+//!   scale times the geometric mean of the values: the Gaussian likelihood's Jacobian) and
+//!   the better one is used from the point where its scale is below 0.8 × the local one's
+//!   (once it has a period of residuals), so a metric with a daily cycle is judged against
+//!   its usual value for that time of day — a multiplicative one on its relative deviation,
+//!   with a band wider above than below — and one without keeps the local level;
 //! * **residual z**: `(y[t] − expected) / scale`, with `scale` = 1.4826 × the MAD of the
 //!   previous [`AnomalySpec::history`] residuals (a robust standard deviation);
 //! * three tests on it: the **point** test `|z|` (spikes, dips); the **level-shift** test

@@ -7,7 +7,9 @@
 //!   after the current point is read), so each phase starts with two offsets;
 //! * from then on each point's offset (`value − local level`) joins the last
 //!   [`PERIODS_KEPT`] offsets of its phase, whose median is the phase's seasonal value;
-//! * the local level is the median of the last `level_window` deseasonalised values.
+//! * the local level is the median of the last `level_window` deseasonalised values;
+//! * a multiplicative stream does all of this on the logarithms of the values (offsets are
+//!   then ratios), and stops at the first value ≤ 0.
 
 use super::score::{Scorer, SortedWindow, median};
 use crate::forecast::time::season_candidates;
