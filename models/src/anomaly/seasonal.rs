@@ -108,13 +108,15 @@ pub(super) struct SeasonalPoint {
     pub(super) expected: f64,
     /// Residual scale (for a log stream: of the log residuals).
     pub(super) scale: Option<f64>,
-    /// Bounds of `expected ± z · scale` for a `z` (a log stream's are multiplicative).
-    pub(super) log: bool,
+    /// From a log stream.
+    log: bool,
+    /// Expected value on the stream's own scale (the log for a log stream).
     expected_t: f64,
 }
 
 impl SeasonalPoint {
-    /// `(lower, upper)` at `z` scales.
+    /// `(lower, upper)`: `z` scales either side of the expected value on the stream's own
+    /// scale (a log stream's band is multiplicative: wider above than below).
     pub(super) fn band(&self, z: f64, scale: f64) -> (f64, f64) {
         if self.log {
             (
