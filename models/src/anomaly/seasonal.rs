@@ -47,33 +47,79 @@ fn typical_step(times: &[i64]) -> Option<i64> {
     Some(*d.select_nth_unstable(mid).1)
 }
 
+/// How a season's phase is read from a time.
+#[derive(Debug, Clone, Copy)]
+enum PhaseOf {
+    /// The position in a clock span of this many ticks (a day, a week, a year), in steps:
+    /// `(t mod span) / step`, so a step that does not divide the span (7 minutes in a day)
+    /// still keeps each phase at the same time of day.
+    Clock { span: i64 },
+    /// The step count modulo the period (a given `season_length`, or coarse steps such as
+    /// months whose calendar spans vary).
+    Count,
+}
+
+/// Spans of clock seasons worth trying for a step of `step_ns` nanoseconds: a day and a week
+/// for sub-daily data, a week and a year for daily data; none for coarser data.
+fn clock_spans(step_ns: i64) -> Vec<i64> {
+    let week = 7 * DAY_NANOS;
+    if step_ns < DAY_NANOS {
+        vec![DAY_NANOS, week]
+    } else if step_ns < week {
+        vec![week, 365 * DAY_NANOS]
+    } else {
+        Vec::new()
+    }
+}
+
 /// The seasons worth trying for a series with these sorted times (ticks of `nanos`
 /// nanoseconds; 0 = plain integers): `season_length` when given (≤ 1: none), else, for
-/// timestamps, the daily and weekly seasons (or weekly and yearly for daily data, ...) that
-/// fit twice in the series. Integer times have no clock, so they only get a given length.
-/// Phases follow the clock: a daily season's phase is the time of day (UTC).
+/// timestamps, the daily and weekly seasons (or weekly and yearly for daily data; 52 for
+/// weekly, 12 for monthly, 4 for quarterly steps) that fit twice in the series. Integer times
+/// have no clock, so they only get a given length. Daily, weekly and yearly phases follow the
+/// clock: a daily season's phase is the time of day (UTC).
 pub fn season_phases(times: &[i64], nanos: i64, season_length: Option<usize>) -> Vec<SeasonPhases> {
     let Some(step) = typical_step(times) else {
         return Vec::new();
     };
-    let periods: Vec<usize> = match season_length {
+    let seasons: Vec<(usize, PhaseOf)> = match season_length {
         Some(m) if m <= 1 => Vec::new(),
-        Some(m) => vec![m],
+        Some(m) => vec![(m, PhaseOf::Count)],
         None if nanos == 0 => Vec::new(),
-        None => season_candidates(step, nanos)
-            .into_iter()
-            // Seasons shorter than a day (an hourly cycle in minute data) are left out.
-            .filter(|&m| (m as i64).saturating_mul(step).saturating_mul(nanos) >= DAY_NANOS)
-            .collect(),
+        None => {
+            let step_ns = step.saturating_mul(nanos);
+            let spans = clock_spans(step_ns);
+            if spans.is_empty() {
+                season_candidates(step, nanos)
+                    .into_iter()
+                    .map(|m| (m, PhaseOf::Count))
+                    .collect()
+            } else {
+                spans
+                    .into_iter()
+                    .map(|span_ns| {
+                        let span = span_ns / nanos;
+                        (
+                            (span as u64).div_ceil(step as u64) as usize,
+                            PhaseOf::Clock { span },
+                        )
+                    })
+                    .collect()
+            }
+        }
     };
-    periods
+    seasons
         .into_iter()
-        .filter(|&m| m <= MAX_PERIOD && m.saturating_mul(2) <= times.len())
-        .map(|m| SeasonPhases {
+        .filter(|&(m, _)| (2..=MAX_PERIOD).contains(&m) && m.saturating_mul(2) <= times.len())
+        .map(|(m, of)| SeasonPhases {
             period: m,
             phase: times
                 .iter()
-                .map(|t| t.div_euclid(step).rem_euclid(m as i64) as usize)
+                .map(|&t| match of {
+                    PhaseOf::Clock { span } => (t.rem_euclid(span) / step) as usize,
+                    PhaseOf::Count => t.div_euclid(step).rem_euclid(m as i64) as usize,
+                })
+                .map(|p| p.min(m - 1))
                 .collect(),
         })
         .collect()
@@ -293,6 +339,25 @@ mod tests {
         assert_eq!(s[0].phase[0], 0);
         assert_eq!(s[0].phase[12], 12);
         assert_eq!(s[0].phase[288], 0);
+    }
+
+    #[test]
+    fn a_step_that_does_not_divide_the_day_keeps_phases_on_the_time_of_day() {
+        // Every 7 minutes for three days: 1440 / 7 = 205.7 steps a day.
+        let times: Vec<i64> = (0..3 * 206).map(|t| t * 7 * MIN).collect();
+        let s = season_phases(&times, 1, None);
+        assert_eq!(s[0].period, 206);
+        // The first points at or after 10:01 on each day (10:02 and 10:04) share a phase.
+        let at = |day: i64| {
+            let t = day * 1440 * MIN + 601 * MIN;
+            let i = times.iter().position(|&x| x >= t).expect("in range");
+            (times[i], s[0].phase[i])
+        };
+        let (t0, p0) = at(0);
+        let (t1, p1) = at(1);
+        assert_eq!(p0, 602 / 7, "{t0}");
+        assert_eq!(p0, p1, "{t0} {t1}");
+        assert!(s[0].phase.iter().all(|&p| p < 206));
     }
 
     #[test]
