@@ -359,3 +359,49 @@ async fn isolation_forest_scores_rows() {
     .await;
     assert!(again[0].get::<_, String>(0).starts_with("odd-"));
 }
+
+/// Integer times have no clock: a weekly pattern is only followed when `season_length` names
+/// it. A Saturday-level value on a Wednesday is unusual for its day but not for the series.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn season_length_names_the_season_of_integer_times() {
+    let server = Server::start();
+    let c = server.connect().await;
+    // 40 weeks of daily counts: weekdays about 100, weekends about 30, small wobble.
+    let values: Vec<String> = (0..280)
+        .map(|t| {
+            let base = if t % 7 >= 5 { 30.0 } else { 100.0 };
+            let wobble = ((t * 37 % 11) as f64 - 5.0) * 0.6;
+            let v = if t == 233 { 30.0 } else { base + wobble };
+            format!("({t}, {v})")
+        })
+        .collect();
+    c.batch_execute(&format!(
+        "CREATE TABLE visits AS SELECT column1 AS day, column2 AS n FROM (VALUES {})",
+        values.join(", ")
+    ))
+    .await
+    .expect("table");
+    let alerts = |extra: &str| {
+        format!(
+            "SELECT day, expected, score FROM ANOMALY(TABLE visits, time => 'day', \
+             value => 'n'{extra}) WHERE is_anomaly ORDER BY day"
+        )
+    };
+    let weekly = rows(&c, &alerts(", season_length => 7")).await;
+    let days: Vec<i64> = weekly.iter().map(|r| r.get(0)).collect();
+    assert!(days.contains(&233), "weekly: {days:?}");
+    let at: &tokio_postgres::Row = weekly
+        .iter()
+        .find(|r| r.get::<_, i64>(0) == 233)
+        .expect("day 233");
+    let expected: f64 = at.get(1);
+    assert!((expected - 100.0).abs() < 5.0, "expected {expected}");
+    assert!(days.len() <= 3, "weekly alerts: {days:?}");
+    // Without a season the weekends' drops are the norm and day 233 is one more of them.
+    let plain: Vec<i64> = rows(&c, &alerts(""))
+        .await
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(!plain.contains(&233), "no season: {plain:?}");
+}
