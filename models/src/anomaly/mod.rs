@@ -164,7 +164,7 @@ pub fn detect(y: &[f64], seasons: &[SeasonPhases], spec: &AnomalySpec) -> Anomal
             }
         }
         let (expected, scale, scorer) = match &best {
-            Some((p, scorer)) => (p.expected, p.scale, *scorer),
+            Some((p, scorer)) => (p.expected(), p.scale, *scorer),
             None => (expected, local_scale, &local),
         };
         out.expected[i] = expected;

@@ -2,6 +2,7 @@
 //! p-values (see the module docs of `anomaly` for the method).
 
 use statrs::distribution::{ContinuousCDF, StudentsT};
+use statrs::function::erf::erfc;
 
 /// Points of history before a point can be scored.
 pub const MIN_HISTORY: usize = 8;
@@ -50,32 +51,9 @@ fn student_tail(z: f64, dof: f64) -> f64 {
     }
 }
 
-/// Two-sided Gaussian tail probability of `|z|`.
-pub(super) fn gaussian_tail(z: f64) -> f64 {
-    2.0 * upper_normal(z.abs())
-}
-
-/// `1 − Φ(x)` for x ≥ 0.
-fn upper_normal(x: f64) -> f64 {
-    0.5 * erfc(x / std::f64::consts::SQRT_2)
-}
-
-/// Complementary error function (Numerical Recipes' Chebyshev fit, |rel. error| < 1.2e-7).
-fn erfc(x: f64) -> f64 {
-    let z = x.abs();
-    let t = 1.0 / (1.0 + 0.5 * z);
-    let r = t
-        * (-z * z - 1.265_512_23
-            + t * (1.000_023_68
-                + t * (0.374_091_96
-                    + t * (0.096_784_18
-                        + t * (-0.186_288_06
-                            + t * (0.278_868_07
-                                + t * (-1.135_203_98
-                                    + t * (1.488_515_87
-                                        + t * (-0.822_152_23 + t * 0.170_872_77)))))))))
-            .exp();
-    if x >= 0.0 { r } else { 2.0 - r }
+/// Two-sided Gaussian tail probability of `|z|`: `erfc(|z| / √2)`.
+fn gaussian_tail(z: f64) -> f64 {
+    erfc(z.abs() / std::f64::consts::SQRT_2)
 }
 
 /// The last values of a stream kept sorted (insert and evict by binary search), so medians,
@@ -263,14 +241,15 @@ impl Scorer {
     /// mean absolute deviation, then a tiny fraction of the level so a constant series flags
     /// any change.
     fn robust_scale(&mut self, history: usize, expected: f64) -> f64 {
-        let k = self.resid.len();
-        let past = &self.resid[k.saturating_sub(history)..k];
-        self.scale_n = past.len();
+        // The sorted window holds exactly the last `history` residuals before this point.
+        self.scale_n = self.resid_window.len();
         let m = self.resid_window.median();
         let mad = 1.4826 * self.resid_window.median_distance(m);
         if mad > 0.0 {
             return mad;
         }
+        let k = self.resid.len();
+        let past = &self.resid[k.saturating_sub(history)..k];
         let mean_abs = past.iter().map(|x| (x - m).abs()).sum::<f64>() / past.len() as f64;
         if mean_abs > 0.0 {
             1.2533 * mean_abs
@@ -291,7 +270,8 @@ impl Scorer {
         // so a scale from few residuals needs a larger z (about 13 instead of 3.6 at p =
         // 0.001 / 3 with 8 residuals), and one from 1 000 is nearly Gaussian.
         let dof = MAD_EFFICIENCY * self.scale_n.saturating_sub(1) as f64;
-        let p_gauss = (3.0 * student_tail(stat, dof)).min(1.0);
+        let tail = student_tail(stat, dof);
+        let p_gauss = (3.0 * tail).min(1.0);
         let past = &self.stat_window;
         // The single largest past statistic is left out of the count, so one huge spike does
         // not hide every smaller anomaly for a whole history.
@@ -300,9 +280,7 @@ impl Scorer {
         let p_emp = if exceed > 0 {
             (exceed + 1) as f64 / past.len() as f64
         } else {
-            let ratio = (student_tail(stat, dof)
-                / student_tail(second, dof).max(f64::MIN_POSITIVE))
-            .min(1.0);
+            let ratio = (tail / student_tail(second, dof).max(f64::MIN_POSITIVE)).min(1.0);
             ratio / (past.len() + 1) as f64
         };
         (1.0 - p_gauss.max(p_emp)).clamp(0.0, 1.0)

@@ -150,8 +150,6 @@ pub(super) struct SeasonalStream<'a> {
 /// One point of a seasonal stream: its expected value and, once it can be scored, the scale
 /// of its residual (its score is then [`Scorer::latest_score`]).
 pub(super) struct SeasonalPoint {
-    /// Expected value (for a log stream: `exp` of the log-scale one).
-    pub(super) expected: f64,
     /// Residual scale (for a log stream: of the log residuals).
     pub(super) scale: Option<f64>,
     /// From a log stream.
@@ -161,6 +159,15 @@ pub(super) struct SeasonalPoint {
 }
 
 impl SeasonalPoint {
+    /// The expected value in the values' units.
+    pub(super) fn expected(&self) -> f64 {
+        if self.log {
+            self.expected_t.exp()
+        } else {
+            self.expected_t
+        }
+    }
+
     /// `(lower, upper)`: `z` scales either side of the expected value on the stream's own
     /// scale (a log stream's band is multiplicative: wider above than below).
     pub(super) fn band(&self, z: f64, scale: f64) -> (f64, f64) {
@@ -170,7 +177,7 @@ impl SeasonalPoint {
                 (self.expected_t + z * scale).exp(),
             )
         } else {
-            (self.expected - z * scale, self.expected + z * scale)
+            (self.expected_t - z * scale, self.expected_t + z * scale)
         }
     }
 }
@@ -213,9 +220,11 @@ impl<'a> SeasonalStream<'a> {
         if !self.log {
             return scale;
         }
+        // `prefix[n]` sums the n values seen; the last m of them give the mean log.
         let n = self.prefix.len() - 1;
         let m = history.min(n).max(1);
-        scale * ((self.prefix[n] - self.prefix[n - m.min(n)]) / m as f64).exp()
+        let from = n.saturating_sub(m);
+        scale * ((self.prefix[n] - self.prefix[from]) / m as f64).exp()
     }
 
     fn seasonal(&mut self, phase: usize) -> f64 {
@@ -313,7 +322,6 @@ impl<'a> SeasonalStream<'a> {
         self.prefix.push(self.prefix[self.prefix.len() - 1] + v);
         self.record(phase, v - level);
         Some(SeasonalPoint {
-            expected: if self.log { expected.exp() } else { expected },
             scale,
             log: self.log,
             expected_t: expected,
