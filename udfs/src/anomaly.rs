@@ -15,14 +15,14 @@ use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Fields};
 use datafusion::common::{Result, ScalarValue, plan_err};
 use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
 use datafusion::logical_expr::{Accumulator, AggregateUDFImpl, Signature, Volatility};
-use datafusion::physical_expr::expressions::Literal;
 use prognos_models::ModelError;
 use prognos_models::anomaly::{AnomalySpec, detect, season_phases};
 use prognos_models::forecast::time::{times_from_i64, unit_nanos};
 
 use crate::models::{external, list_scalar};
 use crate::series::{
-    SeriesRows, check_series_types, coerce_series_types, list_of, null_list, state_fields,
+    SeriesRows, check_series_types, coerce_series_types, list_of, literal_arg, null_list,
+    season_length_arg, state_fields,
 };
 
 /// The aggregate.
@@ -84,12 +84,7 @@ impl AggregateUDFImpl for AnomalyAgg {
     }
 
     fn accumulator(&self, args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
-        let sensitivity = match args
-            .exprs
-            .get(2)
-            .and_then(|e| e.as_ref().downcast_ref::<Literal>())
-            .map(|l| l.value().clone())
-        {
+        let sensitivity = match literal_arg(&args, 2) {
             Some(ScalarValue::Float64(Some(s))) if s > 0.0 && s < 1.0 => s,
             Some(v) => {
                 return Err(external(ModelError::InvalidParameter(format!(
@@ -99,20 +94,7 @@ impl AggregateUDFImpl for AnomalyAgg {
             None => return plan_err!("sensitivity must be a constant"),
         };
         // 0 (or absent) = the seasons the timestamps suggest, 1 = none, m ≥ 2 = that length.
-        let season_length = match args
-            .exprs
-            .get(3)
-            .map(|e| e.as_ref().downcast_ref::<Literal>().map(|l| l.value()))
-        {
-            None | Some(Some(ScalarValue::Int64(Some(0)))) => None,
-            Some(Some(ScalarValue::Int64(Some(m)))) if *m > 0 => Some(*m as usize),
-            Some(Some(v)) => {
-                return Err(external(ModelError::InvalidParameter(format!(
-                    "season_length must be a positive integer (0 = detect), got {v}"
-                ))));
-            }
-            Some(None) => return plan_err!("season_length must be a constant"),
-        };
+        let season_length = season_length_arg(&args, 3)?;
         Ok(Box::new(SeriesAccumulator {
             time_type: args.exprs[0].data_type(args.schema)?,
             sensitivity,

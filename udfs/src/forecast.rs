@@ -22,7 +22,6 @@ use datafusion::datasource::MemTable;
 use datafusion::logical_expr::Expr;
 use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
 use datafusion::logical_expr::{Accumulator, AggregateUDFImpl, Signature, Volatility};
-use datafusion::physical_expr::expressions::Literal;
 use prognos_catalog::{CatalogError, ModelSnapshot};
 use prognos_models::forecast::time::{season_candidates, times_from_i64, unit_nanos};
 use prognos_models::forecast::{ForecastSpec, Method, forecast, regularize};
@@ -30,7 +29,8 @@ use prognos_models::{ModelArtifact, ModelError};
 
 use crate::models::{external, list_scalar, literal_name};
 use crate::series::{
-    SeriesRows, check_series_types, coerce_series_types, list_of, null_list, state_fields,
+    SeriesRows, check_series_types, coerce_series_types, list_of, literal_arg, null_list,
+    season_length_arg, state_fields,
 };
 
 /// Largest horizon accepted.
@@ -136,12 +136,7 @@ impl AggregateUDFImpl for ForecastAgg {
     }
 
     fn accumulator(&self, args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
-        let literal = |i: usize| -> Option<ScalarValue> {
-            args.exprs
-                .get(i)
-                .and_then(|e| e.as_ref().downcast_ref::<Literal>())
-                .map(|l| l.value().clone())
-        };
+        let literal = |i: usize| literal_arg(&args, i);
         let horizon = match literal(2) {
             Some(ScalarValue::Int64(Some(h))) if (1..=MAX_HORIZON).contains(&h) => h as usize,
             Some(v) => {
@@ -165,16 +160,7 @@ impl AggregateUDFImpl for ForecastAgg {
             Some(ScalarValue::Utf8(Some(m))) => Some(Method::parse_local(&m).map_err(external)?),
             _ => return plan_err!("method must be a constant string"),
         };
-        let season_length = match literal(5) {
-            Some(ScalarValue::Int64(Some(0))) => None,
-            Some(ScalarValue::Int64(Some(s))) if (1..=100_000).contains(&s) => Some(s as usize),
-            Some(v) => {
-                return Err(external(ModelError::InvalidParameter(format!(
-                    "season_length must be an integer in [1, 100000] (0 = detect), got {v}"
-                ))));
-            }
-            None => return plan_err!("season_length must be a constant"),
-        };
+        let season_length = season_length_arg(&args, 5)?;
         let time_type = args.exprs[0].data_type(args.schema)?;
         Ok(Box::new(SeriesAccumulator {
             time_type,

@@ -16,7 +16,6 @@ use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Float64Type, Int64
 use datafusion::common::{DataFusionError, Result, ScalarValue, plan_err};
 use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
 use datafusion::logical_expr::{Accumulator, AggregateUDFImpl, Signature};
-use datafusion::physical_expr::expressions::Literal;
 use prognos_catalog::{CatalogError, ModelSnapshot};
 use prognos_models::forecast::Method;
 use prognos_models::forecast::stored::ForecastModel;
@@ -25,7 +24,7 @@ use prognos_models::{ModelArtifact, ModelError};
 
 use crate::forecast::item_fields;
 use crate::models::{external, f64_list, list_scalar};
-use crate::series::{coerce_series_types, list_of, null_list};
+use crate::series::{coerce_series_types, list_of, literal_arg, null_list};
 
 /// The aggregate.
 #[derive(Debug)]
@@ -98,12 +97,7 @@ impl AggregateUDFImpl for FutureForecast {
     }
 
     fn accumulator(&self, args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
-        let literal = |i: usize| -> Option<ScalarValue> {
-            args.exprs
-                .get(i)
-                .and_then(|e| e.as_ref().downcast_ref::<Literal>())
-                .map(|l| l.value().clone())
-        };
+        let literal = |i: usize| literal_arg(&args, i);
         let Some(ScalarValue::Utf8(Some(name))) = literal(0) else {
             return plan_err!("prognos_forecast_future: the model name must be a string constant");
         };

@@ -1,6 +1,7 @@
-//! What the per-series aggregates (`prognos_forecast`, `prognos_anomaly`) share: the
-//! `(time, value)` rows of one group as they arrive, their partial states, and the checks and
-//! coercions of the time and value arguments.
+//! What the per-series aggregates (`prognos_forecast`, `prognos_anomaly`,
+//! `prognos_forecast_future`) share: the `(time, value)` rows of one group as they arrive,
+//! their partial states, the checks and coercions of the time and value arguments, and the
+//! reading of their constant arguments.
 
 use std::sync::Arc;
 
@@ -8,10 +9,37 @@ use datafusion::arrow::array::{Array, ArrayRef, AsArray, Float64Array, Int64Arra
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Fields, Float64Type, Int64Type};
 use datafusion::common::{Result, ScalarValue, plan_err};
+use datafusion::logical_expr::function::AccumulatorArgs;
+use datafusion::physical_expr::expressions::Literal;
 use prognos_models::ModelError;
 use prognos_models::forecast::time::{times_as_i64, unit_nanos};
 
 use crate::models::{external, f64_list, list_scalar};
+
+/// The value of an aggregate's `i`-th argument when it is a constant (`None`: absent or not a
+/// constant).
+pub(crate) fn literal_arg(args: &AccumulatorArgs, i: usize) -> Option<ScalarValue> {
+    args.exprs
+        .get(i)
+        .and_then(|e| e.as_ref().downcast_ref::<Literal>())
+        .map(|l| l.value().clone())
+}
+
+/// A `season_length` argument: 0 = detect (`None`), 1 = no season, up to 100 000 points; an
+/// absent argument is 0.
+pub(crate) fn season_length_arg(args: &AccumulatorArgs, i: usize) -> Result<Option<usize>> {
+    if args.exprs.len() <= i {
+        return Ok(None);
+    }
+    match literal_arg(args, i) {
+        Some(ScalarValue::Int64(Some(0))) => Ok(None),
+        Some(ScalarValue::Int64(Some(s))) if (1..=100_000).contains(&s) => Ok(Some(s as usize)),
+        Some(v) => Err(external(ModelError::InvalidParameter(format!(
+            "season_length must be an integer in [1, 100000] (0 = detect), got {v}"
+        )))),
+        None => plan_err!("season_length must be a constant"),
+    }
+}
 
 /// The rows of one series: time ticks and values (`None` = NULL), in arrival order.
 #[derive(Debug, Default)]
