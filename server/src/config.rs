@@ -10,7 +10,7 @@
 //! | `http.listen` | host:port | `127.0.0.1:9187` | `/health` and `/metrics` |
 //! | `engine.target_partitions` | int | CPU count | DataFusion parallelism |
 //! | `engine.batch_size` | int | `8192` | rows per Arrow batch |
-//! | `engine.memory_limit_mb` | int | `0` (none) | query memory pool size |
+//! | `engine.memory_limit_mb` | int | `0` (none) | query memory pool size (fair spill pool) |
 //! | `storage.tables_url` | URL | unset (data dir) | object-store location of new managed tables |
 //! | `storage.models_url` | URL | `storage.tables_url` | object-store location of new model artifacts |
 //! | `s3.endpoint` … `s3.allow_http` | see `S3Settings` | unset | S3 / S3-compatible access |

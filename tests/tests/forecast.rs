@@ -780,3 +780,81 @@ async fn arima_and_optimized_theta_by_name() {
     assert_eq!(eval[0].get::<_, String>(0), "arima");
     assert!(eval[0].get::<_, f64>(1) < 4.0);
 }
+
+/// Per-series functions run one series at a time per partition over rows sorted by id: a
+/// table whose series together take several times the memory pool still forecasts and scores
+/// (the sort spills), with the same results as over a small table. DataFusion's default plan
+/// (partial and final hash aggregates) holds every series of a partition at once and failed
+/// here with "Failed to allocate additional ... for FinalHashAggregateStream".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn series_functions_stay_within_the_memory_limit() {
+    let server = Server::start_with(
+        false,
+        vec![("PROGNOS__ENGINE__MEMORY_LIMIT_MB".into(), "48".into())],
+    );
+    let c = server.connect().await;
+    // 1 500 hourly-like series of 2 000 points: 3 M rows, 72 MB as (time, value) pairs in the
+    // per-series accumulators, against a 48 MB pool. One spike on host 777.
+    c.batch_execute(
+        "CREATE TABLE metrics AS SELECT h AS host, t AS tick, \
+           CAST(100 + (h % 7) * 10 + 20 * sin(t * 6.283185307179586 / 24) + (t % 13) \
+                + CASE WHEN h = 777 AND t = 1500 THEN 400 ELSE 0 END AS DOUBLE PRECISION) AS v \
+         FROM unnest(range(1, 1501)) AS a(h) CROSS JOIN unnest(range(1, 2001)) AS b(t)",
+    )
+    .await
+    .expect("table");
+    let plan = rows(
+        &c,
+        "EXPLAIN SELECT * FROM FORECAST(TABLE metrics, time => 'tick', value => 'v', \
+         id => 'host', horizon => 24)",
+    )
+    .await
+    .iter()
+    .map(|r| r.get::<_, String>(1))
+    .collect::<Vec<_>>()
+    .join("\n");
+    assert!(
+        plan.contains("ordering_mode=Sorted") && plan.contains("SortExec"),
+        "{plan}"
+    );
+
+    let f = rows(
+        &c,
+        "SELECT count(*), count(DISTINCT host), \
+                sum(CASE WHEN host = 5 AND tick = 2001 THEN forecast END), \
+                sum(CASE WHEN host = 1499 AND tick = 2024 THEN forecast END) \
+         FROM FORECAST(TABLE metrics, time => 'tick', value => 'v', id => 'host', \
+                       horizon => 24, method => 'seasonal_naive', season_length => 24)",
+    )
+    .await;
+    assert_eq!(f[0].get::<_, i64>(0), 1500 * 24);
+    assert_eq!(f[0].get::<_, i64>(1), 1500);
+    // Seasonal naive repeats the last day: tick 2001 is tick 1977's value, 2024 is 2000's.
+    let last_day = rows(
+        &c,
+        "SELECT sum(CASE WHEN host = 5 AND tick = 1977 THEN v END), \
+                sum(CASE WHEN host = 1499 AND tick = 2000 THEN v END) FROM metrics",
+    )
+    .await;
+    for i in 0..2 {
+        let (got, want) = (f[0].get::<_, f64>(2 + i), last_day[0].get::<_, f64>(i));
+        assert!((got - want).abs() < 1e-9, "{got} vs {want}");
+    }
+
+    let a = rows(
+        &c,
+        "SELECT count(*), sum(CASE WHEN is_anomaly THEN 1 ELSE 0 END), \
+                bool_or(host = 777 AND tick = 1500 AND is_anomaly) \
+         FROM ANOMALY(TABLE metrics, time => 'tick', value => 'v', id => 'host')",
+    )
+    .await;
+    assert_eq!(a[0].get::<_, i64>(0), 3_000_000);
+    assert!(a[0].get::<_, bool>(2), "the spike alerts");
+    assert!(
+        a[0].get::<_, i64>(1) <= 10,
+        "{} alerts on clean series",
+        a[0].get::<_, i64>(1)
+    );
+    // The server is still serving.
+    assert_eq!(rows(&c, "SELECT 1").await.len(), 1);
+}

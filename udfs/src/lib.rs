@@ -6,6 +6,8 @@
 //! * [`forecast`]: the per-series forecasting aggregate behind `FORECAST(TABLE t, ...)` and
 //!   the stored forecasts' table functions.
 //! * [`anomaly`]: the per-series anomaly-scoring aggregate behind `ANOMALY(TABLE t, ...)`.
+//! * [`series_plan`]: the physical optimizer rule that runs those aggregates one series at a
+//!   time over rows sorted by id (streamed, memory bounded by a series).
 
 pub mod anomaly;
 pub mod forecast;
@@ -13,6 +15,7 @@ mod forecast_future;
 pub mod models;
 pub mod pg_compat;
 mod series;
+pub mod series_plan;
 
 pub use models::register_model_functions;
 

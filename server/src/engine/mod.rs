@@ -180,7 +180,15 @@ impl Engine {
         let mut runtime = RuntimeEnvBuilder::new()
             .with_object_store_registry(Arc::new(StoreRegistry::new(config.s3.clone())));
         if config.engine.memory_limit_mb > 0 {
-            runtime = runtime.with_memory_limit(config.engine.memory_limit_mb * 1024 * 1024, 1.0);
+            // A fair pool: each spilling operator (the sorts under per-series functions, one
+            // per partition) may take an even share, so one cannot take the memory another
+            // needs to merge its spill files. Operators that cannot spill (training) get
+            // what the spilling ones do not hold.
+            use datafusion::execution::memory_pool::{FairSpillPool, TrackConsumersPool};
+            runtime = runtime.with_memory_pool(Arc::new(TrackConsumersPool::new(
+                FairSpillPool::new(config.engine.memory_limit_mb * 1024 * 1024),
+                std::num::NonZeroUsize::new(5).expect("5 > 0"),
+            )));
         }
         let runtime = runtime.build_arc()?;
 
@@ -194,10 +202,23 @@ impl Engine {
         if config.engine.target_partitions > 0 {
             session_config = session_config.with_target_partitions(config.engine.target_partitions);
         }
+        if config.engine.memory_limit_mb > 0 {
+            // Each sort that spills keeps this much back to merge its spill files (10 MB by
+            // default); with one sort per partition a small pool would go to those reserves
+            // alone, so they get at most a quarter of a partition's share.
+            let share = config.engine.memory_limit_mb * 1024 * 1024
+                / (4 * session_config.target_partitions().max(1));
+            let options = session_config.options_mut();
+            options.execution.sort_spill_reservation_bytes =
+                options.execution.sort_spill_reservation_bytes.min(share);
+        }
         let state = SessionStateBuilder::new()
             .with_config(session_config)
             .with_runtime_env(runtime)
             .with_default_features()
+            .with_physical_optimizer_rules(
+                prognos_udfs::series_plan::SeriesAggregation::with_default_rules(),
+            )
             .build();
         let ctx = SessionContext::new_with_state(state);
         prognos_udfs::register_all(&ctx)?;
