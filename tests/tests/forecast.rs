@@ -167,6 +167,20 @@ async fn forecast_series_with_ids_and_reject_bad_input() {
             .expect_err(from);
         assert_eq!(sqlstate(&e), code, "{from}: {e}");
     }
+    // A query parameter as a setting (extended protocol): a 22023 that says to inline it.
+    let e = c
+        .query(
+            "SELECT * FROM FORECAST(TABLE sales, time => 'day', value => 'amount', horizon => $1)",
+            &[&7_i64],
+        )
+        .await
+        .expect_err("parameter setting");
+    assert_eq!(sqlstate(&e), "22023", "{e}");
+    let msg = e
+        .as_db_error()
+        .map(|d| d.message().to_string())
+        .unwrap_or_default();
+    assert!(msg.contains("query parameters ($1)"), "{msg}");
     assert_eq!(rows(&c, "SELECT 1").await.len(), 1);
 }
 

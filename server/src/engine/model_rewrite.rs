@@ -192,15 +192,30 @@ impl NamedArgs {
         self.named.iter().find(|(n, _)| n == k).map(|(_, e)| e)
     }
 
-    fn text(&self, k: &str) -> ServerResult<Option<String>> {
+    /// The error for a setting that is not the literal it must be; a query parameter (`$1`)
+    /// gets its own message: settings shape the plan, which is made before values are bound.
+    fn not_literal(&self, k: &str, what: &str) -> ServerError {
         let func = self.func;
+        if let Some(Expr::Value(v)) = self.get(k)
+            && matches!(v.value, Value::Placeholder(_))
+        {
+            return invalid(format!(
+                "{func}: {k} must be written into the query as {what}; query parameters \
+                 ({}) are not accepted for {func} settings, which shape the plan",
+                v.value
+            ));
+        }
+        invalid(format!("{func}: {k} must be {what}"))
+    }
+
+    fn text(&self, k: &str) -> ServerResult<Option<String>> {
         match self.get(k) {
             None => Ok(None),
             Some(Expr::Value(v)) => match &v.value {
                 Value::SingleQuotedString(s) => Ok(Some(s.clone())),
-                _ => Err(invalid(format!("{func}: {k} must be a quoted string"))),
+                _ => Err(self.not_literal(k, "a quoted string")),
             },
-            Some(_) => Err(invalid(format!("{func}: {k} must be a quoted string"))),
+            Some(_) => Err(self.not_literal(k, "a quoted string")),
         }
     }
 
@@ -220,9 +235,9 @@ impl NamedArgs {
                     .parse::<f64>()
                     .map(|x| Some(if neg { -x } else { x }))
                     .map_err(|_| invalid(format!("{func}: {k} must be a number"))),
-                _ => Err(invalid(format!("{func}: {k} must be a number"))),
+                _ => Err(self.not_literal(k, "a number")),
             },
-            _ => Err(invalid(format!("{func}: {k} must be a number"))),
+            _ => Err(self.not_literal(k, "a number")),
         }
     }
 
