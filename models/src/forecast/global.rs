@@ -8,7 +8,8 @@
 //!    series' interval is its scale times the conformal quantile of the pool at steps
 //!    `j-2..=j+2`. Held-out coverage is measured across two folds of series (even / odd
 //!    position): a series' intervals come from the other fold's errors, so no series
-//!    calibrates itself.
+//!    calibrates itself. With fewer than [`FEW_SERIES`] series the pool is small, so models
+//!    trained without the last `2h` and `3h` values add their errors over the next `h`.
 //! 3. The stored forecast: a model trained on the full series, with intervals from the whole
 //!    pool.
 
@@ -25,6 +26,12 @@ use crate::train::TrainContext;
 
 /// Most scaled errors kept per step (evenly spaced order statistics beyond that).
 const MAX_POOL: usize = 5_000;
+
+/// Below this many series with a holdout, earlier origins add errors to the interval pool.
+const FEW_SERIES: usize = 100;
+
+/// How many earlier origins (2h and 3h before the end) a model with few series adds.
+const EXTRA_ORIGINS: usize = 2;
 
 /// What a global model keeps beside its series: the trees and the interval pool.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -147,6 +154,35 @@ pub fn fit_global(
             scales.push(s);
             for j in 0..h {
                 folds[k % 2][j].push((actual[j] - f[j]).abs() / s);
+            }
+        }
+        // Few series give a small pool per step, and its quantiles under-cover: then models
+        // trained without each series' last 2h and 3h values add their errors (over the next
+        // h values) to the pool. They do not change EVALUATE's scores.
+        if scored.len() < FEW_SERIES {
+            for k in 2..=1 + EXTRA_ORIGINS {
+                let earlier: Vec<(usize, usize)> = scored
+                    .iter()
+                    .enumerate()
+                    .filter(|&(_, &i)| series[i].series.values.len() >= (k + 1) * h + 3)
+                    .map(|(pos, &i)| (pos, i))
+                    .collect();
+                if earlier.is_empty() {
+                    break;
+                }
+                let inputs: Vec<SeriesInput<'_>> = earlier
+                    .iter()
+                    .map(|&(_, i)| input(&series[i], series[i].series.values.len() - k * h))
+                    .collect();
+                let model = lag_gbdt::fit(&inputs, layout.clone(), params, ctx.cancel)?;
+                for (&(pos, i), f) in earlier.iter().zip(model.forecast(&inputs, h)) {
+                    let y = &series[i].series.values;
+                    let origin = y.len() - k * h;
+                    let s = scale(&y[..origin], m);
+                    for j in 0..h {
+                        folds[pos % 2][j].push((y[origin + j] - f[j]).abs() / s);
+                    }
+                }
             }
         }
         for j in 0..h {
