@@ -25,6 +25,9 @@ use crate::series::{
     season_length_arg, state_fields,
 };
 
+/// The aggregate's SQL name.
+pub const NAME: &str = "prognos_anomaly";
+
 /// The aggregate.
 #[derive(Debug, PartialEq, Eq, Hash)]
 pub struct AnomalyAgg {
@@ -53,7 +56,7 @@ fn item_fields(time: &DataType) -> Fields {
 
 impl AggregateUDFImpl for AnomalyAgg {
     fn name(&self) -> &str {
-        "prognos_anomaly"
+        NAME
     }
 
     fn signature(&self) -> &Signature {
@@ -75,7 +78,7 @@ impl AggregateUDFImpl for AnomalyAgg {
     }
 
     fn return_type(&self, arg_types: &[DataType]) -> Result<DataType> {
-        let time = check_series_types("prognos_anomaly", arg_types)?;
+        let time = check_series_types(NAME, arg_types)?;
         Ok(list_of(item_fields(&time)))
     }
 

@@ -39,6 +39,9 @@ pub const MAX_HORIZON: i64 = prognos_models::forecast::stored::MAX_HORIZON as i6
 /// Receives the series notes (regularisation, fallbacks) as client messages.
 pub type NoteSink = Arc<dyn Fn(String) + Send + Sync>;
 
+/// The aggregate's SQL name.
+pub const NAME: &str = "prognos_forecast";
+
 /// The aggregate.
 pub struct ForecastAgg {
     signature: Signature,
@@ -102,7 +105,7 @@ pub(crate) fn item_fields(time: &DataType) -> Fields {
 
 impl AggregateUDFImpl for ForecastAgg {
     fn name(&self) -> &str {
-        "prognos_forecast"
+        NAME
     }
 
     fn signature(&self) -> &Signature {
@@ -127,7 +130,7 @@ impl AggregateUDFImpl for ForecastAgg {
     }
 
     fn return_type(&self, arg_types: &[DataType]) -> Result<DataType> {
-        let time = check_series_types("prognos_forecast", arg_types)?;
+        let time = check_series_types(NAME, arg_types)?;
         Ok(list_of(item_fields(&time)))
     }
 

@@ -26,6 +26,9 @@ use crate::forecast::item_fields;
 use crate::models::{external, f64_list, list_scalar};
 use crate::series::{coerce_series_types, list_of, literal_arg, null_list};
 
+/// The aggregate's SQL name.
+pub(crate) const NAME: &str = "prognos_forecast_future";
+
 /// The aggregate.
 #[derive(Debug)]
 pub(crate) struct FutureForecast {
@@ -51,7 +54,7 @@ fn model_error(e: ModelError) -> DataFusionError {
 
 impl AggregateUDFImpl for FutureForecast {
     fn name(&self) -> &str {
-        "prognos_forecast_future"
+        NAME
     }
 
     fn signature(&self) -> &Signature {

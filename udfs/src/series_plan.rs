@@ -8,8 +8,8 @@
 //!
 //! [`SeriesAggregation`] rewrites that into a hash repartition of the input rows by the id
 //! columns, a sort by the ids within each partition, and one aggregate per partition over the
-//! sorted rows (by id, then time). DataFusion's aggregate sees input ordered by its group keys and runs in
-//! streaming mode: a series is finished, forecast (or scored) and emitted as soon as the next
+//! sorted rows (by id, then time). DataFusion's aggregate sees input ordered by its group
+//! keys and runs in streaming mode: a series is finished, forecast (or scored) and emitted as soon as the next
 //! id begins, so a partition holds one series at a time; the sort spills to disk when the
 //! memory pool (`engine.memory_limit_mb`) is full, and rows flow to the client while later
 //! series are still being read. Series still run in parallel: one partition per core.
@@ -27,13 +27,16 @@ use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
 use datafusion::physical_plan::repartition::RepartitionExec;
 use datafusion::physical_plan::sorts::sort::SortExec;
-use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties, Partitioning};
+use datafusion::physical_plan::udaf::AggregateFunctionExpr;
+use datafusion::physical_plan::{
+    ExecutionPlan, ExecutionPlanProperties, InputOrderMode, Partitioning,
+};
 
 /// The aggregates that collect a whole series per group.
 pub const SERIES_AGGREGATES: [&str; 3] = [
-    "prognos_forecast",
-    "prognos_anomaly",
-    "prognos_forecast_future",
+    crate::forecast::NAME,
+    crate::anomaly::NAME,
+    crate::forecast_future::NAME,
 ];
 
 /// The physical optimizer rule (see the module documentation).
@@ -79,11 +82,11 @@ impl PhysicalOptimizerRule for SeriesAggregation {
     }
 }
 
-/// Whether an aggregate runs one of [`SERIES_AGGREGATES`].
-fn aggregates_series(agg: &AggregateExec) -> bool {
+/// The call of one of [`SERIES_AGGREGATES`] in an aggregate, if any.
+fn series_call(agg: &AggregateExec) -> Option<&Arc<AggregateFunctionExpr>> {
     agg.aggr_expr()
         .iter()
-        .any(|e| SERIES_AGGREGATES.contains(&e.fun().name()))
+        .find(|e| SERIES_AGGREGATES.contains(&e.fun().name()))
 }
 
 /// The input rows of a final aggregate: below it, through repartitions and coalesces, the
@@ -111,7 +114,8 @@ fn streaming_series_aggregate(
     let Some(top) = node.downcast_ref::<AggregateExec>() else {
         return Ok(None);
     };
-    if !aggregates_series(top) {
+    // Not a series aggregate, or already the streaming one (a plan optimised again).
+    if series_call(top).is_none() || *top.input_order_mode() == InputOrderMode::Sorted {
         return Ok(None);
     }
     // The aggregate over the rows themselves: the partial one under a final one, or a
@@ -141,11 +145,7 @@ fn streaming_series_aggregate(
     }
     // Within a series, rows in time order (the first argument of the series aggregate), so
     // each series arrives sorted.
-    let time = rows_agg
-        .aggr_expr()
-        .iter()
-        .find(|e| SERIES_AGGREGATES.contains(&e.fun().name()))
-        .and_then(|e| e.expressions().into_iter().next());
+    let time = series_call(rows_agg).and_then(|e| e.expressions().into_iter().next());
     let Some(ordering) = LexOrdering::new(
         keys.iter()
             .cloned()
@@ -164,8 +164,7 @@ fn streaming_series_aggregate(
         rows_agg.input_schema(),
     )?;
     // Keep DataFusion's plan unless the replacement is the same relation, streamed.
-    if streaming.schema() != top.schema()
-        || *streaming.input_order_mode() != datafusion::physical_plan::InputOrderMode::Sorted
+    if streaming.schema() != top.schema() || *streaming.input_order_mode() != InputOrderMode::Sorted
     {
         return Ok(None);
     }

@@ -135,15 +135,20 @@ pub fn fit_global(
     let scored: Vec<usize> = (0..series.len())
         .filter(|&i| series[i].series.values.len() >= h + 3)
         .collect();
+    // A model trained on `members` without their last `k · h` values, and its forecasts of
+    // the next `h` values of each.
+    let forecast_from_origin = |series: &[PreparedSeries], members: &[usize], k: usize| {
+        let inputs: Vec<SeriesInput<'_>> = members
+            .iter()
+            .map(|&i| input(&series[i], series[i].series.values.len() - k * h))
+            .collect();
+        let model = lag_gbdt::fit(&inputs, layout.clone(), params, ctx.cancel)?;
+        ModelResult::Ok(model.forecast(&inputs, h))
+    };
     let mut holdout: Vec<Option<Holdout>> = vec![None; series.len()];
     let mut pooled: Vec<Vec<f64>> = vec![vec![]; h];
     if !scored.is_empty() {
-        let inputs: Vec<SeriesInput<'_>> = scored
-            .iter()
-            .map(|&i| input(&series[i], series[i].series.values.len() - h))
-            .collect();
-        let model = lag_gbdt::fit(&inputs, layout.clone(), params, ctx.cancel)?;
-        let forecasts = model.forecast(&inputs, h);
+        let forecasts = forecast_from_origin(&series, &scored, 1)?;
         // Scaled errors per fold and step.
         let mut folds: [Vec<Vec<f64>>; 2] = [vec![vec![]; h], vec![vec![]; h]];
         let mut scales = vec![];
@@ -161,21 +166,16 @@ pub fn fit_global(
         // h values) to the pool. They do not change EVALUATE's scores.
         if scored.len() < FEW_SERIES {
             for k in 2..=1 + EXTRA_ORIGINS {
-                let earlier: Vec<(usize, usize)> = scored
+                let (positions, earlier): (Vec<usize>, Vec<usize>) = scored
                     .iter()
                     .enumerate()
                     .filter(|&(_, &i)| series[i].series.values.len() >= (k + 1) * h + 3)
-                    .map(|(pos, &i)| (pos, i))
-                    .collect();
+                    .unzip();
                 if earlier.is_empty() {
                     break;
                 }
-                let inputs: Vec<SeriesInput<'_>> = earlier
-                    .iter()
-                    .map(|&(_, i)| input(&series[i], series[i].series.values.len() - k * h))
-                    .collect();
-                let model = lag_gbdt::fit(&inputs, layout.clone(), params, ctx.cancel)?;
-                for (&(pos, i), f) in earlier.iter().zip(model.forecast(&inputs, h)) {
+                let forecasts = forecast_from_origin(&series, &earlier, k)?;
+                for ((&pos, &i), f) in positions.iter().zip(&earlier).zip(forecasts) {
                     let y = &series[i].series.values;
                     let origin = y.len() - k * h;
                     let s = scale(&y[..origin], m);

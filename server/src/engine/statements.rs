@@ -600,7 +600,7 @@ fn forecasts_series(plan: &LogicalPlan) -> bool {
         Ok(
             matches!(p, LogicalPlan::Aggregate(a) if a.aggr_expr.iter().any(|e| {
                 matches!(e, datafusion::logical_expr::Expr::AggregateFunction(f)
-                    if f.func.name() == "prognos_forecast")
+                    if f.func.name() == prognos_udfs::forecast::NAME)
             })),
         )
     })
