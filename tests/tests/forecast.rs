@@ -869,6 +869,44 @@ async fn series_functions_stay_within_the_memory_limit() {
         "{} alerts on clean series",
         a[0].get::<_, i64>(1)
     );
+
+    // A stored model over the same 3 M rows: read sorted by (host, tick) and fitted a chunk
+    // of complete series at a time (holding the rows at once would need more than 72 MB).
+    c.batch_execute(
+        "CREATE MODEL metrics_fc FORECAST v TIME tick BY host USING seasonal_naive \
+         WITH (horizon = 24, season_length = 24) AS SELECT * FROM metrics",
+    )
+    .await
+    .expect("stored model under the memory limit");
+    let m = rows(
+        &c,
+        "SELECT count(*), count(DISTINCT host), \
+                sum(CASE WHEN host = 5 AND tick = 2001 THEN forecast END), \
+                sum(CASE WHEN host = 1499 AND tick = 2024 THEN forecast END) \
+         FROM FORECAST('metrics_fc')",
+    )
+    .await;
+    assert_eq!(m[0].get::<_, i64>(0), 1500 * 24);
+    assert_eq!(m[0].get::<_, i64>(1), 1500);
+    for i in 0..2 {
+        let (got, want) = (m[0].get::<_, f64>(2 + i), last_day[0].get::<_, f64>(i));
+        assert!((got - want).abs() < 1e-9, "{got} vs {want}");
+    }
+    let e = rows(
+        &c,
+        "SELECT count(*), count(smape) FROM EVALUATE('metrics_fc')",
+    )
+    .await;
+    assert_eq!((e[0].get::<_, i64>(0), e[0].get::<_, i64>(1)), (1500, 1500));
+    // gbdt_lag keeps every series for one model: over the limit it is a 53200, not a crash.
+    let err = c
+        .batch_execute(
+            "CREATE MODEL metrics_gbdt FORECAST v TIME tick BY host USING gbdt_lag \
+             WITH (horizon = 24) AS SELECT * FROM metrics",
+        )
+        .await
+        .expect_err("over the limit");
+    assert_eq!(err.code().map(|c| c.code()), Some("53200"), "{err:?}");
     // The server is still serving.
     assert_eq!(rows(&c, "SELECT 1").await.len(), 1);
 }

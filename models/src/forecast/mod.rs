@@ -17,6 +17,7 @@ pub mod regular;
 pub mod seasonality;
 pub mod stored;
 pub mod time;
+pub mod trainer;
 
 pub use methods::{EtsForm, Method, point_forecast, point_forecast_with};
 pub use regular::{Regularized, regularize};

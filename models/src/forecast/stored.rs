@@ -14,24 +14,25 @@
 //! intervals at level `p` from the stored errors, so it costs no refitting. Series are fitted
 //! in parallel (rayon); the training rows are held once, then each series' own values.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, Float64Array, Int64Array, RecordBatch, StringArray,
+    Array, ArrayRef, Float64Array, Int64Array, RecordBatch, RecordBatchOptions, StringArray,
 };
 use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Schema, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::global::{GlobalParts, PreparedSeries, fit_global};
+use super::global::GlobalParts;
 use super::lag_gbdt;
 use super::regular::on_grid;
-use super::time::{season_candidates, times_as_i64, times_from_i64, unit_nanos};
+use super::time::{season_candidates, times_from_i64};
+use super::trainer::ForecastTrainer;
 use super::{Calibration, ForecastSpec, Method, forecast, mase, regularize, smape};
 use crate::Task;
 use crate::error::{ModelError, ModelResult};
@@ -237,21 +238,8 @@ pub struct ForecastModel {
     pub global: Option<Box<GlobalParts>>,
 }
 
-fn column<'a>(names: &[String], columns: &'a [ArrayRef], name: &str) -> ModelResult<&'a ArrayRef> {
-    names
-        .iter()
-        .position(|n| n == name)
-        .or_else(|| names.iter().position(|n| n.eq_ignore_ascii_case(name)))
-        .map(|i| &columns[i])
-        .ok_or_else(|| {
-            ModelError::UnknownColumn(format!(
-                "column \"{name}\" is not in the training query (it has: {})",
-                names.join(", ")
-            ))
-        })
-}
-
-fn label(id: &[Option<String>], ids: &[StoredColumn]) -> String {
+/// How a series is named in messages: `series store=3` (or `the series` without ids).
+pub(super) fn label(id: &[Option<String>], ids: &[StoredColumn]) -> String {
     if ids.is_empty() {
         return "the series".into();
     }
@@ -263,147 +251,47 @@ fn label(id: &[Option<String>], ids: &[StoredColumn]) -> String {
     format!("series {}", parts.join(", "))
 }
 
-/// Train a forecasting model from the training query's columns.
+/// Train a forecasting model from the training query's columns (in any row order); see
+/// [`ForecastTrainer`] for batches read one at a time.
 pub fn train_forecast(
     names: &[String],
     columns: &[ArrayRef],
     req: &ForecastRequest,
     ctx: &mut TrainContext,
 ) -> ModelResult<ModelArtifact> {
-    let started = Instant::now();
-    let time_col = column(names, columns, &req.time)?;
-    let value_col = column(names, columns, &req.value)?;
-    let time_type = time_col.data_type().clone();
-    let nanos = unit_nanos(&time_type).ok_or_else(|| {
-        ModelError::WrongType(format!(
-            "the time column \"{}\" must be a timestamp, a date or an integer, not {time_type}",
-            req.time
-        ))
-    })?;
-    if !value_col.data_type().is_numeric() && *value_col.data_type() != DataType::Null {
-        return Err(ModelError::WrongType(format!(
-            "the value column \"{}\" must be numeric, not {}",
-            req.value,
-            value_col.data_type()
-        )));
-    }
-    let id_cols: Vec<&ArrayRef> = req
-        .ids
-        .iter()
-        .map(|i| column(names, columns, i))
-        .collect::<ModelResult<_>>()?;
-    let id_text: Vec<ArrayRef> = id_cols
-        .iter()
-        .map(|c| cast(c, &DataType::Utf8))
-        .collect::<Result<_, _>>()?;
-    let times = times_as_i64(time_col)?;
-    let times = times.as_primitive::<Int64Type>();
-    let values = cast(value_col, &DataType::Float64)?;
-    let values = values.as_primitive::<Float64Type>();
-
-    // Rows into series; rows without a time cannot be placed and are skipped.
-    let mut index: HashMap<SeriesKey, usize> = HashMap::new();
-    let mut groups: Vec<(SeriesKey, SeriesRows)> = vec![];
-    let mut group_rows: Vec<Vec<u32>> = vec![];
-    let mut timeless = 0usize;
-    for r in 0..times.len() {
-        if times.is_null(r) {
-            timeless += 1;
-            continue;
-        }
-        let key: Vec<Option<String>> = id_text
+    let schema = Schema::new(
+        names
             .iter()
-            .map(|c| {
-                let s = c.as_string::<i32>();
-                s.is_valid(r).then(|| s.value(r).to_string())
-            })
-            .collect();
-        let slot = match index.get(&key) {
-            Some(&i) => i,
-            None => {
-                index.insert(key.clone(), groups.len());
-                groups.push((key, vec![]));
-                group_rows.push(vec![]);
-                groups.len() - 1
-            }
-        };
-        group_rows[slot].push(r as u32);
-        groups[slot]
-            .1
-            .push((times.value(r), values.is_valid(r).then(|| values.value(r))));
+            .zip(columns)
+            .map(|(n, c)| Field::new(n, c.data_type().clone(), true))
+            .collect::<Vec<_>>(),
+    );
+    let mut trainer = ForecastTrainer::new(&schema, req)?;
+    if let Some(first) = columns.first() {
+        let options = RecordBatchOptions::new().with_row_count(Some(first.len()));
+        let batch =
+            RecordBatch::try_new_with_options(Arc::new(schema), columns.to_vec(), &options)?;
+        trainer.push(&batch, ctx)?;
     }
-    if groups.is_empty() {
-        return Err(ModelError::BadTrainingData(
-            "the training query returned no rows with a time".into(),
-        ));
-    }
-    let mut both: Vec<_> = groups.into_iter().zip(group_rows).collect();
-    both.sort_by(|a, b| a.0.0.cmp(&b.0.0));
-    let (groups, group_rows): (Vec<_>, Vec<_>) = both.into_iter().unzip();
-    let exogenous = exogenous_columns(names, columns, req, ctx)?;
-    if timeless > 0 {
-        (ctx.progress)(format!("{timeless} row(s) without a time skipped"));
-    }
-    (ctx.progress)(format!(
-        "fitting {} series, horizon {}",
-        groups.len(),
-        req.horizon
-    ));
-    let ids: Vec<StoredColumn> = req
-        .ids
-        .iter()
-        .zip(&id_cols)
-        .map(|(n, c)| StoredColumn {
-            name: n.clone(),
-            data_type: c.data_type().to_string(),
-        })
-        .collect();
-    let (series, global) = if req.method == Some(Method::GbdtLag) {
-        let prepared = groups
-            .into_par_iter()
-            .zip(group_rows)
-            .map(|((id, rows), members)| {
-                let series = regularize(&rows, None).map_err(|e| {
-                    ModelError::BadTrainingData(format!("{}: {e}", label(&id, &ids)))
-                })?;
-                let exogenous = exogenous
-                    .iter()
-                    .map(|(_, col)| {
-                        let rows: Vec<(i64, Option<f64>)> = members
-                            .iter()
-                            .map(|&r| {
-                                let r = r as usize;
-                                (times.value(r), col.is_valid(r).then(|| col.value(r)))
-                            })
-                            .collect();
-                        on_grid(&rows, series.start, series.step, series.values.len())
-                    })
-                    .collect();
-                Ok(PreparedSeries {
-                    id,
-                    series,
-                    exogenous,
-                })
-            })
-            .collect::<ModelResult<Vec<_>>>()?;
-        let mut params = lag_gbdt::default_params();
-        for (k, v) in &req.tree_options {
-            params.set(k, *v)?;
-        }
-        let names = exogenous.into_iter().map(|(n, _)| n).collect();
-        let (series, global) = fit_global(prepared, req, names, nanos, &params, ctx)?;
-        (series, Some(Box::new(global)))
-    } else {
-        (fit_each(groups, req, nanos, &ids, ctx.cancel)?, None)
-    };
+    trainer.finish(ctx)
+}
+
+/// The artifact of a trained model: reports the series' notes and the methods chosen, and
+/// scores it by its series' holdouts.
+pub(super) fn model_artifact(
+    model: ForecastModel,
+    req: &ForecastRequest,
+    started: Instant,
+    ctx: &mut TrainContext,
+) -> ModelArtifact {
     let mut notes = 0usize;
     let mut methods: BTreeMap<&str, usize> = BTreeMap::new();
-    for s in &series {
+    for s in &model.series {
         *methods.entry(s.method.name()).or_default() += 1;
         for n in &s.notes {
             notes += 1;
             if notes <= 20 {
-                (ctx.progress)(format!("{}: {n}", label(&s.id, &ids)));
+                (ctx.progress)(format!("{}: {n}", label(&s.id, &model.ids)));
             }
         }
     }
@@ -412,23 +300,6 @@ pub fn train_forecast(
     }
     let chosen: Vec<String> = methods.iter().map(|(m, c)| format!("{m} {c}")).collect();
     (ctx.progress)(format!("methods chosen: {}", chosen.join(", ")));
-    let model = ForecastModel {
-        time: StoredColumn {
-            name: req.time.clone(),
-            data_type: time_type.to_string(),
-        },
-        value: StoredColumn {
-            name: req.value.clone(),
-            data_type: value_col.data_type().to_string(),
-        },
-        ids,
-        method: req.method,
-        horizon: req.horizon,
-        level: req.level,
-        season_length: req.season_length,
-        series,
-        global,
-    };
     let metrics = model.holdout_metrics();
     let importance: Vec<Importance> = model
         .global
@@ -471,7 +342,7 @@ pub fn train_forecast(
     }
     let train_rows = model.series.iter().map(|s| s.observations).sum();
     let validation_rows = model.series.iter().filter(|s| s.holdout.is_some()).count() * req.horizon;
-    Ok(ModelArtifact {
+    ModelArtifact {
         format_version: FORMAT_VERSION,
         task: Task::Forecasting,
         algorithm: Algorithm::Forecast,
@@ -487,55 +358,11 @@ pub fn train_forecast(
         validation_rows,
         train_seconds: seconds,
         calibration: None,
-    })
-}
-
-/// The training query's other columns: `gbdt_lag`'s exogenous regressors (numeric or
-/// boolean, as `Float64`); other methods do not read them, and a NOTICE says so.
-fn exogenous_columns(
-    names: &[String],
-    columns: &[ArrayRef],
-    req: &ForecastRequest,
-    ctx: &mut TrainContext,
-) -> ModelResult<Vec<(String, Float64Array)>> {
-    let used = |n: &String| {
-        n.eq_ignore_ascii_case(&req.time)
-            || n.eq_ignore_ascii_case(&req.value)
-            || req.ids.iter().any(|i| n.eq_ignore_ascii_case(i))
-    };
-    let extra: Vec<(&String, &ArrayRef)> = names
-        .iter()
-        .zip(columns)
-        .filter(|(n, _)| !used(n))
-        .collect();
-    if req.method != Some(Method::GbdtLag) {
-        if !extra.is_empty() {
-            let list: Vec<&str> = extra.iter().map(|(n, _)| n.as_str()).collect();
-            (ctx.progress)(format!(
-                "column(s) {} not used: only USING gbdt_lag reads exogenous columns",
-                list.join(", ")
-            ));
-        }
-        return Ok(vec![]);
     }
-    extra
-        .into_iter()
-        .map(|(n, c)| {
-            let t = c.data_type();
-            if !(t.is_numeric() || *t == DataType::Boolean || *t == DataType::Null) {
-                return Err(ModelError::WrongType(format!(
-                    "exogenous column \"{n}\" must be numeric or boolean, not {t} (leave it \
-                     out of the training query, or encode it as a number)"
-                )));
-            }
-            let v = cast(c, &DataType::Float64)?;
-            Ok((n.clone(), v.as_primitive::<Float64Type>().clone()))
-        })
-        .collect()
 }
 
 /// Fit every series on its own (the per-series methods), in parallel.
-fn fit_each(
+pub(super) fn fit_each(
     groups: Vec<(SeriesKey, SeriesRows)>,
     req: &ForecastRequest,
     nanos: i64,
@@ -924,7 +751,8 @@ impl ForecastModel {
 mod tests {
     use std::sync::atomic::AtomicBool;
 
-    use datafusion::arrow::array::{StringArray, TimestampSecondArray};
+    use datafusion::arrow::array::{AsArray, StringArray, TimestampSecondArray};
+    use datafusion::arrow::datatypes::Float64Type;
 
     use super::*;
 

@@ -12,13 +12,19 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use datafusion::arrow::array::{Array, ArrayRef, RecordBatch, StringArray};
 use datafusion::arrow::compute::concat;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::common::Column;
+use datafusion::error::DataFusionError;
 use datafusion::execution::memory_pool::MemoryConsumer;
+use datafusion::logical_expr::Expr;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::prelude::DataFrame;
 use datafusion::sql::parser::Statement as DFStatement;
 use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
+use futures::StreamExt;
 use prognos_catalog::CatalogError;
-use prognos_models::forecast::stored::{ForecastRequest, train_forecast};
-use prognos_models::{Algorithm, ModelError, TrainContext, TrainRequest};
+use prognos_models::forecast::stored::ForecastRequest;
+use prognos_models::forecast::trainer::ForecastTrainer;
+use prognos_models::{Algorithm, ModelArtifact, ModelError, TrainContext, TrainRequest};
 
 use super::{Engine, ModelStatement, Output, Session, Statement};
 use crate::error::{ServerError, ServerResult, StatusCode};
@@ -160,60 +166,12 @@ pub(super) async fn execute(
                     })
                 }
             };
-            let (names, columns) = read_training_rows(engine, session, query).await?;
-            // The training set and the matrices built from it (f32 values, u8 bins, row
-            // indices, gradients: about 4× the rows × columns of 4 bytes) are reserved in the
-            // session's memory pool, so `engine.memory_limit_mb` bounds training too.
-            let n_rows = columns.first().map(|c| c.len()).unwrap_or(0);
-            let estimate = columns
-                .iter()
-                .map(|c| c.get_array_memory_size())
-                .sum::<usize>()
-                + n_rows * columns.len() * 16
-                + n_rows * 32;
-            let reservation = MemoryConsumer::new(format!("CREATE MODEL {name}"))
-                .register(&session.ctx().runtime_env().memory_pool);
-            reservation.try_grow(estimate).map_err(|e| {
-                ServerError::statement(
-                    StatusCode::OutOfMemory,
-                    format!(
-                        "training \"{name}\" needs about {} MiB, more than the memory limit \
-                         allows: {e}",
-                        estimate / (1024 * 1024)
-                    ),
-                )
-            })?;
-            session.notice(format!(
-                "training query returned {} row(s), {} column(s)",
-                columns.first().map(|c| c.len()).unwrap_or(0),
-                names.len()
-            ));
-            let flag = Arc::new(AtomicBool::new(false));
-            let mut guard = CancelOnDrop(Arc::clone(&flag), true);
-            let tx = session.notice_sender();
-            let artifact = tokio::task::spawn_blocking(move || {
-                let mut progress = |m: String| {
-                    tracing::info!("{m}");
-                    if let Some(tx) = &tx {
-                        let _ = tx.send(m);
-                    }
-                };
-                let mut ctx = TrainContext {
-                    progress: &mut progress,
-                    cancel: &flag,
-                };
-                match &job {
-                    TrainJob::Rows(req) => prognos_models::train(&names, &columns, req, &mut ctx),
-                    TrainJob::Forecast(req) => train_forecast(&names, &columns, req, &mut ctx),
+            let artifact = match job {
+                TrainJob::Rows(req) => train_rows(session, name, req, query, engine).await?,
+                TrainJob::Forecast(req) => {
+                    train_forecast_model(session, name, req, query, engine).await?
                 }
-            })
-            .await
-            .map_err(|e| {
-                ServerError::statement(StatusCode::Internal, format!("training failed: {e}"))
-            })?
-            .map_err(CatalogError::Model)?;
-            guard.1 = false;
-            drop(reservation);
+            };
             let summary = artifact
                 .trials
                 .iter()
@@ -232,12 +190,175 @@ pub(super) async fn execute(
     }
 }
 
-/// Plan and run the training query in the session; one array per column.
-async fn read_training_rows(
+/// Train a tabular model: read the training query's rows, then fit on a blocking thread.
+async fn train_rows(
+    session: &Session,
+    name: &str,
+    req: TrainRequest,
+    query: &str,
+    engine: &Engine,
+) -> ServerResult<ModelArtifact> {
+    let (names, columns) = read_training_rows(engine, session, query).await?;
+    // The training set and the matrices built from it (f32 values, u8 bins, row
+    // indices, gradients: about 4× the rows × columns of 4 bytes) are reserved in the
+    // session's memory pool, so `engine.memory_limit_mb` bounds training too.
+    let n_rows = columns.first().map(|c| c.len()).unwrap_or(0);
+    let estimate = columns
+        .iter()
+        .map(|c| c.get_array_memory_size())
+        .sum::<usize>()
+        + n_rows * columns.len() * 16
+        + n_rows * 32;
+    let reservation = MemoryConsumer::new(format!("CREATE MODEL {name}"))
+        .register(&session.ctx().runtime_env().memory_pool);
+    reservation
+        .try_grow(estimate)
+        .map_err(|e| too_big(name, "about", estimate, e))?;
+    session.notice(format!(
+        "training query returned {n_rows} row(s), {} column(s)",
+        names.len()
+    ));
+    let flag = Arc::new(AtomicBool::new(false));
+    let mut guard = CancelOnDrop(Arc::clone(&flag), true);
+    let tx = session.notice_sender();
+    let artifact = tokio::task::spawn_blocking(move || {
+        let mut progress = progress_to(tx);
+        let mut ctx = TrainContext {
+            progress: &mut progress,
+            cancel: &flag,
+        };
+        prognos_models::train(&names, &columns, &req, &mut ctx)
+    })
+    .await
+    .map_err(training_failed)?
+    .map_err(CatalogError::Model)?;
+    guard.1 = false;
+    drop(reservation);
+    Ok(artifact)
+}
+
+/// Train a forecasting model while its training query is read. Unless the model is one
+/// series or `gbdt_lag`, the query is sorted by its id and time columns (DataFusion's sort,
+/// which spills under the memory limit) so that each series is complete when the next id starts;
+/// the trainer fits complete series in chunks on a blocking thread while the next batches
+/// are read, and keeps only their forecasts. What the trainer holds is reserved in the
+/// session's memory pool.
+async fn train_forecast_model(
+    session: &Session,
+    name: &str,
+    req: ForecastRequest,
+    query: &str,
+    engine: &Engine,
+) -> ServerResult<ModelArtifact> {
+    let df = plan_training_query(engine, session, query).await?;
+    let schema = df.schema().as_arrow().clone();
+    let mut trainer = ForecastTrainer::new(&schema, &req).map_err(CatalogError::Model)?;
+    let df = match trainer.sort_columns(&schema) {
+        Some(columns) => {
+            trainer.input_grouped();
+            df.sort(
+                columns
+                    .into_iter()
+                    .map(|c| Expr::Column(Column::new_unqualified(c)).sort(true, true))
+                    .collect(),
+            )?
+        }
+        None => df,
+    };
+    let mut stream = df.execute_stream().await?;
+    let reservation = MemoryConsumer::new(format!("CREATE MODEL {name}"))
+        .register(&session.ctx().runtime_env().memory_pool);
+    let flag = Arc::new(AtomicBool::new(false));
+    let mut guard = CancelOnDrop(Arc::clone(&flag), true);
+    let notices = session.notice_sender();
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<RecordBatch>(2);
+    let cancel = Arc::clone(&flag);
+    let model = name.to_string();
+    let training = tokio::task::spawn_blocking(move || -> ServerResult<ModelArtifact> {
+        let mut progress = progress_to(notices);
+        let mut ctx = TrainContext {
+            progress: &mut progress,
+            cancel: &cancel,
+        };
+        let reserve = |trainer: &ForecastTrainer| {
+            let held = trainer.held_bytes();
+            reservation
+                .try_resize(held)
+                .map_err(|e| too_big(&model, "at least", held, e))
+        };
+        while let Some(batch) = rx.blocking_recv() {
+            trainer
+                .push(&batch, &mut ctx)
+                .map_err(CatalogError::Model)?;
+            reserve(&trainer)?;
+        }
+        trainer
+            .end_of_input(&mut ctx)
+            .map_err(CatalogError::Model)?;
+        reserve(&trainer)?;
+        Ok(trainer.finish(&mut ctx).map_err(CatalogError::Model)?)
+    });
+    let mut read_error = None;
+    while let Some(batch) = stream.next().await {
+        match batch {
+            Ok(batch) => {
+                // A closed channel: the trainer stopped (its error is returned below).
+                if tx.send(batch).await.is_err() {
+                    break;
+                }
+            }
+            Err(e) => {
+                read_error = Some(e);
+                break;
+            }
+        }
+    }
+    if read_error.is_some() {
+        flag.store(true, Ordering::SeqCst);
+    }
+    drop(tx);
+    let trained = training.await.map_err(training_failed)?;
+    if let Some(e) = read_error {
+        return Err(e.into());
+    }
+    let artifact = trained?;
+    guard.1 = false;
+    Ok(artifact)
+}
+
+/// Sends a trainer's progress lines to the client (as NOTICEs) and the log.
+fn progress_to(
+    notices: Option<tokio::sync::mpsc::UnboundedSender<String>>,
+) -> impl FnMut(String) + Send {
+    move |m: String| {
+        tracing::info!("{m}");
+        if let Some(tx) = &notices {
+            let _ = tx.send(m);
+        }
+    }
+}
+
+/// Training `name` needs `bytes` (`about`, `at least`, ...) and the memory pool refused.
+fn too_big(name: &str, how: &str, bytes: usize, e: DataFusionError) -> ServerError {
+    ServerError::statement(
+        StatusCode::OutOfMemory,
+        format!(
+            "training \"{name}\" needs {how} {} MiB, more than the memory limit allows: {e}",
+            bytes.div_ceil(1024 * 1024)
+        ),
+    )
+}
+
+fn training_failed(e: tokio::task::JoinError) -> ServerError {
+    ServerError::statement(StatusCode::Internal, format!("training failed: {e}"))
+}
+
+/// Plan the training query (one query) in the session.
+async fn plan_training_query(
     engine: &Engine,
     session: &Session,
     query: &str,
-) -> ServerResult<(Vec<String>, Vec<ArrayRef>)> {
+) -> ServerResult<DataFrame> {
     let mut stmts = engine.parse(query)?;
     let stmt = match (stmts.len(), stmts.pop()) {
         (1, Some(Statement::Sql(s @ DFStatement::Statement(_)))) => s,
@@ -257,7 +378,16 @@ async fn read_training_rows(
         ));
     }
     let plan = session.ctx().state().statement_to_plan(stmt).await?;
-    let df = session.ctx().execute_logical_plan(plan).await?;
+    Ok(session.ctx().execute_logical_plan(plan).await?)
+}
+
+/// Run the training query; one array per column.
+async fn read_training_rows(
+    engine: &Engine,
+    session: &Session,
+    query: &str,
+) -> ServerResult<(Vec<String>, Vec<ArrayRef>)> {
+    let df = plan_training_query(engine, session, query).await?;
     let schema = df.schema().as_arrow().clone();
     let batches = df.collect().await?;
     let names = schema.fields().iter().map(|f| f.name().clone()).collect();
