@@ -167,20 +167,60 @@ async fn forecast_series_with_ids_and_reject_bad_input() {
             .expect_err(from);
         assert_eq!(sqlstate(&e), code, "{from}: {e}");
     }
-    // A query parameter as a setting (extended protocol): a 22023 that says to inline it.
-    let e = c
-        .query(
-            "SELECT * FROM FORECAST(TABLE sales, time => 'day', value => 'amount', horizon => $1)",
-            &[&7_i64],
+    // Query parameters as settings (extended protocol): bound, then checked like literals.
+    let stmt = c
+        .prepare(
+            "SELECT count(*) FROM FORECAST(TABLE sales, time => 'day', value => 'amount', \
+             horizon => $1, level => $2, method => $3)",
         )
         .await
-        .expect_err("parameter setting");
+        .expect("prepare");
+    eprintln!("parameter types: {:?}", stmt.params());
+    let n: i64 = c
+        .query_one(&stmt, &[&7.0_f64, &80.0_f64, &"seasonal_naive"])
+        .await
+        .expect("bound settings")
+        .get(0);
+    assert_eq!(n, 7);
+    for (h, level, method) in [
+        (0.0, 80.0, "ets"),
+        (7.5, 80.0, "ets"),
+        (7.0, 100.0, "ets"),
+        (7.0, 80.0, "magic"),
+    ] {
+        let e = c
+            .query_one(&stmt, &[&h, &level, &method])
+            .await
+            .expect_err("bad bound setting");
+        assert_eq!(sqlstate(&e), "22023", "{h} {level} {method}: {e}");
+    }
+    let n: i64 = c
+        .query_one(
+            "SELECT count(*) FROM ANOMALY(TABLE sales, time => 'day', value => 'amount', \
+             sensitivity => $1)",
+            &[&0.99_f64],
+        )
+        .await
+        .expect("bound sensitivity")
+        .get(0);
+    assert!(n > 0);
+    // A column name as a parameter cannot be: it is read when the query is planned.
+    let e = c
+        .query(
+            "SELECT * FROM FORECAST(TABLE sales, time => $1, value => 'amount')",
+            &[&"day"],
+        )
+        .await
+        .expect_err("parameter column name");
     assert_eq!(sqlstate(&e), "22023", "{e}");
     let msg = e
         .as_db_error()
         .map(|d| d.message().to_string())
         .unwrap_or_default();
-    assert!(msg.contains("query parameters ($1)"), "{msg}");
+    assert!(
+        msg.contains("a query parameter ($1) is not accepted"),
+        "{msg}"
+    );
     assert_eq!(rows(&c, "SELECT 1").await.len(), 1);
 }
 

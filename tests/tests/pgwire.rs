@@ -300,12 +300,22 @@ async fn errors_carry_sqlstates_and_connection_stays_usable() {
         .await
         .expect_err("wrong rust type for param");
     assert!(err.to_string().contains("serializing"), "{err}");
-    // The server rejects text that is no integer for an int4 parameter with 22P02.
-    let err = c
-        .query("SELECT a FROM e WHERE a = CAST($1 AS INT)", &[&"abc"])
+    // `CAST($1 AS INT)` types the parameter int4, as in Postgres; a client that declares it
+    // text and sends text that is no integer gets 22P02 from the server.
+    let stmt = c
+        .prepare("SELECT a FROM e WHERE a = CAST($1 AS INT)")
         .await
-        .expect_err("bad int text");
-    assert!(err.code().is_some(), "{err:?}");
+        .expect("prepare cast");
+    assert_eq!(stmt.params(), &[tokio_postgres::types::Type::INT4]);
+    let stmt = c
+        .prepare_typed(
+            "SELECT a FROM e WHERE a = CAST($1 AS INT)",
+            &[tokio_postgres::types::Type::TEXT],
+        )
+        .await
+        .expect("prepare text");
+    let err = c.query(&stmt, &[&"abc"]).await.expect_err("bad int text");
+    assert_eq!(err.code().map(|c| c.code()), Some("22P02"), "{err:?}");
 
     // A 1 MB query text parses or fails cleanly.
     let big = format!("SELECT '{}' AS big", "x".repeat(1024 * 1024));

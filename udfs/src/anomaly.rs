@@ -72,7 +72,7 @@ impl AggregateUDFImpl for AnomalyAgg {
         let (time, value) = coerce_series_types(&arg_types[0], &arg_types[1]);
         let mut types = vec![time, value, DataType::Float64];
         if arg_types.len() == 4 {
-            types.push(DataType::Int64);
+            types.push(DataType::Float64);
         }
         Ok(types)
     }

@@ -30,7 +30,7 @@ use prognos_models::{ModelArtifact, ModelError};
 use crate::models::{external, list_scalar, literal_name};
 use crate::series::{
     SeriesRows, check_series_types, coerce_series_types, list_of, literal_arg, null_list,
-    season_length_arg, state_fields,
+    season_length_arg, state_fields, whole_number,
 };
 
 /// Largest horizon accepted.
@@ -122,10 +122,10 @@ impl AggregateUDFImpl for ForecastAgg {
         Ok(vec![
             time,
             value,
-            DataType::Int64,
+            DataType::Float64,
             DataType::Float64,
             DataType::Utf8,
-            DataType::Int64,
+            DataType::Float64,
         ])
     }
 
@@ -141,12 +141,14 @@ impl AggregateUDFImpl for ForecastAgg {
     fn accumulator(&self, args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
         let literal = |i: usize| literal_arg(&args, i);
         let horizon = match literal(2) {
-            Some(ScalarValue::Int64(Some(h))) if (1..=MAX_HORIZON).contains(&h) => h as usize,
-            Some(v) => {
-                return Err(external(ModelError::InvalidParameter(format!(
-                    "horizon must be an integer in [1, {MAX_HORIZON}], got {v}"
-                ))));
-            }
+            Some(v) => match whole_number(&v, 1..=MAX_HORIZON) {
+                Some(h) => h as usize,
+                None => {
+                    return Err(external(ModelError::InvalidParameter(format!(
+                        "horizon must be an integer in [1, {MAX_HORIZON}], got {v}"
+                    ))));
+                }
+            },
             None => return plan_err!("horizon must be a constant"),
         };
         let level = match literal(3) {

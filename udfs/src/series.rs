@@ -3,6 +3,7 @@
 //! their partial states, the checks and coercions of the time and value arguments, and the
 //! reading of their constant arguments.
 
+use std::ops::RangeInclusive;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, Float64Array, Int64Array, ListArray};
@@ -25,6 +26,20 @@ pub(crate) fn literal_arg(args: &AccumulatorArgs, i: usize) -> Option<ScalarValu
         .map(|l| l.value().clone())
 }
 
+/// A whole number in `range` given as a `Float64` argument (the functions coerce their
+/// integer settings to `Float64`, so that a bound query parameter of any numeric type reaches
+/// them and `14.5` is refused rather than truncated).
+pub(crate) fn whole_number(v: &ScalarValue, range: RangeInclusive<i64>) -> Option<i64> {
+    match v {
+        ScalarValue::Float64(Some(x))
+            if x.fract() == 0.0 && *x >= *range.start() as f64 && *x <= *range.end() as f64 =>
+        {
+            Some(*x as i64)
+        }
+        _ => None,
+    }
+}
+
 /// A `season_length` argument: 0 = detect (`None`), 1 = no season, up to 100 000 points; an
 /// absent argument is 0.
 pub(crate) fn season_length_arg(args: &AccumulatorArgs, i: usize) -> Result<Option<usize>> {
@@ -32,11 +47,13 @@ pub(crate) fn season_length_arg(args: &AccumulatorArgs, i: usize) -> Result<Opti
         return Ok(None);
     }
     match literal_arg(args, i) {
-        Some(ScalarValue::Int64(Some(0))) => Ok(None),
-        Some(ScalarValue::Int64(Some(s))) if (1..=100_000).contains(&s) => Ok(Some(s as usize)),
-        Some(v) => Err(external(ModelError::InvalidParameter(format!(
-            "season_length must be an integer in [1, 100000] (0 = detect), got {v}"
-        )))),
+        Some(v) => match whole_number(&v, 0..=100_000) {
+            Some(0) => Ok(None),
+            Some(s) => Ok(Some(s as usize)),
+            None => Err(external(ModelError::InvalidParameter(format!(
+                "season_length must be an integer in [1, 100000] (0 = detect), got {v}"
+            )))),
+        },
         None => plan_err!("season_length must be a constant"),
     }
 }

@@ -193,19 +193,42 @@ impl NamedArgs {
     }
 
     /// The error for a setting that is not the literal it must be; a query parameter (`$1`)
-    /// gets its own message: settings shape the plan, which is made before values are bound.
+    /// gets its own message: this setting (a column name, a stored model's horizon or level)
+    /// is read when the query is planned, before values are bound.
     fn not_literal(&self, k: &str, what: &str) -> ServerError {
         let func = self.func;
-        if let Some(Expr::Value(v)) = self.get(k)
-            && matches!(v.value, Value::Placeholder(_))
-        {
+        if let Some(p) = self.parameter(k) {
             return invalid(format!(
-                "{func}: {k} must be written into the query as {what}; query parameters \
-                 ({}) are not accepted for {func} settings, which shape the plan",
-                v.value
+                "{func}: {k} must be written into the query as {what}; a query parameter \
+                 ({p}) is not accepted for it, because it is read when the query is planned"
             ));
         }
         invalid(format!("{func}: {k} must be {what}"))
+    }
+
+    /// The setting's query parameter (`$1`) when it is one.
+    fn parameter(&self, k: &str) -> Option<String> {
+        match self.get(k) {
+            Some(Expr::Value(v)) if matches!(v.value, Value::Placeholder(_)) => {
+                Some(v.value.to_string())
+            }
+            _ => None,
+        }
+    }
+
+    /// A setting the per-series functions check when they run: its query parameter as
+    /// `CAST($n AS sql_type)` (bound before the plan runs), else the literal SQL `literal`
+    /// makes after checking it here.
+    fn passed(
+        &self,
+        k: &str,
+        sql_type: &str,
+        literal: impl FnOnce(&Self) -> ServerResult<String>,
+    ) -> ServerResult<String> {
+        match self.parameter(k) {
+            Some(p) => Ok(format!("CAST({p} AS {sql_type})")),
+            None => literal(self),
+        }
     }
 
     fn text(&self, k: &str) -> ServerResult<Option<String>> {
@@ -390,15 +413,20 @@ fn anomaly_replacement(args: &[FunctionArg]) -> ServerResult<String> {
     let value = named
         .text("value")?
         .ok_or_else(|| invalid("ANOMALY needs value => 'column'".into()))?;
-    let sensitivity = named
-        .number("sensitivity")?
-        .unwrap_or(prognos_models::anomaly::AnomalySpec::default().sensitivity);
-    if !(sensitivity > 0.0 && sensitivity < 1.0) {
-        return Err(invalid(format!(
-            "ANOMALY: sensitivity must be in (0, 1), got {sensitivity}"
-        )));
-    }
-    let season = named.season_length()?;
+    let sensitivity = named.passed("sensitivity", "DOUBLE", |named| {
+        let s = named
+            .number("sensitivity")?
+            .unwrap_or(prognos_models::anomaly::AnomalySpec::default().sensitivity);
+        if !(s > 0.0 && s < 1.0) {
+            return Err(invalid(format!(
+                "ANOMALY: sensitivity must be in (0, 1), got {s}"
+            )));
+        }
+        Ok(format!("{s:?}"))
+    })?;
+    let season = named.passed("season_length", "DOUBLE", |n| {
+        Ok(n.season_length()?.to_string())
+    })?;
     let ids = SeriesIds::parse(&named)?;
     let (time_q, value_q) = (quote(&time), quote(&value));
     Ok(ids.unnested(
@@ -407,7 +435,7 @@ fn anomaly_replacement(args: &[FunctionArg]) -> ServerResult<String> {
             "__f['value'] AS {value_q}, __f['expected'] AS expected, __f['lower'] AS lower, \
              __f['upper'] AS upper, __f['score'] AS score, __f['is_anomaly'] AS is_anomaly"
         ),
-        &format!("prognos_anomaly({time_q}, {value_q}, {sensitivity:?}, {season})"),
+        &format!("prognos_anomaly({time_q}, {value_q}, {sensitivity}, {season})"),
         q,
     ))
 }
@@ -452,23 +480,32 @@ fn forecast_replacement(args: &[FunctionArg]) -> ServerResult<String> {
     let time = text("time")?.ok_or_else(|| invalid("FORECAST needs time => 'column'".into()))?;
     let value = text("value")?.ok_or_else(|| invalid("FORECAST needs value => 'column'".into()))?;
     let ids = SeriesIds::parse(&named)?;
-    let horizon = named.horizon()?.unwrap_or(10.0);
-    let level = named.level()?.unwrap_or(95.0);
-    let method = text("method")?.unwrap_or_else(|| "auto".into());
-    if !method.eq_ignore_ascii_case("auto") {
-        prognos_models::forecast::Method::parse_local(&method)
-            .map_err(|e| invalid(format!("FORECAST: {e}")))?;
-    }
-    let season = named.season_length()?;
+    // Horizon, level, method and season length may be query parameters: the aggregate
+    // checks them when it runs, after they are bound.
+    let horizon = named.passed("horizon", "DOUBLE", |n| {
+        Ok((n.horizon()?.unwrap_or(10.0) as i64).to_string())
+    })?;
+    let level = named.passed("level", "DOUBLE", |n| {
+        Ok(format!("{:?}", n.level()?.unwrap_or(95.0)))
+    })?;
+    let method = named.passed("method", "VARCHAR", |n| {
+        let method = n.text("method")?.unwrap_or_else(|| "auto".into());
+        if !method.eq_ignore_ascii_case("auto") {
+            prognos_models::forecast::Method::parse_local(&method)
+                .map_err(|e| invalid(format!("FORECAST: {e}")))?;
+        }
+        Ok(sql_string(&method))
+    })?;
+    let season = named.passed("season_length", "DOUBLE", |n| {
+        Ok(n.season_length()?.to_string())
+    })?;
     let time_q = quote(&time);
     Ok(ids.unnested(
         "",
         &forecast_items(&time_q),
         &format!(
-            "prognos_forecast({time_q}, {value_q}, {h}, {level:?}, {method_s}, {season})",
+            "prognos_forecast({time_q}, {value_q}, {horizon}, {level}, {method}, {season})",
             value_q = quote(&value),
-            h = horizon as i64,
-            method_s = sql_string(&method),
         ),
         q,
     ))

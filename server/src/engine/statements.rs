@@ -1,14 +1,16 @@
 //! Statement dispatch: Postgres session commands, persistent DDL, managed tables, and
 //! everything else handed to DataFusion.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, AsArray, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, UInt64Type};
 use datafusion::catalog::{MemorySchemaProvider, SchemaProvider};
 use datafusion::common::{ParamValues, ScalarValue, TableReference};
+use datafusion::logical_expr::expr::{Cast, Placeholder, TryCast};
 use datafusion::logical_expr::{
-    CreateExternalTable, CreateMemoryTable, DdlStatement, DmlStatement, LogicalPlan, WriteOp,
+    CreateExternalTable, CreateMemoryTable, DdlStatement, DmlStatement, Expr, LogicalPlan, WriteOp,
 };
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::sql::parser::Statement as DFStatement;
@@ -277,12 +279,17 @@ fn returns_rows(plan: &LogicalPlan) -> bool {
     )
 }
 
-/// `$1..$n` types in order; gaps are `None`.
+/// `$1..$n` types in order; gaps are `None`. A parameter DataFusion leaves untyped takes the
+/// type it is cast to (`CAST($1 AS DOUBLE)`, `$1::int`), as in Postgres.
 fn parameter_types(plan: &LogicalPlan) -> ServerResult<Vec<Option<DataType>>> {
     let types = plan.get_parameter_types()?;
+    let cast = cast_parameter_types(plan);
     let mut indexed: Vec<(usize, Option<DataType>)> = types
         .into_iter()
-        .filter_map(|(k, v)| k.strip_prefix('$')?.parse::<usize>().ok().map(|i| (i, v)))
+        .filter_map(|(k, v)| {
+            let v = v.or_else(|| cast.get(&k).cloned());
+            k.strip_prefix('$')?.parse::<usize>().ok().map(|i| (i, v))
+        })
         .collect();
     indexed.sort_by_key(|(i, _)| *i);
     let n = indexed.last().map(|(i, _)| *i).unwrap_or(0);
@@ -293,6 +300,27 @@ fn parameter_types(plan: &LogicalPlan) -> ServerResult<Vec<Option<DataType>>> {
         }
     }
     Ok(out)
+}
+
+/// The types untyped parameters are cast to in `plan` (the first cast of each).
+fn cast_parameter_types(plan: &LogicalPlan) -> HashMap<String, DataType> {
+    use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+    let mut out = HashMap::new();
+    // The closures never fail.
+    let _ = plan.apply_with_subqueries(|node| {
+        node.apply_expressions(|e| {
+            e.apply(|e| {
+                if let Expr::Cast(Cast { expr, field }) | Expr::TryCast(TryCast { expr, field }) = e
+                    && let Expr::Placeholder(Placeholder { id, field: None }) = expr.as_ref()
+                {
+                    out.entry(id.clone())
+                        .or_insert_with(|| field.data_type().clone());
+                }
+                Ok(TreeNodeRecursion::Continue)
+            })
+        })
+    });
+    out
 }
 
 /// Postgres-style COPY to the client or from the client.
@@ -411,9 +439,16 @@ pub(super) async fn execute_with_plan(
                 .zip(expected.iter())
                 .enumerate()
                 .map(|(i, (v, t))| match t {
+                    // Text bound where the statement wants another type (a parameter the
+                    // client declared `text`): invalid input for that type, as in Postgres.
                     Some(t) if &v.data_type() != t => v.cast_to(t).map_err(|e| {
+                        let text = matches!(v.data_type(), DataType::Utf8 | DataType::Utf8View);
                         ServerError::statement(
-                            StatusCode::DatatypeMismatch,
+                            if text {
+                                StatusCode::InvalidTextRepresentation
+                            } else {
+                                StatusCode::DatatypeMismatch
+                            },
                             format!(
                                 "parameter ${}: cannot use {} as {t}: {e}",
                                 i + 1,
