@@ -48,3 +48,26 @@ def test_forecast_series_policy_is_sent_as_notices(server):
                      "WITH (horizon = 7) AS SELECT * FROM notes_sales")
         assert any("duplicate" in n for n in notices), notices
         assert any("fitting 1 series" in n for n in notices), notices
+
+
+def test_a_large_forecast_is_streamed_with_a_notice(server):
+    """Past 16 MiB of output an ad-hoc FORECAST stops collecting its rows (for the NOTICEs)
+    and streams them; a NOTICE says so, and every row arrives."""
+    with psycopg.connect(server.dsn, autocommit=True) as conn:
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS notes_wide AS "
+            "SELECT CAST('2025-01-01' AS DATE) + CAST(v AS INT) AS day, s AS store, "
+            "CAST(v % 7 + s AS DOUBLE) AS amount "
+            "FROM generate_series(0, 59) AS t(v) CROSS JOIN generate_series(1, 4) AS st(s)")
+        notices = collect(conn)
+        q = ("SELECT * FROM FORECAST(TABLE notes_wide, time => 'day', value => 'amount', "
+             "id => 'store', horizon => {h}, method => 'seasonal_naive', season_length => 7)")
+        rows = conn.execute(q.format(h=100000)).fetchall()
+        assert len(rows) == 400000
+        assert any("streamed from here on" in n for n in notices), notices
+        # Seasonal naive repeats the last week: day 60 + 7k of store 2 is day 53's value.
+        week = {r[1]: r[2] for r in rows if r[0] == 2 and r[1].toordinal() % 7 == 0}
+        assert len(set(week.values())) == 1, list(week.items())[:5]
+        notices.clear()
+        assert len(conn.execute(q.format(h=10)).fetchall()) == 40
+        assert not any("streamed" in n for n in notices), notices

@@ -13,6 +13,7 @@ use datafusion::logical_expr::{
     CreateExternalTable, CreateMemoryTable, DdlStatement, DmlStatement, Expr, LogicalPlan, WriteOp,
 };
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::prelude::DataFrame;
 use datafusion::sql::parser::Statement as DFStatement;
 use datafusion::sql::sqlparser::ast::{
     CopyLegacyOption, CopyOption, CopySource, CopyTarget, Expr as SqlExpr, Reset, Set,
@@ -609,23 +610,50 @@ async fn run_plan(
             Ok(command(tag))
         }
         other => {
-            let eager = forecasts_series(&other);
+            // Only a client that receives NOTICEs (pgwire) waits for them; Flight SQL streams.
+            let eager = forecasts_series(&other) && session.notice_sender().is_some();
             let df = ctx.execute_logical_plan(other).await?;
             if eager {
-                // FORECAST's series notes are NOTICEs sent while the statement runs; the rows
-                // of a stream run after the statement has returned, when pgwire can no longer
-                // send them. A forecast's output (series × horizon rows) is small, so it is
-                // computed here.
-                let schema = Arc::new(df.schema().as_arrow().clone());
-                let batches = df.collect().await?;
-                return Ok(Output::Rows(Box::pin(RecordBatchStreamAdapter::new(
-                    schema,
-                    futures::stream::iter(batches.into_iter().map(Ok)),
-                ))));
+                return eager_rows(session, df).await;
             }
             Ok(Output::Rows(df.execute_stream().await?))
         }
     }
+}
+
+/// Output a query collects before returning its rows (see [`eager_rows`]).
+const EAGER_BYTES: usize = 16 * 1024 * 1024;
+
+/// Run an ad-hoc `FORECAST` query, collecting its output before returning it, up to
+/// [`EAGER_BYTES`]. FORECAST's series notes are NOTICEs sent while the statement runs; the rows
+/// of a stream are sent after the statement has returned, when pgwire can no longer send
+/// NOTICEs. A forecast's output (series × horizon rows) is usually small; a larger one is
+/// streamed from there on, with a NOTICE saying that later notes go to the server log.
+async fn eager_rows(session: &Session, df: DataFrame) -> ServerResult<Output> {
+    let schema = Arc::new(df.schema().as_arrow().clone());
+    let mut stream = df.execute_stream().await?;
+    let mut head = vec![];
+    let mut bytes = 0usize;
+    while let Some(batch) = stream.next().await {
+        let batch = batch?;
+        bytes += batch.get_array_memory_size();
+        head.push(batch);
+        if bytes > EAGER_BYTES {
+            session.notice(format!(
+                "FORECAST: more than {} MiB of output: the rows are streamed from here on, and \
+                 later series notes go to the server log",
+                EAGER_BYTES >> 20
+            ));
+            let rows = futures::stream::iter(head.into_iter().map(Ok)).chain(stream);
+            return Ok(Output::Rows(Box::pin(RecordBatchStreamAdapter::new(
+                schema, rows,
+            ))));
+        }
+    }
+    Ok(Output::Rows(Box::pin(RecordBatchStreamAdapter::new(
+        schema,
+        futures::stream::iter(head.into_iter().map(Ok)),
+    ))))
 }
 
 /// Whether a plan runs the `prognos_forecast` aggregate (ad-hoc `FORECAST(TABLE ...)`).
