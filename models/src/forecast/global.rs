@@ -84,41 +84,69 @@ fn thin(mut v: Vec<f64>) -> Vec<f64> {
         .collect()
 }
 
-/// Fit a global model over `series` (ordered by id) as `req` asks, with the exogenous
-/// columns `exogenous` (their values are in each series' [`PreparedSeries::exogenous`]).
+/// What a global fit will use: the season and the lag layout.
+#[derive(Debug, Clone)]
+pub struct GlobalPlan {
+    /// Season length (the one most series show, unless the request names one).
+    pub season: usize,
+    /// Lags, calendar and exogenous columns.
+    pub layout: LagLayout,
+}
+
+impl GlobalPlan {
+    /// Choose the season and the layout for `series` (ordered by id) as `req` asks, with the
+    /// exogenous columns `exogenous` (their values are in each series'
+    /// [`PreparedSeries::exogenous`]).
+    pub fn new(
+        series: &[PreparedSeries],
+        req: &ForecastRequest,
+        exogenous: Vec<String>,
+        nanos: i64,
+    ) -> GlobalPlan {
+        let step = series.first().map_or(1, |s| s.series.step.max(1));
+        let candidates = season_candidates(step, nanos);
+        let season = match req.season_length {
+            Some(m) => m,
+            None => {
+                // The season most series show.
+                let mut votes: Vec<usize> = series
+                    .iter()
+                    .map(|s| detect_season_length(&s.series.values, &candidates))
+                    .collect();
+                votes.sort_unstable();
+                let mut best = (1usize, 0usize);
+                for chunk in votes.chunk_by(|a, b| a == b) {
+                    if chunk.len() > best.1 {
+                        best = (chunk[0], chunk.len());
+                    }
+                }
+                best.0
+            }
+        };
+        let mut lens: Vec<usize> = series.iter().map(|s| s.series.values.len()).collect();
+        lens.sort_unstable();
+        let typical = lens.get(lens.len() / 2).copied().unwrap_or(0);
+        let layout = LagLayout::new(step, nanos, season, &candidates, typical, exogenous);
+        GlobalPlan { season, layout }
+    }
+
+    /// Bytes the fits will need at their peak (one model is trained at a time).
+    pub fn fit_bytes(&self, series: &[PreparedSeries]) -> usize {
+        let values = series.iter().map(|s| s.series.values.len()).sum();
+        lag_gbdt::fit_bytes(values, &self.layout)
+    }
+}
+
+/// Fit a global model over `series` (ordered by id) as `req` and `plan` say.
 pub fn fit_global(
     series: Vec<PreparedSeries>,
     req: &ForecastRequest,
-    exogenous: Vec<String>,
-    nanos: i64,
+    plan: GlobalPlan,
     params: &TreeParams,
     ctx: &mut TrainContext,
 ) -> ModelResult<(Vec<FittedSeries>, GlobalParts)> {
     let h = req.horizon;
-    let step = series.first().map_or(1, |s| s.series.step.max(1));
-    let candidates = season_candidates(step, nanos);
-    let m = match req.season_length {
-        Some(m) => m,
-        None => {
-            // The season most series show.
-            let mut votes: Vec<usize> = series
-                .iter()
-                .map(|s| detect_season_length(&s.series.values, &candidates))
-                .collect();
-            votes.sort_unstable();
-            let mut best = (1usize, 0usize);
-            for chunk in votes.chunk_by(|a, b| a == b) {
-                if chunk.len() > best.1 {
-                    best = (chunk[0], chunk.len());
-                }
-            }
-            best.0
-        }
-    };
-    let mut lens: Vec<usize> = series.iter().map(|s| s.series.values.len()).collect();
-    lens.sort_unstable();
-    let typical = lens[lens.len() / 2];
-    let layout = LagLayout::new(step, nanos, m, &candidates, typical, exogenous);
+    let GlobalPlan { season: m, layout } = plan;
     (ctx.progress)(format!(
         "gbdt_lag: season {m}, lags {}, {} calendar part(s), {} exogenous column(s)",
         layout

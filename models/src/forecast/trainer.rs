@@ -19,7 +19,7 @@ use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type, Schema};
 use rayon::prelude::*;
 
 use super::Method;
-use super::global::PreparedSeries;
+use super::global::{GlobalPlan, PreparedSeries, fit_global};
 use super::regular::on_grid;
 use super::regularize;
 use super::stored::{
@@ -40,9 +40,6 @@ const CHUNK_SERIES: usize = 512;
 
 /// Bytes a row of an open series takes: its time and value, and 16 per exogenous column.
 const ROW_BYTES: usize = std::mem::size_of::<(i64, Option<f64>)>();
-/// Bytes per observation `gbdt_lag`'s fit needs on top of the series (lag features as f32
-/// and bins, gradients, row indices), measured from its matrices with a margin.
-const GBDT_BYTES_PER_OBSERVATION: usize = 192;
 
 /// Rows of one series as read.
 #[derive(Debug, Default)]
@@ -87,6 +84,8 @@ pub struct ForecastTrainer {
     /// `gbdt_lag`'s series, fitted together at the end.
     prepared: Vec<PreparedSeries>,
     prepared_values: usize,
+    /// `gbdt_lag`'s season and layout, chosen when the input has ended.
+    plan: Option<GlobalPlan>,
     rows: usize,
     timeless: usize,
     /// Progress lines not yet sent.
@@ -199,6 +198,7 @@ impl ForecastTrainer {
             fitted: vec![],
             prepared: vec![],
             prepared_values: 0,
+            plan: None,
             rows: 0,
             timeless: 0,
             pending,
@@ -228,13 +228,18 @@ impl ForecastTrainer {
     }
 
     /// Bytes the trainer holds now (open and waiting series, fitted series, and for
-    /// `gbdt_lag` its series plus what its fit will need), for a memory reservation.
+    /// `gbdt_lag` its series plus, once the input has ended, what its fit will need), for a
+    /// memory reservation.
     pub fn held_bytes(&self) -> usize {
         let exogenous = self.layout.exogenous.len();
         let row = ROW_BYTES + 16 * exogenous;
         let fitted = self.fitted.len() * (512 + 32 * self.req.horizon);
-        let prepared = self.prepared_values * (8 * (1 + exogenous) + GBDT_BYTES_PER_OBSERVATION);
-        (self.open_rows + self.ready_rows) * row + fitted + prepared
+        let prepared = self.prepared_values * 8 * (1 + exogenous);
+        let fit = self
+            .plan
+            .as_ref()
+            .map_or(0, |p| p.fit_bytes(&self.prepared));
+        (self.open_rows + self.ready_rows) * row + fitted + prepared + fit
     }
 
     /// Rows read so far (including those without a time).
@@ -423,27 +428,35 @@ impl ForecastTrainer {
                 self.rows
             )
         });
-        self.fit_ready(ctx)
-    }
-
-    /// Fit what is left and build the model.
-    pub fn finish(mut self, ctx: &mut TrainContext) -> ModelResult<ModelArtifact> {
-        self.end_of_input(ctx)?;
-        let (mut series, global) = if self.req.method == Some(Method::GbdtLag) {
-            let mut prepared = std::mem::take(&mut self.prepared);
-            prepared.sort_by(|a, b| a.id.cmp(&b.id));
-            let mut params = super::lag_gbdt::default_params();
-            for (k, v) in &self.req.tree_options {
-                params.set(k, *v)?;
-            }
+        self.fit_ready(ctx)?;
+        if self.req.method == Some(Method::GbdtLag) {
+            self.prepared.sort_by(|a, b| a.id.cmp(&b.id));
             let names = self
                 .layout
                 .exogenous
                 .iter()
                 .map(|(n, _)| n.clone())
                 .collect();
-            let (series, global) =
-                super::global::fit_global(prepared, &self.req, names, self.nanos, &params, ctx)?;
+            self.plan = Some(GlobalPlan::new(
+                &self.prepared,
+                &self.req,
+                names,
+                self.nanos,
+            ));
+        }
+        Ok(())
+    }
+
+    /// Fit what is left and build the model.
+    pub fn finish(mut self, ctx: &mut TrainContext) -> ModelResult<ModelArtifact> {
+        self.end_of_input(ctx)?;
+        let (mut series, global) = if let Some(plan) = self.plan.take() {
+            let prepared = std::mem::take(&mut self.prepared);
+            let mut params = super::lag_gbdt::default_params();
+            for (k, v) in &self.req.tree_options {
+                params.set(k, *v)?;
+            }
+            let (series, global) = fit_global(prepared, &self.req, plan, &params, ctx)?;
             (series, Some(Box::new(global)))
         } else {
             (std::mem::take(&mut self.fitted), None)
