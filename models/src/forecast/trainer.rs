@@ -38,6 +38,12 @@ const CHUNK_ROWS: usize = 1 << 20;
 /// ... or this many series.
 const CHUNK_SERIES: usize = 512;
 
+/// Bytes a fitted series keeps for a horizon: its forecast and up to five backtest windows
+/// of errors (8 bytes a step each), its id, notes and scores.
+const fn fitted_bytes(horizon: usize) -> usize {
+    512 + 48 * horizon
+}
+
 /// Bytes a row of an open series takes: its time and value, and 16 per exogenous column.
 const ROW_BYTES: usize = std::mem::size_of::<(i64, Option<f64>)>();
 
@@ -233,7 +239,7 @@ impl ForecastTrainer {
     pub fn held_bytes(&self) -> usize {
         let exogenous = self.layout.exogenous.len();
         let row = ROW_BYTES + 16 * exogenous;
-        let fitted = self.fitted.len() * (512 + 32 * self.req.horizon);
+        let fitted = self.fitted.len() * fitted_bytes(self.req.horizon);
         let prepared = self.prepared_values * 8 * (1 + exogenous);
         let fit = self
             .plan
@@ -594,7 +600,7 @@ mod tests {
             "{lines:?}"
         );
         // Grouped, at most a chunk of series and a batch are held beside the fitted ones.
-        let bound = (CHUNK_SERIES * 60 + 1000) * ROW_BYTES + 600 * (512 + 32 * 6);
+        let bound = (CHUNK_SERIES * 60 + 1000) * ROW_BYTES + 600 * fitted_bytes(6);
         assert!(
             held_grouped <= bound && held_grouped < held_whole,
             "grouped {held_grouped} B (bound {bound}), ungrouped {held_whole} B"
