@@ -76,6 +76,23 @@ impl std::fmt::Debug for TrainContext<'_> {
     }
 }
 
+impl TrainContext<'_> {
+    /// Run `f` with a context that is never cancelled; returns its result and the progress
+    /// lines it reported (for tests).
+    #[cfg(test)]
+    pub(crate) fn collecting<T>(f: impl FnOnce(&mut TrainContext) -> T) -> (T, Vec<String>) {
+        let mut lines = vec![];
+        let cancel = AtomicBool::new(false);
+        let mut progress = |m: String| lines.push(m);
+        let mut ctx = TrainContext {
+            progress: &mut progress,
+            cancel: &cancel,
+        };
+        let out = f(&mut ctx);
+        (out, lines)
+    }
+}
+
 /// A numeric `WITH (...)` option, when given.
 pub(crate) fn num(options: &BTreeMap<String, String>, key: &str) -> ModelResult<Option<f64>> {
     options

@@ -749,7 +749,6 @@ impl ForecastModel {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::AtomicBool;
 
     use datafusion::arrow::array::{AsArray, StringArray, TimestampSecondArray};
     use datafusion::arrow::datatypes::Float64Type;
@@ -757,15 +756,7 @@ mod tests {
     use super::*;
 
     fn ctx_run<T>(f: impl FnOnce(&mut TrainContext) -> T) -> (T, Vec<String>) {
-        let mut lines = vec![];
-        let cancel = AtomicBool::new(false);
-        let mut progress = |m: String| lines.push(m);
-        let mut ctx = TrainContext {
-            progress: &mut progress,
-            cancel: &cancel,
-        };
-        let out = f(&mut ctx);
-        (out, lines)
+        TrainContext::collecting(f)
     }
 
     #[test]

@@ -489,7 +489,6 @@ impl ForecastTrainer {
 mod tests {
     use std::collections::BTreeMap;
     use std::sync::Arc;
-    use std::sync::atomic::AtomicBool;
 
     use datafusion::arrow::array::{Float64Array, Int64Array};
     use datafusion::arrow::datatypes::Field;
@@ -498,15 +497,7 @@ mod tests {
     use crate::model::Estimator;
 
     fn run<T>(f: impl FnOnce(&mut TrainContext) -> T) -> (T, Vec<String>) {
-        let mut lines = vec![];
-        let cancel = AtomicBool::new(false);
-        let mut progress = |m: String| lines.push(m);
-        let mut ctx = TrainContext {
-            progress: &mut progress,
-            cancel: &cancel,
-        };
-        let out = f(&mut ctx);
-        (out, lines)
+        TrainContext::collecting(f)
     }
 
     /// `series` series of 60 hourly-like integer ticks with a period of 6, in batches of
