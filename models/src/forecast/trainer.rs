@@ -1,11 +1,12 @@
 //! Training a stored forecasting model from the training query's batches as they arrive.
 //!
 //! [`ForecastTrainer`] splits rows into series (one per combination of id values). When the
-//! caller promises rows grouped by id ([`ForecastTrainer::input_grouped`], e.g. a query sorted
-//! by [`ForecastTrainer::sort_columns`]) a series is complete as soon as the next id starts: complete series are
-//! fitted in chunks, in parallel, while later rows are still being read, and only their
-//! fitted forecasts stay — memory follows the chunk, not the table. Otherwise every series
-//! is held until [`ForecastTrainer::finish`].
+//! caller promises rows grouped by id ([`ForecastTrainer::input_grouped`], e.g. a query
+//! sorted by [`ForecastTrainer::sort_columns`]) a series is complete as soon as the next id
+//! starts: complete series are fitted in chunks, in parallel, while later rows are still
+//! being read, and only their fitted forecasts stay — memory follows the chunk, not the
+//! table. Otherwise every series is held until [`ForecastTrainer::finish`]. The caller may
+//! read only the columns the model uses ([`ForecastTrainer::project_input`]).
 //!
 //! `gbdt_lag` is one model across all series, so it keeps every series (as regular values,
 //! far smaller than the query's rows) until the end whatever the input order.
@@ -213,17 +214,34 @@ impl ForecastTrainer {
         })
     }
 
+    /// Read only the columns the model uses: their positions in the query's schema, in the
+    /// order batches must hold them from now on (time, value, ids, exogenous columns).
+    pub fn project_input(&mut self) -> Vec<usize> {
+        let layout = &mut self.layout;
+        let mut read = vec![layout.time, layout.value];
+        read.extend(&layout.ids);
+        read.extend(layout.exogenous.iter().map(|(_, i)| *i));
+        let k = layout.ids.len();
+        layout.time = 0;
+        layout.value = 1;
+        layout.ids = (2..2 + k).collect();
+        for (j, e) in layout.exogenous.iter_mut().enumerate() {
+            e.1 = 2 + k + j;
+        }
+        read
+    }
+
     /// The columns to sort the input by so that series can be fitted as they complete: the
     /// id columns, then the time column (so that sorting does not reorder a series' rows),
-    /// as the query names them. `None` when grouping would not help (a single series, or
+    /// as positions in the input. `None` when grouping would not help (a single series, or
     /// `gbdt_lag`, which fits all series at once).
-    pub fn sort_columns(&self, schema: &Schema) -> Option<Vec<String>> {
+    pub fn sort_columns(&self) -> Option<Vec<usize>> {
         (!self.layout.ids.is_empty() && self.req.method != Some(Method::GbdtLag)).then(|| {
             self.layout
                 .ids
                 .iter()
                 .chain([&self.layout.time])
-                .map(|&i| schema.field(i).name().clone())
+                .copied()
                 .collect()
         })
     }
@@ -550,10 +568,7 @@ mod tests {
         let (schema, input) = batches(600, batch);
         let (out, lines) = run(|ctx| {
             let mut t = ForecastTrainer::new(&schema, &request())?;
-            assert_eq!(
-                t.sort_columns(&schema),
-                Some(vec!["id".to_string(), "t".to_string()])
-            );
+            assert_eq!(t.sort_columns(), Some(vec![0, 1]));
             if grouped {
                 t.input_grouped();
             }
@@ -619,6 +634,42 @@ mod tests {
             Err(ModelError::BadTrainingData(m)) => assert!(m.contains("id=0"), "{m}"),
             other => panic!("expected an error, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_projected_input_holds_only_the_columns_read() {
+        // The query has an unused column first: the trainer reads (t, v, id) after it.
+        let schema = Schema::new(vec![
+            Field::new("note", DataType::Utf8, true),
+            Field::new("id", DataType::Int64, true),
+            Field::new("t", DataType::Int64, true),
+            Field::new("v", DataType::Float64, true),
+        ]);
+        let (_, input) = batches(3, 60);
+        let (out, lines) = run(|ctx| {
+            let mut t = ForecastTrainer::new(&schema, &request())?;
+            assert_eq!(t.project_input(), vec![2, 3, 1]);
+            assert_eq!(t.sort_columns(), Some(vec![2, 0]));
+            t.input_grouped();
+            for b in &input {
+                // (id, t, v) batches reordered to (t, v, id).
+                let b = b.project(&[1, 2, 0]).map_err(ModelError::from)?;
+                t.push(&b, ctx)?;
+            }
+            t.finish(ctx)
+        });
+        let Estimator::Forecast(model) = out.expect("trained").estimator else {
+            panic!("not a forecast model")
+        };
+        assert_eq!(model.series.len(), 3);
+        assert_eq!(
+            model.series[1].forecast,
+            vec![10.0, 12.0, 15.0, 13.0, 11.0, 10.5]
+        );
+        assert!(
+            lines.iter().any(|l| l.contains("note not used")),
+            "{lines:?}"
+        );
     }
 
     #[test]

@@ -251,17 +251,24 @@ async fn train_forecast_model(
     engine: &Engine,
 ) -> ServerResult<ModelArtifact> {
     let df = plan_training_query(engine, session, query).await?;
-    let schema = df.schema().as_arrow().clone();
-    let mut trainer = ForecastTrainer::new(&schema, &req).map_err(CatalogError::Model)?;
-    let df = match trainer.sort_columns(&schema) {
-        Some(columns) => {
+    let mut trainer =
+        ForecastTrainer::new(df.schema().as_arrow(), &req).map_err(CatalogError::Model)?;
+    // Only the columns the model reads are scanned and sorted.
+    let column = |df: &DataFrame, i: usize| {
+        let (qualifier, field) = df.schema().qualified_field(i);
+        Expr::Column(Column::new(qualifier.cloned(), field.name()))
+    };
+    let read = trainer.project_input();
+    let columns: Vec<Expr> = read.into_iter().map(|i| column(&df, i)).collect();
+    let df = df.select(columns)?;
+    let df = match trainer.sort_columns() {
+        Some(positions) => {
             trainer.input_grouped();
-            df.sort(
-                columns
-                    .into_iter()
-                    .map(|c| Expr::Column(Column::new_unqualified(c)).sort(true, true))
-                    .collect(),
-            )?
+            let order = positions
+                .into_iter()
+                .map(|i| column(&df, i).sort(true, true))
+                .collect();
+            df.sort(order)?
         }
         None => df,
     };
