@@ -950,3 +950,86 @@ async fn series_functions_stay_within_the_memory_limit() {
     // The server is still serving.
     assert_eq!(rows(&c, "SELECT 1").await.len(), 1);
 }
+
+/// Monthly, month-end and quarterly series: their steps of 28 to 31 days are calendar months,
+/// so the forecast continues on the first of the month (the last day, the quarter) instead of
+/// drifting by a fixed number of days, and a monthly series finds its 12-month season.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calendar_month_series_forecast_on_calendar_months() {
+    let server = Server::start();
+    let c = server.connect().await;
+    // Two stores, 2019-01 .. 2024-12, a December peak and a slow trend.
+    c.batch_execute(
+        "CREATE TABLE monthly AS \
+         SELECT CAST(g.ts AS DATE) AS month, s.store, \
+                CAST(100 * s.k + 40 * CASE WHEN extract(month FROM g.ts) = 12 THEN 1 ELSE 0 END \
+                     + 5 * extract(month FROM g.ts) + (extract(year FROM g.ts) - 2019) * 3 \
+                     AS DOUBLE PRECISION) AS sales \
+         FROM generate_series(TIMESTAMP '2019-01-01', TIMESTAMP '2024-12-01', INTERVAL '1 month') AS g(ts) \
+         CROSS JOIN (SELECT 'a' AS store, 1 AS k UNION ALL SELECT 'b', 2) AS s",
+    )
+    .await
+    .expect("monthly table");
+    let f = rows(
+        &c,
+        "SELECT store, CAST(month AS VARCHAR), forecast FROM FORECAST(TABLE monthly, \
+         time => 'month', value => 'sales', id => 'store', horizon => 14) ORDER BY store, month",
+    )
+    .await;
+    assert_eq!(f.len(), 28);
+    let months: Vec<String> = f.iter().take(14).map(|r| r.get(1)).collect();
+    let want: Vec<String> = (0..14)
+        .map(|k| format!("{}-{:02}-01", 2025 + k / 12, k % 12 + 1))
+        .collect();
+    assert_eq!(months, want);
+    // Store a: the pattern continues (2025 values: 100 + 5·month + 18, December + 40).
+    for r in f.iter().take(12) {
+        let month: String = r.get(1);
+        let m: f64 = month[5..7].parse().expect("month");
+        let expected = 100.0 + 5.0 * m + 18.0 + if m == 12.0 { 40.0 } else { 0.0 };
+        let got: f64 = r.get(2);
+        assert!(
+            (got - expected).abs() < 0.05 * expected,
+            "{month}: {got} vs {expected}"
+        );
+    }
+
+    // Month ends, stored: FORECAST('m') continues on the last day of each month.
+    c.batch_execute(
+        "CREATE MODEL month_ends FORECAST sales TIME day BY store WITH (horizon = 3) AS \
+         SELECT CAST(date_trunc('month', CAST(month AS TIMESTAMP)) + INTERVAL '1 month' \
+                     - INTERVAL '1 day' AS DATE) AS day, store, sales FROM monthly",
+    )
+    .await
+    .expect("month-end model");
+    let days: Vec<String> = rows(
+        &c,
+        "SELECT CAST(day AS VARCHAR) FROM FORECAST('month_ends') WHERE store = 'b' ORDER BY day",
+    )
+    .await
+    .iter()
+    .map(|r| r.get(0))
+    .collect();
+    assert_eq!(days, vec!["2025-01-31", "2025-02-28", "2025-03-31"]);
+
+    // Quarters as timestamps.
+    let q: Vec<String> = rows(
+        &c,
+        "SELECT CAST(q AS VARCHAR) FROM FORECAST((SELECT CAST(month AS TIMESTAMP) AS q, sales \
+         FROM monthly WHERE store = 'a' AND extract(month FROM month) IN (1, 4, 7, 10)), \
+         time => 'q', value => 'sales', horizon => 4) ORDER BY q",
+    )
+    .await
+    .iter()
+    .map(|r| r.get(0))
+    .collect();
+    assert_eq!(
+        q,
+        vec![
+            "2025-01-01T00:00:00",
+            "2025-04-01T00:00:00",
+            "2025-07-01T00:00:00",
+            "2025-10-01T00:00:00"
+        ]
+    );
+}

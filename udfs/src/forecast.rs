@@ -6,8 +6,9 @@
 //! held per series.
 //!
 //! `time` may be a timestamp (any unit, with or without time zone), a date or an integer;
-//! the forecast times have the same type. Season-length candidates follow the step: hourly
-//! data tries 24 and 168, daily 7 and 365, ... (see
+//! the forecast times have the same type. Times on calendar months (monthly, quarterly,
+//! yearly) are regularised by month ([`TimeAxis`]). Season-length candidates follow the step:
+//! hourly data tries 24 and 168, daily 7 and 365, monthly 12, ... (see
 //! [`prognos_models::forecast::time::season_candidates`]).
 
 use std::sync::Arc;
@@ -23,7 +24,7 @@ use datafusion::logical_expr::Expr;
 use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
 use datafusion::logical_expr::{Accumulator, AggregateUDFImpl, Signature, Volatility};
 use prognos_catalog::{CatalogError, ModelSnapshot};
-use prognos_models::forecast::time::{season_candidates, times_from_i64, unit_nanos};
+use prognos_models::forecast::time::{TimeAxis, times_from_i64, unit_nanos};
 use prognos_models::forecast::{ForecastSpec, Method, forecast, regularize};
 use prognos_models::{ModelArtifact, ModelError};
 
@@ -215,33 +216,37 @@ impl Accumulator for SeriesAccumulator {
         if self.rows.times.is_empty() {
             return Ok(null_list(fields));
         }
-        let rows = self.rows.pairs();
-        let series = regularize(&rows, None).map_err(external)?;
         let nanos = unit_nanos(&self.time_type).unwrap_or(0);
+        // Monthly, quarterly and yearly times are regularised by calendar month.
+        let axis = TimeAxis::detect(&self.rows.times, nanos);
+        let rows = axis.rows_on_axis(&self.rows.pairs(), nanos);
+        let series = regularize(&rows, None).map_err(external)?;
         let spec = ForecastSpec {
             method: self.method,
             horizon: self.horizon,
             level: self.level,
             season_length: self.season_length,
-            season_candidates: season_candidates(series.step, nanos),
+            season_candidates: axis.season_candidates(series.step, nanos),
             windows: 2,
         };
         let f = forecast(&series.values, &spec).map_err(external)?;
+        let last = series.start + series.step * (series.values.len() as i64 - 1);
         for note in series.notes.iter().chain(&f.notes) {
             let message = format!(
                 "FORECAST: series of {} values ending at tick {}: {note}",
                 series.values.len(),
-                series.start + series.step * (series.values.len() as i64 - 1)
+                axis.to_tick(last, nanos)
             );
             tracing::info!("{message}");
             if let Some(sink) = &self.notes {
                 sink(message);
             }
         }
-        let last = series.start + series.step * (series.values.len() as i64 - 1);
         let step = series.step.max(1);
         let times = times_from_i64(
-            (1..=self.horizon as i64).map(|j| last + j * step).collect(),
+            (1..=self.horizon as i64)
+                .map(|j| axis.to_tick(last + j * step, nanos))
+                .collect(),
             &self.time_type,
         )?;
         let h = self.horizon;

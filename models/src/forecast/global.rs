@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use super::lag_gbdt::{self, LagLayout, LagModel, SeriesInput};
 use super::seasonality::detect_season_length;
 use super::stored::{FittedSeries, ForecastRequest, Holdout};
-use super::time::season_candidates;
+use super::time::TimeAxis;
 use super::{Calibration, Method, Regularized, mase, mase_scale, smape};
 use crate::error::ModelResult;
 use crate::gbdt::TreeParams;
@@ -47,7 +47,9 @@ pub struct GlobalParts {
 pub struct PreparedSeries {
     /// Id values.
     pub id: Vec<Option<String>>,
-    /// Its regular values.
+    /// How its times map onto its grid.
+    pub axis: TimeAxis,
+    /// Its regular values (on `axis`).
     pub series: Regularized,
     /// Exogenous columns on the same grid.
     pub exogenous: Vec<Vec<f64>>,
@@ -104,7 +106,11 @@ impl GlobalPlan {
         nanos: i64,
     ) -> GlobalPlan {
         let step = series.first().map_or(1, |s| s.series.step.max(1));
-        let candidates = season_candidates(step, nanos);
+        // Series on calendar months have no calendar features; a 12-month season gives the
+        // month of the year.
+        let axis = series.first().map_or(TimeAxis::Ticks, |s| s.axis);
+        let candidates = axis.season_candidates(step, nanos);
+        let nanos = axis.calendar_nanos(nanos);
         let season = match req.season_length {
             Some(m) => m,
             None => {
@@ -292,6 +298,7 @@ pub fn fit_global(
             };
             FittedSeries {
                 id: p.id,
+                axis: p.axis,
                 step: p.series.step.max(1),
                 last: p.series.start + p.series.step * (n as i64 - 1),
                 observations: n,

@@ -31,7 +31,7 @@ use serde::{Deserialize, Serialize};
 use super::global::GlobalParts;
 use super::lag_gbdt;
 use super::regular::on_grid;
-use super::time::{season_candidates, times_from_i64};
+use super::time::{TimeAxis, times_from_i64, unit_nanos};
 use super::trainer::ForecastTrainer;
 use super::{Calibration, ForecastSpec, Method, forecast, mase, regularize, smape};
 use crate::Task;
@@ -190,9 +190,12 @@ pub struct Holdout {
 pub struct FittedSeries {
     /// Its id values as text (cast back to the id columns' types on output); `None` = NULL.
     pub id: Vec<Option<String>>,
-    /// Step between observations, in time ticks.
+    /// How its times map onto its grid (`step` and `last` are points of this axis).
+    #[serde(default, skip_serializing_if = "TimeAxis::is_ticks")]
+    pub axis: TimeAxis,
+    /// Step between observations, in points of `axis` (time ticks, or months).
     pub step: i64,
-    /// Time of the last observation, in ticks.
+    /// Time of the last observation, as a point of `axis`.
     pub last: i64,
     /// Observations after regularisation.
     pub observations: usize,
@@ -391,13 +394,15 @@ fn fit_series(
     req: &ForecastRequest,
     nanos: i64,
 ) -> ModelResult<FittedSeries> {
-    let series = regularize(rows, None)?;
+    let ticks: Vec<i64> = rows.iter().map(|r| r.0).collect();
+    let axis = TimeAxis::detect(&ticks, nanos);
+    let series = regularize(&axis.rows_on_axis(rows, nanos), None)?;
     let spec = ForecastSpec {
         method: req.method,
         horizon: req.horizon,
         level: req.level,
         season_length: req.season_length,
-        season_candidates: season_candidates(series.step, nanos),
+        season_candidates: axis.season_candidates(series.step, nanos),
         windows: 2,
     };
     let y = &series.values;
@@ -443,6 +448,7 @@ fn fit_series(
     }
     Ok(FittedSeries {
         id,
+        axis,
         step: series.step.max(1),
         last: series.start + series.step * (n as i64 - 1),
         observations: n,
@@ -571,10 +577,11 @@ impl ForecastModel {
         let mut times = Vec::with_capacity(self.series.len() * h);
         let (mut point, mut lower, mut upper) = (vec![], vec![], vec![]);
         let pooled = self.global.as_ref().map_or(&[][..], |g| &g.pooled[..]);
+        let nanos = self.nanos();
         for s in &self.series {
             let w = s.calibration.widths(h, level, pooled);
             for (j, w) in w.iter().enumerate() {
-                times.push(s.last + (j as i64 + 1) * s.step);
+                times.push(s.axis.to_tick(s.last + (j as i64 + 1) * s.step, nanos));
                 let p = s.forecast.get(j).copied().unwrap_or(f64::NAN);
                 point.push(p);
                 lower.push(p - w);
@@ -597,6 +604,11 @@ impl ForecastModel {
     /// The time column's Arrow type.
     pub fn time_type(&self) -> DataType {
         self.time.data_type()
+    }
+
+    /// Nanoseconds per tick of the time column (0 for integer times).
+    fn nanos(&self) -> i64 {
+        unit_nanos(&self.time.data_type()).unwrap_or(0)
     }
 
     /// Exogenous columns of a global model (empty otherwise).
@@ -641,6 +653,12 @@ impl ForecastModel {
             ));
         }
         let step = s.step.max(1);
+        // The future rows' times as points of the series' axis.
+        let nanos = self.nanos();
+        let future: Vec<(i64, Vec<Option<f64>>)> = future
+            .iter()
+            .map(|(t, v)| (s.axis.to_axis(*t, nanos), v.clone()))
+            .collect();
         let ahead: Vec<&(i64, Vec<Option<f64>>)> =
             future.iter().filter(|(t, _)| *t > s.last).collect();
         let Some(h) = ahead
@@ -684,7 +702,9 @@ impl ForecastModel {
             .pop()
             .unwrap_or_default();
         let w = s.calibration.widths(h, level, &g.pooled);
-        let times = (1..=h as i64).map(|j| s.last + j * step).collect();
+        let times = (1..=h as i64)
+            .map(|j| s.axis.to_tick(s.last + j * step, nanos))
+            .collect();
         let lower = point.iter().zip(&w).map(|(p, w)| p - w).collect();
         let upper = point.iter().zip(&w).map(|(p, w)| p + w).collect();
         Ok((times, point, lower, upper))

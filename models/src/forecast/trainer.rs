@@ -26,7 +26,7 @@ use super::regularize;
 use super::stored::{
     FittedSeries, ForecastModel, ForecastRequest, StoredColumn, fit_each, label, model_artifact,
 };
-use super::time::{times_as_i64, unit_nanos};
+use super::time::{TimeAxis, times_as_i64, unit_nanos};
 use crate::error::{ModelError, ModelResult};
 use crate::model::ModelArtifact;
 use crate::train::TrainContext;
@@ -383,10 +383,14 @@ impl ForecastTrainer {
         self.ready_rows = 0;
         if self.req.method == Some(Method::GbdtLag) {
             let ids = &self.ids;
+            let nanos = self.nanos;
             let prepared = ready
                 .into_par_iter()
                 .map(|(id, open)| {
-                    let series = regularize(&open.rows, None).map_err(|e| {
+                    let ticks: Vec<i64> = open.rows.iter().map(|r| r.0).collect();
+                    let axis = TimeAxis::detect(&ticks, nanos);
+                    let rows = axis.rows_on_axis(&open.rows, nanos);
+                    let series = regularize(&rows, None).map_err(|e| {
                         ModelError::BadTrainingData(format!("{}: {e}", label(&id, ids)))
                     })?;
                     let exogenous = open
@@ -394,12 +398,13 @@ impl ForecastTrainer {
                         .iter()
                         .map(|col| {
                             let rows: Vec<(i64, Option<f64>)> =
-                                open.rows.iter().zip(col).map(|(r, v)| (r.0, *v)).collect();
+                                rows.iter().zip(col).map(|(r, v)| (r.0, *v)).collect();
                             on_grid(&rows, series.start, series.step, series.values.len())
                         })
                         .collect();
                     Ok(PreparedSeries {
                         id,
+                        axis,
                         series,
                         exogenous,
                     })
