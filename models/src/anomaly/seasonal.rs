@@ -12,7 +12,7 @@
 //!   then ratios), and stops at the first value ≤ 0.
 
 use super::score::{Scorer, SortedWindow, median};
-use crate::forecast::time::season_candidates;
+use crate::forecast::time::{TimeAxis, season_candidates};
 
 /// Offsets kept per phase (the last this many periods): the median of five survives two
 /// anomalous periods.
@@ -79,6 +79,16 @@ fn clock_spans(step_ns: i64) -> Vec<i64> {
 /// have no clock, so they only get a given length. Daily, weekly and yearly phases follow the
 /// clock: a daily season's phase is the time of day (UTC).
 pub fn season_phases(times: &[i64], nanos: i64, season_length: Option<usize>) -> Vec<SeasonPhases> {
+    // Monthly, quarterly and yearly times count calendar months (their steps in ticks vary
+    // from 28 to 31 days, and a phase counted in ticks would drift).
+    let axis = TimeAxis::detect(times, nanos);
+    let months: Vec<i64>;
+    let times = if axis.is_ticks() {
+        times
+    } else {
+        months = times.iter().map(|&t| axis.to_axis(t, nanos)).collect();
+        &months[..]
+    };
     let Some(step) = typical_step(times) else {
         return Vec::new();
     };
@@ -86,6 +96,11 @@ pub fn season_phases(times: &[i64], nanos: i64, season_length: Option<usize>) ->
         Some(m) if m <= 1 => Vec::new(),
         Some(m) => vec![(m, PhaseOf::Count)],
         None if nanos == 0 => Vec::new(),
+        None if !axis.is_ticks() => axis
+            .season_candidates(step, nanos)
+            .into_iter()
+            .map(|m| (m, PhaseOf::Count))
+            .collect(),
         None => {
             let step_ns = step.saturating_mul(nanos);
             let spans = clock_spans(step_ns);
@@ -334,6 +349,26 @@ mod tests {
     use super::*;
 
     const MIN: i64 = 60_000_000_000;
+
+    #[test]
+    fn monthly_data_gets_a_12_month_season_phased_by_calendar_month() {
+        // Six years of month starts (Date32 days): the phase is the month of the year.
+        let epoch = chrono::NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch");
+        let times: Vec<i64> = (0..72)
+            .map(|k| {
+                let d = chrono::NaiveDate::from_ymd_opt(2019 + k / 12, (k % 12) as u32 + 1, 1)
+                    .expect("date");
+                (d - epoch).num_days()
+            })
+            .collect();
+        let s = season_phases(&times, 86_400_000_000_000, None);
+        assert_eq!(s.len(), 1);
+        assert_eq!(s[0].period, 12);
+        let months: Vec<usize> = (0..72).map(|k| k % 12).collect();
+        let shift = s[0].phase[0];
+        let phase: Vec<usize> = s[0].phase.iter().map(|p| (p + 12 - shift) % 12).collect();
+        assert_eq!(phase, months);
+    }
 
     #[test]
     fn five_minute_data_gets_daily_and_weekly_phases_on_the_clock() {
