@@ -63,3 +63,12 @@ SELECT day, round(forecast, 1) AS forecast, method
 FROM FORECAST((SELECT day, sales FROM daily_sales WHERE store = 'north'),
               time => 'day', value => 'sales', horizon => 7, method => 'arima')
 ORDER BY day;
+
+-- 8. Monthly totals: dates on the first of the month are calendar months, so the forecast
+--    continues on the first of the next months (quarters and month ends work the same way).
+SELECT store, month, round(forecast, 0) AS forecast, method
+FROM FORECAST((SELECT CAST(date_trunc('month', day) AS DATE) AS month, store,
+                      sum(sales) AS sales
+               FROM daily_sales GROUP BY 1, 2),
+              time => 'month', value => 'sales', id => 'store', horizon => 3)
+ORDER BY store, month;
