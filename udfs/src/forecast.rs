@@ -218,8 +218,8 @@ impl Accumulator for SeriesAccumulator {
         }
         let nanos = unit_nanos(&self.time_type).unwrap_or(0);
         // Monthly, quarterly and yearly times are regularised by calendar month.
-        let axis = TimeAxis::detect(&self.rows.times, nanos);
-        let rows = axis.rows_on_axis(&self.rows.pairs(), nanos);
+        let axis = TimeAxis::detect(self.rows.times.iter().copied(), nanos);
+        let rows = axis.rows_on_axis(self.rows.pairs(), nanos);
         let series = regularize(&rows, None).map_err(external)?;
         let spec = ForecastSpec {
             method: self.method,

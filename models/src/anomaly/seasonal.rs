@@ -81,7 +81,7 @@ fn clock_spans(step_ns: i64) -> Vec<i64> {
 pub fn season_phases(times: &[i64], nanos: i64, season_length: Option<usize>) -> Vec<SeasonPhases> {
     // Monthly, quarterly and yearly times count calendar months (their steps in ticks vary
     // from 28 to 31 days, and a phase counted in ticks would drift).
-    let axis = TimeAxis::detect(times, nanos);
+    let axis = TimeAxis::detect(times.iter().copied(), nanos);
     let months: Vec<i64>;
     let times = if axis.is_ticks() {
         times

@@ -379,7 +379,7 @@ pub(super) fn fit_each(
                 return Err(ModelError::Cancelled);
             }
             let name = label(&id, ids);
-            fit_series(id, &rows, req, nanos).map_err(|e| match e {
+            fit_series(id, rows, req, nanos).map_err(|e| match e {
                 ModelError::Cancelled => e,
                 other => ModelError::BadTrainingData(format!("{name}: {other}")),
             })
@@ -390,12 +390,11 @@ pub(super) fn fit_each(
 
 fn fit_series(
     id: Vec<Option<String>>,
-    rows: &[(i64, Option<f64>)],
+    rows: SeriesRows,
     req: &ForecastRequest,
     nanos: i64,
 ) -> ModelResult<FittedSeries> {
-    let ticks: Vec<i64> = rows.iter().map(|r| r.0).collect();
-    let axis = TimeAxis::detect(&ticks, nanos);
+    let axis = TimeAxis::detect(rows.iter().map(|r| r.0), nanos);
     let series = regularize(&axis.rows_on_axis(rows, nanos), None)?;
     let spec = ForecastSpec {
         method: req.method,

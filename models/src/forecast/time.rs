@@ -110,15 +110,15 @@ impl TimeAxis {
     /// [`TimeAxis::Months`] when there are at least two distinct months and every time is on
     /// the same day of its month (1 to 28, or every one on its month's last day) at the same
     /// time of day; else [`TimeAxis::Ticks`].
-    pub fn detect(ticks: &[i64], nanos: i64) -> TimeAxis {
-        if nanos <= 0 || ticks.len() < 2 {
+    pub fn detect(ticks: impl IntoIterator<Item = i64>, nanos: i64) -> TimeAxis {
+        if nanos <= 0 {
             return TimeAxis::Ticks;
         }
         let mut day: Option<u32> = None;
         let (mut same_day, mut all_last) = (true, true);
         let mut time_of_day: Option<i64> = None;
         let mut months: Option<(i64, bool)> = None;
-        for &t in ticks {
+        for t in ticks {
             let Some(dt) = datetime(t, nanos) else {
                 return TimeAxis::Ticks;
             };
@@ -195,11 +195,18 @@ impl TimeAxis {
         }
     }
 
-    /// `(tick, value)` rows with their ticks on this axis.
-    pub fn rows_on_axis(&self, rows: &[(i64, Option<f64>)], nanos: i64) -> Vec<(i64, Option<f64>)> {
-        rows.iter()
-            .map(|&(t, v)| (self.to_axis(t, nanos), v))
-            .collect()
+    /// `(tick, value)` rows with their ticks moved onto this axis (in place).
+    pub fn rows_on_axis(
+        &self,
+        mut rows: Vec<(i64, Option<f64>)>,
+        nanos: i64,
+    ) -> Vec<(i64, Option<f64>)> {
+        if !self.is_ticks() {
+            for r in &mut rows {
+                r.0 = self.to_axis(r.0, nanos);
+            }
+        }
+        rows
     }
 
     /// Season lengths worth testing for a step of `step` points on this axis.
@@ -244,7 +251,7 @@ mod tests {
     #[test]
     fn month_starts_month_ends_and_quarters_are_a_month_axis() {
         let starts = days(&[(2024, 1, 1), (2024, 2, 1), (2024, 3, 1)]);
-        let axis = TimeAxis::detect(&starts, DAY);
+        let axis = TimeAxis::detect(starts.iter().copied(), DAY);
         assert_eq!(
             axis,
             TimeAxis::Months {
@@ -259,7 +266,7 @@ mod tests {
         assert_eq!(axis.to_tick(points[1], DAY), starts[1]);
 
         let ends = days(&[(2023, 12, 31), (2024, 1, 31), (2024, 2, 29), (2024, 3, 31)]);
-        let axis = TimeAxis::detect(&ends, DAY);
+        let axis = TimeAxis::detect(ends.iter().copied(), DAY);
         assert_eq!(
             axis,
             TimeAxis::Months {
@@ -276,7 +283,7 @@ mod tests {
             .iter()
             .map(|d| (d * DAY + 12 * 3_600_000_000_000) / us)
             .collect();
-        let axis = TimeAxis::detect(&q, us);
+        let axis = TimeAxis::detect(q.iter().copied(), us);
         assert_eq!(
             axis,
             TimeAxis::Months {
@@ -294,13 +301,13 @@ mod tests {
     #[test]
     fn daily_weekly_and_integer_times_keep_their_ticks() {
         let daily = days(&[(2024, 1, 1), (2024, 1, 2), (2024, 1, 3)]);
-        assert!(TimeAxis::detect(&daily, DAY).is_ticks());
+        assert!(TimeAxis::detect(daily, DAY).is_ticks());
         let weekly = days(&[(2024, 1, 1), (2024, 1, 8), (2024, 1, 15)]);
-        assert!(TimeAxis::detect(&weekly, DAY).is_ticks());
-        assert!(TimeAxis::detect(&[1, 2, 3], 0).is_ticks());
+        assert!(TimeAxis::detect(weekly, DAY).is_ticks());
+        assert!(TimeAxis::detect([1, 2, 3], 0).is_ticks());
         // One month only, or days 29 to 31 that are not month ends.
-        assert!(TimeAxis::detect(&days(&[(2024, 1, 1), (2024, 1, 1)]), DAY).is_ticks());
-        assert!(TimeAxis::detect(&days(&[(2024, 1, 30), (2024, 3, 30)]), DAY).is_ticks());
+        assert!(TimeAxis::detect(days(&[(2024, 1, 1), (2024, 1, 1)]), DAY).is_ticks());
+        assert!(TimeAxis::detect(days(&[(2024, 1, 30), (2024, 3, 30)]), DAY).is_ticks());
     }
 
     #[test]

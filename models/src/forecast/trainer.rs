@@ -387,9 +387,8 @@ impl ForecastTrainer {
             let prepared = ready
                 .into_par_iter()
                 .map(|(id, open)| {
-                    let ticks: Vec<i64> = open.rows.iter().map(|r| r.0).collect();
-                    let axis = TimeAxis::detect(&ticks, nanos);
-                    let rows = axis.rows_on_axis(&open.rows, nanos);
+                    let axis = TimeAxis::detect(open.rows.iter().map(|r| r.0), nanos);
+                    let rows = axis.rows_on_axis(open.rows, nanos);
                     let series = regularize(&rows, None).map_err(|e| {
                         ModelError::BadTrainingData(format!("{}: {e}", label(&id, ids)))
                     })?;
