@@ -194,6 +194,12 @@ async fn forecast_series_with_ids_and_reject_bad_input() {
             .expect_err("bad bound setting");
         assert_eq!(sqlstate(&e), "22023", "{h} {level} {method}: {e}");
     }
+    let none: Option<&str> = None;
+    let e = c
+        .query_one(&stmt, &[&7.0_f64, &80.0_f64, &none])
+        .await
+        .expect_err("NULL method");
+    assert_eq!(sqlstate(&e), "22023", "{e}");
     let n: i64 = c
         .query_one(
             "SELECT count(*) FROM ANOMALY(TABLE sales, time => 'day', value => 'amount', \

@@ -164,7 +164,13 @@ impl AggregateUDFImpl for ForecastAgg {
         let method = match literal(4) {
             Some(ScalarValue::Utf8(Some(m))) if m.eq_ignore_ascii_case("auto") => None,
             Some(ScalarValue::Utf8(Some(m))) => Some(Method::parse_local(&m).map_err(external)?),
-            _ => return plan_err!("method must be a constant string"),
+            // A NULL bound as the method.
+            Some(v) => {
+                return Err(external(ModelError::InvalidParameter(format!(
+                    "method must be a method name ('auto', 'ets', ...), got {v}"
+                ))));
+            }
+            None => return plan_err!("method must be a constant string"),
         };
         let season_length = season_length_arg(&args, 5)?;
         let time_type = args.exprs[0].data_type(args.schema)?;
