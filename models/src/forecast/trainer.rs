@@ -77,10 +77,11 @@ pub struct ForecastTrainer {
     value: StoredColumn,
     ids: Vec<StoredColumn>,
     grouped: bool,
-    /// Series still receiving rows (only the current one when grouped).
+    /// Series that may still receive rows, other than the current one (ungrouped input).
     open: HashMap<SeriesKey, OpenSeries>,
-    /// The series the previous row belonged to.
-    current: Option<SeriesKey>,
+    /// The series the previous row belonged to, and its rows (kept out of `open`, so that a
+    /// row of the same series costs no lookup).
+    current: Option<(SeriesKey, OpenSeries)>,
     /// Series already closed (grouped input), to catch an id that comes back.
     closed: HashSet<SeriesKey>,
     /// Complete series waiting to be fitted, and their rows.
@@ -266,11 +267,6 @@ impl ForecastTrainer {
         (self.open_rows + self.ready_rows) * row + fitted + prepared + fit
     }
 
-    /// Rows read so far (including those without a time).
-    pub fn rows(&self) -> usize {
-        self.rows
-    }
-
     fn flush_notes(&mut self, ctx: &mut TrainContext) {
         for m in self.pending.drain(..) {
             (ctx.progress)(m);
@@ -309,7 +305,7 @@ impl ForecastTrainer {
                 self.timeless += 1;
                 continue;
             }
-            let same = self.current.as_ref().is_some_and(|key| {
+            let same = self.current.as_ref().is_some_and(|(key, _)| {
                 key.iter().zip(&ids).all(|(k, c)| match k {
                     None => c.is_null(r),
                     Some(k) => c.is_valid(r) && c.value(r) == k,
@@ -322,7 +318,7 @@ impl ForecastTrainer {
                     .collect();
                 self.switch_to(key)?;
             }
-            let Some(series) = self.current.as_ref().and_then(|k| self.open.get_mut(k)) else {
+            let Some((_, series)) = self.current.as_mut() else {
                 continue;
             };
             series
@@ -346,35 +342,35 @@ impl ForecastTrainer {
 
     /// Make `key` the current series; with grouped input the previous one is complete.
     fn switch_to(&mut self, key: SeriesKey) -> ModelResult<()> {
-        if self.grouped {
-            if let Some(done) = self.current.take() {
-                self.close(done);
-            }
-            if self.closed.contains(&key) {
-                return Err(ModelError::BadTrainingData(format!(
-                    "rows of {} arrived after another series' rows although the input was \
-                     grouped by id",
-                    label(&key, &self.ids)
-                )));
+        if let Some((previous, series)) = self.current.take() {
+            if self.grouped {
+                self.close(previous, series);
+            } else {
+                self.open.insert(previous, series);
             }
         }
+        if self.grouped && self.closed.contains(&key) {
+            return Err(ModelError::BadTrainingData(format!(
+                "rows of {} arrived after another series' rows although the input was \
+                     grouped by id",
+                label(&key, &self.ids)
+            )));
+        }
         let exogenous = self.layout.exogenous.len();
-        self.open.entry(key.clone()).or_insert_with(|| OpenSeries {
+        let series = self.open.remove(&key).unwrap_or_else(|| OpenSeries {
             rows: vec![],
             exogenous: vec![vec![]; exogenous],
         });
-        self.current = Some(key);
+        self.current = Some((key, series));
         Ok(())
     }
 
-    /// Move an open series to the ones waiting for a fit.
-    fn close(&mut self, key: SeriesKey) {
-        if let Some(series) = self.open.remove(&key) {
-            self.open_rows -= series.rows.len();
-            self.ready_rows += series.rows.len();
-            self.closed.insert(key.clone());
-            self.ready.push((key, series));
-        }
+    /// Move a complete series to the ones waiting for a fit.
+    fn close(&mut self, key: SeriesKey, series: OpenSeries) {
+        self.open_rows -= series.rows.len();
+        self.ready_rows += series.rows.len();
+        self.closed.insert(key.clone());
+        self.ready.push((key, series));
     }
 
     /// Fit (or, for `gbdt_lag`, prepare) the series waiting.
@@ -431,6 +427,7 @@ impl ForecastTrainer {
         self.ended = true;
         self.flush_notes(ctx);
         let mut open: Vec<(SeriesKey, OpenSeries)> = self.open.drain().collect();
+        open.extend(self.current.take());
         open.sort_by(|a, b| a.0.cmp(&b.0));
         self.open_rows = 0;
         self.ready_rows += open.iter().map(|s| s.1.rows.len()).sum::<usize>();
