@@ -3,19 +3,27 @@
 # real clients (tokio-postgres, psql, pgjdbc), and the Python client tests (psycopg, ADBC
 # Flight SQL, pyarrow.flight, S3 through moto).
 #
-# Installs what the tests need when it is missing: Debian packages (psql, pgjdbc, a JDK) when
-# run as root, Python packages with pip. Set PROGNOS_SKIP_INSTALL=1 to skip that step.
+# Installs what the tests need when it is missing: Debian packages (psql, pgjdbc, a JDK, the
+# venv module) when run as root, and the pinned Python packages of tests/python/requirements.txt
+# into a virtual environment ($PROGNOS_VENV, default .venv). Set PROGNOS_SKIP_INSTALL=1 to skip
+# that step.
+#
+# It builds into the same target directory as `cargo run` ($CARGO_TARGET_DIR, default
+# ./target), so the server built by the README's first command is the one the tests start.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/prognos-target}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+target_dir="${CARGO_TARGET_DIR:-$PWD/target}"
+venv="${PROGNOS_VENV:-$PWD/.venv}"
+requirements=tests/python/requirements.txt
 
-install_prerequisites() {
+install_system_packages() {
   local need=()
   command -v psql >/dev/null 2>&1 || need+=(postgresql-client)
   [ -f /usr/share/java/postgresql.jar ] || need+=(libpostgresql-jdbc-java)
   command -v javac >/dev/null 2>&1 || need+=(default-jdk-headless)
+  python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need+=(python3-venv)
   if [ ${#need[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
       echo "installing: ${need[*]}"
@@ -26,17 +34,31 @@ install_prerequisites() {
       exit 1
     fi
   fi
-  python3 -m pip install -q --disable-pip-version-check -r tests/python/requirements.txt
+}
+
+# The virtual environment is (re)filled when the pinned requirements change.
+install_python_packages() {
+  local stamp="$venv/.requirements"
+  [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+  if ! cmp -s "$requirements" "$stamp"; then
+    "$venv/bin/python" -m pip install -q --disable-pip-version-check -r "$requirements"
+    cp "$requirements" "$stamp"
+  fi
 }
 
 if [ "${PROGNOS_SKIP_INSTALL:-0}" != 1 ]; then
-  install_prerequisites
+  install_system_packages
+  install_python_packages
+fi
+if [ ! -x "$venv/bin/python" ]; then
+  echo "no Python virtual environment at $venv (run without PROGNOS_SKIP_INSTALL=1)" >&2
+  exit 1
 fi
 
 # Clients must be present: a missing one fails the run instead of skipping its test.
 export PROGNOS_REQUIRE_CLIENTS=1
-export PROGNOS_BIN="$CARGO_TARGET_DIR/debug/prognos"
+export PROGNOS_BIN="$target_dir/debug/prognos"
 
 cargo build --workspace --all-targets
 cargo test --workspace -- --test-threads 2
-python3 -m pytest tests/python -q -p no:cacheprovider
+"$venv/bin/python" -m pytest tests/python -q -p no:cacheprovider

@@ -12,14 +12,10 @@ use std::path::{Path, PathBuf};
 
 use prognos_models::anomaly::{AnomalyScores, AnomalySpec, SeasonPhases, detect, season_phases};
 
+mod common;
+
 fn nab_dir() -> Option<PathBuf> {
-    let here = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    [
-        here.join("../../shared/data/anomaly/nab"),
-        PathBuf::from("/work/shared/data/anomaly/nab"),
-    ]
-    .into_iter()
-    .find(|p| p.join("labels/combined_windows.json").exists())
+    common::shared_data("anomaly/nab/labels/combined_windows.json").map(|d| d.join("anomaly/nab"))
 }
 
 /// One NAB data file: timestamps (as `YYYY-MM-DD HH:MM:SS`), values and window row ranges.

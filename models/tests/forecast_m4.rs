@@ -11,14 +11,10 @@ use rayon::prelude::*;
 const NAIVE2_SMAPE: f64 = 18.383;
 const NAIVE2_MASE: f64 = 2.395;
 
+mod common;
+
 fn shared() -> Option<PathBuf> {
-    let here = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    [
-        here.join("../../shared/data"),
-        PathBuf::from("/work/shared/data"),
-    ]
-    .into_iter()
-    .find(|p| p.join("timeseries/m4_hourly_train.csv").exists())
+    common::shared_data("timeseries/m4_hourly_train.csv")
 }
 
 fn read(path: PathBuf) -> Vec<Vec<f64>> {

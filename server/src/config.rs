@@ -18,6 +18,8 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use prognos_engine::config::OpenOptions;
+pub use prognos_engine::config::{EngineConfig, StorageConfig};
 use prognos_storage::stores::S3Settings;
 use serde::{Deserialize, Serialize};
 
@@ -43,47 +45,12 @@ pub struct Config {
     pub s3: S3Settings,
 }
 
-/// Where managed tables are stored.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(default, deny_unknown_fields)]
-pub struct StorageConfig {
-    /// Object-store URL for new managed tables, e.g. `s3://bucket/prefix`; unset = the data dir.
-    /// Tables keep the location they were created at.
-    pub tables_url: Option<String>,
-    /// Object-store URL for new model artifacts; unset = `tables_url`, and with neither, the
-    /// data dir. The model registry itself stays in the data dir; each version keeps the
-    /// location it was written to.
-    pub models_url: Option<String>,
-}
-
 /// Where a frontend listens.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct ListenConfig {
     /// Socket address, `host:port`.
     pub listen: SocketAddr,
-}
-
-/// Engine settings.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(default, deny_unknown_fields)]
-pub struct EngineConfig {
-    /// Partitions DataFusion plans for (0 = number of CPUs).
-    pub target_partitions: usize,
-    /// Rows per Arrow batch.
-    pub batch_size: usize,
-    /// Memory pool for query execution in MiB (0 = unbounded).
-    pub memory_limit_mb: usize,
-}
-
-impl Default for EngineConfig {
-    fn default() -> Self {
-        Self {
-            target_partitions: 0,
-            batch_size: 8192,
-            memory_limit_mb: 0,
-        }
-    }
 }
 
 fn listen(addr: &str) -> ListenConfig {
@@ -126,6 +93,17 @@ pub enum ConfigError {
 }
 
 impl Config {
+    /// What the engine needs of this configuration to open.
+    pub fn engine_options(&self) -> OpenOptions {
+        OpenOptions {
+            data_dir: self.data_dir.clone(),
+            demo_data: self.demo_data,
+            engine: self.engine.clone(),
+            storage: self.storage.clone(),
+            s3: self.s3.clone(),
+        }
+    }
+
     /// Load defaults, then `file` (if any), then `PROGNOS__…` variables from `env`.
     pub fn load(
         file: Option<&Path>,

@@ -1,69 +1,19 @@
-//! Errors of the server and their mapping to SQLSTATE (pgwire) and gRPC status (Flight SQL).
-//!
-//! Every error is classified once into a [`StatusCode`]; one table maps each code to a SQLSTATE
-//! and a gRPC code, and a unit test pins that table.
+//! How the frontends report engine errors: one table from the engine's [`StatusCode`] to a
+//! Postgres SQLSTATE (pgwire) and one to a gRPC status code (Flight SQL), pinned by a test.
 
-use datafusion::error::DataFusionError;
-use thiserror::Error;
+pub use prognos_engine::error::{EngineError, EngineResult, StatusCode};
 
-/// Classes of failure that clients can act on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum StatusCode {
-    /// The SQL text does not parse.
-    SyntaxError,
-    /// A table or view is unknown.
-    UndefinedTable,
-    /// A column is unknown.
-    UndefinedColumn,
-    /// A function is unknown or has no overload for the arguments.
-    UndefinedFunction,
-    /// A schema is unknown.
-    UndefinedSchema,
-    /// A relation already exists.
-    DuplicateTable,
-    /// A parameter or option value is invalid.
-    InvalidParameterValue,
-    /// A value has the wrong type for its use.
-    DatatypeMismatch,
-    /// A text value could not be converted to the required type.
-    InvalidTextRepresentation,
-    /// Division by zero.
-    DivisionByZero,
-    /// Arithmetic overflow / value out of range.
-    NumericOutOfRange,
-    /// Wrong number of bind parameters.
-    ProtocolViolation,
-    /// The statement is valid SQL but not supported.
-    FeatureNotSupported,
-    /// The query was cancelled by the client.
-    QueryCanceled,
-    /// The statement is nested too deeply to process safely.
-    StatementTooComplex,
-    /// Memory or another resource ran out.
-    OutOfMemory,
-    /// Files or object stores failed.
-    IoError,
-    /// The object at a location does not exist (file, bucket, key).
-    UndefinedFile,
-    /// Configuration problem (bad setting name, unreachable store …).
-    ConfigFileError,
-    /// Other semantic problems in a statement.
-    InvalidStatement,
-    /// A model (or other non-relation object) is unknown.
-    UndefinedObject,
-    /// A model of that name already exists.
-    DuplicateObject,
-    /// The data cannot be used as asked (e.g. a training set with one class).
-    DataException,
-    /// A stored object is damaged (e.g. a model artifact).
-    DataCorrupted,
-    /// An internal error; a bug.
-    Internal,
+/// The wire codes of a status code.
+pub trait WireStatus {
+    /// The Postgres SQLSTATE of this class.
+    fn sqlstate(self) -> &'static str;
+    /// The gRPC status code Flight SQL reports for this class.
+    fn grpc_code(self) -> tonic::Code;
 }
 
-impl StatusCode {
+impl WireStatus for StatusCode {
     /// The Postgres SQLSTATE of this class.
-    pub fn sqlstate(self) -> &'static str {
+    fn sqlstate(self) -> &'static str {
         match self {
             StatusCode::SyntaxError => "42601",
             StatusCode::UndefinedTable => "42P01",
@@ -76,6 +26,7 @@ impl StatusCode {
             StatusCode::InvalidTextRepresentation => "22P02",
             StatusCode::DivisionByZero => "22012",
             StatusCode::NumericOutOfRange => "22003",
+            StatusCode::CardinalityViolation => "21000",
             StatusCode::ProtocolViolation => "08P01",
             StatusCode::FeatureNotSupported => "0A000",
             StatusCode::QueryCanceled => "57014",
@@ -94,7 +45,7 @@ impl StatusCode {
     }
 
     /// The gRPC status code Flight SQL reports for this class.
-    pub fn grpc_code(self) -> tonic::Code {
+    fn grpc_code(self) -> tonic::Code {
         match self {
             StatusCode::SyntaxError
             | StatusCode::InvalidParameterValue
@@ -102,6 +53,7 @@ impl StatusCode {
             | StatusCode::InvalidTextRepresentation
             | StatusCode::DivisionByZero
             | StatusCode::NumericOutOfRange
+            | StatusCode::CardinalityViolation
             | StatusCode::ProtocolViolation
             | StatusCode::InvalidStatement
             | StatusCode::StatementTooComplex
@@ -124,227 +76,6 @@ impl StatusCode {
     }
 }
 
-/// Errors raised while serving a statement.
-#[derive(Debug, Error)]
-pub enum ServerError {
-    /// DataFusion failed to parse, plan or run the statement.
-    #[error("{}", df_message(.0))]
-    DataFusion(#[from] DataFusionError),
-    /// Arrow failed (casts, batch assembly).
-    #[error("{0}")]
-    Arrow(#[from] datafusion::arrow::error::ArrowError),
-    /// The catalog refused a change.
-    #[error(transparent)]
-    Catalog(#[from] prognos_catalog::CatalogError),
-    /// Storage failed.
-    #[error(transparent)]
-    Storage(#[from] prognos_storage::StorageError),
-    /// A statement we recognise but reject, with its class.
-    #[error("{message}")]
-    Statement {
-        /// Error class.
-        code: StatusCode,
-        /// Message for the client.
-        message: String,
-    },
-    /// The client cancelled the query.
-    #[error("canceling statement due to user request")]
-    Cancelled,
-}
-
-/// Result alias for server operations.
-pub type ServerResult<T> = Result<T, ServerError>;
-
-impl ServerError {
-    /// A statement error of a given class.
-    pub fn statement(code: StatusCode, message: impl Into<String>) -> Self {
-        ServerError::Statement {
-            code,
-            message: message.into(),
-        }
-    }
-
-    /// The class of this error.
-    pub fn status(&self) -> StatusCode {
-        match self {
-            ServerError::DataFusion(e) => classify_datafusion(e),
-            ServerError::Arrow(a) => classify_arrow(a),
-            ServerError::Catalog(e) => classify_catalog(e),
-            ServerError::Storage(s) => classify_storage(s),
-            ServerError::Statement { code, .. } => *code,
-            ServerError::Cancelled => StatusCode::QueryCanceled,
-        }
-    }
-}
-
-fn classify_catalog(e: &prognos_catalog::CatalogError) -> StatusCode {
-    use prognos_catalog::CatalogError as C;
-    match e {
-        C::TableExists(_) => StatusCode::DuplicateTable,
-        C::TableNotFound(_) => StatusCode::UndefinedTable,
-        C::ModelNotFound(_) => StatusCode::UndefinedObject,
-        C::ModelExists(_) => StatusCode::DuplicateObject,
-        C::InvalidModelName(_) => StatusCode::InvalidParameterValue,
-        C::ModelUnavailable { .. } => StatusCode::DataCorrupted,
-        C::Model(m) => classify_model(m),
-        C::Storage(s) => classify_storage(s),
-        _ => StatusCode::IoError,
-    }
-}
-
-/// SQLSTATE class of a training / inference error.
-pub fn classify_model(e: &prognos_models::ModelError) -> StatusCode {
-    use prognos_models::ModelError as M;
-    match e {
-        M::InvalidInput(_) | M::InvalidParameter(_) => StatusCode::InvalidParameterValue,
-        M::UnknownColumn(_) => StatusCode::UndefinedColumn,
-        M::WrongType(_) => StatusCode::DatatypeMismatch,
-        M::BadTrainingData(_) => StatusCode::DataException,
-        M::Corrupt(_) => StatusCode::DataCorrupted,
-        M::Cancelled => StatusCode::QueryCanceled,
-        M::Arrow(a) => classify_arrow(a),
-    }
-}
-
-fn classify_storage(e: &prognos_storage::StorageError) -> StatusCode {
-    use prognos_storage::StorageError as S;
-    match e {
-        S::ObjectStore(o) => classify_object_store(o),
-        S::DataFusion(d) => classify_datafusion(d),
-        S::InvalidLocation { .. } => StatusCode::InvalidParameterValue,
-        _ => StatusCode::IoError,
-    }
-}
-
-fn classify_object_store(e: &object_store_error::Error) -> StatusCode {
-    match e {
-        object_store_error::Error::NotFound { .. } => StatusCode::UndefinedFile,
-        object_store_error::Error::NotSupported { .. }
-        | object_store_error::Error::NotImplemented { .. } => StatusCode::FeatureNotSupported,
-        _ => StatusCode::IoError,
-    }
-}
-
-use object_store as object_store_error;
-
-/// The innermost DataFusion error, looking through context and shared wrappers.
-fn root(e: &DataFusionError) -> &DataFusionError {
-    match e {
-        DataFusionError::Context(_, inner) | DataFusionError::Diagnostic(_, inner) => root(inner),
-        DataFusionError::Shared(inner) => root(inner),
-        DataFusionError::Collection(v) if !v.is_empty() => root(&v[0]),
-        other => other,
-    }
-}
-
-fn df_message(e: &DataFusionError) -> String {
-    let r = root(e);
-    let text = match r {
-        DataFusionError::SQL(p, _) => p.to_string(),
-        DataFusionError::Plan(m)
-        | DataFusionError::Execution(m)
-        | DataFusionError::NotImplemented(m)
-        | DataFusionError::Configuration(m)
-        | DataFusionError::ResourcesExhausted(m)
-        | DataFusionError::Internal(m) => m.clone(),
-        DataFusionError::SchemaError(s, _) => s.to_string(),
-        DataFusionError::ArrowError(a, _) => a.to_string(),
-        DataFusionError::ObjectStore(o) => o.to_string(),
-        DataFusionError::External(x) => x.to_string(),
-        other => other.to_string(),
-    };
-    text.trim().to_string()
-}
-
-/// Classify a DataFusion error by its kind and, for plan errors, by DataFusion's message text.
-pub fn classify_datafusion(e: &DataFusionError) -> StatusCode {
-    let r = root(e);
-    match r {
-        DataFusionError::SQL(_, _) => StatusCode::SyntaxError,
-        DataFusionError::SchemaError(s, _) => match s.as_ref() {
-            datafusion::common::SchemaError::FieldNotFound { .. } => StatusCode::UndefinedColumn,
-            _ => StatusCode::InvalidStatement,
-        },
-        DataFusionError::NotImplemented(_) => StatusCode::FeatureNotSupported,
-        DataFusionError::ResourcesExhausted(_) => StatusCode::OutOfMemory,
-        DataFusionError::ObjectStore(o) => classify_object_store(o),
-        DataFusionError::IoError(io) if io.kind() == std::io::ErrorKind::NotFound => {
-            StatusCode::UndefinedFile
-        }
-        DataFusionError::IoError(_) | DataFusionError::ParquetError(_) => StatusCode::IoError,
-        DataFusionError::Configuration(_) => StatusCode::ConfigFileError,
-        DataFusionError::ArrowError(a, _) => classify_arrow(a),
-        DataFusionError::External(x) => {
-            if x.downcast_ref::<crate::streams::Cancelled>().is_some() {
-                StatusCode::QueryCanceled
-            } else if let Some(s) = x.downcast_ref::<prognos_storage::StorageError>() {
-                classify_storage(s)
-            } else if let Some(c) = x.downcast_ref::<prognos_catalog::CatalogError>() {
-                classify_catalog(c)
-            } else if let Some(m) = x.downcast_ref::<prognos_models::ModelError>() {
-                classify_model(m)
-            } else if let Some(a) = x.downcast_ref::<datafusion::arrow::error::ArrowError>() {
-                classify_arrow(a)
-            } else if let Some(o) = x.downcast_ref::<object_store_error::Error>() {
-                classify_object_store(o)
-            } else {
-                StatusCode::Internal
-            }
-        }
-        DataFusionError::Plan(m) | DataFusionError::Execution(m) => classify_message(m),
-        _ => StatusCode::Internal,
-    }
-}
-
-fn classify_arrow(a: &datafusion::arrow::error::ArrowError) -> StatusCode {
-    use datafusion::arrow::error::ArrowError as A;
-    match a {
-        A::DivideByZero => StatusCode::DivisionByZero,
-        A::ArithmeticOverflow(_) => StatusCode::NumericOutOfRange,
-        A::CastError(_) | A::ParseError(_) => StatusCode::InvalidTextRepresentation,
-        A::MemoryError(_) => StatusCode::OutOfMemory,
-        A::IoError(_, _) => StatusCode::IoError,
-        _ => StatusCode::Internal,
-    }
-}
-
-fn classify_message(m: &str) -> StatusCode {
-    let l = m.to_ascii_lowercase();
-    if l.starts_with("table '") && l.contains("not found")
-        || l.contains("does not exist") && l.contains("table")
-    {
-        StatusCode::UndefinedTable
-    } else if l.contains("table function") && l.contains("not found")
-        || l.starts_with("invalid function")
-        || l.contains("no function matches")
-        || l.contains("function") && l.contains("does not support")
-    {
-        StatusCode::UndefinedFunction
-    } else if l.contains("schema") && l.contains("not found")
-        || l.contains("schema") && l.contains("doesn't exist")
-    {
-        StatusCode::UndefinedSchema
-    } else if l.contains("already exists") {
-        StatusCode::DuplicateTable
-    } else if l.contains("column") && l.contains("not found") || l.contains("no field named") {
-        StatusCode::UndefinedColumn
-    } else if l.contains("divide by zero") || l.contains("division by zero") {
-        StatusCode::DivisionByZero
-    } else if l.contains("cannot cast")
-        || l.contains("cannot be cast")
-        || l.contains("cannot coerce")
-        || l.contains("failed to coerce")
-    {
-        StatusCode::DatatypeMismatch
-    } else if l.contains("placeholder") || l.contains("expected") && l.contains("parameter") {
-        StatusCode::InvalidParameterValue
-    } else if l.contains("no such file") || l.contains("not found") && l.contains("object") {
-        StatusCode::UndefinedFile
-    } else {
-        StatusCode::InvalidStatement
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -359,6 +90,7 @@ mod tests {
             (StatusCode::DuplicateTable, "42P07"),
             (StatusCode::InvalidParameterValue, "22023"),
             (StatusCode::DivisionByZero, "22012"),
+            (StatusCode::CardinalityViolation, "21000"),
             (StatusCode::ProtocolViolation, "08P01"),
             (StatusCode::FeatureNotSupported, "0A000"),
             (StatusCode::QueryCanceled, "57014"),
@@ -368,31 +100,6 @@ mod tests {
         ];
         for (code, state) in table {
             assert_eq!(code.sqlstate(), state, "{code:?}");
-        }
-    }
-
-    #[test]
-    fn datafusion_messages_are_classified() {
-        let cases = [
-            (
-                DataFusionError::Plan("table 'prognos.public.nope' not found".into()),
-                StatusCode::UndefinedTable,
-            ),
-            (
-                DataFusionError::Plan("Invalid function 'nope'.\nDid you mean 'now'?".into()),
-                StatusCode::UndefinedFunction,
-            ),
-            (
-                DataFusionError::NotImplemented("x".into()),
-                StatusCode::FeatureNotSupported,
-            ),
-            (
-                DataFusionError::ResourcesExhausted("x".into()),
-                StatusCode::OutOfMemory,
-            ),
-        ];
-        for (e, want) in cases {
-            assert_eq!(classify_datafusion(&e), want, "{e}");
         }
     }
 }

@@ -37,9 +37,9 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::info;
 
-use crate::engine::{CATALOG_NAME, Engine, Output, Statement};
-use crate::error::{ServerError, StatusCode};
+use crate::error::{EngineError, StatusCode, WireStatus};
 use crate::metrics::{ConnectionGauge, METRICS, QueryTimer};
+use prognos_engine::{CATALOG_NAME, Engine, Output, Statement};
 
 const PROTOCOL: &str = "flightsql";
 
@@ -64,7 +64,7 @@ impl Handle {
     }
 }
 
-fn to_status(e: ServerError) -> Status {
+fn to_status(e: EngineError) -> Status {
     let code = e.status();
     METRICS.error(PROTOCOL, code.sqlstate());
     let mut status = Status::new(code.grpc_code(), e.to_string());
@@ -95,7 +95,7 @@ type FlightDataStream = Pin<Box<dyn Stream<Item = Result<FlightData, Status>> + 
 
 impl FlightSqlServer {
     /// A service over `engine`.
-    pub fn new(engine: Arc<Engine>) -> Result<Self, ServerError> {
+    pub fn new(engine: Arc<Engine>) -> Result<Self, EngineError> {
         let mut b = SqlInfoDataBuilder::new();
         b.append(SqlInfo::FlightSqlServerName, "prognos");
         b.append(SqlInfo::FlightSqlServerVersion, env!("CARGO_PKG_VERSION"));
@@ -114,7 +114,7 @@ impl FlightSqlServer {
         b.append(SqlInfo::SqlDdlTable, true);
         let sql_info = b
             .build()
-            .map_err(|e| ServerError::statement(StatusCode::Internal, e.to_string()))?;
+            .map_err(|e| EngineError::statement(StatusCode::Internal, e.to_string()))?;
         Ok(Self {
             engine,
             sql_info: Arc::new(sql_info),
@@ -125,7 +125,7 @@ impl FlightSqlServer {
         let sql = qmark_to_dollar(sql);
         let mut stmts = self.engine.parse(&sql).map_err(to_status)?;
         if stmts.len() != 1 {
-            return Err(to_status(ServerError::statement(
+            return Err(to_status(EngineError::statement(
                 StatusCode::SyntaxError,
                 format!("expected exactly one statement, got {}", stmts.len()),
             )));
@@ -135,7 +135,7 @@ impl FlightSqlServer {
             .ok_or_else(|| Status::invalid_argument("empty statement"))
     }
 
-    async fn describe(&self, sql: &str) -> Result<crate::engine::Described, Status> {
+    async fn describe(&self, sql: &str) -> Result<prognos_engine::Described, Status> {
         let session = self.engine.new_session();
         let stmt = self.parse_one(sql)?;
         self.engine
@@ -199,7 +199,7 @@ impl FlightSqlServer {
                 let batches = stream.map(move |b| {
                     let _keep = (&timer, &_gauge);
                     b.map_err(|e| {
-                        FlightError::Tonic(Box::new(to_status(ServerError::DataFusion(e))))
+                        FlightError::Tonic(Box::new(to_status(EngineError::DataFusion(e))))
                     })
                 });
                 FlightDataEncoderBuilder::new()
@@ -240,7 +240,7 @@ impl FlightSqlServer {
                 let mut n = 0i64;
                 while let Some(b) = s.next().await {
                     n += b
-                        .map_err(|e| to_status(ServerError::DataFusion(e)))?
+                        .map_err(|e| to_status(EngineError::DataFusion(e)))?
                         .num_rows() as i64;
                 }
                 Ok(n)
@@ -701,14 +701,14 @@ pub async fn serve(
     listener: TcpListener,
     engine: Arc<Engine>,
     shutdown: CancellationToken,
-) -> Result<(), ServerError> {
+) -> Result<(), EngineError> {
     let service = FlightSqlServer::new(engine)?;
     let incoming = tonic::transport::server::TcpIncoming::from(listener);
     tonic::transport::Server::builder()
         .add_service(FlightServiceServer::new(service).max_decoding_message_size(64 * 1024 * 1024))
         .serve_with_incoming_shutdown(incoming, async move { shutdown.cancelled().await })
         .await
-        .map_err(|e| ServerError::statement(StatusCode::IoError, format!("flight server: {e}")))?;
+        .map_err(|e| EngineError::statement(StatusCode::IoError, format!("flight server: {e}")))?;
     info!("flight frontend stopped");
     Ok(())
 }

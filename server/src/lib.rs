@@ -1,17 +1,15 @@
 //! The prognos server: DataFusion over Parquet/CSV on local disk, S3 and HDFS, served over the
 //! Postgres wire protocol and Arrow Flight SQL, with HTTP health and metrics.
 //!
-//! Layering: frontends ([`pg`], [`flight`], [`http`]) → [`engine`] → udfs → catalog/models →
-//! storage. A frontend never reaches past the engine.
+//! Layering: frontends ([`pg`], [`flight`], [`http`]) → the engine (`prognos-engine`) → udfs →
+//! catalog/models → storage. A frontend never reaches past the engine's API.
 
 pub mod config;
-pub mod engine;
 pub mod error;
 pub mod flight;
 pub mod http;
 pub mod metrics;
 pub mod pg;
-pub mod streams;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -21,8 +19,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
 use crate::config::Config;
-use crate::engine::Engine;
-use crate::error::{ServerError, StatusCode};
+use crate::error::{EngineError, StatusCode};
+use prognos_engine::Engine;
 
 /// Addresses the frontends actually listen on (ports resolved when `:0` was asked for).
 #[derive(Debug, Clone, Copy)]
@@ -35,9 +33,9 @@ pub struct BoundAddrs {
     pub http: SocketAddr,
 }
 
-async fn bind(addr: SocketAddr, what: &str) -> Result<TcpListener, ServerError> {
+async fn bind(addr: SocketAddr, what: &str) -> Result<TcpListener, EngineError> {
     TcpListener::bind(addr).await.map_err(|e| {
-        ServerError::statement(
+        EngineError::statement(
             StatusCode::IoError,
             format!("cannot listen for {what} on {addr}: {e}"),
         )
@@ -50,21 +48,21 @@ pub async fn run(
     config: Config,
     shutdown: CancellationToken,
     ready: impl FnOnce(BoundAddrs),
-) -> Result<(), ServerError> {
-    let engine = Engine::open(&config).await?;
+) -> Result<(), EngineError> {
+    let engine = Engine::open(&config.engine_options()).await?;
     let pg = bind(config.pg.listen, "postgres").await?;
     let flight = bind(config.flight.listen, "flight sql").await?;
     let http = bind(config.http.listen, "http").await?;
     let addrs = BoundAddrs {
         pg: pg
             .local_addr()
-            .map_err(|e| ServerError::statement(StatusCode::IoError, e.to_string()))?,
+            .map_err(|e| EngineError::statement(StatusCode::IoError, e.to_string()))?,
         flight: flight
             .local_addr()
-            .map_err(|e| ServerError::statement(StatusCode::IoError, e.to_string()))?,
+            .map_err(|e| EngineError::statement(StatusCode::IoError, e.to_string()))?,
         http: http
             .local_addr()
-            .map_err(|e| ServerError::statement(StatusCode::IoError, e.to_string()))?,
+            .map_err(|e| EngineError::statement(StatusCode::IoError, e.to_string()))?,
     };
     info!(data_dir = %engine.data_dir().display(), pg = %addrs.pg, flight = %addrs.flight, http = %http::describe(&addrs.http), "prognos listening");
     ready(addrs);

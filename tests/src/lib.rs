@@ -203,19 +203,31 @@ impl Drop for Server {
     }
 }
 
-/// Directory of the shared datasets, if present: `$PROGNOS_SHARED_DATA`, else `../shared/data`
-/// beside the checkout, else `/work/shared/data`.
+/// Whether a missing shared dataset fails a test instead of skipping it: set in CI (`CI`) and
+/// by `PROGNOS_REQUIRE_DATA`.
+pub fn data_required() -> bool {
+    ["CI", "PROGNOS_REQUIRE_DATA"]
+        .iter()
+        .any(|v| std::env::var(v).is_ok_and(|s| !s.is_empty() && s != "0" && s != "false"))
+}
+
+/// Directory of the shared datasets: `$PROGNOS_SHARED_DATA`, else `shared/data` beside the
+/// checkout. `None` when absent (the caller skips, saying so), except where
+/// [`data_required`]: then the test fails.
 pub fn shared_data_dir() -> Option<PathBuf> {
     let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    std::env::var("PROGNOS_SHARED_DATA")
+    let found = std::env::var("PROGNOS_SHARED_DATA")
         .ok()
         .map(PathBuf::from)
         .into_iter()
-        .chain([
-            manifest.join("../../shared/data"),
-            PathBuf::from("/work/shared/data"),
-        ])
-        .find(|p| p.exists())
+        .chain([manifest.join("../../shared/data")])
+        .find(|p| p.exists());
+    assert!(
+        found.is_some() || !data_required(),
+        "shared/data not found, and CI / PROGNOS_REQUIRE_DATA require it \
+         (set PROGNOS_SHARED_DATA to the data directory)"
+    );
+    found
 }
 
 /// A dataset kept in the repository (`tests/data/<name>`).

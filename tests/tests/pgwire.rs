@@ -582,3 +582,77 @@ async fn one_row_selects_without_from() {
     assert_eq!(row.get::<_, i64>(0), 10);
     assert_eq!(row.get::<_, i64>(1), 1);
 }
+
+/// A user table or column whose name starts with `pg_` is a user object: correlated scalar
+/// subqueries over it keep their values (datafusion-pg-catalog's rewriter, which answers them
+/// with NULL, runs on catalog-only queries), and a scalar subquery returning two rows is an
+/// error, as in PostgreSQL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pg_prefixed_user_names_keep_query_results() {
+    let server = Server::start();
+    let c = server.connect().await;
+    c.batch_execute(
+        "CREATE TABLE pg_events (id BIGINT, v BIGINT, pg_score DOUBLE);
+         INSERT INTO pg_events VALUES (1, 10, 0.5), (1, 20, 1.5), (2, 5, 2.5);
+         CREATE TABLE events AS SELECT * FROM pg_events;",
+    )
+    .await
+    .expect("setup");
+    let correlated = |t: &str| {
+        format!(
+            "SELECT id, (SELECT max(v) FROM {t} e2 WHERE e2.id = e.id) AS m, \
+             (SELECT sum(pg_score) FROM {t} e3 WHERE e3.id = e.id) AS s \
+             FROM {t} e ORDER BY id, v"
+        )
+    };
+    let want = vec![
+        vec![Some("1".into()), Some("20".into()), Some("2".into())],
+        vec![Some("1".into()), Some("20".into()), Some("2".into())],
+        vec![Some("2".into()), Some("5".into()), Some("2.5".into())],
+    ];
+    for t in ["pg_events", "events"] {
+        let rows = c.simple_query(&correlated(t)).await.expect(t);
+        assert_eq!(rows_of(&rows), want, "{t}");
+        // The same through the extended protocol.
+        let rows = c.query(&correlated(t), &[]).await.expect(t);
+        assert_eq!(rows.len(), 3, "{t}");
+        assert_eq!(rows[0].get::<_, Option<i64>>(1), Some(20), "{t}");
+    }
+    // A column named pg_score in a user query, with a correlated subquery in the select list.
+    let rows = c
+        .simple_query(
+            "SELECT pg_score, (SELECT max(x.pg_score) FROM events x WHERE x.id = e.id) AS top \
+             FROM pg_events e ORDER BY pg_score",
+        )
+        .await
+        .expect("pg_score");
+    assert_eq!(
+        rows_of(&rows),
+        vec![
+            vec![Some("0.5".into()), Some("1.5".into())],
+            vec![Some("1.5".into()), Some("1.5".into())],
+            vec![Some("2.5".into()), Some("2.5".into())],
+        ]
+    );
+    // More than one row from a scalar subquery: 21000, as in PostgreSQL.
+    for t in ["pg_events", "events"] {
+        let e = c
+            .simple_query(&format!("SELECT (SELECT v FROM {t}) AS v"))
+            .await
+            .expect_err("two rows");
+        assert_eq!(sqlstate(&e), "21000", "{t}: {e:?}");
+    }
+    // psql's catalog queries still work next to such tables.
+    let rows = c
+        .simple_query(
+            "SELECT c.relname FROM pg_catalog.pg_class c \
+             JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = 'public' AND c.relname IN ('pg_events', 'events') ORDER BY 1",
+        )
+        .await
+        .expect("catalog");
+    assert_eq!(
+        rows_of(&rows),
+        vec![vec![Some("events".into())], vec![Some("pg_events".into())]]
+    );
+}

@@ -5,7 +5,7 @@ use datafusion::arrow::array::{Array, RecordBatch};
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use pgwire::error::{PgWireError, PgWireResult};
 
-use crate::engine::CopyFormat;
+use prognos_engine::CopyFormat;
 
 fn csv_field(out: &mut String, v: &str, fmt: &CopyFormat) {
     let q = fmt.quote as char;

@@ -45,10 +45,10 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::engine::{CopyInTarget, Described, Engine, Output, Session, Statement};
-use crate::error::{ServerError, StatusCode};
+use crate::error::{EngineError, StatusCode, WireStatus};
 use crate::metrics::{ConnectionGauge, METRICS, QueryTimer};
-use crate::streams::cancellable;
+use prognos_engine::streams::cancellable;
+use prognos_engine::{CopyInTarget, Described, Engine, Output, Session, Statement};
 
 pub use encode::fields_for;
 
@@ -174,11 +174,11 @@ impl Drop for Handler {
 }
 
 /// Turn a server error into a Postgres error response.
-fn to_pg_error(e: ServerError) -> PgWireError {
+fn to_pg_error(e: EngineError) -> PgWireError {
     PgWireError::UserError(Box::new(error_info(&e)))
 }
 
-fn error_info(e: &ServerError) -> ErrorInfo {
+fn error_info(e: &EngineError) -> ErrorInfo {
     ErrorInfo::new(
         "ERROR".to_string(),
         e.status().sqlstate().to_string(),
@@ -316,12 +316,12 @@ impl Handler {
         prepared: Option<&Described>,
         params: Option<Vec<datafusion::common::ScalarValue>>,
         format: &Format,
-    ) -> Result<Response, ServerError> {
+    ) -> Result<Response, EngineError> {
         let timer = QueryTimer::start(PROTOCOL);
         let token = self.session.begin_statement();
         let output = tokio::select! {
             biased;
-            _ = token.cancelled() => return Err(ServerError::Cancelled),
+            _ = token.cancelled() => return Err(EngineError::Cancelled),
             out = async {
                 match prepared {
                     Some(d) => self.engine.execute_prepared(&self.session, stmt, d, params).await,
@@ -339,7 +339,7 @@ impl Handler {
                 let rows = stream
                     .map(move |batch| {
                         let _keep = &timer;
-                        let batch = batch.map_err(|e| to_pg_error(ServerError::DataFusion(e)))?;
+                        let batch = batch.map_err(|e| to_pg_error(EngineError::DataFusion(e)))?;
                         encode::encode_batch(&batch, &row_fields)
                     })
                     .flat_map(|rows| match rows {
@@ -372,7 +372,7 @@ impl Handler {
                 let rows = cancellable(rows, token)
                     .map(move |batch| {
                         let _keep = &timer;
-                        let batch = batch.map_err(|e| to_pg_error(ServerError::DataFusion(e)))?;
+                        let batch = batch.map_err(|e| to_pg_error(EngineError::DataFusion(e)))?;
                         copy_out::encode_rows(&batch, &copy_format)
                     })
                     .flat_map(|rows| match rows {
@@ -405,7 +405,7 @@ impl CopyHandler for Handler {
                 buf.extend_from_slice(&copy_data.data);
                 Ok(())
             }
-            None => Err(to_pg_error(ServerError::statement(
+            None => Err(to_pg_error(EngineError::statement(
                 StatusCode::ProtocolViolation,
                 "CopyData received outside of COPY FROM STDIN",
             ))),
@@ -425,7 +425,7 @@ impl CopyHandler for Handler {
             .unwrap_or_else(|p| p.into_inner())
             .take();
         let Some((target, buf)) = pending else {
-            return Err(to_pg_error(ServerError::statement(
+            return Err(to_pg_error(EngineError::statement(
                 StatusCode::ProtocolViolation,
                 "CopyDone received outside of COPY FROM STDIN",
             )));
@@ -452,7 +452,7 @@ impl CopyHandler for Handler {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .take();
-        to_pg_error(ServerError::statement(
+        to_pg_error(EngineError::statement(
             StatusCode::QueryCanceled,
             format!("COPY from stdin failed: {}", fail.message),
         ))
@@ -515,7 +515,7 @@ impl QueryParser for PgQueryParser {
     {
         let mut stmts = self.engine.parse(sql).map_err(to_pg_error)?;
         if stmts.len() > 1 {
-            return Err(to_pg_error(ServerError::statement(
+            return Err(to_pg_error(EngineError::statement(
                 StatusCode::SyntaxError,
                 "cannot insert multiple commands into a prepared statement",
             )));
@@ -602,7 +602,7 @@ impl ExtendedQueryHandler for Handler {
             }
             Some(Entry::Empty) => {
                 if !message.parameters.is_empty() {
-                    return Err(to_pg_error(ServerError::statement(
+                    return Err(to_pg_error(EngineError::statement(
                         StatusCode::ProtocolViolation,
                         format!(
                             "bind message supplies {} parameters, but prepared statement \

@@ -9,7 +9,7 @@ use rust_decimal::Decimal;
 
 use super::PgStatement;
 use super::types::pg_type;
-use crate::error::{ServerError, ServerResult, StatusCode};
+use crate::error::{EngineError, EngineResult, StatusCode};
 
 /// Decode every bound parameter of `portal`.
 ///
@@ -19,7 +19,7 @@ pub(super) fn decode_all(
     portal: &Portal<PgStatement>,
     client_types: &[Option<Type>],
     inferred: &[Option<DataType>],
-) -> ServerResult<Vec<ScalarValue>> {
+) -> EngineResult<Vec<ScalarValue>> {
     (0..portal.parameter_len())
         .map(|i| {
             let ty = client_types
@@ -34,8 +34,8 @@ pub(super) fn decode_all(
         .collect()
 }
 
-fn bad(i: usize, ty: &Type, e: impl std::fmt::Display) -> ServerError {
-    ServerError::statement(
+fn bad(i: usize, ty: &Type, e: impl std::fmt::Display) -> EngineError {
+    EngineError::statement(
         StatusCode::InvalidTextRepresentation,
         format!(
             "invalid input for parameter ${} of type {}: {e}",
@@ -45,7 +45,7 @@ fn bad(i: usize, ty: &Type, e: impl std::fmt::Display) -> ServerError {
     )
 }
 
-fn decode(portal: &Portal<PgStatement>, i: usize, ty: &Type) -> ServerResult<ScalarValue> {
+fn decode(portal: &Portal<PgStatement>, i: usize, ty: &Type) -> EngineResult<ScalarValue> {
     macro_rules! get {
         ($t:ty) => {
             portal.parameter::<$t>(i, ty).map_err(|e| bad(i, ty, e))?
@@ -99,7 +99,7 @@ fn decode(portal: &Portal<PgStatement>, i: usize, ty: &Type) -> ServerResult<Sca
         _ => {
             // Any other type: take the text form and let DataFusion cast it where it is used.
             if portal.parameter_format.is_binary(i) {
-                return Err(ServerError::statement(
+                return Err(EngineError::statement(
                     StatusCode::FeatureNotSupported,
                     format!("binary parameters of type {} are not supported", ty.name()),
                 ));

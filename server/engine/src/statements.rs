@@ -19,14 +19,13 @@ use datafusion::sql::sqlparser::ast::{
     CopyLegacyOption, CopyOption, CopySource, CopyTarget, Expr as SqlExpr, Reset, Set,
     Statement as SqlStatement, Value as SqlValue,
 };
-use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
 use futures::StreamExt;
 use object_store::path::Path as ObjectPath;
 use prognos_catalog::{ManagedTable, TableEntry, TableKind};
 use prognos_storage::manifest::TableStore;
 
 use super::{CATALOG_NAME, DEFAULT_SCHEMA, Described, Engine, Output, Session};
-use crate::error::{ServerError, ServerResult, StatusCode};
+use crate::error::{EngineError, EngineResult, StatusCode};
 
 /// Session commands handled without DataFusion.
 enum SessionCommand {
@@ -149,7 +148,7 @@ fn one_batch(schema: SchemaRef, batch: RecordBatch) -> Output {
     Output::Rows(Box::pin(RecordBatchStreamAdapter::new(schema, stream)))
 }
 
-fn run_session_command(session: &Session, cmd: SessionCommand) -> ServerResult<Output> {
+fn run_session_command(session: &Session, cmd: SessionCommand) -> EngineResult<Output> {
     Ok(match cmd {
         SessionCommand::Set(pairs) => {
             for (name, value) in pairs {
@@ -165,7 +164,7 @@ fn run_session_command(session: &Session, cmd: SessionCommand) -> ServerResult<O
         }
         SessionCommand::Show(name) => {
             let value = session.setting(&name).ok_or_else(|| {
-                ServerError::statement(
+                EngineError::statement(
                     StatusCode::InvalidParameterValue,
                     format!("unrecognized configuration parameter \"{name}\""),
                 )
@@ -226,7 +225,7 @@ pub(super) async fn describe(
     engine: &Engine,
     session: &Session,
     stmt: &DFStatement,
-) -> ServerResult<Described> {
+) -> EngineResult<Described> {
     if let Some(cmd) = session_command(stmt) {
         let schema = match cmd {
             SessionCommand::Show(name) => Some(show_schema(&name)),
@@ -282,7 +281,7 @@ fn returns_rows(plan: &LogicalPlan) -> bool {
 
 /// `$1..$n` types in order; gaps are `None`. A parameter DataFusion leaves untyped takes the
 /// type it is cast to (`CAST($1 AS DOUBLE)`, `$1::int`), as in Postgres.
-fn parameter_types(plan: &LogicalPlan) -> ServerResult<Vec<Option<DataType>>> {
+fn parameter_types(plan: &LogicalPlan) -> EngineResult<Vec<Option<DataType>>> {
     let types = plan.get_parameter_types()?;
     let cast = cast_parameter_types(plan);
     let mut indexed: Vec<(usize, Option<DataType>)> = types
@@ -332,14 +331,14 @@ async fn pg_copy(
     target: &CopyTarget,
     options: &[CopyOption],
     legacy: &[CopyLegacyOption],
-) -> ServerResult<Output> {
+) -> EngineResult<Output> {
     let format = super::copy::copy_format(options, legacy)?;
     if !to {
         let t = super::copy::copy_in_target(session, source, target, format).await?;
         return Ok(Output::CopyIn(t));
     }
     if !matches!(target, CopyTarget::Stdout) {
-        return Err(ServerError::statement(
+        return Err(EngineError::statement(
             StatusCode::FeatureNotSupported,
             "COPY TO supports STDOUT or a quoted path: COPY t TO 'path' (FORMAT parquet|csv)",
         ));
@@ -365,10 +364,10 @@ async fn pg_copy(
                 &sql,
             )
             .map_err(|e| {
-                ServerError::DataFusion(datafusion::error::DataFusionError::SQL(Box::new(e), None))
+                EngineError::DataFusion(datafusion::error::DataFusionError::SQL(Box::new(e), None))
             })?;
             parsed.pop().ok_or_else(|| {
-                ServerError::statement(StatusCode::SyntaxError, "empty COPY source")
+                EngineError::statement(StatusCode::SyntaxError, "empty COPY source")
             })?
         }
     };
@@ -390,7 +389,7 @@ pub(super) async fn execute(
     session: &Session,
     stmt: &DFStatement,
     params: Option<Vec<ScalarValue>>,
-) -> ServerResult<Output> {
+) -> EngineResult<Output> {
     if let Some(cmd) = session_command(stmt) {
         return run_session_command(session, cmd);
     }
@@ -421,12 +420,12 @@ pub(super) async fn execute_with_plan(
     stmt: &DFStatement,
     mut plan: LogicalPlan,
     params: Option<Vec<ScalarValue>>,
-) -> ServerResult<Output> {
+) -> EngineResult<Output> {
     let expected = parameter_types(&plan)?;
     match params {
         Some(values) => {
             if values.len() != expected.len() {
-                return Err(ServerError::statement(
+                return Err(EngineError::statement(
                     StatusCode::ProtocolViolation,
                     format!(
                         "bind message supplies {} parameters, but prepared statement requires {}",
@@ -444,7 +443,7 @@ pub(super) async fn execute_with_plan(
                     // client declared `text`): invalid input for that type, as in Postgres.
                     Some(t) if &v.data_type() != t => v.cast_to(t).map_err(|e| {
                         let text = matches!(v.data_type(), DataType::Utf8 | DataType::Utf8View);
-                        ServerError::statement(
+                        EngineError::statement(
                             if text {
                                 StatusCode::InvalidTextRepresentation
                             } else {
@@ -459,11 +458,11 @@ pub(super) async fn execute_with_plan(
                     }),
                     _ => Ok(v),
                 })
-                .collect::<ServerResult<Vec<_>>>()?;
+                .collect::<EngineResult<Vec<_>>>()?;
             plan = plan.with_param_values(ParamValues::from(values))?;
         }
         None if !expected.is_empty() => {
-            return Err(ServerError::statement(
+            return Err(EngineError::statement(
                 StatusCode::ProtocolViolation,
                 format!(
                     "statement has {} parameters ($1 …) but none were bound",
@@ -485,7 +484,7 @@ async fn execute_plan(
     stmt: &DFStatement,
     plan: LogicalPlan,
     persist: bool,
-) -> ServerResult<Output> {
+) -> EngineResult<Output> {
     if matches!(plan, LogicalPlan::Ddl(_)) {
         engine.bump_epoch();
         let out = run_plan(engine, session, stmt, plan, persist).await;
@@ -501,7 +500,7 @@ async fn run_plan(
     stmt: &DFStatement,
     plan: LogicalPlan,
     persist: bool,
-) -> ServerResult<Output> {
+) -> EngineResult<Output> {
     let ctx = session.ctx();
     match plan {
         LogicalPlan::Ddl(DdlStatement::CreateMemoryTable(c)) if !c.temporary => {
@@ -518,7 +517,7 @@ async fn run_plan(
                 if d.if_exists {
                     return Ok(command("DROP TABLE"));
                 }
-                return Err(ServerError::statement(
+                return Err(EngineError::statement(
                     StatusCode::UndefinedTable,
                     format!("table \"{name}\" does not exist"),
                 ));
@@ -629,7 +628,7 @@ const EAGER_BYTES: usize = 16 * 1024 * 1024;
 /// of a stream are sent after the statement has returned, when pgwire can no longer send
 /// NOTICEs. A forecast's output (series × horizon rows) is usually small; a larger one is
 /// streamed from there on, with a NOTICE saying that later notes go to the server log.
-async fn eager_rows(session: &Session, df: DataFrame) -> ServerResult<Output> {
+async fn eager_rows(session: &Session, df: DataFrame) -> EngineResult<Output> {
     let schema = Arc::new(df.schema().as_arrow().clone());
     let mut stream = df.execute_stream().await?;
     let mut head = vec![];
@@ -681,7 +680,7 @@ fn command(tag: &str) -> Output {
 async fn run_for_count(
     ctx: &datafusion::prelude::SessionContext,
     plan: LogicalPlan,
-) -> ServerResult<u64> {
+) -> EngineResult<u64> {
     let batches = ctx.execute_logical_plan(plan).await?.collect().await?;
     let mut total = 0u64;
     for b in batches {
@@ -699,11 +698,11 @@ async fn run_for_count(
 }
 
 /// `(schema, table)` of a reference in the prognos catalog.
-fn split_name(r: &TableReference) -> ServerResult<(String, String)> {
+fn split_name(r: &TableReference) -> EngineResult<(String, String)> {
     if let Some(c) = r.catalog()
         && c != CATALOG_NAME
     {
-        return Err(ServerError::statement(
+        return Err(EngineError::statement(
             StatusCode::FeatureNotSupported,
             format!("cross-database references are not implemented: {r}"),
         ));
@@ -721,7 +720,7 @@ fn record(
     name: String,
     kind: TableKind,
     replace: bool,
-) -> ServerResult<()> {
+) -> EngineResult<()> {
     engine.catalog.insert(
         TableEntry {
             schema,
@@ -740,10 +739,10 @@ fn now() -> String {
 
 /// Storage of a managed table. `root` is relative to the data dir, or an absolute object-store
 /// URL for tables created under `storage.tables_url`.
-fn managed_store(engine: &Engine, root: &str) -> ServerResult<TableStore> {
+fn managed_store(engine: &Engine, root: &str) -> EngineResult<TableStore> {
     if root.contains("://") {
         let url = url::Url::parse(root).map_err(|e| {
-            ServerError::statement(
+            EngineError::statement(
                 StatusCode::InvalidParameterValue,
                 format!("table location {root}: {e}"),
             )
@@ -754,7 +753,7 @@ fn managed_store(engine: &Engine, root: &str) -> ServerResult<TableStore> {
             .object_store_registry
             .get_store(&url)?;
         let path = ObjectPath::from_url_path(url.path()).map_err(|e| {
-            ServerError::statement(
+            EngineError::statement(
                 StatusCode::InvalidParameterValue,
                 format!("table location {root}: {e}"),
             )
@@ -775,9 +774,9 @@ fn managed_url(engine: &Engine, root: &str) -> String {
     }
 }
 
-fn schema_provider(session: &Session, schema: &str) -> ServerResult<Arc<dyn SchemaProvider>> {
+fn schema_provider(session: &Session, schema: &str) -> EngineResult<Arc<dyn SchemaProvider>> {
     let catalog = session.ctx().catalog(CATALOG_NAME).ok_or_else(|| {
-        ServerError::statement(StatusCode::Internal, "default catalog is missing")
+        EngineError::statement(StatusCode::Internal, "default catalog is missing")
     })?;
     if let Some(s) = catalog.schema(schema) {
         return Ok(s);
@@ -791,7 +790,7 @@ async fn create_managed(
     engine: &Engine,
     session: &Session,
     c: CreateMemoryTable,
-) -> ServerResult<Output> {
+) -> EngineResult<Output> {
     let (schema_name, name) = split_name(&c.name)?;
     let is_ctas = !matches!(c.input.as_ref(), LogicalPlan::EmptyRelation(_));
     let _guard = engine.ddl_lock.lock().await;
@@ -801,7 +800,7 @@ async fn create_managed(
             return Ok(command("CREATE TABLE"));
         }
         if !c.or_replace {
-            return Err(ServerError::statement(
+            return Err(EngineError::statement(
                 StatusCode::DuplicateTable,
                 format!("relation \"{name}\" already exists"),
             ));
@@ -895,7 +894,7 @@ async fn create_external(
     stmt: &DFStatement,
     mut c: CreateExternalTable,
     persist: bool,
-) -> ServerResult<Output> {
+) -> EngineResult<Output> {
     let (schema, name) = split_name(&c.name)?;
     let sql = c.definition.clone().unwrap_or_else(|| stmt.to_string());
     c.locations = c
@@ -933,7 +932,7 @@ pub(super) async fn restore_entry(
     engine: &Engine,
     session: &Session,
     entry: &TableEntry,
-) -> ServerResult<()> {
+) -> EngineResult<()> {
     match &entry.kind {
         TableKind::Managed { root } => {
             let table = ManagedTable::open(
@@ -948,7 +947,13 @@ pub(super) async fn restore_entry(
         }
         TableKind::External { sql } | TableKind::View { sql } => {
             schema_provider(session, &entry.schema)?;
-            for stmt in engine.parse_sql(sql)? {
+            for stmt in engine.parse(sql)? {
+                let crate::Statement::Sql(stmt) = stmt else {
+                    return Err(EngineError::statement(
+                        StatusCode::DataCorrupted,
+                        format!("catalog entry {} holds a model statement", entry.name),
+                    ));
+                };
                 let plan = session
                     .ctx()
                     .state()
@@ -958,131 +963,5 @@ pub(super) async fn restore_entry(
             }
             Ok(())
         }
-    }
-}
-
-/// Accept Postgres' `COPY t TO 'file' (FORMAT parquet, HEADER true, DELIMITER ',')` by rewriting
-/// its option list into DataFusion's `STORED AS … OPTIONS (…)`. Other text is returned unchanged.
-pub(super) fn rewrite_pg_copy_options(sql: &str) -> String {
-    let dialect = datafusion::sql::sqlparser::dialect::PostgreSqlDialect {};
-    let Ok(tokens) = Tokenizer::new(&dialect, sql).tokenize() else {
-        return sql.to_string();
-    };
-    let significant: Vec<(usize, &Token)> = tokens
-        .iter()
-        .enumerate()
-        .filter(|(_, t)| !matches!(t, Token::Whitespace(_)))
-        .collect();
-    let is_word =
-        |t: &Token, w: &str| matches!(t, Token::Word(word) if word.value.eq_ignore_ascii_case(w));
-    if significant.first().map(|(_, t)| is_word(t, "copy")) != Some(true) {
-        return sql.to_string();
-    }
-    // Find `TO '<target>' [WITH] (` .
-    let Some(pos) = significant
-        .windows(3)
-        .position(|w| {
-            is_word(w[0].1, "to")
-                && matches!(w[1].1, Token::SingleQuotedString(_))
-                && matches!(w[2].1, Token::LParen)
-        })
-        .map(|p| (p, 0))
-        .or_else(|| {
-            significant
-                .windows(4)
-                .position(|w| {
-                    is_word(w[0].1, "to")
-                        && matches!(w[1].1, Token::SingleQuotedString(_))
-                        && is_word(w[2].1, "with")
-                        && matches!(w[3].1, Token::LParen)
-                })
-                .map(|p| (p, 1))
-        })
-    else {
-        return sql.to_string();
-    };
-    let (pos, with) = pos;
-    let lparen_idx = significant[pos + 2].0;
-    let pos = pos + with;
-    let mut format = None;
-    let mut options = Vec::new();
-    let mut i = pos + 3;
-    let mut closed_at = None;
-    while i < significant.len() {
-        match significant[i].1 {
-            Token::RParen => {
-                closed_at = Some(significant[i].0);
-                break;
-            }
-            Token::Comma => i += 1,
-            Token::Word(key) => {
-                let key = key.value.to_ascii_lowercase();
-                let value = significant.get(i + 1).map(|(_, t)| match t {
-                    Token::SingleQuotedString(s) => s.clone(),
-                    Token::Word(w) => w.value.clone(),
-                    other => other.to_string(),
-                });
-                let has_value = value.is_some()
-                    && !matches!(
-                        significant.get(i + 1).map(|x| x.1),
-                        Some(Token::Comma | Token::RParen)
-                    );
-                let value = if has_value {
-                    value.unwrap_or_default()
-                } else {
-                    "true".into()
-                };
-                match key.as_str() {
-                    "format" => format = Some(value),
-                    "header" => options.push(("format.has_header".to_string(), value)),
-                    "delimiter" => options.push(("format.delimiter".to_string(), value)),
-                    "compression" => options.push(("format.compression".to_string(), value)),
-                    other => options.push((other.to_string(), value)),
-                }
-                i += if has_value { 2 } else { 1 };
-            }
-            _ => return sql.to_string(),
-        }
-    }
-    let Some(closed_at) = closed_at else {
-        return sql.to_string();
-    };
-    let head: String = tokens[..lparen_idx].iter().map(|t| t.to_string()).collect();
-    let tail: String = tokens[closed_at + 1..]
-        .iter()
-        .map(|t| t.to_string())
-        .collect();
-    let mut out = head.trim_end().to_string();
-    if let Some(f) = format {
-        out.push_str(&format!(" STORED AS {}", f.to_ascii_uppercase()));
-    }
-    if !options.is_empty() {
-        let opts: Vec<String> = options
-            .iter()
-            .map(|(k, v)| format!("'{}' '{}'", k.replace('\'', "''"), v.replace('\'', "''")))
-            .collect();
-        out.push_str(&format!(" OPTIONS ({})", opts.join(", ")));
-    }
-    out.push_str(&tail);
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn pg_copy_options_are_rewritten() {
-        let out = rewrite_pg_copy_options("COPY t TO '/tmp/x.csv' (FORMAT csv, HEADER true)");
-        assert_eq!(
-            out,
-            "COPY t TO '/tmp/x.csv' STORED AS CSV OPTIONS ('format.has_header' 'true')"
-        );
-        let out = rewrite_pg_copy_options("COPY (SELECT 1) TO 'a.parquet' (format parquet);");
-        assert_eq!(out, "COPY (SELECT 1) TO 'a.parquet' STORED AS PARQUET;");
-        let out = rewrite_pg_copy_options("COPY t TO 'a.csv' WITH (FORMAT csv)");
-        assert_eq!(out, "COPY t TO 'a.csv' STORED AS CSV");
-        let same = "SELECT 1";
-        assert_eq!(rewrite_pg_copy_options(same), same);
     }
 }

@@ -21,7 +21,7 @@ use datafusion::optimizer::simplify_expressions::ExprSimplifier;
 use datafusion::physical_expr::create_physical_expr;
 
 use super::Session;
-use crate::error::ServerResult;
+use crate::error::EngineResult;
 
 /// Whether an expression can be evaluated on its own row, with no plan around it.
 fn evaluable(expr: &Expr) -> bool {
@@ -48,7 +48,7 @@ fn evaluable(expr: &Expr) -> bool {
 pub(super) fn try_evaluate(
     session: &Session,
     plan: &LogicalPlan,
-) -> ServerResult<Option<RecordBatch>> {
+) -> EngineResult<Option<RecordBatch>> {
     let LogicalPlan::Projection(p) = plan else {
         return Ok(None);
     };

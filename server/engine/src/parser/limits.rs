@@ -2,15 +2,14 @@
 //! dropped (the SQL parser and planner build deeply nested trees for long operator chains and
 //! deep parentheses). Postgres answers such statements with SQLSTATE 54001; so does prognos.
 
-use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
-use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
+use datafusion::sql::sqlparser::tokenizer::Token;
 
-use crate::error::{ServerError, ServerResult, StatusCode};
+use crate::error::{EngineError, EngineResult, StatusCode};
 
 /// Longest chain of binary operators allowed in one expression.
-pub(super) const MAX_OPERATOR_CHAIN: usize = 1000;
+pub(crate) const MAX_OPERATOR_CHAIN: usize = 1000;
 /// Deepest parenthesis nesting allowed.
-pub(super) const MAX_NESTING: usize = 200;
+pub(crate) const MAX_NESTING: usize = 200;
 
 fn is_operator(t: &Token) -> bool {
     match t {
@@ -34,16 +33,13 @@ fn is_operator(t: &Token) -> bool {
     }
 }
 
-/// Reject statements nested too deeply to parse and plan safely.
-pub(super) fn check_complexity(sql: &str) -> ServerResult<()> {
-    let dialect = PostgreSqlDialect {};
-    // Unparseable text is left to the parser, which reports the syntax error.
-    let Ok(tokens) = Tokenizer::new(&dialect, sql).tokenize() else {
-        return Ok(());
-    };
+/// Reject statements nested too deeply to parse and plan safely, from the script's tokens.
+pub(crate) fn check_complexity<'a>(
+    tokens: impl IntoIterator<Item = &'a Token>,
+) -> EngineResult<()> {
     // chain[d] = operators seen since the last separator at parenthesis depth d.
     let mut chain: Vec<usize> = vec![0];
-    for t in &tokens {
+    for t in tokens {
         match t {
             Token::LParen | Token::LBracket => {
                 chain.push(0);
@@ -77,8 +73,8 @@ pub(super) fn check_complexity(sql: &str) -> ServerResult<()> {
     Ok(())
 }
 
-fn too_complex(what: String) -> ServerError {
-    ServerError::statement(
+fn too_complex(what: String) -> EngineError {
+    EngineError::statement(
         StatusCode::StatementTooComplex,
         format!("statement too complex: {what}"),
     )
@@ -87,18 +83,27 @@ fn too_complex(what: String) -> ServerError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+    use datafusion::sql::sqlparser::tokenizer::Tokenizer;
+
+    fn check(sql: &str) -> EngineResult<()> {
+        let tokens = Tokenizer::new(&PostgreSqlDialect {}, sql)
+            .tokenize()
+            .expect("tokenizes");
+        check_complexity(&tokens)
+    }
 
     #[test]
     fn long_operator_chains_are_rejected() {
         let sql = format!("SELECT {} 1", "1 + ".repeat(MAX_OPERATOR_CHAIN + 1));
-        let err = check_complexity(&sql).expect_err("too complex");
+        let err = check(&sql).expect_err("too complex");
         assert_eq!(err.status(), StatusCode::StatementTooComplex);
         let deep = format!(
             "SELECT {}1{}",
             "(".repeat(MAX_NESTING + 1),
             ")".repeat(MAX_NESTING + 1)
         );
-        assert!(check_complexity(&deep).is_err());
+        assert!(check(&deep).is_err());
     }
 
     #[test]
@@ -107,9 +112,9 @@ mod tests {
             .map(|i| format!("({i}, -{i}, 'x' || 'y')"))
             .collect();
         let sql = format!("INSERT INTO t VALUES {}", values.join(", "));
-        check_complexity(&sql).expect("flat VALUES list is fine");
+        check(&sql).expect("flat VALUES list is fine");
         let in_list: Vec<String> = (0..50_000).map(|i| i.to_string()).collect();
-        check_complexity(&format!(
+        check(&format!(
             "SELECT * FROM t WHERE a IN ({})",
             in_list.join(",")
         ))

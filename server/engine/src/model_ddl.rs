@@ -19,15 +19,15 @@ use datafusion::logical_expr::Expr;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::prelude::DataFrame;
 use datafusion::sql::parser::Statement as DFStatement;
-use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
+use datafusion::sql::sqlparser::ast::{Query, Statement as SqlStatement};
 use futures::StreamExt;
 use prognos_catalog::CatalogError;
 use prognos_models::forecast::stored::ForecastRequest;
 use prognos_models::forecast::trainer::ForecastTrainer;
 use prognos_models::{Algorithm, ModelArtifact, ModelError, TrainContext, TrainRequest};
 
-use super::{Engine, ModelStatement, Output, Session, Statement};
-use crate::error::{ServerError, ServerResult, StatusCode};
+use super::{Engine, ModelStatement, Output, Session};
+use crate::error::{EngineError, EngineResult, StatusCode};
 
 /// What `SHOW MODELS` returns.
 const SHOW_MODELS_SQL: &str = "SELECT name, version, task, algorithm, target, metric, \
@@ -45,7 +45,7 @@ pub(super) async fn result_schema(
     _engine: &Engine,
     session: &Session,
     m: &ModelStatement,
-) -> ServerResult<Option<SchemaRef>> {
+) -> EngineResult<Option<SchemaRef>> {
     Ok(match m {
         ModelStatement::Show => Some(Arc::new(
             session
@@ -92,7 +92,7 @@ pub(super) async fn execute(
     engine: &Engine,
     session: &Session,
     m: &ModelStatement,
-) -> ServerResult<Output> {
+) -> EngineResult<Output> {
     match m {
         ModelStatement::Show => {
             let df = session.ctx().sql(SHOW_MODELS_SQL).await?;
@@ -121,6 +121,7 @@ pub(super) async fn execute(
             algorithm,
             options,
             query,
+            query_text,
         } => {
             if *if_not_exists && !*replace && engine.registry.get(name).is_some() {
                 session.notice(format!("model \"{name}\" already exists, skipping"));
@@ -181,7 +182,7 @@ pub(super) async fn execute(
             let created = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
             let version = engine
                 .registry
-                .register(name, artifact, query, &created, *replace)
+                .register(name, artifact, query_text, &created, *replace)
                 .await?;
             engine.bump_epoch();
             session.notice(format!("model \"{name}\" version {version}: {summary}"));
@@ -195,9 +196,9 @@ async fn train_rows(
     session: &Session,
     name: &str,
     req: TrainRequest,
-    query: &str,
+    query: &Query,
     engine: &Engine,
-) -> ServerResult<ModelArtifact> {
+) -> EngineResult<ModelArtifact> {
     let (names, columns) = read_training_rows(engine, session, query).await?;
     // The training set and the matrices built from it (f32 values, u8 bins, row
     // indices, gradients: about 4× the rows × columns of 4 bytes) are reserved in the
@@ -247,9 +248,9 @@ async fn train_forecast_model(
     session: &Session,
     name: &str,
     req: ForecastRequest,
-    query: &str,
+    query: &Query,
     engine: &Engine,
-) -> ServerResult<ModelArtifact> {
+) -> EngineResult<ModelArtifact> {
     let df = plan_training_query(engine, session, query).await?;
     let mut trainer =
         ForecastTrainer::new(df.schema().as_arrow(), &req).map_err(CatalogError::Model)?;
@@ -281,7 +282,7 @@ async fn train_forecast_model(
     let (tx, mut rx) = tokio::sync::mpsc::channel::<RecordBatch>(2);
     let cancel = Arc::clone(&flag);
     let model = name.to_string();
-    let training = tokio::task::spawn_blocking(move || -> ServerResult<ModelArtifact> {
+    let training = tokio::task::spawn_blocking(move || -> EngineResult<ModelArtifact> {
         let mut progress = progress_to(notices);
         let mut ctx = TrainContext {
             progress: &mut progress,
@@ -346,8 +347,8 @@ fn progress_to(
 }
 
 /// Training `name` needs `bytes` (`about`, `at least`, ...) and the memory pool refused.
-fn too_big(name: &str, how: &str, bytes: usize, e: DataFusionError) -> ServerError {
-    ServerError::statement(
+fn too_big(name: &str, how: &str, bytes: usize, e: DataFusionError) -> EngineError {
+    EngineError::statement(
         StatusCode::OutOfMemory,
         format!(
             "training \"{name}\" needs {how} {} MiB, more than the memory limit allows: {e}",
@@ -356,34 +357,20 @@ fn too_big(name: &str, how: &str, bytes: usize, e: DataFusionError) -> ServerErr
     )
 }
 
-fn training_failed(e: tokio::task::JoinError) -> ServerError {
-    ServerError::statement(StatusCode::Internal, format!("training failed: {e}"))
+fn training_failed(e: tokio::task::JoinError) -> EngineError {
+    EngineError::statement(StatusCode::Internal, format!("training failed: {e}"))
 }
 
-/// Plan the training query (one query) in the session.
+/// Plan the training query in the session (with the engine's rewrites of a user query, made
+/// against the models registered now).
 async fn plan_training_query(
     engine: &Engine,
     session: &Session,
-    query: &str,
-) -> ServerResult<DataFrame> {
-    let mut stmts = engine.parse(query)?;
-    let stmt = match (stmts.len(), stmts.pop()) {
-        (1, Some(Statement::Sql(s @ DFStatement::Statement(_)))) => s,
-        _ => {
-            return Err(ServerError::statement(
-                StatusCode::SyntaxError,
-                "CREATE MODEL … AS must be followed by one query",
-            ));
-        }
-    };
-    if let DFStatement::Statement(s) = &stmt
-        && !matches!(s.as_ref(), SqlStatement::Query(_))
-    {
-        return Err(ServerError::statement(
-            StatusCode::SyntaxError,
-            "CREATE MODEL … AS must be followed by a query (SELECT, VALUES or WITH)",
-        ));
-    }
+    query: &Query,
+) -> EngineResult<DataFrame> {
+    let stmt = engine.prepare_user_statement(DFStatement::Statement(Box::new(
+        SqlStatement::Query(Box::new(query.clone())),
+    )))?;
     let plan = session.ctx().state().statement_to_plan(stmt).await?;
     Ok(session.ctx().execute_logical_plan(plan).await?)
 }
@@ -392,8 +379,8 @@ async fn plan_training_query(
 async fn read_training_rows(
     engine: &Engine,
     session: &Session,
-    query: &str,
-) -> ServerResult<(Vec<String>, Vec<ArrayRef>)> {
+    query: &Query,
+) -> EngineResult<(Vec<String>, Vec<ArrayRef>)> {
     let df = plan_training_query(engine, session, query).await?;
     let schema = df.schema().as_arrow().clone();
     let batches = df.collect().await?;
@@ -413,7 +400,7 @@ async fn read_training_rows(
     Ok((names, columns))
 }
 
-fn describe(engine: &Engine, name: &str) -> ServerResult<Output> {
+fn describe(engine: &Engine, name: &str) -> EngineResult<Output> {
     let entry = engine
         .registry
         .get(name)

@@ -25,23 +25,19 @@
 //!   [, sensitivity => 0.999] [, season_length => n])` → `time, id columns, value, expected,
 //!   lower, upper, score, is_anomaly` for every row, per series (`prognos_anomaly`).
 //!
-//! `TABLE t` is not an expression in sqlparser, so it is first turned into `(SELECT * FROM t)`
-//! at the token level inside these calls.
+//! `TABLE t` arrives as the subquery `(SELECT * FROM t)` ([`crate::parser::dialect`]).
 
-use std::borrow::Cow;
 use std::ops::ControlFlow;
 
 use datafusion::sql::sqlparser::ast::{
     Expr, FunctionArg, FunctionArgExpr, Statement, TableFactor, Value, VisitMut, VisitorMut,
 };
-use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
-use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
 use prognos_catalog::ModelSnapshot;
 use prognos_models::Task;
 use prognos_models::target::TargetKind;
 
-use crate::error::{ServerError, ServerResult, StatusCode};
+use crate::error::{EngineError, EngineResult, StatusCode};
 
 const RELATION_FUNCTIONS: &[&str] = &[
     "predict",
@@ -59,100 +55,12 @@ fn quote(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
-/// `TABLE t` → `(SELECT * FROM t)` inside `predict(` / `evaluate(` calls.
-pub(super) fn table_arguments(sql: &str) -> Cow<'_, str> {
-    // Every statement passes here: test for the words without allocating.
-    let has = |w: &str| super::model_sql::contains_ignore_case(sql, w);
-    if !has("table") || !RELATION_FUNCTIONS.iter().any(|f| has(f)) {
-        return Cow::Borrowed(sql);
-    }
-    let Ok(tokens) = Tokenizer::new(&PostgreSqlDialect {}, sql).tokenize() else {
-        return Cow::Borrowed(sql);
-    };
-    let mut out: Vec<Token> = Vec::with_capacity(tokens.len());
-    // Paren depth at which each open relation-function call started.
-    let mut calls: Vec<usize> = vec![];
-    let mut depth = 0usize;
-    let mut changed = false;
-    let mut i = 0;
-    let is_ws = |t: &Token| matches!(t, Token::Whitespace(_));
-    while i < tokens.len() {
-        let t = &tokens[i];
-        match t {
-            Token::LParen => {
-                let prev = out.iter().rev().find(|t| !is_ws(t));
-                if let Some(Token::Word(w)) = prev
-                    && RELATION_FUNCTIONS.contains(&w.value.to_ascii_lowercase().as_str())
-                {
-                    calls.push(depth);
-                }
-                depth += 1;
-            }
-            Token::RParen => {
-                depth = depth.saturating_sub(1);
-                if calls.last() == Some(&depth) {
-                    calls.pop();
-                }
-            }
-            Token::Word(w)
-                if w.quote_style.is_none()
-                    && w.value.eq_ignore_ascii_case("table")
-                    && calls.last().is_some_and(|d| *d + 1 == depth) =>
-            {
-                // TABLE <name>[.<name>...]
-                let mut j = i + 1;
-                while j < tokens.len() && is_ws(&tokens[j]) {
-                    j += 1;
-                }
-                let mut name = vec![];
-                while let Some(Token::Word(n)) = tokens.get(j) {
-                    name.push(Token::Word(n.clone()));
-                    if tokens.get(j + 1) == Some(&Token::Period) {
-                        name.push(Token::Period);
-                        j += 2;
-                    } else {
-                        j += 1;
-                        break;
-                    }
-                }
-                if !name.is_empty() {
-                    out.push(Token::LParen);
-                    out.push(Token::make_keyword("SELECT"));
-                    out.push(Token::Whitespace(
-                        datafusion::sql::sqlparser::tokenizer::Whitespace::Space,
-                    ));
-                    out.push(Token::Mul);
-                    out.push(Token::Whitespace(
-                        datafusion::sql::sqlparser::tokenizer::Whitespace::Space,
-                    ));
-                    out.push(Token::make_keyword("FROM"));
-                    out.push(Token::Whitespace(
-                        datafusion::sql::sqlparser::tokenizer::Whitespace::Space,
-                    ));
-                    out.extend(name);
-                    out.push(Token::RParen);
-                    changed = true;
-                    i = j;
-                    continue;
-                }
-            }
-            _ => {}
-        }
-        out.push(t.clone());
-        i += 1;
-    }
-    if !changed {
-        return Cow::Borrowed(sql);
-    }
-    Cow::Owned(out.iter().map(|t| t.to_string()).collect())
-}
-
 struct ModelRelations<'a> {
     snapshot: &'a ModelSnapshot,
 }
 
-fn invalid(msg: String) -> ServerError {
-    ServerError::statement(StatusCode::InvalidParameterValue, msg)
+fn invalid(msg: String) -> EngineError {
+    EngineError::statement(StatusCode::InvalidParameterValue, msg)
 }
 
 /// `name => value` settings of a relation function.
@@ -162,7 +70,7 @@ struct NamedArgs {
 }
 
 impl NamedArgs {
-    fn parse(func: &'static str, args: &[FunctionArg], known: &[&str]) -> ServerResult<Self> {
+    fn parse(func: &'static str, args: &[FunctionArg], known: &[&str]) -> EngineResult<Self> {
         let mut named: Vec<(String, Expr)> = vec![];
         for a in args {
             match a {
@@ -195,7 +103,7 @@ impl NamedArgs {
     /// The error for a setting that is not the literal it must be; a query parameter (`$1`)
     /// gets its own message: this setting (a column name, a stored model's horizon or level)
     /// is read when the query is planned, before values are bound.
-    fn not_literal(&self, k: &str, what: &str) -> ServerError {
+    fn not_literal(&self, k: &str, what: &str) -> EngineError {
         let func = self.func;
         if let Some(p) = self.parameter(k) {
             return invalid(format!(
@@ -223,15 +131,15 @@ impl NamedArgs {
         &self,
         k: &str,
         sql_type: &str,
-        literal: impl FnOnce(&Self) -> ServerResult<String>,
-    ) -> ServerResult<String> {
+        literal: impl FnOnce(&Self) -> EngineResult<String>,
+    ) -> EngineResult<String> {
         match self.parameter(k) {
             Some(p) => Ok(format!("CAST({p} AS {sql_type})")),
             None => literal(self),
         }
     }
 
-    fn text(&self, k: &str) -> ServerResult<Option<String>> {
+    fn text(&self, k: &str) -> EngineResult<Option<String>> {
         match self.get(k) {
             None => Ok(None),
             Some(Expr::Value(v)) => match &v.value {
@@ -242,7 +150,7 @@ impl NamedArgs {
         }
     }
 
-    fn number(&self, k: &str) -> ServerResult<Option<f64>> {
+    fn number(&self, k: &str) -> EngineResult<Option<f64>> {
         let func = self.func;
         let e = match self.get(k) {
             None => return Ok(None),
@@ -265,7 +173,7 @@ impl NamedArgs {
     }
 
     /// `horizon`: an integer in [1, MAX_HORIZON].
-    fn horizon(&self) -> ServerResult<Option<f64>> {
+    fn horizon(&self) -> EngineResult<Option<f64>> {
         let max_h = prognos_udfs::forecast::MAX_HORIZON as f64;
         match self.number("horizon")? {
             Some(h) if !(h >= 1.0 && h <= max_h && h.fract() == 0.0) => Err(invalid(format!(
@@ -277,7 +185,7 @@ impl NamedArgs {
     }
 
     /// `season_length`: an integer in [0, 100000] (0 = detect, 1 = none); 0 when not given.
-    fn season_length(&self) -> ServerResult<i64> {
+    fn season_length(&self) -> EngineResult<i64> {
         let season = self.number("season_length")?.unwrap_or(0.0);
         if !((0.0..=100_000.0).contains(&season) && season.fract() == 0.0) {
             return Err(invalid(format!(
@@ -289,7 +197,7 @@ impl NamedArgs {
     }
 
     /// `level`: in (0, 100).
-    fn level(&self) -> ServerResult<Option<f64>> {
+    fn level(&self) -> EngineResult<Option<f64>> {
         match self.number("level")? {
             Some(l) if !(l > 0.0 && l < 100.0) => Err(invalid(format!(
                 "{}: level must be in (0, 100), got {l}",
@@ -312,7 +220,7 @@ fn model_name_arg(args: &[FunctionArg]) -> Option<&str> {
 }
 
 /// `FORECAST('m' [, horizon => n] [, level => p])` → the stored forecast's table function.
-fn stored_forecast_replacement(name: &str, args: &[FunctionArg]) -> ServerResult<String> {
+fn stored_forecast_replacement(name: &str, args: &[FunctionArg]) -> EngineResult<String> {
     let named = NamedArgs::parse("FORECAST", args, &["horizon", "level"])?;
     let horizon = named.horizon()?.unwrap_or(0.0);
     let level = named.level()?.unwrap_or(0.0);
@@ -328,7 +236,7 @@ fn stored_forecast_replacement(name: &str, args: &[FunctionArg]) -> ServerResult
 struct SeriesIds(Vec<String>);
 
 impl SeriesIds {
-    fn parse(named: &NamedArgs) -> ServerResult<Self> {
+    fn parse(named: &NamedArgs) -> EngineResult<Self> {
         Ok(SeriesIds(
             named
                 .text("id")?
@@ -391,7 +299,7 @@ impl SeriesIds {
 /// `ANOMALY(relation, time => 'ts', value => 'v' [, id => 'a, b'] [, sensitivity => 0.999]
 /// [, season_length => n])` → `time, ids, value, expected, lower, upper, score, is_anomaly` for every row: a grouped
 /// `prognos_anomaly` aggregate whose lists are unnested (see `FORECAST` for the shape).
-fn anomaly_replacement(args: &[FunctionArg]) -> ServerResult<String> {
+fn anomaly_replacement(args: &[FunctionArg]) -> EngineResult<String> {
     let usage = || {
         invalid(
             "ANOMALY takes a relation and named settings: ANOMALY(TABLE t, time => 'ts', \
@@ -450,7 +358,7 @@ fn forecast_items(time_q: &str) -> String {
 }
 
 /// `FORECAST(relation, name => value, ...)` rewritten (see the module docs).
-fn forecast_replacement(args: &[FunctionArg]) -> ServerResult<String> {
+fn forecast_replacement(args: &[FunctionArg]) -> EngineResult<String> {
     let usage = || {
         invalid(
             "FORECAST takes a relation and named settings: FORECAST(TABLE t, time => 'ts', \
@@ -520,7 +428,7 @@ impl ModelRelations<'_> {
         name: &str,
         q: &impl std::fmt::Display,
         args: &[FunctionArg],
-    ) -> ServerResult<String> {
+    ) -> EngineResult<String> {
         let named = NamedArgs::parse("FORECAST", args, &["level"])?;
         let level = named.level()?.unwrap_or(0.0);
         let (_, model) = self.snapshot.get(name)?;
@@ -561,7 +469,7 @@ impl ModelRelations<'_> {
         ))
     }
 
-    fn replacement(&self, func: &str, args: &[FunctionArg]) -> ServerResult<String> {
+    fn replacement(&self, func: &str, args: &[FunctionArg]) -> EngineResult<String> {
         if func == "forecast" {
             if let (
                 Some(name),
@@ -707,9 +615,9 @@ impl ModelRelations<'_> {
 }
 
 impl VisitorMut for ModelRelations<'_> {
-    type Break = ServerError;
+    type Break = EngineError;
 
-    fn pre_visit_table_factor(&mut self, tf: &mut TableFactor) -> ControlFlow<ServerError> {
+    fn pre_visit_table_factor(&mut self, tf: &mut TableFactor) -> ControlFlow<EngineError> {
         let TableFactor::Table {
             name,
             args: Some(args),
@@ -734,19 +642,19 @@ impl VisitorMut for ModelRelations<'_> {
         {
             Ok(q) => q,
             Err(e) => {
-                return ControlFlow::Break(ServerError::statement(
+                return ControlFlow::Break(EngineError::statement(
                     StatusCode::SyntaxError,
                     e.to_string(),
                 ));
             }
         };
-        *tf = super::pg_rewrite::derived_table(query, alias.clone(), &func);
+        *tf = crate::pg_compat::syntax::derived_table(query, alias.clone(), &func);
         ControlFlow::Continue(())
     }
 }
 
 /// Rewrite `PREDICT(...)` / `EVALUATE(...)` relations of a statement (see module docs).
-pub(super) fn rewrite(stmt: &mut Statement, snapshot: &ModelSnapshot) -> ServerResult<()> {
+pub(super) fn rewrite(stmt: &mut Statement, snapshot: &ModelSnapshot) -> EngineResult<()> {
     match stmt.visit(&mut ModelRelations { snapshot }) {
         ControlFlow::Break(e) => Err(e),
         ControlFlow::Continue(()) => Ok(()),

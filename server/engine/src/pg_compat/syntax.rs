@@ -315,12 +315,12 @@ impl VisitorMut for RegprocLiterals {
 }
 
 /// Replace `regproc` casts of string literals by the bare function name (see module docs).
-pub(super) fn rewrite_regproc_literals(stmt: &mut Statement) {
+pub(crate) fn rewrite_regproc_literals(stmt: &mut Statement) {
     let _ = stmt.visit(&mut RegprocLiterals);
 }
 
 /// `(<query>) AS <alias>`, the alias defaulting to `default_name`.
-pub(super) fn derived_table(
+pub(crate) fn derived_table(
     query: Box<Query>,
     alias: Option<TableAlias>,
     default_name: &str,
@@ -340,7 +340,7 @@ pub(super) fn derived_table(
 }
 
 /// Apply the rewrites to one statement.
-pub(super) fn rewrite_from_functions(stmt: &mut Statement, table_functions: &HashSet<String>) {
+pub(crate) fn rewrite_from_functions(stmt: &mut Statement, table_functions: &HashSet<String>) {
     let _ = stmt.visit(&mut FromFunctions { table_functions });
     let _ = stmt.visit(&mut SelectLists);
     if let Statement::Query(q) = stmt {

@@ -18,7 +18,7 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use tracing::info;
 
 use super::Engine;
-use crate::error::ServerResult;
+use crate::error::EngineResult;
 
 /// Deterministic pseudo-random numbers (64-bit LCG), so the demo data is the same everywhere.
 struct Lcg(u64);
@@ -37,7 +37,7 @@ impl Lcg {
     }
 }
 
-fn daily_sales(rng: &mut Lcg) -> ServerResult<RecordBatch> {
+fn daily_sales(rng: &mut Lcg) -> EngineResult<RecordBatch> {
     let start = 20089; // 2025-01-01 as days since the epoch
     let stores = [("north", 120.0), ("south", 80.0), ("online", 200.0)];
     let (mut day, mut store, mut sales) = (Vec::new(), Vec::new(), Vec::new());
@@ -67,7 +67,7 @@ fn daily_sales(rng: &mut Lcg) -> ServerResult<RecordBatch> {
     )?)
 }
 
-fn customers(rng: &mut Lcg) -> ServerResult<RecordBatch> {
+fn customers(rng: &mut Lcg) -> EngineResult<RecordBatch> {
     let n = 1000;
     let plans = ["monthly", "annual", "two_year"];
     let (mut id, mut plan, mut tenure, mut charges, mut calls, mut churned) = (
@@ -115,7 +115,7 @@ fn customers(rng: &mut Lcg) -> ServerResult<RecordBatch> {
     )?)
 }
 
-fn service_metrics(rng: &mut Lcg) -> ServerResult<RecordBatch> {
+fn service_metrics(rng: &mut Lcg) -> EngineResult<RecordBatch> {
     let start_us: i64 = 1_735_689_600 * 1_000_000; // 2025-01-01T00:00:00Z
     let hosts = ["api-1", "api-2", "db-1"];
     let (mut ts, mut host, mut latency) = (Vec::new(), Vec::new(), Vec::new());
@@ -152,7 +152,7 @@ fn service_metrics(rng: &mut Lcg) -> ServerResult<RecordBatch> {
 }
 
 /// Create the demo tables as managed tables.
-pub(super) async fn load(engine: &Engine) -> ServerResult<()> {
+pub(super) async fn load(engine: &Engine) -> EngineResult<()> {
     let mut rng = Lcg(42);
     let tables = [
         ("daily_sales", daily_sales(&mut rng)?),

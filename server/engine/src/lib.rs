@@ -1,4 +1,4 @@
-//! The query engine shared by every frontend.
+//! The prognos query engine, shared by every frontend (pgwire, Flight SQL).
 //!
 //! Frontends hand SQL text to [`Engine::parse`], then [`Engine::describe`] or
 //! [`Engine::execute`] each statement in a [`Session`]. The engine owns the DataFusion state,
@@ -6,16 +6,19 @@
 //! Postgres session commands) and streams results as Arrow record batches; it knows nothing of
 //! wire protocols.
 
+pub mod config;
 mod copy;
 mod demo;
-mod limits;
+pub mod error;
 mod model_ddl;
 mod model_rewrite;
 pub mod model_sql;
-mod pg_rewrite;
+pub mod parser;
+mod pg_compat;
 mod point;
 mod session;
 mod statements;
+pub mod streams;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -26,16 +29,8 @@ use datafusion::execution::SendableRecordBatchStream;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::execution::session_state::{SessionState, SessionStateBuilder};
 use datafusion::prelude::{SessionConfig, SessionContext};
-use datafusion::sql::parser::{DFParserBuilder, Statement as DFStatement};
-use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use datafusion::sql::parser::Statement as DFStatement;
 use datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider;
-use datafusion_pg_catalog::sql::PostgresCompatibilityParser;
-use datafusion_pg_catalog::sql::rules::{
-    AliasDuplicatedProjectionRewrite, CurrentUserVariableToSessionUserFunctionCall,
-    FixArrayLiteral, FixVersionColumnName, PrependUnqualifiedPgTableName,
-    ResolveUnqualifiedIdentifier, RewriteArrayAnyAllOperation, RewritePgCatalogOperator,
-    RewriteRegCastToSubquery, SqlStatementRewriteRule, StripCallableQualifier, StripCollate,
-};
 use object_store::ObjectStore;
 use object_store::local::LocalFileSystem;
 use prognos_catalog::system_tables::{RegistryTable, SystemTable};
@@ -47,8 +42,8 @@ pub use copy::{CopyFormat, CopyInTarget};
 pub use model_sql::ModelStatement;
 pub use session::{DEFAULT_PG_SETTINGS, Session};
 
-use crate::config::Config;
-use crate::error::{ServerError, ServerResult, StatusCode};
+use crate::config::OpenOptions;
+use crate::error::{EngineError, EngineResult, StatusCode};
 
 /// Name of the one catalog (database) prognos serves.
 pub const CATALOG_NAME: &str = "prognos";
@@ -118,24 +113,6 @@ pub struct Described {
     pub(crate) plan: Option<(datafusion::logical_expr::LogicalPlan, u64)>,
 }
 
-/// datafusion-pg-catalog's rules minus `RemoveSubqueryFromProjection`, which replaces
-/// correlated scalar subqueries in select lists with NULL (wrong results for user queries).
-fn safe_rewrite_rules() -> Vec<Arc<dyn SqlStatementRewriteRule>> {
-    vec![
-        Arc::new(AliasDuplicatedProjectionRewrite),
-        Arc::new(ResolveUnqualifiedIdentifier),
-        Arc::new(RewriteArrayAnyAllOperation),
-        Arc::new(PrependUnqualifiedPgTableName),
-        Arc::new(StripCallableQualifier),
-        Arc::new(FixArrayLiteral),
-        Arc::new(CurrentUserVariableToSessionUserFunctionCall),
-        Arc::new(StripCollate),
-        Arc::new(RewritePgCatalogOperator),
-        Arc::new(RewriteRegCastToSubquery::new()),
-        Arc::new(FixVersionColumnName),
-    ]
-}
-
 /// The engine (see module docs).
 pub struct Engine {
     base: SessionState,
@@ -144,9 +121,8 @@ pub struct Engine {
     local: Arc<dyn ObjectStore>,
     /// Object-store URL for new managed tables (`storage.tables_url`); `None` = the data dir.
     tables_url: Option<String>,
-    compat: PostgresCompatibilityParser,
-    /// datafusion-pg-catalog's rewrite rules that keep a query's meaning.
-    safe_rules: Vec<Arc<dyn SqlStatementRewriteRule>>,
+    /// Postgres client compatibility (catalog queries).
+    pg_compat: pg_compat::PgCompat,
     /// Bumped by every DDL statement; cached plans of other epochs are re-made.
     ddl_epoch: std::sync::atomic::AtomicU64,
     /// Names of the registered table functions (for the `FROM f(...)` rewrites).
@@ -166,15 +142,15 @@ impl std::fmt::Debug for Engine {
 
 impl Engine {
     /// Open the data dir, restore the catalog and (on an empty data dir) load the demo data.
-    pub async fn open(config: &Config) -> ServerResult<Arc<Self>> {
+    pub async fn open(config: &OpenOptions) -> EngineResult<Arc<Self>> {
         std::fs::create_dir_all(&config.data_dir).map_err(|e| {
-            ServerError::statement(
+            EngineError::statement(
                 StatusCode::IoError,
                 format!("cannot create data dir {}: {e}", config.data_dir.display()),
             )
         })?;
         let data_dir = std::fs::canonicalize(&config.data_dir)
-            .map_err(|e| ServerError::statement(StatusCode::IoError, format!("data dir: {e}")))?;
+            .map_err(|e| EngineError::statement(StatusCode::IoError, format!("data dir: {e}")))?;
         let catalog = Arc::new(PersistentCatalog::open(&data_dir)?);
 
         let mut runtime = RuntimeEnvBuilder::new()
@@ -223,7 +199,7 @@ impl Engine {
         let ctx = SessionContext::new_with_state(state);
         prognos_udfs::register_all(&ctx)?;
         datafusion_pg_catalog::setup_pg_catalog(&ctx, CATALOG_NAME, EmptyContextProvider)
-            .map_err(|e| ServerError::DataFusion(*e))?;
+            .map_err(|e| EngineError::DataFusion(*e))?;
 
         let artifacts = ArtifactStores {
             base_url: config
@@ -262,8 +238,7 @@ impl Engine {
                 .tables_url
                 .as_ref()
                 .map(|u| u.trim_end_matches('/').to_string()),
-            compat: PostgresCompatibilityParser::new(),
-            safe_rules: safe_rewrite_rules(),
+            pg_compat: pg_compat::PgCompat::new(),
             ddl_lock: tokio::sync::Mutex::new(()),
             registry,
         });
@@ -284,127 +259,62 @@ impl Engine {
         Session::new(SessionContext::new_with_state(self.base.clone()))
     }
 
-    /// Split SQL text into statements.
+    /// Parse SQL text into statements ([`parser`]: once, with one parser), then apply the
+    /// engine's rewrites to each: Postgres client compatibility ([`pg_compat`], decided by the
+    /// relations a statement reads), the relation forms of the model functions, and Postgres'
+    /// functions in `FROM`.
     ///
-    /// DataFusion's parser goes first (it knows `CREATE EXTERNAL TABLE`, `COPY … TO`); plain
-    /// Postgres statements then go through `datafusion-pg-catalog`'s compatibility rewriter,
-    /// which maps the catalog queries of psql, JDBC and BI tools onto what DataFusion runs.
-    ///
-    /// Model statements (`CREATE MODEL` …) are split out and parsed by [`model_sql`].
-    pub fn parse(&self, sql: &str) -> ServerResult<Vec<Statement>> {
-        limits::check_complexity(sql)?;
-        if model_sql::may_contain_model_statement(sql)
-            && let Some(pieces) = model_sql::split_script(sql)?
-        {
-            let mut out = vec![];
-            for piece in pieces {
-                match piece {
-                    model_sql::Piece::Sql(text) => {
-                        out.extend(self.parse_sql(text)?.into_iter().map(Statement::Sql))
-                    }
-                    model_sql::Piece::Model(m) => out.push(Statement::Model(m)),
-                }
+    /// Text the parser refuses may still be a known client query that datafusion-pg-catalog
+    /// replaces wholesale (see [`pg_compat::PgCompat::rescue`]); otherwise the parser's
+    /// syntax error stands.
+    pub fn parse(&self, sql: &str) -> EngineResult<Vec<Statement>> {
+        let parsed = match parser::parse(sql) {
+            Ok(parsed) => parsed,
+            Err(e) if e.status() == StatusCode::SyntaxError => {
+                return match self.pg_compat.rescue(sql) {
+                    Some(stmts) => Ok(stmts
+                        .into_iter()
+                        .map(|s| Statement::Sql(DFStatement::Statement(Box::new(s))))
+                        .collect()),
+                    None => Err(e),
+                };
             }
-            return Ok(out);
-        }
-        Ok(self
-            .parse_sql(sql)?
+            Err(e) => return Err(e),
+        };
+        parsed
             .into_iter()
-            .map(Statement::Sql)
-            .collect())
-    }
-
-    /// Parse SQL that holds no model statements.
-    pub(crate) fn parse_sql(&self, sql: &str) -> ServerResult<Vec<DFStatement>> {
-        let sql = model_rewrite::table_arguments(sql);
-        let mut stmts = self.parse_unchecked(&sql)?;
-        let mut snapshot = None;
-        for stmt in &mut stmts {
-            // `EXPLAIN <query>` holds the query one level down.
-            let inner = match stmt {
-                DFStatement::Explain(e) => e.statement.as_mut(),
-                other => other,
-            };
-            if let DFStatement::Statement(s) = inner {
-                let snapshot = snapshot.get_or_insert_with(|| self.registry.snapshot());
-                model_rewrite::rewrite(s, snapshot)?;
-                pg_rewrite::rewrite_from_functions(s, &self.table_functions);
-            }
-        }
-        Ok(stmts)
-    }
-
-    fn parse_unchecked(&self, sql: &str) -> ServerResult<Vec<DFStatement>> {
-        let sql = statements::rewrite_pg_copy_options(sql);
-        let parsed = DFParserBuilder::new(sql.as_str())
-            .with_dialect(&PostgreSqlDialect {})
-            .build()
-            .and_then(|mut p| p.parse_statements());
-        match parsed {
-            Ok(stmts) => {
-                let stmts: Vec<DFStatement> = stmts.into_iter().collect();
-                let all_plain = stmts.iter().all(|s| matches!(s, DFStatement::Statement(_)));
-                // Catalog queries of psql & co. get the full compatibility treatment (its
-                // token-level replacements of known client queries included). Its rule that
-                // turns correlated subqueries in select lists into NULL is only acceptable
-                // there, so user queries get the semantics-preserving rules alone.
-                let lower = sql.to_ascii_lowercase();
-                // `'f'::regproc` must become a name before the compatibility rules turn it
-                // into an oid lookup; such statements skip the token-level replacements.
-                if all_plain && lower.contains("regproc") {
-                    return Ok(stmts
-                        .into_iter()
-                        .map(|s| match s {
-                            DFStatement::Statement(mut b) => {
-                                pg_rewrite::rewrite_regproc_literals(&mut b);
-                                DFStatement::Statement(Box::new(self.compat.rewrite(*b)))
-                            }
-                            other => other,
-                        })
-                        .collect());
+            .map(|p| match p.statement {
+                parser::Parsed::Model(m) => Ok(Statement::Model(m)),
+                parser::Parsed::Sql(DFStatement::Statement(s)) => {
+                    let s = self.pg_compat.rewrite(*s, &p.text);
+                    self.prepare_user_statement(DFStatement::Statement(Box::new(s)))
+                        .map(Statement::Sql)
                 }
-                if all_plain
-                    && lower.contains("pg_")
-                    && let Ok(rewritten) = self.compat.parse(&sql)
-                    && rewritten.len() == stmts.len()
-                {
-                    return Ok(rewritten
-                        .into_iter()
-                        .map(|s| DFStatement::Statement(Box::new(s)))
-                        .collect());
-                }
-                Ok(stmts
-                    .into_iter()
-                    .map(|s| match s {
-                        DFStatement::Statement(b) => {
-                            DFStatement::Statement(Box::new(self.apply_safe_rules(*b)))
-                        }
-                        other => other,
-                    })
-                    .collect())
-            }
-            Err(df_err) => match self.compat.parse(&sql) {
-                Ok(rewritten) if !rewritten.is_empty() => Ok(rewritten
-                    .into_iter()
-                    .map(|s| DFStatement::Statement(Box::new(s)))
-                    .collect()),
-                _ => Err(ServerError::DataFusion(df_err)),
-            },
-        }
+                parser::Parsed::Sql(s) => self.prepare_user_statement(s).map(Statement::Sql),
+            })
+            .collect()
     }
 
-    fn apply_safe_rules(
+    /// The relation forms of the model functions (`PREDICT('m', TABLE t)`, `FORECAST(...)`,
+    /// against the models registered now) and Postgres' functions in `FROM`, in a statement
+    /// or the statement an `EXPLAIN` holds.
+    pub(crate) fn prepare_user_statement(
         &self,
-        mut stmt: datafusion::sql::sqlparser::ast::Statement,
-    ) -> datafusion::sql::sqlparser::ast::Statement {
-        for rule in &self.safe_rules {
-            stmt = rule.rewrite(stmt);
+        mut stmt: DFStatement,
+    ) -> EngineResult<DFStatement> {
+        let inner = match &mut stmt {
+            DFStatement::Explain(e) => e.statement.as_mut(),
+            other => other,
+        };
+        if let DFStatement::Statement(s) = inner {
+            model_rewrite::rewrite(s, &self.registry.snapshot())?;
+            pg_compat::syntax::rewrite_from_functions(s, &self.table_functions);
         }
-        stmt
+        Ok(stmt)
     }
 
     /// Parameter types and result schema of a statement, without running it.
-    pub async fn describe(&self, session: &Session, stmt: &Statement) -> ServerResult<Described> {
+    pub async fn describe(&self, session: &Session, stmt: &Statement) -> EngineResult<Described> {
         self.sync_models(session);
         contain_panics(async {
             match stmt {
@@ -435,7 +345,7 @@ impl Engine {
         session: &Session,
         stmt: &Statement,
         params: Option<Vec<ScalarValue>>,
-    ) -> ServerResult<Output> {
+    ) -> EngineResult<Output> {
         self.sync_models(session);
         contain_panics(async {
             match stmt {
@@ -453,7 +363,7 @@ impl Engine {
         stmt: &Statement,
         described: &Described,
         params: Option<Vec<ScalarValue>>,
-    ) -> ServerResult<Output> {
+    ) -> EngineResult<Output> {
         self.sync_models(session);
         contain_panics(async {
             let stmt = match stmt {
@@ -496,8 +406,8 @@ impl Engine {
 /// table provider or a dependency) into an internal error (XX000) for that statement, so the
 /// connection and the server stay up.
 async fn contain_panics<T>(
-    fut: impl std::future::Future<Output = ServerResult<T>>,
-) -> ServerResult<T> {
+    fut: impl std::future::Future<Output = EngineResult<T>>,
+) -> EngineResult<T> {
     use futures::FutureExt;
     match std::panic::AssertUnwindSafe(fut).catch_unwind().await {
         Ok(r) => r,
@@ -508,7 +418,7 @@ async fn contain_panics<T>(
                 .or_else(|| payload.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "unknown panic".into());
             tracing::error!(panic = %msg, "statement panicked");
-            Err(ServerError::statement(
+            Err(EngineError::statement(
                 StatusCode::Internal,
                 format!("internal error while running the statement: {msg}"),
             ))

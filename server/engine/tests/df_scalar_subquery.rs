@@ -9,21 +9,17 @@ const SQL: &str = "SELECT a.x, (SELECT min(b.y) FROM (VALUES ('a',1),('a',2)) b(
 #[tokio::test]
 async fn correlated_scalar_subquery_keeps_its_value() {
     let dir = tempfile::tempdir().expect("tmp");
-    let config = prognos::config::Config {
-        data_dir: dir.path().to_path_buf(),
-        demo_data: false,
-        ..Default::default()
-    };
-    let engine = prognos::engine::Engine::open(&config)
-        .await
-        .expect("engine");
+    let engine =
+        prognos_engine::Engine::open(&prognos_engine::config::OpenOptions::new(dir.path()))
+            .await
+            .expect("engine");
     let session = engine.new_session();
     let stmt = engine.parse(SQL).expect("parse").remove(0);
     let out = engine
         .execute(&session, &stmt, None)
         .await
         .expect("execute");
-    let prognos::engine::Output::Rows(stream) = out else {
+    let prognos_engine::Output::Rows(stream) = out else {
         panic!("rows expected");
     };
     let batches: Vec<_> = futures::TryStreamExt::try_collect(stream)

@@ -18,7 +18,7 @@ use datafusion::sql::sqlparser::ast::{
 };
 
 use super::{Engine, Session};
-use crate::error::{ServerError, ServerResult, StatusCode};
+use crate::error::{EngineError, EngineResult, StatusCode};
 
 /// Text or CSV layout of COPY data.
 #[derive(Debug, Clone)]
@@ -48,15 +48,15 @@ pub struct CopyInTarget {
     pub format: CopyFormat,
 }
 
-fn unsupported(msg: impl Into<String>) -> ServerError {
-    ServerError::statement(StatusCode::FeatureNotSupported, msg)
+fn unsupported(msg: impl Into<String>) -> EngineError {
+    EngineError::statement(StatusCode::FeatureNotSupported, msg)
 }
 
 /// Decode the options of a COPY statement.
 pub(super) fn copy_format(
     options: &[CopyOption],
     legacy: &[CopyLegacyOption],
-) -> ServerResult<CopyFormat> {
+) -> EngineResult<CopyFormat> {
     let mut csv = false;
     let mut delimiter = None;
     let mut header = false;
@@ -122,7 +122,7 @@ pub(super) async fn copy_in_target(
     source: &CopySource,
     target: &CopyTarget,
     format: CopyFormat,
-) -> ServerResult<CopyInTarget> {
+) -> EngineResult<CopyInTarget> {
     if !matches!(target, CopyTarget::Stdin) {
         return Err(unsupported(
             "COPY FROM a server file is not supported; use CREATE EXTERNAL TABLE or psql's \\copy",
@@ -133,7 +133,7 @@ pub(super) async fn copy_in_target(
         columns,
     } = source
     else {
-        return Err(ServerError::statement(
+        return Err(EngineError::statement(
             StatusCode::SyntaxError,
             "COPY FROM needs a table",
         ));
@@ -155,7 +155,7 @@ pub(super) async fn copy_in_target(
                     .field_with_name(&c.value)
                     .map(|f| f.clone().with_nullable(true))
                     .map_err(|_| {
-                        ServerError::statement(
+                        EngineError::statement(
                             StatusCode::UndefinedColumn,
                             format!(
                                 "column \"{}\" of relation \"{table}\" does not exist",
@@ -164,7 +164,7 @@ pub(super) async fn copy_in_target(
                         )
                     })
             })
-            .collect::<ServerResult<Vec<_>>>()?
+            .collect::<EngineResult<Vec<_>>>()?
     };
     let fields = fields
         .into_iter()
@@ -185,7 +185,7 @@ impl Engine {
         session: &Session,
         target: &CopyInTarget,
         data: Bytes,
-    ) -> ServerResult<u64> {
+    ) -> EngineResult<u64> {
         let fmt = &target.format;
         let text;
         let data: &[u8] = if fmt.csv {
@@ -214,13 +214,13 @@ impl Engine {
             builder = builder.with_quote(b'\0');
         }
         let reader = builder.build(Cursor::new(data.to_vec())).map_err(|e| {
-            ServerError::statement(StatusCode::InvalidTextRepresentation, format!("COPY: {e}"))
+            EngineError::statement(StatusCode::InvalidTextRepresentation, format!("COPY: {e}"))
         })?;
         let mut batches = Vec::new();
         let mut rows = 0u64;
         for batch in reader {
             let batch = batch.map_err(|e| {
-                ServerError::statement(StatusCode::InvalidTextRepresentation, format!("COPY: {e}"))
+                EngineError::statement(StatusCode::InvalidTextRepresentation, format!("COPY: {e}"))
             })?;
             rows += batch.num_rows() as u64;
             batches.push(widen_to_table(&batch, &target.table_schema)?);
@@ -236,7 +236,7 @@ impl Engine {
 }
 
 /// Arrange parsed columns as the full table row (missing columns are NULL).
-fn widen_to_table(batch: &RecordBatch, table: &SchemaRef) -> ServerResult<RecordBatch> {
+fn widen_to_table(batch: &RecordBatch, table: &SchemaRef) -> EngineResult<RecordBatch> {
     let columns = table
         .fields()
         .iter()
@@ -269,9 +269,9 @@ fn regex_escape(s: &str) -> String {
         .collect()
 }
 
-fn regex_lite_or_err(pattern: &str) -> ServerResult<regex::Regex> {
+fn regex_lite_or_err(pattern: &str) -> EngineResult<regex::Regex> {
     regex::Regex::new(pattern).map_err(|e| {
-        ServerError::statement(
+        EngineError::statement(
             StatusCode::InvalidParameterValue,
             format!("COPY NULL option: {e}"),
         )

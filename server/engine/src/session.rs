@@ -14,7 +14,7 @@ use datafusion::logical_expr::{
 use datafusion::prelude::SessionContext;
 use tokio_util::sync::CancellationToken;
 
-use crate::error::{ServerError, ServerResult, StatusCode};
+use crate::error::{EngineError, EngineResult, StatusCode};
 
 type Settings = Arc<Mutex<BTreeMap<String, String>>>;
 
@@ -187,7 +187,7 @@ impl Session {
     }
 
     /// Set the session time zone (`SET TIME ZONE`, `SET timezone = …`) for DataFusion too.
-    pub fn set_time_zone(&self, tz: &str) -> ServerResult<()> {
+    pub fn set_time_zone(&self, tz: &str) -> EngineResult<()> {
         let tz = if tz.eq_ignore_ascii_case("local") || tz.eq_ignore_ascii_case("default") {
             "UTC"
         } else {
@@ -200,7 +200,7 @@ impl Session {
             .options_mut()
             .set("datafusion.execution.time_zone", tz)
             .map_err(|e| {
-                ServerError::statement(
+                EngineError::statement(
                     StatusCode::InvalidParameterValue,
                     format!("invalid value for parameter \"TimeZone\": \"{tz}\": {e}"),
                 )

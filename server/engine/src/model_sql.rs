@@ -13,18 +13,19 @@
 //! SHOW MODELS
 //! DESCRIBE MODEL name          -- also DESC MODEL
 //! ```
-//! Statements are split at top-level semicolons by sqlparser's tokenizer (so `;` in strings and
-//! comments is ignored); the `AS` query keeps its original text for the registry.
+//! They are read from the script's one token stream by [`crate::parser`]; the `AS` query is
+//! kept as a syntax tree, with its source text for the registry.
 
 use std::collections::BTreeMap;
 
-use datafusion::sql::sqlparser::ast::Ident;
-use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use datafusion::sql::sqlparser::ast::{Ident, Query};
 use datafusion::sql::sqlparser::keywords::Keyword;
 use datafusion::sql::sqlparser::parser::Parser;
-use datafusion::sql::sqlparser::tokenizer::{Location, Token, Tokenizer};
+use datafusion::sql::sqlparser::tokenizer::Token;
 
-use crate::error::{ServerError, ServerResult, StatusCode};
+use crate::parser::byte_offset;
+
+use crate::error::{EngineError, EngineResult, StatusCode};
 
 /// A parsed model statement.
 #[derive(Debug, Clone, PartialEq)]
@@ -47,8 +48,10 @@ pub enum ModelStatement {
         algorithm: Option<String>,
         /// `WITH (...)`, keys lower-cased.
         options: BTreeMap<String, String>,
-        /// The training query's text.
-        query: String,
+        /// The training query.
+        query: Box<Query>,
+        /// The training query's source text (shown in `system.model_versions`).
+        query_text: String,
     },
     /// `DROP MODEL`.
     Drop {
@@ -77,8 +80,8 @@ pub struct ForecastClause {
     pub ids: Vec<String>,
 }
 
-fn syntax(msg: impl Into<String>) -> ServerError {
-    ServerError::statement(StatusCode::SyntaxError, msg)
+fn syntax(msg: impl Into<String>) -> EngineError {
+    EngineError::statement(StatusCode::SyntaxError, msg)
 }
 
 fn ident_name(i: &Ident) -> String {
@@ -93,100 +96,7 @@ fn is_word(t: &Token, w: &str) -> bool {
     matches!(t, Token::Word(x) if x.quote_style.is_none() && x.value.eq_ignore_ascii_case(w))
 }
 
-/// Byte offset of a tokenizer location (1-based line and character column) in `sql`.
-fn byte_offset(sql: &str, loc: Location) -> usize {
-    let mut offset = 0;
-    for (i, line) in sql.split_inclusive('\n').enumerate() {
-        if i + 1 == loc.line as usize {
-            return offset
-                + line
-                    .char_indices()
-                    .nth((loc.column as usize).saturating_sub(1))
-                    .map(|(b, _)| b)
-                    .unwrap_or(line.len());
-        }
-        offset += line.len();
-    }
-    sql.len()
-}
-
-/// Whether `sql` may hold a model statement (a cheap test before tokenizing).
-pub(super) fn may_contain_model_statement(sql: &str) -> bool {
-    contains_ignore_case(sql, "model")
-}
-
-/// Whether `hay` contains the ASCII `needle` in any letter case, without allocating.
-pub(super) fn contains_ignore_case(hay: &str, needle: &str) -> bool {
-    let n = needle.as_bytes();
-    hay.len() >= n.len()
-        && hay
-            .as_bytes()
-            .windows(n.len())
-            .any(|w| w.eq_ignore_ascii_case(n))
-}
-
-/// One statement of a script: its text and, for model statements, the parse.
-#[derive(Debug)]
-pub(super) enum Piece<'a> {
-    Sql(&'a str),
-    Model(ModelStatement),
-}
-
-fn leading_words(tokens: &[Token]) -> Vec<&Token> {
-    tokens
-        .iter()
-        .filter(|t| !matches!(t, Token::Whitespace(_)))
-        .take(4)
-        .collect()
-}
-
-fn is_model_statement(tokens: &[Token]) -> bool {
-    let w = leading_words(tokens);
-    let at = |i: usize, s: &str| w.get(i).is_some_and(|t| is_word(t, s));
-    (at(0, "create") && (at(1, "model") || at(1, "or") && at(2, "replace") && at(3, "model")))
-        || at(0, "drop") && at(1, "model")
-        || at(0, "show") && at(1, "models")
-        || (at(0, "describe") || at(0, "desc")) && at(1, "model")
-}
-
-/// Split a script into statements, parsing the model statements. `None` when the script has
-/// no model statement (the caller parses it as usual).
-pub(super) fn split_script(sql: &str) -> ServerResult<Option<Vec<Piece<'_>>>> {
-    let dialect = PostgreSqlDialect {};
-    let Ok(tokens) = Tokenizer::new(&dialect, sql).tokenize_with_location() else {
-        return Ok(None);
-    };
-    let mut pieces = vec![];
-    let mut any_model = false;
-    let mut start_tok = 0;
-    let mut start_byte = 0;
-    let mut bounds = vec![];
-    for (i, t) in tokens.iter().enumerate() {
-        if t.token == Token::SemiColon {
-            let end = byte_offset(sql, t.span.start);
-            bounds.push((start_tok, i, start_byte, end));
-            start_tok = i + 1;
-            start_byte = byte_offset(sql, t.span.end);
-        }
-    }
-    bounds.push((start_tok, tokens.len(), start_byte, sql.len()));
-    for (a, b, sb, eb) in bounds {
-        let toks: Vec<Token> = tokens[a..b].iter().map(|t| t.token.clone()).collect();
-        let text = &sql[sb..eb];
-        if toks.iter().all(|t| matches!(t, Token::Whitespace(_))) {
-            continue;
-        }
-        if is_model_statement(&toks) {
-            any_model = true;
-            pieces.push(Piece::Model(parse_model_statement(text)?));
-        } else {
-            pieces.push(Piece::Sql(text));
-        }
-    }
-    Ok(any_model.then_some(pieces))
-}
-
-fn expect_word(p: &mut Parser<'_>, w: &str) -> ServerResult<()> {
+fn expect_word(p: &mut Parser<'_>, w: &str) -> EngineResult<()> {
     let t = p.next_token();
     if is_word(&t.token, w) {
         Ok(())
@@ -199,35 +109,31 @@ fn expect_word(p: &mut Parser<'_>, w: &str) -> ServerResult<()> {
     }
 }
 
-fn parse_err(e: impl std::fmt::Display) -> ServerError {
+fn parse_err(e: impl std::fmt::Display) -> EngineError {
     syntax(e.to_string())
 }
 
-/// Parse one model statement.
-pub fn parse_model_statement(text: &str) -> ServerResult<ModelStatement> {
-    let dialect = PostgreSqlDialect {};
-    let mut p = Parser::new(&dialect)
-        .try_with_sql(text)
-        .map_err(parse_err)?;
+/// Parse the model statement at the parser; `sql` is the script the parser reads.
+pub(crate) fn parse(p: &mut Parser<'_>, sql: &str) -> EngineResult<ModelStatement> {
     let first = p.next_token();
     if is_word(&first.token, "show") {
-        expect_word(&mut p, "models")?;
-        return finish(&mut p, ModelStatement::Show);
+        expect_word(p, "models")?;
+        return finish(p, ModelStatement::Show);
     }
     if is_word(&first.token, "describe") || is_word(&first.token, "desc") {
-        expect_word(&mut p, "model")?;
+        expect_word(p, "model")?;
         let name = ident_name(&p.parse_identifier().map_err(parse_err)?);
-        return finish(&mut p, ModelStatement::Describe { name });
+        return finish(p, ModelStatement::Describe { name });
     }
     if is_word(&first.token, "drop") {
-        expect_word(&mut p, "model")?;
+        expect_word(p, "model")?;
         let if_exists = p.parse_keywords(&[Keyword::IF, Keyword::EXISTS]);
         let name = ident_name(&p.parse_identifier().map_err(parse_err)?);
-        return finish(&mut p, ModelStatement::Drop { name, if_exists });
+        return finish(p, ModelStatement::Drop { name, if_exists });
     }
     // CREATE [OR REPLACE] MODEL
     let replace = p.parse_keywords(&[Keyword::OR, Keyword::REPLACE]);
-    expect_word(&mut p, "model")?;
+    expect_word(p, "model")?;
     let if_not_exists = p.parse_keywords(&[Keyword::IF, Keyword::NOT, Keyword::EXISTS]);
     let name = ident_name(&p.parse_identifier().map_err(parse_err)?);
     let (mut target, mut algorithm, mut options) = (None, None, BTreeMap::new());
@@ -237,7 +143,7 @@ pub fn parse_model_statement(text: &str) -> ServerResult<ModelStatement> {
         let t = p.peek_token();
         if is_word(&t.token, "detect") {
             p.next_token();
-            expect_word(&mut p, "anomalies")?;
+            expect_word(p, "anomalies")?;
             detect_anomalies = true;
         } else if is_word(&t.token, "predict") {
             p.next_token();
@@ -287,11 +193,19 @@ pub fn parse_model_statement(text: &str) -> ServerResult<ModelStatement> {
             )));
         }
     }
-    let start = p.peek_token().span.start;
-    if p.peek_token().token == Token::EOF {
+    let start = p.peek_token_ref().span.start;
+    if matches!(p.peek_token_ref().token, Token::EOF | Token::SemiColon) {
         return Err(syntax("CREATE MODEL needs a training query after AS"));
     }
-    let query = text[byte_offset(text, start)..].trim().to_string();
+    let query = p.parse_query().map_err(parse_err)?;
+    let end = p.get_current_token().span.end;
+    let query_text = sql[byte_offset(sql, start)..byte_offset(sql, end)].to_string();
+    if !matches!(p.peek_token_ref().token, Token::EOF | Token::SemiColon) {
+        return Err(syntax(format!(
+            "syntax error at or near \"{}\": CREATE MODEL ... AS takes one query",
+            p.peek_token_ref().token
+        )));
+    }
     let forecast = match (value, time) {
         (Some(value), Some(time)) => {
             if target.is_some() {
@@ -328,12 +242,13 @@ pub fn parse_model_statement(text: &str) -> ServerResult<ModelStatement> {
         algorithm,
         options,
         query,
+        query_text,
     })
 }
 
-fn finish(p: &mut Parser<'_>, s: ModelStatement) -> ServerResult<ModelStatement> {
+fn finish(p: &mut Parser<'_>, s: ModelStatement) -> EngineResult<ModelStatement> {
     let t = p.peek_token();
-    if t.token == Token::EOF {
+    if matches!(t.token, Token::EOF | Token::SemiColon) {
         Ok(s)
     } else {
         Err(syntax(format!("syntax error at or near \"{}\"", t.token)))
@@ -343,6 +258,13 @@ fn finish(p: &mut Parser<'_>, s: ModelStatement) -> ServerResult<ModelStatement>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::parser::PrognosDialect;
+
+    fn parse_model_statement(sql: &str) -> EngineResult<ModelStatement> {
+        let dialect = PrognosDialect::default();
+        let mut p = Parser::new(&dialect).try_with_sql(sql).map_err(parse_err)?;
+        parse(&mut p, sql)
+    }
 
     #[test]
     fn create_model_keeps_query_text() {
@@ -357,7 +279,7 @@ mod tests {
             target,
             algorithm,
             options,
-            query,
+            query_text,
             ..
         } = s
         else {
@@ -370,7 +292,7 @@ mod tests {
         assert_eq!(options["num_trees"], "50");
         assert_eq!(options["time_budget"], "10s");
         assert_eq!(options["task"], "classification");
-        assert_eq!(query, "SELECT a, \"B\" FROM t WHERE x = 'é;'");
+        assert_eq!(query_text, "SELECT a, \"B\" FROM t WHERE x = 'é;'");
     }
 
     #[test]
@@ -397,25 +319,6 @@ mod tests {
     }
 
     #[test]
-    fn scripts_split_at_top_level_semicolons() {
-        let pieces = split_script("SELECT ';'; DROP MODEL IF EXISTS m; SHOW MODELS")
-            .expect("split")
-            .expect("has model statements");
-        assert_eq!(pieces.len(), 3);
-        assert!(matches!(pieces[0], Piece::Sql(s) if s.trim() == "SELECT ';'"));
-        assert!(matches!(
-            &pieces[1],
-            Piece::Model(ModelStatement::Drop { name, if_exists: true }) if name == "m"
-        ));
-        assert!(matches!(pieces[2], Piece::Model(ModelStatement::Show)));
-        assert!(
-            split_script("SELECT model FROM t")
-                .expect("split")
-                .is_none()
-        );
-    }
-
-    #[test]
     fn bad_model_statements_are_syntax_errors() {
         for sql in [
             "CREATE MODEL m PREDICT",
@@ -429,6 +332,8 @@ mod tests {
             "CREATE MODEL m PREDICT y FORECAST v TIME t AS SELECT 1",
             "CREATE MODEL m DETECT AS SELECT 1",
             "CREATE MODEL m DETECT ANOMALIES PREDICT y AS SELECT 1",
+            "CREATE MODEL m AS",
+            "CREATE MODEL m AS SELECT 1 SELECT 2",
         ] {
             let e = parse_model_statement(sql).expect_err(sql);
             assert_eq!(e.status(), StatusCode::SyntaxError, "{sql}");

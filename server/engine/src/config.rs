@@ -1,0 +1,70 @@
+//! What the engine is opened with: the data dir, query-engine settings, storage locations and
+//! S3 access. The server's configuration file holds these beside the frontends' settings.
+
+use std::path::PathBuf;
+
+use prognos_storage::stores::S3Settings;
+use serde::{Deserialize, Serialize};
+
+/// Everything [`crate::Engine::open`] reads.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OpenOptions {
+    /// Directory for the catalog, managed tables and models.
+    pub data_dir: PathBuf,
+    /// Load the demo dataset when the data dir has no tables.
+    pub demo_data: bool,
+    /// Query engine settings.
+    pub engine: EngineConfig,
+    /// Where managed tables and model artifacts are stored.
+    pub storage: StorageConfig,
+    /// S3 access.
+    pub s3: S3Settings,
+}
+
+impl OpenOptions {
+    /// Defaults over `data_dir`, without demo data (tests and embedding).
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            data_dir: data_dir.into(),
+            demo_data: false,
+            engine: EngineConfig::default(),
+            storage: StorageConfig::default(),
+            s3: S3Settings::default(),
+        }
+    }
+}
+
+/// Where managed tables are stored.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    /// Object-store URL for new managed tables, e.g. `s3://bucket/prefix`; unset = the data dir.
+    /// Tables keep the location they were created at.
+    pub tables_url: Option<String>,
+    /// Object-store URL for new model artifacts; unset = `tables_url`, and with neither, the
+    /// data dir. The model registry itself stays in the data dir; each version keeps the
+    /// location it was written to.
+    pub models_url: Option<String>,
+}
+
+/// Engine settings.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct EngineConfig {
+    /// Partitions DataFusion plans for (0 = number of CPUs).
+    pub target_partitions: usize,
+    /// Rows per Arrow batch.
+    pub batch_size: usize,
+    /// Memory pool for query execution in MiB (0 = unbounded).
+    pub memory_limit_mb: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            target_partitions: 0,
+            batch_size: 8192,
+            memory_limit_mb: 0,
+        }
+    }
+}
