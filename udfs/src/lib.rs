@@ -6,6 +6,8 @@
 //! * [`forecast`]: the per-series forecasting aggregate behind `FORECAST(TABLE t, ...)` and
 //!   the stored forecasts' table functions.
 //! * [`anomaly`]: the per-series anomaly-scoring aggregate behind `ANOMALY(TABLE t, ...)`.
+//! * [`relations`]: the relation forms (`FROM PREDICT('m', TABLE t)`, `FROM FORECAST(TABLE t,
+//!   ...)`, ...) planned from the syntax tree.
 //! * [`series_plan`]: the physical optimizer rule that runs those aggregates one series at a
 //!   time over rows sorted by id (streamed, memory bounded by a series).
 
@@ -14,6 +16,7 @@ pub mod forecast;
 mod forecast_future;
 pub mod models;
 pub mod pg_compat;
+pub mod relations;
 mod series;
 pub mod series_plan;
 

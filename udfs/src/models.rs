@@ -249,6 +249,14 @@ impl TableFunctionImpl for FeatureImportance {
     }
 }
 
+/// The model snapshot a model function (`predict` & co.) was registered with; `None` for any
+/// other function.
+pub(crate) fn snapshot_of(udf: &ScalarUDF) -> Option<Arc<ModelSnapshot>> {
+    udf.inner()
+        .downcast_ref::<ModelFunction>()
+        .map(|f| Arc::clone(&f.snapshot))
+}
+
 /// Register the model functions of `snapshot` in a session (replacing earlier instances).
 pub fn register_model_functions(ctx: &SessionContext, snapshot: Arc<ModelSnapshot>) {
     for kind in [

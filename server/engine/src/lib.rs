@@ -11,7 +11,6 @@ mod copy;
 mod demo;
 pub mod error;
 mod model_ddl;
-mod model_rewrite;
 pub mod model_sql;
 pub mod parser;
 mod pg_compat;
@@ -195,6 +194,7 @@ impl Engine {
             .with_physical_optimizer_rules(
                 prognos_udfs::series_plan::SeriesAggregation::with_default_rules(),
             )
+            .with_relation_planners(vec![Arc::new(prognos_udfs::relations::ModelRelations)])
             .build();
         let ctx = SessionContext::new_with_state(state);
         prognos_udfs::register_all(&ctx)?;
@@ -225,7 +225,18 @@ impl Engine {
         prognos_udfs::register_model_functions(&ctx, registry.snapshot());
 
         let base = ctx.state();
-        let table_functions = base.table_functions().keys().cloned().collect();
+        // Names in `FROM f(...)` that are not scalar functions in Postgres' sense: the table
+        // functions and the relation forms of the model functions.
+        let table_functions = base
+            .table_functions()
+            .keys()
+            .cloned()
+            .chain(
+                prognos_udfs::relations::RELATION_FUNCTIONS
+                    .iter()
+                    .map(|f| f.to_string()),
+            )
+            .collect();
         let engine = Arc::new(Engine {
             base,
             table_functions,
@@ -261,8 +272,7 @@ impl Engine {
 
     /// Parse SQL text into statements ([`parser`]: once, with one parser), then apply the
     /// engine's rewrites to each: Postgres client compatibility ([`pg_compat`], decided by the
-    /// relations a statement reads), the relation forms of the model functions, and Postgres'
-    /// functions in `FROM`.
+    /// relations a statement reads) and Postgres' functions in `FROM`.
     ///
     /// Text the parser refuses may still be a known client query that datafusion-pg-catalog
     /// replaces wholesale (see [`pg_compat::PgCompat::rescue`]); otherwise the parser's
@@ -295,9 +305,10 @@ impl Engine {
             .collect()
     }
 
-    /// The relation forms of the model functions (`PREDICT('m', TABLE t)`, `FORECAST(...)`,
-    /// against the models registered now) and Postgres' functions in `FROM`, in a statement
-    /// or the statement an `EXPLAIN` holds.
+    /// Postgres' functions in `FROM` and result column names ([`pg_compat::syntax`]), in a
+    /// statement or the statement an `EXPLAIN` holds. (The relation forms of the model
+    /// functions, `PREDICT('m', TABLE t)` & co., are planned from the tree by
+    /// `prognos_udfs::relations`.)
     pub(crate) fn prepare_user_statement(
         &self,
         mut stmt: DFStatement,
@@ -307,7 +318,6 @@ impl Engine {
             other => other,
         };
         if let DFStatement::Statement(s) = inner {
-            model_rewrite::rewrite(s, &self.registry.snapshot())?;
             pg_compat::syntax::rewrite_from_functions(s, &self.table_functions);
         }
         Ok(stmt)

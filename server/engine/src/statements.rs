@@ -661,6 +661,10 @@ fn forecasts_series(plan: &LogicalPlan) -> bool {
     plan.exists(|p| {
         Ok(
             matches!(p, LogicalPlan::Aggregate(a) if a.aggr_expr.iter().any(|e| {
+                let e = match e {
+                    datafusion::logical_expr::Expr::Alias(a) => a.expr.as_ref(),
+                    e => e,
+                };
                 matches!(e, datafusion::logical_expr::Expr::AggregateFunction(f)
                     if f.func.name() == prognos_udfs::forecast::NAME)
             })),

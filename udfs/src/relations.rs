@@ -1,0 +1,774 @@
+//! The model functions that take a relation, planned from the syntax tree (a DataFusion
+//! [`RelationPlanner`]) over the scalar / aggregate model functions:
+//!
+//! * `FROM PREDICT('m', TABLE t)` (or `(SELECT ...)` instead of `TABLE t`) → every column of
+//!   `t` plus `predicted_<target>` (and `probability` for binary classifiers, `probabilities`
+//!   for multiclass ones, `cluster` for k-means, `anomaly_score` for `DETECT ANOMALIES`
+//!   models). Features are matched **by column name**.
+//! * `FROM EXPLAIN_PREDICT('m', TABLE t)` → every column of `t`, then `<feature>_contribution`
+//!   for each feature and `base_value`.
+//! * `FROM EVALUATE('m', TABLE t)` → one row per metric (`metric`, `value`) of the model on
+//!   `t`, which must hold the target column and the features (by name).
+//! * `FROM FORECAST(TABLE t, time => 'ts', value => 'v' [, id => 'a, b'] [, horizon => 28]
+//!   [, level => 95] [, method => 'auto'] [, season_length => 24])` → `id columns, time,
+//!   forecast, lower, upper, method`, `horizon` rows per series: the `prognos_forecast`
+//!   aggregate grouped by the id columns, its lists unnested.
+//! * `FROM FORECAST('m' [, horizon => n] [, level => p])` → the stored forecast of a
+//!   forecasting model (`prognos_forecast_model`); `FROM EVALUATE('m')` → its held-out scores
+//!   per series (`prognos_forecast_evaluation`); `FROM FORECAST('m', TABLE future
+//!   [, level => p])` → a `gbdt_lag` model's forecast from future exogenous values.
+//! * `FROM ANOMALY('m', TABLE t)` → every column of `t` plus `anomaly_score`;
+//!   `FROM ANOMALY(TABLE t, time => 'ts', value => 'v' [, id => 'a, b']
+//!   [, sensitivity => 0.999] [, season_length => n])` → `time, id columns, value, expected,
+//!   lower, upper, score, is_anomaly` for every row (`prognos_anomaly`).
+//!
+//! The relation argument is planned by DataFusion's own planner; the functions are the ones
+//! registered in the session (so the plan uses the session's model snapshot), and the plan
+//! is built with [`LogicalPlanBuilder`]: nothing is printed to SQL and parsed again.
+
+use std::sync::Arc;
+
+use datafusion::common::{Column, DataFusionError, NullHandling, Result, UnnestOptions};
+use datafusion::functions::core::expr_fn::get_field;
+use datafusion::functions_aggregate::expr_fn::first_value;
+use datafusion::logical_expr::expr::{AggregateFunction, ScalarFunction};
+use datafusion::logical_expr::planner::{
+    PlannedRelation, RelationPlanner, RelationPlannerContext, RelationPlanning,
+};
+use datafusion::logical_expr::{Cast, Expr, LogicalPlan, LogicalPlanBuilder, ScalarUDF, lit};
+use datafusion::sql::sqlparser::ast::{
+    self as sql, FunctionArg, FunctionArgExpr, Ident, TableAlias, TableFactor, Value,
+};
+use prognos_catalog::{CatalogError, ModelSnapshot};
+use prognos_models::target::TargetKind;
+use prognos_models::{ModelArtifact, ModelError, Task};
+
+use crate::models::external;
+
+/// The relation functions this planner answers, by lower-case name.
+pub const RELATION_FUNCTIONS: &[&str] = &[
+    "predict",
+    "evaluate",
+    "explain_predict",
+    "forecast",
+    "anomaly",
+];
+
+/// Plans the relation forms of the model functions (see the module docs).
+#[derive(Debug, Default)]
+pub struct ModelRelations;
+
+fn invalid(msg: String) -> DataFusionError {
+    external(ModelError::InvalidParameter(msg))
+}
+
+/// A setting of a relation function: `name => value`.
+struct NamedArgs<'a> {
+    func: &'static str,
+    named: Vec<(String, &'a sql::Expr)>,
+}
+
+impl<'a> NamedArgs<'a> {
+    fn parse(func: &'static str, args: &'a [FunctionArg], known: &[&str]) -> Result<Self> {
+        let mut named = vec![];
+        for a in args {
+            match a {
+                FunctionArg::Named {
+                    name,
+                    arg: FunctionArgExpr::Expr(e),
+                    ..
+                } => named.push((name.value.to_ascii_lowercase(), e)),
+                FunctionArg::ExprNamed {
+                    name: sql::Expr::Identifier(name),
+                    arg: FunctionArgExpr::Expr(e),
+                    ..
+                } => named.push((name.value.to_ascii_lowercase(), e)),
+                other => return Err(invalid(format!("{func}: unexpected argument {other}"))),
+            }
+        }
+        if let Some((k, _)) = named.iter().find(|(k, _)| !known.contains(&k.as_str())) {
+            return Err(invalid(format!(
+                "unknown {func} setting \"{k}\" (known: {})",
+                known.join(", ")
+            )));
+        }
+        Ok(NamedArgs { func, named })
+    }
+
+    fn get(&self, k: &str) -> Option<&'a sql::Expr> {
+        self.named.iter().find(|(n, _)| n == k).map(|(_, e)| *e)
+    }
+
+    /// The setting's query parameter (`$1`) when it is one.
+    fn parameter(&self, k: &str) -> Option<String> {
+        match self.get(k) {
+            Some(sql::Expr::Value(v)) => match &v.value {
+                Value::Placeholder(p) => Some(p.clone()),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
+    /// The error for a setting that is not the literal it must be; a query parameter gets its
+    /// own message: this setting is read when the query is planned, before values are bound.
+    fn not_literal(&self, k: &str, what: &str) -> DataFusionError {
+        let func = self.func;
+        if let Some(p) = self.parameter(k) {
+            return invalid(format!(
+                "{func}: {k} must be written into the query as {what}; a query parameter \
+                 ({p}) is not accepted for it, because it is read when the query is planned"
+            ));
+        }
+        invalid(format!("{func}: {k} must be {what}"))
+    }
+
+    /// A setting the per-series functions check when they run: its query parameter as
+    /// `CAST($n AS cast_to)` (bound before the plan runs), else the literal `literal` makes
+    /// after checking it here.
+    fn passed(
+        &self,
+        k: &str,
+        cast_to: datafusion::arrow::datatypes::DataType,
+        literal: impl FnOnce(&Self) -> Result<Expr>,
+    ) -> Result<Expr> {
+        match self.parameter(k) {
+            Some(p) => Ok(Expr::Cast(Cast::new(
+                Box::new(Expr::Placeholder(
+                    datafusion::logical_expr::expr::Placeholder::new_with_field(p, None),
+                )),
+                cast_to,
+            ))),
+            None => literal(self),
+        }
+    }
+
+    fn text(&self, k: &str) -> Result<Option<String>> {
+        match self.get(k) {
+            None => Ok(None),
+            Some(sql::Expr::Value(v)) => match &v.value {
+                Value::SingleQuotedString(s) => Ok(Some(s.clone())),
+                _ => Err(self.not_literal(k, "a quoted string")),
+            },
+            Some(_) => Err(self.not_literal(k, "a quoted string")),
+        }
+    }
+
+    fn number(&self, k: &str) -> Result<Option<f64>> {
+        let func = self.func;
+        let Some(e) = self.get(k) else {
+            return Ok(None);
+        };
+        let (neg, e) = match e {
+            sql::Expr::UnaryOp {
+                op: sql::UnaryOperator::Minus,
+                expr,
+            } => (true, expr.as_ref()),
+            e => (false, e),
+        };
+        match e {
+            sql::Expr::Value(v) => match &v.value {
+                Value::Number(n, _) => n
+                    .parse::<f64>()
+                    .map(|x| Some(if neg { -x } else { x }))
+                    .map_err(|_| invalid(format!("{func}: {k} must be a number"))),
+                _ => Err(self.not_literal(k, "a number")),
+            },
+            _ => Err(self.not_literal(k, "a number")),
+        }
+    }
+
+    /// `horizon`: an integer in [1, MAX_HORIZON].
+    fn horizon(&self) -> Result<Option<f64>> {
+        let max_h = crate::forecast::MAX_HORIZON as f64;
+        match self.number("horizon")? {
+            Some(h) if !(h >= 1.0 && h <= max_h && h.fract() == 0.0) => Err(invalid(format!(
+                "{}: horizon must be an integer in [1, {max_h}], got {h}",
+                self.func
+            ))),
+            h => Ok(h),
+        }
+    }
+
+    /// `season_length`: an integer in [0, 100000] (0 = detect, 1 = none); 0 when not given.
+    fn season_length(&self) -> Result<i64> {
+        let season = self.number("season_length")?.unwrap_or(0.0);
+        if !((0.0..=100_000.0).contains(&season) && season.fract() == 0.0) {
+            return Err(invalid(format!(
+                "{}: season_length must be a positive integer (0 = detect), got {season}",
+                self.func
+            )));
+        }
+        Ok(season as i64)
+    }
+
+    /// `level`: in (0, 100).
+    fn level(&self) -> Result<Option<f64>> {
+        match self.number("level")? {
+            Some(l) if !(l > 0.0 && l < 100.0) => Err(invalid(format!(
+                "{}: level must be in (0, 100), got {l}",
+                self.func
+            ))),
+            l => Ok(l),
+        }
+    }
+}
+
+/// The model name when a relation function's first argument is a string literal.
+fn model_name_arg(args: &[FunctionArg]) -> Option<&str> {
+    match args.first() {
+        Some(FunctionArg::Unnamed(FunctionArgExpr::Expr(sql::Expr::Value(v)))) => match &v.value {
+            Value::SingleQuotedString(s) => Some(s.as_str()),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// The subquery of a relation argument (`TABLE t` arrives as `(SELECT * FROM t)`).
+fn relation_arg(arg: Option<&FunctionArg>) -> Option<&sql::Query> {
+    match arg {
+        Some(FunctionArg::Unnamed(FunctionArgExpr::Expr(sql::Expr::Subquery(q)))) => Some(q),
+        _ => None,
+    }
+}
+
+/// Name of the input relation inside the plans built here.
+const SRC: &str = "__src";
+
+/// A column of the input relation by its exact name.
+fn src_col(name: &str) -> Expr {
+    Expr::Column(Column::new(Some(SRC), name))
+}
+
+/// A column of the plan being built by its exact (unqualified) name.
+fn out_col(name: &str) -> Expr {
+    Expr::Column(Column::new_unqualified(name))
+}
+
+/// What the planner needs of the planning context.
+struct Planning<'a, 'b> {
+    ctx: &'a mut (dyn RelationPlannerContext + 'b),
+    snapshot: Arc<ModelSnapshot>,
+}
+
+impl Planning<'_, '_> {
+    /// The input relation, planned by DataFusion and named [`SRC`].
+    fn source(&mut self, query: &sql::Query) -> Result<LogicalPlanBuilder> {
+        let plan = self.ctx.plan(TableFactor::Derived {
+            lateral: false,
+            subquery: Box::new(query.clone()),
+            alias: Some(TableAlias {
+                explicit: true,
+                name: Ident::new(SRC),
+                columns: vec![],
+                at: None,
+            }),
+            sample: None,
+        })?;
+        Ok(LogicalPlanBuilder::from(plan))
+    }
+
+    fn scalar(&self, name: &str, args: Vec<Expr>) -> Result<Expr> {
+        let udf: Arc<ScalarUDF> = self
+            .ctx
+            .context_provider()
+            .get_function_meta(name)
+            .ok_or_else(|| DataFusionError::Plan(format!("function {name} is not registered")))?;
+        Ok(Expr::ScalarFunction(ScalarFunction::new_udf(udf, args)))
+    }
+
+    fn aggregate(&self, name: &str, args: Vec<Expr>) -> Result<Expr> {
+        let udaf = self
+            .ctx
+            .context_provider()
+            .get_aggregate_meta(name)
+            .ok_or_else(|| DataFusionError::Plan(format!("aggregate {name} is not registered")))?;
+        Ok(Expr::AggregateFunction(AggregateFunction::new_udf(
+            udaf,
+            args,
+            false,
+            None,
+            vec![],
+            None,
+        )))
+    }
+
+    fn table_function(&self, name: &str, args: Vec<Expr>) -> Result<LogicalPlanBuilder> {
+        let source = self
+            .ctx
+            .context_provider()
+            .get_table_function_source(name, args)?;
+        LogicalPlanBuilder::scan(name, source, None)
+    }
+
+    fn model(&self, name: &str) -> Result<Arc<ModelArtifact>> {
+        self.snapshot.get(name).map(|(_, m)| m).map_err(external)
+    }
+}
+
+/// Every column of a plan, by qualified reference.
+fn all_columns(plan: &LogicalPlanBuilder) -> Vec<Expr> {
+    plan.schema()
+        .columns()
+        .into_iter()
+        .map(Expr::Column)
+        .collect()
+}
+
+/// The per-series aggregate `call` over `source` grouped by `ids`, its list unnested to one row
+/// per item; `columns` picks the output from the item (`item`) and the ids (unqualified).
+///
+/// The ids leave the aggregate through `first_value`, not as the group keys: DataFusion keeps
+/// the keys' functional dependencies across the unnest above, and would then drop `time` from a
+/// later GROUP BY / ORDER BY on (id, time) as "determined by id".
+fn per_series(
+    source: LogicalPlanBuilder,
+    ids: &[String],
+    call: Expr,
+    columns: impl FnOnce(&Expr) -> Vec<Expr>,
+) -> Result<LogicalPlan> {
+    const LIST: &str = "__s";
+    let groups: Vec<Expr> = ids.iter().map(|c| src_col(c)).collect();
+    let mut aggs: Vec<Expr> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, c)| first_value(src_col(c), vec![]).alias(format!("__id{i}")))
+        .collect();
+    aggs.push(call.alias(LIST));
+    let mut keep: Vec<Expr> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, c)| out_col(&format!("__id{i}")).alias(c.as_str()))
+        .collect();
+    keep.push(out_col(LIST));
+    // `columns` orders the output: the ids (unqualified) and the item's fields.
+    let out = columns(&out_col(LIST));
+    source
+        .aggregate(groups, aggs)?
+        .project(keep)?
+        .unnest_column_with_options(
+            Column::new_unqualified(LIST),
+            UnnestOptions::new().with_null_handling(NullHandling::Drop),
+        )?
+        .project(out)?
+        .build()
+}
+
+/// The id columns of a series function (`id => 'a, b'`).
+fn series_ids(named: &NamedArgs<'_>) -> Result<Vec<String>> {
+    Ok(named
+        .text("id")?
+        .map(|s| {
+            s.split(',')
+                .map(|p| p.trim().to_string())
+                .filter(|p| !p.is_empty())
+                .collect()
+        })
+        .unwrap_or_default())
+}
+
+/// The forecast item's columns after the ids: time (named `time`), forecast, lower, upper,
+/// method.
+fn forecast_items(item: &Expr, time: &str) -> Vec<Expr> {
+    vec![
+        get_field(item.clone(), "time").alias(time),
+        get_field(item.clone(), "forecast").alias("forecast"),
+        get_field(item.clone(), "lower").alias("lower"),
+        get_field(item.clone(), "upper").alias("upper"),
+        get_field(item.clone(), "method").alias("method"),
+    ]
+}
+
+impl Planning<'_, '_> {
+    /// `FORECAST(relation, name => value, ...)` (see the module docs).
+    fn adhoc_forecast(&mut self, query: &sql::Query, args: &[FunctionArg]) -> Result<LogicalPlan> {
+        const KNOWN: &[&str] = &[
+            "time",
+            "value",
+            "id",
+            "horizon",
+            "level",
+            "method",
+            "season_length",
+        ];
+        use datafusion::arrow::datatypes::DataType;
+        let named = NamedArgs::parse("FORECAST", args, KNOWN)?;
+        let time = named
+            .text("time")?
+            .ok_or_else(|| invalid("FORECAST needs time => 'column'".into()))?;
+        let value = named
+            .text("value")?
+            .ok_or_else(|| invalid("FORECAST needs value => 'column'".into()))?;
+        let ids = series_ids(&named)?;
+        // Horizon, level, method and season length may be query parameters: the aggregate
+        // checks them when it runs, after they are bound.
+        let horizon = named.passed("horizon", DataType::Float64, |n| {
+            Ok(lit(n.horizon()?.unwrap_or(10.0) as i64))
+        })?;
+        let level = named.passed("level", DataType::Float64, |n| {
+            Ok(lit(n.level()?.unwrap_or(95.0)))
+        })?;
+        let method = named.passed("method", DataType::Utf8, |n| {
+            let method = n.text("method")?.unwrap_or_else(|| "auto".into());
+            if !method.eq_ignore_ascii_case("auto") {
+                prognos_models::forecast::Method::parse_local(&method)
+                    .map_err(|e| invalid(format!("FORECAST: {e}")))?;
+            }
+            Ok(lit(method))
+        })?;
+        let season = named.passed("season_length", DataType::Float64, |n| {
+            Ok(lit(n.season_length()?))
+        })?;
+        let call = self.aggregate(
+            crate::forecast::NAME,
+            vec![
+                src_col(&time),
+                src_col(&value),
+                horizon,
+                level,
+                method,
+                season,
+            ],
+        )?;
+        let source = self.source(query)?;
+        per_series(source, &ids, call, |item| {
+            let mut cols: Vec<Expr> = ids.iter().map(|c| out_col(c)).collect();
+            cols.extend(forecast_items(item, &time));
+            cols
+        })
+    }
+
+    /// `ANOMALY(relation, time => 'ts', value => 'v', ...)` (see the module docs).
+    fn adhoc_anomaly(&mut self, query: &sql::Query, args: &[FunctionArg]) -> Result<LogicalPlan> {
+        use datafusion::arrow::datatypes::DataType;
+        let named = NamedArgs::parse(
+            "ANOMALY",
+            args,
+            &["time", "value", "id", "sensitivity", "season_length"],
+        )?;
+        let time = named
+            .text("time")?
+            .ok_or_else(|| invalid("ANOMALY needs time => 'column'".into()))?;
+        let value = named
+            .text("value")?
+            .ok_or_else(|| invalid("ANOMALY needs value => 'column'".into()))?;
+        let sensitivity = named.passed("sensitivity", DataType::Float64, |named| {
+            let s = named
+                .number("sensitivity")?
+                .unwrap_or(prognos_models::anomaly::AnomalySpec::default().sensitivity);
+            if !(s > 0.0 && s < 1.0) {
+                return Err(invalid(format!(
+                    "ANOMALY: sensitivity must be in (0, 1), got {s}"
+                )));
+            }
+            Ok(lit(s))
+        })?;
+        let season = named.passed("season_length", DataType::Float64, |n| {
+            Ok(lit(n.season_length()?))
+        })?;
+        let ids = series_ids(&named)?;
+        let call = self.aggregate(
+            crate::anomaly::NAME,
+            vec![src_col(&time), src_col(&value), sensitivity, season],
+        )?;
+        let source = self.source(query)?;
+        per_series(source, &ids, call, |item| {
+            let mut cols = vec![get_field(item.clone(), "time").alias(time.as_str())];
+            cols.extend(ids.iter().map(|c| out_col(c)));
+            for (field, name) in [
+                ("value", value.as_str()),
+                ("expected", "expected"),
+                ("lower", "lower"),
+                ("upper", "upper"),
+                ("score", "score"),
+                ("is_anomaly", "is_anomaly"),
+            ] {
+                cols.push(get_field(item.clone(), field).alias(name));
+            }
+            cols
+        })
+    }
+
+    /// `FORECAST('m' [, horizon => n] [, level => p])`: the stored forecast.
+    fn stored_forecast(&mut self, name: &str, args: &[FunctionArg]) -> Result<LogicalPlan> {
+        let named = NamedArgs::parse("FORECAST", args, &["horizon", "level"])?;
+        let horizon = named.horizon()?.unwrap_or(0.0);
+        let level = named.level()?.unwrap_or(0.0);
+        self.table_function(
+            "prognos_forecast_model",
+            vec![lit(name), lit(horizon as i64), lit(level)],
+        )?
+        .build()
+    }
+
+    /// `FORECAST('m', TABLE future [, level => p])`: a `gbdt_lag` model's forecast from the
+    /// future values of its exogenous columns, grouped by the model's id columns (read from
+    /// `future` by name, like the exogenous columns).
+    fn future_forecast(
+        &mut self,
+        name: &str,
+        query: &sql::Query,
+        args: &[FunctionArg],
+    ) -> Result<LogicalPlan> {
+        use datafusion::arrow::datatypes::DataType;
+        let named = NamedArgs::parse("FORECAST", args, &["level"])?;
+        let level = named.level()?.unwrap_or(0.0);
+        let model = self.model(name)?;
+        let Some(f) = model.forecast_model() else {
+            return Err(invalid(format!(
+                "FORECAST('{name}', TABLE future) needs a forecasting model; \"{name}\" is a \
+                 {:?} model (score rows with PREDICT('{name}', TABLE t))",
+                model.task
+            )));
+        };
+        if f.global.is_none() {
+            return Err(invalid(format!(
+                "FORECAST('{name}', TABLE future): only gbdt_lag models read future values; \
+                 \"{name}\" forecasts on its own: FORECAST('{name}' [, horizon => n])"
+            )));
+        }
+        let ids: Vec<String> = f.ids.iter().map(|c| c.name.clone()).collect();
+        let mut call = vec![lit(name), lit(level), src_col(&f.time.name)];
+        call.extend(
+            ids.iter()
+                .map(|c| Expr::Cast(Cast::new(Box::new(src_col(c)), DataType::Utf8))),
+        );
+        call.extend(
+            f.exogenous()
+                .iter()
+                .map(|c| Expr::Cast(Cast::new(Box::new(src_col(c)), DataType::Float64))),
+        );
+        let call = self.aggregate(crate::forecast_future::NAME, call)?;
+        let time = f.time.name.clone();
+        let source = self.source(query)?;
+        per_series(source, &ids, call, |item| {
+            let mut cols: Vec<Expr> = ids.iter().map(|c| out_col(c)).collect();
+            cols.extend(forecast_items(item, &time));
+            cols
+        })
+    }
+
+    /// `PREDICT` / `EXPLAIN_PREDICT` / `EVALUATE` / `ANOMALY` with a model and a relation.
+    fn model_over_rows(
+        &mut self,
+        func: &str,
+        model_name: &str,
+        query: &sql::Query,
+    ) -> Result<LogicalPlan> {
+        let model = self.model(model_name)?;
+        if model.forecast_model().is_some() {
+            return Err(invalid(format!(
+                "\"{model_name}\" is a forecasting model: read it with FORECAST('{model_name}') \
+                 and its backtest with EVALUATE('{model_name}')"
+            )));
+        }
+        let features: Vec<Expr> = model
+            .features
+            .features
+            .iter()
+            .map(|f| src_col(&f.name))
+            .collect();
+        let source = self.source(query)?;
+        let call = |f: &str, extra: Option<Expr>| -> Result<Expr> {
+            let mut args = vec![lit(model_name)];
+            args.extend(extra);
+            args.extend(features.iter().cloned());
+            self.scalar(f, args)
+        };
+        let mut columns = all_columns(&source);
+        match func {
+            "predict" => {
+                match (&model.task, &model.target) {
+                    (Task::Clustering, _) => columns.push(call("predict", None)?.alias("cluster")),
+                    (Task::AnomalyDetection, _) => {
+                        columns.push(call("predict", None)?.alias("anomaly_score"))
+                    }
+                    (_, Some(t)) => {
+                        columns.push(call("predict", None)?.alias(format!("predicted_{}", t.name)));
+                        if let TargetKind::Classes { labels } = &t.kind {
+                            let alias = if labels.len() == 2 {
+                                "probability"
+                            } else {
+                                "probabilities"
+                            };
+                            columns.push(call("predict_proba", None)?.alias(alias));
+                        }
+                    }
+                    _ => columns.push(call("predict", None)?.alias("prediction")),
+                }
+                source.project(columns)?.build()
+            }
+            "explain_predict" => {
+                const C: &str = "__c";
+                let inner = all_columns(&source);
+                columns.push(call("predict_contributions", None)?.alias(C));
+                let contributions = out_col(C);
+                let mut outer: Vec<Expr> = inner;
+                for f in &model.features.features {
+                    outer.push(
+                        get_field(contributions.clone(), f.name.as_str())
+                            .alias(format!("{}_contribution", f.name)),
+                    );
+                }
+                outer.push(
+                    get_field(contributions, crate::models::BASE_VALUE_FIELD).alias("base_value"),
+                );
+                source.project(columns)?.project(outer)?.build()
+            }
+            _ => {
+                let Some(target) = &model.target else {
+                    return Err(invalid(format!(
+                        "EVALUATE needs a supervised model; \"{model_name}\" has no target"
+                    )));
+                };
+                const M: &str = "__m";
+                let metrics = self.aggregate("model_metrics", {
+                    let mut args = vec![lit(model_name), src_col(&target.name)];
+                    args.extend(features.iter().cloned());
+                    args
+                })?;
+                source
+                    .aggregate(Vec::<Expr>::new(), vec![metrics.alias(M)])?
+                    .unnest_column_with_options(
+                        Column::new_unqualified(M),
+                        UnnestOptions::new().with_null_handling(NullHandling::Drop),
+                    )?
+                    .project(vec![
+                        get_field(out_col(M), "metric").alias("metric"),
+                        get_field(out_col(M), "value").alias("value"),
+                    ])?
+                    .build()
+            }
+        }
+    }
+
+    fn plan(&mut self, func: &str, args: &[FunctionArg]) -> Result<LogicalPlan> {
+        match func {
+            "forecast" => {
+                let usage = || {
+                    invalid(
+                        "FORECAST takes a relation and named settings: FORECAST(TABLE t, \
+                         time => 'ts', value => 'v' [, id => 'a, b'] [, horizon => n] \
+                         [, level => 95] [, method => 'auto'] [, season_length => n]), or a \
+                         forecasting model: FORECAST('model' [, horizon => n] [, level => 95])"
+                            .to_string(),
+                    )
+                };
+                match (model_name_arg(args), relation_arg(args.first())) {
+                    (Some(name), _) => match relation_arg(args.get(1)) {
+                        Some(q) => self.future_forecast(name, q, &args[2..]),
+                        None => self.stored_forecast(name, &args[1..]),
+                    },
+                    (None, Some(q)) => self.adhoc_forecast(q, &args[1..]),
+                    (None, None) => Err(usage()),
+                }
+            }
+            "anomaly" => {
+                let Some(name) = model_name_arg(args) else {
+                    let Some(q) = relation_arg(args.first()) else {
+                        return Err(invalid(
+                            "ANOMALY takes a relation and named settings: ANOMALY(TABLE t, \
+                             time => 'ts', value => 'v' [, id => 'a, b'] \
+                             [, sensitivity => 0.999] [, season_length => n])"
+                                .to_string(),
+                        ));
+                    };
+                    return self.adhoc_anomaly(q, &args[1..]);
+                };
+                // ANOMALY('m', TABLE t): every row of t with its score from a DETECT
+                // ANOMALIES model.
+                let model = self.model(name)?;
+                if model.task != Task::AnomalyDetection {
+                    return Err(invalid(format!(
+                        "ANOMALY('{name}', TABLE t) needs a model made with CREATE MODEL ... \
+                         DETECT ANOMALIES; \"{name}\" does {:?}",
+                        model.task
+                    )));
+                }
+                self.with_model_and_relation("predict", args)
+            }
+            "evaluate" if args.len() == 1 && model_name_arg(args).is_some() => {
+                let name = model_name_arg(args).unwrap_or_default();
+                let model = self.model(name)?;
+                if model.forecast_model().is_none() {
+                    return Err(invalid(format!(
+                        "EVALUATE('{name}') without a relation reads a forecasting model's \
+                         backtest; score \"{name}\" on rows with EVALUATE('{name}', TABLE t)"
+                    )));
+                }
+                self.table_function("prognos_forecast_evaluation", vec![lit(name)])?
+                    .build()
+            }
+            _ => self.with_model_and_relation(func, args),
+        }
+    }
+
+    fn with_model_and_relation(&mut self, func: &str, args: &[FunctionArg]) -> Result<LogicalPlan> {
+        let usage = || {
+            invalid(format!(
+                "{func} takes a model name and a relation: {func}('model', TABLE t) or \
+                 {func}('model', (SELECT ...))"
+            ))
+        };
+        let [_, relation] = args else {
+            return Err(usage());
+        };
+        match (model_name_arg(args), relation_arg(Some(relation))) {
+            (Some(name), Some(q)) => self.model_over_rows(func, name, q),
+            _ => Err(usage()),
+        }
+    }
+}
+
+/// The model snapshot the session's model functions were registered with (so the relation
+/// forms and the scalar functions of one statement see the same model versions).
+fn session_snapshot(ctx: &dyn RelationPlannerContext) -> Result<Arc<ModelSnapshot>> {
+    ctx.context_provider()
+        .get_function_meta("predict")
+        .and_then(|udf| crate::models::snapshot_of(&udf))
+        .ok_or_else(|| {
+            external(CatalogError::Model(ModelError::InvalidInput(
+                "the model functions are not registered in this session".into(),
+            )))
+        })
+}
+
+impl RelationPlanner for ModelRelations {
+    fn plan_relation(
+        &self,
+        relation: TableFactor,
+        context: &mut dyn RelationPlannerContext,
+    ) -> Result<RelationPlanning> {
+        let TableFactor::Table {
+            name,
+            args: Some(args),
+            alias,
+            ..
+        } = &relation
+        else {
+            return Ok(RelationPlanning::Original(Box::new(relation)));
+        };
+        let func = name.to_string().to_ascii_lowercase();
+        let Some(func) = RELATION_FUNCTIONS.iter().find(|f| **f == func) else {
+            return Ok(RelationPlanning::Original(Box::new(relation)));
+        };
+        let snapshot = session_snapshot(context)?;
+        let plan = Planning {
+            ctx: context,
+            snapshot,
+        }
+        .plan(func, &args.args)?;
+        // Unaliased, the relation is named after the function (`predict.cluster`).
+        let alias = alias.clone().unwrap_or_else(|| TableAlias {
+            explicit: true,
+            name: Ident::new(*func),
+            columns: vec![],
+            at: None,
+        });
+        Ok(RelationPlanning::Planned(Box::new(PlannedRelation::new(
+            plan,
+            Some(alias),
+        ))))
+    }
+}
