@@ -86,3 +86,64 @@ def _varint(n: int) -> bytes:
         else:
             out.append(b)
             return bytes(out)
+
+
+def _statement_info(client, sql: str):
+    from pyarrow.flight import FlightDescriptor
+    query = sql.encode()
+    inner = b"\x0a" + _varint(len(query)) + query
+    type_url = b"type.googleapis.com/arrow.flight.protocol.sql.CommandStatementQuery"
+    any_msg = b"\x0a" + _varint(len(type_url)) + type_url + b"\x12" + _varint(len(inner)) + inner
+    return client.get_flight_info(FlightDescriptor.for_command(any_msg))
+
+
+def test_adbc_settings_persist_across_calls(server):
+    with flightsql.connect(server.flight_uri) as conn:
+        with conn.cursor() as cur:
+            cur.execute("SET datafusion.execution.batch_size = 7")
+            cur.execute("SELECT v FROM (SELECT value AS v FROM generate_series(1, 20))")
+            table = cur.fetch_arrow_table()
+            assert table.num_rows == 20
+            assert max(len(b) for b in table.to_batches()) <= 7, "the session's batch size holds"
+    # Another client has its own session.
+    with flightsql.connect(server.flight_uri) as conn:
+        with conn.cursor() as cur:
+            cur.execute("SELECT v FROM (SELECT value AS v FROM generate_series(1, 20))")
+            assert max(len(b) for b in cur.fetch_arrow_table().to_batches()) > 7
+
+
+def test_adbc_query_bound_with_several_parameter_rows(server):
+    with flightsql.connect(server.flight_uri) as conn:
+        with conn.cursor() as cur:
+            params = pa.record_batch([pa.array([3, 5, 8], pa.int64())], names=["p"])
+            cur.execute("SELECT customer_id FROM customers WHERE customer_id = ?", parameters=params)
+            assert sorted(r[0] for r in cur.fetchall()) == [3, 5, 8]
+            cur.execute("CREATE TABLE flight_many (a BIGINT, b VARCHAR)")
+            cur.executemany("INSERT INTO flight_many VALUES (?, ?)", [(1, "x"), (2, "y"), (3, "z")])
+            cur.execute("SELECT a, b FROM flight_many ORDER BY a")
+            assert cur.fetchall() == [(1, "x"), (2, "y"), (3, "z")]
+
+
+def test_ticket_names_a_plan_that_ddl_invalidates(server):
+    client = fl.FlightClient(server.flight_uri)
+    with flightsql.connect(server.flight_uri) as conn:
+        with conn.cursor() as cur:
+            cur.execute("CREATE TABLE flight_gone AS SELECT 1 AS a")
+    info = _statement_info(client, "SELECT a FROM flight_gone")
+    assert info.schema.names == ["a"]
+    # The ticket is a handle, not SQL text.
+    assert b"flight_gone" not in info.endpoints[0].ticket.ticket
+    assert client.do_get(info.endpoints[0].ticket).read_all().num_rows == 1
+    # DDL changes what the name resolves to: the cached plan is planned again, and fails.
+    with flightsql.connect(server.flight_uri) as conn:
+        with conn.cursor() as cur:
+            cur.execute("DROP TABLE flight_gone")
+    with pytest.raises(pa.lib.ArrowException) as e:
+        client.do_get(info.endpoints[0].ticket).read_all()
+    assert "flight_gone" in str(e.value)
+    # An unknown handle is NOT_FOUND with a hint.
+    bogus = fl.Ticket(info.endpoints[0].ticket.ticket[:-4] + b"\x00\x00\x00\x00")
+    with pytest.raises(pa.lib.ArrowException) as e:
+        client.do_get(bogus).read_all()
+    assert "run the statement again" in str(e.value) or "invalid" in str(e.value)
+    assert server.alive()

@@ -48,6 +48,25 @@ impl Server {
         Self::start_with(true, Vec::new())
     }
 
+    /// Start on a copy of the data dir `source` (a fixture), without demo data.
+    pub fn start_with_data(source: &Path) -> Server {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let data_dir = tmp.path().join("data");
+        copy_dir(source, &data_dir);
+        let mut s = Server {
+            child: None,
+            data_dir,
+            _tmp: Some(tmp),
+            pg: "127.0.0.1:0".parse().expect("addr"),
+            flight: "127.0.0.1:0".parse().expect("addr"),
+            http: "127.0.0.1:0".parse().expect("addr"),
+            extra_env: Vec::new(),
+            demo: false,
+        };
+        s.spawn();
+        s
+    }
+
     /// Start with options and extra environment variables (e.g. `PROGNOS__S3__ENDPOINT`).
     pub fn start_with(demo: bool, extra_env: Vec<(String, String)>) -> Server {
         let tmp = tempfile::tempdir().expect("tempdir");
@@ -228,6 +247,20 @@ pub fn shared_data_dir() -> Option<PathBuf> {
          (set PROGNOS_SHARED_DATA to the data directory)"
     );
     found
+}
+
+/// Copy a directory tree.
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("create dir");
+    for entry in std::fs::read_dir(from).expect("read dir") {
+        let entry = entry.expect("dir entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("file type").is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).expect("copy file");
+        }
+    }
 }
 
 /// A dataset kept in the repository (`tests/data/<name>`).

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use prognos_e2e::Server;
+use prognos_e2e::{Server, rows_of};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tables_survive_restart() {
@@ -128,4 +128,37 @@ async fn kill_9_during_writes_loses_no_committed_data() {
     c.batch_execute("INSERT INTO w VALUES (-1, -1)")
         .await
         .expect("insert after restart");
+}
+
+/// A data dir written by the previous release (tables, a view, a tabular and a forecasting
+/// model: `tests/fixtures/datadir-v1/data`, made by commit 9b68d25's server from
+/// `tests/fixtures/datadir-v1/setup.sql`) opens and answers the queries of `expected.txt`
+/// exactly as that release answered them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_data_dir_of_the_previous_release_answers_identically() {
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/datadir-v1");
+    let server = Server::start_with_data(&fixture.join("data"));
+    let c = server.connect().await;
+    let expected = std::fs::read_to_string(fixture.join("expected.txt")).expect("expected.txt");
+    let mut checked = 0;
+    for block in expected.split("-- ").filter(|b| !b.trim().is_empty()) {
+        let (sql, rows) = block.split_once('\n').expect("a query line");
+        let want: Vec<&str> = rows.lines().filter(|l| !l.is_empty()).collect();
+        let got = c
+            .simple_query(sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        let got: Vec<String> = rows_of(&got)
+            .into_iter()
+            .map(|r| {
+                r.into_iter()
+                    .map(|v| v.unwrap_or_default())
+                    .collect::<Vec<_>>()
+                    .join("|")
+            })
+            .collect();
+        assert_eq!(got, want, "{sql}");
+        checked += 1;
+    }
+    assert_eq!(checked, 8, "every query of expected.txt ran");
 }

@@ -107,8 +107,8 @@ pub struct Described {
     pub params: Vec<Option<DataType>>,
     /// Result columns, or `None` for statements that return no rows.
     pub schema: Option<SchemaRef>,
-    /// The logical plan made while describing, reused by [`Engine::execute_prepared`] while no
-    /// DDL has run since (`epoch`).
+    /// The logical plan made while describing, reused by [`Engine::execute_prepared`] while
+    /// nothing changed what its names resolve to (the epoch rule of `Engine::bump_epoch`).
     pub(crate) plan: Option<(datafusion::logical_expr::LogicalPlan, u64)>,
 }
 
@@ -122,7 +122,7 @@ pub struct Engine {
     tables_url: Option<String>,
     /// Postgres client compatibility (catalog queries).
     pg_compat: pg_compat::PgCompat,
-    /// Bumped by every DDL statement; cached plans of other epochs are re-made.
+    /// The catalog epoch of [`Engine::bump_epoch`]'s invalidation rule.
     ddl_epoch: std::sync::atomic::AtomicU64,
     /// Names of the registered table functions (for the `FROM f(...)` rewrites).
     table_functions: std::collections::HashSet<String>,
@@ -278,7 +278,16 @@ impl Engine {
     /// replaces wholesale (see [`pg_compat::PgCompat::rescue`]); otherwise the parser's
     /// syntax error stands.
     pub fn parse(&self, sql: &str) -> EngineResult<Vec<Statement>> {
-        let parsed = match parser::parse(sql) {
+        self.parse_with(sql, parser::ParseOptions::default())
+    }
+
+    /// [`Engine::parse`] with parser options (`?` placeholders for Flight SQL).
+    pub fn parse_with(
+        &self,
+        sql: &str,
+        options: parser::ParseOptions,
+    ) -> EngineResult<Vec<Statement>> {
+        let parsed = match parser::parse_with(sql, options) {
             Ok(parsed) => parsed,
             Err(e) if e.status() == StatusCode::SyntaxError => {
                 return match self.pg_compat.rescue(sql) {
@@ -394,6 +403,12 @@ impl Engine {
         self.ddl_epoch.load(std::sync::atomic::Ordering::SeqCst)
     }
 
+    /// **The one invalidation rule for cached plans.** Every statement that changes what a
+    /// name resolves to — table / view / external-table DDL, `CREATE [OR REPLACE] MODEL`,
+    /// `DROP MODEL` (and, as they arrive, model deploy / rollback and grants) — calls this
+    /// once it has taken effect. A plan made in an earlier epoch (a pgwire prepared statement,
+    /// a Flight SQL ticket or prepared statement: [`Described`]'s plan) is planned again from
+    /// its statement tree before it runs; plans of the current epoch are reused.
     fn bump_epoch(&self) {
         self.ddl_epoch
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);

@@ -8,17 +8,29 @@
 //! overrides is forwarded, and [`Dialect::dialect`] reports PostgreSQL's type, so the parser's
 //! own PostgreSQL checks (`dialect_of!`) still apply.
 
+use std::cell::Cell;
 use std::sync::LazyLock;
 
-use datafusion::sql::sqlparser::ast::{Expr, ObjectName, Query, SetExpr, TableFactor};
+use datafusion::sql::sqlparser::ast::{Expr, ObjectName, Query, SetExpr, TableFactor, Value};
 use datafusion::sql::sqlparser::dialect::{Dialect, PostgreSqlDialect, Precedence};
 use datafusion::sql::sqlparser::keywords::{Keyword, RESERVED_FOR_COLUMN_ALIAS};
 use datafusion::sql::sqlparser::parser::{Parser, ParserError};
 use datafusion::sql::sqlparser::tokenizer::Token;
 
-/// PostgreSQL's dialect with `TABLE name` arguments (see the module docs).
-#[derive(Debug, Default, Clone, Copy)]
-pub struct PrognosDialect(PostgreSqlDialect);
+/// PostgreSQL's dialect with `TABLE name` arguments (see the module docs), and optionally `?`
+/// placeholders.
+#[derive(Debug, Default, Clone)]
+pub struct PrognosDialect(PostgreSqlDialect, Option<Cell<usize>>);
+
+impl PrognosDialect {
+    /// The dialect that also reads `?` as a query parameter, numbered `$1, $2, …` in the order
+    /// they appear (Flight SQL and JDBC-style clients write parameters so). In PostgreSQL `?`
+    /// is an operator, never the start of an expression, so nothing PostgreSQL accepts changes
+    /// meaning.
+    pub fn with_question_mark_placeholders() -> Self {
+        Self(PostgreSqlDialect {}, Some(Cell::new(0)))
+    }
+}
 
 /// `SELECT * FROM t`, parsed once; [`select_all_from`] puts the real name in.
 static SELECT_ALL: LazyLock<Option<Query>> = LazyLock::new(|| {
@@ -69,6 +81,17 @@ impl Dialect for PrognosDialect {
                     .and_then(select_all_from)
                     .map(|q| Expr::Subquery(Box::new(q))),
             );
+        }
+        if let Some(count) = &self.1
+            && (matches!(&parser.peek_token_ref().token, Token::Question)
+                || matches!(&parser.peek_token_ref().token, Token::Placeholder(p) if p == "?"))
+        {
+            parser.next_token();
+            count.set(count.get() + 1);
+            return Some(Ok(Expr::value(Value::Placeholder(format!(
+                "${}",
+                count.get()
+            )))));
         }
         self.0.parse_prefix(parser)
     }
@@ -250,6 +273,18 @@ mod tests {
             assert!(theirs.is_ok(), "{sql}: {theirs:?}");
             assert_eq!(ours.ok(), theirs.ok(), "{sql}");
         }
+    }
+
+    #[test]
+    fn question_marks_are_numbered_placeholders_when_asked_for() {
+        let sql = "SELECT a FROM t WHERE a = ? AND b = '?' AND c > ? LIMIT ?";
+        let stmt = Parser::parse_sql(&PrognosDialect::with_question_mark_placeholders(), sql)
+            .expect("parses");
+        assert_eq!(
+            stmt[0].to_string(),
+            "SELECT a FROM t WHERE a = $1 AND b = '?' AND c > $2 LIMIT $3"
+        );
+        assert!(Parser::parse_sql(&PrognosDialect::default(), sql).is_err());
     }
 
     #[test]

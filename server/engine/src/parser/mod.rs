@@ -68,9 +68,25 @@ fn sql_error(e: ParserError) -> EngineError {
     EngineError::DataFusion(datafusion::error::DataFusionError::SQL(Box::new(e), None))
 }
 
+/// How [`parse_with`] reads the text.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ParseOptions {
+    /// Read `?` as a query parameter (`$1, $2, …` in order), as Flight SQL clients write them.
+    pub question_mark_placeholders: bool,
+}
+
 /// Parse a script of `;`-separated statements.
 pub fn parse(sql: &str) -> EngineResult<Vec<ParsedStatement>> {
-    let dialect = PrognosDialect::default();
+    parse_with(sql, ParseOptions::default())
+}
+
+/// Parse a script of `;`-separated statements with `options`.
+pub fn parse_with(sql: &str, options: ParseOptions) -> EngineResult<Vec<ParsedStatement>> {
+    let dialect = if options.question_mark_placeholders {
+        PrognosDialect::with_question_mark_placeholders()
+    } else {
+        PrognosDialect::default()
+    };
     let tokens = Tokenizer::new(&dialect, sql)
         .with_unescape(true)
         .tokenize_with_location()

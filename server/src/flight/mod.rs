@@ -1,8 +1,12 @@
 //! Arrow Flight SQL frontend (arrow-flight `flight-sql`).
 //!
-//! Handles are stateless: a statement ticket or prepared-statement handle carries the SQL text
-//! and, once bound, the parameter values (as Arrow IPC), so any request can be served by a
-//! fresh session. Results are encoded batch by batch as they stream out of DataFusion.
+//! Statements are parsed (`?` placeholders read as `$1, $2, …`) and described once, in the
+//! client's session; a statement ticket or prepared-statement handle names the statement and
+//! its plan on the server ([`state`]), so `DoGet` runs the plan made by `GetFlightInfo`. A
+//! prepared statement bound with several parameter rows runs once per row. Results are encoded
+//! batch by batch as they stream out of DataFusion.
+
+mod state;
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -27,11 +31,10 @@ use arrow_flight::{
 };
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use datafusion::arrow::ipc::writer::{IpcWriteOptions, StreamWriter};
+use datafusion::arrow::ipc::writer::IpcWriteOptions;
 use datafusion::common::ScalarValue;
 use futures::{Stream, StreamExt, TryStreamExt};
 use prost::Message;
-use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
@@ -39,30 +42,11 @@ use tracing::info;
 
 use crate::error::{EngineError, StatusCode, WireStatus};
 use crate::metrics::{ConnectionGauge, METRICS, QueryTimer};
-use prognos_engine::{CATALOG_NAME, Engine, Output, Statement};
+use prognos_engine::parser::ParseOptions;
+use prognos_engine::{CATALOG_NAME, Described, Engine, Output, Session, Statement};
+use state::CachedStatement;
 
 const PROTOCOL: &str = "flightsql";
-
-/// What a ticket or prepared-statement handle carries.
-#[derive(Debug, Serialize, Deserialize)]
-struct Handle {
-    sql: String,
-    /// Bound parameter values as an Arrow IPC stream of one row.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    params: Option<Vec<u8>>,
-}
-
-impl Handle {
-    fn encode(&self) -> Result<bytes::Bytes, Status> {
-        serde_json::to_vec(self)
-            .map(bytes::Bytes::from)
-            .map_err(|e| Status::internal(format!("cannot encode handle: {e}")))
-    }
-    fn decode(raw: &[u8]) -> Result<Self, Status> {
-        serde_json::from_slice(raw)
-            .map_err(|e| Status::invalid_argument(format!("invalid statement handle: {e}")))
-    }
-}
 
 fn to_status(e: EngineError) -> Status {
     let code = e.status();
@@ -83,6 +67,7 @@ fn flight_err(e: impl std::fmt::Display) -> Status {
 pub struct FlightSqlServer {
     engine: Arc<Engine>,
     sql_info: Arc<SqlInfoData>,
+    state: Arc<state::FlightState>,
 }
 
 impl std::fmt::Debug for FlightSqlServer {
@@ -118,12 +103,15 @@ impl FlightSqlServer {
         Ok(Self {
             engine,
             sql_info: Arc::new(sql_info),
+            state: Arc::new(state::FlightState::new()),
         })
     }
 
     fn parse_one(&self, sql: &str) -> Result<Statement, Status> {
-        let sql = qmark_to_dollar(sql);
-        let mut stmts = self.engine.parse(&sql).map_err(to_status)?;
+        let options = ParseOptions {
+            question_mark_placeholders: true,
+        };
+        let mut stmts = self.engine.parse_with(sql, options).map_err(to_status)?;
         if stmts.len() != 1 {
             return Err(to_status(EngineError::statement(
                 StatusCode::SyntaxError,
@@ -135,13 +123,20 @@ impl FlightSqlServer {
             .ok_or_else(|| Status::invalid_argument("empty statement"))
     }
 
-    async fn describe(&self, sql: &str) -> Result<prognos_engine::Described, Status> {
-        let session = self.engine.new_session();
+    /// Parse and describe `sql` in the session of the client `request` comes from.
+    async fn prepare<T>(
+        &self,
+        sql: &str,
+        request: &Request<T>,
+    ) -> Result<(Arc<Session>, Statement, Described), Status> {
+        let session = self.state.session(&self.engine, state::client_key(request));
         let stmt = self.parse_one(sql)?;
-        self.engine
+        let described = self
+            .engine
             .describe(&session, &stmt)
             .await
-            .map_err(to_status)
+            .map_err(to_status)?;
+        Ok((session, stmt, described))
     }
 
     fn flight_info(
@@ -181,72 +176,86 @@ impl FlightSqlServer {
             .with_total_records(0))
     }
 
-    /// Run a handle's statement and stream its result.
-    async fn run_stream(&self, handle: Handle) -> Result<Response<FlightDataStream>, Status> {
+    /// Run a statement once per bound parameter row (once without parameters when none are
+    /// bound), each with its cached plan.
+    async fn run_all(&self, entry: &CachedStatement) -> Result<Vec<Output>, Status> {
+        let rows = entry.params();
+        let runs: Vec<Option<Vec<ScalarValue>>> = if rows.is_empty() {
+            vec![None]
+        } else {
+            rows.into_iter().map(Some).collect()
+        };
+        let mut outputs = Vec::with_capacity(runs.len());
+        for params in runs {
+            outputs.push(
+                self.engine
+                    .execute_prepared(&entry.session, &entry.stmt, &entry.described, params)
+                    .await
+                    .map_err(to_status)?,
+            );
+        }
+        Ok(outputs)
+    }
+
+    /// Run a statement and stream its rows (the rows of every parameter row, in order).
+    async fn run_stream(
+        &self,
+        entry: &CachedStatement,
+    ) -> Result<Response<FlightDataStream>, Status> {
         let _gauge = ConnectionGauge::open(PROTOCOL);
         let timer = QueryTimer::start(PROTOCOL);
-        let session = self.engine.new_session();
-        let stmt = self.parse_one(&handle.sql)?;
-        let params = decode_params(handle.params.as_deref())?;
-        let output = self
-            .engine
-            .execute(&session, &stmt, params)
-            .await
-            .map_err(to_status)?;
-        let stream = match output {
-            Output::Rows(stream) => {
-                let schema = stream.schema();
-                let batches = stream.map(move |b| {
-                    let _keep = (&timer, &_gauge);
-                    b.map_err(|e| {
-                        FlightError::Tonic(Box::new(to_status(EngineError::DataFusion(e))))
-                    })
-                });
-                FlightDataEncoderBuilder::new()
-                    .with_schema(schema)
-                    .build(batches)
-                    .map_err(|e| match e {
-                        FlightError::Tonic(s) => *s,
-                        other => flight_err(other),
-                    })
-                    .boxed()
+        let mut schema = None;
+        let mut streams = vec![];
+        for output in self.run_all(entry).await? {
+            if let Output::Rows(stream) = output {
+                schema.get_or_insert_with(|| stream.schema());
+                streams.push(stream);
             }
-            _ => {
-                let empty: SchemaRef = Arc::new(Schema::empty());
-                FlightDataEncoderBuilder::new()
-                    .with_schema(empty)
-                    .build(futures::stream::empty())
-                    .map_err(flight_err)
-                    .boxed()
-            }
+        }
+        let Some(schema) = schema else {
+            let empty: SchemaRef = Arc::new(Schema::empty());
+            let stream = FlightDataEncoderBuilder::new()
+                .with_schema(empty)
+                .build(futures::stream::empty())
+                .map_err(flight_err)
+                .boxed();
+            return Ok(Response::new(stream));
         };
+        let batches = futures::stream::iter(streams).flatten().map(move |b| {
+            let _keep = (&timer, &_gauge);
+            b.map_err(|e| FlightError::Tonic(Box::new(to_status(EngineError::DataFusion(e)))))
+        });
+        let stream = FlightDataEncoderBuilder::new()
+            .with_schema(schema)
+            .build(batches)
+            .map_err(|e| match e {
+                FlightError::Tonic(s) => *s,
+                other => flight_err(other),
+            })
+            .boxed();
         Ok(Response::new(stream))
     }
 
-    async fn run_update(&self, handle: Handle) -> Result<i64, Status> {
+    /// Run a statement for its row count (every parameter row; a query's rows are counted).
+    async fn run_update(&self, entry: &CachedStatement) -> Result<i64, Status> {
         let _timer = QueryTimer::start(PROTOCOL);
-        let session = self.engine.new_session();
-        let stmt = self.parse_one(&handle.sql)?;
-        let params = decode_params(handle.params.as_deref())?;
-        match self
-            .engine
-            .execute(&session, &stmt, params)
-            .await
-            .map_err(to_status)?
-        {
-            Output::Command { rows, .. } => Ok(rows.map(|r| r as i64).unwrap_or(0)),
-            Output::Rows(mut s) => {
-                // A query sent as an update: drain it and report the row count.
-                let mut n = 0i64;
-                while let Some(b) = s.next().await {
-                    n += b
-                        .map_err(|e| to_status(EngineError::DataFusion(e)))?
-                        .num_rows() as i64;
+        let mut total = 0i64;
+        for output in self.run_all(entry).await? {
+            total += match output {
+                Output::Command { rows, .. } => rows.map(|r| r as i64).unwrap_or(0),
+                Output::Rows(mut s) => {
+                    let mut n = 0i64;
+                    while let Some(b) = s.next().await {
+                        n += b
+                            .map_err(|e| to_status(EngineError::DataFusion(e)))?
+                            .num_rows() as i64;
+                    }
+                    n
                 }
-                Ok(n)
-            }
-            _ => Ok(0),
+                _ => 0,
+            };
         }
+        Ok(total)
     }
 
     fn encode_batch_stream(
@@ -259,35 +268,6 @@ impl FlightSqlServer {
             .map_err(flight_err)
             .boxed()
     }
-}
-
-/// Flight SQL clients (ADBC, JDBC-style drivers) write parameters as `?`; DataFusion expects
-/// `$1, $2, …`. Rewrites `?` tokens outside literals, in order.
-fn qmark_to_dollar(sql: &str) -> String {
-    use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
-    use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
-    if !sql.contains('?') {
-        return sql.to_string();
-    }
-    let Ok(tokens) = Tokenizer::new(&PostgreSqlDialect {}, sql).tokenize() else {
-        return sql.to_string();
-    };
-    let mut n = 0;
-    let mut out = String::with_capacity(sql.len() + 8);
-    for t in tokens {
-        match t {
-            Token::Placeholder(p) if p == "?" => {
-                n += 1;
-                out.push_str(&format!("${n}"));
-            }
-            Token::Question => {
-                n += 1;
-                out.push_str(&format!("${n}"));
-            }
-            other => out.push_str(&other.to_string()),
-        }
-    }
-    out
 }
 
 fn param_schema(params: &[Option<DataType>]) -> Schema {
@@ -313,36 +293,32 @@ fn schema_bytes(schema: &Schema) -> Result<bytes::Bytes, Status> {
     Ok(bytes)
 }
 
-fn decode_params(raw: Option<&[u8]>) -> Result<Option<Vec<ScalarValue>>, Status> {
-    let Some(raw) = raw else {
-        return Ok(None);
-    };
-    let reader =
-        datafusion::arrow::ipc::reader::StreamReader::try_new(raw, None).map_err(flight_err)?;
-    for batch in reader {
-        let batch = batch.map_err(flight_err)?;
-        if batch.num_rows() == 0 {
-            continue;
-        }
-        let values = batch
-            .columns()
-            .iter()
-            .map(|c| ScalarValue::try_from_array(c, 0))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(flight_err)?;
-        return Ok(Some(values));
-    }
-    Ok(Some(Vec::new()))
+/// Every row of bound parameter batches, as values.
+fn param_rows(batch: &RecordBatch) -> Result<Vec<Vec<ScalarValue>>, Status> {
+    (0..batch.num_rows())
+        .map(|row| {
+            batch
+                .columns()
+                .iter()
+                .map(|c| ScalarValue::try_from_array(c, row))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(flight_err)
+        })
+        .collect()
 }
 
-fn encode_params(batch: &RecordBatch) -> Result<Vec<u8>, Status> {
-    let mut buf = Vec::new();
-    {
-        let mut w = StreamWriter::try_new(&mut buf, &batch.schema()).map_err(flight_err)?;
-        w.write(batch).map_err(flight_err)?;
-        w.finish().map_err(flight_err)?;
+/// The parameter rows a `DoPut` sends.
+async fn read_param_rows(
+    request: Request<PeekableFlightDataStream>,
+) -> Result<Vec<Vec<ScalarValue>>, Status> {
+    let mut batches = FlightRecordBatchStream::new_from_flight_data(
+        request.into_inner().map_err(FlightError::from),
+    );
+    let mut rows = vec![];
+    while let Some(batch) = batches.next().await {
+        rows.extend(param_rows(&batch.map_err(flight_err)?)?);
     }
-    Ok(buf)
+    Ok(rows)
 }
 
 #[tonic::async_trait]
@@ -369,24 +345,17 @@ impl FlightSqlService for FlightSqlServer {
         query: CommandStatementQuery,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let described = self.describe(&query.query).await?;
+        let (session, stmt, described) = self.prepare(&query.query, &request).await?;
         let descriptor = request.into_inner();
-        let Some(schema) = described.schema else {
-            // No result set (DDL, DML, COPY): run it now; clients need not fetch anything.
-            self.run_update(Handle {
-                sql: query.query,
-                params: None,
-            })
-            .await?;
+        let schema = described.schema.clone();
+        let entry = CachedStatement::new(session, stmt, described);
+        let Some(schema) = schema else {
+            // No result set (DDL, DML, COPY, SET): run it now; clients need not fetch anything.
+            self.run_update(&entry).await?;
             return Ok(Response::new(Self::no_rows_info(descriptor)?));
         };
-        let handle = Handle {
-            sql: query.query,
-            params: None,
-        }
-        .encode()?;
         let ticket = TicketStatementQuery {
-            statement_handle: handle,
+            statement_handle: self.state.insert(entry),
         };
         let info = Self::flight_info(&schema, ticket.as_any().encode_to_vec().into(), descriptor)?;
         Ok(Response::new(info))
@@ -400,8 +369,8 @@ impl FlightSqlService for FlightSqlServer {
         Response<<Self as arrow_flight::flight_service_server::FlightService>::DoGetStream>,
         Status,
     > {
-        self.run_stream(Handle::decode(&ticket.statement_handle)?)
-            .await
+        let entry = self.state.get(&ticket.statement_handle)?;
+        self.run_stream(&entry).await
     }
 
     async fn get_flight_info_prepared_statement(
@@ -409,11 +378,10 @@ impl FlightSqlService for FlightSqlServer {
         cmd: CommandPreparedStatementQuery,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let handle = Handle::decode(&cmd.prepared_statement_handle)?;
-        let described = self.describe(&handle.sql).await?;
+        let entry = self.state.get(&cmd.prepared_statement_handle)?;
         let descriptor = request.into_inner();
-        let Some(schema) = described.schema else {
-            self.run_update(handle).await?;
+        let Some(schema) = entry.described.schema.clone() else {
+            self.run_update(&entry).await?;
             return Ok(Response::new(Self::no_rows_info(descriptor)?));
         };
         let info = Self::flight_info(&schema, cmd.as_any().encode_to_vec().into(), descriptor)?;
@@ -428,37 +396,36 @@ impl FlightSqlService for FlightSqlServer {
         Response<<Self as arrow_flight::flight_service_server::FlightService>::DoGetStream>,
         Status,
     > {
-        self.run_stream(Handle::decode(&cmd.prepared_statement_handle)?)
-            .await
+        let entry = self.state.get(&cmd.prepared_statement_handle)?;
+        self.run_stream(&entry).await
     }
 
     async fn do_action_create_prepared_statement(
         &self,
         query: ActionCreatePreparedStatementRequest,
-        _request: Request<arrow_flight::Action>,
+        request: Request<arrow_flight::Action>,
     ) -> Result<ActionCreatePreparedStatementResult, Status> {
-        let described = self.describe(&query.query).await?;
+        let (session, stmt, described) = self.prepare(&query.query, &request).await?;
         let schema = described
             .schema
             .clone()
             .unwrap_or_else(|| Arc::new(Schema::empty()));
+        let parameter_schema = schema_bytes(&param_schema(&described.params))?;
         Ok(ActionCreatePreparedStatementResult {
-            prepared_statement_handle: Handle {
-                sql: query.query,
-                params: None,
-            }
-            .encode()?,
+            prepared_statement_handle: self
+                .state
+                .insert(CachedStatement::new(session, stmt, described)),
             dataset_schema: schema_bytes(&schema)?,
-            parameter_schema: schema_bytes(&param_schema(&described.params))?,
+            parameter_schema,
         })
     }
 
     async fn do_action_close_prepared_statement(
         &self,
-        _query: ActionClosePreparedStatementRequest,
+        query: ActionClosePreparedStatementRequest,
         _request: Request<arrow_flight::Action>,
     ) -> Result<(), Status> {
-        // Handles are stateless: nothing to free.
+        self.state.remove(&query.prepared_statement_handle);
         Ok(())
     }
 
@@ -467,35 +434,21 @@ impl FlightSqlService for FlightSqlServer {
         query: CommandPreparedStatementQuery,
         request: Request<PeekableFlightDataStream>,
     ) -> Result<DoPutPreparedStatementResult, Status> {
-        let mut handle = Handle::decode(&query.prepared_statement_handle)?;
-        let mut batches = FlightRecordBatchStream::new_from_flight_data(
-            request.into_inner().map_err(FlightError::from),
-        );
-        let mut bound = None;
-        while let Some(batch) = batches.next().await {
-            let batch = batch.map_err(flight_err)?;
-            if batch.num_rows() > 0 && bound.is_none() {
-                bound = Some(batch.slice(0, 1));
-            }
-        }
-        if let Some(batch) = bound {
-            handle.params = Some(encode_params(&batch)?);
-        }
+        let entry = self.state.get(&query.prepared_statement_handle)?;
+        entry.bind(read_param_rows(request).await?);
         Ok(DoPutPreparedStatementResult {
-            prepared_statement_handle: Some(handle.encode()?),
+            prepared_statement_handle: Some(query.prepared_statement_handle),
         })
     }
 
     async fn do_put_statement_update(
         &self,
         ticket: CommandStatementUpdate,
-        _request: Request<PeekableFlightDataStream>,
+        request: Request<PeekableFlightDataStream>,
     ) -> Result<i64, Status> {
-        self.run_update(Handle {
-            sql: ticket.query,
-            params: None,
-        })
-        .await
+        let (session, stmt, described) = self.prepare(&ticket.query, &request).await?;
+        self.run_update(&CachedStatement::new(session, stmt, described))
+            .await
     }
 
     async fn do_put_prepared_statement_update(
@@ -503,28 +456,13 @@ impl FlightSqlService for FlightSqlServer {
         query: CommandPreparedStatementUpdate,
         request: Request<PeekableFlightDataStream>,
     ) -> Result<i64, Status> {
-        let handle = Handle::decode(&query.prepared_statement_handle)?;
-        let mut batches = FlightRecordBatchStream::new_from_flight_data(
-            request.into_inner().map_err(FlightError::from),
-        );
-        // One execution per bound row; without bound rows, one execution with the handle's own.
-        let mut total = 0;
-        let mut ran = false;
-        while let Some(batch) = batches.next().await {
-            let batch = batch.map_err(flight_err)?;
-            for row in 0..batch.num_rows() {
-                let bound = Handle {
-                    sql: handle.sql.clone(),
-                    params: Some(encode_params(&batch.slice(row, 1))?),
-                };
-                total += self.run_update(bound).await?;
-                ran = true;
-            }
+        let entry = self.state.get(&query.prepared_statement_handle)?;
+        // One execution per bound row; without bound rows, one with the rows bound before.
+        let rows = read_param_rows(request).await?;
+        if !rows.is_empty() {
+            entry.bind(rows);
         }
-        if !ran {
-            total = self.run_update(handle).await?;
-        }
-        Ok(total)
+        self.run_update(&entry).await
     }
 
     async fn get_flight_info_catalogs(
@@ -711,18 +649,4 @@ pub async fn serve(
         .map_err(|e| EngineError::statement(StatusCode::IoError, format!("flight server: {e}")))?;
     info!("flight frontend stopped");
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::qmark_to_dollar;
-
-    #[test]
-    fn question_marks_become_numbered_placeholders() {
-        assert_eq!(
-            qmark_to_dollar("SELECT a FROM t WHERE a = ? AND b = '?' AND c > ?"),
-            "SELECT a FROM t WHERE a = $1 AND b = '?' AND c > $2"
-        );
-        assert_eq!(qmark_to_dollar("SELECT 1"), "SELECT 1");
-    }
 }
