@@ -3,8 +3,8 @@
 # real clients (tokio-postgres, psql, pgjdbc), and the Python client tests (psycopg, ADBC
 # Flight SQL, pyarrow.flight, S3 through moto).
 #
-# Installs what the tests need when it is missing: Debian packages (psql, pgjdbc, a JDK, the
-# venv module) when run as root, and the pinned Python packages of tests/python/requirements.txt
+# Installs what the tests need when it is missing: Debian packages (psql, pgjdbc, a JDK,
+# PostgreSQL 15 for the golden files, the venv module) when run as root, and the pinned Python packages of tests/python/requirements.txt
 # into a virtual environment ($PROGNOS_VENV, default .venv). Set PROGNOS_SKIP_INSTALL=1 to skip
 # that step.
 #
@@ -23,6 +23,8 @@ install_system_packages() {
   command -v psql >/dev/null 2>&1 || need+=(postgresql-client)
   [ -f /usr/share/java/postgresql.jar ] || need+=(libpostgresql-jdbc-java)
   command -v javac >/dev/null 2>&1 || need+=(default-jdk-headless)
+  # The golden files of tests/slt/postgres run against a real PostgreSQL 15 as well.
+  [ -x /usr/lib/postgresql/15/bin/initdb ] || need+=(postgresql-15)
   python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need+=(python3-venv)
   if [ ${#need[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then

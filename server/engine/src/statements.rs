@@ -349,26 +349,28 @@ async fn pg_copy(
             table_name,
             columns,
         } => {
-            let cols = if columns.is_empty() {
-                "*".to_string()
-            } else {
-                columns
+            // `SELECT * FROM t`, or the listed columns, as a tree.
+            let mut query =
+                crate::parser::dialect::select_all_from(table_name.clone()).map_err(|e| {
+                    EngineError::DataFusion(datafusion::error::DataFusionError::SQL(
+                        Box::new(e),
+                        None,
+                    ))
+                })?;
+            if !columns.is_empty()
+                && let datafusion::sql::sqlparser::ast::SetExpr::Select(select) =
+                    query.body.as_mut()
+            {
+                select.projection = columns
                     .iter()
-                    .map(|c| c.to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            };
-            let sql = format!("SELECT {cols} FROM {table_name}");
-            let mut parsed = datafusion::sql::sqlparser::parser::Parser::parse_sql(
-                &datafusion::sql::sqlparser::dialect::PostgreSqlDialect {},
-                &sql,
-            )
-            .map_err(|e| {
-                EngineError::DataFusion(datafusion::error::DataFusionError::SQL(Box::new(e), None))
-            })?;
-            parsed.pop().ok_or_else(|| {
-                EngineError::statement(StatusCode::SyntaxError, "empty COPY source")
-            })?
+                    .map(|c| {
+                        datafusion::sql::sqlparser::ast::SelectItem::UnnamedExpr(
+                            datafusion::sql::sqlparser::ast::Expr::Identifier(c.clone()),
+                        )
+                    })
+                    .collect();
+            }
+            SqlStatement::Query(Box::new(query))
         }
     };
     let plan = session

@@ -30,9 +30,9 @@ use std::collections::HashSet;
 use std::ops::ControlFlow;
 
 use datafusion::sql::sqlparser::ast::{
-    Expr, FunctionArg, FunctionArgExpr, FunctionArgumentList, FunctionArguments, Ident, Query,
-    SelectItem, SetExpr, Statement, TableAlias, TableAliasColumnDef, TableFactor, UnaryOperator,
-    Value, VisitMut, VisitorMut,
+    Expr, FunctionArg, FunctionArgExpr, FunctionArgumentList, FunctionArguments, Ident, ObjectName,
+    Query, SelectItem, SetExpr, Statement, TableAlias, TableAliasColumnDef, TableFactor,
+    UnaryOperator, Value, VisitMut, VisitorMut,
 };
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
@@ -85,7 +85,16 @@ const PG_TYPE_NAMES: &[(&str, &str, &str)] = &[
     ("data_type LIKE '%List%'", "ARRAY", "_text"),
 ];
 
+/// The `information_schema.columns` replacement: SQL built from the constant table above (no
+/// user text in it) and parsed once per process.
+static COLUMNS_WITH_PG_TYPES: std::sync::LazyLock<Option<Query>> =
+    std::sync::LazyLock::new(|| build_columns_with_pg_types().map(|q| *q));
+
 fn columns_with_pg_types() -> Option<Box<Query>> {
+    COLUMNS_WITH_PG_TYPES.clone().map(Box::new)
+}
+
+fn build_columns_with_pg_types() -> Option<Box<Query>> {
     let case = |pick: fn(&(&'static str, &'static str, &'static str)) -> &'static str| {
         let arms: Vec<String> = PG_TYPE_NAMES
             .iter()
@@ -273,18 +282,44 @@ impl VisitorMut for FromFunctions<'_> {
             }
             return ControlFlow::Continue(());
         }
-        let call_args: Vec<String> = args.args.iter().map(|a| a.to_string()).collect();
-        let sql = format!("SELECT {name}({}) AS {}", call_args.join(", "), alias.name);
-        let Ok(query) = Parser::new(&PostgreSqlDialect {})
-            .with_recursion_limit(256)
-            .try_with_sql(&sql)
-            .and_then(|mut p| p.parse_query())
-        else {
+        let Some(query) = select_call(name, &args.args, &alias.name) else {
             return ControlFlow::Continue(());
         };
         *tf = derived_table(query, Some(alias.clone()), "");
         ControlFlow::Continue(())
     }
+}
+
+/// `SELECT f() AS a`, parsed once: [`select_call`] puts the real call and alias in.
+static SELECT_CALL: std::sync::LazyLock<Option<Query>> = std::sync::LazyLock::new(|| {
+    Parser::new(&PostgreSqlDialect {})
+        .try_with_sql("SELECT f() AS a")
+        .and_then(|mut p| p.parse_query())
+        .ok()
+        .map(|q| *q)
+});
+
+/// `SELECT name(args) AS alias` as a tree (the call and the alias moved in, never printed).
+fn select_call(name: &ObjectName, args: &[FunctionArg], alias: &Ident) -> Option<Box<Query>> {
+    let mut q = SELECT_CALL.clone()?;
+    let SetExpr::Select(select) = q.body.as_mut() else {
+        return None;
+    };
+    let Some(SelectItem::ExprWithAlias {
+        expr: Expr::Function(f),
+        alias: a,
+    }) = select.projection.first_mut()
+    else {
+        return None;
+    };
+    f.name = name.clone();
+    f.args = FunctionArguments::List(FunctionArgumentList {
+        duplicate_treatment: None,
+        args: args.to_vec(),
+        clauses: vec![],
+    });
+    *a = alias.clone();
+    Some(Box::new(q))
 }
 
 /// `'schema.name'::regproc` (a string literal cast to `regproc`) → `'name'`.
