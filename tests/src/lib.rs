@@ -51,25 +51,17 @@ impl Server {
     /// Start on a copy of the data dir `source` (a fixture), without demo data.
     pub fn start_with_data(source: &Path) -> Server {
         let tmp = tempfile::tempdir().expect("tempdir");
-        let data_dir = tmp.path().join("data");
-        copy_dir(source, &data_dir);
-        let mut s = Server {
-            child: None,
-            data_dir,
-            _tmp: Some(tmp),
-            pg: "127.0.0.1:0".parse().expect("addr"),
-            flight: "127.0.0.1:0".parse().expect("addr"),
-            http: "127.0.0.1:0".parse().expect("addr"),
-            extra_env: Vec::new(),
-            demo: false,
-        };
-        s.spawn();
-        s
+        copy_dir(source, &tmp.path().join("data"));
+        Self::start_in(tmp, false, Vec::new())
     }
 
     /// Start with options and extra environment variables (e.g. `PROGNOS__S3__ENDPOINT`).
     pub fn start_with(demo: bool, extra_env: Vec<(String, String)>) -> Server {
-        let tmp = tempfile::tempdir().expect("tempdir");
+        Self::start_in(tempfile::tempdir().expect("tempdir"), demo, extra_env)
+    }
+
+    /// Start on `tmp/data`.
+    fn start_in(tmp: tempfile::TempDir, demo: bool, extra_env: Vec<(String, String)>) -> Server {
         let data_dir = tmp.path().join("data");
         let mut s = Server {
             child: None,

@@ -105,6 +105,19 @@ fn psql_copy_from_and_to() {
     assert_eq!(text, "1,alpha\n2,\"be,ta\"\n3,\n");
 }
 
+/// An example's output with what varies between runs replaced: the data dir's path, creation
+/// times (`2026-12-06T06:51:43Z`) and training times (`train_seconds | 0.086`).
+fn normalize_run(out: &str, data_dir: &std::path::Path) -> String {
+    let dir = data_dir.display().to_string();
+    let times = regex::Regex::new(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z").expect("regex");
+    let seconds = regex::Regex::new(r"(train_seconds\s*\|\s*)[0-9.]+").expect("regex");
+    let out = out
+        .replace(&dir, "<data_dir>")
+        .replace(dir.trim_start_matches('/'), "<data_dir>");
+    let out = times.replace_all(&out, "<time>");
+    seconds.replace_all(&out, "${1}<seconds>").into_owned()
+}
+
 #[test]
 fn sql_examples_run() {
     let server = Server::start_with_demo();
@@ -116,6 +129,7 @@ fn sql_examples_run() {
         .collect();
     files.sort();
     assert!(!files.is_empty());
+    let bless = std::env::var("PROGNOS_BLESS").is_ok();
     for f in files {
         let path = f.display().to_string();
         let Some((ok, out, err)) = psql(&server, &["-f", &path]) else {
@@ -123,6 +137,30 @@ fn sql_examples_run() {
         };
         assert!(ok, "{path} failed: {err}\n{out}");
         assert!(!err.contains("ERROR"), "{path}: {err}");
+        // The output must be what the example's `.expected` file shows (`PROGNOS_BLESS=1`
+        // writes it), up to what varies between runs.
+        let got = normalize_run(&out, &server.data_dir);
+        let expected_path = f.with_extension("expected");
+        if bless {
+            std::fs::write(&expected_path, &got).expect("write .expected");
+            continue;
+        }
+        let want = std::fs::read_to_string(&expected_path)
+            .unwrap_or_else(|e| panic!("{}: {e}", expected_path.display()));
+        if got != want {
+            let first = got
+                .lines()
+                .zip(want.lines())
+                .position(|(g, w)| g != w)
+                .unwrap_or(got.lines().count().min(want.lines().count()));
+            panic!(
+                "{path}: output differs from {} at line {}:\n got: {:?}\nwant: {:?}",
+                expected_path.display(),
+                first + 1,
+                got.lines().nth(first),
+                want.lines().nth(first)
+            );
+        }
     }
     // The export of 02_tables_and_files.sql landed inside the data dir.
     assert!(

@@ -154,6 +154,12 @@ impl<'a> NamedArgs<'a> {
         }
     }
 
+    /// A column-name setting the function needs (`time => 'ts'`).
+    fn column(&self, k: &str) -> Result<String> {
+        self.text(k)?
+            .ok_or_else(|| invalid(format!("{} needs {k} => 'column'", self.func)))
+    }
+
     fn number(&self, k: &str) -> Result<Option<f64>> {
         let func = self.func;
         let Some(e) = self.get(k) else {
@@ -368,16 +374,18 @@ fn series_ids(named: &NamedArgs<'_>) -> Result<Vec<String>> {
         .unwrap_or_default())
 }
 
-/// The forecast item's columns after the ids: time (named `time`), forecast, lower, upper,
-/// method.
-fn forecast_items(item: &Expr, time: &str) -> Vec<Expr> {
-    vec![
+/// A forecast's output columns: the ids, then the item's time (named `time`), forecast,
+/// lower, upper and method.
+fn forecast_columns(ids: &[String], item: &Expr, time: &str) -> Vec<Expr> {
+    let mut cols: Vec<Expr> = ids.iter().map(|c| out_col(c)).collect();
+    cols.extend([
         get_field(item.clone(), "time").alias(time),
         get_field(item.clone(), "forecast").alias("forecast"),
         get_field(item.clone(), "lower").alias("lower"),
         get_field(item.clone(), "upper").alias("upper"),
         get_field(item.clone(), "method").alias("method"),
-    ]
+    ]);
+    cols
 }
 
 impl Planning<'_, '_> {
@@ -394,12 +402,8 @@ impl Planning<'_, '_> {
         ];
         use datafusion::arrow::datatypes::DataType;
         let named = NamedArgs::parse("FORECAST", args, KNOWN)?;
-        let time = named
-            .text("time")?
-            .ok_or_else(|| invalid("FORECAST needs time => 'column'".into()))?;
-        let value = named
-            .text("value")?
-            .ok_or_else(|| invalid("FORECAST needs value => 'column'".into()))?;
+        let time = named.column("time")?;
+        let value = named.column("value")?;
         let ids = series_ids(&named)?;
         // Horizon, level, method and season length may be query parameters: the aggregate
         // checks them when it runs, after they are bound.
@@ -433,9 +437,7 @@ impl Planning<'_, '_> {
         )?;
         let source = self.source(query)?;
         per_series(source, &ids, call, |item| {
-            let mut cols: Vec<Expr> = ids.iter().map(|c| out_col(c)).collect();
-            cols.extend(forecast_items(item, &time));
-            cols
+            forecast_columns(&ids, item, &time)
         })
     }
 
@@ -447,12 +449,8 @@ impl Planning<'_, '_> {
             args,
             &["time", "value", "id", "sensitivity", "season_length"],
         )?;
-        let time = named
-            .text("time")?
-            .ok_or_else(|| invalid("ANOMALY needs time => 'column'".into()))?;
-        let value = named
-            .text("value")?
-            .ok_or_else(|| invalid("ANOMALY needs value => 'column'".into()))?;
+        let time = named.column("time")?;
+        let value = named.column("value")?;
         let sensitivity = named.passed("sensitivity", DataType::Float64, |named| {
             let s = named
                 .number("sensitivity")?
@@ -543,9 +541,7 @@ impl Planning<'_, '_> {
         let time = f.time.name.clone();
         let source = self.source(query)?;
         per_series(source, &ids, call, |item| {
-            let mut cols: Vec<Expr> = ids.iter().map(|c| out_col(c)).collect();
-            cols.extend(forecast_items(item, &time));
-            cols
+            forecast_columns(&ids, item, &time)
         })
     }
 

@@ -154,19 +154,32 @@ fn service_metrics(rng: &mut Lcg) -> EngineResult<RecordBatch> {
 /// Create the demo tables as managed tables.
 pub(super) async fn load(engine: &Engine) -> EngineResult<()> {
     let mut rng = Lcg(42);
+    // Each batch is registered under a staging name and copied into a managed table by a
+    // fixed CREATE TABLE … AS statement.
     let tables = [
-        ("daily_sales", daily_sales(&mut rng)?),
-        ("customers", customers(&mut rng)?),
-        ("service_metrics", service_metrics(&mut rng)?),
+        (
+            "__demo_daily_sales",
+            "CREATE TABLE daily_sales AS SELECT * FROM __demo_daily_sales",
+            daily_sales(&mut rng)?,
+        ),
+        (
+            "__demo_customers",
+            "CREATE TABLE customers AS SELECT * FROM __demo_customers",
+            customers(&mut rng)?,
+        ),
+        (
+            "__demo_service_metrics",
+            "CREATE TABLE service_metrics AS SELECT * FROM __demo_service_metrics",
+            service_metrics(&mut rng)?,
+        ),
     ];
     let session = engine.new_session();
-    for (name, batch) in tables {
-        let staging = format!("__demo_{name}");
-        session.ctx().register_batch(&staging, batch)?;
-        for stmt in engine.parse(&format!("CREATE TABLE {name} AS SELECT * FROM {staging}"))? {
+    for (staging, create, batch) in tables {
+        session.ctx().register_batch(staging, batch)?;
+        for stmt in engine.parse(create)? {
             engine.execute(&session, &stmt, None).await?;
         }
-        session.ctx().deregister_table(staging.as_str())?;
+        session.ctx().deregister_table(staging)?;
     }
     info!("loaded demo tables: daily_sales, customers, service_metrics");
     Ok(())
