@@ -155,6 +155,7 @@ async fn run_file(conn_str: String, file: &Path) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prognos_golden_files() {
     for file in slt_files("prognos") {
+        eprintln!("golden file {}", file.display());
         let server = Server::start_with_demo();
         run_file(server.pg_conn_str(), &file).await;
     }
