@@ -214,6 +214,12 @@ impl Drop for Server {
     }
 }
 
+/// Whether a missing client program (psql, a JDK with pgjdbc, PostgreSQL) fails its test
+/// instead of skipping it: set in CI (`CI`) and by `PROGNOS_REQUIRE_CLIENTS`.
+pub fn clients_required() -> bool {
+    std::env::var("CI").is_ok() || std::env::var("PROGNOS_REQUIRE_CLIENTS").is_ok()
+}
+
 /// Whether a missing shared dataset fails a test instead of skipping it: set in CI (`CI`) and
 /// by `PROGNOS_REQUIRE_DATA`.
 pub fn data_required() -> bool {

@@ -9,7 +9,7 @@ const JAR: &str = "/usr/share/java/postgresql.jar";
 
 #[test]
 fn pgjdbc_connects_reads_metadata_and_queries() {
-    let required = std::env::var("CI").is_ok() || std::env::var("PROGNOS_REQUIRE_CLIENTS").is_ok();
+    let required = prognos_e2e::clients_required();
     if !Path::new(JAR).exists() || Command::new("javac").arg("-version").output().is_err() {
         assert!(!required, "pgjdbc ({JAR}) and a JDK are required in CI");
         eprintln!("pgjdbc or javac missing; skipping");

@@ -4,11 +4,6 @@ use std::process::Command;
 
 use prognos_e2e::Server;
 
-/// Whether a client binary must be present (CI installs every client; a missing one fails there).
-fn required() -> bool {
-    std::env::var("CI").is_ok() || std::env::var("PROGNOS_REQUIRE_CLIENTS").is_ok()
-}
-
 fn psql(server: &Server, args: &[&str]) -> Option<(bool, String, String)> {
     let out = match Command::new("psql")
         .arg(server.pg_url())
@@ -17,7 +12,7 @@ fn psql(server: &Server, args: &[&str]) -> Option<(bool, String, String)> {
         .output()
     {
         Ok(o) => o,
-        Err(e) if !required() => {
+        Err(e) if !prognos_e2e::clients_required() => {
             eprintln!("psql not available ({e}); skipping");
             return None;
         }

@@ -190,15 +190,9 @@ impl Postgres {
         }
         let port = free_port();
         let run = |args: &[&str]| {
-            let mut cmd = if as_postgres {
-                let mut c = Command::new("runuser");
-                c.args(["-u", "postgres", "--"]);
-                c
-            } else {
-                Command::new("env")
-            };
-            cmd.args(args);
-            let out = cmd.output().expect("run a PostgreSQL program");
+            let out = pg_command(as_postgres, args)
+                .output()
+                .expect("run a PostgreSQL program");
             assert!(
                 out.status.success(),
                 "{args:?}: {}",
@@ -246,17 +240,25 @@ impl Drop for Postgres {
     fn drop(&mut self) {
         let data = self.dir.path().join("pgdata").display().to_string();
         let pg_ctl = format!("{PG_BIN}/pg_ctl");
-        let mut cmd = if self.as_postgres {
-            let mut c = Command::new("runuser");
-            c.args(["-u", "postgres", "--"]);
-            c
-        } else {
-            Command::new("env")
-        };
-        let _ = cmd
-            .args([pg_ctl.as_str(), "-D", &data, "-m", "immediate", "stop"])
-            .output();
+        let _ = pg_command(
+            self.as_postgres,
+            &[&pg_ctl, "-D", &data, "-m", "immediate", "stop"],
+        )
+        .output();
     }
+}
+
+/// A PostgreSQL program with its arguments, run as the `postgres` user when we are root.
+fn pg_command(as_postgres: bool, args: &[&str]) -> Command {
+    let mut cmd = if as_postgres {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]);
+        c
+    } else {
+        Command::new("env")
+    };
+    cmd.args(args);
+    cmd
 }
 
 fn running_as_root() -> bool {
@@ -280,9 +282,11 @@ async fn postgres_golden_files_agree_with_prognos_and_postgresql() {
         let server = Server::start();
         run_file(server.pg_conn_str(), &file).await;
     }
-    let required = std::env::var("CI").is_ok() || std::env::var("PROGNOS_REQUIRE_CLIENTS").is_ok();
     let Some(pg) = Postgres::start() else {
-        assert!(!required, "PostgreSQL 15 ({PG_BIN}) is required in CI");
+        assert!(
+            !prognos_e2e::clients_required(),
+            "PostgreSQL 15 ({PG_BIN}) is required in CI"
+        );
         eprintln!("PostgreSQL 15 not installed: golden files not checked against it");
         return;
     };

@@ -28,6 +28,7 @@
 
 use std::sync::Arc;
 
+use datafusion::arrow::datatypes::DataType;
 use datafusion::common::{Column, DataFusionError, NullHandling, Result, UnnestOptions};
 use datafusion::functions::core::expr_fn::get_field;
 use datafusion::functions_aggregate::expr_fn::first_value;
@@ -129,7 +130,7 @@ impl<'a> NamedArgs<'a> {
     fn passed(
         &self,
         k: &str,
-        cast_to: datafusion::arrow::datatypes::DataType,
+        cast_to: DataType,
         literal: impl FnOnce(&Self) -> Result<Expr>,
     ) -> Result<Expr> {
         match self.parameter(k) {
@@ -400,7 +401,6 @@ impl Planning<'_, '_> {
             "method",
             "season_length",
         ];
-        use datafusion::arrow::datatypes::DataType;
         let named = NamedArgs::parse("FORECAST", args, KNOWN)?;
         let time = named.column("time")?;
         let value = named.column("value")?;
@@ -443,7 +443,6 @@ impl Planning<'_, '_> {
 
     /// `ANOMALY(relation, time => 'ts', value => 'v', ...)` (see the module docs).
     fn adhoc_anomaly(&mut self, query: &sql::Query, args: &[FunctionArg]) -> Result<LogicalPlan> {
-        use datafusion::arrow::datatypes::DataType;
         let named = NamedArgs::parse(
             "ANOMALY",
             args,
@@ -509,7 +508,6 @@ impl Planning<'_, '_> {
         query: &sql::Query,
         args: &[FunctionArg],
     ) -> Result<LogicalPlan> {
-        use datafusion::arrow::datatypes::DataType;
         let named = NamedArgs::parse("FORECAST", args, &["level"])?;
         let level = named.level()?.unwrap_or(0.0);
         let model = self.model(name)?;
@@ -597,10 +595,9 @@ impl Planning<'_, '_> {
             }
             "explain_predict" => {
                 const C: &str = "__c";
-                let inner = all_columns(&source);
+                let mut outer = columns.clone();
                 columns.push(call("predict_contributions", None)?.alias(C));
                 let contributions = out_col(C);
-                let mut outer: Vec<Expr> = inner;
                 for f in &model.features.features {
                     outer.push(
                         get_field(contributions.clone(), f.name.as_str())

@@ -300,28 +300,24 @@ impl Engine {
             }
             Err(e) => return Err(e),
         };
-        parsed
+        Ok(parsed
             .into_iter()
             .map(|p| match p.statement {
-                parser::Parsed::Model(m) => Ok(Statement::Model(m)),
+                parser::Parsed::Model(m) => Statement::Model(m),
                 parser::Parsed::Sql(DFStatement::Statement(s)) => {
                     let s = self.pg_compat.rewrite(*s, &p.text);
-                    self.prepare_user_statement(DFStatement::Statement(Box::new(s)))
-                        .map(Statement::Sql)
+                    Statement::Sql(self.prepare_user_statement(DFStatement::Statement(Box::new(s))))
                 }
-                parser::Parsed::Sql(s) => self.prepare_user_statement(s).map(Statement::Sql),
+                parser::Parsed::Sql(s) => Statement::Sql(self.prepare_user_statement(s)),
             })
-            .collect()
+            .collect())
     }
 
     /// Postgres' functions in `FROM` and result column names ([`pg_compat::syntax`]), in a
     /// statement or the statement an `EXPLAIN` holds. (The relation forms of the model
     /// functions, `PREDICT('m', TABLE t)` & co., are planned from the tree by
     /// `prognos_udfs::relations`.)
-    pub(crate) fn prepare_user_statement(
-        &self,
-        mut stmt: DFStatement,
-    ) -> EngineResult<DFStatement> {
+    pub(crate) fn prepare_user_statement(&self, mut stmt: DFStatement) -> DFStatement {
         let inner = match &mut stmt {
             DFStatement::Explain(e) => e.statement.as_mut(),
             other => other,
@@ -329,7 +325,7 @@ impl Engine {
         if let DFStatement::Statement(s) = inner {
             pg_compat::syntax::rewrite_from_functions(s, &self.table_functions);
         }
-        Ok(stmt)
+        stmt
     }
 
     /// Parameter types and result schema of a statement, without running it.

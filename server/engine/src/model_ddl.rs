@@ -370,7 +370,7 @@ async fn plan_training_query(
 ) -> EngineResult<DataFrame> {
     let stmt = engine.prepare_user_statement(DFStatement::Statement(Box::new(
         SqlStatement::Query(Box::new(query.clone())),
-    )))?;
+    )));
     let plan = session.ctx().state().statement_to_plan(stmt).await?;
     Ok(session.ctx().execute_logical_plan(plan).await?)
 }

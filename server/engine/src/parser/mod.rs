@@ -64,7 +64,8 @@ pub(crate) fn byte_offset(sql: &str, loc: Location) -> usize {
     sql.len()
 }
 
-fn sql_error(e: ParserError) -> EngineError {
+/// A parser error as the engine reports it (a syntax error, 42601).
+pub(crate) fn sql_error(e: ParserError) -> EngineError {
     EngineError::DataFusion(datafusion::error::DataFusionError::SQL(Box::new(e), None))
 }
 

@@ -171,11 +171,8 @@ fn casts_to_regproc(stmt: &Statement) -> bool {
     impl Visitor for Finder {
         type Break = ();
         fn pre_visit_expr(&mut self, expr: &Expr) -> ControlFlow<()> {
-            if let Expr::Cast {
-                data_type: DataType::Custom(name, _),
-                ..
-            } = expr
-                && name.to_string().eq_ignore_ascii_case("regproc")
+            if let Expr::Cast { data_type, .. } = expr
+                && syntax::is_regproc(data_type)
             {
                 self.0 = true;
                 return ControlFlow::Break(());

@@ -30,9 +30,9 @@ use std::collections::HashSet;
 use std::ops::ControlFlow;
 
 use datafusion::sql::sqlparser::ast::{
-    Expr, FunctionArg, FunctionArgExpr, FunctionArgumentList, FunctionArguments, Ident, ObjectName,
-    Query, SelectItem, SetExpr, Statement, TableAlias, TableAliasColumnDef, TableFactor,
-    UnaryOperator, Value, VisitMut, VisitorMut,
+    DataType, Expr, FunctionArg, FunctionArgExpr, FunctionArgumentList, FunctionArguments, Ident,
+    ObjectName, Query, SelectItem, SetExpr, Statement, TableAlias, TableAliasColumnDef,
+    TableFactor, UnaryOperator, Value, VisitMut, VisitorMut,
 };
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
@@ -334,11 +334,7 @@ impl VisitorMut for RegprocLiterals {
             data_type,
             ..
         } = &*expr
-            && data_type
-                .to_string()
-                .to_ascii_lowercase()
-                .trim_start_matches("pg_catalog.")
-                == "regproc"
+            && is_regproc(data_type)
             && let Expr::Value(v) = inner.as_ref()
             && let Value::SingleQuotedString(name) = &v.value
         {
@@ -347,6 +343,15 @@ impl VisitorMut for RegprocLiterals {
         }
         ControlFlow::Continue(())
     }
+}
+
+/// Whether a cast's type is `regproc` (or `pg_catalog.regproc`).
+pub(crate) fn is_regproc(data_type: &DataType) -> bool {
+    data_type
+        .to_string()
+        .to_ascii_lowercase()
+        .trim_start_matches("pg_catalog.")
+        == "regproc"
 }
 
 /// Replace `regproc` casts of string literals by the bare function name (see module docs).
