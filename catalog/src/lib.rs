@@ -16,6 +16,6 @@ pub mod persist;
 pub mod system_tables;
 
 pub use error::{CatalogError, CatalogResult};
-pub use managed::ManagedTable;
+pub use managed::{CommitLock, ManagedTable, StagedTable, WriteStage};
 pub use models::{ArtifactStores, ModelEntry, ModelRegistry, ModelSnapshot, ModelVersion};
 pub use persist::{CatalogFile, PersistentCatalog, TableEntry, TableKind};

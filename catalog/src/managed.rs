@@ -4,6 +4,11 @@
 //! table (so projection, predicate and row-group pruning work as for any Parquet table).
 //! `INSERT` streams the new rows into fresh files and then commits a manifest that adds them;
 //! `INSERT OVERWRITE` commits a manifest that replaces the file list.
+//!
+//! Inside a transaction block the engine wraps a table in a [`StagedTable`]: its inserts write
+//! data files but commit nothing, handing the files to the transaction's [`WriteStage`]
+//! instead, and its scans read the files the transaction sees. The transaction commits them
+//! later under the table's [`CommitLock`].
 
 use std::fmt;
 use std::sync::Arc;
@@ -23,9 +28,9 @@ use datafusion::logical_expr::dml::InsertOp;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
 use datafusion::physical_plan::empty::EmptyExec;
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan};
-use prognos_storage::manifest::{Manifest, TableStore, schema_to_columns};
+use prognos_storage::manifest::{DataFile, Manifest, TableStore, schema_to_columns};
 use prognos_storage::parquet_files::{DEFAULT_ROWS_PER_FILE, write_data_files};
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use crate::error::CatalogResult;
 
@@ -38,7 +43,7 @@ struct Inner {
     /// URL of the table root, ending in `/` (e.g. `file:///data/tables/public/t/`).
     root_url: String,
     /// Serialises writers of this process; the manifest put also rejects foreign writers.
-    commit_lock: Mutex<()>,
+    commit_lock: Arc<Mutex<()>>,
     /// The newest manifest this process has seen. Only this process writes the table (a
     /// foreign writer's commit would conflict on the version number), so it is refreshed on
     /// our own commits and read from storage only when empty.
@@ -90,7 +95,7 @@ impl ManagedTable {
                 schema,
                 store,
                 root_url,
-                commit_lock: Mutex::new(()),
+                commit_lock: Arc::new(Mutex::new(())),
                 cached: std::sync::RwLock::new(None),
             }),
         }
@@ -104,6 +109,41 @@ impl ManagedTable {
     /// Append the rows of `data` as one new table version; returns rows written.
     pub async fn append(&self, data: SendableRecordBatchStream) -> DfResult<u64> {
         self.inner.write(data, InsertOp::Append).await
+    }
+
+    /// The table's name.
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// What identifies the table's storage (its root URL): two handles on the same table
+    /// compare equal here.
+    pub fn key(&self) -> &str {
+        &self.inner.root_url
+    }
+
+    /// The newest committed version.
+    pub async fn manifest(&self) -> DfResult<Manifest> {
+        self.current().await
+    }
+
+    /// A view of this table for a transaction: scans read `files` (the committed version when
+    /// `None`) and inserts are handed to `stage` instead of being committed.
+    pub fn staged(&self, files: Option<Vec<DataFile>>, stage: Arc<dyn WriteStage>) -> StagedTable {
+        StagedTable {
+            table: self.clone(),
+            files,
+            stage,
+        }
+    }
+
+    /// Hold the table's commit lock: no other writer of this process commits a version until
+    /// the returned lock is dropped.
+    pub async fn lock_commits(&self) -> CommitLock {
+        CommitLock {
+            table: self.clone(),
+            _guard: Arc::clone(&self.inner.commit_lock).lock_owned().await,
+        }
     }
 
     async fn current(&self) -> DfResult<Manifest> {
@@ -126,9 +166,8 @@ impl ManagedTable {
         Ok(m)
     }
 
-    async fn listing(&self, manifest: &Manifest) -> DfResult<ListingTable> {
-        let urls = manifest
-            .files
+    async fn listing(&self, files: &[DataFile]) -> DfResult<ListingTable> {
+        let urls = files
             .iter()
             .map(|f| ListingTableUrl::parse(format!("{}{}", self.inner.root_url, f.path)))
             .collect::<DfResult<Vec<_>>>()?;
@@ -138,6 +177,171 @@ impl ManagedTable {
             .with_listing_options(options)
             .with_schema(Arc::clone(&self.inner.schema));
         ListingTable::try_new(config)
+    }
+
+    /// Scan exactly `files` (a version of this table).
+    async fn scan_files(
+        &self,
+        files: &[DataFile],
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        if files.is_empty() {
+            let schema = match projection {
+                Some(p) => Arc::new(self.inner.schema.project(p)?),
+                None => Arc::clone(&self.inner.schema),
+            };
+            return Ok(Arc::new(EmptyExec::new(schema)));
+        }
+        self.listing(files)
+            .await?
+            .scan(state, projection, filters, limit)
+            .await
+    }
+}
+
+/// A table's commit lock, held (see [`ManagedTable::lock_commits`]).
+pub struct CommitLock {
+    table: ManagedTable,
+    _guard: OwnedMutexGuard<()>,
+}
+
+impl fmt::Debug for CommitLock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CommitLock")
+            .field("table", &self.table.inner.name)
+            .finish()
+    }
+}
+
+impl CommitLock {
+    /// The newest version in storage (not the cached one).
+    pub async fn latest(&self) -> CatalogResult<Option<Manifest>> {
+        Ok(self.table.inner.store.latest().await?)
+    }
+
+    /// Commit `files` as the version after `base_version`; fails with a commit conflict when
+    /// that version exists already.
+    pub async fn commit(&self, base_version: u64, files: Vec<DataFile>) -> CatalogResult<Manifest> {
+        let inner = &self.table.inner;
+        let committed = inner
+            .store
+            .commit(base_version, schema_to_columns(&inner.schema), files)
+            .await?;
+        *inner.cached.write().unwrap_or_else(|p| p.into_inner()) = Some(committed.clone());
+        Ok(committed)
+    }
+}
+
+/// Where a transaction's writes go instead of a commit (the engine's transaction block).
+#[async_trait]
+pub trait WriteStage: Send + Sync + fmt::Debug {
+    /// Record the files one statement wrote to `table`; `overwrite` means they replace the
+    /// table's rows instead of adding to them.
+    async fn stage(
+        &self,
+        table: &ManagedTable,
+        files: Vec<DataFile>,
+        overwrite: bool,
+    ) -> DfResult<()>;
+}
+
+/// A managed table as a transaction sees it (see the module docs).
+#[derive(Debug)]
+pub struct StagedTable {
+    table: ManagedTable,
+    files: Option<Vec<DataFile>>,
+    stage: Arc<dyn WriteStage>,
+}
+
+#[async_trait]
+impl TableProvider for StagedTable {
+    fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.table.inner.schema)
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        match &self.files {
+            Some(files) => {
+                self.table
+                    .scan_files(files, state, projection, filters, limit)
+                    .await
+            }
+            None => self.table.scan(state, projection, filters, limit).await,
+        }
+    }
+
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> DfResult<Vec<TableProviderFilterPushDown>> {
+        self.table.supports_filters_pushdown(filters)
+    }
+
+    async fn insert_into(
+        &self,
+        _state: &dyn Session,
+        input: Arc<dyn ExecutionPlan>,
+        insert_op: InsertOp,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let sink = StagedSink {
+            table: self.table.clone(),
+            op: insert_op,
+            stage: Arc::clone(&self.stage),
+        };
+        Ok(Arc::new(DataSinkExec::new(input, Arc::new(sink), None)))
+    }
+}
+
+/// Insert target of a [`StagedTable`]: writes the files, then hands them to the stage.
+struct StagedSink {
+    table: ManagedTable,
+    op: InsertOp,
+    stage: Arc<dyn WriteStage>,
+}
+
+impl fmt::Debug for StagedSink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StagedSink")
+            .field("table", &self.table.inner.name)
+            .finish()
+    }
+}
+
+impl DisplayAs for StagedSink {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "StagedSink: table={}", self.table.inner.name)
+    }
+}
+
+#[async_trait]
+impl DataSink for StagedSink {
+    fn schema(&self) -> &SchemaRef {
+        &self.table.inner.schema
+    }
+
+    async fn write_all(
+        &self,
+        data: SendableRecordBatchStream,
+        _context: &Arc<TaskContext>,
+    ) -> DfResult<u64> {
+        let files = write_data_files(&self.table.inner.store, data, DEFAULT_ROWS_PER_FILE).await?;
+        let rows = files.iter().map(|f| f.rows).sum();
+        let overwrite = matches!(self.op, InsertOp::Overwrite | InsertOp::Replace);
+        self.stage.stage(&self.table, files, overwrite).await?;
+        Ok(rows)
     }
 }
 
@@ -182,16 +386,7 @@ impl TableProvider for ManagedTable {
         limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
         let manifest = self.current().await?;
-        if manifest.files.is_empty() {
-            let schema = match projection {
-                Some(p) => Arc::new(self.inner.schema.project(p)?),
-                None => Arc::clone(&self.inner.schema),
-            };
-            return Ok(Arc::new(EmptyExec::new(schema)));
-        }
-        self.listing(&manifest)
-            .await?
-            .scan(state, projection, filters, limit)
+        self.scan_files(&manifest.files, state, projection, filters, limit)
             .await
     }
 

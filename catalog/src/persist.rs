@@ -154,6 +154,26 @@ impl PersistentCatalog {
         Ok(removed)
     }
 
+    /// Apply a transaction's table changes in one atomic write: `drops` are removed first
+    /// (absent ones ignored), then `creates` are added, replacing entries of the same name.
+    /// Replaying the same changes is harmless (crash recovery relies on that).
+    pub fn apply(&self, drops: &[(String, String)], creates: &[TableEntry]) -> CatalogResult<()> {
+        let mut state = self.lock();
+        let mut next = state.clone();
+        for (schema, name) in drops {
+            next.tables.remove(&key(schema, name));
+        }
+        for entry in creates {
+            next.tables
+                .insert(key(&entry.schema, &entry.name), entry.clone());
+        }
+        if next != *state {
+            self.write(&next)?;
+            *state = next;
+        }
+        Ok(())
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, CatalogFile> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -219,6 +239,20 @@ mod tests {
         let cat = PersistentCatalog::open(dir.path()).expect("reopen");
         assert_eq!(cat.entries().len(), 1);
         assert!(cat.get("public", "b").is_some());
+    }
+
+    #[test]
+    fn apply_is_atomic_and_replayable() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let cat = PersistentCatalog::open(dir.path()).expect("open");
+        cat.insert(entry("a"), false).expect("insert");
+        let drops = vec![("public".to_string(), "a".to_string())];
+        let creates = vec![entry("b"), entry("c")];
+        cat.apply(&drops, &creates).expect("apply");
+        cat.apply(&drops, &creates).expect("replay");
+        let cat = PersistentCatalog::open(dir.path()).expect("reopen");
+        let names: Vec<String> = cat.entries().into_iter().map(|e| e.name).collect();
+        assert_eq!(names, vec!["b", "c"]);
     }
 
     #[test]

@@ -40,6 +40,10 @@ impl WireStatus for StatusCode {
             StatusCode::DuplicateObject => "42710",
             StatusCode::DataException => "22000",
             StatusCode::DataCorrupted => "XX001",
+            StatusCode::InFailedTransaction => "25P02",
+            StatusCode::NoActiveTransaction => "25P01",
+            StatusCode::InvalidSavepoint => "3B001",
+            StatusCode::SerializationFailure => "40001",
             StatusCode::Internal => "XX000",
         }
     }
@@ -71,6 +75,10 @@ impl WireStatus for StatusCode {
             StatusCode::QueryCanceled => tonic::Code::Cancelled,
             StatusCode::OutOfMemory => tonic::Code::ResourceExhausted,
             StatusCode::IoError | StatusCode::ConfigFileError => tonic::Code::Unavailable,
+            StatusCode::InFailedTransaction
+            | StatusCode::NoActiveTransaction
+            | StatusCode::InvalidSavepoint => tonic::Code::FailedPrecondition,
+            StatusCode::SerializationFailure => tonic::Code::Aborted,
             StatusCode::Internal => tonic::Code::Internal,
         }
     }
@@ -96,6 +104,10 @@ mod tests {
             (StatusCode::QueryCanceled, "57014"),
             (StatusCode::OutOfMemory, "53200"),
             (StatusCode::UndefinedFile, "58P01"),
+            (StatusCode::InFailedTransaction, "25P02"),
+            (StatusCode::NoActiveTransaction, "25P01"),
+            (StatusCode::InvalidSavepoint, "3B001"),
+            (StatusCode::SerializationFailure, "40001"),
             (StatusCode::Internal, "XX000"),
         ];
         for (code, state) in table {

@@ -165,3 +165,50 @@ pub fn const_helpers() -> Vec<ScalarUDF> {
         ),
     ]
 }
+
+/// `pg_get_expr(expr, relation [, pretty])`: the text of a stored expression (a column
+/// default, an index predicate), NULL for NULL as in PostgreSQL, where the function is strict.
+/// It replaces datafusion-pg-catalog's, which answers `''` for every row — also for the NULLs
+/// of the `LEFT JOIN pg_attrdef` with which pgjdbc's `getColumns` reads column defaults.
+/// prognos stores expressions as text, so the text is the answer.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct PgGetExpr {
+    signature: Signature,
+}
+
+impl ScalarUDFImpl for PgGetExpr {
+    fn name(&self) -> &str {
+        "pg_get_expr"
+    }
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+    fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Utf8)
+    }
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let Some(expr) = args.args.first() else {
+            return exec_err!("pg_get_expr needs an expression");
+        };
+        match expr {
+            ColumnarValue::Scalar(s) => Ok(ColumnarValue::Scalar(s.cast_to(&DataType::Utf8)?)),
+            ColumnarValue::Array(a) => Ok(ColumnarValue::Array(datafusion::arrow::compute::cast(
+                a,
+                &DataType::Utf8,
+            )?)),
+        }
+    }
+}
+
+/// Functions that replace datafusion-pg-catalog's: register them after its set-up.
+pub fn catalog_overrides() -> Vec<ScalarUDF> {
+    vec![ScalarUDF::new_from_impl(PgGetExpr {
+        signature: Signature::one_of(
+            vec![
+                datafusion::logical_expr::TypeSignature::Any(2),
+                datafusion::logical_expr::TypeSignature::Any(3),
+            ],
+            Volatility::Stable,
+        ),
+    })]
+}

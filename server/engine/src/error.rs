@@ -58,6 +58,14 @@ pub enum StatusCode {
     DataException,
     /// A stored object is damaged (e.g. a model artifact).
     DataCorrupted,
+    /// A statement other than ROLLBACK in a transaction block that has failed.
+    InFailedTransaction,
+    /// A statement that needs a transaction block ran outside one (`SAVEPOINT`).
+    NoActiveTransaction,
+    /// `ROLLBACK TO` / `RELEASE` name a savepoint that does not exist.
+    InvalidSavepoint,
+    /// A transaction's commit conflicts with a concurrent commit; retry the transaction.
+    SerializationFailure,
     /// An internal error; a bug.
     Internal,
 }
@@ -150,6 +158,7 @@ fn classify_storage(e: &prognos_storage::StorageError) -> StatusCode {
         S::ObjectStore(o) => classify_object_store(o),
         S::DataFusion(d) => classify_datafusion(d),
         S::InvalidLocation { .. } => StatusCode::InvalidParameterValue,
+        S::CommitConflict { .. } => StatusCode::SerializationFailure,
         _ => StatusCode::IoError,
     }
 }

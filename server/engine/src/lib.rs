@@ -18,6 +18,7 @@ mod point;
 mod session;
 mod statements;
 pub mod streams;
+mod transaction;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -200,6 +201,9 @@ impl Engine {
         prognos_udfs::register_all(&ctx)?;
         datafusion_pg_catalog::setup_pg_catalog(&ctx, CATALOG_NAME, EmptyContextProvider)
             .map_err(|e| EngineError::DataFusion(*e))?;
+        for udf in prognos_udfs::pg_compat::catalog_overrides() {
+            ctx.register_udf(udf);
+        }
 
         let artifacts = ArtifactStores {
             base_url: config
@@ -253,6 +257,7 @@ impl Engine {
             ddl_lock: tokio::sync::Mutex::new(()),
             registry,
         });
+        transaction::commit::recover(&engine).await?;
         engine.restore().await;
         if config.demo_data && engine.catalog.is_empty() {
             demo::load(&engine).await?;
@@ -267,7 +272,15 @@ impl Engine {
 
     /// A new session for one client connection.
     pub fn new_session(&self) -> Session {
-        Session::new(SessionContext::new_with_state(self.base.clone()))
+        let txn = Arc::new(transaction::TxnSlot::default());
+        let catalogs = transaction::overlay::SessionCatalogList::new(
+            Arc::clone(self.base.catalog_list()),
+            Arc::clone(&txn),
+        );
+        let state = SessionStateBuilder::new_from_existing(self.base.clone())
+            .with_catalog_list(Arc::new(catalogs))
+            .build();
+        Session::new(SessionContext::new_with_state(state), txn)
     }
 
     /// Parse SQL text into statements ([`parser`]: once, with one parser), then apply the
@@ -331,7 +344,8 @@ impl Engine {
     /// Parameter types and result schema of a statement, without running it.
     pub async fn describe(&self, session: &Session, stmt: &Statement) -> EngineResult<Described> {
         self.sync_models(session);
-        contain_panics(async {
+        guard_block(session, stmt)?;
+        let out = contain_panics(async {
             match stmt {
                 Statement::Sql(s) => statements::describe(self, session, s).await,
                 Statement::Model(m) => Ok(Described {
@@ -341,7 +355,8 @@ impl Engine {
                 }),
             }
         })
-        .await
+        .await;
+        fail_block_on_error(session, out)
     }
 
     /// Make the session's model functions see the registry as it is now (a plan made after
@@ -362,13 +377,15 @@ impl Engine {
         params: Option<Vec<ScalarValue>>,
     ) -> EngineResult<Output> {
         self.sync_models(session);
-        contain_panics(async {
+        guard_block(session, stmt)?;
+        let out = contain_panics(async {
             match stmt {
                 Statement::Sql(s) => statements::execute(self, session, s, params).await,
                 Statement::Model(m) => model_ddl::execute(self, session, m).await,
             }
         })
-        .await
+        .await;
+        fail_block_on_error(session, out)
     }
 
     /// Run a statement prepared with [`Engine::describe`], reusing its plan when still valid.
@@ -380,19 +397,23 @@ impl Engine {
         params: Option<Vec<ScalarValue>>,
     ) -> EngineResult<Output> {
         self.sync_models(session);
-        contain_panics(async {
+        guard_block(session, stmt)?;
+        let out = contain_panics(async {
             let stmt = match stmt {
                 Statement::Sql(s) => s,
                 Statement::Model(m) => return model_ddl::execute(self, session, m).await,
             };
+            // A plan holds the table providers it resolved; inside a transaction block they
+            // must be the block's view of the tables, so such plans are made afresh.
             match &described.plan {
-                Some((plan, epoch)) if *epoch == self.epoch() => {
+                Some((plan, epoch)) if *epoch == self.epoch() && !session.in_transaction() => {
                     statements::execute_with_plan(self, session, stmt, plan.clone(), params).await
                 }
                 _ => statements::execute(self, session, stmt, params).await,
             }
         })
-        .await
+        .await;
+        fail_block_on_error(session, out)
     }
 
     fn epoch(&self) -> u64 {
@@ -421,6 +442,24 @@ impl Engine {
         }
         info!(tables = self.catalog.entries().len(), "catalog restored");
     }
+}
+
+/// In a failed transaction block only ROLLBACK (or COMMIT, or ROLLBACK TO SAVEPOINT) runs.
+fn guard_block(session: &Session, stmt: &Statement) -> EngineResult<()> {
+    if session.txn().failed()
+        && !matches!(stmt, Statement::Sql(s) if statements::ends_failed_block(s))
+    {
+        return Err(transaction::in_failed_block());
+    }
+    Ok(())
+}
+
+/// A statement that fails inside a transaction block fails the block.
+fn fail_block_on_error<T>(session: &Session, out: EngineResult<T>) -> EngineResult<T> {
+    if out.is_err() {
+        session.txn().fail();
+    }
+    out
 }
 
 /// Runs a statement's planning and start, turning a panic inside it (a bug in a function, a

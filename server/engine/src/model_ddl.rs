@@ -100,6 +100,7 @@ pub(super) async fn execute(
         }
         ModelStatement::Describe { name } => describe(engine, name),
         ModelStatement::Drop { name, if_exists } => {
+            crate::statements::not_transactional(session, "DROP MODEL");
             let existed = engine.registry.drop_model(name).await?;
             engine.bump_epoch();
             if !existed {
@@ -128,6 +129,7 @@ pub(super) async fn execute(
                 return Ok(command("CREATE MODEL"));
             }
             engine.registry.check_create(name, *replace)?;
+            crate::statements::not_transactional(session, "CREATE MODEL");
             let job = match forecast {
                 Some(f) => TrainJob::Forecast(
                     ForecastRequest::new(&f.value, &f.time, &f.ids, algorithm.as_deref(), options)

@@ -15,6 +15,7 @@ use datafusion::prelude::SessionContext;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{EngineError, EngineResult, StatusCode};
+use crate::transaction::TxnSlot;
 
 type Settings = Arc<Mutex<BTreeMap<String, String>>>;
 
@@ -57,6 +58,8 @@ pub struct Session {
     models_generation: std::sync::atomic::AtomicU64,
     /// Where progress messages (Postgres NOTICEs) of the running statement go.
     notices: Arc<Mutex<Option<tokio::sync::mpsc::UnboundedSender<String>>>>,
+    /// The open transaction block, if any (shared with the session's catalog overlay).
+    txn: Arc<TxnSlot>,
 }
 
 impl std::fmt::Debug for Session {
@@ -67,8 +70,18 @@ impl std::fmt::Debug for Session {
     }
 }
 
+impl Drop for Session {
+    /// A connection that closes inside a transaction block discards the block's writes.
+    fn drop(&mut self) {
+        if let Some(block) = self.txn.take() {
+            crate::transaction::commit::discard_in_background(block.into_changes());
+        }
+    }
+}
+
 impl Session {
-    pub(crate) fn new(ctx: SessionContext) -> Self {
+    /// A session over `ctx`, whose catalog list is the overlay of `txn`.
+    pub(crate) fn new(ctx: SessionContext, txn: Arc<TxnSlot>) -> Self {
         let settings: Settings = Arc::new(Mutex::new(
             DEFAULT_PG_SETTINGS
                 .iter()
@@ -96,7 +109,24 @@ impl Session {
             cancel: Mutex::new(CancellationToken::new()),
             models_generation: std::sync::atomic::AtomicU64::new(u64::MAX),
             notices,
+            txn,
         }
+    }
+
+    /// The session's transaction slot.
+    pub(crate) fn txn(&self) -> &Arc<TxnSlot> {
+        &self.txn
+    }
+
+    /// Whether a transaction block is open (`BEGIN` without `COMMIT` / `ROLLBACK` yet).
+    pub fn in_transaction(&self) -> bool {
+        self.txn.active()
+    }
+
+    /// A statement failed where the engine did not see it (a frontend's parse or protocol
+    /// error): an open transaction block fails, as in PostgreSQL.
+    pub fn statement_failed(&self) {
+        self.txn.fail();
     }
 
     /// The registry generation the session's model functions were registered at.

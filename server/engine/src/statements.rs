@@ -26,6 +26,7 @@ use prognos_storage::manifest::TableStore;
 
 use super::{CATALOG_NAME, DEFAULT_SCHEMA, Described, Engine, Output, Session};
 use crate::error::{EngineError, EngineResult, StatusCode};
+use crate::transaction::Change;
 
 /// Session commands handled without DataFusion.
 enum SessionCommand {
@@ -35,6 +36,9 @@ enum SessionCommand {
     Begin,
     Commit,
     Rollback,
+    Savepoint(String),
+    Release(String),
+    RollbackTo(String),
     Discard,
     Reset(Option<String>),
     Noop(&'static str),
@@ -124,7 +128,13 @@ fn session_command(stmt: &DFStatement) -> Option<SessionCommand> {
         }
         SqlStatement::StartTransaction { .. } => SessionCommand::Begin,
         SqlStatement::Commit { .. } => SessionCommand::Commit,
+        SqlStatement::Rollback {
+            savepoint: Some(name),
+            ..
+        } => SessionCommand::RollbackTo(savepoint_name(name)),
         SqlStatement::Rollback { .. } => SessionCommand::Rollback,
+        SqlStatement::Savepoint { name } => SessionCommand::Savepoint(savepoint_name(name)),
+        SqlStatement::ReleaseSavepoint { name } => SessionCommand::Release(savepoint_name(name)),
         SqlStatement::Discard { .. } => SessionCommand::Discard,
         SqlStatement::Reset(r) => match &r.reset {
             Reset::ALL => SessionCommand::Reset(None),
@@ -139,6 +149,23 @@ fn session_command(stmt: &DFStatement) -> Option<SessionCommand> {
     })
 }
 
+/// A savepoint's name as PostgreSQL folds it (unquoted names to lower case).
+fn savepoint_name(name: &datafusion::sql::sqlparser::ast::Ident) -> String {
+    match name.quote_style {
+        Some(_) => name.value.clone(),
+        None => name.value.to_lowercase(),
+    }
+}
+
+/// Whether `stmt` ends a transaction block or rolls back to a savepoint: the statements a
+/// failed block still accepts.
+pub(super) fn ends_failed_block(stmt: &DFStatement) -> bool {
+    matches!(
+        session_command(stmt),
+        Some(SessionCommand::Commit | SessionCommand::Rollback | SessionCommand::RollbackTo(_))
+    )
+}
+
 fn show_schema(name: &str) -> SchemaRef {
     Arc::new(Schema::new(vec![Field::new(name, DataType::Utf8, true)]))
 }
@@ -148,7 +175,12 @@ fn one_batch(schema: SchemaRef, batch: RecordBatch) -> Output {
     Output::Rows(Box::pin(RecordBatchStreamAdapter::new(schema, stream)))
 }
 
-fn run_session_command(session: &Session, cmd: SessionCommand) -> EngineResult<Output> {
+async fn run_session_command(
+    engine: &Engine,
+    session: &Session,
+    cmd: SessionCommand,
+) -> EngineResult<Output> {
+    let txn = session.txn();
     Ok(match cmd {
         SessionCommand::Set(pairs) => {
             for (name, value) in pairs {
@@ -193,9 +225,46 @@ fn run_session_command(session: &Session, cmd: SessionCommand) -> EngineResult<O
             )?;
             one_batch(schema, batch)
         }
-        SessionCommand::Begin => Output::TransactionStart("BEGIN".into()),
-        SessionCommand::Commit => Output::TransactionEnd("COMMIT".into()),
-        SessionCommand::Rollback => Output::TransactionEnd("ROLLBACK".into()),
+        SessionCommand::Begin => {
+            if !txn.begin() {
+                session.notice("WARNING: there is already a transaction in progress".into());
+            }
+            Output::TransactionStart("BEGIN".into())
+        }
+        SessionCommand::Commit => match txn.take() {
+            None => {
+                session.notice("WARNING: there is no transaction in progress".into());
+                Output::TransactionEnd("COMMIT".into())
+            }
+            Some(block) if block.is_failed() => {
+                crate::transaction::commit::discard(block.into_changes()).await;
+                Output::TransactionEnd("ROLLBACK".into())
+            }
+            Some(block) => {
+                crate::transaction::commit::commit(engine, block).await?;
+                Output::TransactionEnd("COMMIT".into())
+            }
+        },
+        SessionCommand::Rollback => {
+            match txn.take() {
+                None => session.notice("WARNING: there is no transaction in progress".into()),
+                Some(block) => crate::transaction::commit::discard(block.into_changes()).await,
+            }
+            Output::TransactionEnd("ROLLBACK".into())
+        }
+        SessionCommand::Savepoint(name) => {
+            txn.savepoint(&name)?;
+            command("SAVEPOINT")
+        }
+        SessionCommand::Release(name) => {
+            txn.release(&name)?;
+            command("RELEASE")
+        }
+        SessionCommand::RollbackTo(name) => {
+            let undone = txn.rollback_to(&name)?;
+            crate::transaction::commit::discard(undone).await;
+            command("ROLLBACK")
+        }
         SessionCommand::Discard => {
             session.reset_settings();
             Output::Command {
@@ -393,7 +462,7 @@ pub(super) async fn execute(
     params: Option<Vec<ScalarValue>>,
 ) -> EngineResult<Output> {
     if let Some(cmd) = session_command(stmt) {
-        return run_session_command(session, cmd);
+        return run_session_command(engine, session, cmd).await;
     }
     if let DFStatement::Statement(s) = stmt
         && let SqlStatement::Copy {
@@ -524,6 +593,12 @@ async fn run_plan(
                     format!("table \"{name}\" does not exist"),
                 ));
             }
+            if session.txn().record(Change::Drop {
+                schema: schema.clone(),
+                name: name.clone(),
+            }) {
+                return Ok(command("DROP TABLE"));
+            }
             let removed = engine.catalog.remove(&schema, &name)?;
             ctx.deregister_table(d.name.clone())?;
             if let Some(TableEntry {
@@ -537,6 +612,7 @@ async fn run_plan(
             Ok(command("DROP TABLE"))
         }
         LogicalPlan::Ddl(DdlStatement::CreateView(v)) => {
+            not_transactional(session, "CREATE VIEW");
             let (schema, name) = split_name(&v.name)?;
             let temporary = v.temporary;
             let or_replace = v.or_replace;
@@ -550,6 +626,7 @@ async fn run_plan(
             Ok(command("CREATE VIEW"))
         }
         LogicalPlan::Ddl(DdlStatement::DropView(d)) => {
+            not_transactional(session, "DROP VIEW");
             let (schema, name) = split_name(&d.name)?;
             let _guard = engine.ddl_lock.lock().await;
             ctx.execute_logical_plan(LogicalPlan::Ddl(DdlStatement::DropView(d)))
@@ -567,6 +644,7 @@ async fn run_plan(
                 DdlStatement::DropFunction(_) => "DROP FUNCTION",
                 _ => "CREATE TABLE",
             };
+            not_transactional(session, tag);
             let df = ctx.execute_logical_plan(LogicalPlan::Ddl(ddl)).await?;
             df.collect().await?;
             Ok(command(tag))
@@ -675,6 +753,17 @@ fn forecasts_series(plan: &LogicalPlan) -> bool {
     .unwrap_or(false)
 }
 
+/// Inside a transaction block, say that `what` takes effect at once (only managed-table
+/// writes are transactional; see [`crate::transaction`]).
+pub(super) fn not_transactional(session: &Session, what: &str) {
+    if session.in_transaction() {
+        session.notice(format!(
+            "{what} takes effect at once: it is not part of the transaction block and ROLLBACK \
+             does not undo it"
+        ));
+    }
+}
+
 fn command(tag: &str) -> Output {
     Output::Command {
         tag: tag.into(),
@@ -745,7 +834,7 @@ fn now() -> String {
 
 /// Storage of a managed table. `root` is relative to the data dir, or an absolute object-store
 /// URL for tables created under `storage.tables_url`.
-fn managed_store(engine: &Engine, root: &str) -> EngineResult<TableStore> {
+pub(crate) fn managed_store(engine: &Engine, root: &str) -> EngineResult<TableStore> {
     if root.contains("://") {
         let url = url::Url::parse(root).map_err(|e| {
             EngineError::statement(
@@ -772,7 +861,7 @@ fn managed_store(engine: &Engine, root: &str) -> EngineResult<TableStore> {
     Ok(TableStore::new(Arc::clone(&engine.local), path))
 }
 
-fn managed_url(engine: &Engine, root: &str) -> String {
+pub(crate) fn managed_url(engine: &Engine, root: &str) -> String {
     if root.contains("://") {
         format!("{}/", root.trim_end_matches('/'))
     } else {
@@ -855,6 +944,28 @@ async fn create_managed(
         ));
         rows = table.append(stream).await?;
     }
+    let entry = TableEntry {
+        schema: schema_name.clone(),
+        name: name.clone(),
+        kind: TableKind::Managed { root: root.clone() },
+        created_at: now(),
+    };
+    // Inside a transaction block the table is the block's until COMMIT.
+    let in_block = session.txn().record(Change::Create {
+        entry,
+        table: table.clone(),
+        or_replace: c.or_replace,
+    });
+    if in_block {
+        return Ok(if is_ctas {
+            Output::Command {
+                tag: "SELECT".into(),
+                rows: Some(rows),
+            }
+        } else {
+            command("CREATE TABLE")
+        });
+    }
     // Commit point: the table becomes visible (and durable) only now.
     let previous = engine.catalog.get(&schema_name, &name);
     record(
@@ -910,6 +1021,9 @@ async fn create_external(
         .collect();
     let temporary = c.temporary;
     let or_replace = c.or_replace;
+    if persist {
+        not_transactional(session, "CREATE EXTERNAL TABLE");
+    }
     let _guard = engine.ddl_lock.lock().await;
     schema_provider(session, &schema)?;
     if c.if_not_exists && session.ctx().table_exist(c.name.clone())? {

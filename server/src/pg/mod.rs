@@ -321,14 +321,15 @@ impl Handler {
         let token = self.session.begin_statement();
         let output = tokio::select! {
             biased;
-            _ = token.cancelled() => return Err(EngineError::Cancelled),
+            _ = token.cancelled() => Err(EngineError::Cancelled),
             out = async {
                 match prepared {
                     Some(d) => self.engine.execute_prepared(&self.session, stmt, d, params).await,
                     None => self.engine.execute(&self.session, stmt, params).await,
                 }
-            } => out?,
+            } => out,
         };
+        let output = output.inspect_err(|_| self.session.statement_failed())?;
         Ok(match output {
             Output::Rows(stream) => {
                 let schema = stream.schema();
@@ -336,10 +337,15 @@ impl Handler {
                     Arc::new(fields_for(&schema, |i| format.format_for(i)));
                 let stream = cancellable(stream, token);
                 let row_fields = Arc::clone(&fields);
+                let session = Arc::clone(&self.session);
                 let rows = stream
                     .map(move |batch| {
                         let _keep = &timer;
-                        let batch = batch.map_err(|e| to_pg_error(EngineError::DataFusion(e)))?;
+                        let batch = batch.map_err(|e| {
+                            // An error while the rows stream fails the transaction block too.
+                            session.statement_failed();
+                            to_pg_error(EngineError::DataFusion(e))
+                        })?;
                         encode::encode_batch(&batch, &row_fields)
                     })
                     .flat_map(|rows| match rows {
@@ -434,6 +440,7 @@ impl CopyHandler for Handler {
             .engine
             .copy_in(&self.session, &target, buf.freeze())
             .await
+            .inspect_err(|_| self.session.statement_failed())
             .map_err(to_pg_error)?;
         let tag = Tag::new("COPY").with_rows(rows as usize);
         client
@@ -467,7 +474,11 @@ impl SimpleQueryHandler for Handler {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        let stmts = self.engine.parse(query).map_err(to_pg_error)?;
+        let stmts = self
+            .engine
+            .parse(query)
+            .inspect_err(|_| self.session.statement_failed())
+            .map_err(to_pg_error)?;
         let mut responses = Vec::with_capacity(stmts.len());
         for stmt in &stmts {
             let run = self.run(stmt, None, None, &Format::UnifiedText);
@@ -513,7 +524,11 @@ impl QueryParser for PgQueryParser {
     where
         C: ClientInfo + Unpin + Send + Sync,
     {
-        let mut stmts = self.engine.parse(sql).map_err(to_pg_error)?;
+        let mut stmts = self
+            .engine
+            .parse(sql)
+            .inspect_err(|_| self.session.statement_failed())
+            .map_err(to_pg_error)?;
         if stmts.len() > 1 {
             return Err(to_pg_error(EngineError::statement(
                 StatusCode::SyntaxError,
