@@ -19,6 +19,7 @@ pub mod pg_compat;
 pub mod relations;
 mod series;
 pub mod series_plan;
+pub mod single_row;
 
 pub use models::register_model_functions;
 
@@ -39,5 +40,11 @@ pub fn register_all(ctx: &datafusion::prelude::SessionContext) -> datafusion::er
     ctx.register_udaf(datafusion::logical_expr::AggregateUDF::new_from_impl(
         anomaly::AnomalyAgg::default(),
     ));
+    ctx.register_udaf(datafusion::logical_expr::AggregateUDF::new_from_impl(
+        single_row::SingleRow::default(),
+    ));
+    ctx.register_udf(pg_compat::pg_type_name_udf());
+    ctx.register_udf(pg_compat::catalog_array_udf());
+    ctx.register_udf(pg_compat::like_escape_udf());
     Ok(())
 }

@@ -163,6 +163,10 @@ pub fn const_helpers() -> Vec<ScalarUDF> {
             "pg_get_function_identity_arguments",
             ScalarValue::Utf8(Some(String::new())),
         ),
+        // prognos has no sequences: no column is backed by one (SQLAlchemy's reflection asks).
+        helper("pg_get_serial_sequence", ScalarValue::Utf8(None)),
+        // …nor indexes: PostgreSQL answers NULL for an oid that is not an index's.
+        helper("pg_get_indexdef", ScalarValue::Utf8(None)),
     ]
 }
 
@@ -211,4 +215,277 @@ pub fn catalog_overrides() -> Vec<ScalarUDF> {
             Volatility::Stable,
         ),
     })]
+}
+
+/// `prognos_pg_type_name(text)`: the `pg_type.typname` a type name means, as PostgreSQL's
+/// type-name input reads it: SQL spellings (`integer`, `double precision`, `character
+/// varying(10)`), a `pg_catalog.` qualifier, double quotes and `[]` (the array type,
+/// `_int4`). `to_regtype(x)` is planned as a `pg_type` lookup by this name.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct PgTypeName {
+    signature: Signature,
+}
+
+/// SQL spellings of built-in types and their `typname`.
+const TYPE_SPELLINGS: &[(&str, &str)] = &[
+    ("integer", "int4"),
+    ("int", "int4"),
+    ("smallint", "int2"),
+    ("bigint", "int8"),
+    ("real", "float4"),
+    ("float", "float8"),
+    ("double precision", "float8"),
+    ("boolean", "bool"),
+    ("character varying", "varchar"),
+    ("character", "bpchar"),
+    ("char", "bpchar"),
+    ("decimal", "numeric"),
+    ("timestamp without time zone", "timestamp"),
+    ("timestamp with time zone", "timestamptz"),
+    ("time without time zone", "time"),
+    ("time with time zone", "timetz"),
+];
+
+/// The `typname` of a type name (see [`PgTypeName`]).
+pub fn pg_type_name(name: &str) -> String {
+    let mut n = name.trim().to_string();
+    let mut array = false;
+    while let Some(inner) = n.strip_suffix("[]") {
+        n = inner.trim_end().to_string();
+        array = true;
+    }
+    let n = n.strip_prefix("pg_catalog.").unwrap_or(&n);
+    let quoted = n.len() >= 2 && n.starts_with('"') && n.ends_with('"');
+    let base = if quoted {
+        n[1..n.len() - 1].to_string()
+    } else {
+        // A type modifier does not change the type: `varchar(10)`, `numeric(10, 2)`.
+        let bare = n.split('(').next().unwrap_or(n).trim().to_lowercase();
+        TYPE_SPELLINGS
+            .iter()
+            .find(|(spelling, _)| *spelling == bare)
+            .map(|(_, typname)| typname.to_string())
+            .unwrap_or(bare)
+    };
+    if array { format!("_{base}") } else { base }
+}
+
+impl ScalarUDFImpl for PgTypeName {
+    fn name(&self) -> &str {
+        "prognos_pg_type_name"
+    }
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+    fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Utf8)
+    }
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let Some(arg) = args.args.first() else {
+            return exec_err!("prognos_pg_type_name needs a type name");
+        };
+        let names = arg.to_array(args.number_rows)?;
+        let names = datafusion::arrow::compute::cast(&names, &DataType::Utf8)?;
+        let names = names.as_string::<i32>();
+        let out: datafusion::arrow::array::StringArray = (0..names.len())
+            .map(|i| names.is_valid(i).then(|| pg_type_name(names.value(i))))
+            .collect();
+        Ok(ColumnarValue::Array(Arc::new(out)))
+    }
+}
+
+/// The `prognos_pg_type_name` UDF.
+pub fn pg_type_name_udf() -> ScalarUDF {
+    ScalarUDF::new_from_impl(PgTypeName {
+        signature: Signature::any(1, Volatility::Immutable),
+    })
+}
+
+/// `prognos_catalog_array(x)`: a catalog vector column as an array. PostgreSQL's `int2vector`
+/// / `oidvector` columns (`pg_index.indkey`, …) are arrays there, and `unnest` /
+/// `generate_subscripts` take them; the catalog here stores them as text (`1 2`, or `{1,2}`
+/// for `int2[]`). Text becomes a list of integers; a list passes through.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct CatalogArray {
+    signature: Signature,
+}
+
+/// The integers of a catalog vector's text form (`1 2`, `{1,2}`); `None` when one is not an
+/// integer.
+pub fn catalog_vector(text: &str) -> Option<Vec<i64>> {
+    text.trim()
+        .trim_start_matches('{')
+        .trim_end_matches('}')
+        .split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|p| !p.is_empty())
+        .map(|p| p.parse::<i64>().ok())
+        .collect()
+}
+
+impl ScalarUDFImpl for CatalogArray {
+    fn name(&self) -> &str {
+        "prognos_catalog_array"
+    }
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+    fn return_type(&self, arg_types: &[DataType]) -> Result<DataType> {
+        Ok(match arg_types.first() {
+            Some(
+                t @ (DataType::List(_) | DataType::LargeList(_) | DataType::FixedSizeList(..)),
+            ) => t.clone(),
+            _ => DataType::new_list(DataType::Int64, true),
+        })
+    }
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let Some(arg) = args.args.first() else {
+            return exec_err!("prognos_catalog_array needs an argument");
+        };
+        let values = arg.to_array(args.number_rows)?;
+        if matches!(
+            values.data_type(),
+            DataType::List(_) | DataType::LargeList(_) | DataType::FixedSizeList(..)
+        ) {
+            return Ok(ColumnarValue::Array(values));
+        }
+        let text = datafusion::arrow::compute::cast(&values, &DataType::Utf8)?;
+        let text = text.as_string::<i32>();
+        let mut out = datafusion::arrow::array::ListBuilder::new(
+            datafusion::arrow::array::Int64Builder::new(),
+        );
+        for i in 0..text.len() {
+            if text.is_null(i) {
+                out.append_null();
+                continue;
+            }
+            let Some(items) = catalog_vector(text.value(i)) else {
+                return exec_err!("not an integer vector: {}", text.value(i));
+            };
+            out.values().append_slice(&items);
+            out.append(true);
+        }
+        Ok(ColumnarValue::Array(Arc::new(out.finish())))
+    }
+}
+
+/// The `prognos_catalog_array` UDF.
+pub fn catalog_array_udf() -> ScalarUDF {
+    ScalarUDF::new_from_impl(CatalogArray {
+        signature: Signature::any(1, Volatility::Immutable),
+    })
+}
+
+/// `prognos_like_escape(pattern, escape)`: a LIKE pattern written with `ESCAPE 'c'` rewritten
+/// with backslash escapes, the only escape character DataFusion's LIKE takes (SQLAlchemy
+/// writes `NOT LIKE 'pg/_%' ESCAPE '/'`). `c` followed by a character makes that character
+/// literal; a backslash that is not the escape character is literal.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct LikeEscape {
+    signature: Signature,
+}
+
+/// The pattern `pattern` (escape character `escape`) with backslash escapes.
+pub fn like_escape(pattern: &str, escape: char) -> String {
+    let mut out = String::with_capacity(pattern.len() + 4);
+    let mut chars = pattern.chars();
+    while let Some(c) = chars.next() {
+        if c == escape {
+            match chars.next() {
+                Some(n @ ('%' | '_' | '\\')) => {
+                    out.push('\\');
+                    out.push(n);
+                }
+                Some(n) => out.push(n),
+                None => {}
+            }
+        } else if c == '\\' {
+            out.push_str("\\\\");
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+impl ScalarUDFImpl for LikeEscape {
+    fn name(&self) -> &str {
+        "prognos_like_escape"
+    }
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+    fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Utf8)
+    }
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let [pattern, escape] = args.args.as_slice() else {
+            return exec_err!("prognos_like_escape takes a pattern and an escape character");
+        };
+        let escape = match escape {
+            ColumnarValue::Scalar(s) => match s.cast_to(&DataType::Utf8)? {
+                ScalarValue::Utf8(Some(e)) => e,
+                _ => return exec_err!("ESCAPE must be a non-NULL character"),
+            },
+            ColumnarValue::Array(_) => return exec_err!("ESCAPE must be a constant"),
+        };
+        let mut it = escape.chars();
+        let (Some(escape), None) = (it.next(), it.next()) else {
+            return exec_err!("invalid escape string: ESCAPE must be one character");
+        };
+        let patterns = pattern.to_array(args.number_rows)?;
+        let patterns = datafusion::arrow::compute::cast(&patterns, &DataType::Utf8)?;
+        let patterns = patterns.as_string::<i32>();
+        let out: datafusion::arrow::array::StringArray = (0..patterns.len())
+            .map(|i| {
+                patterns
+                    .is_valid(i)
+                    .then(|| like_escape(patterns.value(i), escape))
+            })
+            .collect();
+        Ok(ColumnarValue::Array(Arc::new(out)))
+    }
+}
+
+/// The `prognos_like_escape` UDF.
+pub fn like_escape_udf() -> ScalarUDF {
+    ScalarUDF::new_from_impl(LikeEscape {
+        signature: Signature::any(2, Volatility::Immutable),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{catalog_vector, like_escape, pg_type_name};
+
+    #[test]
+    fn like_patterns_with_another_escape_character() {
+        assert_eq!(like_escape("pg/_%", '/'), "pg\\_%");
+        assert_eq!(like_escape("a//b", '/'), "a/b");
+        assert_eq!(like_escape("50/%", '/'), "50\\%");
+        assert_eq!(like_escape("c:\\x%", '/'), "c:\\\\x%");
+    }
+
+    #[test]
+    fn catalog_vectors_read_both_text_forms() {
+        assert_eq!(catalog_vector("1 2"), Some(vec![1, 2]));
+        assert_eq!(catalog_vector("{3,-4}"), Some(vec![3, -4]));
+        assert_eq!(catalog_vector(""), Some(vec![]));
+        assert_eq!(catalog_vector("1 x"), None);
+    }
+
+    #[test]
+    fn type_names_read_as_postgres_reads_them() {
+        for (input, typname) in [
+            ("int4", "int4"),
+            ("integer", "int4"),
+            ("Double Precision", "float8"),
+            ("pg_catalog.timestamptz", "timestamptz"),
+            ("character varying(10)", "varchar"),
+            ("text[]", "_text"),
+            ("\"MyType\"", "MyType"),
+            ("hstore", "hstore"),
+        ] {
+            assert_eq!(pg_type_name(input), typname, "{input}");
+        }
+    }
 }

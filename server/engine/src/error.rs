@@ -275,7 +275,9 @@ fn classify_message(m: &str) -> StatusCode {
         StatusCode::DuplicateTable
     } else if l.contains("column") && l.contains("not found") || l.contains("no field named") {
         StatusCode::UndefinedColumn
-    } else if l.contains("returned more than one row") {
+    } else if l.contains("returned more than one row")
+        || l.contains("more than one row returned by a subquery")
+    {
         StatusCode::CardinalityViolation
     } else if l.contains("divide by zero") || l.contains("division by zero") {
         StatusCode::DivisionByZero

@@ -127,6 +127,9 @@ pub struct Engine {
     ddl_epoch: std::sync::atomic::AtomicU64,
     /// Names of the registered table functions (for the `FROM f(...)` rewrites).
     table_functions: std::collections::HashSet<String>,
+    /// Names (and aliases) of the registered aggregate functions, lower case (for the
+    /// scalar-subquery rewrite).
+    aggregate_functions: std::collections::HashSet<String>,
     ddl_lock: tokio::sync::Mutex<()>,
     /// Models and their versions.
     registry: Arc<ModelRegistry>,
@@ -204,6 +207,14 @@ impl Engine {
         for udf in prognos_udfs::pg_compat::catalog_overrides() {
             ctx.register_udf(udf);
         }
+        if let Some(cat) = ctx.catalog(CATALOG_NAME)
+            && let Some(pg) = cat.schema("pg_catalog")
+        {
+            cat.register_schema(
+                "pg_catalog",
+                Arc::new(pg_compat::catalog_tables::PgCatalogSchema::new(pg)),
+            )?;
+        }
 
         let artifacts = ArtifactStores {
             base_url: config
@@ -241,9 +252,16 @@ impl Engine {
                     .map(|f| f.to_string()),
             )
             .collect();
+        let aggregate_functions = base
+            .aggregate_functions()
+            .values()
+            .flat_map(|f| std::iter::once(f.name().to_string()).chain(f.aliases().iter().cloned()))
+            .map(|n| n.to_lowercase())
+            .collect();
         let engine = Arc::new(Engine {
             base,
             table_functions,
+            aggregate_functions,
             ddl_epoch: std::sync::atomic::AtomicU64::new(0),
             catalog,
             data_dir,
@@ -336,7 +354,9 @@ impl Engine {
             other => other,
         };
         if let DFStatement::Statement(s) = inner {
+            pg_compat::functions::rewrite_catalog_functions(s);
             pg_compat::syntax::rewrite_from_functions(s, &self.table_functions);
+            pg_compat::subqueries::single_row_subqueries(s, &self.aggregate_functions);
         }
         stmt
     }

@@ -16,8 +16,12 @@
 //!   views DataFusion plans as they are, correlated subqueries included) — gets only the rules
 //!   that keep a query's meaning.
 //!
-//! [`syntax`] holds prognos' own fix-ups of Postgres syntax that DataFusion lacks.
+//! [`syntax`] holds prognos' own fix-ups of Postgres syntax that DataFusion lacks,
+//! [`subqueries`] PostgreSQL's plain scalar subqueries, [`functions`] catalog functions.
 
+pub(crate) mod catalog_tables;
+pub(crate) mod functions;
+pub(crate) mod subqueries;
 pub(crate) mod syntax;
 
 use std::ops::ControlFlow;

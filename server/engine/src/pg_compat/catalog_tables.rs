@@ -1,0 +1,153 @@
+//! `pg_catalog` tables with the columns clients read that datafusion-pg-catalog's lack.
+//!
+//! The library's `pg_catalog` schema is wrapped; a table listed in [`MISSING_COLUMNS`] gets
+//! those columns appended, NULL in every row — what PostgreSQL holds there for the objects
+//! prognos has (no storage options, no ACLs). SQLAlchemy's index reflection reads
+//! `pg_class.reloptions`, for example.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::catalog::{SchemaProvider, Session, TableProvider};
+use datafusion::common::{Result as DfResult, ScalarValue};
+use datafusion::datasource::TableType;
+use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_expr::expressions::{Column, Literal};
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::projection::ProjectionExec;
+
+/// A column some catalog table lacks: the table, the column, its type.
+type MissingColumn = (&'static str, &'static str, fn() -> DataType);
+
+/// Columns PostgreSQL's catalog tables have and the library's lack.
+const MISSING_COLUMNS: &[MissingColumn] = &[
+    ("pg_class", "reloptions", text_array),
+    ("pg_class", "relacl", text_array),
+];
+
+fn text_array() -> DataType {
+    DataType::new_list(DataType::Utf8, true)
+}
+
+/// The `pg_catalog` schema with the missing columns added (see the module docs).
+#[derive(Debug)]
+pub(crate) struct PgCatalogSchema {
+    inner: Arc<dyn SchemaProvider>,
+}
+
+impl PgCatalogSchema {
+    pub(crate) fn new(inner: Arc<dyn SchemaProvider>) -> Self {
+        Self { inner }
+    }
+}
+
+#[async_trait]
+impl SchemaProvider for PgCatalogSchema {
+    fn owner_name(&self) -> Option<&str> {
+        self.inner.owner_name()
+    }
+
+    fn table_names(&self) -> Vec<String> {
+        self.inner.table_names()
+    }
+
+    async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
+        let Some(table) = self.inner.table(name).await? else {
+            return Ok(None);
+        };
+        let extra: Vec<Field> = MISSING_COLUMNS
+            .iter()
+            .filter(|(t, c, _)| *t == name && table.schema().field_with_name(c).is_err())
+            .map(|(_, c, ty)| Field::new(*c, ty(), true))
+            .collect();
+        if extra.is_empty() {
+            return Ok(Some(table));
+        }
+        Ok(Some(Arc::new(WithNullColumns::new(table, extra))))
+    }
+
+    fn table_exist(&self, name: &str) -> bool {
+        self.inner.table_exist(name)
+    }
+}
+
+/// A table with extra columns that are NULL in every row.
+#[derive(Debug)]
+struct WithNullColumns {
+    inner: Arc<dyn TableProvider>,
+    schema: SchemaRef,
+}
+
+impl WithNullColumns {
+    fn new(inner: Arc<dyn TableProvider>, extra: Vec<Field>) -> Self {
+        let inner_schema = inner.schema();
+        let fields: Vec<Field> = inner_schema
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .chain(extra)
+            .collect();
+        Self {
+            inner,
+            schema: Arc::new(Schema::new(fields)),
+        }
+    }
+}
+
+#[async_trait]
+impl TableProvider for WithNullColumns {
+    fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.schema)
+    }
+
+    fn table_type(&self) -> TableType {
+        self.inner.table_type()
+    }
+
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> DfResult<Vec<TableProviderFilterPushDown>> {
+        Ok(vec![
+            TableProviderFilterPushDown::Unsupported;
+            filters.len()
+        ])
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        limit: Option<usize>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let inner_width = self.inner.schema().fields().len();
+        let wanted: Vec<usize> = match projection {
+            Some(p) => p.clone(),
+            None => (0..self.schema.fields().len()).collect(),
+        };
+        let inner_columns: Vec<usize> = wanted
+            .iter()
+            .copied()
+            .filter(|i| *i < inner_width)
+            .collect();
+        let input = self
+            .inner
+            .scan(state, Some(&inner_columns), &[], limit)
+            .await?;
+        let exprs = wanted
+            .iter()
+            .map(|&i| {
+                let field = self.schema.field(i);
+                let expr: Arc<dyn PhysicalExpr> = match inner_columns.iter().position(|c| *c == i) {
+                    Some(pos) => Arc::new(Column::new(field.name(), pos)),
+                    None => Arc::new(Literal::new(ScalarValue::try_from(field.data_type())?)),
+                };
+                Ok((expr, field.name().clone()))
+            })
+            .collect::<DfResult<Vec<_>>>()?;
+        Ok(Arc::new(ProjectionExec::try_new(exprs, input)?))
+    }
+}

@@ -1,0 +1,188 @@
+//! Scalar subqueries that do not aggregate, as PostgreSQL runs them.
+//!
+//! PostgreSQL takes `(SELECT v FROM t WHERE t.id = o.id)` anywhere an expression goes and fails
+//! at run time (`21000`) when it yields more than one row; DataFusion plans a correlated
+//! scalar subquery only when it aggregates. So the select item of a plain scalar subquery is
+//! wrapped in `prognos_single_row(…)` (see `prognos_udfs::single_row`), which returns NULL for
+//! no row, the value for one, and PostgreSQL's error for more — the same meaning, in a form
+//! DataFusion decorrelates. SQLAlchemy's column reflection and other clients' catalog queries
+//! are written this way.
+//!
+//! Left alone: subqueries that aggregate, group, use DISTINCT, a window, ORDER BY / LIMIT /
+//! FETCH, a set operation, or no FROM (`(SELECT 1)`).
+
+use std::collections::HashSet;
+use std::ops::ControlFlow;
+
+use datafusion::sql::sqlparser::ast::{
+    Expr, FunctionArg, FunctionArgExpr, FunctionArguments, GroupByExpr, Ident, ObjectName,
+    ObjectNamePart, Query, SelectItem, SetExpr, Statement, Visit, VisitMut, Visitor, VisitorMut,
+};
+use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use datafusion::sql::sqlparser::parser::Parser;
+
+/// Wrap the select item of every plain scalar subquery of `stmt` (see the module docs).
+/// `aggregates` holds the names (lower case) of the session's aggregate functions.
+pub(crate) fn single_row_subqueries(stmt: &mut Statement, aggregates: &HashSet<String>) {
+    let _ = stmt.visit(&mut Wrap { aggregates });
+}
+
+struct Wrap<'a> {
+    aggregates: &'a HashSet<String>,
+}
+
+impl VisitorMut for Wrap<'_> {
+    type Break = ();
+
+    fn post_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
+        if let Expr::Subquery(q) = expr {
+            wrap(q, self.aggregates);
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+fn wrap(q: &mut Query, aggregates: &HashSet<String>) {
+    if q.order_by.is_some() || q.limit_clause.is_some() || q.fetch.is_some() {
+        return;
+    }
+    let SetExpr::Select(select) = q.body.as_mut() else {
+        return;
+    };
+    let groups = match &select.group_by {
+        GroupByExpr::Expressions(exprs, modifiers) => exprs.is_empty() && modifiers.is_empty(),
+        GroupByExpr::All(_) => false,
+    };
+    if !groups
+        || select.distinct.is_some()
+        || select.having.is_some()
+        || !select.named_window.is_empty()
+        || select.from.is_empty()
+        || select.projection.len() != 1
+    {
+        return;
+    }
+    let (item, alias) = match &select.projection[0] {
+        SelectItem::UnnamedExpr(e) => (e, output_name(e)),
+        SelectItem::ExprWithAlias { expr, alias } => (expr, Some(alias.clone())),
+        _ => return,
+    };
+    if aggregates_or_windows(item, aggregates) {
+        return;
+    }
+    let Some(call) = single_row_call(item.clone()) else {
+        return;
+    };
+    select.projection[0] = match alias {
+        Some(alias) => SelectItem::ExprWithAlias { expr: call, alias },
+        None => SelectItem::UnnamedExpr(call),
+    };
+}
+
+/// The name a column reference gives its output column (`t.v` → `v`).
+fn output_name(e: &Expr) -> Option<Ident> {
+    match e {
+        Expr::Identifier(i) => Some(i.clone()),
+        Expr::CompoundIdentifier(parts) => parts.last().cloned(),
+        _ => None,
+    }
+}
+
+/// Whether `e` calls an aggregate or window function outside nested subqueries.
+fn aggregates_or_windows(e: &Expr, aggregates: &HashSet<String>) -> bool {
+    struct Finder<'a> {
+        aggregates: &'a HashSet<String>,
+        depth: usize,
+        found: bool,
+    }
+    impl Visitor for Finder<'_> {
+        type Break = ();
+        fn pre_visit_query(&mut self, _q: &Query) -> ControlFlow<()> {
+            self.depth += 1;
+            ControlFlow::Continue(())
+        }
+        fn post_visit_query(&mut self, _q: &Query) -> ControlFlow<()> {
+            self.depth -= 1;
+            ControlFlow::Continue(())
+        }
+        fn pre_visit_expr(&mut self, e: &Expr) -> ControlFlow<()> {
+            if self.depth == 0
+                && let Expr::Function(f) = e
+            {
+                let name = f.name.0.last().and_then(|p| match p {
+                    ObjectNamePart::Identifier(i) => Some(i.value.to_lowercase()),
+                    _ => None,
+                });
+                if f.over.is_some() || name.is_some_and(|n| self.aggregates.contains(&n)) {
+                    self.found = true;
+                    return ControlFlow::Break(());
+                }
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    let mut f = Finder {
+        aggregates,
+        depth: 0,
+        found: false,
+    };
+    let _ = e.visit(&mut f);
+    f.found
+}
+
+/// `prognos_single_row(<e>)`, built on the tree (`e` is moved in, never printed).
+fn single_row_call(e: Expr) -> Option<Expr> {
+    let mut call = Parser::new(&PostgreSqlDialect {})
+        .try_with_sql("f(NULL)")
+        .and_then(|mut p| p.parse_expr())
+        .ok()?;
+    let Expr::Function(f) = &mut call else {
+        return None;
+    };
+    f.name = ObjectName::from(vec![Ident::new(prognos_udfs::single_row::NAME)]);
+    let FunctionArguments::List(list) = &mut f.args else {
+        return None;
+    };
+    list.args = vec![FunctionArg::Unnamed(FunctionArgExpr::Expr(e))];
+    Some(call)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rewritten(sql: &str) -> String {
+        let mut stmt = Parser::parse_sql(&PostgreSqlDialect {}, sql)
+            .expect("parses")
+            .remove(0);
+        let aggregates: HashSet<String> = ["max", "count"].iter().map(|s| s.to_string()).collect();
+        single_row_subqueries(&mut stmt, &aggregates);
+        stmt.to_string()
+    }
+
+    #[test]
+    fn plain_scalar_subqueries_are_wrapped_and_keep_their_name() {
+        let out = rewritten("SELECT (SELECT t.v FROM t WHERE t.id = o.id) FROM o");
+        assert_eq!(
+            out,
+            "SELECT (SELECT prognos_single_row(t.v) AS v FROM t WHERE t.id = o.id) FROM o"
+        );
+        let out =
+            rewritten("SELECT CASE WHEN (SELECT c FROM t WHERE t.id = o.id) > 1 THEN 1 END FROM o");
+        assert!(out.contains("prognos_single_row(c) AS c"), "{out}");
+    }
+
+    #[test]
+    fn aggregating_limited_and_from_less_subqueries_are_left_alone() {
+        for sql in [
+            "SELECT (SELECT max(v) FROM t WHERE t.id = o.id) FROM o",
+            "SELECT (SELECT v FROM t WHERE t.id = o.id ORDER BY v LIMIT 1) FROM o",
+            "SELECT (SELECT DISTINCT v FROM t) FROM o",
+            "SELECT (SELECT 1)",
+            "SELECT (SELECT row_number() OVER () FROM t) FROM o",
+            "SELECT (SELECT v FROM t GROUP BY v) FROM o",
+        ] {
+            assert!(!rewritten(sql).contains("prognos_single_row"), "{sql}");
+        }
+    }
+}
