@@ -204,17 +204,151 @@ impl ScalarUDFImpl for PgGetExpr {
     }
 }
 
+/// `parse_ident(text [, strict])`: a qualified name split into its identifiers as PostgreSQL
+/// splits it — unquoted parts folded to lower case, quoted parts kept (`""` is a quote),
+/// whitespace around the dots ignored (`"public" . "t"`, as the ADBC driver writes it). It
+/// replaces datafusion-pg-catalog's, which keeps that whitespace in the parts, so
+/// `'"public" . "t"'::regclass` found nothing.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct ParseIdent {
+    signature: Signature,
+}
+
+/// The identifiers of `name` (see [`ParseIdent`]); `strict` rejects text after the name.
+pub fn parse_ident(name: &str, strict: bool) -> std::result::Result<Vec<String>, String> {
+    let invalid = || format!("string is not a valid identifier: \"{name}\"");
+    let chars: Vec<char> = name.chars().collect();
+    let mut i = 0;
+    let skip_space = |i: &mut usize| {
+        while *i < chars.len() && chars[*i].is_whitespace() {
+            *i += 1;
+        }
+    };
+    let mut parts = vec![];
+    skip_space(&mut i);
+    loop {
+        if i < chars.len() && chars[i] == '"' {
+            let mut part = String::new();
+            i += 1;
+            loop {
+                match chars.get(i) {
+                    None => return Err(invalid()),
+                    Some('"') if chars.get(i + 1) == Some(&'"') => {
+                        part.push('"');
+                        i += 2;
+                    }
+                    Some('"') => {
+                        i += 1;
+                        break;
+                    }
+                    Some(c) => {
+                        part.push(*c);
+                        i += 1;
+                    }
+                }
+            }
+            if part.is_empty() {
+                return Err(invalid());
+            }
+            parts.push(part);
+        } else {
+            let start = i;
+            while i < chars.len()
+                && (chars[i].is_alphanumeric() || chars[i] == '_' || chars[i] == '$')
+            {
+                i += 1;
+            }
+            if i == start {
+                return Err(invalid());
+            }
+            parts.push(chars[start..i].iter().collect::<String>().to_lowercase());
+        }
+        skip_space(&mut i);
+        match chars.get(i) {
+            Some('.') => {
+                i += 1;
+                skip_space(&mut i);
+            }
+            None => break,
+            Some(_) if strict => return Err(invalid()),
+            Some(_) => break,
+        }
+    }
+    Ok(parts)
+}
+
+impl ScalarUDFImpl for ParseIdent {
+    fn name(&self) -> &str {
+        "parse_ident"
+    }
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+    fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
+        Ok(DataType::new_list(DataType::Utf8, true))
+    }
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let n = args.number_rows;
+        let Some(names) = args.args.first() else {
+            return exec_err!("parse_ident needs a name");
+        };
+        let names = datafusion::arrow::compute::cast(&names.to_array(n)?, &DataType::Utf8)?;
+        let names = names.as_string::<i32>();
+        let strict = match args.args.get(1) {
+            Some(s) => Some(datafusion::arrow::compute::cast(
+                &s.to_array(n)?,
+                &DataType::Boolean,
+            )?),
+            None => None,
+        };
+        let mut out = datafusion::arrow::array::ListBuilder::new(
+            datafusion::arrow::array::StringBuilder::new(),
+        );
+        for i in 0..names.len() {
+            if names.is_null(i) {
+                out.append_null();
+                continue;
+            }
+            let strict = strict
+                .as_ref()
+                .map(|s| s.as_boolean().is_valid(i) && s.as_boolean().value(i))
+                .unwrap_or(true);
+            match parse_ident(names.value(i), strict) {
+                Ok(parts) => {
+                    for p in parts {
+                        out.values().append_value(p);
+                    }
+                    out.append(true);
+                }
+                Err(e) => return exec_err!("{e}"),
+            }
+        }
+        Ok(ColumnarValue::Array(Arc::new(out.finish())))
+    }
+}
+
 /// Functions that replace datafusion-pg-catalog's: register them after its set-up.
 pub fn catalog_overrides() -> Vec<ScalarUDF> {
-    vec![ScalarUDF::new_from_impl(PgGetExpr {
-        signature: Signature::one_of(
-            vec![
-                datafusion::logical_expr::TypeSignature::Any(2),
-                datafusion::logical_expr::TypeSignature::Any(3),
-            ],
-            Volatility::Stable,
-        ),
-    })]
+    vec![
+        ScalarUDF::new_from_impl(ParseIdent {
+            signature: Signature::one_of(
+                vec![
+                    datafusion::logical_expr::TypeSignature::Any(1),
+                    datafusion::logical_expr::TypeSignature::Any(2),
+                ],
+                Volatility::Immutable,
+            ),
+        }),
+        ScalarUDF::new_from_impl(PgGetExpr {
+            signature: Signature::one_of(
+                vec![
+                    datafusion::logical_expr::TypeSignature::Any(2),
+                    datafusion::logical_expr::TypeSignature::Any(3),
+                ],
+                Volatility::Stable,
+            ),
+        }),
+    ]
 }
 
 /// `prognos_pg_type_name(text)`: the `pg_type.typname` a type name means, as PostgreSQL's
@@ -455,7 +589,19 @@ pub fn like_escape_udf() -> ScalarUDF {
 
 #[cfg(test)]
 mod tests {
-    use super::{catalog_vector, like_escape, pg_type_name};
+    use super::{catalog_vector, like_escape, parse_ident, pg_type_name};
+
+    #[test]
+    fn identifiers_split_as_postgres_splits_them() {
+        let ok = |s: &str| parse_ident(s, true).expect(s);
+        assert_eq!(ok("\"public\" . \"T\""), vec!["public", "T"]);
+        assert_eq!(ok("Public.Sales"), vec!["public", "sales"]);
+        assert_eq!(ok("  a.\"b\"\"c\" "), vec!["a", "b\"c"]);
+        assert!(parse_ident("a.", true).is_err());
+        assert!(parse_ident("\"\"", true).is_err());
+        assert!(parse_ident("a b", true).is_err());
+        assert_eq!(parse_ident("a b", false).expect("lenient"), vec!["a"]);
+    }
 
     #[test]
     fn like_patterns_with_another_escape_character() {

@@ -260,8 +260,21 @@ impl ToSqlText for PgTimestamp {
     }
 }
 
+/// Where the fields of one row are encoded: a `DataRow` of a result set, or a line of
+/// `COPY … TO STDOUT` ([`super::copy_out`]) — the same value encoders for both.
+pub(super) trait FieldSink {
+    /// Encode the next field.
+    fn encode_field<T: ToSql + ToSqlText + Sized>(&mut self, value: &T) -> PgWireResult<()>;
+}
+
+impl FieldSink for DataRowEncoder {
+    fn encode_field<T: ToSql + ToSqlText + Sized>(&mut self, value: &T) -> PgWireResult<()> {
+        DataRowEncoder::encode_field(self, value)
+    }
+}
+
 /// One column of a batch, cast to its canonical type.
-enum Col {
+pub(super) enum Col {
     Bool(BooleanArray),
     I16(Int16Array),
     I32(Int32Array),
@@ -281,7 +294,7 @@ enum Col {
 }
 
 #[derive(Clone, Copy)]
-enum ListKind {
+pub(super) enum ListKind {
     Bool,
     I16,
     I32,
@@ -306,7 +319,8 @@ fn formatted(array: &ArrayRef) -> PgWireResult<Col> {
 }
 
 impl Col {
-    fn new(array: &ArrayRef) -> PgWireResult<Col> {
+    /// The column `array`, ready to encode row by row.
+    pub(super) fn new(array: &ArrayRef) -> PgWireResult<Col> {
         let c = |dt: DataType| cast(array, &dt).map_err(to_pg_err);
         Ok(match array.data_type() {
             DataType::Null => Col::Formatted(vec![None; array.len()]),
@@ -396,7 +410,8 @@ impl Col {
         })
     }
 
-    fn encode(&self, enc: &mut DataRowEncoder, row: usize) -> PgWireResult<()> {
+    /// Encode the value in `row` into `enc`.
+    pub(super) fn encode<E: FieldSink>(&self, enc: &mut E, row: usize) -> PgWireResult<()> {
         macro_rules! prim {
             ($a:expr) => {
                 enc.encode_field(&($a.is_valid(row).then(|| $a.value(row))))

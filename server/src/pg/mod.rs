@@ -366,15 +366,27 @@ impl Handler {
             }
             Output::CopyIn(target) => {
                 let columns = target.columns.fields().len();
+                let wire_format = i8::from(target.format.binary);
                 *self.pending_copy.lock().unwrap_or_else(|p| p.into_inner()) =
                     Some((target, bytes::BytesMut::new()));
-                Response::CopyIn(CopyResponse::new(0, columns, stream::empty()))
+                Response::CopyIn(CopyResponse::new(wire_format, columns, stream::empty()))
             }
             Output::CopyOut {
                 stream: rows,
                 format: copy_format,
             } => {
-                let columns = rows.schema().fields().len();
+                let schema = rows.schema();
+                let columns = schema.fields().len();
+                let wire_format = i8::from(copy_format.binary);
+                // What precedes the rows (the binary signature, a CSV header line) travels in
+                // the first row's message, so pgwire's row count stays the rows' count.
+                let preamble = if copy_format.binary {
+                    Some(copy_out::binary_header())
+                } else if copy_format.csv && copy_format.header {
+                    Some(copy_out::csv_header(&schema, &copy_format))
+                } else {
+                    None
+                };
                 let rows = cancellable(rows, token)
                     .map(move |batch| {
                         let _keep = &timer;
@@ -382,14 +394,36 @@ impl Handler {
                         copy_out::encode_rows(&batch, &copy_format)
                     })
                     .flat_map(|rows| match rows {
-                        Ok(rows) => stream::iter(
-                            rows.into_iter()
-                                .map(|r| Ok(CopyData::new(r)))
-                                .collect::<Vec<_>>(),
-                        ),
+                        Ok(rows) => stream::iter(rows.into_iter().map(Ok).collect::<Vec<_>>()),
                         Err(e) => stream::iter(vec![Err(e)]),
                     });
-                Response::CopyOut(CopyResponse::new(0, columns, rows))
+                let pending = Arc::new(std::sync::Mutex::new(preamble));
+                let first = Arc::clone(&pending);
+                let rows = rows
+                    .map(move |row| {
+                        let row = row?;
+                        Ok(
+                            match first.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                                Some(pre) => {
+                                    let mut both = bytes::BytesMut::from(pre.as_ref());
+                                    both.extend_from_slice(&row);
+                                    both.freeze()
+                                }
+                                None => row,
+                            },
+                        )
+                    })
+                    // No rows: the preamble alone (pgwire then counts it as one row).
+                    .chain(stream::once(async move {
+                        Ok(pending
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .take()
+                            .unwrap_or_default())
+                    }))
+                    .map(|r: PgWireResult<bytes::Bytes>| r.map(CopyData::new));
+                // pgwire ends a binary stream with its trailer itself.
+                Response::CopyOut(CopyResponse::new(wire_format, columns, rows))
             }
             Output::TransactionStart(tag) => Response::TransactionStart(Tag::new(&tag)),
             Output::TransactionEnd(tag) => Response::TransactionEnd(Tag::new(&tag)),

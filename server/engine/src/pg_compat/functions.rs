@@ -15,12 +15,15 @@
 //!   `unnest`s of the select list as PostgreSQL does. SQLAlchemy reflects keys and indexes so.
 //! * `x [NOT] [I]LIKE p ESCAPE 'c'` with `c` other than backslash (DataFusion takes only the
 //!   backslash) — `x LIKE prognos_like_escape(p, 'c')`.
+//! * `typreceive != 0` — a `regproc` column compared with oid 0 ("no function"); the catalog
+//!   here holds function names, and `-` for none, which PostgreSQL prints for 0 — `typreceive
+//!   != '-'`. The ADBC PostgreSQL driver reads the types it can receive so.
 
 use std::ops::ControlFlow;
 
 use datafusion::sql::sqlparser::ast::{
-    Expr, FunctionArg, FunctionArgExpr, FunctionArguments, ObjectNamePart, Statement, Value,
-    ValueWithSpan, VisitMut, VisitorMut,
+    BinaryOperator, Expr, FunctionArg, FunctionArgExpr, FunctionArguments, ObjectNamePart,
+    Statement, Value, ValueWithSpan, VisitMut, VisitorMut,
 };
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
@@ -42,6 +45,22 @@ const VECTOR_COLUMNS: &[&str] = &[
     "stxkeys",
     "partattrs",
     "partclass",
+];
+
+/// `regproc` columns of the catalog (function names here, `-` for none).
+const REGPROC_COLUMNS: &[&str] = &[
+    "typinput",
+    "typoutput",
+    "typreceive",
+    "typsend",
+    "typmodin",
+    "typmodout",
+    "typanalyze",
+    "typsubscript",
+    "aggfnoid",
+    "aggtransfn",
+    "aggfinalfn",
+    "oprcode",
 ];
 
 /// Rewrite the calls and operators of [the module docs](self) in `stmt`.
@@ -142,8 +161,37 @@ fn rewritten(expr: &mut Expr) -> Option<Expr> {
                 escape_char: None,
             })
         }
+        Expr::BinaryOp { left, op, right }
+            if matches!(op, BinaryOperator::Eq | BinaryOperator::NotEq) =>
+        {
+            let none = || {
+                Box::new(Expr::Value(
+                    Value::SingleQuotedString("-".into()).with_empty_span(),
+                ))
+            };
+            let (l, r) = if is_regproc_column(left) && is_zero(right) {
+                (left.clone(), none())
+            } else if is_regproc_column(right) && is_zero(left) {
+                (none(), right.clone())
+            } else {
+                return None;
+            };
+            Some(Expr::BinaryOp {
+                left: l,
+                op: op.clone(),
+                right: r,
+            })
+        }
         _ => None,
     }
+}
+
+fn is_regproc_column(e: &Expr) -> bool {
+    column_named(e, REGPROC_COLUMNS)
+}
+
+fn is_zero(e: &Expr) -> bool {
+    matches!(e, Expr::Value(v) if matches!(&v.value, Value::Number(n, _) if n == "0"))
 }
 
 /// An `ESCAPE` value other than the backslash, as a string literal expression.
@@ -155,6 +203,11 @@ fn other_escape(v: &ValueWithSpan) -> Option<Expr> {
 }
 
 fn is_vector_column(e: &Expr) -> bool {
+    column_named(e, VECTOR_COLUMNS)
+}
+
+/// Whether `e` is a reference to a column with one of `names`.
+fn column_named(e: &Expr, names: &[&str]) -> bool {
     let name = match e {
         Expr::Identifier(i) => &i.value,
         Expr::CompoundIdentifier(parts) => match parts.last() {
@@ -163,7 +216,7 @@ fn is_vector_column(e: &Expr) -> bool {
         },
         _ => return false,
     };
-    VECTOR_COLUMNS.iter().any(|c| c.eq_ignore_ascii_case(name))
+    names.iter().any(|c| c.eq_ignore_ascii_case(name))
 }
 
 /// The expression `sql` (a constant template) with its `NULL` literals replaced, in order,
@@ -240,6 +293,14 @@ mod tests {
             out.contains("n NOT LIKE prognos_like_escape('pg/_%', '/')"),
             "{out}"
         );
+        let out =
+            rewrite("SELECT oid FROM pg_type WHERE (typreceive != 0 OR 0 = t.typsend) AND x = 0");
+        assert!(
+            out.contains("typreceive <> '-'") || out.contains("typreceive != '-'"),
+            "{out}"
+        );
+        assert!(out.contains("'-' = t.typsend"), "{out}");
+        assert!(out.contains("x = 0"), "{out}");
         // A backslash escape is DataFusion's own: left alone.
         assert!(rewrite("SELECT 1 WHERE a LIKE 'x\\_%' ESCAPE '\\'").contains("ESCAPE"));
     }

@@ -1,15 +1,20 @@
-//! Postgres `COPY … FROM STDIN` and `COPY … TO STDOUT` (text and CSV formats).
+//! Postgres `COPY … FROM STDIN` and `COPY … TO STDOUT` (text, CSV and binary formats).
+//!
+//! [`text`], [`csv`] and [`binary`] decode PostgreSQL's COPY data. (The frontend encodes
+//! `COPY … TO STDOUT`.)
 //!
 //! The engine decides what a COPY statement means (target table and columns, format options)
 //! and loads the data the client sends; the frontend only moves bytes. `COPY … TO 'file'` and
 //! `COPY … FROM 'file'` on the server's disk are DataFusion's own `COPY` and external tables.
 
-use std::io::Cursor;
+mod binary;
+mod csv;
+mod text;
+
 use std::sync::Arc;
 
 use bytes::Bytes;
 use datafusion::arrow::array::{ArrayRef, RecordBatch, new_null_array};
-use datafusion::arrow::csv::ReaderBuilder;
 use datafusion::arrow::datatypes::{Schema, SchemaRef};
 use datafusion::common::TableReference;
 use datafusion::dataframe::DataFrameWriteOptions;
@@ -20,11 +25,13 @@ use datafusion::sql::sqlparser::ast::{
 use super::{Engine, Session};
 use crate::error::{EngineError, EngineResult, StatusCode};
 
-/// Text or CSV layout of COPY data.
+/// Layout of COPY data.
 #[derive(Debug, Clone)]
 pub struct CopyFormat {
-    /// CSV (true) or Postgres text format (false).
+    /// CSV (true) or Postgres text format (false); see `binary`.
     pub csv: bool,
+    /// PostgreSQL's binary COPY format (then `csv` is false and the text options unused).
+    pub binary: bool,
     /// Field delimiter (`,` for CSV, tab for text).
     pub delimiter: u8,
     /// First line is a header.
@@ -58,6 +65,7 @@ pub(super) fn copy_format(
     legacy: &[CopyLegacyOption],
 ) -> EngineResult<CopyFormat> {
     let mut csv = false;
+    let mut binary = false;
     let mut delimiter = None;
     let mut header = false;
     let mut null = None;
@@ -65,12 +73,14 @@ pub(super) fn copy_format(
     for o in options {
         match o {
             CopyOption::Format(f) => match f.value.to_ascii_lowercase().as_str() {
-                "csv" => csv = true,
-                "text" => csv = false,
+                "csv" => (csv, binary) = (true, false),
+                "text" => (csv, binary) = (false, false),
+                "binary" => (csv, binary) = (false, true),
                 other => {
-                    return Err(unsupported(format!(
-                        "COPY format {other} is not supported (use text or csv)"
-                    )));
+                    return Err(EngineError::statement(
+                        StatusCode::InvalidParameterValue,
+                        format!("COPY format \"{other}\" not recognized (text, csv or binary)"),
+                    ));
                 }
             },
             CopyOption::Delimiter(c) => delimiter = Some(*c as u8),
@@ -101,14 +111,13 @@ pub(super) fn copy_format(
             CopyLegacyOption::Delimiter(c) => delimiter = Some(*c as u8),
             CopyLegacyOption::Null(n) => null = Some(n.clone()),
             CopyLegacyOption::Header => header = true,
-            CopyLegacyOption::Binary => {
-                return Err(unsupported("COPY binary format is not supported"));
-            }
+            CopyLegacyOption::Binary => (csv, binary) = (false, true),
             other => return Err(unsupported(format!("COPY option {other} is not supported"))),
         }
     }
     Ok(CopyFormat {
         csv,
+        binary,
         delimiter: delimiter.unwrap_or(if csv { b',' } else { b'\t' }),
         header,
         null: null.unwrap_or_else(|| if csv { String::new() } else { "\\N".into() }),
@@ -187,48 +196,19 @@ impl Engine {
         data: Bytes,
     ) -> EngineResult<u64> {
         let fmt = &target.format;
-        let text;
-        let data: &[u8] = if fmt.csv {
-            &data
+        let batch = if fmt.binary {
+            binary::decode(&data, &target.columns)?
+        } else if fmt.csv {
+            csv::decode(&data, &target.columns, fmt)?
         } else {
-            // Text format: strip the `\.` end marker older clients send.
-            text = data
-                .strip_suffix(b"\\.\n")
-                .map(|d| d.to_vec())
-                .unwrap_or_else(|| data.to_vec());
-            &text
+            text::decode(&data, &target.columns, fmt)?
         };
-        let null_regex = if fmt.null.is_empty() {
-            "^$".to_string()
-        } else {
-            format!("^{}$", regex_escape(&fmt.null))
-        };
-        let mut builder = ReaderBuilder::new(Arc::clone(&target.columns))
-            .with_header(fmt.header)
-            .with_delimiter(fmt.delimiter)
-            .with_batch_size(64 * 1024)
-            .with_null_regex(regex_lite_or_err(&null_regex)?);
-        if fmt.csv {
-            builder = builder.with_quote(fmt.quote);
-        } else {
-            builder = builder.with_quote(b'\0');
-        }
-        let reader = builder.build(Cursor::new(data.to_vec())).map_err(|e| {
-            EngineError::statement(StatusCode::InvalidTextRepresentation, format!("COPY: {e}"))
-        })?;
-        let mut batches = Vec::new();
-        let mut rows = 0u64;
-        for batch in reader {
-            let batch = batch.map_err(|e| {
-                EngineError::statement(StatusCode::InvalidTextRepresentation, format!("COPY: {e}"))
-            })?;
-            rows += batch.num_rows() as u64;
-            batches.push(widen_to_table(&batch, &target.table_schema)?);
-        }
-        if batches.is_empty() {
+        let rows = batch.num_rows() as u64;
+        if rows == 0 {
             return Ok(0);
         }
-        let df = session.ctx().read_batches(batches)?;
+        let batch = widen_to_table(&batch, &target.table_schema)?;
+        let df = session.ctx().read_batches(vec![batch])?;
         df.write_table(&target.table.to_string(), DataFrameWriteOptions::new())
             .await?;
         Ok(rows)
@@ -255,25 +235,4 @@ fn widen_to_table(batch: &RecordBatch, table: &SchemaRef) -> EngineResult<Record
             .collect::<Vec<_>>(),
     );
     Ok(RecordBatch::try_new(Arc::new(nullable), columns)?)
-}
-
-fn regex_escape(s: &str) -> String {
-    s.chars()
-        .map(|c| {
-            if "\\.+*?()|[]{}^$".contains(c) {
-                format!("\\{c}")
-            } else {
-                c.to_string()
-            }
-        })
-        .collect()
-}
-
-fn regex_lite_or_err(pattern: &str) -> EngineResult<regex::Regex> {
-    regex::Regex::new(pattern).map_err(|e| {
-        EngineError::statement(
-            StatusCode::InvalidParameterValue,
-            format!("COPY NULL option: {e}"),
-        )
-    })
 }
