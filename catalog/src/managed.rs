@@ -256,6 +256,13 @@ pub struct StagedTable {
     stage: Arc<dyn WriteStage>,
 }
 
+impl StagedTable {
+    /// The managed table this is a view of.
+    pub fn table(&self) -> &ManagedTable {
+        &self.table
+    }
+}
+
 #[async_trait]
 impl TableProvider for StagedTable {
     fn schema(&self) -> SchemaRef {

@@ -292,3 +292,30 @@ async fn an_interrupted_commit_is_finished_at_start() {
     let c = server.connect().await;
     assert_eq!(count(&c, "t").await, 6);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renames_survive_restart() {
+    let mut server = Server::start();
+    let c = server.connect().await;
+    c.batch_execute(
+        "CREATE TABLE a (id BIGINT); INSERT INTO a VALUES (1), (2);
+         CREATE TABLE x (id BIGINT); INSERT INTO x VALUES (1), (2);
+         CREATE VIEW v AS SELECT id FROM x WHERE id > 1;
+         ALTER TABLE a RENAME TO b;
+         ALTER TABLE v RENAME TO w;
+         BEGIN; ALTER TABLE b RENAME TO c; INSERT INTO c VALUES (3); COMMIT",
+    )
+    .await
+    .expect("renames");
+    server.restart();
+    let c = server.connect().await;
+    assert_eq!(count(&c, "c").await, 3);
+    assert_eq!(count(&c, "w").await, 1);
+    for gone in ["a", "b", "v"] {
+        assert_eq!(
+            sqlstate(&c, &format!("SELECT * FROM {gone}")).await,
+            "42P01",
+            "{gone}"
+        );
+    }
+}

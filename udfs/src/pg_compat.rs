@@ -165,6 +165,8 @@ pub fn const_helpers() -> Vec<ScalarUDF> {
         ),
         // prognos has no sequences: no column is backed by one (SQLAlchemy's reflection asks).
         helper("pg_get_serial_sequence", ScalarValue::Utf8(None)),
+        // …nor temporary schemas (dbt's catalog query skips other sessions' ones).
+        helper("pg_is_other_temp_schema", ScalarValue::Boolean(Some(false))),
         // …nor indexes: PostgreSQL answers NULL for an oid that is not an index's.
         helper("pg_get_indexdef", ScalarValue::Utf8(None)),
     ]

@@ -15,6 +15,7 @@ pub mod model_sql;
 pub mod parser;
 mod pg_compat;
 mod point;
+mod rename;
 mod session;
 mod statements;
 pub mod streams;
@@ -455,10 +456,40 @@ impl Engine {
     /// unreachable bucket, a deleted file) is logged and skipped; its entry stays in the catalog.
     async fn restore(&self) {
         let session = self.new_session();
-        for entry in self.catalog.entries() {
+        // Tables first, then views — a view may read any table, or another view: views are
+        // retried while each pass restores at least one.
+        let (mut views, tables): (Vec<_>, Vec<_>) = self
+            .catalog
+            .entries()
+            .into_iter()
+            .partition(|e| matches!(e.kind, prognos_catalog::TableKind::View { .. }));
+        let mut failed = vec![];
+        for entry in tables {
             if let Err(e) = statements::restore_entry(self, &session, &entry).await {
-                warn!(table = %format!("{}.{}", entry.schema, entry.name), error = %e, "could not restore table");
+                failed.push((entry, e));
             }
+        }
+        loop {
+            let before = views.len();
+            let mut waiting = vec![];
+            let mut errors = vec![];
+            for entry in std::mem::take(&mut views) {
+                if let Err(e) = statements::restore_entry(self, &session, &entry).await {
+                    waiting.push(entry.clone());
+                    errors.push((entry, e));
+                }
+            }
+            if waiting.is_empty() {
+                break;
+            }
+            if waiting.len() == before {
+                failed.extend(errors);
+                break;
+            }
+            views = waiting;
+        }
+        for (entry, e) in failed {
+            warn!(table = %format!("{}.{}", entry.schema, entry.name), error = %e, "could not restore table");
         }
         info!(tables = self.catalog.entries().len(), "catalog restored");
     }

@@ -311,7 +311,9 @@ pub(super) async fn describe(
         });
     }
     if let DFStatement::Statement(s) = stmt
-        && matches!(s.as_ref(), SqlStatement::Copy { .. })
+        && (matches!(s.as_ref(), SqlStatement::Copy { .. })
+            || matches!(s.as_ref(), SqlStatement::AlterTable(a)
+                if crate::rename::rename_target(a).is_some()))
     {
         return Ok(Described {
             params: vec![],
@@ -463,6 +465,12 @@ pub(super) async fn execute(
 ) -> EngineResult<Output> {
     if let Some(cmd) = session_command(stmt) {
         return run_session_command(engine, session, cmd).await;
+    }
+    if let DFStatement::Statement(s) = stmt
+        && let SqlStatement::AlterTable(alter) = s.as_ref()
+        && crate::rename::rename_target(alter).is_some()
+    {
+        return crate::rename::rename(engine, session, alter).await;
     }
     if let DFStatement::Statement(s) = stmt
         && let SqlStatement::Copy {
@@ -755,7 +763,7 @@ fn forecasts_series(plan: &LogicalPlan) -> bool {
 
 /// Inside a transaction block, say that `what` takes effect at once (only managed-table
 /// writes are transactional; see [`crate::transaction`]).
-pub(super) fn not_transactional(session: &Session, what: &str) {
+pub(crate) fn not_transactional(session: &Session, what: &str) {
     if session.in_transaction() {
         session.notice(format!(
             "{what} takes effect at once: it is not part of the transaction block and ROLLBACK \
@@ -764,7 +772,7 @@ pub(super) fn not_transactional(session: &Session, what: &str) {
     }
 }
 
-fn command(tag: &str) -> Output {
+pub(crate) fn command(tag: &str) -> Output {
     Output::Command {
         tag: tag.into(),
         rows: None,
@@ -793,7 +801,7 @@ async fn run_for_count(
 }
 
 /// `(schema, table)` of a reference in the prognos catalog.
-fn split_name(r: &TableReference) -> EngineResult<(String, String)> {
+pub(crate) fn split_name(r: &TableReference) -> EngineResult<(String, String)> {
     if let Some(c) = r.catalog()
         && c != CATALOG_NAME
     {
@@ -955,6 +963,7 @@ async fn create_managed(
         entry,
         table: table.clone(),
         or_replace: c.or_replace,
+        owns_storage: true,
     });
     if in_block {
         return Ok(if is_ctas {
@@ -1079,6 +1088,20 @@ pub(super) async fn restore_entry(
                     .state()
                     .statement_to_plan(stmt.clone())
                     .await?;
+                // The entry's name is the table's (`ALTER TABLE … RENAME TO` changes the entry,
+                // not the statement that created it).
+                let name = TableReference::partial(entry.schema.as_str(), entry.name.as_str());
+                let plan = match plan {
+                    LogicalPlan::Ddl(DdlStatement::CreateView(mut v)) => {
+                        v.name = name;
+                        LogicalPlan::Ddl(DdlStatement::CreateView(v))
+                    }
+                    LogicalPlan::Ddl(DdlStatement::CreateExternalTable(mut c)) => {
+                        c.name = name;
+                        LogicalPlan::Ddl(DdlStatement::CreateExternalTable(c))
+                    }
+                    other => other,
+                };
                 execute_plan(engine, session, &stmt, plan, false).await?;
             }
             Ok(())

@@ -101,6 +101,7 @@ pub(crate) async fn commit(engine: &Engine, block: Block) -> EngineResult<()> {
                 entry,
                 table,
                 or_replace,
+                ..
             } => (
                 (entry.schema.clone(), entry.name.clone()),
                 Some(Created {
@@ -124,12 +125,22 @@ pub(crate) async fn commit(engine: &Engine, block: Block) -> EngineResult<()> {
         }
     }
 
+    // Tables the block ends with (a renamed table is dropped under one name and created under
+    // another: its storage stays).
+    let alive: HashSet<String> = finals
+        .values()
+        .flatten()
+        .map(|c| c.table.key().to_string())
+        .collect();
+    superseded.retain(|t| !alive.contains(t.key()));
     // Committed tables the block drops or replaces: their storage goes after the commit, and
     // writes to them are moot.
     let mut dead: HashSet<String> = superseded.iter().map(|t| t.key().to_string()).collect();
     let mut replaced: Vec<ManagedTable> = vec![];
     for (schema, name) in &order {
-        if let Some(t) = committed_managed(engine, schema, name).await {
+        if let Some(t) = committed_managed(engine, schema, name).await
+            && !alive.contains(t.key())
+        {
             dead.insert(t.key().to_string());
             replaced.push(t);
         }
@@ -298,7 +309,10 @@ fn table_roots(engine: &Engine, finals: &Finals) -> HashMap<String, String> {
 }
 
 /// The shared (not session) provider of `schema`, created when missing.
-fn shared_schema(engine: &Engine, schema: &str) -> EngineResult<Arc<dyn SchemaProvider>> {
+pub(crate) fn shared_schema(
+    engine: &Engine,
+    schema: &str,
+) -> EngineResult<Arc<dyn SchemaProvider>> {
     let catalog = engine
         .base
         .catalog_list()
@@ -418,7 +432,12 @@ fn garbage_of(changes: Vec<Change>) -> Vec<Garbage> {
         .into_iter()
         .filter_map(|c| match c {
             Change::Write { table, files, .. } => Some(Garbage::Files(table, files)),
-            Change::Create { table, .. } => Some(Garbage::Table(table)),
+            Change::Create {
+                table,
+                owns_storage: true,
+                ..
+            } => Some(Garbage::Table(table)),
+            Change::Create { .. } => None,
             Change::Drop { .. } => None,
         })
         .collect()

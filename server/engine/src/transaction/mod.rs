@@ -54,6 +54,9 @@ pub(crate) enum Change {
         /// `CREATE OR REPLACE`: a table of that name committed meanwhile is replaced, not a
         /// conflict.
         or_replace: bool,
+        /// The block made the table's storage (`CREATE TABLE`), so discarding the change
+        /// deletes it; false for a rename, whose storage is the renamed table's.
+        owns_storage: bool,
     },
     /// A table dropped in the block.
     Drop {
@@ -264,6 +267,21 @@ impl TxnSlot {
         let files = block.files_of(&table);
         let stage: Arc<dyn WriteStage> = Arc::clone(self) as Arc<dyn WriteStage>;
         Some(Arc::new(table.staged(files, stage)))
+    }
+
+    /// The catalog entry of a table the open block created and still has under `schema.name`.
+    pub(crate) fn created_entry(&self, schema: &str, name: &str) -> Option<TableEntry> {
+        let slot = self.lock();
+        let block = slot.as_ref()?;
+        block
+            .changes
+            .iter()
+            .rev()
+            .find(|c| c.names(schema, name))
+            .and_then(|c| match c {
+                Change::Create { entry, .. } => Some(entry.clone()),
+                _ => None,
+            })
     }
 
     /// Whether `schema.name` exists for this session, given whether it exists committed.
