@@ -238,12 +238,18 @@ async fn churn_models_train_predict_persist_and_survive_a_corrupted_neighbour() 
         ]
     );
     let v2 = query(&c, &sql).await;
+    // Floats are sent in their shortest exact form: equal text is equal bits.
+    let lr_sql =
+        format!("SELECT id, PREDICT_PROBA('churn_lr', {ARGS}) FROM telco_features ORDER BY id");
+    let lr = query(&c, &lr_sql).await;
     drop(c);
 
-    // Restart: models, versions and predictions survive.
+    // Restart: models, versions and predictions survive, bit for bit (the artifacts' floats
+    // round-trip exactly through JSON).
     server.restart();
     let c = server.connect().await;
     assert_eq!(query(&c, &sql).await, v2);
+    assert_eq!(query(&c, &lr_sql).await, lr);
     assert_eq!(
         scalar(&c, "SELECT count(*) FROM system.model_versions").await,
         "3"

@@ -9,6 +9,9 @@
 //!   `initdb` as the `postgres` user when run as root), so "as PostgreSQL does" is checked, not
 //!   assumed. Without PostgreSQL the second run is skipped with a message, except where
 //!   `PROGNOS_REQUIRE_CLIENTS` or `CI` is set: then the test fails.
+//! * `tests/slt/postgres_binary/*.slt` run the same way through the extended protocol with
+//!   binary results: each value is its type name and the hex of its binary encoding
+//!   (`int8:000000000000002a`), so the binary output of every type is pinned to PostgreSQL's.
 //!
 //! Values are compared as text: NULL is `NULL`, an empty string `(empty)`; a value spanning
 //! several lines (an `EXPLAIN` plan) is one row per line. `statement error (SQLSTATE)` checks
@@ -22,18 +25,78 @@ use prognos_e2e::Server;
 use sqllogictest::{DBOutput, DefaultColumnType, Runner};
 use tokio_postgres::{NoTls, SimpleQueryMessage};
 
-/// One tokio-postgres connection as a sqllogictest database.
+/// One tokio-postgres connection as a sqllogictest database. `binary`: run each statement
+/// through the extended protocol with binary results and show each value as its type and the
+/// hex of its binary encoding (`int8:000000000000002a`); otherwise the simple protocol's text.
 struct PgWire {
     client: tokio_postgres::Client,
+    binary: bool,
 }
 
 impl PgWire {
     async fn connect(conn_str: String) -> Result<Self, SqlError> {
+        Self::connect_as(conn_str, false).await
+    }
+
+    async fn connect_as(conn_str: String, binary: bool) -> Result<Self, SqlError> {
         let (client, connection) = tokio_postgres::connect(&conn_str, NoTls).await?;
         tokio::spawn(async move {
             let _ = connection.await;
         });
-        Ok(Self { client })
+        Ok(Self { client, binary })
+    }
+
+    async fn run_binary(&self, sql: &str) -> Result<DBOutput<DefaultColumnType>, SqlError> {
+        let statement = self.client.prepare(sql).await?;
+        if statement.columns().is_empty() {
+            let n = self.client.execute(&statement, &[]).await?;
+            return Ok(DBOutput::StatementComplete(n));
+        }
+        let rows = self.client.query(&statement, &[]).await?;
+        let out = rows
+            .iter()
+            .map(|row| {
+                (0..row.len())
+                    .map(|i| {
+                        let ty = row.columns()[i].type_().name().to_string();
+                        match row.get::<_, Raw>(i).0 {
+                            None => "NULL".to_string(),
+                            Some(bytes) => {
+                                let hex: String =
+                                    bytes.iter().map(|b| format!("{b:02x}")).collect();
+                                format!("{ty}:{hex}")
+                            }
+                        }
+                    })
+                    .collect()
+            })
+            .collect();
+        Ok(DBOutput::Rows {
+            types: vec![DefaultColumnType::Any; statement.columns().len()],
+            rows: out,
+        })
+    }
+}
+
+/// A value's binary encoding as the server sent it, whatever its type.
+struct Raw(Option<Vec<u8>>);
+
+impl<'a> tokio_postgres::types::FromSql<'a> for Raw {
+    fn from_sql(
+        _ty: &tokio_postgres::types::Type,
+        raw: &'a [u8],
+    ) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        Ok(Raw(Some(raw.to_vec())))
+    }
+
+    fn from_sql_null(
+        _ty: &tokio_postgres::types::Type,
+    ) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        Ok(Raw(None))
+    }
+
+    fn accepts(_ty: &tokio_postgres::types::Type) -> bool {
+        true
     }
 }
 
@@ -82,6 +145,9 @@ impl sqllogictest::AsyncDB for PgWire {
     type ColumnType = DefaultColumnType;
 
     async fn run(&mut self, sql: &str) -> Result<DBOutput<DefaultColumnType>, Self::Error> {
+        if self.binary {
+            return self.run_binary(sql).await;
+        }
         let messages = self.client.simple_query(sql).await?;
         let mut columns = None;
         let mut rows = vec![];
@@ -146,7 +212,12 @@ fn slt_files(dir: &str) -> Vec<PathBuf> {
 }
 
 async fn run_file(conn_str: String, file: &Path) {
-    let mut runner = Runner::new(move || PgWire::connect(conn_str.clone()));
+    // Files under a `…_binary` directory compare binary result encodings.
+    let binary = file
+        .parent()
+        .and_then(|d| d.file_name())
+        .is_some_and(|d| d.to_string_lossy().ends_with("_binary"));
+    let mut runner = Runner::new(move || PgWire::connect_as(conn_str.clone(), binary));
     if let Err(e) = runner.run_file_async(file).await {
         panic!("{}:\n{}", file.display(), e.display(true));
     }
@@ -278,9 +349,13 @@ fn free_port() -> u16 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_golden_files_agree_with_prognos_and_postgresql() {
-    for file in slt_files("postgres") {
+    let files: Vec<PathBuf> = slt_files("postgres")
+        .into_iter()
+        .chain(slt_files("postgres_binary"))
+        .collect();
+    for file in &files {
         let server = Server::start();
-        run_file(server.pg_conn_str(), &file).await;
+        run_file(server.pg_conn_str(), file).await;
     }
     let Some(pg) = Postgres::start() else {
         assert!(
@@ -290,7 +365,7 @@ async fn postgres_golden_files_agree_with_prognos_and_postgresql() {
         eprintln!("PostgreSQL 15 not installed: golden files not checked against it");
         return;
     };
-    for file in slt_files("postgres") {
+    for file in &files {
         // A fresh database per file, as prognos gets a fresh server.
         let admin = PgWire::connect(pg.conn_str())
             .await
@@ -313,6 +388,6 @@ async fn postgres_golden_files_agree_with_prognos_and_postgresql() {
             "{} dbname={db}",
             pg.conn_str().replace(" dbname=postgres", "")
         );
-        run_file(conn, &file).await;
+        run_file(conn, file).await;
     }
 }

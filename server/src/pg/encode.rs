@@ -171,44 +171,53 @@ impl ToSqlText for PgInterval {
 }
 
 impl std::fmt::Display for PgInterval {
-    /// Postgres' default `IntervalStyle = postgres` rendering: `1 year 2 mons 3 days 04:05:06.5`.
+    /// PostgreSQL's default `IntervalStyle = postgres` rendering, as its `EncodeInterval`
+    /// writes it: `1 year 2 mons 3 days 04:05:06.5`, a unit plural unless the value is exactly
+    /// 1 (`-1 years`), and a `+` on a positive part that follows a negative one
+    /// (`-1 days +02:00:00`).
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let mut parts = Vec::new();
+        let mut out = String::new();
+        let mut is_zero = true;
+        let mut is_before = false;
         let (years, months) = (self.months / 12, self.months % 12);
-        if years != 0 {
-            parts.push(format!(
-                "{years} year{}",
-                if years.abs() == 1 { "" } else { "s" }
+        for (value, unit) in [(years, "year"), (months, "mon"), (self.days, "day")] {
+            if value == 0 {
+                continue;
+            }
+            if !is_zero {
+                out.push(' ');
+            }
+            if is_before && value > 0 {
+                out.push('+');
+            }
+            out.push_str(&format!(
+                "{value} {unit}{}",
+                if value != 1 { "s" } else { "" }
             ));
+            is_before = value < 0;
+            is_zero = false;
         }
-        if months != 0 {
-            parts.push(format!(
-                "{months} mon{}",
-                if months.abs() == 1 { "" } else { "s" }
-            ));
-        }
-        if self.days != 0 {
-            parts.push(format!(
-                "{} day{}",
-                self.days,
-                if self.days.abs() == 1 { "" } else { "s" }
-            ));
-        }
-        if self.micros != 0 || parts.is_empty() {
-            let sign = if self.micros < 0 { "-" } else { "" };
+        if is_zero || self.micros != 0 {
+            if !is_zero {
+                out.push(' ');
+            }
+            if self.micros < 0 {
+                out.push('-');
+            } else if is_before {
+                out.push('+');
+            }
             let m = self.micros.unsigned_abs();
             let (h, rem) = (m / 3_600_000_000, m % 3_600_000_000);
             let (mi, rem) = (rem / 60_000_000, rem % 60_000_000);
-            let (s, us) = (rem / 1_000_000, rem % 1_000_000);
-            let mut t = format!("{sign}{h:02}:{mi:02}:{s:02}");
+            let (sec, us) = (rem / 1_000_000, rem % 1_000_000);
+            out.push_str(&format!("{h:02}:{mi:02}:{sec:02}"));
             if us != 0 {
                 let frac = format!("{us:06}");
-                t.push('.');
-                t.push_str(frac.trim_end_matches('0'));
+                out.push('.');
+                out.push_str(frac.trim_end_matches('0'));
             }
-            parts.push(t);
         }
-        f.write_str(&parts.join(" "))
+        f.write_str(&out)
     }
 }
 
@@ -565,5 +574,18 @@ mod tests {
             micros: 0,
         };
         assert_eq!(zero.to_string(), "00:00:00");
+        let iv = |months, days, micros| {
+            PgInterval {
+                months,
+                days,
+                micros,
+            }
+            .to_string()
+        };
+        assert_eq!(iv(-12, 0, 0), "-1 years");
+        assert_eq!(iv(1, 1, 0), "1 mon 1 day");
+        assert_eq!(iv(0, -1, 7_200_000_000), "-1 days +02:00:00");
+        assert_eq!(iv(-14, 3, -1_000_000), "-1 years -2 mons +3 days -00:00:01");
+        assert_eq!(iv(13, 0, 0), "1 year 1 mon");
     }
 }
