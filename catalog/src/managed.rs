@@ -48,7 +48,15 @@ struct Inner {
     /// foreign writer's commit would conflict on the version number), so it is refreshed on
     /// our own commits and read from storage only when empty.
     cached: std::sync::RwLock<Option<Manifest>>,
+    /// A small table's rows in memory, with the version they are of (see
+    /// [`SMALL_TABLE_BYTES`]).
+    rows: std::sync::RwLock<Option<(u64, Arc<Vec<datafusion::arrow::array::RecordBatch>>)>>,
 }
+
+/// A table whose data files take at most this many bytes is served from memory once read:
+/// keyed lookups on small tables (online prediction) then skip opening and decoding Parquet.
+/// The rows are read again when a new version is committed.
+pub const SMALL_TABLE_BYTES: u64 = 8 * 1024 * 1024;
 
 /// A managed table (see the module docs).
 #[derive(Debug, Clone)]
@@ -97,6 +105,7 @@ impl ManagedTable {
                 root_url,
                 commit_lock: Arc::new(Mutex::new(())),
                 cached: std::sync::RwLock::new(None),
+                rows: std::sync::RwLock::new(None),
             }),
         }
     }
@@ -177,6 +186,33 @@ impl ManagedTable {
             .with_listing_options(options)
             .with_schema(Arc::clone(&self.inner.schema));
         ListingTable::try_new(config)
+    }
+
+    /// The rows of `manifest` (a small table's current version), read once per version.
+    async fn rows_in_memory(
+        &self,
+        manifest: &Manifest,
+        state: &dyn Session,
+    ) -> DfResult<Arc<Vec<datafusion::arrow::array::RecordBatch>>> {
+        if let Some((version, rows)) = self
+            .inner
+            .rows
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            && *version == manifest.version
+        {
+            return Ok(Arc::clone(rows));
+        }
+        let plan = self
+            .scan_files(&manifest.files, state, None, &[], None)
+            .await?;
+        let task = state.task_ctx();
+        let batches = datafusion::physical_plan::collect(plan, task).await?;
+        let rows = Arc::new(batches);
+        *self.inner.rows.write().unwrap_or_else(|p| p.into_inner()) =
+            Some((manifest.version, Arc::clone(&rows)));
+        Ok(rows)
     }
 
     /// Scan exactly `files` (a version of this table).
@@ -393,6 +429,16 @@ impl TableProvider for ManagedTable {
         limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
         let manifest = self.current().await?;
+        let bytes: u64 = manifest.files.iter().map(|f| f.bytes).sum();
+        if !manifest.files.is_empty() && bytes <= SMALL_TABLE_BYTES {
+            let rows = self.rows_in_memory(&manifest, state).await?;
+            let exec = datafusion::datasource::memory::MemorySourceConfig::try_new_exec(
+                &[rows.as_ref().clone()],
+                Arc::clone(&self.inner.schema),
+                projection.cloned(),
+            )?;
+            return Ok(exec);
+        }
         self.scan_files(&manifest.files, state, projection, filters, limit)
             .await
     }

@@ -40,8 +40,8 @@ pub fn register_all(ctx: &datafusion::prelude::SessionContext) -> datafusion::er
     ctx.register_udaf(datafusion::logical_expr::AggregateUDF::new_from_impl(
         anomaly::AnomalyAgg::default(),
     ));
-    ctx.register_udaf(datafusion::logical_expr::AggregateUDF::new_from_impl(
-        single_row::SingleRow::default(),
+    ctx.register_udf(datafusion::logical_expr::ScalarUDF::new_from_impl(
+        single_row::SingleValue::default(),
     ));
     ctx.register_udf(pg_compat::pg_type_name_udf());
     ctx.register_udf(pg_compat::catalog_array_udf());

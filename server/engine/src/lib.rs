@@ -111,7 +111,18 @@ pub struct Described {
     pub schema: Option<SchemaRef>,
     /// The logical plan made while describing, reused by [`Engine::execute_prepared`] while
     /// nothing changed what its names resolve to (the epoch rule of `Engine::bump_epoch`).
-    pub(crate) plan: Option<(datafusion::logical_expr::LogicalPlan, u64)>,
+    pub(crate) plan: Option<CachedPlan>,
+}
+
+/// A statement's logical plan kept for its executions.
+#[derive(Debug, Clone)]
+pub(crate) struct CachedPlan {
+    /// The plan, its parameters unbound.
+    pub(crate) plan: datafusion::logical_expr::LogicalPlan,
+    /// The catalog epoch it was made in.
+    pub(crate) epoch: u64,
+    /// Whether the logical optimizer has run on it already.
+    pub(crate) optimized: bool,
 }
 
 /// The engine (see module docs).
@@ -427,8 +438,16 @@ impl Engine {
             // A plan holds the table providers it resolved; inside a transaction block they
             // must be the block's view of the tables, so such plans are made afresh.
             match &described.plan {
-                Some((plan, epoch)) if *epoch == self.epoch() && !session.in_transaction() => {
-                    statements::execute_with_plan(self, session, stmt, plan.clone(), params).await
+                Some(cached) if cached.epoch == self.epoch() && !session.in_transaction() => {
+                    statements::execute_with_plan(
+                        self,
+                        session,
+                        stmt,
+                        cached.plan.clone(),
+                        params,
+                        Some(described),
+                    )
+                    .await
                 }
                 _ => statements::execute(self, session, stmt, params).await,
             }

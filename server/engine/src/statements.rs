@@ -24,7 +24,7 @@ use object_store::path::Path as ObjectPath;
 use prognos_catalog::{ManagedTable, TableEntry, TableKind};
 use prognos_storage::manifest::TableStore;
 
-use super::{CATALOG_NAME, DEFAULT_SCHEMA, Described, Engine, Output, Session};
+use super::{CATALOG_NAME, CachedPlan, DEFAULT_SCHEMA, Described, Engine, Output, Session};
 use crate::error::{EngineError, EngineResult, StatusCode};
 use crate::transaction::Change;
 
@@ -328,15 +328,42 @@ pub(super) async fn describe(
         .statement_to_plan(stmt.clone())
         .await?;
     let params = parameter_types(&plan)?;
-    let (schema, plan) = if returns_rows(&plan) {
-        (Some(Arc::clone(plan.schema().inner())), Some((plan, epoch)))
+    if !returns_rows(&plan) {
+        return Ok(Described {
+            params,
+            schema: None,
+            plan: None,
+        });
+    }
+    let schema = Some(Arc::clone(plan.schema().inner()));
+    // A plain query is kept optimized (its parameters still placeholders), so each execution
+    // binds the values and goes straight to physical planning. Queries the run path treats
+    // apart (EXPLAIN, ad-hoc FORECAST) and plans the optimizer cannot take unbound keep the
+    // unoptimized plan.
+    let optimized = if matches!(plan, LogicalPlan::Explain(_) | LogicalPlan::Analyze(_))
+        || forecasts_series(&plan)
+        || !only_immutable_functions(&plan)
+    {
+        None
     } else {
-        (None, None)
+        session.ctx().state().optimize(&plan).ok()
+    };
+    let plan = match optimized {
+        Some(p) => CachedPlan {
+            plan: p,
+            epoch,
+            optimized: true,
+        },
+        None => CachedPlan {
+            plan,
+            epoch,
+            optimized: false,
+        },
     };
     Ok(Described {
         params,
         schema,
-        plan,
+        plan: Some(plan),
     })
 }
 
@@ -348,6 +375,29 @@ fn returns_rows(plan: &LogicalPlan) -> bool {
             | LogicalPlan::Copy(_)
             | LogicalPlan::Statement(_)
     )
+}
+
+/// Whether every scalar function of `plan` is immutable: the optimizer folds a stable one
+/// (`now()`) into a constant, which must not outlive the execution it was folded for.
+fn only_immutable_functions(plan: &LogicalPlan) -> bool {
+    use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+    use datafusion::logical_expr::Volatility;
+    let mut immutable = true;
+    // The closures never fail.
+    let _ = plan.apply_with_subqueries(|node| {
+        node.apply_expressions(|e| {
+            e.apply(|e| {
+                if let Expr::ScalarFunction(f) = e
+                    && f.func.signature().volatility != Volatility::Immutable
+                {
+                    immutable = false;
+                    return Ok(TreeNodeRecursion::Stop);
+                }
+                Ok(TreeNodeRecursion::Continue)
+            })
+        })
+    });
+    immutable
 }
 
 /// `$1..$n` types in order; gaps are `None`. A parameter DataFusion leaves untyped takes the
@@ -489,7 +539,7 @@ pub(super) async fn execute(
         .state()
         .statement_to_plan(stmt.clone())
         .await?;
-    execute_with_plan(engine, session, stmt, plan, params).await
+    execute_with_plan(engine, session, stmt, plan, params, None).await
 }
 
 /// Bind parameters into a plan of `stmt` and run it.
@@ -499,8 +549,15 @@ pub(super) async fn execute_with_plan(
     stmt: &DFStatement,
     mut plan: LogicalPlan,
     params: Option<Vec<ScalarValue>>,
+    described: Option<&Described>,
 ) -> EngineResult<Output> {
-    let expected = parameter_types(&plan)?;
+    // An optimized plan may have dropped a parameter (`WHERE false AND id = $1`): the
+    // statement's parameters are those it was described with.
+    let optimized = described.is_some_and(|d| d.plan.as_ref().is_some_and(|p| p.optimized));
+    let expected = match described {
+        Some(d) if optimized => d.params.clone(),
+        _ => parameter_types(&plan)?,
+    };
     match params {
         Some(values) => {
             if values.len() != expected.len() {
@@ -553,6 +610,16 @@ pub(super) async fn execute_with_plan(
     }
     if let Some(batch) = super::point::try_evaluate(session, &plan)? {
         return Ok(one_batch(batch.schema(), batch));
+    }
+    if optimized {
+        // Optimized when it was described: only the physical planner runs per execution.
+        let state = session.ctx().state();
+        let physical = state
+            .query_planner()
+            .create_physical_plan(&plan, &state)
+            .await?;
+        let stream = datafusion::physical_plan::execute_stream(physical, session.ctx().task_ctx())?;
+        return Ok(Output::Rows(stream));
     }
     execute_plan(engine, session, stmt, plan, true).await
 }

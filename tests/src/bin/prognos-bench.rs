@@ -70,8 +70,16 @@ async fn flight_scan(server: &Server) -> (u64, Duration) {
     (n, start.elapsed())
 }
 
-async fn point_queries(server: &Server, clients: usize, per_client: usize) -> Vec<Duration> {
+/// Run `sql` (one `$1 BIGINT` parameter, prepared once per client) `per_client` times from
+/// each of `clients` concurrent connections; returns the sorted latencies and the wall time.
+async fn point_queries(
+    server: &Server,
+    sql: &'static str,
+    clients: usize,
+    per_client: usize,
+) -> (Vec<Duration>, Duration) {
     let mut tasks = Vec::new();
+    let start = Instant::now();
     for c in 0..clients {
         let conn = server.pg_conn_str();
         tasks.push(tokio::spawn(async move {
@@ -80,7 +88,7 @@ async fn point_queries(server: &Server, clients: usize, per_client: usize) -> Ve
                 .expect("connect");
             tokio::spawn(connection);
             let stmt = client
-                .prepare("SELECT * FROM bench_points WHERE id = $1")
+                .prepare_typed(sql, &[tokio_postgres::types::Type::INT8])
                 .await
                 .expect("prepare");
             let mut lat = Vec::with_capacity(per_client);
@@ -98,9 +106,21 @@ async fn point_queries(server: &Server, clients: usize, per_client: usize) -> Ve
     for t in tasks {
         all.extend(t.await.expect("join"));
     }
+    let wall = start.elapsed();
     all.sort();
-    all
+    (all, wall)
 }
+
+/// The point queries measured, each beside `SELECT 1` (here `SELECT $1`, which the server
+/// answers without planning).
+const POINT_QUERIES: &[(&str, &str)] = &[
+    ("SELECT $1 (no table)", "SELECT $1"),
+    ("keyed lookup", "SELECT * FROM bench_points WHERE id = $1"),
+    (
+        "keyed lookup + PREDICT_PROBA",
+        "SELECT id, PREDICT_PROBA('bench_model', v, w) FROM bench_points WHERE id = $1",
+    ),
+];
 
 #[tokio::main]
 async fn main() {
@@ -113,7 +133,10 @@ async fn main() {
         "CREATE TABLE bench_scan AS SELECT value AS id, value * 2 AS x, \
          CAST(value % 1000 AS DOUBLE) AS y, concat('label_', CAST(value % 100 AS VARCHAR)) AS s \
          FROM generate_series(1, {rows});
-         CREATE TABLE bench_points AS SELECT value AS id, value * 3 AS v FROM generate_series(1, 1000);"
+         CREATE TABLE bench_points AS SELECT value AS id, value * 3 AS v, \
+           CAST(value % 17 AS DOUBLE) AS w, value % 3 = 0 AS label FROM generate_series(1, 1000);
+         CREATE MODEL bench_model PREDICT label USING gbdt WITH (num_trees = 20) \
+           AS SELECT v, w, label FROM bench_points;"
     ))
     .await
     .expect("create bench tables");
@@ -123,8 +146,12 @@ async fn main() {
     let (fl_rows, fl_time) = flight_scan(&server).await;
     assert_eq!(pg_rows, rows);
     assert_eq!(fl_rows, rows);
-    let one = point_queries(&server, 1, points).await;
-    let sixteen = point_queries(&server, 16, (points / 16).max(1)).await;
+    let mut point_results = vec![];
+    for (label, sql) in POINT_QUERIES {
+        let one = point_queries(&server, sql, 1, points).await;
+        let sixteen = point_queries(&server, sql, 16, (points / 16).max(1)).await;
+        point_results.push((label, one, sixteen));
+    }
 
     println!("| measurement | value |");
     println!("|---|---|");
@@ -142,12 +169,20 @@ async fn main() {
         "| Flight SQL / pgwire scan speed | {:.1}x |",
         pg_time.as_secs_f64() / fl_time.as_secs_f64()
     );
-    for (label, lat) in [("1 client", &one), ("16 clients", &sixteen)] {
+    let base = percentile(&point_results[0].1.0, 0.5).as_secs_f64();
+    for (label, (one, _), (sixteen, wall)) in &point_results {
+        let p50 = percentile(one, 0.5).as_secs_f64();
         println!(
-            "| point query over pgwire, {label}: p50 / p99 | {:.2} ms / {:.2} ms ({} queries) |",
-            percentile(lat, 0.5).as_secs_f64() * 1e3,
-            percentile(lat, 0.99).as_secs_f64() * 1e3,
-            lat.len()
+            "| {label}, 1 client: p50 / p99 | {:.2} ms / {:.2} ms ({:.1}x `SELECT $1`) |",
+            p50 * 1e3,
+            percentile(one, 0.99).as_secs_f64() * 1e3,
+            p50 / base
+        );
+        println!(
+            "| {label}, 16 clients: p50 / p99, throughput | {:.2} ms / {:.2} ms, {:.0} queries/s |",
+            percentile(sixteen, 0.5).as_secs_f64() * 1e3,
+            percentile(sixteen, 0.99).as_secs_f64() * 1e3,
+            sixteen.len() as f64 / wall.as_secs_f64()
         );
     }
 }

@@ -2,10 +2,10 @@
 //!
 //! PostgreSQL takes `(SELECT v FROM t WHERE t.id = o.id)` anywhere an expression goes and fails
 //! at run time (`21000`) when it yields more than one row; DataFusion plans a correlated
-//! scalar subquery only when it aggregates. So the select item of a plain scalar subquery is
-//! wrapped in `prognos_single_row(…)` (see `prognos_udfs::single_row`), which returns NULL for
-//! no row, the value for one, and PostgreSQL's error for more — the same meaning, in a form
-//! DataFusion decorrelates. SQLAlchemy's column reflection and other clients' catalog queries
+//! scalar subquery only when it aggregates. So a plain scalar subquery `(SELECT v …)` becomes
+//! `prognos_single_value((SELECT array_agg(v) …))` (see `prognos_udfs::single_row`): NULL for
+//! no row, the value for one, and PostgreSQL's error for more, checked where the value is
+//! used — the same meaning, in a form DataFusion decorrelates. SQLAlchemy's column reflection and other clients' catalog queries
 //! are written this way.
 //!
 //! Left alone: subqueries that aggregate, group, use DISTINCT, a window, ORDER BY / LIMIT /
@@ -16,7 +16,8 @@ use std::ops::ControlFlow;
 
 use datafusion::sql::sqlparser::ast::{
     Expr, FunctionArg, FunctionArgExpr, FunctionArguments, GroupByExpr, Ident, ObjectName,
-    ObjectNamePart, Query, SelectItem, SetExpr, Statement, Visit, VisitMut, Visitor, VisitorMut,
+    ObjectNamePart, Query, SelectItem, SetExpr, Statement, TableFactor, Visit, VisitMut, Visitor,
+    VisitorMut,
 };
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
@@ -24,30 +25,67 @@ use datafusion::sql::sqlparser::parser::Parser;
 /// Wrap the select item of every plain scalar subquery of `stmt` (see the module docs).
 /// `aggregates` holds the names (lower case) of the session's aggregate functions.
 pub(crate) fn single_row_subqueries(stmt: &mut Statement, aggregates: &HashSet<String>) {
-    let _ = stmt.visit(&mut Wrap { aggregates });
+    let _ = stmt.visit(&mut Wrap {
+        aggregates,
+        in_from_function: 0,
+    });
 }
 
 struct Wrap<'a> {
     aggregates: &'a HashSet<String>,
+    /// Inside the arguments of a function in FROM (`EVALUATE('m', (SELECT …))`), where a
+    /// subquery is a relation, not a value.
+    in_from_function: usize,
+}
+
+fn is_from_function(t: &TableFactor) -> bool {
+    matches!(
+        t,
+        TableFactor::Table { args: Some(_), .. }
+            | TableFactor::Function { .. }
+            | TableFactor::TableFunction { .. }
+    )
 }
 
 impl VisitorMut for Wrap<'_> {
     type Break = ();
 
+    fn pre_visit_table_factor(&mut self, t: &mut TableFactor) -> ControlFlow<()> {
+        if is_from_function(t) {
+            self.in_from_function += 1;
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn post_visit_table_factor(&mut self, t: &mut TableFactor) -> ControlFlow<()> {
+        if is_from_function(t) {
+            self.in_from_function -= 1;
+        }
+        ControlFlow::Continue(())
+    }
+
     fn post_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
-        if let Expr::Subquery(q) = expr {
-            wrap(q, self.aggregates);
+        if self.in_from_function == 0
+            && let Expr::Subquery(q) = expr
+            && aggregate_item(q, self.aggregates)
+            && let Some(call) = call(NAME_SINGLE_VALUE, Expr::Subquery(q.clone()))
+        {
+            *expr = call;
         }
         ControlFlow::Continue(())
     }
 }
 
-fn wrap(q: &mut Query, aggregates: &HashSet<String>) {
+const NAME_SINGLE_VALUE: &str = prognos_udfs::single_row::NAME;
+
+/// Turn the select item of a plain scalar subquery into `array_agg(item)`; false (and `q`
+/// unchanged) when the subquery is not one to rewrite.
+fn aggregate_item(q: &mut Query, aggregates: &HashSet<String>) -> bool {
     if q.order_by.is_some() || q.limit_clause.is_some() || q.fetch.is_some() {
-        return;
+        return false;
     }
     let SetExpr::Select(select) = q.body.as_mut() else {
-        return;
+        return false;
     };
     let groups = match &select.group_by {
         GroupByExpr::Expressions(exprs, modifiers) => exprs.is_empty() && modifiers.is_empty(),
@@ -60,23 +98,24 @@ fn wrap(q: &mut Query, aggregates: &HashSet<String>) {
         || select.from.is_empty()
         || select.projection.len() != 1
     {
-        return;
+        return false;
     }
     let (item, alias) = match &select.projection[0] {
         SelectItem::UnnamedExpr(e) => (e, output_name(e)),
         SelectItem::ExprWithAlias { expr, alias } => (expr, Some(alias.clone())),
-        _ => return,
+        _ => return false,
     };
     if aggregates_or_windows(item, aggregates) {
-        return;
+        return false;
     }
-    let Some(call) = single_row_call(item.clone()) else {
-        return;
+    let Some(agg) = call("array_agg", item.clone()) else {
+        return false;
     };
     select.projection[0] = match alias {
-        Some(alias) => SelectItem::ExprWithAlias { expr: call, alias },
-        None => SelectItem::UnnamedExpr(call),
+        Some(alias) => SelectItem::ExprWithAlias { expr: agg, alias },
+        None => SelectItem::UnnamedExpr(agg),
     };
+    true
 }
 
 /// The name a column reference gives its output column (`t.v` → `v`).
@@ -130,8 +169,8 @@ fn aggregates_or_windows(e: &Expr, aggregates: &HashSet<String>) -> bool {
     f.found
 }
 
-/// `prognos_single_row(<e>)`, built on the tree (`e` is moved in, never printed).
-fn single_row_call(e: Expr) -> Option<Expr> {
+/// `name(<e>)`, built on the tree (`e` is moved in, never printed).
+fn call(name: &str, e: Expr) -> Option<Expr> {
     let mut call = Parser::new(&PostgreSqlDialect {})
         .try_with_sql("f(NULL)")
         .and_then(|mut p| p.parse_expr())
@@ -139,7 +178,7 @@ fn single_row_call(e: Expr) -> Option<Expr> {
     let Expr::Function(f) = &mut call else {
         return None;
     };
-    f.name = ObjectName::from(vec![Ident::new(prognos_udfs::single_row::NAME)]);
+    f.name = ObjectName::from(vec![Ident::new(name)]);
     let FunctionArguments::List(list) = &mut f.args else {
         return None;
     };
@@ -165,11 +204,15 @@ mod tests {
         let out = rewritten("SELECT (SELECT t.v FROM t WHERE t.id = o.id) FROM o");
         assert_eq!(
             out,
-            "SELECT (SELECT prognos_single_row(t.v) AS v FROM t WHERE t.id = o.id) FROM o"
+            "SELECT prognos_single_value((SELECT array_agg(t.v) AS v FROM t WHERE t.id = o.id)) \
+             FROM o"
         );
         let out =
             rewritten("SELECT CASE WHEN (SELECT c FROM t WHERE t.id = o.id) > 1 THEN 1 END FROM o");
-        assert!(out.contains("prognos_single_row(c) AS c"), "{out}");
+        assert!(
+            out.contains("prognos_single_value((SELECT array_agg(c) AS c"),
+            "{out}"
+        );
     }
 
     #[test]
@@ -181,8 +224,9 @@ mod tests {
             "SELECT (SELECT 1)",
             "SELECT (SELECT row_number() OVER () FROM t) FROM o",
             "SELECT (SELECT v FROM t GROUP BY v) FROM o",
+            "SELECT * FROM evaluate('m', (SELECT v FROM t))",
         ] {
-            assert!(!rewritten(sql).contains("prognos_single_row"), "{sql}");
+            assert!(!rewritten(sql).contains("prognos_single_value"), "{sql}");
         }
     }
 }
