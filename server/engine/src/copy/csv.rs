@@ -3,15 +3,13 @@
 //! unquoted field equal to the NULL string (empty by default) is NULL while a quoted one never
 //! is (so `""` is an empty string), and `HEADER` skips the first line. Arrow's CSV reader
 //! cannot tell `""` from an empty field, hence this reader; values are then converted as in
-//! the text format ([`super::text::from_text`]).
+//! the text format ([`super::text::batch_from_text`]).
 
-use std::sync::Arc;
-
-use datafusion::arrow::array::{ArrayRef, RecordBatch, StringBuilder};
+use datafusion::arrow::array::{RecordBatch, StringBuilder};
 use datafusion::arrow::datatypes::SchemaRef;
 
 use super::CopyFormat;
-use super::text::from_text;
+use super::text::batch_from_text;
 use crate::error::{EngineError, EngineResult, StatusCode};
 
 fn bad(msg: impl Into<String>) -> EngineError {
@@ -136,20 +134,14 @@ pub(super) fn decode(
             }
         }
     }
-    let arrays = builders
-        .into_iter()
-        .zip(columns.fields())
-        .map(|(mut b, f)| {
-            let a: ArrayRef = Arc::new(b.finish());
-            from_text(&a, f)
-        })
-        .collect::<EngineResult<Vec<_>>>()?;
-    Ok(RecordBatch::try_new(Arc::clone(columns), arrays)?)
+    batch_from_text(builders, columns)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
+
     use datafusion::arrow::array::{Array, AsArray};
     use datafusion::arrow::datatypes::{DataType, Field as ArrowField, Schema};
 

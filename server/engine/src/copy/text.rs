@@ -62,6 +62,14 @@ pub(super) fn decode(
             }
         }
     }
+    batch_from_text(builders, columns)
+}
+
+/// The batch of `columns` whose values were read as text into `builders`, one per column.
+pub(super) fn batch_from_text(
+    builders: Vec<StringBuilder>,
+    columns: &SchemaRef,
+) -> EngineResult<RecordBatch> {
     let arrays = builders
         .into_iter()
         .zip(columns.fields())

@@ -121,45 +121,26 @@ fn rewritten(expr: &mut Expr) -> Option<Expr> {
                 _ => None,
             }
         }
+        // Rewritten in place: the pattern, and no ESCAPE clause.
         Expr::Like {
-            negated,
-            expr: subject,
             pattern,
             escape_char,
             any: false,
-        } => {
-            let escape = other_escape(escape_char.as_ref()?)?;
-            let pattern = template(
-                "prognos_like_escape(NULL, NULL)",
-                vec![pattern.as_ref().clone(), escape],
-            )?;
-            Some(Expr::Like {
-                negated: *negated,
-                any: false,
-                expr: subject.clone(),
-                pattern: Box::new(pattern),
-                escape_char: None,
-            })
+            ..
         }
-        Expr::ILike {
-            negated,
-            expr: subject,
+        | Expr::ILike {
             pattern,
             escape_char,
             any: false,
+            ..
         } => {
             let escape = other_escape(escape_char.as_ref()?)?;
-            let pattern = template(
+            **pattern = template(
                 "prognos_like_escape(NULL, NULL)",
                 vec![pattern.as_ref().clone(), escape],
             )?;
-            Some(Expr::ILike {
-                negated: *negated,
-                any: false,
-                expr: subject.clone(),
-                pattern: Box::new(pattern),
-                escape_char: None,
-            })
+            *escape_char = None;
+            None
         }
         Expr::BinaryOp { left, op, right }
             if matches!(op, BinaryOperator::Eq | BinaryOperator::NotEq) =>
