@@ -60,7 +60,20 @@ pub struct Session {
     notices: Arc<Mutex<Option<tokio::sync::mpsc::UnboundedSender<String>>>>,
     /// The open transaction block, if any (shared with the session's catalog overlay).
     txn: Arc<TxnSlot>,
+    /// Bumped whenever the context's configuration or functions change.
+    state_version: std::sync::atomic::AtomicU64,
+    /// A snapshot of the context's state and a task context made from it, for executions of
+    /// prepared plans (cloning the state copies every function registry), with the
+    /// `state_version` it was taken at.
+    planning: Mutex<Option<PlanningState>>,
 }
+
+/// See [`Session::planning_state`].
+type PlanningState = (
+    u64,
+    Arc<datafusion::execution::session_state::SessionState>,
+    Arc<datafusion::execution::TaskContext>,
+);
 
 impl std::fmt::Debug for Session {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -110,7 +123,37 @@ impl Session {
             models_generation: std::sync::atomic::AtomicU64::new(u64::MAX),
             notices,
             txn,
+            state_version: std::sync::atomic::AtomicU64::new(0),
+            planning: Mutex::new(None),
         }
+    }
+
+    /// The context's configuration or functions changed (SET, model functions, CREATE
+    /// FUNCTION): the next [`Session::planning_state`] takes a new snapshot.
+    pub(crate) fn state_changed(&self) {
+        self.state_version
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// The context's state and a task context, shared between executions while the state
+    /// stays as it is.
+    pub(crate) fn planning_state(
+        &self,
+    ) -> (
+        Arc<datafusion::execution::session_state::SessionState>,
+        Arc<datafusion::execution::TaskContext>,
+    ) {
+        let version = self.state_version.load(std::sync::atomic::Ordering::SeqCst);
+        let mut slot = self.planning.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((v, state, task)) = slot.as_ref()
+            && *v == version
+        {
+            return (Arc::clone(state), Arc::clone(task));
+        }
+        let state = Arc::new(self.ctx.state());
+        let task = Arc::new(datafusion::execution::TaskContext::from(state.as_ref()));
+        *slot = Some((version, Arc::clone(&state), Arc::clone(&task)));
+        (state, task)
     }
 
     /// The session's transaction slot.
@@ -136,6 +179,7 @@ impl Session {
     }
 
     pub(crate) fn set_models_generation(&self, g: u64) {
+        self.state_changed();
         self.models_generation
             .store(g, std::sync::atomic::Ordering::SeqCst);
     }
@@ -218,6 +262,7 @@ impl Session {
 
     /// Set the session time zone (`SET TIME ZONE`, `SET timezone = …`) for DataFusion too.
     pub fn set_time_zone(&self, tz: &str) -> EngineResult<()> {
+        self.state_changed();
         let tz = if tz.eq_ignore_ascii_case("local") || tz.eq_ignore_ascii_case("default") {
             "UTC"
         } else {

@@ -613,12 +613,12 @@ pub(super) async fn execute_with_plan(
     }
     if optimized {
         // Optimized when it was described: only the physical planner runs per execution.
-        let state = session.ctx().state();
+        let (state, task) = session.planning_state();
         let physical = state
             .query_planner()
-            .create_physical_plan(&plan, &state)
+            .create_physical_plan(&plan, state.as_ref())
             .await?;
-        let stream = datafusion::physical_plan::execute_stream(physical, session.ctx().task_ctx())?;
+        let stream = datafusion::physical_plan::execute_stream(physical, task)?;
         return Ok(Output::Rows(stream));
     }
     execute_plan(engine, session, stmt, plan, true).await
@@ -720,6 +720,7 @@ async fn run_plan(
                 _ => "CREATE TABLE",
             };
             not_transactional(session, tag);
+            session.state_changed();
             let df = ctx.execute_logical_plan(LogicalPlan::Ddl(ddl)).await?;
             df.collect().await?;
             Ok(command(tag))
@@ -748,6 +749,7 @@ async fn run_plan(
             })
         }
         LogicalPlan::Statement(ref s) => {
+            session.state_changed();
             let tag = match s {
                 datafusion::logical_expr::Statement::Prepare(_) => "PREPARE",
                 datafusion::logical_expr::Statement::Execute(_) => "EXECUTE",
