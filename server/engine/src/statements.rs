@@ -947,7 +947,15 @@ pub(crate) fn managed_url(engine: &Engine, root: &str) -> String {
 }
 
 fn schema_provider(session: &Session, schema: &str) -> EngineResult<Arc<dyn SchemaProvider>> {
-    let catalog = session.ctx().catalog(CATALOG_NAME).ok_or_else(|| {
+    schema_in(session.ctx().catalog(CATALOG_NAME), schema)
+}
+
+/// The provider of `schema` in `catalog` (the prognos catalog), created when missing.
+pub(crate) fn schema_in(
+    catalog: Option<Arc<dyn datafusion::catalog::CatalogProvider>>,
+    schema: &str,
+) -> EngineResult<Arc<dyn SchemaProvider>> {
+    let catalog = catalog.ok_or_else(|| {
         EngineError::statement(StatusCode::Internal, "default catalog is missing")
     })?;
     if let Some(s) = catalog.schema(schema) {

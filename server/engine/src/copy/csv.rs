@@ -3,18 +3,14 @@
 //! unquoted field equal to the NULL string (empty by default) is NULL while a quoted one never
 //! is (so `""` is an empty string), and `HEADER` skips the first line. Arrow's CSV reader
 //! cannot tell `""` from an empty field, hence this reader; values are then converted as in
-//! the text format ([`super::text::batch_from_text`]).
+//! the text format ([`super::text::TextColumns`]).
 
-use datafusion::arrow::array::{RecordBatch, StringBuilder};
+use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
 
 use super::CopyFormat;
-use super::text::batch_from_text;
-use crate::error::{EngineError, EngineResult, StatusCode};
-
-fn bad(msg: impl Into<String>) -> EngineError {
-    EngineError::statement(StatusCode::InvalidTextRepresentation, msg)
-}
+use super::text::{TextColumns, bad, utf8};
+use crate::error::EngineResult;
 
 /// One field as read: its text and whether it was quoted.
 struct Field {
@@ -107,9 +103,8 @@ pub(super) fn decode(
     columns: &SchemaRef,
     fmt: &CopyFormat,
 ) -> EngineResult<RecordBatch> {
-    let text = std::str::from_utf8(data).map_err(|_| bad("COPY: data is not valid UTF-8"))?;
-    let width = columns.fields().len();
-    let mut builders: Vec<StringBuilder> = (0..width).map(|_| StringBuilder::new()).collect();
+    let text = utf8(data)?;
+    let mut rows = TextColumns::new(columns);
     let mut recs = records(text, fmt)?.into_iter().enumerate();
     if fmt.header {
         recs.next();
@@ -119,22 +114,13 @@ pub(super) fn decode(
         if rec.len() == 1 && !rec[0].quoted && rec[0].text == "\\." {
             break;
         }
-        if rec.len() != width {
-            return Err(bad(format!(
-                "COPY: record {}: {} fields for {width} columns",
-                n + 1,
-                rec.len()
-            )));
-        }
-        for (b, f) in builders.iter_mut().zip(rec) {
-            if !f.quoted && f.text == fmt.null {
-                b.append_null();
-            } else {
-                b.append_value(f.text);
-            }
-        }
+        let fields = rec
+            .into_iter()
+            .map(|f| (f.quoted || f.text != fmt.null).then_some(f.text))
+            .collect();
+        rows.push(format_args!("record {}", n + 1), fields)?;
     }
-    batch_from_text(builders, columns)
+    rows.finish()
 }
 
 #[cfg(test)]

@@ -16,7 +16,8 @@ use datafusion::arrow::util::display::FormatOptions;
 use super::CopyFormat;
 use crate::error::{EngineError, EngineResult, StatusCode};
 
-fn bad(msg: impl Into<String>) -> EngineError {
+/// A COPY value or row that cannot be read (`22P02`).
+pub(super) fn bad(msg: impl Into<String>) -> EngineError {
     EngineError::statement(StatusCode::InvalidTextRepresentation, msg)
 }
 
@@ -26,9 +27,8 @@ pub(super) fn decode(
     columns: &SchemaRef,
     fmt: &CopyFormat,
 ) -> EngineResult<RecordBatch> {
-    let text = std::str::from_utf8(data).map_err(|_| bad("COPY: data is not valid UTF-8"))?;
-    let width = columns.fields().len();
-    let mut builders: Vec<StringBuilder> = (0..width).map(|_| StringBuilder::new()).collect();
+    let text = utf8(data)?;
+    let mut rows = TextColumns::new(columns);
     let delimiter = fmt.delimiter as char;
     // Every line ends with a newline; the text after the last one is not a row.
     let text = text.strip_suffix('\n').unwrap_or(text);
@@ -44,41 +44,76 @@ pub(super) fn decode(
         if line == "\\." {
             break;
         }
-        let fields = split_fields(line, delimiter);
-        if fields.len() != width {
-            return Err(bad(format!(
-                "COPY: line {}: {} fields for {width} columns",
-                n + 1,
-                fields.len()
-            )));
-        }
-        for (b, raw) in builders.iter_mut().zip(fields) {
-            if raw == fmt.null {
-                b.append_null();
-            } else {
-                b.append_value(
-                    unescape(raw).map_err(|e| bad(format!("COPY: line {}: {e}", n + 1)))?,
-                );
-            }
-        }
+        let fields = split_fields(line, delimiter)
+            .into_iter()
+            .map(|raw| {
+                if raw == fmt.null {
+                    Ok(None)
+                } else {
+                    unescape(raw)
+                        .map(Some)
+                        .map_err(|e| bad(format!("COPY: line {}: {e}", n + 1)))
+                }
+            })
+            .collect::<EngineResult<Vec<_>>>()?;
+        rows.push(format_args!("line {}", n + 1), fields)?;
     }
-    batch_from_text(builders, columns)
+    rows.finish()
 }
 
-/// The batch of `columns` whose values were read as text into `builders`, one per column.
-pub(super) fn batch_from_text(
+/// COPY data as text values, column by column, then converted to the columns' types.
+pub(super) struct TextColumns<'a> {
+    columns: &'a SchemaRef,
     builders: Vec<StringBuilder>,
-    columns: &SchemaRef,
-) -> EngineResult<RecordBatch> {
-    let arrays = builders
-        .into_iter()
-        .zip(columns.fields())
-        .map(|(mut b, f)| {
-            let a: ArrayRef = Arc::new(b.finish());
-            from_text(&a, f)
-        })
-        .collect::<EngineResult<Vec<_>>>()?;
-    Ok(RecordBatch::try_new(Arc::clone(columns), arrays)?)
+}
+
+impl<'a> TextColumns<'a> {
+    pub(super) fn new(columns: &'a SchemaRef) -> Self {
+        let builders = columns
+            .fields()
+            .iter()
+            .map(|_| StringBuilder::new())
+            .collect();
+        Self { columns, builders }
+    }
+
+    /// Add a row: its values in column order, `None` for NULL; `row` names it in errors.
+    pub(super) fn push(
+        &mut self,
+        row: std::fmt::Arguments<'_>,
+        fields: Vec<Option<String>>,
+    ) -> EngineResult<()> {
+        if fields.len() != self.builders.len() {
+            return Err(bad(format!(
+                "COPY: {row}: {} fields for {} columns",
+                fields.len(),
+                self.builders.len()
+            )));
+        }
+        for (b, f) in self.builders.iter_mut().zip(fields) {
+            b.append_option(f);
+        }
+        Ok(())
+    }
+
+    /// The batch of the rows added, each column converted from text ([`from_text`]).
+    pub(super) fn finish(self) -> EngineResult<RecordBatch> {
+        let arrays = self
+            .builders
+            .into_iter()
+            .zip(self.columns.fields())
+            .map(|(mut b, f)| {
+                let a: ArrayRef = Arc::new(b.finish());
+                from_text(&a, f)
+            })
+            .collect::<EngineResult<Vec<_>>>()?;
+        Ok(RecordBatch::try_new(Arc::clone(self.columns), arrays)?)
+    }
+}
+
+/// COPY data as UTF-8 text.
+pub(super) fn utf8(data: &[u8]) -> EngineResult<&str> {
+    std::str::from_utf8(data).map_err(|_| bad("COPY: data is not valid UTF-8"))
 }
 
 /// A column of text values as the type of `field` reads them from text: `bytea` in

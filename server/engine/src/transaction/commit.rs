@@ -13,7 +13,7 @@ use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use datafusion::catalog::{MemorySchemaProvider, SchemaProvider, TableProvider};
+use datafusion::catalog::{SchemaProvider, TableProvider};
 use object_store::ObjectStoreExt;
 use prognos_catalog::{CommitLock, ManagedTable, TableEntry, TableKind};
 use prognos_storage::manifest::{DataFile, Manifest};
@@ -313,19 +313,7 @@ pub(crate) fn shared_schema(
     engine: &Engine,
     schema: &str,
 ) -> EngineResult<Arc<dyn SchemaProvider>> {
-    let catalog = engine
-        .base
-        .catalog_list()
-        .catalog(CATALOG_NAME)
-        .ok_or_else(|| {
-            EngineError::statement(StatusCode::Internal, "default catalog is missing")
-        })?;
-    if let Some(s) = catalog.schema(schema) {
-        return Ok(s);
-    }
-    let provider: Arc<dyn SchemaProvider> = Arc::new(MemorySchemaProvider::new());
-    catalog.register_schema(schema, Arc::clone(&provider))?;
-    Ok(provider)
+    crate::statements::schema_in(engine.base.catalog_list().catalog(CATALOG_NAME), schema)
 }
 
 /// Make the committed names resolve for every session.
