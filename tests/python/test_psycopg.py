@@ -81,6 +81,24 @@ def test_copy_round_trips_every_type_in_each_format(server, fmt):
                     assert list(copy.rows()) == COPY_ROWS
 
 
+def test_bad_copy_data_gets_sqlstates_and_the_server_keeps_serving(server):
+    with psycopg.connect(server.dsn, autocommit=True) as conn:
+        conn.execute("CREATE TABLE py_copy_bad (id BIGINT, s TEXT)")
+        with conn.cursor() as cur:
+            with pytest.raises(errors.InvalidTextRepresentation):
+                with cur.copy("COPY py_copy_bad FROM STDIN (FORMAT binary)") as copy:
+                    copy.write(b"not a binary copy stream")
+            with pytest.raises(errors.InvalidTextRepresentation):
+                with cur.copy("COPY py_copy_bad FROM STDIN (FORMAT csv)") as copy:
+                    copy.write(b'1,"unterminated\n')
+            with pytest.raises(errors.InvalidTextRepresentation):
+                with cur.copy("COPY py_copy_bad FROM STDIN") as copy:
+                    copy.write(b"one\tfield\n")
+            with pytest.raises(errors.InvalidParameterValue):
+                cur.execute("COPY py_copy_bad FROM STDIN (FORMAT xml)")
+            assert cur.execute("SELECT count(*) FROM py_copy_bad").fetchone() == (0,)
+
+
 def test_copy_text_output_is_postgres_text(server):
     with psycopg.connect(server.dsn, autocommit=True) as conn:
         with conn.cursor() as cur:
