@@ -110,6 +110,17 @@ impl ManagedTable {
         }
     }
 
+    /// The version of the newest manifest this process has seen (committed or read), without
+    /// touching storage; `None` before the table was first read.
+    pub fn committed_version(&self) -> Option<u64> {
+        self.inner
+            .cached
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(|m| m.version)
+    }
+
     /// The table's storage.
     pub fn table_store(&self) -> &TableStore {
         &self.inner.store

@@ -21,6 +21,9 @@ pub struct Metrics {
     pub query_seconds: HistogramVec,
     /// Errors returned to clients, by protocol and SQLSTATE.
     pub errors_total: IntCounterVec,
+    /// Prepared executions by physical plan outcome: `planned` (a reusable plan was made) or
+    /// `reused`; taken from the engine's counters when rendered.
+    pub prepared_plans_total: IntCounterVec,
 }
 
 #[allow(clippy::expect_used)] // metric definitions are static; failing here is a programming error
@@ -55,8 +58,17 @@ fn build() -> Metrics {
         &["protocol", "sqlstate"],
     )
     .expect("metric");
+    let prepared_plans_total = IntCounterVec::new(
+        Opts::new(
+            "prepared_plans_total",
+            "Prepared statement executions that planned a reusable physical plan or reused one",
+        ),
+        &["outcome"],
+    )
+    .expect("metric");
     for c in [
         Box::new(connections.clone()) as Box<dyn prometheus::core::Collector>,
+        Box::new(prepared_plans_total.clone()),
         Box::new(connections_total.clone()),
         Box::new(queries_total.clone()),
         Box::new(query_seconds.clone()),
@@ -71,6 +83,7 @@ fn build() -> Metrics {
         queries_total,
         query_seconds,
         errors_total,
+        prepared_plans_total,
     }
 }
 
@@ -80,6 +93,11 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(build);
 impl Metrics {
     /// Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
+        let (planned, reused) = prognos_engine::physical_template::template_counts();
+        for (outcome, total) in [("planned", planned), ("reused", reused)] {
+            let counter = self.prepared_plans_total.with_label_values(&[outcome]);
+            counter.inc_by(total.saturating_sub(counter.get()));
+        }
         let mut buf = Vec::new();
         let encoder = TextEncoder::new();
         if encoder.encode(&self.registry.gather(), &mut buf).is_err() {

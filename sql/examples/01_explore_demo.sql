@@ -17,4 +17,4 @@ SELECT date_trunc('hour', ts) AS "time", host AS metric, avg(latency_ms) AS valu
 FROM service_metrics
 WHERE ts BETWEEN '2025-01-02T00:00:00Z' AND '2025-01-03T00:00:00Z'
 GROUP BY 1, 2
-ORDER BY 1;
+ORDER BY 1, 2;

@@ -1,8 +1,8 @@
 //! Test harness: starts the real `prognos` binary on free ports with a temporary data dir and
 //! hands out connection strings for real clients.
 
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -278,4 +278,23 @@ pub fn rows_of(msgs: &[tokio_postgres::SimpleQueryMessage]) -> Vec<Vec<Option<St
             _ => None,
         })
         .collect()
+}
+
+/// `GET path` on the server's HTTP port: the status code and the whole response.
+#[allow(clippy::expect_used)] // test helper: a failure here is the test's failure
+pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).expect("connect http");
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send");
+    let mut body = String::new();
+    s.read_to_string(&mut body).expect("read");
+    let status = body
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (status, body)
 }

@@ -1,26 +1,6 @@
 //! `/health`, `/metrics` and EXPLAIN over the Postgres protocol.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
-
-use prognos_e2e::Server;
-
-fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).expect("connect http");
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-    )
-    .expect("send");
-    let mut body = String::new();
-    s.read_to_string(&mut body).expect("read");
-    let status = body
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    (status, body)
-}
+use prognos_e2e::{Server, http_get};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_metrics_and_explain() {

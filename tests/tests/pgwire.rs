@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use prognos_e2e::{Server, rows_of};
+use prognos_e2e::{Server, http_get, rows_of};
 use tokio_postgres::error::SqlState;
 
 fn sqlstate(e: &tokio_postgres::Error) -> String {
@@ -655,4 +655,161 @@ async fn pg_prefixed_user_names_keep_query_results() {
         rows_of(&rows),
         vec![vec![Some("events".into())], vec![Some("pg_events".into())]]
     );
+}
+
+/// A prepared keyed lookup reuses its physical plan across executions: every execution sees
+/// its own parameter values and every commit made before it (its own INSERT, another
+/// session's INSERT or transaction), a transaction block sees its own writes, and
+/// `PREDICT_PROBA` gives the same bits as the unprepared query.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prepared_lookups_see_new_values_and_every_commit() {
+    let server = Server::start();
+    let c = server.connect().await;
+    let other = server.connect().await;
+    c.batch_execute(
+        "CREATE TABLE pts AS SELECT value AS id, CAST(value % 7 AS DOUBLE) AS v, \
+           concat('s', CAST(value AS VARCHAR)) AS s, value % 3 = 0 AS label \
+         FROM generate_series(1, 300);
+         CREATE MODEL pts_model PREDICT label USING gbdt WITH (num_trees = 5) \
+           AS SELECT v, label FROM pts;",
+    )
+    .await
+    .expect("setup");
+    let lookup = c
+        .prepare("SELECT id, v, s FROM pts WHERE id = $1")
+        .await
+        .expect("prepare lookup");
+    let found = |rows: Vec<tokio_postgres::Row>| -> Vec<(i64, f64, String)> {
+        rows.iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect()
+    };
+    for id in [1i64, 2, 299, 7, 1] {
+        let rows = c.query(&lookup, &[&id]).await.expect("lookup");
+        assert_eq!(
+            found(rows),
+            vec![(id, (id % 7) as f64, format!("s{id}"))],
+            "id {id}"
+        );
+    }
+    // The lookups ran on one physical plan: planned once, then reused.
+    let (planned, reused) = prepared_plans(&server);
+    assert!(
+        planned >= 1 && reused >= 4,
+        "planned {planned}, reused {reused}"
+    );
+    let missing = c.query(&lookup, &[&1000i64]).await.expect("lookup 1000");
+    assert!(missing.is_empty());
+    let null = c
+        .query(&lookup, &[&None::<i64>])
+        .await
+        .expect("lookup NULL");
+    assert!(null.is_empty(), "id = NULL matches nothing");
+
+    // Its own INSERT, another session's INSERT, another session's transaction.
+    c.batch_execute("INSERT INTO pts VALUES (1000, 1.5, 'own', true)")
+        .await
+        .expect("insert");
+    let rows = c.query(&lookup, &[&1000i64]).await.expect("lookup 1000");
+    assert_eq!(found(rows), vec![(1000, 1.5, "own".to_string())]);
+    other
+        .batch_execute("INSERT INTO pts VALUES (2000, 2.5, 'other', false)")
+        .await
+        .expect("insert other");
+    let rows = c.query(&lookup, &[&2000i64]).await.expect("lookup 2000");
+    assert_eq!(found(rows), vec![(2000, 2.5, "other".to_string())]);
+    other
+        .batch_execute("BEGIN; INSERT INTO pts VALUES (3000, 3.5, 'txn', true)")
+        .await
+        .expect("begin other");
+    assert!(
+        c.query(&lookup, &[&3000i64])
+            .await
+            .expect("3000")
+            .is_empty()
+    );
+    other.batch_execute("COMMIT").await.expect("commit other");
+    let rows = c.query(&lookup, &[&3000i64]).await.expect("lookup 3000");
+    assert_eq!(found(rows), vec![(3000, 3.5, "txn".to_string())]);
+
+    // Inside its own block it sees its own write; after ROLLBACK it is gone.
+    c.batch_execute("BEGIN; INSERT INTO pts VALUES (4000, 4.5, 'mine', false)")
+        .await
+        .expect("begin");
+    let rows = c.query(&lookup, &[&4000i64]).await.expect("lookup 4000");
+    assert_eq!(found(rows), vec![(4000, 4.5, "mine".to_string())]);
+    c.batch_execute("ROLLBACK").await.expect("rollback");
+    assert!(
+        c.query(&lookup, &[&4000i64])
+            .await
+            .expect("4000")
+            .is_empty()
+    );
+    let rows = c.query(&lookup, &[&5i64]).await.expect("lookup 5");
+    assert_eq!(found(rows), vec![(5, 5.0, "s5".to_string())]);
+
+    // Each commit made the next lookup plan again, then reuse that plan.
+    let (planned_after, _) = prepared_plans(&server);
+    assert!(
+        planned_after >= planned + 3,
+        "planned {planned} then {planned_after}"
+    );
+
+    // Parameters in the select list and in several conditions.
+    let scaled = c
+        .prepare("SELECT id, v * $2 FROM pts WHERE id = $1 AND v >= $3")
+        .await
+        .expect("prepare scaled");
+    for (id, k, min) in [(3i64, 2.0f64, 0.0f64), (4, 10.0, 1.0), (6, 1.0, 100.0)] {
+        let rows = c.query(&scaled, &[&id, &k, &min]).await.expect("scaled");
+        let got: Vec<(i64, f64)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+        let v = (id % 7) as f64;
+        let want = if v >= min { vec![(id, v * k)] } else { vec![] };
+        assert_eq!(got, want, "id {id}, k {k}, min {min}");
+    }
+    // LIMIT $1 (a parameter where the planner wants a number) still runs.
+    let limited = c
+        .prepare_typed(
+            "SELECT id FROM pts WHERE v = 1 ORDER BY id LIMIT $1",
+            &[tokio_postgres::types::Type::INT8],
+        )
+        .await
+        .expect("prepare limit");
+    for n in [1i64, 3] {
+        let rows = c.query(&limited, &[&n]).await.expect("limit");
+        assert_eq!(rows.len(), n as usize);
+    }
+
+    // PREDICT_PROBA through the prepared plan equals the unprepared query, bit for bit.
+    let scored = c
+        .prepare("SELECT PREDICT_PROBA('pts_model', v) FROM pts WHERE id = $1")
+        .await
+        .expect("prepare predict");
+    for id in [3i64, 10, 1000] {
+        let prepared: f64 = c.query_one(&scored, &[&id]).await.expect("predict").get(0);
+        let plain: f64 = c
+            .query_one(
+                &format!("SELECT PREDICT_PROBA('pts_model', v) FROM pts WHERE id = {id}"),
+                &[],
+            )
+            .await
+            .expect("plain predict")
+            .get(0);
+        assert_eq!(prepared.to_bits(), plain.to_bits(), "id {id}");
+        assert!((0.0..=1.0).contains(&prepared));
+    }
+}
+
+/// `prognos_prepared_plans_total` from `/metrics`: (planned, reused).
+fn prepared_plans(server: &Server) -> (u64, u64) {
+    let (status, body) = http_get(server.http, "/metrics");
+    assert_eq!(status, 200);
+    let value = |outcome: &str| -> u64 {
+        let prefix = format!("prognos_prepared_plans_total{{outcome=\"{outcome}\"}} ");
+        body.lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {prefix} in /metrics:\n{body}"))
+    };
+    (value("planned"), value("reused"))
 }

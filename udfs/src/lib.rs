@@ -12,6 +12,7 @@
 //!   time over rows sorted by id (streamed, memory bounded by a series).
 
 pub mod anomaly;
+pub mod filter_first;
 pub mod forecast;
 mod forecast_future;
 pub mod models;

@@ -25,6 +25,7 @@ use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::physical_expr::{LexOrdering, PhysicalSortExpr};
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
+use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
 use datafusion::physical_plan::repartition::RepartitionExec;
 use datafusion::physical_plan::sorts::sort::SortExec;
 use datafusion::physical_plan::udaf::AggregateFunctionExpr;
@@ -44,8 +45,8 @@ pub const SERIES_AGGREGATES: [&str; 3] = [
 pub struct SeriesAggregation;
 
 impl SeriesAggregation {
-    /// DataFusion's default physical optimizer rules with this one inserted before the final
-    /// sanity check.
+    /// DataFusion's default physical optimizer rules with this one and
+    /// [`FilterFirst`](crate::filter_first::FilterFirst) inserted before the final sanity check.
     pub fn with_default_rules() -> Vec<Arc<dyn PhysicalOptimizerRule + Send + Sync>> {
         let mut rules = datafusion::physical_optimizer::optimizer::PhysicalOptimizer::new().rules;
         let at = rules
@@ -53,6 +54,7 @@ impl SeriesAggregation {
             .position(|r| r.name() == "SanityCheckPlan")
             .unwrap_or(rules.len());
         rules.insert(at, Arc::new(SeriesAggregation));
+        rules.insert(at, Arc::new(crate::filter_first::FilterFirst));
         rules
     }
 }
@@ -168,5 +170,13 @@ fn streaming_series_aggregate(
     {
         return Ok(None);
     }
-    Ok(Some(Arc::new(streaming)))
+    // Series still run in parallel, but a parent planned over one partition (a sort, a
+    // limit) keeps getting one.
+    let streaming: Arc<dyn ExecutionPlan> = Arc::new(streaming);
+    if node.output_partitioning().partition_count() == 1
+        && streaming.output_partitioning().partition_count() > 1
+    {
+        return Ok(Some(Arc::new(CoalescePartitionsExec::new(streaming))));
+    }
+    Ok(Some(streaming))
 }

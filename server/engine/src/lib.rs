@@ -14,6 +14,7 @@ mod model_ddl;
 pub mod model_sql;
 pub mod parser;
 mod pg_compat;
+pub mod physical_template;
 mod point;
 mod rename;
 mod session;
@@ -123,6 +124,8 @@ pub(crate) struct CachedPlan {
     pub(crate) epoch: u64,
     /// Whether the logical optimizer has run on it already.
     pub(crate) optimized: bool,
+    /// Its physical plan, reused across executions where that is safe.
+    pub(crate) template: Arc<physical_template::TemplateSlot>,
 }
 
 /// The engine (see module docs).
@@ -189,7 +192,14 @@ impl Engine {
             .with_default_catalog_and_schema(CATALOG_NAME, DEFAULT_SCHEMA)
             .with_batch_size(config.engine.batch_size.max(1))
             .set_str("datafusion.sql_parser.dialect", "PostgreSQL")
-            .set_str("datafusion.execution.time_zone", "UTC");
+            .set_str("datafusion.execution.time_zone", "UTC")
+            // Scans report row counts (exact for tables served from memory, estimated after
+            // filters); a plan whose estimate fits one batch (a keyed lookup) gains nothing
+            // from a round-robin repartition, which costs a task and a channel per execution.
+            .set_bool(
+                "datafusion.execution.use_row_number_estimates_to_optimize_partitioning",
+                true,
+            );
         if config.engine.target_partitions > 0 {
             session_config = session_config.with_target_partitions(config.engine.target_partitions);
         }

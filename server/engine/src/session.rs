@@ -137,23 +137,25 @@ impl Session {
 
     /// The context's state and a task context, shared between executions while the state
     /// stays as it is.
+    /// Returns the state's version too: it changes exactly when the snapshot does.
     pub(crate) fn planning_state(
         &self,
     ) -> (
         Arc<datafusion::execution::session_state::SessionState>,
         Arc<datafusion::execution::TaskContext>,
+        u64,
     ) {
         let version = self.state_version.load(std::sync::atomic::Ordering::SeqCst);
         let mut slot = self.planning.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((v, state, task)) = slot.as_ref()
             && *v == version
         {
-            return (Arc::clone(state), Arc::clone(task));
+            return (Arc::clone(state), Arc::clone(task), version);
         }
         let state = Arc::new(self.ctx.state());
         let task = Arc::new(datafusion::execution::TaskContext::from(state.as_ref()));
         *slot = Some((version, Arc::clone(&state), Arc::clone(&task)));
-        (state, task)
+        (state, task, version)
     }
 
     /// The session's transaction slot.

@@ -343,6 +343,7 @@ pub(super) async fn describe(
     let optimized = if matches!(plan, LogicalPlan::Explain(_) | LogicalPlan::Analyze(_))
         || forecasts_series(&plan)
         || !only_immutable_functions(&plan)
+        || limit_takes_parameter(&plan)
     {
         None
     } else {
@@ -353,11 +354,13 @@ pub(super) async fn describe(
             plan: p,
             epoch,
             optimized: true,
+            template: Default::default(),
         },
         None => CachedPlan {
             plan,
             epoch,
             optimized: false,
+            template: Default::default(),
         },
     };
     Ok(Described {
@@ -398,6 +401,31 @@ fn only_immutable_functions(plan: &LogicalPlan) -> bool {
         })
     });
     immutable
+}
+
+/// Whether a `LIMIT` / `OFFSET` of `plan` is a parameter: the physical planner takes only a
+/// number there, which the optimizer makes of the bound value, so such a plan is optimized
+/// per execution.
+fn limit_takes_parameter(plan: &LogicalPlan) -> bool {
+    use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+    let mut found = false;
+    // The closures never fail.
+    let _ = plan.apply_with_subqueries(|node| {
+        if let LogicalPlan::Limit(limit) = node {
+            for e in limit.skip.iter().chain(limit.fetch.iter()) {
+                let _ = e.apply(|e| {
+                    found |= matches!(e, Expr::Placeholder(_));
+                    Ok(TreeNodeRecursion::Continue)
+                });
+            }
+        }
+        Ok(if found {
+            TreeNodeRecursion::Stop
+        } else {
+            TreeNodeRecursion::Continue
+        })
+    });
+    found
 }
 
 /// `$1..$n` types in order; gaps are `None`. A parameter DataFusion leaves untyped takes the
@@ -595,6 +623,9 @@ pub(super) async fn execute_with_plan(
                     _ => Ok(v),
                 })
                 .collect::<EngineResult<Vec<_>>>()?;
+            if let Some(rows) = run_template(session, &plan, described, &expected, &values).await? {
+                return Ok(rows);
+            }
             plan = plan.with_param_values(ParamValues::from(values))?;
         }
         None if !expected.is_empty() => {
@@ -613,7 +644,7 @@ pub(super) async fn execute_with_plan(
     }
     if optimized {
         // Optimized when it was described: only the physical planner runs per execution.
-        let (state, task) = session.planning_state();
+        let (state, task, _) = session.planning_state();
         let physical = state
             .query_planner()
             .create_physical_plan(&plan, state.as_ref())
@@ -622,6 +653,63 @@ pub(super) async fn execute_with_plan(
         return Ok(Output::Rows(stream));
     }
     execute_plan(engine, session, stmt, plan, true).await
+}
+
+/// Run an optimized prepared plan through its physical template (see
+/// [`physical_template`](crate::physical_template)) when it has or can get one; `None` when
+/// the caller must bind and plan as usual.
+async fn run_template(
+    session: &Session,
+    plan: &LogicalPlan,
+    described: Option<&Described>,
+    params: &[Option<DataType>],
+    values: &[ScalarValue],
+) -> EngineResult<Option<Output>> {
+    use crate::physical_template::{Prepared, prepare, store, unsupported};
+    let Some(cached) = described.and_then(|d| d.plan.as_ref()) else {
+        return Ok(None);
+    };
+    if !cached.optimized || !cached.template.worth_trying() {
+        return Ok(None);
+    }
+    let slot = &cached.template;
+    let (state, task, state_version) = session.planning_state();
+    let template = match slot.valid(state_version) {
+        Some(t) => {
+            crate::physical_template::count(true);
+            t
+        }
+        None => {
+            let (marked, tables) = match prepare(plan, params)? {
+                Prepared::Marked(marked, tables) => (marked, tables),
+                Prepared::NotYet => return Ok(None),
+                Prepared::Never => {
+                    unsupported(slot);
+                    return Ok(None);
+                }
+            };
+            // A plan the planner rejects with markers (a parameter where DataFusion wants a
+            // literal, such as LIMIT $1) runs the usual way, which reports any real error.
+            let Ok(physical) = state
+                .query_planner()
+                .create_physical_plan(&marked, state.as_ref())
+                .await
+            else {
+                unsupported(slot);
+                return Ok(None);
+            };
+            match store(slot, physical, tables, state_version)? {
+                Some(t) => {
+                    crate::physical_template::count(false);
+                    t
+                }
+                None => return Ok(None),
+            }
+        }
+    };
+    let physical = template.bind(values)?;
+    let stream = datafusion::physical_plan::execute_stream(physical, task)?;
+    Ok(Some(Output::Rows(stream)))
 }
 
 async fn execute_plan(

@@ -258,7 +258,11 @@ pub(crate) async fn commit(engine: &Engine, block: Block) -> EngineResult<()> {
     if let Err(e) = std::fs::remove_file(&record_path) {
         warn!(error = %e, "could not remove the commit record; it is replayed (harmlessly) at the next start");
     }
-    engine.bump_epoch();
+    // Names changed only when tables were created, dropped or renamed; a block that only
+    // wrote rows leaves prepared plans valid (their scans check the tables' versions).
+    if !order.is_empty() {
+        engine.bump_epoch();
+    }
 
     // What nothing references any more.
     let mut garbage: Vec<Garbage> = replaced
