@@ -798,6 +798,44 @@ async fn prepared_lookups_see_new_values_and_every_commit() {
         assert_eq!(prepared.to_bits(), plain.to_bits(), "id {id}");
         assert!((0.0..=1.0).contains(&prepared));
     }
+
+    // A new model version (DDL): the prepared statement is planned again, scores with the
+    // new version, and goes back to reusing its plan.
+    let before: f64 = c
+        .query_one(&scored, &[&3i64])
+        .await
+        .expect("predict")
+        .get(0);
+    c.batch_execute(
+        "CREATE OR REPLACE MODEL pts_model PREDICT label USING gbdt \
+           WITH (num_trees = 40, learning_rate = 0.3) AS SELECT v, label FROM pts",
+    )
+    .await
+    .expect("retrain");
+    let (planned, reused) = prepared_plans(&server);
+    for _ in 0..3 {
+        let after: f64 = c
+            .query_one(&scored, &[&3i64])
+            .await
+            .expect("predict")
+            .get(0);
+        let plain: f64 = c
+            .query_one(
+                "SELECT PREDICT_PROBA('pts_model', v) FROM pts WHERE id = 3",
+                &[],
+            )
+            .await
+            .expect("plain predict")
+            .get(0);
+        assert_eq!(after.to_bits(), plain.to_bits());
+        assert_ne!(after.to_bits(), before.to_bits(), "still the old version");
+    }
+    let (planned_now, reused_now) = prepared_plans(&server);
+    assert_eq!(planned_now, planned + 1);
+    assert!(
+        reused_now >= reused + 2,
+        "reused {reused} then {reused_now}"
+    );
 }
 
 /// `prognos_prepared_plans_total` from `/metrics`: (planned, reused).

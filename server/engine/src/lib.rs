@@ -111,8 +111,9 @@ pub struct Described {
     /// Result columns, or `None` for statements that return no rows.
     pub schema: Option<SchemaRef>,
     /// The logical plan made while describing, reused by [`Engine::execute_prepared`] while
-    /// nothing changed what its names resolve to (the epoch rule of `Engine::bump_epoch`).
-    pub(crate) plan: Option<CachedPlan>,
+    /// nothing changed what its names resolve to (the epoch rule of `Engine::bump_epoch`),
+    /// and replaced by a new one when something did. Shared by the clones of one statement.
+    pub(crate) plan: Option<Arc<std::sync::Mutex<CachedPlan>>>,
 }
 
 /// A statement's logical plan kept for its executions.
@@ -447,20 +448,38 @@ impl Engine {
             };
             // A plan holds the table providers it resolved; inside a transaction block they
             // must be the block's view of the tables, so such plans are made afresh.
-            match &described.plan {
-                Some(cached) if cached.epoch == self.epoch() && !session.in_transaction() => {
-                    statements::execute_with_plan(
-                        self,
-                        session,
-                        stmt,
-                        cached.plan.clone(),
-                        params,
-                        Some(described),
-                    )
-                    .await
+            let Some(slot) = described
+                .plan
+                .as_ref()
+                .filter(|_| !session.in_transaction())
+            else {
+                return statements::execute(self, session, stmt, params).await;
+            };
+            let mut cached = slot.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            if cached.epoch != self.epoch() {
+                // Names resolve differently now (DDL, a new model version): plan again, and
+                // keep the new plan for the next executions while the statement still has
+                // the parameters and result columns it was described with.
+                let fresh = statements::describe(self, session, stmt).await?;
+                let same_shape =
+                    fresh.params == described.params && fresh.schema == described.schema;
+                match fresh.plan {
+                    Some(new) if same_shape => {
+                        cached = new.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                        *slot.lock().unwrap_or_else(|p| p.into_inner()) = cached.clone();
+                    }
+                    _ => return statements::execute(self, session, stmt, params).await,
                 }
-                _ => statements::execute(self, session, stmt, params).await,
             }
+            statements::execute_with_plan(
+                self,
+                session,
+                stmt,
+                cached.plan.clone(),
+                params,
+                Some((&cached, &described.params)),
+            )
+            .await
         })
         .await;
         fail_block_on_error(session, out)

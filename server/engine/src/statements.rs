@@ -366,7 +366,7 @@ pub(super) async fn describe(
     Ok(Described {
         params,
         schema,
-        plan: Some(plan),
+        plan: Some(Arc::new(std::sync::Mutex::new(plan))),
     })
 }
 
@@ -577,15 +577,16 @@ pub(super) async fn execute_with_plan(
     stmt: &DFStatement,
     mut plan: LogicalPlan,
     params: Option<Vec<ScalarValue>>,
-    described: Option<&Described>,
+    cached: Option<(&CachedPlan, &[Option<DataType>])>,
 ) -> EngineResult<Output> {
     // An optimized plan may have dropped a parameter (`WHERE false AND id = $1`): the
     // statement's parameters are those it was described with.
-    let optimized = described.is_some_and(|d| d.plan.as_ref().is_some_and(|p| p.optimized));
-    let expected = match described {
-        Some(d) if optimized => d.params.clone(),
+    let optimized = cached.is_some_and(|(c, _)| c.optimized);
+    let expected = match cached {
+        Some((_, params)) if optimized => params.to_vec(),
         _ => parameter_types(&plan)?,
     };
+    let cached = cached.map(|(c, _)| c);
     match params {
         Some(values) => {
             if values.len() != expected.len() {
@@ -623,7 +624,7 @@ pub(super) async fn execute_with_plan(
                     _ => Ok(v),
                 })
                 .collect::<EngineResult<Vec<_>>>()?;
-            if let Some(rows) = run_template(session, &plan, described, &expected, &values).await? {
+            if let Some(rows) = run_template(session, &plan, cached, &expected, &values).await? {
                 return Ok(rows);
             }
             plan = plan.with_param_values(ParamValues::from(values))?;
@@ -661,12 +662,12 @@ pub(super) async fn execute_with_plan(
 async fn run_template(
     session: &Session,
     plan: &LogicalPlan,
-    described: Option<&Described>,
+    cached: Option<&CachedPlan>,
     params: &[Option<DataType>],
     values: &[ScalarValue],
 ) -> EngineResult<Option<Output>> {
     use crate::physical_template::{Prepared, prepare, store, unsupported};
-    let Some(cached) = described.and_then(|d| d.plan.as_ref()) else {
+    let Some(cached) = cached else {
         return Ok(None);
     };
     if !cached.optimized || !cached.template.worth_trying() {
