@@ -115,6 +115,58 @@ def test_copy_text_output_is_postgres_text(server):
             assert data == b'e,n,q\n"",,"x,y"\n'
 
 
+class Rows:
+    """The first row of a libpq result, as text, like a cursor's fetchone."""
+
+    def __init__(self, res):
+        self.res = res
+
+    def fetchone(self):
+        return tuple(int(self.res.get_value(0, i)) for i in range(self.res.nfields))
+
+
+@pytest.mark.parametrize("protocol", ["simple", "extended", "prepared"])
+def test_ready_for_query_reports_the_block_state(server, protocol):
+    """ReadyForQuery says I / T / E as PostgreSQL does, and ROLLBACK TO SAVEPOINT brings a
+    failed block back to T (simple query protocol, extended, extended with a named statement)."""
+    from psycopg.pq import ExecStatus, TransactionStatus as S
+
+    with psycopg.connect(server.dsn, autocommit=True) as conn:
+        status = lambda: conn.info.transaction_status
+
+        def run(sql):
+            if protocol != "simple":
+                return conn.execute(sql, prepare=protocol == "prepared")
+            # libpq's PQexec: one Query message, answered by one ReadyForQuery.
+            res = conn.pgconn.exec_(sql.encode())
+            if res.status == ExecStatus.FATAL_ERROR:
+                raise errors.lookup(res.error_field(psycopg.pq.DiagnosticField.SQLSTATE).decode())
+            return Rows(res)
+
+        assert status() == S.IDLE
+        run("BEGIN")
+        assert status() == S.INTRANS
+        run("SAVEPOINT a")
+        with pytest.raises(errors.UndefinedTable):
+            run("SELECT * FROM no_such_table")
+        assert status() == S.INERROR
+        with pytest.raises(errors.InFailedSqlTransaction):
+            run("SELECT 1")
+        assert status() == S.INERROR
+        run("ROLLBACK TO SAVEPOINT a")
+        assert status() == S.INTRANS
+        assert run("SELECT 1").fetchone() == (1,)
+        assert status() == S.INTRANS
+        run("COMMIT")
+        assert status() == S.IDLE
+        run("BEGIN")
+        with pytest.raises(errors.UndefinedTable):
+            run("SELECT * FROM no_such_table")
+        assert status() == S.INERROR
+        run("ROLLBACK")
+        assert status() == S.IDLE
+
+
 def test_errors_have_sqlstates(server):
     with psycopg.connect(server.dsn, autocommit=True) as conn:
         with pytest.raises(errors.SyntaxError):

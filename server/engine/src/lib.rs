@@ -42,7 +42,7 @@ use tracing::{info, warn};
 
 pub use copy::{CopyFormat, CopyInTarget};
 pub use model_sql::ModelStatement;
-pub use session::{DEFAULT_PG_SETTINGS, Session};
+pub use session::{BlockState, DEFAULT_PG_SETTINGS, Session};
 
 use crate::config::OpenOptions;
 use crate::error::{EngineError, EngineResult, StatusCode};

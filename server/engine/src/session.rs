@@ -68,6 +68,17 @@ pub struct Session {
     planning: Mutex<Option<PlanningState>>,
 }
 
+/// See [`Session::block_state`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlockState {
+    /// No transaction block is open.
+    Idle,
+    /// A block is open and accepts statements.
+    InBlock,
+    /// A statement of the open block failed: only ROLLBACK (TO SAVEPOINT) is accepted.
+    Failed,
+}
+
 /// See [`Session::planning_state`].
 type PlanningState = (
     u64,
@@ -166,6 +177,19 @@ impl Session {
     /// Whether a transaction block is open (`BEGIN` without `COMMIT` / `ROLLBACK` yet).
     pub fn in_transaction(&self) -> bool {
         self.txn.active()
+    }
+
+    /// Whether the session is outside a block, inside one, or inside a failed one — what
+    /// PostgreSQL's ReadyForQuery reports (`I`, `T`, `E`). `ROLLBACK TO SAVEPOINT` brings a
+    /// failed block back to `T`.
+    pub fn block_state(&self) -> BlockState {
+        if !self.txn.active() {
+            BlockState::Idle
+        } else if self.txn.failed() {
+            BlockState::Failed
+        } else {
+            BlockState::InBlock
+        }
     }
 
     /// A statement failed where the engine did not see it (a frontend's parse or protocol

@@ -17,21 +17,51 @@ use futures::Sink;
 use pgwire::api::{ClientInfo, ClientPortalStore, PgWireConnectionState, SessionExtensions};
 use pgwire::messages::PgWireBackendMessage;
 use pgwire::messages::ProtocolVersion;
-use pgwire::messages::response::TransactionStatus;
+use pgwire::messages::response::{ReadyForQuery, TransactionStatus};
 use pgwire::messages::startup::SecretKey;
+use prognos_engine::{BlockState, Session};
 
-/// A client whose flushes are deferred unless an urgent message was queued.
+/// A client whose flushes are deferred unless an urgent message was queued, and whose
+/// transaction status is the engine session's.
+///
+/// pgwire derives the status of ReadyForQuery from the responses of one message: it can move
+/// a block into the failed state but never out of it, while PostgreSQL's `ROLLBACK TO
+/// SAVEPOINT` brings a failed block back to `T`. Every status set or sent through this
+/// wrapper is therefore replaced by what the session says.
 pub(crate) struct Corked<'a, C> {
     inner: &'a mut C,
     urgent: bool,
+    /// Defer flushes (the extended protocol) or flush as pgwire does (simple queries).
+    cork: bool,
+    session: &'a Session,
 }
 
 impl<'a, C> Corked<'a, C> {
-    pub(crate) fn new(inner: &'a mut C) -> Self {
+    /// Replies held back until ReadyForQuery (the extended protocol).
+    pub(crate) fn new(inner: &'a mut C, session: &'a Session) -> Self {
         Self {
             inner,
             urgent: false,
+            cork: true,
+            session,
         }
+    }
+
+    /// Flushes as pgwire makes them; only the transaction status is the session's.
+    pub(crate) fn uncorked(inner: &'a mut C, session: &'a Session) -> Self {
+        Self {
+            cork: false,
+            ..Self::new(inner, session)
+        }
+    }
+}
+
+/// The ReadyForQuery status of `session`'s transaction block.
+pub(crate) fn status_of(session: &Session) -> TransactionStatus {
+    match session.block_state() {
+        BlockState::Idle => TransactionStatus::Idle,
+        BlockState::InBlock => TransactionStatus::Transaction,
+        BlockState::Failed => TransactionStatus::Error,
     }
 }
 
@@ -59,11 +89,17 @@ where
 
     fn start_send(mut self: Pin<&mut Self>, item: PgWireBackendMessage) -> Result<(), C::Error> {
         self.urgent |= must_reach_client_now(&item);
+        let item = match item {
+            PgWireBackendMessage::ReadyForQuery(_) => {
+                PgWireBackendMessage::ReadyForQuery(ReadyForQuery::new(status_of(self.session)))
+            }
+            other => other,
+        };
         Pin::new(&mut *self.inner).start_send(item)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), C::Error>> {
-        if self.urgent {
+        if self.urgent || !self.cork {
             ready!(Pin::new(&mut *self.inner).poll_flush(cx))?;
             self.urgent = false;
         }
@@ -103,8 +139,8 @@ impl<C: ClientInfo> ClientInfo for Corked<'_, C> {
     fn transaction_status(&self) -> TransactionStatus {
         self.inner.transaction_status()
     }
-    fn set_transaction_status(&mut self, new_status: TransactionStatus) {
-        self.inner.set_transaction_status(new_status)
+    fn set_transaction_status(&mut self, _new_status: TransactionStatus) {
+        self.inner.set_transaction_status(status_of(self.session))
     }
     fn metadata(&self) -> &HashMap<String, String> {
         self.inner.metadata()
