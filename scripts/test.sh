@@ -59,6 +59,13 @@ fi
 
 # Clients must be present: a missing one fails the run instead of skipping its test.
 export PROGNOS_REQUIRE_CLIENTS=1
+# ONNX models run on the ONNX Runtime library of the venv's `onnxruntime` wheel.
+if [ -z "${ORT_DYLIB_PATH:-}" ]; then
+  ORT_DYLIB_PATH="$("$venv/bin/python" -c 'import glob, os, onnxruntime as o
+print(sorted(glob.glob(os.path.join(os.path.dirname(o.__file__), "capi", "libonnxruntime.so.*")))[-1])')"
+  export ORT_DYLIB_PATH
+fi
+export PROGNOS_VENV="$venv"
 export PROGNOS_BIN="$target_dir/debug/prognos"
 
 cargo build --workspace --all-targets

@@ -23,6 +23,13 @@ pub enum ModelError {
     /// A stored artifact could not be read back.
     #[error("model artifact is corrupted or unreadable: {0}")]
     Corrupt(String),
+    /// The ONNX Runtime library is missing or cannot be loaded; the message names what to
+    /// install.
+    #[error("{0}")]
+    RuntimeUnavailable(String),
+    /// ONNX Runtime refused a model or failed while running it.
+    #[error("ONNX Runtime: {0}")]
+    Runtime(String),
     /// Training was cancelled by the client.
     #[error("training cancelled")]
     Cancelled,

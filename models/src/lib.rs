@@ -17,6 +17,7 @@ pub mod isolation;
 pub mod linear;
 pub mod metrics;
 pub mod model;
+pub mod onnx;
 pub mod target;
 pub mod train;
 

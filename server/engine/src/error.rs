@@ -147,6 +147,8 @@ pub fn classify_model(e: &prognos_models::ModelError) -> StatusCode {
         M::WrongType(_) => StatusCode::DatatypeMismatch,
         M::BadTrainingData(_) => StatusCode::DataException,
         M::Corrupt(_) => StatusCode::DataCorrupted,
+        M::RuntimeUnavailable(_) => StatusCode::UndefinedFile,
+        M::Runtime(_) => StatusCode::DataException,
         M::Cancelled => StatusCode::QueryCanceled,
         M::Arrow(a) => classify_arrow(a),
     }
