@@ -40,7 +40,7 @@ use prognos_catalog::{ArtifactStores, ModelRegistry, PersistentCatalog};
 use prognos_storage::stores::StoreRegistry;
 use tracing::{info, warn};
 
-pub use copy::{CopyFormat, CopyInTarget};
+pub use copy::{CopyFormat, CopyInTarget, CopyKind};
 pub use model_sql::ModelStatement;
 pub use session::{BlockState, DEFAULT_PG_SETTINGS, Session};
 

@@ -14,7 +14,7 @@ use postgres_types::{IsNull, ToSql};
 
 use super::encode::{Col, FieldSink};
 use super::types::pg_type;
-use prognos_engine::CopyFormat;
+use prognos_engine::{CopyFormat, CopyKind};
 
 /// The signature, flags and header-extension length that open a binary COPY stream.
 pub(super) fn binary_header() -> Bytes {
@@ -49,7 +49,7 @@ struct CopyLine<'a> {
 impl FieldSink for CopyLine<'_> {
     fn encode_field<T: ToSql + ToSqlText + Sized>(&mut self, value: &T) -> PgWireResult<()> {
         let ty = &self.types[self.col];
-        if self.fmt.binary {
+        if self.fmt.kind == CopyKind::Binary {
             let at = self.buf.len();
             self.buf.put_i32(-1);
             if let IsNull::No = value.to_sql(ty, &mut self.buf)? {
@@ -63,7 +63,9 @@ impl FieldSink for CopyLine<'_> {
             let mut text = BytesMut::new();
             match value.to_sql_text(ty, &mut text, &FormatOptions::default())? {
                 IsNull::Yes => self.buf.put_slice(self.fmt.null.as_bytes()),
-                IsNull::No if self.fmt.csv => csv_value(&mut self.buf, &text, self.fmt),
+                IsNull::No if self.fmt.kind == CopyKind::Csv => {
+                    csv_value(&mut self.buf, &text, self.fmt)
+                }
                 IsNull::No => text_value(&mut self.buf, &text, self.fmt.delimiter),
             }
         }
@@ -131,13 +133,13 @@ pub(super) fn encode_rows(batch: &RecordBatch, fmt: &CopyFormat) -> PgWireResult
             col: 0,
             buf: BytesMut::new(),
         };
-        if fmt.binary {
+        if fmt.kind == CopyKind::Binary {
             line.buf.put_i16(cols.len() as i16);
         }
         for col in &cols {
             col.encode(&mut line, row)?;
         }
-        if !fmt.binary {
+        if fmt.kind != CopyKind::Binary {
             line.buf.put_u8(b'\n');
         }
         rows.push(line.buf.freeze());
@@ -153,9 +155,13 @@ mod tests {
     use datafusion::arrow::array::{ArrayRef, Float64Array, Int32Array, StringArray};
 
     fn format(csv: bool, binary: bool) -> CopyFormat {
+        let kind = match (csv, binary) {
+            (_, true) => CopyKind::Binary,
+            (true, false) => CopyKind::Csv,
+            (false, false) => CopyKind::Text,
+        };
         CopyFormat {
-            csv,
-            binary,
+            kind,
             delimiter: if csv { b',' } else { b'\t' },
             header: false,
             null: if csv { String::new() } else { "\\N".into() },

@@ -50,7 +50,7 @@ use tracing::{debug, info, warn};
 use crate::error::{EngineError, StatusCode, WireStatus};
 use crate::metrics::{ConnectionGauge, METRICS, QueryTimer};
 use prognos_engine::streams::cancellable;
-use prognos_engine::{CopyInTarget, Described, Engine, Output, Session, Statement};
+use prognos_engine::{CopyInTarget, CopyKind, Described, Engine, Output, Session, Statement};
 
 pub use encode::fields_for;
 
@@ -368,7 +368,7 @@ impl Handler {
             }
             Output::CopyIn(target) => {
                 let columns = target.columns.fields().len();
-                let wire_format = i8::from(target.format.binary);
+                let wire_format = i8::from(target.format.kind == CopyKind::Binary);
                 *self.pending_copy.lock().unwrap_or_else(|p| p.into_inner()) =
                     Some((target, bytes::BytesMut::new()));
                 Response::CopyIn(CopyResponse::new(wire_format, columns, stream::empty()))
@@ -379,12 +379,12 @@ impl Handler {
             } => {
                 let schema = rows.schema();
                 let columns = schema.fields().len();
-                let wire_format = i8::from(copy_format.binary);
+                let wire_format = i8::from(copy_format.kind == CopyKind::Binary);
                 // What precedes the rows (the binary signature, a CSV header line) travels in
                 // the first row's message, so pgwire's row count stays the rows' count.
-                let preamble = if copy_format.binary {
+                let preamble = if copy_format.kind == CopyKind::Binary {
                     Some(copy_out::binary_header())
-                } else if copy_format.csv && copy_format.header {
+                } else if copy_format.kind == CopyKind::Csv && copy_format.header {
                     Some(copy_out::csv_header(&schema, &copy_format))
                 } else {
                     None

@@ -134,8 +134,7 @@ mod tests {
     #[test]
     fn quoted_empty_is_text_unquoted_empty_is_null() {
         let fmt = CopyFormat {
-            csv: true,
-            binary: false,
+            kind: crate::CopyKind::Csv,
             delimiter: b',',
             header: true,
             null: String::new(),

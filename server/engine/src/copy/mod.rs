@@ -28,10 +28,8 @@ use crate::error::{EngineError, EngineResult, StatusCode};
 /// Layout of COPY data.
 #[derive(Debug, Clone)]
 pub struct CopyFormat {
-    /// CSV (true) or Postgres text format (false); see `binary`.
-    pub csv: bool,
-    /// PostgreSQL's binary COPY format (then `csv` is false and the text options unused).
-    pub binary: bool,
+    /// Text, CSV or binary (then the text options are unused).
+    pub kind: CopyKind,
     /// Field delimiter (`,` for CSV, tab for text).
     pub delimiter: u8,
     /// First line is a header.
@@ -59,13 +57,23 @@ fn unsupported(msg: impl Into<String>) -> EngineError {
     EngineError::statement(StatusCode::FeatureNotSupported, msg)
 }
 
+/// The three data formats of PostgreSQL's COPY.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CopyKind {
+    /// Tab-separated, backslash escapes, `\N` for NULL.
+    Text,
+    /// Comma-separated with quoting.
+    Csv,
+    /// The `PGCOPY` binary stream.
+    Binary,
+}
+
 /// Decode the options of a COPY statement.
 pub(super) fn copy_format(
     options: &[CopyOption],
     legacy: &[CopyLegacyOption],
 ) -> EngineResult<CopyFormat> {
-    let mut csv = false;
-    let mut binary = false;
+    let mut kind = CopyKind::Text;
     let mut delimiter = None;
     let mut header = false;
     let mut null = None;
@@ -73,9 +81,9 @@ pub(super) fn copy_format(
     for o in options {
         match o {
             CopyOption::Format(f) => match f.value.to_ascii_lowercase().as_str() {
-                "csv" => (csv, binary) = (true, false),
-                "text" => (csv, binary) = (false, false),
-                "binary" => (csv, binary) = (false, true),
+                "csv" => kind = CopyKind::Csv,
+                "text" => kind = CopyKind::Text,
+                "binary" => kind = CopyKind::Binary,
                 other => {
                     return Err(EngineError::statement(
                         StatusCode::InvalidParameterValue,
@@ -95,7 +103,7 @@ pub(super) fn copy_format(
     for o in legacy {
         match o {
             CopyLegacyOption::Csv(opts) => {
-                csv = true;
+                kind = CopyKind::Csv;
                 for c in opts {
                     match c {
                         CopyLegacyCsvOption::Header => header = true,
@@ -111,13 +119,13 @@ pub(super) fn copy_format(
             CopyLegacyOption::Delimiter(c) => delimiter = Some(*c as u8),
             CopyLegacyOption::Null(n) => null = Some(n.clone()),
             CopyLegacyOption::Header => header = true,
-            CopyLegacyOption::Binary => (csv, binary) = (false, true),
+            CopyLegacyOption::Binary => kind = CopyKind::Binary,
             other => return Err(unsupported(format!("COPY option {other} is not supported"))),
         }
     }
+    let csv = kind == CopyKind::Csv;
     Ok(CopyFormat {
-        csv,
-        binary,
+        kind,
         delimiter: delimiter.unwrap_or(if csv { b',' } else { b'\t' }),
         header,
         null: null.unwrap_or_else(|| if csv { String::new() } else { "\\N".into() }),
@@ -196,9 +204,9 @@ impl Engine {
         data: Bytes,
     ) -> EngineResult<u64> {
         let fmt = &target.format;
-        let batch = if fmt.binary {
+        let batch = if fmt.kind == CopyKind::Binary {
             binary::decode(&data, &target.columns)?
-        } else if fmt.csv {
+        } else if fmt.kind == CopyKind::Csv {
             csv::decode(&data, &target.columns, fmt)?
         } else {
             text::decode(&data, &target.columns, fmt)?

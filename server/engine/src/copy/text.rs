@@ -275,8 +275,7 @@ mod tests {
 
     fn fmt() -> CopyFormat {
         CopyFormat {
-            csv: false,
-            binary: false,
+            kind: crate::CopyKind::Text,
             delimiter: b'\t',
             header: false,
             null: "\\N".into(),
