@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::binning::BinnedMatrix;
 use super::grow::{GrowParams, grow};
+use super::scorer::NumericTree;
 use super::tree::Tree;
 use crate::error::{ModelError, ModelResult};
 use crate::features::{DerivedColumn, Matrix};
@@ -195,9 +196,22 @@ impl Ensemble {
         let k = self.n_outputs;
         let mut out = vec![0f32; x.n_rows * k];
         let per_output = (self.trees.len() / k).max(1) as f32;
+        let scorers: Vec<Option<NumericTree>> = self.trees.iter().map(NumericTree::new).collect();
+        let width = x.cols.len();
         let score_block = |(b, chunk): (usize, &mut [f32])| {
             let start = b * BLOCK_ROWS;
             let rows = start..start + chunk.len() / k;
+            // The block's rows laid out row by row once, for every tree's scorer.
+            let mut block = vec![0f32; rows.len() * width];
+            for (c, col) in x.cols.iter().enumerate() {
+                for (r, v) in col[rows.clone()].iter().enumerate() {
+                    block[r * width + c] = *v;
+                }
+            }
+            let add = |i: usize, t: &Tree, chunk: &mut [f32], scale| match &scorers[i] {
+                Some(s) => s.add_rows_to(t, &block, width, chunk, k, i % k, scale),
+                None => t.add_to(&x.cols, rows.clone(), chunk, k, i % k, scale),
+            };
             match self.combine {
                 Combine::Sum => {
                     for (r, c) in chunk.chunks_mut(k).enumerate() {
@@ -205,12 +219,12 @@ impl Ensemble {
                         c.copy_from_slice(&self.init);
                     }
                     for (i, t) in self.trees.iter().enumerate() {
-                        t.add_to(&x.cols, rows.clone(), chunk, k, i % k, 1.0);
+                        add(i, t, chunk, 1.0);
                     }
                 }
                 Combine::Mean => {
                     for (i, t) in self.trees.iter().enumerate() {
-                        t.add_to(&x.cols, rows.clone(), chunk, k, i % k, 1.0 / per_output);
+                        add(i, t, chunk, 1.0 / per_output);
                     }
                 }
             }
@@ -450,7 +464,10 @@ pub fn train_boosted(
         let mut metric = None;
         if let (Some((vx, vy)), Some(vs)) = (valid, valid_score.as_mut()) {
             for (class, t) in new_trees.iter().enumerate() {
-                t.add_to(&vx.cols, 0..vx.n_rows, vs, k, class, 1.0);
+                match NumericTree::new(t) {
+                    Some(s) => s.add_to(t, &vx.cols, 0..vx.n_rows, vs, k, class, 1.0),
+                    None => t.add_to(&vx.cols, 0..vx.n_rows, vs, k, class, 1.0),
+                }
             }
             let loss = validation_loss(objective, k, vs, vy);
             metric = Some(loss);

@@ -11,6 +11,7 @@
 pub(crate) mod binning;
 pub mod ensemble;
 pub(crate) mod grow;
+pub(crate) mod scorer;
 pub(crate) mod shap;
 pub mod tree;
 
