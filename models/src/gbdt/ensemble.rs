@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::binning::BinnedMatrix;
 use super::grow::{GrowParams, grow};
-use super::scorer::NumericTree;
+use super::scorer::ScoringTree;
 use super::tree::Tree;
 use crate::error::{ModelError, ModelResult};
 use crate::features::{DerivedColumn, Matrix};
@@ -196,7 +196,7 @@ impl Ensemble {
         let k = self.n_outputs;
         let mut out = vec![0f32; x.n_rows * k];
         let per_output = (self.trees.len() / k).max(1) as f32;
-        let scorers: Vec<Option<NumericTree>> = self.trees.iter().map(NumericTree::new).collect();
+        let scorers: Vec<Option<ScoringTree>> = self.trees.iter().map(ScoringTree::new).collect();
         let width = x.cols.len();
         let score_block = |(b, chunk): (usize, &mut [f32])| {
             let start = b * BLOCK_ROWS;
@@ -464,7 +464,7 @@ pub fn train_boosted(
         let mut metric = None;
         if let (Some((vx, vy)), Some(vs)) = (valid, valid_score.as_mut()) {
             for (class, t) in new_trees.iter().enumerate() {
-                match NumericTree::new(t) {
+                match ScoringTree::new(t) {
                     Some(s) => s.add_to(t, &vx.cols, 0..vx.n_rows, vs, k, class, 1.0),
                     None => t.add_to(&vx.cols, 0..vx.n_rows, vs, k, class, 1.0),
                 }

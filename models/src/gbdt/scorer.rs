@@ -3,35 +3,43 @@
 //!
 //! Walking a [`Tree`] node by node costs a mispredicted branch at about every second level
 //! (left or right depends on the data) plus the NaN and categorical checks, and each row's
-//! walk is one chain of dependent loads. For trees whose splits are all numeric (the common
-//! case), [`NumericTree`] instead stores 16-byte nodes (feature with the missing-value
-//! direction in its top bit, threshold, both children), turns every leaf into a node whose
-//! children are itself, and walks [`LANES`] rows together for exactly the tree's depth: the
-//! child is chosen by indexing, not branching, and the rows' independent load chains overlap.
-//! Shallow leaves cost the steps left to the full depth, far less than the mispredictions
-//! saved. Trees with categorical splits keep [`Tree`]'s own walk.
+//! walk is one chain of dependent loads. [`ScoringTree`] instead stores 16-byte nodes
+//! (feature with the missing-value direction and the split kind in its top bits, threshold
+//! or category-set index, both children), turns every leaf into a node whose children are
+//! itself, and walks [`LANES`] rows together for exactly the tree's depth: the child is
+//! chosen by indexing, not branching, and the rows' independent load chains overlap. Shallow
+//! leaves cost the steps left to the full depth, far less than the mispredictions saved. The
+//! only branch left per node is numeric-or-categorical, which follows the tree's shape rather
+//! than the data (never taken in a tree without categorical splits).
 
-use super::tree::Tree;
+use super::binning::cat_bin;
+use super::tree::{Tree, set_has};
 
 /// Rows walked together.
 const LANES: usize = 8;
-/// Bit of [`Node::feature`] that sends a missing (NaN) value right.
+/// Bit of [`Node::feature`] that sends a missing (NaN) value right (numeric splits).
 const NAN_RIGHT: u32 = 1 << 31;
+/// Bit of [`Node::feature`] that marks a categorical split: `threshold` then holds the bits
+/// of the index of its set in [`Tree::cat_sets`] (bins in the set go left).
+const CATEGORICAL: u32 = 1 << 30;
+/// The column index inside [`Node::feature`].
+const COLUMN: u32 = !(NAN_RIGHT | CATEGORICAL);
 
 #[derive(Debug, Clone, Copy)]
 #[repr(C)]
 struct Node {
     /// Column index, with [`NAN_RIGHT`].
     feature: u32,
-    /// Right when `x > threshold`; leaves have `+inf` (never right).
+    /// Right when `x > threshold`; leaves have `+inf` (never right). For a categorical
+    /// split, the set index as bits.
     threshold: f32,
     /// Left and right child (node indices; a leaf's are itself).
     children: [u32; 2],
 }
 
-/// A numeric-only tree in the scoring layout (see the module docs).
+/// A tree in the scoring layout (see the module docs).
 #[derive(Debug, Clone)]
-pub(crate) struct NumericTree {
+pub(crate) struct ScoringTree {
     nodes: Vec<Node>,
     /// Index of the first leaf node (leaf `j` is node `first_leaf + j`).
     first_leaf: u32,
@@ -39,10 +47,11 @@ pub(crate) struct NumericTree {
     depth: usize,
 }
 
-impl NumericTree {
-    /// The scoring layout of `tree`, or `None` when it has a categorical split (or no split).
-    pub(crate) fn new(tree: &Tree) -> Option<NumericTree> {
-        if tree.nodes.is_empty() || !tree.cat_sets.is_empty() {
+impl ScoringTree {
+    /// The scoring layout of `tree`, or `None` when it has no split (or indices too large
+    /// for the layout).
+    pub(crate) fn new(tree: &Tree) -> Option<ScoringTree> {
+        if tree.nodes.is_empty() {
             return None;
         }
         let first_leaf = u32::try_from(tree.nodes.len()).ok()?;
@@ -55,13 +64,23 @@ impl NumericTree {
         };
         let mut nodes = Vec::with_capacity(tree.nodes.len() + tree.leaves.len());
         for n in &tree.nodes {
-            if n.cat_set >= 0 || n.feature >= NAN_RIGHT {
+            if n.feature & !COLUMN != 0 {
                 return None;
             }
-            let nan_right = if n.missing_left { 0 } else { NAN_RIGHT };
+            let (feature, threshold) = if n.cat_set >= 0 {
+                let set = u32::try_from(n.cat_set).ok()?;
+                if set as usize >= tree.cat_sets.len() {
+                    return None;
+                }
+                (n.feature | CATEGORICAL, f32::from_bits(set))
+            } else if n.missing_left {
+                (n.feature, n.threshold)
+            } else {
+                (n.feature | NAN_RIGHT, n.threshold)
+            };
             nodes.push(Node {
-                feature: n.feature | nan_right,
-                threshold: n.threshold,
+                feature,
+                threshold,
                 children: [child(n.left)?, child(n.right)?],
             });
         }
@@ -79,18 +98,38 @@ impl NumericTree {
         {
             return None;
         }
-        Some(NumericTree {
+        Some(ScoringTree {
             nodes,
             first_leaf,
             depth: tree.depth(),
         })
     }
 
-    /// [`NumericTree::add_to`] over rows already laid out row by row: `block` holds
+    /// [`ScoringTree::add_to`] over rows already laid out row by row: `block` holds
     /// `width` values per row (one per matrix column), so a node reads one value with one
     /// load. An ensemble lays out each block of rows once for all its trees.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn add_rows_to(
+        &self,
+        tree: &Tree,
+        block: &[f32],
+        width: usize,
+        out: &mut [f32],
+        stride: usize,
+        offset: usize,
+        scale: f32,
+    ) {
+        // A tree without categorical splits is walked by code without their check.
+        if tree.cat_sets.is_empty() {
+            self.walk_rows::<false>(tree, block, width, out, stride, offset, scale)
+        } else {
+            self.walk_rows::<true>(tree, block, width, out, stride, offset, scale)
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    fn walk_rows<const CATEGORICAL_SPLITS: bool>(
         &self,
         tree: &Tree,
         block: &[f32],
@@ -108,8 +147,8 @@ impl NumericTree {
             for _ in 0..self.depth {
                 for (l, i) in idx.iter_mut().enumerate().take(lanes) {
                     let n = &self.nodes[*i as usize];
-                    let x = block[(r + l) * width + (n.feature & !NAN_RIGHT) as usize];
-                    let right = (x > n.threshold) | (x.is_nan() & (n.feature & NAN_RIGHT != 0));
+                    let x = block[(r + l) * width + (n.feature & COLUMN) as usize];
+                    let right = goes_right::<CATEGORICAL_SPLITS>(tree, n, x);
                     *i = n.children[usize::from(right)];
                 }
             }
@@ -142,9 +181,8 @@ impl NumericTree {
             for _ in 0..self.depth {
                 for (l, i) in idx.iter_mut().enumerate().take(lanes) {
                     let n = &self.nodes[*i as usize];
-                    let x = cols[(n.feature & !NAN_RIGHT) as usize][r + l];
-                    let right = (x > n.threshold) | (x.is_nan() & (n.feature & NAN_RIGHT != 0));
-                    *i = n.children[usize::from(right)];
+                    let x = cols[(n.feature & COLUMN) as usize][r + l];
+                    *i = n.children[usize::from(goes_right::<true>(tree, n, x))];
                 }
             }
             for (l, i) in idx.iter().enumerate().take(lanes) {
@@ -156,6 +194,18 @@ impl NumericTree {
     }
 }
 
+/// Whether value `x` goes right at `n` (as [`Tree::goes_left`] decides, negated);
+/// `CATEGORICAL_SPLITS` false when the tree has none (no check is compiled in).
+#[inline(always)]
+fn goes_right<const CATEGORICAL_SPLITS: bool>(tree: &Tree, n: &Node, x: f32) -> bool {
+    if CATEGORICAL_SPLITS && n.feature & CATEGORICAL != 0 {
+        let set = &tree.cat_sets[n.threshold.to_bits() as usize];
+        !set_has(set, cat_bin(x))
+    } else {
+        (x > n.threshold) | (x.is_nan() & (n.feature & NAN_RIGHT != 0))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use rand::{Rng, SeedableRng};
@@ -164,9 +214,9 @@ mod tests {
     use super::*;
     use crate::gbdt::tree::Node as TreeNode;
 
-    /// A random numeric tree over `features` columns with `leaves` leaves (lopsided or
-    /// balanced as chance has it).
-    fn random_tree(rng: &mut ChaCha8Rng, features: u32, leaves: usize) -> Tree {
+    /// A random tree over `features` columns with `leaves` leaves (lopsided or balanced as
+    /// chance has it), with some categorical splits when `categorical`.
+    fn random_tree(rng: &mut ChaCha8Rng, features: u32, leaves: usize, categorical: bool) -> Tree {
         let mut tree = Tree {
             leaves: vec![0.0],
             leaf_cover: vec![1.0],
@@ -178,13 +228,20 @@ mod tests {
             let j = rng.random_range(0..tree.leaves.len());
             let node = tree.nodes.len() as i32;
             let new_leaf = tree.leaves.len();
+            let cat_set = if categorical && rng.random_bool(0.3) {
+                tree.cat_sets
+                    .push([rng.random(), rng.random(), rng.random(), rng.random()]);
+                tree.cat_sets.len() as i32 - 1
+            } else {
+                -1
+            };
             tree.nodes.push(TreeNode {
                 feature: rng.random_range(0..features),
                 threshold: rng.random_range(-2.0..2.0),
                 left: !(j as i32),
                 right: !(new_leaf as i32),
                 missing_left: rng.random_bool(0.5),
-                cat_set: -1,
+                cat_set,
                 gain: 1.0,
                 cover: 1.0,
             });
@@ -206,13 +263,13 @@ mod tests {
     }
 
     #[test]
-    fn scores_exactly_as_the_node_walk() {
+    fn scores_exactly_as_the_node_walk_numeric_and_categorical() {
         let mut rng = ChaCha8Rng::seed_from_u64(3);
         for case in 0..200 {
             let features = rng.random_range(1..6);
             let leaves = rng.random_range(2..40);
-            let tree = random_tree(&mut rng, features, leaves);
-            let scorer = NumericTree::new(&tree).expect("numeric tree");
+            let tree = random_tree(&mut rng, features, leaves, case % 2 == 1);
+            let scorer = ScoringTree::new(&tree).expect("scoring layout");
             let rows = rng.random_range(1..70);
             let cols: Vec<Vec<f32>> = (0..features)
                 .map(|_| {
@@ -221,6 +278,8 @@ mod tests {
                             0 => f32::NAN,
                             1 => f32::INFINITY,
                             2 => f32::NEG_INFINITY,
+                            // Category codes, some past the bins of their own.
+                            3..=8 => rng.random_range(0..300) as f32,
                             _ => rng.random_range(-3.0..3.0),
                         })
                         .collect()
@@ -246,17 +305,12 @@ mod tests {
     }
 
     #[test]
-    fn categorical_and_single_leaf_trees_keep_the_node_walk() {
+    fn a_single_leaf_tree_keeps_the_node_walk() {
         let leaf_only = Tree {
             leaves: vec![1.0],
             leaf_cover: vec![1.0],
             ..Tree::default()
         };
-        assert!(NumericTree::new(&leaf_only).is_none());
-        let mut rng = ChaCha8Rng::seed_from_u64(5);
-        let mut cat = random_tree(&mut rng, 3, 4);
-        cat.nodes[0].cat_set = 0;
-        cat.cat_sets.push([1, 0, 0, 0]);
-        assert!(NumericTree::new(&cat).is_none());
+        assert!(ScoringTree::new(&leaf_only).is_none());
     }
 }
