@@ -119,45 +119,9 @@ impl ScoringTree {
         offset: usize,
         scale: f32,
     ) {
-        // A tree without categorical splits is walked by code without their check.
-        if tree.cat_sets.is_empty() {
-            self.walk_rows::<false>(tree, block, width, out, stride, offset, scale)
-        } else {
-            self.walk_rows::<true>(tree, block, width, out, stride, offset, scale)
-        }
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    #[inline(always)]
-    fn walk_rows<const CATEGORICAL_SPLITS: bool>(
-        &self,
-        tree: &Tree,
-        block: &[f32],
-        width: usize,
-        out: &mut [f32],
-        stride: usize,
-        offset: usize,
-        scale: f32,
-    ) {
         let rows = block.len() / width.max(1);
-        let mut r = 0;
-        while r < rows {
-            let lanes = (rows - r).min(LANES);
-            let mut idx = [0u32; LANES];
-            for _ in 0..self.depth {
-                for (l, i) in idx.iter_mut().enumerate().take(lanes) {
-                    let n = &self.nodes[*i as usize];
-                    let x = block[(r + l) * width + (n.feature & COLUMN) as usize];
-                    let right = goes_right::<CATEGORICAL_SPLITS>(tree, n, x);
-                    *i = n.children[usize::from(right)];
-                }
-            }
-            for (l, i) in idx.iter().enumerate().take(lanes) {
-                let leaf = (*i - self.first_leaf) as usize;
-                out[(r + l) * stride + offset] += scale * tree.leaves[leaf];
-            }
-            r += lanes;
-        }
+        let value = |row: usize, column: usize| block[row * width + column];
+        self.add(tree, rows, value, out, stride, offset, scale);
     }
 
     /// Add `scale * leaf value` of each row in `rows` to `out[k * stride + offset]` for row k
@@ -174,20 +138,59 @@ impl ScoringTree {
         scale: f32,
     ) {
         let start = rows.start;
-        let mut r = start;
-        while r < rows.end {
-            let lanes = (rows.end - r).min(LANES);
+        let value = |row: usize, column: usize| cols[column][start + row];
+        self.add(tree, rows.len(), value, out, stride, offset, scale);
+    }
+
+    /// The walk both layouts share: `value(row, column)` for rows `0..rows`, results to
+    /// `out[row * stride + offset]`.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    fn add(
+        &self,
+        tree: &Tree,
+        rows: usize,
+        value: impl Fn(usize, usize) -> f32,
+        out: &mut [f32],
+        stride: usize,
+        offset: usize,
+        scale: f32,
+    ) {
+        // A tree without categorical splits is walked by code without their check.
+        if tree.cat_sets.is_empty() {
+            self.walk::<false>(tree, rows, value, out, stride, offset, scale)
+        } else {
+            self.walk::<true>(tree, rows, value, out, stride, offset, scale)
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    fn walk<const CATEGORICAL_SPLITS: bool>(
+        &self,
+        tree: &Tree,
+        rows: usize,
+        value: impl Fn(usize, usize) -> f32,
+        out: &mut [f32],
+        stride: usize,
+        offset: usize,
+        scale: f32,
+    ) {
+        let mut r = 0;
+        while r < rows {
+            let lanes = (rows - r).min(LANES);
             let mut idx = [0u32; LANES];
             for _ in 0..self.depth {
                 for (l, i) in idx.iter_mut().enumerate().take(lanes) {
                     let n = &self.nodes[*i as usize];
-                    let x = cols[(n.feature & COLUMN) as usize][r + l];
-                    *i = n.children[usize::from(goes_right::<true>(tree, n, x))];
+                    let x = value(r + l, (n.feature & COLUMN) as usize);
+                    let right = goes_right::<CATEGORICAL_SPLITS>(tree, n, x);
+                    *i = n.children[usize::from(right)];
                 }
             }
             for (l, i) in idx.iter().enumerate().take(lanes) {
                 let leaf = (*i - self.first_leaf) as usize;
-                out[(r + l - start) * stride + offset] += scale * tree.leaves[leaf];
+                out[(r + l) * stride + offset] += scale * tree.leaves[leaf];
             }
             r += lanes;
         }
