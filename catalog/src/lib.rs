@@ -17,5 +17,5 @@ pub mod system_tables;
 
 pub use error::{CatalogError, CatalogResult};
 pub use managed::{CommitLock, ManagedTable, StagedTable, WriteStage};
-pub use models::{ArtifactStores, ModelEntry, ModelRegistry, ModelSnapshot, ModelVersion};
+pub use models::{ArtifactStores, ModelEntry, ModelRegistry, ModelSnapshot, ModelVersion, Payload};
 pub use persist::{CatalogFile, PersistentCatalog, TableEntry, TableKind};

@@ -1,24 +1,30 @@
 //! The model registry: every model, its versions, and their artifacts.
 //!
 //! Layout: `<data dir>/models/registry.json` lists models and versions (format version
-//! [`REGISTRY_FORMAT_VERSION`]). Each version's artifact (the format documented in
-//! `prognos_models::model`) is `models/<name>/v<NNNN>.json` in the data dir, or, when the
-//! registry has an artifact URL (`storage.models_url`), the object
-//! `<url>/models/<name>/v<NNNN>-<uuid>.json` in that object store (the suffix keeps servers that
-//! share a bucket apart); the registry records each artifact's relative path or full URL, so
-//! a model stays readable where it was written when the setting changes. A new version writes
-//! (and, locally, fsyncs) its artifact first and then replaces `registry.json` atomically, so a
-//! crash leaves the old registry intact.
+//! [`REGISTRY_FORMAT_VERSION`]). Each version is a directory, the artifact container:
+//! `artifact.json` (the format documented in `prognos_models::model`) and the binary payload
+//! files it names (an imported ONNX graph, later neural weights). It is
+//! `models/<name>/v<NNNN>/` in the data dir, or, when the registry has an artifact URL
+//! (`storage.models_url`), the prefix `<url>/models/<name>/v<NNNN>-<uuid>/` in that object
+//! store (the suffix keeps servers that share a bucket apart). The registry records the path or
+//! URL of each version's `artifact.json` and its payload names, so a model stays readable where
+//! it was written when the setting changes; versions written before the container existed are
+//! a lone `v<NNNN>.json` (`v<NNNN>-<uuid>.json`) and load as they are. A new version writes
+//! (and, locally, fsyncs) its payloads and artifact first and then replaces `registry.json`
+//! atomically, so a crash leaves the old registry intact.
 //!
-//! The current version of every model is loaded into memory at start-up; a model whose artifact
-//! is unreadable is kept with its error, so it fails alone while the others keep working.
-//! Readers take a [`ModelSnapshot`]: an immutable map that a running query keeps, so
+//! Versions load lazily: opening the registry reads only `registry.json`, so a multi-GB model
+//! does not slow start-up. The engine loads the models a statement names before planning it
+//! ([`ModelRegistry::preload`]); anything else is loaded on first use. Payloads of object-store
+//! versions are copied to `models/.cache/` in the data dir, where ONNX Runtime opens them. A
+//! model whose artifact is unreadable fails alone, with its reason, while the others keep
+//! working. Readers take a [`ModelSnapshot`]: an immutable map that a running query keeps, so
 //! `CREATE OR REPLACE MODEL` never changes the model under a query that already started.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use datafusion::execution::object_store::ObjectStoreRegistry;
 use object_store::path::Path as ObjectPath;
@@ -60,8 +66,15 @@ pub struct ModelVersion {
     pub validation_rows: usize,
     /// Training time.
     pub train_seconds: f64,
-    /// The training query (`AS ...` text).
+    /// The training query (`AS ...` text), or the source of an imported model.
     pub query: String,
+    /// Payload files stored beside `artifact.json` (names relative to its directory).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub payloads: Vec<String>,
+    /// An imported graph's inputs and outputs (`input x float32[?, 4]`), as `DESCRIBE MODEL`
+    /// shows them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<String>,
 }
 
 /// A model and its versions.
@@ -103,26 +116,110 @@ impl Default for RegistryFile {
 /// A loaded model version, or why it could not be loaded.
 pub type Loaded = Result<Arc<ModelArtifact>, String>;
 
-/// The models visible to one query: name → (version, artifact).
+/// Where a version's files are and how to reach them.
+#[derive(Debug, Clone)]
+struct Source {
+    /// The registry's directory (`<data dir>/models`).
+    dir: PathBuf,
+    /// Object stores of URL artifacts.
+    stores: Arc<dyn ObjectStoreRegistry>,
+}
+
+/// One model version, loaded on first use.
+#[derive(Debug)]
+struct Slot {
+    name: String,
+    record: ModelVersion,
+    source: Source,
+    loaded: OnceLock<Loaded>,
+}
+
+impl Slot {
+    fn new(name: &str, record: ModelVersion, source: Source) -> Arc<Slot> {
+        Arc::new(Slot {
+            name: name.to_string(),
+            record,
+            source,
+            loaded: OnceLock::new(),
+        })
+    }
+
+    fn loaded(name: &str, record: ModelVersion, source: Source, artifact: Loaded) -> Arc<Slot> {
+        let slot = Slot::new(name, record, source);
+        let _ = slot.loaded.set(artifact);
+        slot
+    }
+
+    /// Load the version (once; later calls return the first outcome).
+    async fn load(&self) -> &Loaded {
+        if let Some(l) = self.loaded.get() {
+            return l;
+        }
+        let outcome = load_version(&self.source, &self.name, &self.record).await;
+        if let Err(reason) = &outcome {
+            tracing::warn!(model = %self.name, version = self.record.version, %reason,
+                "model artifact unreadable");
+        }
+        self.loaded.get_or_init(|| outcome)
+    }
+
+    /// Load the version from a synchronous caller: a data-dir artifact is read directly; an
+    /// object-store one needs the multi-threaded runtime to wait on.
+    fn load_blocking(&self) -> &Loaded {
+        if let Some(l) = self.loaded.get() {
+            return l;
+        }
+        let runtime = tokio::runtime::Handle::try_current()
+            .ok()
+            .filter(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        match runtime {
+            Some(handle) => tokio::task::block_in_place(|| handle.block_on(self.load())),
+            None if !is_url(&self.record.artifact) => futures::executor::block_on(self.load()),
+            None => self.loaded.get_or_init(|| {
+                Err(format!(
+                    "{} was not loaded before planning, and it cannot be fetched from here",
+                    self.record.artifact
+                ))
+            }),
+        }
+    }
+}
+
+/// The models visible to one query: name → its current version, loaded on first use.
 #[derive(Debug, Default)]
 pub struct ModelSnapshot {
-    models: HashMap<String, (u32, Loaded)>,
+    models: HashMap<String, Arc<Slot>>,
 }
 
 impl ModelSnapshot {
-    /// The current version of a model (exact name first, then lower-cased).
-    pub fn get(&self, name: &str) -> CatalogResult<(u32, Arc<ModelArtifact>)> {
-        let found = self
-            .models
+    fn slot(&self, name: &str) -> Option<&Arc<Slot>> {
+        self.models
             .get(name)
-            .or_else(|| self.models.get(&name.to_ascii_lowercase()));
-        match found {
-            None => Err(CatalogError::ModelNotFound(name.to_string())),
-            Some((v, Ok(a))) => Ok((*v, Arc::clone(a))),
-            Some((_, Err(reason))) => Err(CatalogError::ModelUnavailable {
+            .or_else(|| self.models.get(&name.to_ascii_lowercase()))
+    }
+
+    /// The current version of a model (exact name first, then lower-cased), loading it if no
+    /// statement loaded it before.
+    pub fn get(&self, name: &str) -> CatalogResult<(u32, Arc<ModelArtifact>)> {
+        let Some(slot) = self.slot(name) else {
+            return Err(CatalogError::ModelNotFound(name.to_string()));
+        };
+        match slot.load_blocking() {
+            Ok(a) => Ok((slot.record.version, Arc::clone(a))),
+            Err(reason) => Err(CatalogError::ModelUnavailable {
                 name: name.to_string(),
                 reason: reason.clone(),
             }),
+        }
+    }
+
+    /// Load the current versions of those of `names` that are models (other names are
+    /// ignored), so planning finds them in memory. Failures are kept for `get` to report.
+    pub async fn preload<'a>(&self, names: impl IntoIterator<Item = &'a str>) {
+        for name in names {
+            if let Some(slot) = self.slot(name) {
+                slot.load().await;
+            }
         }
     }
 }
@@ -195,24 +292,108 @@ fn resolve(
     Ok((store, path))
 }
 
-async fn load_artifact(dir: &Path, stores: &dyn ObjectStoreRegistry, v: &ModelVersion) -> Loaded {
-    let bytes = if is_url(&v.artifact) {
-        let (store, path) = resolve(stores, &v.artifact)?;
-        let got = store
-            .get(&path)
-            .await
-            .map_err(|e| format!("{}: {e}", v.artifact))?;
-        got.bytes()
-            .await
-            .map_err(|e| format!("{}: {e}", v.artifact))?
-            .to_vec()
+/// Read the object at `url` whole.
+async fn fetch(stores: &dyn ObjectStoreRegistry, url: &str) -> Result<bytes::Bytes, String> {
+    let (store, path) = resolve(stores, url)?;
+    let got = store.get(&path).await.map_err(|e| format!("{url}: {e}"))?;
+    got.bytes().await.map_err(|e| format!("{url}: {e}"))
+}
+
+/// The URL of payload `file` of the version whose `artifact.json` is at `artifact_url`.
+fn payload_url(artifact_url: &str, file: &str) -> String {
+    match artifact_url.rsplit_once('/') {
+        Some((dir, _)) => format!("{dir}/{file}"),
+        None => file.to_string(),
+    }
+}
+
+/// Local directory where payloads of an object-store version are copied.
+fn cache_dir(dir: &Path, name: &str, record: &ModelVersion) -> PathBuf {
+    let folder = record
+        .artifact
+        .rsplit('/')
+        .nth(1)
+        .filter(|f| !f.is_empty() && *f != "." && *f != "..")
+        .map(str::to_string)
+        .unwrap_or_else(|| format!("v{:04}", record.version));
+    dir.join(CACHE_DIR).join(name).join(folder)
+}
+
+/// Load one version: its artifact, and its payloads made local.
+async fn load_version(source: &Source, name: &str, v: &ModelVersion) -> Loaded {
+    let (bytes, payload_dir) = if is_url(&v.artifact) {
+        let bytes = fetch(source.stores.as_ref(), &v.artifact).await?.to_vec();
+        let local = cache_dir(&source.dir, name, v);
+        for file in &v.payloads {
+            let target = local.join(file);
+            if target.is_file() {
+                continue;
+            }
+            let data = fetch(source.stores.as_ref(), &payload_url(&v.artifact, file)).await?;
+            std::fs::create_dir_all(&local).map_err(|e| format!("{}: {e}", local.display()))?;
+            write_atomic(&target, &data).map_err(|e| format!("{}: {e}", target.display()))?;
+        }
+        (bytes, local)
     } else {
-        let path = dir.join(&v.artifact);
-        std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?
+        let path = source.dir.join(&v.artifact);
+        let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        (bytes, dir)
     };
-    ModelArtifact::from_bytes(&bytes)
-        .map(Arc::new)
-        .map_err(|e| e.to_string())
+    let artifact = ModelArtifact::from_bytes(&bytes).map_err(|e| e.to_string())?;
+    for file in artifact.payload_files() {
+        let path = payload_dir.join(&file);
+        if !path.is_file() {
+            return Err(format!("payload {} is missing", path.display()));
+        }
+    }
+    artifact.attach_payloads(&payload_dir);
+    Ok(Arc::new(artifact))
+}
+
+/// Folder under the registry's directory where object-store payloads are copied.
+const CACHE_DIR: &str = ".cache";
+
+/// The artifact document's name in a version's directory.
+const ARTIFACT_FILE: &str = "artifact.json";
+
+/// A version record with only what locating its files needs.
+fn placeholder_artifact(artifact: &str, version: u32) -> ModelVersion {
+    ModelVersion {
+        version,
+        artifact: artifact.to_string(),
+        ..placeholder_version()
+    }
+}
+
+/// A version record standing for one that cannot be read.
+fn placeholder_version() -> ModelVersion {
+    ModelVersion {
+        version: 0,
+        created_at: String::new(),
+        artifact: String::new(),
+        algorithm: String::new(),
+        task: prognos_models::Task::Regression,
+        target: None,
+        features: vec![],
+        metrics: Metrics::default(),
+        trials: vec![],
+        train_rows: 0,
+        validation_rows: 0,
+        train_seconds: 0.0,
+        query: String::new(),
+        payloads: vec![],
+        ports: vec![],
+    }
+}
+
+/// A payload file to store with a new version.
+#[derive(Debug, Clone)]
+pub struct Payload {
+    /// Its name in the version's directory.
+    pub name: String,
+    /// Where its bytes are now (a local file, e.g. the graph an import downloaded).
+    pub path: PathBuf,
 }
 
 impl ModelRegistry {
@@ -243,16 +424,25 @@ impl ModelRegistry {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => RegistryFile::default(),
             Err(e) => return Err(e.into()),
         };
+        let source = Source {
+            dir: dir.clone(),
+            stores: Arc::clone(&artifacts.stores),
+        };
         let mut models = HashMap::new();
         for entry in file.models.values() {
-            let loaded = match entry.current_version() {
-                Some(v) => load_artifact(&dir, artifacts.stores.as_ref(), v).await,
-                None => Err(format!("version {} is missing", entry.current)),
+            let slot = match entry.current_version() {
+                Some(v) => Slot::new(&entry.name, v.clone(), source.clone()),
+                None => {
+                    let reason = format!("version {} is missing", entry.current);
+                    tracing::warn!(model = %entry.name, %reason, "model unreadable");
+                    let record = ModelVersion {
+                        version: entry.current,
+                        ..placeholder_version()
+                    };
+                    Slot::loaded(&entry.name, record, source.clone(), Err(reason))
+                }
             };
-            if let Err(reason) = &loaded {
-                tracing::warn!(model = %entry.name, %reason, "model artifact unreadable");
-            }
-            models.insert(entry.name.clone(), (entry.current, loaded));
+            models.insert(entry.name.clone(), slot);
         }
         Ok(Self {
             dir,
@@ -301,18 +491,35 @@ impl ModelRegistry {
         Ok(())
     }
 
-    /// Store a trained model as a new version (the first, or the next with `replace`) and
-    /// make it current. Returns the version number.
+    fn source(&self) -> Source {
+        Source {
+            dir: self.dir.clone(),
+            stores: Arc::clone(&self.artifacts.stores),
+        }
+    }
+
+    /// Store a model as a new version (the first, or the next with `replace`) with its
+    /// payload files, and make it current. Returns the version number.
     pub async fn register(
         &self,
         name: &str,
         artifact: ModelArtifact,
+        payloads: &[Payload],
         query: &str,
         created_at: &str,
         replace: bool,
     ) -> CatalogResult<u32> {
         self.check_create(name, replace)?;
         let bytes = artifact.to_bytes()?;
+        let expected = artifact.payload_files();
+        if let Some(missing) = expected
+            .iter()
+            .find(|f| !payloads.iter().any(|p| &&p.name == f))
+        {
+            return Err(CatalogError::ArtifactStore {
+                reason: format!("payload {missing} was not supplied"),
+            });
+        }
         let _writing = self.writes.lock().await;
         let version = {
             let state = self.lock();
@@ -329,28 +536,44 @@ impl ModelRegistry {
         };
         let location = match &self.artifacts.base_url {
             Some(base) => {
-                let url = format!(
-                    "{}/models/{name}/v{version:04}-{}.json",
+                let prefix = format!(
+                    "{}/models/{name}/v{version:04}-{}",
                     base.trim_end_matches('/'),
                     uuid::Uuid::new_v4().simple()
                 );
-                let (store, path) = resolve(self.artifacts.stores.as_ref(), &url)
-                    .map_err(|reason| CatalogError::ArtifactStore { reason })?;
-                store
-                    .put(&path, PutPayload::from(bytes))
-                    .await
-                    .map_err(|e| CatalogError::ArtifactStore {
-                        reason: format!("{url}: {e}"),
-                    })?;
+                for p in payloads {
+                    let data = std::fs::read(&p.path)?;
+                    self.put(&format!("{prefix}/{}", p.name), data).await?;
+                }
+                let url = format!("{prefix}/{ARTIFACT_FILE}");
+                self.put(&url, bytes).await?;
                 url
             }
             None => {
-                let rel = format!("{name}/v{version:04}.json");
-                std::fs::create_dir_all(self.dir.join(name))?;
-                write_atomic(&self.dir.join(&rel), &bytes)?;
-                rel
+                let folder = self.dir.join(name).join(format!("v{version:04}"));
+                std::fs::create_dir_all(&folder)?;
+                for p in payloads {
+                    let target = folder.join(&p.name);
+                    std::fs::copy(&p.path, &target)?;
+                    std::fs::File::open(&target)?.sync_all()?;
+                }
+                write_atomic(&folder.join(ARTIFACT_FILE), &bytes)?;
+                format!("{name}/v{version:04}/{ARTIFACT_FILE}")
             }
         };
+        let payload_dir = if is_url(&location) {
+            cache_dir(&self.dir, name, &placeholder_artifact(&location, version))
+        } else {
+            self.dir.join(name).join(format!("v{version:04}"))
+        };
+        if is_url(&location) {
+            // The graph is opened from local disk: keep the copy the import made.
+            std::fs::create_dir_all(&payload_dir)?;
+            for p in payloads {
+                std::fs::copy(&p.path, payload_dir.join(&p.name))?;
+            }
+        }
+        artifact.attach_payloads(&payload_dir);
         let record = ModelVersion {
             version,
             created_at: created_at.to_string(),
@@ -365,6 +588,8 @@ impl ModelRegistry {
             validation_rows: artifact.validation_rows,
             train_seconds: artifact.train_seconds,
             query: query.to_string(),
+            payloads: expected,
+            ports: artifact.port_descriptions(),
         };
         let mut state = self.lock();
         let mut next = state.file.clone();
@@ -377,14 +602,23 @@ impl ModelRegistry {
                 versions: vec![],
             });
         entry.current = version;
-        entry.versions.push(record);
-        self.commit(
-            &mut state,
-            next,
-            name,
-            Some((version, Ok(Arc::new(artifact)))),
-        )?;
+        entry.versions.push(record.clone());
+        let slot = Slot::loaded(name, record, self.source(), Ok(Arc::new(artifact)));
+        self.commit(&mut state, next, name, Some(slot))?;
         Ok(version)
+    }
+
+    /// Write one object of a version to the artifact store.
+    async fn put(&self, url: &str, bytes: Vec<u8>) -> CatalogResult<()> {
+        let (store, path) = resolve(self.artifacts.stores.as_ref(), url)
+            .map_err(|reason| CatalogError::ArtifactStore { reason })?;
+        store
+            .put(&path, PutPayload::from(bytes))
+            .await
+            .map_err(|e| CatalogError::ArtifactStore {
+                reason: format!("{url}: {e}"),
+            })?;
+        Ok(())
     }
 
     /// Write `next` as the registry, then publish a snapshot where `name` is `loaded`
@@ -394,7 +628,7 @@ impl ModelRegistry {
         state: &mut State,
         next: RegistryFile,
         name: &str,
-        loaded: Option<(u32, Loaded)>,
+        loaded: Option<Arc<Slot>>,
     ) -> CatalogResult<()> {
         write_atomic(
             &self.dir.join("registry.json"),
@@ -426,13 +660,26 @@ impl ModelRegistry {
             entry
         };
         for v in removed.versions.iter().filter(|v| is_url(&v.artifact)) {
-            let deleted = match resolve(self.artifacts.stores.as_ref(), &v.artifact) {
-                Ok((store, path)) => store.delete(&path).await.map_err(|e| e.to_string()),
-                Err(e) => Err(e),
-            };
-            if let Err(error) = deleted {
-                tracing::warn!(model = name, %error, "could not delete a model artifact");
+            let urls = v
+                .payloads
+                .iter()
+                .map(|p| payload_url(&v.artifact, p))
+                .chain([v.artifact.clone()]);
+            for url in urls {
+                let deleted = match resolve(self.artifacts.stores.as_ref(), &url) {
+                    Ok((store, path)) => store.delete(&path).await.map_err(|e| e.to_string()),
+                    Err(e) => Err(e),
+                };
+                if let Err(error) = deleted {
+                    tracing::warn!(model = name, %error, "could not delete a model artifact");
+                }
             }
+        }
+        if valid_model_name(name)
+            && let Err(e) = std::fs::remove_dir_all(self.dir.join(CACHE_DIR).join(name))
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(model = name, error = %e, "could not delete cached model payloads");
         }
         if valid_model_name(name)
             && let Err(e) = std::fs::remove_dir_all(self.dir.join(name))

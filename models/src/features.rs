@@ -55,7 +55,8 @@ pub struct Feature {
 }
 
 impl Feature {
-    fn new(name: &str, data_type: &DataType, kind: FeatureKind) -> Self {
+    /// A feature of `name`, read from columns of `data_type` as `kind`.
+    pub fn new(name: &str, data_type: &DataType, kind: FeatureKind) -> Self {
         Self {
             name: name.to_string(),
             data_type: data_type.to_string(),

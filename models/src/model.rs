@@ -2,12 +2,15 @@
 //! points over Arrow arrays.
 //!
 //! ## Artifact format
-//! A model version is one JSON document (UTF-8) with a `format_version` field. Version 1 holds:
+//! A model version is one JSON document (UTF-8, `artifact.json` in the version's directory)
+//! with a `format_version` field, beside the binary payload files it names. Version 1 holds:
 //! `task`, `algorithm`, `features` (name, Arrow type, kind, categories), `target` (name, Arrow
 //! type, class labels), `estimator` (`trees`: flat node arrays; `linear`: design + weights;
 //! `kmeans`: design + centroids), `metrics`, `importance`, `trials`, `options`, row counts and
-//! training time. Readers accept every version up to [`FORMAT_VERSION`]; a newer or unreadable
-//! document is reported as a corrupted artifact, never a panic.
+//! training time. Version 2 adds the `onnx` estimator (an imported graph: its ports, how
+//! columns feed it, which outputs answer) whose graph is a payload file
+//! ([`ModelArtifact::payload_files`]). Readers accept every version up to [`FORMAT_VERSION`];
+//! a newer or unreadable document is reported as a corrupted artifact, never a panic.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -25,10 +28,11 @@ use crate::gbdt::Ensemble;
 use crate::isolation::IsolationForest;
 use crate::linear::{KMeans, LinearModel};
 use crate::metrics::{Metrics, argmax};
+use crate::onnx::model::OnnxModel;
 use crate::target::{Target, TargetKind};
 
 /// Newest artifact format this build writes (and the newest it reads).
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 
 /// Training algorithm (`USING ...`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Hash)]
@@ -50,6 +54,8 @@ pub enum Algorithm {
     Forecast,
     /// Isolation forest (`CREATE MODEL ... DETECT ANOMALIES`).
     IsolationForest,
+    /// A graph imported with `CREATE MODEL ... FROM 'model.onnx'`.
+    Onnx,
 }
 
 impl Algorithm {
@@ -83,6 +89,7 @@ impl Algorithm {
             Algorithm::Kmeans => "kmeans",
             Algorithm::Forecast => "forecast",
             Algorithm::IsolationForest => "isolation_forest",
+            Algorithm::Onnx => "onnx",
         }
     }
 }
@@ -101,6 +108,8 @@ pub enum Estimator {
     Forecast(ForecastModel),
     /// Row-wise anomaly scores.
     IsolationForest(IsolationForest),
+    /// An imported ONNX graph.
+    Onnx(OnnxModel),
 }
 
 impl Estimator {
@@ -111,8 +120,9 @@ impl Estimator {
             Estimator::Trees(e) => (e.predict(x), e.n_outputs),
             Estimator::Linear(l) => (l.predict(x), l.weights.len()),
             Estimator::Kmeans(k) => (k.assign(x).iter().map(|a| a.0 as f32).collect(), 1),
-            // Callers reject forecasting models first (`ModelArtifact::row_model`).
-            Estimator::Forecast(_) => (vec![], 0),
+            // Callers reject forecasting models first (`ModelArtifact::row_model`) and score
+            // ONNX graphs from the columns (`ModelArtifact::scores`).
+            Estimator::Forecast(_) | Estimator::Onnx(_) => (vec![], 0),
             Estimator::IsolationForest(f) => (f.score(x), 1),
         }
     }
@@ -290,6 +300,106 @@ impl ModelArtifact {
         }
     }
 
+    /// A model version for the ONNX graph at `path`, to be stored as payload `file` (see
+    /// [`OnnxModel::import`] for `options`). It has no metrics: it was not trained here.
+    pub fn import_onnx(
+        path: &std::path::Path,
+        file: &str,
+        options: &BTreeMap<String, String>,
+    ) -> ModelResult<ModelArtifact> {
+        let (model, task, features, target) = OnnxModel::import(path, file, options)?;
+        Ok(ModelArtifact {
+            format_version: FORMAT_VERSION,
+            task,
+            algorithm: Algorithm::Onnx,
+            features,
+            target: Some(target),
+            estimator: Estimator::Onnx(model),
+            metrics: Metrics::default(),
+            metrics_on_validation: false,
+            importance: vec![],
+            trials: vec![],
+            options: options.clone(),
+            train_rows: 0,
+            validation_rows: 0,
+            train_seconds: 0.0,
+            calibration: None,
+        })
+    }
+
+    /// The imported ONNX graph, if this is one.
+    pub fn onnx(&self) -> Option<&OnnxModel> {
+        match &self.estimator {
+            Estimator::Onnx(o) => Some(o),
+            _ => None,
+        }
+    }
+
+    /// An imported graph's inputs and outputs, one line each (`input x float32[?, 4]`).
+    pub fn port_descriptions(&self) -> Vec<String> {
+        match &self.estimator {
+            Estimator::Onnx(o) => o
+                .inputs
+                .iter()
+                .map(|p| format!("input {p}"))
+                .chain(o.outputs.iter().map(|p| format!("output {p}")))
+                .collect(),
+            _ => vec![],
+        }
+    }
+
+    /// Payload files stored beside `artifact.json`, by name.
+    pub fn payload_files(&self) -> Vec<String> {
+        match &self.estimator {
+            Estimator::Onnx(o) => vec![o.file.clone()],
+            _ => vec![],
+        }
+    }
+
+    /// Tell the artifact the local directory where its payload files are.
+    pub fn attach_payloads(&self, dir: &std::path::Path) {
+        if let Estimator::Onnx(o) = &self.estimator {
+            o.set_location(dir.join(&o.file));
+        }
+    }
+
+    /// Check that arguments of these types can feed the model (plan-time check).
+    pub fn check_argument_types(&self, types: &[DataType]) -> ModelResult<()> {
+        match &self.estimator {
+            Estimator::Onnx(o) => o.check_argument_types(types),
+            _ => self.features.check_argument_types(types),
+        }
+    }
+
+    /// Outputs of the model on feature arrays, `k` per row as [`ModelArtifact::outputs`]
+    /// gives them (binary → P(second class); multiclass → probabilities; regression →
+    /// values).
+    pub fn scores(&self, columns: &[ArrayRef]) -> ModelResult<(Vec<f32>, usize)> {
+        match (&self.estimator, &self.target) {
+            (Estimator::Onnx(o), Some(t)) => match &t.kind {
+                TargetKind::Classes { labels } => {
+                    let p = o.probabilities(t, columns)?;
+                    if labels.len() == 2 {
+                        Ok((p.chunks(2).map(|r| r[1]).collect(), 1))
+                    } else {
+                        Ok((p, labels.len()))
+                    }
+                }
+                TargetKind::Real => {
+                    let v = o.predict(t, columns)?;
+                    let v = v.as_any().downcast_ref::<Float64Array>().ok_or_else(|| {
+                        ModelError::Runtime("a regression answered no numbers".into())
+                    })?;
+                    Ok((v.values().iter().map(|&x| x as f32).collect(), 1))
+                }
+            },
+            _ => {
+                let x = self.features.encode(columns)?;
+                Ok(self.outputs(&x))
+            }
+        }
+    }
+
     /// Serialise to the artifact format.
     pub fn to_bytes(&self) -> ModelResult<Vec<u8>> {
         serde_json::to_vec(self).map_err(|e| ModelError::Corrupt(e.to_string()))
@@ -323,6 +433,11 @@ impl ModelArtifact {
 
     /// Arrow type of `PREDICT_PROBA` (`None` when the model has no probabilities).
     pub fn proba_type(&self) -> Option<DataType> {
+        if let Estimator::Onnx(o) = &self.estimator
+            && !o.has_probabilities()
+        {
+            return None;
+        }
         match self.target.as_ref().map(|t| &t.kind) {
             Some(TargetKind::Classes { labels }) if labels.len() == 2 => Some(DataType::Float64),
             Some(TargetKind::Classes { .. }) => Some(DataType::List(Arc::new(Field::new(
@@ -392,6 +507,12 @@ impl ModelArtifact {
                         .into(),
                 ));
             }
+            Estimator::Onnx(_) => {
+                return Err(ModelError::InvalidInput(
+                    "EXPLAIN_PREDICT explains models trained by prognos; this one was imported                      from ONNX"
+                        .into(),
+                ));
+            }
         };
         let w = derived.len() + 1;
         // Calibrated log-odds are a · log-odds + b: scale the contributions, shift the base.
@@ -414,6 +535,9 @@ impl ModelArtifact {
     /// `PREDICT` over feature arrays (one per feature, in order).
     pub fn predict(&self, columns: &[ArrayRef]) -> ModelResult<ArrayRef> {
         self.row_model("PREDICT")?;
+        if let (Estimator::Onnx(o), Some(t)) = (&self.estimator, &self.target) {
+            return o.predict(t, columns);
+        }
         let x = self.features.encode(columns)?;
         match (&self.task, &self.target) {
             (Task::Clustering, _) => {
@@ -445,15 +569,26 @@ impl ModelArtifact {
                 self.task
             )));
         };
-        let x = self.features.encode(columns)?;
-        let (p, k) = self.class_probabilities(&x);
+        let (p, k, n_rows) = match (&self.estimator, &self.target) {
+            (Estimator::Onnx(o), Some(t)) => {
+                let p = o.probabilities(t, columns)?;
+                let k = t.n_classes();
+                let n = p.len() / k.max(1);
+                (p, k, n)
+            }
+            _ => {
+                let x = self.features.encode(columns)?;
+                let (p, k) = self.class_probabilities(&x);
+                (p, k, x.n_rows)
+            }
+        };
         if dt == DataType::Float64 {
             return Ok(Arc::new(Float64Array::from_iter_values(
                 p.chunks(2).map(|r| r[1] as f64),
             )));
         }
         let values = Float64Array::from_iter_values(p.iter().map(|&v| v as f64));
-        let offsets = OffsetBuffer::from_lengths(std::iter::repeat_n(k, x.n_rows));
+        let offsets = OffsetBuffer::from_lengths(std::iter::repeat_n(k, n_rows));
         Ok(Arc::new(ListArray::try_new(
             Arc::new(Field::new("item", DataType::Float64, true)),
             offsets,

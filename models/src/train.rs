@@ -328,7 +328,11 @@ fn fit_one(
             };
             Estimator::Linear(est)
         }
-        Algorithm::Kmeans | Algorithm::Auto | Algorithm::Forecast | Algorithm::IsolationForest => {
+        Algorithm::Kmeans
+        | Algorithm::Auto
+        | Algorithm::Forecast
+        | Algorithm::IsolationForest
+        | Algorithm::Onnx => {
             return Err(ModelError::InvalidParameter(format!(
                 "{} cannot be fitted as a supervised candidate",
                 algorithm.name()
@@ -433,7 +437,10 @@ fn importance(est: &Estimator, features: &FeatureSet, x: &Matrix) -> Vec<Importa
                 }
             }
         }
-        Estimator::Kmeans(_) | Estimator::Forecast(_) | Estimator::IsolationForest(_) => {}
+        Estimator::Kmeans(_)
+        | Estimator::Forecast(_)
+        | Estimator::IsolationForest(_)
+        | Estimator::Onnx(_) => {}
     }
     let total: f64 = per_feature.iter().sum();
     let mut out: Vec<Importance> = features

@@ -14,12 +14,14 @@
 //! | `storage.tables_url` | URL | unset (data dir) | object-store location of new managed tables |
 //! | `storage.models_url` | URL | `storage.tables_url` | object-store location of new model artifacts |
 //! | `s3.endpoint` … `s3.allow_http` | see `S3Settings` | unset | S3 / S3-compatible access |
+//! | `models.onnx_library` | path | `ORT_DYLIB_PATH` | ONNX Runtime library (`libonnxruntime.so.1.31.1`) |
+//! | `models.max_import_mb` | int | `4096` | largest file `CREATE MODEL … FROM` accepts |
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use prognos_engine::config::OpenOptions;
-pub use prognos_engine::config::{EngineConfig, StorageConfig};
+pub use prognos_engine::config::{EngineConfig, ModelsConfig, StorageConfig};
 use prognos_storage::stores::S3Settings;
 use serde::{Deserialize, Serialize};
 
@@ -43,6 +45,8 @@ pub struct Config {
     pub storage: StorageConfig,
     /// S3 access.
     pub s3: S3Settings,
+    /// Imported models and their runtimes.
+    pub models: ModelsConfig,
 }
 
 /// Where a frontend listens.
@@ -72,6 +76,7 @@ impl Default for Config {
             engine: EngineConfig::default(),
             storage: StorageConfig::default(),
             s3: S3Settings::default(),
+            models: ModelsConfig::default(),
         }
     }
 }
@@ -101,6 +106,7 @@ impl Config {
             engine: self.engine.clone(),
             storage: self.storage.clone(),
             s3: self.s3.clone(),
+            models: self.models.clone(),
         }
     }
 

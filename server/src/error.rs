@@ -32,6 +32,7 @@ impl WireStatus for StatusCode {
             StatusCode::QueryCanceled => "57014",
             StatusCode::OutOfMemory => "53200",
             StatusCode::StatementTooComplex => "54001",
+            StatusCode::ProgramLimitExceeded => "54000",
             StatusCode::IoError => "58030",
             StatusCode::UndefinedFile => "58P01",
             StatusCode::ConfigFileError => "F0000",
@@ -73,7 +74,9 @@ impl WireStatus for StatusCode {
             StatusCode::DuplicateTable => tonic::Code::AlreadyExists,
             StatusCode::FeatureNotSupported => tonic::Code::Unimplemented,
             StatusCode::QueryCanceled => tonic::Code::Cancelled,
-            StatusCode::OutOfMemory => tonic::Code::ResourceExhausted,
+            StatusCode::OutOfMemory | StatusCode::ProgramLimitExceeded => {
+                tonic::Code::ResourceExhausted
+            }
             StatusCode::IoError | StatusCode::ConfigFileError => tonic::Code::Unavailable,
             StatusCode::InFailedTransaction
             | StatusCode::NoActiveTransaction

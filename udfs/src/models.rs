@@ -127,7 +127,6 @@ impl ScalarUDFImpl for ModelFunction {
             .map(|f| f.data_type().clone())
             .collect();
         model
-            .features
             .check_argument_types(&types)
             .map_err(|e| external(CatalogError::Model(e)))?;
         let dt = match self.kind {
@@ -420,12 +419,10 @@ impl Accumulator for MetricsAccumulator {
         let truth = target
             .encode(&values[1])
             .map_err(|e| external(CatalogError::Model(e)))?;
-        let x = self
+        let (out, k) = self
             .model
-            .features
-            .encode(&values[2..])
+            .scores(&values[2..])
             .map_err(|e| external(CatalogError::Model(e)))?;
-        let (out, k) = self.model.outputs(&x);
         for (i, t) in truth.iter().enumerate() {
             if let Some(t) = t {
                 self.truth.push(*t as f64);

@@ -6,19 +6,22 @@
 //! free) and puts it back afterwards; many queries score the same model version in parallel.
 //! The runtime library is loaded on first use ([`runtime`]).
 
+pub mod model;
 pub mod runtime;
 
 use std::fmt;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use ort::session::Session;
 use ort::session::builder::GraphOptimizationLevel;
-use ort::value::{DynMapValueType, DynValue, TensorElementType, TensorRef, ValueType};
+use ort::value::{DynMapValueType, DynValue, Tensor, TensorElementType, ValueType};
+use serde::{Deserialize, Serialize};
 
 use crate::error::{ModelError, ModelResult};
 
 /// One input or output of a graph, as the graph declares it.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Port {
     /// The name in the graph.
     pub name: String,
@@ -27,7 +30,8 @@ pub struct Port {
 }
 
 /// What flows through a [`Port`].
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum PortKind {
     /// A tensor of `element` (ONNX's name: `float32`, `int64`, `string`, …) and `shape`.
     Tensor {
@@ -98,9 +102,86 @@ pub enum OutputValue {
     LabelMaps(Vec<Vec<(String, f32)>>),
 }
 
+/// One input of a run: a tensor of its shape, elements row-major.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Feed {
+    /// `float32` elements.
+    F32(Vec<i64>, Vec<f32>),
+    /// `float64` elements.
+    F64(Vec<i64>, Vec<f64>),
+    /// `int64` elements.
+    I64(Vec<i64>, Vec<i64>),
+    /// `int32` elements.
+    I32(Vec<i64>, Vec<i32>),
+    /// `bool` elements.
+    Bool(Vec<i64>, Vec<bool>),
+    /// `string` elements.
+    Strings(Vec<i64>, Vec<String>),
+}
+
+impl Feed {
+    fn into_value(self) -> ModelResult<DynValue> {
+        fn check(shape: &[i64], len: usize) -> ModelResult<()> {
+            let want: i64 = shape.iter().product();
+            if want < 0 || want as usize != len {
+                return Err(ModelError::InvalidInput(format!(
+                    "{len} values do not fill a tensor of shape {shape:?}"
+                )));
+            }
+            Ok(())
+        }
+        Ok(match self {
+            Feed::F32(shape, data) => {
+                check(&shape, data.len())?;
+                Tensor::from_array((shape, data))
+                    .map_err(runtime_error)?
+                    .into_dyn()
+            }
+            Feed::F64(shape, data) => {
+                check(&shape, data.len())?;
+                Tensor::from_array((shape, data))
+                    .map_err(runtime_error)?
+                    .into_dyn()
+            }
+            Feed::I64(shape, data) => {
+                check(&shape, data.len())?;
+                Tensor::from_array((shape, data))
+                    .map_err(runtime_error)?
+                    .into_dyn()
+            }
+            Feed::I32(shape, data) => {
+                check(&shape, data.len())?;
+                Tensor::from_array((shape, data))
+                    .map_err(runtime_error)?
+                    .into_dyn()
+            }
+            Feed::Bool(shape, data) => {
+                check(&shape, data.len())?;
+                Tensor::from_array((shape, data))
+                    .map_err(runtime_error)?
+                    .into_dyn()
+            }
+            Feed::Strings(shape, data) => {
+                check(&shape, data.len())?;
+                Tensor::from_string_array((shape, data.as_slice()))
+                    .map_err(runtime_error)?
+                    .into_dyn()
+            }
+        })
+    }
+}
+
+/// Where sessions of a graph are made from.
+enum Source {
+    /// The graph's bytes (external-data files cannot be resolved).
+    Memory(Arc<[u8]>),
+    /// A file; external-data files are found beside it.
+    File(PathBuf),
+}
+
 /// A loaded ONNX graph (see the module docs).
 pub struct OnnxGraph {
-    bytes: Arc<[u8]>,
+    source: Source,
     inputs: Vec<Port>,
     outputs: Vec<Port>,
     pool: Mutex<Vec<Session>>,
@@ -108,8 +189,12 @@ pub struct OnnxGraph {
 
 impl fmt::Debug for OnnxGraph {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let source = match &self.source {
+            Source::Memory(b) => format!("{} bytes in memory", b.len()),
+            Source::File(p) => p.display().to_string(),
+        };
         f.debug_struct("OnnxGraph")
-            .field("bytes", &self.bytes.len())
+            .field("source", &source)
             .field("inputs", &self.inputs)
             .field("outputs", &self.outputs)
             .finish_non_exhaustive()
@@ -120,8 +205,16 @@ impl OnnxGraph {
     /// Load a graph from its bytes: ONNX Runtime parses and checks it (a file that is not
     /// ONNX, a truncated one, or an opset the runtime cannot run is an error here).
     pub fn load(bytes: impl Into<Arc<[u8]>>) -> ModelResult<OnnxGraph> {
-        let bytes = bytes.into();
-        let session = new_session(&bytes)?;
+        Self::from_source(Source::Memory(bytes.into()))
+    }
+
+    /// Load a graph from a file (external-data files are read from its directory).
+    pub fn load_file(path: impl Into<PathBuf>) -> ModelResult<OnnxGraph> {
+        Self::from_source(Source::File(path.into()))
+    }
+
+    fn from_source(source: Source) -> ModelResult<OnnxGraph> {
+        let session = new_session(&source)?;
         let inputs = session
             .inputs()
             .iter()
@@ -133,16 +226,11 @@ impl OnnxGraph {
             .map(|o| port(o.name(), o.dtype()))
             .collect();
         Ok(OnnxGraph {
-            bytes,
+            source,
             inputs,
             outputs,
             pool: Mutex::new(vec![session]),
         })
-    }
-
-    /// The graph's bytes (as stored in the registry).
-    pub fn bytes(&self) -> &[u8] {
-        &self.bytes
     }
 
     /// The graph's inputs, in declaration order.
@@ -171,12 +259,19 @@ impl OnnxGraph {
                 data.len()
             )));
         }
-        let tensor = TensorRef::from_array_view(([rows, cols], data)).map_err(runtime_error)?;
+        let feed = Feed::F32(vec![rows as i64, cols as i64], data.to_vec());
+        self.run(vec![(input.to_string(), feed)])
+    }
+
+    /// Run the graph on named inputs; every output is returned, in declaration order.
+    pub fn run(&self, feeds: Vec<(String, Feed)>) -> ModelResult<Vec<OutputValue>> {
+        let values = feeds
+            .into_iter()
+            .map(|(name, feed)| Ok((name, feed.into_value()?)))
+            .collect::<ModelResult<Vec<(String, DynValue)>>>()?;
         let mut session = self.take_session()?;
         let result = (|| {
-            let outputs = session
-                .run(ort::inputs![input => tensor])
-                .map_err(runtime_error)?;
+            let outputs = session.run(values).map_err(runtime_error)?;
             self.outputs
                 .iter()
                 .map(|port| {
@@ -195,7 +290,7 @@ impl OnnxGraph {
         let pooled = self.pool.lock().unwrap_or_else(|p| p.into_inner()).pop();
         match pooled {
             Some(s) => Ok(s),
-            None => new_session(&self.bytes),
+            None => new_session(&self.source),
         }
     }
 
@@ -208,7 +303,7 @@ impl OnnxGraph {
 }
 
 /// A session on one intra-op thread: a query already scores its partitions in parallel.
-fn new_session(bytes: &[u8]) -> ModelResult<Session> {
+fn new_session(source: &Source) -> ModelResult<Session> {
     let env = runtime::environment()?;
     let builder = Session::builder(env).map_err(runtime_error)?;
     let builder = builder
@@ -216,9 +311,11 @@ fn new_session(bytes: &[u8]) -> ModelResult<Session> {
         .map_err(runtime_error)?;
     let builder = builder.with_intra_threads(1).map_err(runtime_error)?;
     let mut builder = builder.with_inter_threads(1).map_err(runtime_error)?;
-    builder
-        .commit_from_memory(bytes)
-        .map_err(|e| ModelError::InvalidInput(format!("not a model ONNX Runtime can load: {e}")))
+    match source {
+        Source::Memory(bytes) => builder.commit_from_memory(bytes),
+        Source::File(path) => builder.commit_from_file(path),
+    }
+    .map_err(|e| ModelError::InvalidInput(format!("not a model ONNX Runtime can load: {e}")))
 }
 
 fn runtime_error(e: impl fmt::Display) -> ModelError {

@@ -2,7 +2,7 @@
 //!
 //! prognos links no ONNX Runtime at build time (`ort`'s `load-dynamic`): the library comes from
 //! the PyPI `onnxruntime` wheel (CPU) or `onnxruntime-gpu` (CUDA), found through the path set
-//! with [`set_library_path`] (the server's `onnx.library` setting) or the `ORT_DYLIB_PATH`
+//! with [`set_library_path`] (the server's `models.onnx_library` setting) or the `ORT_DYLIB_PATH`
 //! variable. Loading goes through `ort::init_from`, which reports a missing or wrong library
 //! as an error; a server without the library serves everything but ONNX models, which fail
 //! with [`ModelError::RuntimeUnavailable`] naming what to install.
@@ -20,7 +20,7 @@ pub const ONNXRUNTIME_VERSION: &str = "1.31.1";
 /// What to do when the library is missing, for error messages and logs.
 pub const INSTALL_HINT: &str = "install the ONNX Runtime library from PyPI \
     (`pip install onnxruntime==1.31.1`, or `onnxruntime-gpu==1.31.1` for CUDA) and point \
-    ORT_DYLIB_PATH (or the `onnx.library` setting) at its \
+    ORT_DYLIB_PATH (or the `models.onnx_library` setting) at its \
     `onnxruntime/capi/libonnxruntime.so.1.31.1`";
 
 static CONFIGURED: OnceLock<PathBuf> = OnceLock::new();

@@ -19,6 +19,8 @@ pub struct OpenOptions {
     pub storage: StorageConfig,
     /// S3 access.
     pub s3: S3Settings,
+    /// Imported models and their runtimes.
+    pub models: ModelsConfig,
 }
 
 impl OpenOptions {
@@ -30,6 +32,27 @@ impl OpenOptions {
             engine: EngineConfig::default(),
             storage: StorageConfig::default(),
             s3: S3Settings::default(),
+            models: ModelsConfig::default(),
+        }
+    }
+}
+
+/// Imported models and their runtimes.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelsConfig {
+    /// Path of the ONNX Runtime library (`libonnxruntime.so.*` from the PyPI `onnxruntime` or
+    /// `onnxruntime-gpu` wheel); unset = the `ORT_DYLIB_PATH` variable.
+    pub onnx_library: Option<PathBuf>,
+    /// Largest model file `CREATE MODEL ... FROM` accepts, in MiB.
+    pub max_import_mb: u64,
+}
+
+impl Default for ModelsConfig {
+    fn default() -> Self {
+        Self {
+            onnx_library: None,
+            max_import_mb: 4096,
         }
     }
 }

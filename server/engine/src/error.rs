@@ -42,6 +42,8 @@ pub enum StatusCode {
     StatementTooComplex,
     /// Memory or another resource ran out.
     OutOfMemory,
+    /// Something is larger than a configured limit allows (e.g. an imported model file).
+    ProgramLimitExceeded,
     /// Files or object stores failed.
     IoError,
     /// The object at a location does not exist (file, bucket, key).

@@ -11,6 +11,8 @@ mod copy;
 mod demo;
 pub mod error;
 mod model_ddl;
+mod model_import;
+mod model_refs;
 pub mod model_sql;
 pub mod parser;
 mod pg_compat;
@@ -149,6 +151,8 @@ pub struct Engine {
     ddl_lock: tokio::sync::Mutex<()>,
     /// Models and their versions.
     registry: Arc<ModelRegistry>,
+    /// Imported models' settings.
+    models_config: config::ModelsConfig,
 }
 
 impl std::fmt::Debug for Engine {
@@ -248,6 +252,9 @@ impl Engine {
                 .map(|u| u.trim_end_matches('/').to_string()),
             stores: Arc::clone(&ctx.runtime_env().object_store_registry),
         };
+        if let Some(library) = &config.models.onnx_library {
+            prognos_models::onnx::runtime::set_library_path(library);
+        }
         let registry = Arc::new(ModelRegistry::open(&data_dir, artifacts).await?);
         let system = Arc::new(datafusion::catalog::MemorySchemaProvider::new());
         for t in SystemTable::all() {
@@ -297,6 +304,7 @@ impl Engine {
             pg_compat: pg_compat::PgCompat::new(),
             ddl_lock: tokio::sync::Mutex::new(()),
             registry,
+            models_config: config.models.clone(),
         });
         transaction::commit::recover(&engine).await?;
         engine.restore().await;
@@ -386,7 +394,7 @@ impl Engine {
 
     /// Parameter types and result schema of a statement, without running it.
     pub async fn describe(&self, session: &Session, stmt: &Statement) -> EngineResult<Described> {
-        self.sync_models(session);
+        self.sync_models(session, stmt).await;
         guard_block(session, stmt)?;
         let out = contain_panics(async {
             match stmt {
@@ -403,13 +411,17 @@ impl Engine {
     }
 
     /// Make the session's model functions see the registry as it is now (a plan made after
-    /// this keeps that view for its whole run).
-    fn sync_models(&self, session: &Session) {
+    /// this keeps that view for its whole run), and load the models `stmt` names that are
+    /// not in memory yet, so planning and execution never wait on the artifact store.
+    async fn sync_models(&self, session: &Session, stmt: &Statement) {
         let generation = self.registry.generation();
+        let snapshot = self.registry.snapshot();
         if session.models_generation() != generation {
-            prognos_udfs::register_model_functions(session.ctx(), self.registry.snapshot());
+            prognos_udfs::register_model_functions(session.ctx(), Arc::clone(&snapshot));
             session.set_models_generation(generation);
         }
+        let names = model_refs::candidates(stmt);
+        snapshot.preload(names.iter().map(String::as_str)).await;
     }
 
     /// Run one statement with optional values for `$1..$n`.
@@ -419,7 +431,7 @@ impl Engine {
         stmt: &Statement,
         params: Option<Vec<ScalarValue>>,
     ) -> EngineResult<Output> {
-        self.sync_models(session);
+        self.sync_models(session, stmt).await;
         guard_block(session, stmt)?;
         let out = contain_panics(async {
             match stmt {
@@ -439,7 +451,7 @@ impl Engine {
         described: &Described,
         params: Option<Vec<ScalarValue>>,
     ) -> EngineResult<Output> {
-        self.sync_models(session);
+        self.sync_models(session, stmt).await;
         guard_block(session, stmt)?;
         let out = contain_panics(async {
             let stmt = match stmt {

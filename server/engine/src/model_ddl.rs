@@ -99,6 +99,26 @@ pub(super) async fn execute(
             Ok(Output::Rows(df.execute_stream().await?))
         }
         ModelStatement::Describe { name } => describe(engine, name),
+        ModelStatement::Import {
+            name,
+            replace,
+            if_not_exists,
+            source,
+            options,
+        } => {
+            if *if_not_exists && !*replace && engine.registry.get(name).is_some() {
+                session.notice(format!("model \"{name}\" already exists, skipping"));
+                return Ok(command("CREATE MODEL"));
+            }
+            engine.registry.check_create(name, *replace)?;
+            crate::statements::not_transactional(session, "CREATE MODEL");
+            let (version, summary) =
+                crate::model_import::import(engine, session, name, source, options, *replace)
+                    .await?;
+            engine.bump_epoch();
+            session.notice(format!("model \"{name}\" version {version}: {summary}"));
+            Ok(command("CREATE MODEL"))
+        }
         ModelStatement::Drop { name, if_exists } => {
             crate::statements::not_transactional(session, "DROP MODEL");
             let existed = engine.registry.drop_model(name).await?;
@@ -184,7 +204,7 @@ pub(super) async fn execute(
             let created = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
             let version = engine
                 .registry
-                .register(name, artifact, query_text, &created, *replace)
+                .register(name, artifact, &[], query_text, &created, *replace)
                 .await?;
             engine.bump_epoch();
             session.notice(format!("model \"{name}\" version {version}: {summary}"));
@@ -433,6 +453,11 @@ fn describe(engine: &Engine, name: &str) -> EngineResult<Output> {
     ];
     for (i, f) in v.features.iter().enumerate() {
         rows.push((format!("feature {}", i + 1), Some(f.clone())));
+    }
+    for port in &v.ports {
+        if let Some((kind, rest)) = port.split_once(' ') {
+            rows.push((kind.to_string(), Some(rest.to_string())));
+        }
     }
     for (k, m) in &v.metrics.values {
         rows.push((format!("metric {k}"), Some(format!("{m:.6}"))));

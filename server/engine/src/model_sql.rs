@@ -9,6 +9,8 @@
 //! CREATE [OR REPLACE] MODEL [IF NOT EXISTS] name
 //!   FORECAST value TIME time [BY id [, ...]] [USING method] [WITH (key = value, ...)]
 //!   AS <query>
+//! CREATE [OR REPLACE] MODEL [IF NOT EXISTS] name FROM 'model.onnx' | 's3://…'
+//!   [WITH (task = …, labels = …, inputs = …, outputs = …, target = …, device = …)]
 //! DROP MODEL [IF EXISTS] name
 //! SHOW MODELS
 //! DESCRIBE MODEL name          -- also DESC MODEL
@@ -52,6 +54,19 @@ pub enum ModelStatement {
         query: Box<Query>,
         /// The training query's source text (shown in `system.model_versions`).
         query_text: String,
+    },
+    /// `CREATE [OR REPLACE] MODEL name FROM 'source'`: import a model file.
+    Import {
+        /// Model name.
+        name: String,
+        /// `OR REPLACE`: add a version to an existing model.
+        replace: bool,
+        /// `IF NOT EXISTS`: do nothing when it exists.
+        if_not_exists: bool,
+        /// The file's path or URL, as written.
+        source: String,
+        /// `WITH (...)`, keys lower-cased.
+        options: BTreeMap<String, String>,
     },
     /// `DROP MODEL`.
     Drop {
@@ -136,6 +151,26 @@ pub(crate) fn parse(p: &mut Parser<'_>, sql: &str) -> EngineResult<ModelStatemen
     expect_word(p, "model")?;
     let if_not_exists = p.parse_keywords(&[Keyword::IF, Keyword::NOT, Keyword::EXISTS]);
     let name = ident_name(&p.parse_identifier().map_err(parse_err)?);
+    if p.parse_keyword(Keyword::FROM) {
+        let source = p.parse_literal_string().map_err(|_| {
+            syntax("CREATE MODEL ... FROM takes the model file as a quoted path or URL")
+        })?;
+        let options = if p.parse_keyword(Keyword::WITH) {
+            parse_options(p)?
+        } else {
+            BTreeMap::new()
+        };
+        return finish(
+            p,
+            ModelStatement::Import {
+                name,
+                replace,
+                if_not_exists,
+                source,
+                options,
+            },
+        );
+    }
     let (mut target, mut algorithm, mut options) = (None, None, BTreeMap::new());
     let (mut value, mut time, mut ids) = (None, None, vec![]);
     let mut detect_anomalies = false;
@@ -164,25 +199,7 @@ pub(crate) fn parse(p: &mut Parser<'_>, sql: &str) -> EngineResult<ModelStatemen
         } else if p.parse_keyword(Keyword::USING) {
             algorithm = Some(ident_name(&p.parse_identifier().map_err(parse_err)?));
         } else if p.parse_keyword(Keyword::WITH) {
-            p.expect_token(&Token::LParen).map_err(parse_err)?;
-            loop {
-                let key = ident_name(&p.parse_identifier().map_err(parse_err)?);
-                p.expect_token(&Token::Eq).map_err(parse_err)?;
-                let v = p.parse_expr().map_err(parse_err)?;
-                let value = match v {
-                    datafusion::sql::sqlparser::ast::Expr::Value(v) => match v.value {
-                        datafusion::sql::sqlparser::ast::Value::SingleQuotedString(s) => s,
-                        other => other.to_string(),
-                    },
-                    datafusion::sql::sqlparser::ast::Expr::Identifier(i) => i.value,
-                    other => other.to_string(),
-                };
-                options.insert(key, value);
-                if !p.consume_token(&Token::Comma) {
-                    break;
-                }
-            }
-            p.expect_token(&Token::RParen).map_err(parse_err)?;
+            options = parse_options(p)?;
         } else if p.parse_keyword(Keyword::AS) {
             break;
         } else {
@@ -244,6 +261,31 @@ pub(crate) fn parse(p: &mut Parser<'_>, sql: &str) -> EngineResult<ModelStatemen
         query,
         query_text,
     })
+}
+
+/// `(key = value, ...)` after `WITH`; keys lower-cased, quoted values unquoted.
+fn parse_options(p: &mut Parser<'_>) -> EngineResult<BTreeMap<String, String>> {
+    let mut options = BTreeMap::new();
+    p.expect_token(&Token::LParen).map_err(parse_err)?;
+    loop {
+        let key = ident_name(&p.parse_identifier().map_err(parse_err)?);
+        p.expect_token(&Token::Eq).map_err(parse_err)?;
+        let v = p.parse_expr().map_err(parse_err)?;
+        let value = match v {
+            datafusion::sql::sqlparser::ast::Expr::Value(v) => match v.value {
+                datafusion::sql::sqlparser::ast::Value::SingleQuotedString(s) => s,
+                other => other.to_string(),
+            },
+            datafusion::sql::sqlparser::ast::Expr::Identifier(i) => i.value,
+            other => other.to_string(),
+        };
+        options.insert(key, value);
+        if !p.consume_token(&Token::Comma) {
+            break;
+        }
+    }
+    p.expect_token(&Token::RParen).map_err(parse_err)?;
+    Ok(options)
 }
 
 fn finish(p: &mut Parser<'_>, s: ModelStatement) -> EngineResult<ModelStatement> {
@@ -319,6 +361,30 @@ mod tests {
     }
 
     #[test]
+    fn create_model_from_a_file_reads_source_and_options() {
+        let s = parse_model_statement(
+            "CREATE OR REPLACE MODEL Iris FROM 's3://b/k/iris.onnx' \
+             WITH (labels = 'setosa, versicolor', task = classification)",
+        )
+        .expect("parse");
+        let ModelStatement::Import {
+            name,
+            replace,
+            source,
+            options,
+            ..
+        } = s
+        else {
+            panic!("not an import: {s:?}")
+        };
+        assert_eq!(name, "iris");
+        assert!(replace);
+        assert_eq!(source, "s3://b/k/iris.onnx");
+        assert_eq!(options["labels"], "setosa, versicolor");
+        assert_eq!(options["task"], "classification");
+    }
+
+    #[test]
     fn bad_model_statements_are_syntax_errors() {
         for sql in [
             "CREATE MODEL m PREDICT",
@@ -334,6 +400,9 @@ mod tests {
             "CREATE MODEL m DETECT ANOMALIES PREDICT y AS SELECT 1",
             "CREATE MODEL m AS",
             "CREATE MODEL m AS SELECT 1 SELECT 2",
+            "CREATE MODEL m FROM model.onnx",
+            "CREATE MODEL m FROM 'm.onnx' AS SELECT 1",
+            "CREATE MODEL m FROM 'm.onnx' WITH (task)",
         ] {
             let e = parse_model_statement(sql).expect_err(sql);
             assert_eq!(e.status(), StatusCode::SyntaxError, "{sql}");
