@@ -1,12 +1,15 @@
 //! ONNX models through ONNX Runtime (`prognos_models::onnx`): scikit-learn pipelines converted
-//! by skl2onnx — generated here by `tests/python/onnx_fixtures.py`, never downloaded — score
-//! the same as Python onnxruntime on the same rows (within 1e-5), whatever their output form
-//! (label + probability tensor, ZipMap probabilities, regression values).
+//! by skl2onnx, LightGBM and XGBoost models converted by onnxmltools, an LSTM and an attention
+//! block built node by node — generated here by `tests/python/onnx_fixtures.py`, never
+//! downloaded — score the same as Python onnxruntime on the same rows (within 1e-5), whatever
+//! their inputs (one matrix, one tensor per column, a sequence) and outputs (label +
+//! probability tensor, ZipMap probabilities, regression values). The same fixtures are scored
+//! through the server, in SQL, by `tests/python/test_onnx_models.py`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use prognos_models::onnx::{OnnxGraph, OutputValue, PortKind};
+use prognos_models::onnx::{Feed, OnnxGraph, OutputValue, PortKind};
 use serde_json::Value;
 
 /// The test environment's Python (scripts/test.sh fills `$PROGNOS_VENV`, default `.venv`).
@@ -109,8 +112,41 @@ fn check(name: &str, got: &OutputValue, want: &Value) {
     }
 }
 
+/// The graph's feeds as the fixture lists them.
+fn feeds(spec: &Value) -> Vec<(String, Feed)> {
+    spec["feeds"]
+        .as_array()
+        .expect("feeds")
+        .iter()
+        .map(|f| {
+            let name = f["name"].as_str().expect("name").to_string();
+            let shape: Vec<i64> = f["shape"]
+                .as_array()
+                .expect("shape")
+                .iter()
+                .map(|d| d.as_i64().expect("dim"))
+                .collect();
+            let data = f["data"].as_array().expect("data");
+            let feed = match f["dtype"].as_str().expect("dtype") {
+                "float32" => Feed::F32(
+                    shape,
+                    data.iter().map(|v| v.as_f64().expect("x") as f32).collect(),
+                ),
+                "string" => Feed::Strings(
+                    shape,
+                    data.iter()
+                        .map(|v| v.as_str().expect("text").to_string())
+                        .collect(),
+                ),
+                other => panic!("fixture feed type {other}"),
+            };
+            (name, feed)
+        })
+        .collect()
+}
+
 #[test]
-fn scikit_learn_exports_score_as_onnxruntime_does() {
+fn every_fixture_scores_as_onnxruntime_does() {
     let Some(dir) = fixtures() else {
         return;
     };
@@ -125,7 +161,8 @@ fn scikit_learn_exports_score_as_onnxruntime_does() {
         })
         .collect();
     names.sort();
-    assert_eq!(names.len(), 4, "fixtures: {names:?}");
+    // scikit-learn (4 matrix pipelines, 1 one-hot pipeline), LightGBM, XGBoost, LSTM, attention.
+    assert_eq!(names.len(), 9, "fixtures: {names:?}");
     for name in names {
         let bytes = std::fs::read(dir.path().join(format!("{name}.onnx"))).expect("onnx");
         let spec: Value = serde_json::from_slice(
@@ -133,17 +170,22 @@ fn scikit_learn_exports_score_as_onnxruntime_does() {
         )
         .expect("fixture json");
         let graph = OnnxGraph::load(bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
-        // Inputs and outputs are read from the graph: one float32 [?, 4] matrix here.
-        let input = &graph.inputs()[0];
-        assert_eq!(input.name, spec["input"].as_str().expect("input"), "{name}");
-        assert_eq!(
-            input.kind,
-            PortKind::Tensor {
-                element: "float32".into(),
-                shape: vec![-1, 4]
-            },
-            "{name}"
-        );
+        // Inputs are read from the graph: their names and element types are the fixture's,
+        // with an open batch dimension.
+        let feeds = feeds(&spec);
+        assert_eq!(graph.inputs().len(), feeds.len(), "{name}");
+        for (port, (feed_name, feed)) in graph.inputs().iter().zip(&feeds) {
+            assert_eq!(&port.name, feed_name, "{name}");
+            let PortKind::Tensor { element, shape } = &port.kind else {
+                panic!("{name}: input {port} is not a tensor");
+            };
+            let want = match feed {
+                Feed::Strings(..) => "string",
+                _ => "float32",
+            };
+            assert_eq!(element, want, "{name}");
+            assert_eq!(shape[0], -1, "{name}: {port}");
+        }
         let output_names: Vec<&str> = graph.outputs().iter().map(|p| p.name.as_str()).collect();
         let want_names: Vec<&str> = spec["outputs"]
             .as_array()
@@ -153,16 +195,8 @@ fn scikit_learn_exports_score_as_onnxruntime_does() {
             .collect();
         assert_eq!(output_names, want_names, "{name}");
 
-        let rows = spec["rows"].as_u64().expect("rows") as usize;
-        let cols = spec["cols"].as_u64().expect("cols") as usize;
-        let data: Vec<f32> = spec["data"]
-            .as_array()
-            .expect("data")
-            .iter()
-            .map(|v| v.as_f64().expect("x") as f32)
-            .collect();
         let got = graph
-            .run_matrix(&input.name, rows, cols, &data)
+            .run(feeds.clone())
             .unwrap_or_else(|e| panic!("{name}: {e}"));
         let want = spec["expected"].as_array().expect("expected");
         assert_eq!(got.len(), want.len(), "{name}");
@@ -173,9 +207,7 @@ fn scikit_learn_exports_score_as_onnxruntime_does() {
         std::thread::scope(|s| {
             for _ in 0..4 {
                 s.spawn(|| {
-                    let again = graph
-                        .run_matrix(&input.name, rows, cols, &data)
-                        .expect("parallel run");
+                    let again = graph.run(feeds.clone()).expect("parallel run");
                     assert_eq!(again, got, "{name}: a parallel run differs");
                 });
             }

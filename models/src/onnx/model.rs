@@ -11,9 +11,12 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, Float64Array, Int64Array, StringArray};
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, Float64Array, Int64Array, ListArray, StringArray,
+};
+use datafusion::arrow::buffer::OffsetBuffer;
 use datafusion::arrow::compute::{cast, take};
-use datafusion::arrow::datatypes::{DataType, Float32Type, Float64Type, Int64Type};
+use datafusion::arrow::datatypes::{DataType, Field, Float32Type, Float64Type, Int64Type};
 use serde::{Deserialize, Serialize};
 
 use super::{Feed, OnnxGraph, OutputValue, Port, PortKind};
@@ -88,6 +91,18 @@ pub enum Binding {
         element: Element,
         /// Names of the `k` columns, in order.
         columns: Vec<String>,
+    },
+    /// One list column feeds a `[N, T, k]` sequence input (an LSTM or a transformer block
+    /// exported from PyTorch): each row's list holds its `T · k` values, time-major.
+    Sequence {
+        /// The graph input (also the column's name).
+        input: String,
+        /// Its element type (`float32` or `float64`).
+        element: Element,
+        /// `T`, when the graph fixes it.
+        steps: Option<usize>,
+        /// `k`, values per step.
+        width: usize,
     },
     /// Each column feeds the graph input at the same position, as `[N]` or `[N, 1]`.
     Columns {
@@ -322,6 +337,10 @@ impl OnnxModel {
             Binding::Columns { inputs } => {
                 inputs.iter().map(|i| feature(&i.name, i.element)).collect()
             }
+            Binding::Sequence { input, element, .. } => {
+                let list = DataType::new_list(element.data_type(), true);
+                vec![Feature::new(input, &list, FeatureKind::Numeric)]
+            }
         };
         FeatureSet { features }
     }
@@ -335,6 +354,7 @@ impl OnnxModel {
                 .iter()
                 .map(|i| (i.name.as_str(), i.element))
                 .collect(),
+            Binding::Sequence { input, element, .. } => vec![(input.as_str(), *element)],
         }
     }
 
@@ -350,7 +370,24 @@ impl OnnxModel {
                 types.len()
             )));
         }
+        let sequence = matches!(self.binding, Binding::Sequence { .. });
         for ((name, e), t) in elements.iter().zip(types) {
+            if sequence {
+                let inner = match t {
+                    DataType::List(f) | DataType::LargeList(f) | DataType::FixedSizeList(f, _) => {
+                        Some(f.data_type())
+                    }
+                    DataType::Null => Some(&DataType::Null),
+                    _ => None,
+                };
+                if !inner.is_some_and(|i| e.accepts(i) && *i != DataType::Boolean) {
+                    return Err(ModelError::WrongType(format!(
+                        "\"{name}\" feeds a sequence input of the graph: it takes a list of \
+                         numbers per row (T · k values, time-major); the argument has type {t}"
+                    )));
+                }
+                continue;
+            }
             if !e.accepts(t) {
                 return Err(ModelError::WrongType(format!(
                     "\"{name}\" feeds a {} input of the graph; the argument has type {t}",
@@ -573,6 +610,19 @@ impl OnnxModel {
                 };
                 Ok(vec![(input.clone(), feed)])
             }
+            Binding::Sequence {
+                input,
+                element,
+                steps,
+                width,
+            } => {
+                let (shape, data) = sequences(&columns[0], input, *steps, *width)?;
+                let feed = match element {
+                    Element::Float64 => Feed::F64(shape, data),
+                    _ => Feed::F32(shape, data.into_iter().map(|v| v as f32).collect()),
+                };
+                Ok(vec![(input.clone(), feed)])
+            }
             Binding::Columns { inputs } => inputs
                 .iter()
                 .zip(columns)
@@ -646,8 +696,12 @@ impl OnnxModel {
         let zero_columns: Vec<ArrayRef> = self
             .elements()
             .iter()
-            .map(|(_, e)| match e {
-                Element::String => Arc::new(StringArray::from(vec![""; rows])) as ArrayRef,
+            .map(|(_, e)| match (&self.binding, e) {
+                (Binding::Sequence { steps, width, .. }, _) => {
+                    let length = steps.unwrap_or(1) * width;
+                    zero_lists(rows, length)
+                }
+                (_, Element::String) => Arc::new(StringArray::from(vec![""; rows])) as ArrayRef,
                 _ => Arc::new(Int64Array::from(vec![0; rows])) as ArrayRef,
             })
             .collect();
@@ -706,13 +760,39 @@ fn binding_for(
     for p in inputs {
         let (element, shape) = tensor(p).ok_or_else(|| shape_err(p))?;
         let element = Element::parse(element).ok_or_else(|| shape_err(p))?;
-        if shape.is_empty() || shape.len() > 2 {
+        if shape.is_empty() || shape.len() > 3 {
             return Err(shape_err(p));
         }
         if shape[0] > 0 {
             fixed = Some(shape[0] as usize);
         }
         described.push((p, element, shape));
+    }
+    if let [(p, element, shape)] = described.as_slice()
+        && shape.len() == 3
+    {
+        if !matches!(element, Element::Float32 | Element::Float64) || shape[2] <= 0 {
+            return Err(invalid(format!(
+                "graph input {p} cannot be fed from columns: a sequence input [N, T, k] must \
+                 hold float32 or float64 values and fix k"
+            )));
+        }
+        if names.is_some() {
+            return Err(ModelError::InvalidParameter(
+                "inputs names the columns of a graph with one [N, k] input; this graph takes \
+                 one sequence column, named after its input"
+                    .into(),
+            ));
+        }
+        return Ok((
+            Binding::Sequence {
+                input: p.name.clone(),
+                element: *element,
+                steps: (shape[1] > 0).then_some(shape[1] as usize),
+                width: shape[2] as usize,
+            },
+            fixed,
+        ));
     }
     if let [(p, element, shape)] = described.as_slice()
         && shape.len() == 2
@@ -753,7 +833,7 @@ fn binding_for(
     let inputs = described
         .into_iter()
         .map(|(p, element, shape)| {
-            if shape.len() == 2 && shape[1] != 1 {
+            if shape.len() == 3 || (shape.len() == 2 && shape[1] != 1) {
                 return Err(shape_err(p));
             }
             Ok(ColumnInput {
@@ -843,12 +923,17 @@ fn answer_for(
             .map(|p| Answer::Value {
                 output: p.name.clone(),
             })
-            .ok_or_else(|| {
-                ModelError::InvalidParameter(
+            .ok_or_else(|| match proba {
+                Some(p) => ModelError::InvalidParameter(format!(
+                    "the graph has no output of one value per row; its output {p} has several: \
+                     if it holds class probabilities, import it with WITH (task = \
+                     'classification', labels = 'a, b, ...')"
+                )),
+                None => ModelError::InvalidParameter(
                     "the graph has no float output of one value per row ([N] or [N, 1]): name \
                      the output with WITH (outputs = '...')"
                         .into(),
-                )
+                ),
             }),
     }
 }
@@ -901,6 +986,65 @@ fn strings(col: &ArrayRef, name: &str) -> ModelResult<Vec<String>> {
         .iter()
         .map(|s| s.unwrap_or_default().to_string())
         .collect())
+}
+
+/// `rows` lists of `length` zeros.
+fn zero_lists(rows: usize, length: usize) -> ArrayRef {
+    let values = Float64Array::from(vec![0.0; rows * length]);
+    Arc::new(ListArray::new(
+        Arc::new(Field::new("item", DataType::Float64, true)),
+        OffsetBuffer::from_lengths(std::iter::repeat_n(length, rows)),
+        Arc::new(values),
+        None,
+    ))
+}
+
+/// `[N, T, k]` values from a list column: each row's list holds `T · k` values, time-major;
+/// every row has the same `T` (the graph's, when it fixes one).
+fn sequences(
+    col: &ArrayRef,
+    name: &str,
+    steps: Option<usize>,
+    width: usize,
+) -> ModelResult<(Vec<i64>, Vec<f64>)> {
+    let list_type = DataType::new_list(DataType::Float64, true);
+    let cast_col = cast(col, &list_type).map_err(|e| {
+        ModelError::WrongType(format!("\"{name}\" must be a list of numbers per row: {e}"))
+    })?;
+    let lists = cast_col.as_list::<i32>();
+    let rows = lists.len();
+    let mut data = Vec::new();
+    let mut length = steps.map(|t| t * width);
+    for r in 0..rows {
+        if lists.is_null(r) {
+            return Err(invalid(format!(
+                "\"{name}\" is NULL in some row; a sequence input needs every row's values"
+            )));
+        }
+        let values = lists.value(r);
+        let values = values.as_primitive::<Float64Type>();
+        let want = *length.get_or_insert(values.len());
+        if values.len() != want || want == 0 || !want.is_multiple_of(width) {
+            let expected = match steps {
+                Some(t) => format!("{}", t * width),
+                None => format!("a multiple of {width}, the same in every row"),
+            };
+            return Err(invalid(format!(
+                "\"{name}\" holds {} values in some row; the sequence input takes {expected} \
+                 (T steps of {width} values, time-major)",
+                values.len()
+            )));
+        }
+        data.extend((0..values.len()).map(|i| {
+            if values.is_null(i) {
+                f64::NAN
+            } else {
+                values.value(i)
+            }
+        }));
+    }
+    let t = length.map(|l| l / width).unwrap_or(steps.unwrap_or(1));
+    Ok((vec![rows as i64, t as i64, width as i64], data))
 }
 
 fn shape_mismatch(name: &str, shape: &[i64], rows: usize) -> ModelError {

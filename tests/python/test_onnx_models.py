@@ -1,0 +1,271 @@
+"""Imported ONNX models in SQL: every fixture of onnx_fixtures.py (scikit-learn pipelines with
+one matrix input or one input per column, LightGBM, XGBoost, an LSTM and an attention block over
+sequences) is imported with CREATE MODEL ... FROM, scored with PREDICT / PREDICT_PROBA over
+psycopg, and must answer what Python onnxruntime answers on the same rows (within 1e-5).
+Then: the relation form, EVALUATE, a restart (versions load lazily from the artifact
+container), bad files and arguments (each with its SQLSTATE, the server staying up), the size
+limit, and a server without the ONNX Runtime library."""
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+import psycopg
+import pytest
+
+import onnx_fixtures
+from conftest import Server
+
+NAMES = [
+    "logistic_pipeline",
+    "gbdt_multiclass_zipmap",
+    "forest_regression",
+    "mlp_classifier",
+    "onehot_forest_pipeline",
+    "lightgbm_classifier",
+    "xgboost_regressor",
+    "lstm_regressor",
+    "attention_classifier",
+]
+
+
+@pytest.fixture(scope="module")
+def fixtures():
+    out = Path(tempfile.mkdtemp(prefix="prognos-onnx-"))
+    onnx_fixtures.generate(out)
+    yield out
+    shutil.rmtree(out, ignore_errors=True)
+
+
+def spec(fixtures, name):
+    return json.loads((fixtures / f"{name}.json").read_text())
+
+
+def literal(value, sql_type):
+    if sql_type == "text":
+        return "'" + str(value).replace("'", "''") + "'"
+    if sql_type == "real[]":
+        return "ARRAY[" + ", ".join(repr(float(v)) for v in value) + "]"
+    return repr(float(value))
+
+
+def load_rows(conn, table, sql):
+    columns = ", ".join(f"{c} {t}" for c, t in sql["columns"])
+    conn.execute(f"CREATE TABLE {table} (id int, {columns})")
+    rows = ", ".join(
+        "(" + ", ".join([str(i)] + [literal(v, t) for v, (_, t) in zip(row, sql["columns"])]) + ")"
+        for i, row in enumerate(sql["rows"])
+    )
+    conn.execute(f"INSERT INTO {table} VALUES {rows}")
+
+
+def import_sql(name, path, options=None):
+    with_clause = ""
+    if options:
+        with_clause = " WITH (" + ", ".join(f"{k} = '{v}'" for k, v in options.items()) + ")"
+    return f"CREATE MODEL {name} FROM '{path}'{with_clause}"
+
+
+def label_key(label):
+    """prognos orders labels as numbers when they all are (as ZipMap keys come)."""
+    try:
+        return (0, int(label), "")
+    except ValueError:
+        return (1, 0, label)
+
+
+def expected_classes(s):
+    """(labels in prognos's order, per-row probabilities in that order, per-row labels)."""
+    sql, expected = s["sql"], s["expected"]
+    proba = expected[sql["proba"]]
+    if "maps" in proba:
+        labels = sorted((k for k, _ in proba["maps"][0]), key=label_key)
+        matrix = [[dict(row)[label] for label in labels] for row in proba["maps"]]
+    else:
+        k = proba["shape"][1]
+        matrix = [proba["data"][r * k:(r + 1) * k] for r in range(proba["shape"][0])]
+        given = sql.get("options", {}).get("labels")
+        labels = [x.strip() for x in given.split(",")] if given else [str(c) for c in range(k)]
+    if "label" in sql:
+        predicted = [str(v) for v in expected[sql["label"]]["data"]]
+    else:
+        predicted = [labels[max(range(len(row)), key=row.__getitem__)] for row in matrix]
+    return labels, matrix, predicted
+
+
+def close(a, b):
+    return abs(a - b) <= 1e-5
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_fixture_scores_in_sql_as_onnxruntime_does(server, fixtures, name):
+    s = spec(fixtures, name)
+    sql = s["sql"]
+    args = ", ".join(c for c, _ in sql["columns"])
+    table = f"rows_{name}"
+    with psycopg.connect(server.dsn, autocommit=True) as conn:
+        notices = []
+        conn.add_notice_handler(lambda d: notices.append(d.message_primary))
+        conn.execute(import_sql(name, fixtures / f"{name}.onnx", sql.get("options")))
+        assert any(f'model "{name}" version 1: onnx' in n for n in notices), notices
+        load_rows(conn, table, sql)
+        described = dict(conn.execute(f"DESCRIBE MODEL {name}").fetchall())
+        assert described["algorithm"] == "onnx"
+        assert "input" in described and "output" in described, described
+        if "value" in sql:
+            want = s["expected"][sql["value"]]["data"]
+            got = [r[0] for r in conn.execute(f"SELECT PREDICT('{name}', {args}) FROM {table} ORDER BY id")]
+            assert len(got) == len(want) == 64
+            for i, (g, w) in enumerate(zip(got, want)):
+                assert close(g, w), f"{name} row {i}: {g} vs {w}"
+            relation = conn.execute(
+                f"SELECT predicted_value FROM PREDICT('{name}', TABLE {table}) ORDER BY id"
+            ).fetchall()
+            assert [r[0] for r in relation] == got
+            return
+        labels, matrix, predicted = expected_classes(s)
+        rows = conn.execute(
+            f"SELECT PREDICT('{name}', {args})::text, PREDICT_PROBA('{name}', {args}) "
+            f"FROM {table} ORDER BY id"
+        ).fetchall()
+        assert len(rows) == 64
+        assert [r[0] for r in rows] == predicted, name
+        for i, ((_, p), want) in enumerate(zip(rows, matrix)):
+            if len(labels) == 2:
+                assert close(p, want[1]), f"{name} row {i}: {p} vs {want[1]}"
+            else:
+                assert len(p) == len(want)
+                assert all(close(a, b) for a, b in zip(p, want)), f"{name} row {i}: {p} vs {want}"
+        relation = conn.execute(
+            f"SELECT predicted_label::text FROM PREDICT('{name}', TABLE {table}) ORDER BY id"
+        ).fetchall()
+        assert [r[0] for r in relation] == predicted
+
+
+def test_evaluate_scores_an_imported_classifier(server, fixtures):
+    s = spec(fixtures, "lightgbm_classifier")
+    _, _, predicted = expected_classes(s)
+    with psycopg.connect(server.dsn, autocommit=True) as conn:
+        conn.execute(import_sql("lgbm_eval", fixtures / "lightgbm_classifier.onnx"))
+        load_rows(conn, "eval_rows", s["sql"])
+        # The model's own labels as the truth: accuracy 1.
+        conn.execute("CREATE TABLE eval_truth AS SELECT r.*, "
+                     "PREDICT('lgbm_eval', f0, f1, f2, f3) AS label FROM eval_rows r")
+        metrics = dict(conn.execute("SELECT metric, value FROM EVALUATE('lgbm_eval', TABLE eval_truth)").fetchall())
+    assert metrics["accuracy"] == 1.0, metrics
+    assert len(predicted) == 64
+
+
+def test_imported_models_survive_a_restart(fixtures):
+    server = Server(demo=False)
+    try:
+        query = "SELECT PREDICT_PROBA('gz', 0.1, 0.2, 0.3, 0.4), PREDICT('xg', 0.1, 0.2, 0.3, 0.4)"
+        with psycopg.connect(server.dsn, autocommit=True) as conn:
+            conn.execute(import_sql("gz", fixtures / "gbdt_multiclass_zipmap.onnx"))
+            # A source that disappears after the import: the registry keeps its own copy.
+            copy = fixtures / "xg_copy.onnx"
+            shutil.copy(fixtures / "xgboost_regressor.onnx", copy)
+            conn.execute(import_sql("xg", copy))
+            copy.unlink()
+            before = conn.execute(query).fetchone()
+        server.stop()
+        server.start()
+        with psycopg.connect(server.dsn, autocommit=True) as conn:
+            assert conn.execute(query).fetchone() == before
+            versions = conn.execute(
+                "SELECT name, algorithm FROM system.models ORDER BY name").fetchall()
+            assert versions == [("gz", "onnx"), ("xg", "onnx")]
+            # A second version of the same name, then DROP MODEL removes every version.
+            conn.execute(f"CREATE OR REPLACE MODEL gz FROM '{fixtures / 'mlp_classifier.onnx'}'")
+            assert dict(conn.execute("DESCRIBE MODEL gz").fetchall())["version"] == "2"
+            conn.execute("DROP MODEL gz")
+        assert not (Path(server.data_dir) / "models" / "gz").exists()
+    finally:
+        server.close()
+
+
+def sqlstate_of(conn, sql):
+    with pytest.raises(psycopg.Error) as err:
+        conn.execute(sql)
+    return err.value.sqlstate, str(err.value)
+
+
+def test_bad_files_and_arguments_are_clear_errors(server, fixtures, tmp_path):
+    garbage = tmp_path / "garbage.onnx"
+    garbage.write_bytes(b"this is not a protobuf")
+    truncated = tmp_path / "truncated.onnx"
+    whole = (fixtures / "lightgbm_classifier.onnx").read_bytes()
+    truncated.write_bytes(whole[: len(whole) // 2])
+    lr = fixtures / "logistic_pipeline.onnx"
+    with psycopg.connect(server.dsn, autocommit=True) as conn:
+        cases = [
+            (import_sql("bad1", garbage), "22023", "ONNX Runtime"),
+            (import_sql("bad2", truncated), "22023", "ONNX Runtime"),
+            (import_sql("bad3", tmp_path / "missing.onnx"), "58P01", "could not read model file"),
+            (import_sql("bad4", tmp_path), "58P01", "not a regular file"),
+            (import_sql("bad5", lr, {"colour": "red"}), "22023", "unknown option"),
+            (import_sql("bad6", lr, {"task": "embedding"}), "22023", "not supported"),
+            (import_sql("bad7", lr, {"outputs": "nope"}), "22023", "no output"),
+            (import_sql("bad8", lr, {"inputs": "a, b"}), "22023", "takes 4"),
+            (import_sql("bad9", fixtures / "attention_classifier.onnx"), "22023", "task = 'classification'"),
+            ("CREATE MODEL bad10 FROM 42", "42601", "quoted path"),
+        ]
+        for sql, state, text in cases:
+            got, message = sqlstate_of(conn, sql)
+            assert got == state and text in message, (sql, got, message)
+        conn.execute(import_sql("lr", lr))
+        conn.execute(import_sql("seq", fixtures / "lstm_regressor.onnx"))
+        cases = [
+            ("SELECT PREDICT('lr', 1, 2)", "22023", "takes 4 argument(s)"),
+            ("SELECT PREDICT('lr', 'a', 1, 2, 3)", "42804", "f0"),
+            ("SELECT PREDICT('seq', 1.0)", "42804", "list of numbers"),
+            ("SELECT PREDICT('seq', ARRAY[1.0, 2.0])", "22023", "takes 18"),
+            ("SELECT PREDICT('seq', CAST(NULL AS real[]))", "22023", "NULL"),
+            ("SELECT * FROM EXPLAIN_PREDICT('lr', (SELECT 1.0 AS f0, 1.0 AS f1, 1.0 AS f2, 1.0 AS f3))",
+             "22023", "imported"),
+        ]
+        for sql, state, text in cases:
+            got, message = sqlstate_of(conn, sql)
+            assert got == state and text in message, (sql, got, message)
+        # NULL in a float input is NaN, as in onnxruntime: the model still answers.
+        (label,) = conn.execute("SELECT PREDICT('lr', NULL, 1.0, 2.0, 3.0)").fetchone()
+        assert label in (0, 1)
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+    assert server.alive()
+
+
+def test_size_limit_and_a_server_without_the_runtime(fixtures):
+    limited = Server(demo=False, env={"PROGNOS__MODELS__MAX_IMPORT_MB": "0"})
+    try:
+        with psycopg.connect(limited.dsn, autocommit=True) as conn:
+            state, message = sqlstate_of(conn, import_sql("big", fixtures / "mlp_classifier.onnx"))
+            assert state == "54000" and "max_import_mb" in message, message
+    finally:
+        limited.close()
+
+    server = Server(demo=True)
+    try:
+        with psycopg.connect(server.dsn, autocommit=True) as conn:
+            conn.execute(import_sql("lr", fixtures / "logistic_pipeline.onnx"))
+        # The same data dir on a server without the library: the model is listed and
+        # described, scoring it says what to install, and everything else works.
+        server.stop()
+        server.env["ORT_DYLIB_PATH"] = ""
+        server.start()
+        with psycopg.connect(server.dsn, autocommit=True) as conn:
+            assert dict(conn.execute("DESCRIBE MODEL lr").fetchall())["algorithm"] == "onnx"
+            state, message = sqlstate_of(conn, "SELECT PREDICT('lr', 1, 2, 3, 4)")
+            assert state == "58P01" and "pip install onnxruntime" in message, message
+            state, message = sqlstate_of(conn, import_sql("mlp", fixtures / "mlp_classifier.onnx"))
+            assert state == "58P01" and "ORT_DYLIB_PATH" in message, message
+            conn.execute(
+                "CREATE MODEL native PREDICT churned USING logistic AS "
+                "SELECT tenure_months, monthly_charges, churned FROM customers")
+            (n,) = conn.execute(
+                "SELECT count(*) FROM customers WHERE PREDICT('native', tenure_months, "
+                "monthly_charges) IS NOT NULL").fetchone()
+            assert n == 1000
+        assert server.alive()
+    finally:
+        server.close()
