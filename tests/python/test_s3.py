@@ -170,3 +170,47 @@ def test_model_artifact_store_unreachable(moto):
             assert conn.execute("SELECT name, version FROM system.models").fetchall() == [("lost", 1)]
     finally:
         s.close()
+
+
+def test_onnx_model_imported_from_s3_and_stored_on_s3(moto, tmp_path):
+    """`CREATE MODEL m FROM 's3://…'`: the graph is downloaded, stored as a payload of the
+    version on the artifact store (so the source may go), fetched into the local cache again
+    after a restart that lost it, and deleted with DROP MODEL."""
+    import shutil
+
+    import onnx_fixtures
+
+    onnx_fixtures.generate(tmp_path)
+    s3 = boto3.client("s3", endpoint_url=moto, region_name="us-east-1",
+                      aws_access_key_id="testing", aws_secret_access_key="testing")
+    s3.create_bucket(Bucket="incoming")
+    s3.create_bucket(Bucket="registry")
+    s3.put_object(Bucket="incoming", Key="models/lgbm.onnx",
+                  Body=(tmp_path / "lightgbm_classifier.onnx").read_bytes())
+    s = Server(env=s3_env(moto, PROGNOS__STORAGE__MODELS_URL="s3://registry/prod"))
+
+    def keys(prefix):
+        return sorted(o["Key"] for o in s3.list_objects_v2(Bucket="registry", Prefix=prefix).get("Contents", []))
+
+    probe = ("SELECT PREDICT('lgbm', f0, f1, f2, f3), PREDICT_PROBA('lgbm', f0, f1, f2, f3) "
+             "FROM (VALUES (0.5, -1.0, 0.25, 2.0), (-1.5, 0.5, 1.0, 0.0)) AS t(f0, f1, f2, f3)")
+    try:
+        with psycopg.connect(s.dsn, autocommit=True) as conn:
+            conn.execute("CREATE MODEL lgbm FROM 's3://incoming/models/lgbm.onnx'")
+            before = conn.execute(probe).fetchall()
+            assert len(before) == 2 and all(r[0] in (0, 1) and 0.0 <= r[1] <= 1.0 for r in before)
+            with pytest.raises(psycopg.Error) as e:
+                conn.execute("CREATE MODEL nope FROM 's3://incoming/models/missing.onnx'")
+            assert e.value.sqlstate == "58P01", (e.value.sqlstate, str(e.value))
+        s3.delete_object(Bucket="incoming", Key="models/lgbm.onnx")
+        stored = keys("prod/models/lgbm/")
+        assert [k.rsplit("/", 1)[1] for k in stored] == ["artifact.json", "model.onnx"], stored
+        s.stop()
+        shutil.rmtree(f"{s.data_dir}/models/.cache", ignore_errors=True)
+        s.start()
+        with psycopg.connect(s.dsn, autocommit=True) as conn:
+            assert conn.execute(probe).fetchall() == before
+            conn.execute("DROP MODEL lgbm")
+        assert keys("prod/models/lgbm/") == []
+    finally:
+        s.close()
