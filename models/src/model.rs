@@ -348,6 +348,13 @@ impl ModelArtifact {
         }
     }
 
+    /// The device an imported graph asks for and the one it runs on here
+    /// (`None` for models prognos trained, which run on the CPU).
+    pub fn devices(&self) -> Option<(String, String)> {
+        self.onnx()
+            .map(|o| (o.device.to_string(), o.effective_device().to_string()))
+    }
+
     /// Payload files stored beside `artifact.json`, by name.
     pub fn payload_files(&self) -> Vec<String> {
         match &self.estimator {

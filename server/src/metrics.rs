@@ -24,6 +24,11 @@ pub struct Metrics {
     /// Prepared executions by physical plan outcome: `planned` (a reusable plan was made) or
     /// `reused`; taken from the engine's counters when rendered.
     pub prepared_plans_total: IntCounterVec,
+    /// ONNX Runtime runs of imported models by device (`cpu`, `cuda`); taken from the
+    /// runtime's counters when rendered.
+    pub inference_runs_total: IntCounterVec,
+    /// Rows scored by imported models by device.
+    pub inference_rows_total: IntCounterVec,
 }
 
 #[allow(clippy::expect_used)] // metric definitions are static; failing here is a programming error
@@ -66,8 +71,26 @@ fn build() -> Metrics {
         &["outcome"],
     )
     .expect("metric");
+    let inference_runs_total = IntCounterVec::new(
+        Opts::new(
+            "inference_runs_total",
+            "ONNX Runtime runs of imported models, by device",
+        ),
+        &["device"],
+    )
+    .expect("metric");
+    let inference_rows_total = IntCounterVec::new(
+        Opts::new(
+            "inference_rows_total",
+            "Rows scored by imported models, by device",
+        ),
+        &["device"],
+    )
+    .expect("metric");
     for c in [
         Box::new(connections.clone()) as Box<dyn prometheus::core::Collector>,
+        Box::new(inference_runs_total.clone()),
+        Box::new(inference_rows_total.clone()),
         Box::new(prepared_plans_total.clone()),
         Box::new(connections_total.clone()),
         Box::new(queries_total.clone()),
@@ -84,6 +107,8 @@ fn build() -> Metrics {
         query_seconds,
         errors_total,
         prepared_plans_total,
+        inference_runs_total,
+        inference_rows_total,
     }
 }
 
@@ -97,6 +122,15 @@ impl Metrics {
         for (outcome, total) in [("planned", planned), ("reused", reused)] {
             let counter = self.prepared_plans_total.with_label_values(&[outcome]);
             counter.inc_by(total.saturating_sub(counter.get()));
+        }
+        for (device, runs, rows) in prognos_engine::inference_counts() {
+            for (metric, total) in [
+                (&self.inference_runs_total, runs),
+                (&self.inference_rows_total, rows),
+            ] {
+                let counter = metric.with_label_values(&[device]);
+                counter.inc_by(total.saturating_sub(counter.get()));
+            }
         }
         let mut buf = Vec::new();
         let encoder = TextEncoder::new();

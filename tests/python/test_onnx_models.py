@@ -185,6 +185,33 @@ def test_imported_models_survive_a_restart(fixtures):
         server.close()
 
 
+def test_device_option_falls_back_to_the_cpu_and_is_counted(server, fixtures):
+    """Without a CUDA build and library, `device = 'cuda'` runs on the CPU with one NOTICE;
+    DESCRIBE MODEL shows both devices and /metrics counts the rows per device."""
+    import urllib.request
+
+    def cpu_rows():
+        text = urllib.request.urlopen(f"http://{server.http}/metrics").read().decode()
+        line = next(x for x in text.splitlines()
+                    if x.startswith('prognos_inference_rows_total{device="cpu"}'))
+        return int(float(line.split()[-1]))
+
+    with psycopg.connect(server.dsn, autocommit=True) as conn:
+        notices = []
+        conn.add_notice_handler(lambda d: notices.append(d.message_primary))
+        conn.execute(import_sql("on_gpu", fixtures / "mlp_classifier.onnx", {"device": "cuda:0"}))
+        assert any("asks for device cuda:0" in n and "runs on the CPU" in n for n in notices), notices
+        described = dict(conn.execute("DESCRIBE MODEL on_gpu").fetchall())
+        assert (described["device"], described["effective_device"]) == ("cuda:0", "cpu"), described
+        before = cpu_rows()
+        conn.execute("SELECT PREDICT('on_gpu', x, x, x, x) FROM "
+                     "(SELECT CAST(value AS real) / 100 AS x FROM generate_series(1, 500))").fetchall()
+        assert cpu_rows() - before == 500
+        state, message = sqlstate_of(
+            conn, import_sql("tpu", fixtures / "mlp_classifier.onnx", {"device": "tpu"}))
+        assert state == "22023" and "device" in message, message
+
+
 def sqlstate_of(conn, sql):
     with pytest.raises(psycopg.Error) as err:
         conn.execute(sql)

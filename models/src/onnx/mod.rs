@@ -6,6 +6,7 @@
 //! free) and puts it back afterwards; many queries score the same model version in parallel.
 //! The runtime library is loaded on first use ([`runtime`]).
 
+pub mod device;
 pub mod model;
 pub mod runtime;
 
@@ -19,6 +20,7 @@ use ort::value::{DynMapValueType, DynValue, Tensor, TensorElementType, ValueType
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ModelError, ModelResult};
+use device::{Device, DeviceRequest};
 
 /// One input or output of a graph, as the graph declares it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -120,6 +122,18 @@ pub enum Feed {
 }
 
 impl Feed {
+    /// The tensor's dimensions.
+    pub fn shape(&self) -> &[i64] {
+        match self {
+            Feed::F32(s, _)
+            | Feed::F64(s, _)
+            | Feed::I64(s, _)
+            | Feed::I32(s, _)
+            | Feed::Bool(s, _)
+            | Feed::Strings(s, _) => s,
+        }
+    }
+
     fn into_value(self) -> ModelResult<DynValue> {
         fn check(shape: &[i64], len: usize) -> ModelResult<()> {
             let want: i64 = shape.iter().product();
@@ -182,6 +196,7 @@ enum Source {
 /// A loaded ONNX graph (see the module docs).
 pub struct OnnxGraph {
     source: Source,
+    device: Device,
     inputs: Vec<Port>,
     outputs: Vec<Port>,
     pool: Mutex<Vec<Session>>,
@@ -205,16 +220,25 @@ impl OnnxGraph {
     /// Load a graph from its bytes: ONNX Runtime parses and checks it (a file that is not
     /// ONNX, a truncated one, or an opset the runtime cannot run is an error here).
     pub fn load(bytes: impl Into<Arc<[u8]>>) -> ModelResult<OnnxGraph> {
-        Self::from_source(Source::Memory(bytes.into()))
+        Self::from_source(Source::Memory(bytes.into()), Device::Cpu)
     }
 
-    /// Load a graph from a file (external-data files are read from its directory).
-    pub fn load_file(path: impl Into<PathBuf>) -> ModelResult<OnnxGraph> {
-        Self::from_source(Source::File(path.into()))
+    /// Load a graph from a file (external-data files are read from its directory), to run on
+    /// the device `request` gets here ([`device::effective`]).
+    pub fn load_file(path: impl Into<PathBuf>, request: DeviceRequest) -> ModelResult<OnnxGraph> {
+        Self::from_source(Source::File(path.into()), device::effective(request))
     }
 
-    fn from_source(source: Source) -> ModelResult<OnnxGraph> {
-        let session = new_session(&source)?;
+    fn from_source(source: Source, wanted: Device) -> ModelResult<OnnxGraph> {
+        let (session, device) = match new_session(&source, wanted) {
+            Ok(s) => (s, wanted),
+            // The GPU refused the graph (out of memory, an operator it lacks): the CPU runs it.
+            Err(e) if wanted != Device::Cpu => {
+                tracing::warn!(%e, "the CUDA execution provider refused a graph; using the CPU");
+                (new_session(&source, Device::Cpu)?, Device::Cpu)
+            }
+            Err(e) => return Err(e),
+        };
         let inputs = session
             .inputs()
             .iter()
@@ -227,10 +251,16 @@ impl OnnxGraph {
             .collect();
         Ok(OnnxGraph {
             source,
+            device,
             inputs,
             outputs,
             pool: Mutex::new(vec![session]),
         })
+    }
+
+    /// The device the graph runs on.
+    pub fn device(&self) -> Device {
+        self.device
     }
 
     /// The graph's inputs, in declaration order.
@@ -265,6 +295,11 @@ impl OnnxGraph {
 
     /// Run the graph on named inputs; every output is returned, in declaration order.
     pub fn run(&self, feeds: Vec<(String, Feed)>) -> ModelResult<Vec<OutputValue>> {
+        let rows = feeds
+            .first()
+            .and_then(|(_, f)| f.shape().first().copied())
+            .unwrap_or(0)
+            .max(0) as usize;
         let values = feeds
             .into_iter()
             .map(|(name, feed)| Ok((name, feed.into_value()?)))
@@ -283,6 +318,9 @@ impl OnnxGraph {
                 .collect::<ModelResult<Vec<_>>>()
         })();
         self.give_back(session);
+        if result.is_ok() {
+            device::count(self.device, rows);
+        }
         result
     }
 
@@ -290,7 +328,7 @@ impl OnnxGraph {
         let pooled = self.pool.lock().unwrap_or_else(|p| p.into_inner()).pop();
         match pooled {
             Some(s) => Ok(s),
-            None => new_session(&self.source),
+            None => new_session(&self.source, self.device),
         }
     }
 
@@ -303,19 +341,44 @@ impl OnnxGraph {
 }
 
 /// A session on one intra-op thread: a query already scores its partitions in parallel.
-fn new_session(source: &Source) -> ModelResult<Session> {
+fn new_session(source: &Source, device: Device) -> ModelResult<Session> {
     let env = runtime::environment()?;
     let builder = Session::builder(env).map_err(runtime_error)?;
     let builder = builder
         .with_optimization_level(GraphOptimizationLevel::Level3)
         .map_err(runtime_error)?;
     let builder = builder.with_intra_threads(1).map_err(runtime_error)?;
-    let mut builder = builder.with_inter_threads(1).map_err(runtime_error)?;
+    let builder = builder.with_inter_threads(1).map_err(runtime_error)?;
+    let mut builder = with_device(builder, device)?;
     match source {
         Source::Memory(bytes) => builder.commit_from_memory(bytes),
         Source::File(path) => builder.commit_from_file(path),
     }
     .map_err(|e| ModelError::InvalidInput(format!("not a model ONNX Runtime can load: {e}")))
+}
+
+#[cfg(feature = "cuda")]
+fn with_device(
+    builder: ort::session::builder::SessionBuilder,
+    device: Device,
+) -> ModelResult<ort::session::builder::SessionBuilder> {
+    match device {
+        Device::Cpu => Ok(builder),
+        Device::Cuda(n) => builder
+            .with_execution_providers([ort::ep::CUDA::default()
+                .with_device_id(n)
+                .build()
+                .error_on_failure()])
+            .map_err(runtime_error),
+    }
+}
+
+#[cfg(not(feature = "cuda"))]
+fn with_device(
+    builder: ort::session::builder::SessionBuilder,
+    _device: Device,
+) -> ModelResult<ort::session::builder::SessionBuilder> {
+    Ok(builder)
 }
 
 fn runtime_error(e: impl fmt::Display) -> ModelError {

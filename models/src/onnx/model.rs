@@ -19,6 +19,7 @@ use datafusion::arrow::compute::{cast, take};
 use datafusion::arrow::datatypes::{DataType, Field, Float32Type, Float64Type, Int64Type};
 use serde::{Deserialize, Serialize};
 
+use super::device::{self, Device, DeviceRequest};
 use super::{Feed, OnnxGraph, OutputValue, Port, PortKind};
 use crate::Task;
 use crate::error::{ModelError, ModelResult};
@@ -160,6 +161,9 @@ pub struct OnnxModel {
     /// The batch size the graph demands when its first dimension is fixed: rows are scored
     /// in runs of exactly this many (the last run padded).
     pub fixed_batch: Option<usize>,
+    /// The device it asks for (`device` option).
+    #[serde(default)]
+    pub device: DeviceRequest,
     #[serde(skip)]
     location: OnceLock<PathBuf>,
     #[serde(skip)]
@@ -175,6 +179,7 @@ impl PartialEq for OnnxModel {
             && self.binding == other.binding
             && self.answer == other.answer
             && self.fixed_batch == other.fixed_batch
+            && self.device == other.device
     }
 }
 
@@ -228,18 +233,14 @@ impl OnnxModel {
                 IMPORT_OPTIONS.join(", ")
             )));
         }
-        if let Some(device) = options.get("device") {
-            let d = device.to_ascii_lowercase();
-            if !(d == "auto" || d == "cpu" || d == "cuda" || d.starts_with("cuda:")) {
-                return Err(ModelError::InvalidParameter(format!(
-                    "device \"{device}\" is not auto, cpu, cuda or cuda:<n>"
-                )));
-            }
-        }
+        let device = match options.get("device") {
+            Some(d) => DeviceRequest::parse(d)?,
+            None => DeviceRequest::Auto,
+        };
         let size = std::fs::metadata(path)
             .map_err(|e| invalid(format!("{}: {e}", path.display())))?
             .len();
-        let graph = Arc::new(OnnxGraph::load_file(path)?);
+        let graph = Arc::new(OnnxGraph::load_file(path, device)?);
         let inputs = graph.inputs().to_vec();
         let outputs = graph.outputs().to_vec();
         let (binding, fixed_batch) = binding_for(&inputs, list_option(options, "inputs"))?;
@@ -267,6 +268,7 @@ impl OnnxModel {
             binding,
             answer,
             fixed_batch,
+            device,
             location: OnceLock::new(),
             graph: OnceLock::new(),
         };
@@ -316,8 +318,17 @@ impl OnnxModel {
         let path = self.location.get().ok_or_else(|| {
             ModelError::Corrupt(format!("the location of {} is not known", self.file))
         })?;
-        let graph = Arc::new(OnnxGraph::load_file(path)?);
+        let graph = Arc::new(OnnxGraph::load_file(path, self.device)?);
         Ok(Arc::clone(self.graph.get_or_init(|| graph)))
+    }
+
+    /// The device the graph runs on here: where its sessions run once opened, else where
+    /// they would.
+    pub fn effective_device(&self) -> Device {
+        match self.graph.get() {
+            Some(g) => g.device(),
+            None => device::effective(self.device),
+        }
     }
 
     /// The columns `PREDICT` takes, in order, as features.

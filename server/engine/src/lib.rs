@@ -46,6 +46,11 @@ pub use copy::{CopyFormat, CopyInTarget, CopyKind};
 pub use model_sql::ModelStatement;
 pub use session::{BlockState, DEFAULT_PG_SETTINGS, Session};
 
+/// Imported-model inference per device kind since start: `(device, runs, rows)`.
+pub fn inference_counts() -> [(&'static str, u64, u64); 2] {
+    prognos_models::onnx::device::inference_counts()
+}
+
 use crate::config::OpenOptions;
 use crate::error::{EngineError, EngineResult, StatusCode};
 

@@ -98,7 +98,7 @@ pub(super) async fn execute(
             let df = session.ctx().sql(SHOW_MODELS_SQL).await?;
             Ok(Output::Rows(df.execute_stream().await?))
         }
-        ModelStatement::Describe { name } => describe(engine, name),
+        ModelStatement::Describe { name } => describe(engine, name).await,
         ModelStatement::Import {
             name,
             replace,
@@ -422,7 +422,7 @@ async fn read_training_rows(
     Ok((names, columns))
 }
 
-fn describe(engine: &Engine, name: &str) -> EngineResult<Output> {
+async fn describe(engine: &Engine, name: &str) -> EngineResult<Output> {
     let entry = engine
         .registry
         .get(name)
@@ -464,6 +464,16 @@ fn describe(engine: &Engine, name: &str) -> EngineResult<Output> {
     }
     if let Some(c) = &v.metrics.confusion {
         rows.push(("confusion_matrix".into(), serde_json::to_string(c).ok()));
+    }
+    // An imported graph's device: asked for, and what it gets on this server (read from the
+    // loaded version; a version that cannot load shows no device).
+    let snapshot = engine.registry.snapshot();
+    snapshot.preload([name]).await;
+    if let Ok((_, artifact)) = snapshot.get(name)
+        && let Some((requested, effective)) = artifact.devices()
+    {
+        rows.push(("device".into(), Some(requested)));
+        rows.push(("effective_device".into(), Some(effective)));
     }
     rows.push(("query".into(), Some(v.query.clone())));
     let schema = describe_schema();

@@ -143,11 +143,14 @@ pub(crate) async fn import(
             })?
             .map_err(CatalogError::Model)?;
     let summary = summary(&artifact);
-    if let Some(device) = options.get("device")
-        && device.to_ascii_lowercase().starts_with("cuda")
+    if let Some((requested, effective)) = artifact.devices()
+        && requested.starts_with("cuda")
+        && effective == "cpu"
     {
         session.notice(format!(
-            "model \"{name}\" asks for device {device}; this server runs ONNX models on the CPU"
+            "model \"{name}\" asks for device {requested}, which this server does not have \
+             (it needs a build with the `cuda` feature and the onnxruntime-gpu library): it \
+             runs on the CPU"
         ));
     }
     let created = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
