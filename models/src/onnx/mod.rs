@@ -349,6 +349,11 @@ fn new_session(source: &Source, device: Device) -> ModelResult<Session> {
         .map_err(runtime_error)?;
     let builder = builder.with_intra_threads(1).map_err(runtime_error)?;
     let builder = builder.with_inter_threads(1).map_err(runtime_error)?;
+    // ONNX Runtime warns on every run of graphs that declare a wrong output shape (LightGBM
+    // exports declare their label as [1]); errors still surface as errors.
+    let builder = builder
+        .with_log_level(ort::logging::LogLevel::Error)
+        .map_err(runtime_error)?;
     let mut builder = with_device(builder, device)?;
     match source {
         Source::Memory(bytes) => builder.commit_from_memory(bytes),

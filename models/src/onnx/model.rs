@@ -183,10 +183,39 @@ impl PartialEq for OnnxModel {
     }
 }
 
+/// Predicted labels as a label output gives them.
+enum Labels {
+    /// An `int64` output.
+    Ints(Vec<i64>),
+    /// A `string` output.
+    Texts(Vec<String>),
+}
+
+impl Labels {
+    fn texts(self) -> Vec<String> {
+        match self {
+            Labels::Ints(v) => v.iter().map(i64::to_string).collect(),
+            Labels::Texts(v) => v,
+        }
+    }
+
+    fn extend(&mut self, other: Labels, keep: usize) {
+        match (self, other) {
+            (Labels::Ints(a), Labels::Ints(b)) => a.extend(b.into_iter().take(keep)),
+            (Labels::Texts(a), Labels::Texts(b)) => a.extend(b.into_iter().take(keep)),
+            (a, b) => {
+                let mut texts = std::mem::replace(a, Labels::Texts(vec![])).texts();
+                texts.extend(b.texts().into_iter().take(keep));
+                *a = Labels::Texts(texts);
+            }
+        }
+    }
+}
+
 /// What a run answered for a batch of rows.
 struct Answered {
     /// Predicted labels as text (classifiers with a label output).
-    labels: Option<Vec<String>>,
+    labels: Option<Labels>,
     /// Probabilities, `rows × classes` row-major (classifiers with a probability output).
     probabilities: Option<Vec<f32>>,
     /// One value per row (regressions).
@@ -411,12 +440,16 @@ impl OnnxModel {
 
     /// `PREDICT`: the label (classifiers) or the value (regressions) of each row.
     pub fn predict(&self, target: &Target, columns: &[ArrayRef]) -> ModelResult<ArrayRef> {
-        let answered = self.answer_rows(columns, target)?;
+        let answered = self.answer_rows(columns, target, true)?;
         if let Some(values) = answered.values {
             return Ok(Arc::new(Float64Array::from(values)));
         }
+        let output_type = target.output_type();
         let labels = match (answered.labels, answered.probabilities, &target.kind) {
-            (Some(l), _, _) => l,
+            (Some(Labels::Ints(l)), _, _) if output_type == DataType::Int64 => {
+                return Ok(Arc::new(Int64Array::from(l)));
+            }
+            (Some(l), _, _) => l.texts(),
             (None, Some(p), TargetKind::Classes { labels }) => p
                 .chunks(labels.len().max(1))
                 .map(|row| labels[crate::metrics::argmax(row)].clone())
@@ -424,12 +457,12 @@ impl OnnxModel {
             _ => return Err(ModelError::Runtime("the graph answered no label".into())),
         };
         let text: ArrayRef = Arc::new(StringArray::from(labels));
-        Ok(cast(&text, &target.output_type())?)
+        Ok(cast(&text, &output_type)?)
     }
 
     /// Class probabilities, `rows × classes` row-major, in label order.
     pub fn probabilities(&self, target: &Target, columns: &[ArrayRef]) -> ModelResult<Vec<f32>> {
-        let answered = self.answer_rows(columns, target)?;
+        let answered = self.answer_rows(columns, target, !self.has_probabilities())?;
         if let Some(p) = answered.probabilities {
             return Ok(p);
         }
@@ -439,6 +472,7 @@ impl OnnxModel {
         else {
             return Err(invalid("the model answers no class probabilities"));
         };
+        let labels = labels.texts();
         let mut out = vec![0.0; labels.len() * classes.len()];
         for (r, l) in labels.iter().enumerate() {
             if let Some(c) = classes.iter().position(|c| c == l) {
@@ -460,10 +494,16 @@ impl OnnxModel {
     }
 
     /// The graph's answers for every row, run in batches of `fixed_batch` when it has one.
-    fn answer_rows(&self, columns: &[ArrayRef], target: &Target) -> ModelResult<Answered> {
+    /// `labels`: whether the label output is wanted (else it is not copied out).
+    fn answer_rows(
+        &self,
+        columns: &[ArrayRef],
+        target: &Target,
+        labels: bool,
+    ) -> ModelResult<Answered> {
         let rows = columns.first().map(|c| c.len()).unwrap_or(0);
         let Some(batch) = self.fixed_batch else {
-            return self.answer_batch(columns, rows, target);
+            return self.answer_batch(columns, rows, target, labels);
         };
         let mut all = Answered {
             labels: None,
@@ -481,12 +521,17 @@ impl OnnxModel {
                 .iter()
                 .map(|c| take(c.as_ref(), &idx, None))
                 .collect::<Result<Vec<_>, _>>()?;
-            let got = self.answer_batch(&part, batch, target)?;
+            let got = self.answer_batch(&part, batch, target, labels)?;
             let keep = end - start;
             if let Some(l) = got.labels {
-                all.labels
-                    .get_or_insert_with(Vec::new)
-                    .extend(l.into_iter().take(keep));
+                match &mut all.labels {
+                    Some(a) => a.extend(l, keep),
+                    None => {
+                        let mut first = Labels::Ints(vec![]);
+                        first.extend(l, keep);
+                        all.labels = Some(first);
+                    }
+                }
             }
             if let Some(p) = got.probabilities {
                 let k = p.len() / batch;
@@ -502,7 +547,7 @@ impl OnnxModel {
             start = end;
         }
         if rows == 0 {
-            return self.answer_batch(columns, 0, target);
+            return self.answer_batch(columns, 0, target, labels);
         }
         Ok(all)
     }
@@ -512,10 +557,11 @@ impl OnnxModel {
         columns: &[ArrayRef],
         rows: usize,
         target: &Target,
+        want_labels: bool,
     ) -> ModelResult<Answered> {
         if rows == 0 {
             return Ok(Answered {
-                labels: Some(vec![]),
+                labels: Some(Labels::Texts(vec![])),
                 probabilities: Some(vec![]),
                 values: Some(vec![]).filter(|_| matches!(self.answer, Answer::Value { .. })),
             });
@@ -547,8 +593,8 @@ impl OnnxModel {
                     TargetKind::Real => &[],
                 };
                 let labels = match label {
-                    Some(name) => Some(label_texts(output(name)?, rows, name)?),
-                    None => None,
+                    Some(name) if want_labels => Some(label_column(output(name)?, rows, name)?),
+                    _ => None,
                 };
                 let probabilities = match probabilities {
                     Some(name) => Some(probability_matrix(output(name)?, rows, classes, name)?),
@@ -1082,18 +1128,18 @@ fn per_row_numbers(v: &OutputValue, rows: usize, name: &str) -> ModelResult<Vec<
     Ok(data)
 }
 
-/// One label (as text) per row from an `int64` or `string` output.
-fn label_texts(v: &OutputValue, rows: usize, name: &str) -> ModelResult<Vec<String>> {
-    let (shape, labels): (&[i64], Vec<String>) = match v {
-        OutputValue::I64 { shape, data } => (shape, data.iter().map(|x| x.to_string()).collect()),
-        OutputValue::Strings { shape, data } => (shape, data.clone()),
+/// One label per row from an `int64` or `string` output.
+fn label_column(v: &OutputValue, rows: usize, name: &str) -> ModelResult<Labels> {
+    let (shape, labels, len): (&[i64], Labels, usize) = match v {
+        OutputValue::I64 { shape, data } => (shape, Labels::Ints(data.clone()), data.len()),
+        OutputValue::Strings { shape, data } => (shape, Labels::Texts(data.clone()), data.len()),
         _ => {
             return Err(ModelError::Runtime(format!(
                 "output {name} is not an int64 or string label tensor"
             )));
         }
     };
-    if labels.len() != rows {
+    if len != rows {
         return Err(shape_mismatch(name, shape, rows));
     }
     Ok(labels)
