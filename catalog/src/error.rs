@@ -25,6 +25,14 @@ pub enum CatalogError {
     /// No model of that name exists.
     #[error("model \"{0}\" does not exist")]
     ModelNotFound(String),
+    /// The model has no version of that number.
+    #[error("model \"{name}\" has no version {version}")]
+    ModelVersionNotFound {
+        /// Model name.
+        name: String,
+        /// The version asked for.
+        version: u32,
+    },
     /// A model of that name already exists.
     #[error("model \"{0}\" already exists (use CREATE OR REPLACE MODEL to add a version)")]
     ModelExists(String),

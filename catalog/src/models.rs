@@ -480,6 +480,32 @@ impl ModelRegistry {
         self.lock().file.models.get(name).cloned()
     }
 
+    /// Version `version` of a model (any version, not only the current one), loaded from its
+    /// artifact.
+    pub async fn load_version(
+        &self,
+        name: &str,
+        version: u32,
+    ) -> CatalogResult<Arc<ModelArtifact>> {
+        let entry = self
+            .get(name)
+            .ok_or_else(|| CatalogError::ModelNotFound(name.to_string()))?;
+        let record = entry
+            .versions
+            .iter()
+            .find(|v| v.version == version)
+            .ok_or_else(|| CatalogError::ModelVersionNotFound {
+                name: name.to_string(),
+                version,
+            })?;
+        load_version(&self.source(), name, record)
+            .await
+            .map_err(|reason| CatalogError::ModelUnavailable {
+                name: name.to_string(),
+                reason,
+            })
+    }
+
     /// Fail unless `name` can be created (`replace` allows an existing one).
     pub fn check_create(&self, name: &str, replace: bool) -> CatalogResult<()> {
         if !valid_model_name(name) {

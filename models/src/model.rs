@@ -327,6 +327,11 @@ impl ModelArtifact {
         })
     }
 
+    /// The model as an ONNX-ML graph (`EXPORT MODEL`; see [`crate::onnx::export`]).
+    pub fn to_onnx(&self) -> ModelResult<Vec<u8>> {
+        crate::onnx::export::export(self)
+    }
+
     /// The imported ONNX graph, if this is one.
     pub fn onnx(&self) -> Option<&OnnxModel> {
         match &self.estimator {

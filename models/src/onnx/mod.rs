@@ -7,7 +7,9 @@
 //! The runtime library is loaded on first use ([`runtime`]).
 
 pub mod device;
+pub mod export;
 pub mod model;
+pub mod proto;
 pub mod runtime;
 
 use std::fmt;

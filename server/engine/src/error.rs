@@ -134,6 +134,7 @@ fn classify_catalog(e: &prognos_catalog::CatalogError) -> StatusCode {
         C::ModelExists(_) => StatusCode::DuplicateObject,
         C::InvalidModelName(_) => StatusCode::InvalidParameterValue,
         C::ModelUnavailable { .. } => StatusCode::DataCorrupted,
+        C::ModelVersionNotFound { .. } => StatusCode::UndefinedObject,
         C::Model(m) => classify_model(m),
         C::Storage(s) => classify_storage(s),
         _ => StatusCode::IoError,

@@ -11,6 +11,7 @@ mod copy;
 mod demo;
 pub mod error;
 mod model_ddl;
+mod model_export;
 mod model_import;
 mod model_refs;
 pub mod model_sql;

@@ -119,6 +119,17 @@ pub(super) async fn execute(
             session.notice(format!("model \"{name}\" version {version}: {summary}"));
             Ok(command("CREATE MODEL"))
         }
+        ModelStatement::Export {
+            name,
+            version,
+            target,
+        } => {
+            let size = crate::model_export::export(engine, name, *version, target).await?;
+            session.notice(format!(
+                "model \"{name}\" written to {target} as ONNX ({size} bytes)"
+            ));
+            Ok(command("EXPORT MODEL"))
+        }
         ModelStatement::Drop { name, if_exists } => {
             crate::statements::not_transactional(session, "DROP MODEL");
             let existed = engine.registry.drop_model(name).await?;

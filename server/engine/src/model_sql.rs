@@ -14,6 +14,7 @@
 //! DROP MODEL [IF EXISTS] name
 //! SHOW MODELS
 //! DESCRIBE MODEL name          -- also DESC MODEL
+//! EXPORT MODEL name [VERSION n] TO 'model.onnx' | 's3://...'
 //! ```
 //! They are read from the script's one token stream by [`crate::parser`]; the `AS` query is
 //! kept as a syntax tree, with its source text for the registry.
@@ -82,6 +83,15 @@ pub enum ModelStatement {
         /// Model name.
         name: String,
     },
+    /// `EXPORT MODEL name [VERSION n] TO 'target'`.
+    Export {
+        /// Model name.
+        name: String,
+        /// `VERSION n`; `None` = the current version.
+        version: Option<u32>,
+        /// The file's path or URL, as written.
+        target: String,
+    },
 }
 
 /// The series of a forecasting model.
@@ -140,6 +150,35 @@ pub(crate) fn parse(p: &mut Parser<'_>, sql: &str) -> EngineResult<ModelStatemen
         let name = ident_name(&p.parse_identifier().map_err(parse_err)?);
         return finish(p, ModelStatement::Describe { name });
     }
+    if is_word(&first.token, "export") {
+        expect_word(p, "model")?;
+        let name = ident_name(&p.parse_identifier().map_err(parse_err)?);
+        let version = if is_word(&p.peek_token().token, "version") {
+            p.next_token();
+            let n = p.parse_literal_uint().map_err(parse_err)?;
+            Some(u32::try_from(n).map_err(|_| syntax(format!("version {n} is out of range")))?)
+        } else {
+            None
+        };
+        if !p.parse_keyword(Keyword::TO) {
+            return Err(syntax(format!(
+                "syntax error at or near \"{}\": expected TO 'file.onnx'",
+                p.peek_token().token
+            )));
+        }
+        let target = quoted_string(
+            p,
+            "EXPORT MODEL ... TO takes the file as a quoted path or URL",
+        )?;
+        return finish(
+            p,
+            ModelStatement::Export {
+                name,
+                version,
+                target,
+            },
+        );
+    }
     if is_word(&first.token, "drop") {
         expect_word(p, "model")?;
         let if_exists = p.parse_keywords(&[Keyword::IF, Keyword::EXISTS]);
@@ -152,9 +191,10 @@ pub(crate) fn parse(p: &mut Parser<'_>, sql: &str) -> EngineResult<ModelStatemen
     let if_not_exists = p.parse_keywords(&[Keyword::IF, Keyword::NOT, Keyword::EXISTS]);
     let name = ident_name(&p.parse_identifier().map_err(parse_err)?);
     if p.parse_keyword(Keyword::FROM) {
-        let source = p.parse_literal_string().map_err(|_| {
-            syntax("CREATE MODEL ... FROM takes the model file as a quoted path or URL")
-        })?;
+        let source = quoted_string(
+            p,
+            "CREATE MODEL ... FROM takes the model file as a quoted path or URL",
+        )?;
         let options = if p.parse_keyword(Keyword::WITH) {
             parse_options(p)?
         } else {
@@ -261,6 +301,23 @@ pub(crate) fn parse(p: &mut Parser<'_>, sql: &str) -> EngineResult<ModelStatemen
         query,
         query_text,
     })
+}
+
+/// A quoted string literal (not a bare word, which the parser would also read as one).
+fn quoted_string(p: &mut Parser<'_>, what: &str) -> EngineResult<String> {
+    let text = match p.next_token().token {
+        Token::SingleQuotedString(s) | Token::EscapedStringLiteral(s) => s,
+        Token::DollarQuotedString(d) => d.value,
+        other => {
+            return Err(syntax(format!(
+                "syntax error at or near \"{other}\": {what}"
+            )));
+        }
+    };
+    if text.is_empty() {
+        return Err(syntax(format!("{what}, not an empty string")));
+    }
+    Ok(text)
 }
 
 /// `(key = value, ...)` after `WITH`; keys lower-cased, quoted values unquoted.
@@ -385,6 +442,22 @@ mod tests {
     }
 
     #[test]
+    fn export_model_reads_version_and_target() {
+        let s = parse_model_statement("EXPORT MODEL Churn VERSION 3 TO 's3://b/churn.onnx'")
+            .expect("parse");
+        assert_eq!(
+            s,
+            ModelStatement::Export {
+                name: "churn".into(),
+                version: Some(3),
+                target: "s3://b/churn.onnx".into()
+            }
+        );
+        let s = parse_model_statement("EXPORT MODEL m TO '/tmp/m.onnx'").expect("parse");
+        assert!(matches!(s, ModelStatement::Export { version: None, .. }));
+    }
+
+    #[test]
     fn bad_model_statements_are_syntax_errors() {
         for sql in [
             "CREATE MODEL m PREDICT",
@@ -403,6 +476,13 @@ mod tests {
             "CREATE MODEL m FROM model.onnx",
             "CREATE MODEL m FROM 'm.onnx' AS SELECT 1",
             "CREATE MODEL m FROM 'm.onnx' WITH (task)",
+            "EXPORT MODEL m",
+            "EXPORT MODEL m TO x.onnx",
+            "EXPORT MODEL m VERSION TO 'x.onnx'",
+            "EXPORT MODEL m TO 'x.onnx' extra",
+            "EXPORT MODEL m TO nowhere",
+            "EXPORT MODEL m TO ''",
+            "CREATE MODEL m FROM somewhere",
         ] {
             let e = parse_model_statement(sql).expect_err(sql);
             assert_eq!(e.status(), StatusCode::SyntaxError, "{sql}");

@@ -6,7 +6,7 @@
 //! AS`, `EXPLAIN` — with the statements prognos adds read from the same token stream:
 //!
 //! * model statements (`CREATE [OR REPLACE] MODEL`, `DROP MODEL`, `SHOW MODELS`,
-//!   `DESCRIBE MODEL`), parsed by [`crate::model_sql`] with the `AS` query kept as a tree;
+//!   `DESCRIBE MODEL`, `EXPORT MODEL`), parsed by [`crate::model_sql`] with the `AS` query kept as a tree;
 //! * PostgreSQL's `COPY … TO 'file' [WITH] (FORMAT parquet, HEADER, …)`, read into DataFusion's
 //!   `COPY … TO` statement ([`copy_options`]);
 //! * PostgreSQL's `COPY … FROM STDIN` / `TO STDOUT`, which DataFusion's parser refuses.
@@ -142,6 +142,7 @@ fn starts_model_statement(words: &[Token]) -> bool {
         || at(0, "drop") && at(1, "model")
         || at(0, "show") && at(1, "models")
         || (at(0, "describe") || at(0, "desc")) && at(1, "model")
+        || at(0, "export") && at(1, "model")
 }
 
 /// Whether the parser stands at the end of a statement.

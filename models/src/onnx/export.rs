@@ -1,0 +1,454 @@
+//! `EXPORT MODEL`: a model trained by prognos written as an ONNX-ML graph that any ONNX
+//! Runtime scores as prognos does.
+//!
+//! The graph takes one `[N, 1]` input per feature, named after it (`float` for numbers and
+//! booleans, `string` for text), and rebuilds the model's preprocessing as nodes: a text
+//! feature's categories become their category bins through a `LabelEncoder` (unseen values
+//! and the empty string — what a NULL is sent as — land in the missing bin, as they do in
+//! prognos), a NULL number is NaN. Trees become one `ai.onnx.ml` opset 5 `TreeEnsemble`,
+//! whose set-membership nodes express prognos's categorical splits exactly; then the link
+//! (sigmoid with the Platt calibration, softmax, or a forest's averaging) and, for classifiers,
+//! `label` (the class, as text) and `probabilities` (`[N, classes]`); regressions answer
+//! `variable` (`[N, 1]`), as scikit-learn exports do. Date and timestamp features, and
+//! linear and k-means models, cannot be exported yet.
+
+use prost::Message;
+
+use super::proto::{
+    AttributeProto, Dimension, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto,
+    TensorShapeProto, TensorTypeProto, TypeProto, ValueInfoProto, attribute_type, data_type,
+};
+use crate::error::{ModelError, ModelResult};
+use crate::features::FeatureKind;
+use crate::gbdt::binning::cat_bin;
+use crate::gbdt::tree::set_has;
+use crate::gbdt::{Combine, Ensemble, Objective};
+use crate::model::{Estimator, ModelArtifact};
+use crate::target::TargetKind;
+
+/// Graph builder: nodes, constants, inputs and outputs, with fresh value names.
+#[derive(Default)]
+struct Builder {
+    graph: GraphProto,
+    next: usize,
+}
+
+fn attr_int(name: &str, i: i64) -> AttributeProto {
+    AttributeProto {
+        name: name.into(),
+        i,
+        r#type: attribute_type::INT,
+        ..Default::default()
+    }
+}
+
+fn attr_ints(name: &str, ints: Vec<i64>) -> AttributeProto {
+    AttributeProto {
+        name: name.into(),
+        ints,
+        r#type: attribute_type::INTS,
+        ..Default::default()
+    }
+}
+
+fn attr_float(name: &str, f: f32) -> AttributeProto {
+    AttributeProto {
+        name: name.into(),
+        f,
+        r#type: attribute_type::FLOAT,
+        ..Default::default()
+    }
+}
+
+fn attr_floats(name: &str, floats: Vec<f32>) -> AttributeProto {
+    AttributeProto {
+        name: name.into(),
+        floats,
+        r#type: attribute_type::FLOATS,
+        ..Default::default()
+    }
+}
+
+fn attr_strings(name: &str, strings: Vec<String>) -> AttributeProto {
+    AttributeProto {
+        name: name.into(),
+        strings: strings.into_iter().map(String::into_bytes).collect(),
+        r#type: attribute_type::STRINGS,
+        ..Default::default()
+    }
+}
+
+fn attr_tensor(name: &str, t: TensorProto) -> AttributeProto {
+    AttributeProto {
+        name: name.into(),
+        t: Some(t),
+        r#type: attribute_type::TENSOR,
+        ..Default::default()
+    }
+}
+
+fn floats_tensor(dims: Vec<i64>, data: Vec<f32>) -> TensorProto {
+    TensorProto {
+        dims,
+        data_type: data_type::FLOAT,
+        float_data: data,
+        ..Default::default()
+    }
+}
+
+fn value_info(name: &str, elem_type: i32, dims: &[Option<i64>]) -> ValueInfoProto {
+    ValueInfoProto {
+        name: name.into(),
+        r#type: Some(TypeProto {
+            tensor_type: Some(TensorTypeProto {
+                elem_type,
+                shape: Some(TensorShapeProto {
+                    dim: dims
+                        .iter()
+                        .map(|d| match d {
+                            Some(v) => Dimension {
+                                dim_value: Some(*v),
+                                dim_param: None,
+                            },
+                            None => Dimension {
+                                dim_value: None,
+                                dim_param: Some("N".into()),
+                            },
+                        })
+                        .collect(),
+                }),
+            }),
+        }),
+    }
+}
+
+impl Builder {
+    fn fresh(&mut self, hint: &str) -> String {
+        self.next += 1;
+        format!("{hint}_{}", self.next)
+    }
+
+    /// Add a node; returns its (single) output's name.
+    fn node(
+        &mut self,
+        op: &str,
+        domain: &str,
+        inputs: &[&str],
+        attributes: Vec<AttributeProto>,
+        output: Option<&str>,
+    ) -> String {
+        let out = output
+            .map(str::to_string)
+            .unwrap_or_else(|| self.fresh(&op.to_ascii_lowercase()));
+        let name = self.fresh(op);
+        self.graph.node.push(NodeProto {
+            input: inputs.iter().map(|s| s.to_string()).collect(),
+            output: vec![out.clone()],
+            name,
+            op_type: op.into(),
+            attribute: attributes,
+            domain: domain.into(),
+        });
+        out
+    }
+
+    /// A constant float tensor.
+    fn constant(&mut self, dims: Vec<i64>, data: Vec<f32>) -> String {
+        let name = self.fresh("const");
+        let mut t = floats_tensor(dims, data);
+        t.name = name.clone();
+        self.graph.initializer.push(t);
+        name
+    }
+}
+
+/// The ONNX graph of `artifact`, serialised.
+pub fn export(artifact: &ModelArtifact) -> ModelResult<Vec<u8>> {
+    let Estimator::Trees(ensemble) = &artifact.estimator else {
+        return Err(ModelError::InvalidInput(format!(
+            "EXPORT MODEL writes gbdt and random_forest models so far; this one is {}",
+            artifact.algorithm.name()
+        )));
+    };
+    let mut b = Builder::default();
+    // One [N, 1] input per feature, turned into one matrix column each.
+    let mut columns = Vec::new();
+    for f in &artifact.features.features {
+        match &f.kind {
+            FeatureKind::Numeric | FeatureKind::Boolean => {
+                b.graph
+                    .input
+                    .push(value_info(&f.name, data_type::FLOAT, &[None, Some(1)]));
+                columns.push(f.name.clone());
+            }
+            FeatureKind::Categorical { categories } => {
+                b.graph
+                    .input
+                    .push(value_info(&f.name, data_type::STRING, &[None, Some(1)]));
+                let bins = (0..categories.len())
+                    .map(|c| f32::from(cat_bin(c as f32)))
+                    .collect();
+                let col = b.node(
+                    "LabelEncoder",
+                    "ai.onnx.ml",
+                    &[&f.name],
+                    vec![
+                        attr_strings("keys_strings", categories.clone()),
+                        attr_floats("values_floats", bins),
+                        attr_float("default_float", f32::from(cat_bin(f32::NAN))),
+                    ],
+                    None,
+                );
+                columns.push(col);
+            }
+            FeatureKind::Temporal => {
+                return Err(ModelError::InvalidInput(format!(
+                    "EXPORT MODEL cannot write date or timestamp features yet (\"{}\")",
+                    f.name
+                )));
+            }
+        }
+    }
+    let refs: Vec<&str> = columns.iter().map(String::as_str).collect();
+    let x = b.node("Concat", "", &refs, vec![attr_int("axis", 1)], None);
+    let raw = tree_ensemble(&mut b, ensemble, &x)?;
+    let k = ensemble.n_outputs;
+    let raw = if ensemble.combine == Combine::Sum && ensemble.init.iter().any(|v| *v != 0.0) {
+        let init = b.constant(vec![k as i64], ensemble.init.clone());
+        b.node("Add", "", &[&raw, &init], vec![], None)
+    } else {
+        raw
+    };
+    match (&artifact.target, ensemble.objective) {
+        (Some(t), Objective::Regression) if matches!(t.kind, TargetKind::Real) => {
+            b.node("Identity", "", &[&raw], vec![], Some("variable"));
+            b.graph
+                .output
+                .push(value_info("variable", data_type::FLOAT, &[None, Some(1)]));
+        }
+        (Some(t), objective) => {
+            let TargetKind::Classes { labels } = &t.kind else {
+                return Err(ModelError::InvalidInput(
+                    "the model's target has no classes".into(),
+                ));
+            };
+            let probabilities = match (objective, ensemble.combine) {
+                (Objective::Binary, combine) => {
+                    let p = if combine == Combine::Sum {
+                        let logit = match &artifact.calibration {
+                            Some(c) => {
+                                let a = b.constant(vec![1], vec![c.a as f32]);
+                                let bias = b.constant(vec![1], vec![c.b as f32]);
+                                let scaled = b.node("Mul", "", &[&raw, &a], vec![], None);
+                                b.node("Add", "", &[&scaled, &bias], vec![], None)
+                            }
+                            None => raw.clone(),
+                        };
+                        b.node("Sigmoid", "", &[&logit], vec![], None)
+                    } else {
+                        let lo = b.constant(vec![], vec![0.0]);
+                        let hi = b.constant(vec![], vec![1.0]);
+                        b.node("Clip", "", &[&raw, &lo, &hi], vec![], None)
+                    };
+                    let one = b.constant(vec![1], vec![1.0]);
+                    let q = b.node("Sub", "", &[&one, &p], vec![], None);
+                    b.node(
+                        "Concat",
+                        "",
+                        &[&q, &p],
+                        vec![attr_int("axis", 1)],
+                        Some("probabilities"),
+                    )
+                }
+                (_, Combine::Sum) => b.node(
+                    "Softmax",
+                    "",
+                    &[&raw],
+                    vec![attr_int("axis", 1)],
+                    Some("probabilities"),
+                ),
+                (_, Combine::Mean) => {
+                    let axes = b.fresh("axes");
+                    b.graph.initializer.push(TensorProto {
+                        dims: vec![1],
+                        data_type: data_type::INT64,
+                        int64_data: vec![1],
+                        name: axes.clone(),
+                        ..Default::default()
+                    });
+                    let sum = b.node(
+                        "ReduceSum",
+                        "",
+                        &[&raw, &axes],
+                        vec![attr_int("keepdims", 1)],
+                        None,
+                    );
+                    b.node("Div", "", &[&raw, &sum], vec![], Some("probabilities"))
+                }
+            };
+            let index = b.node(
+                "ArgMax",
+                "",
+                &[&probabilities],
+                vec![attr_int("axis", 1), attr_int("keepdims", 0)],
+                None,
+            );
+            b.node(
+                "LabelEncoder",
+                "ai.onnx.ml",
+                &[&index],
+                vec![
+                    attr_ints("keys_int64s", (0..labels.len() as i64).collect()),
+                    attr_strings("values_strings", labels.clone()),
+                    AttributeProto {
+                        name: "default_string".into(),
+                        s: Vec::new(),
+                        r#type: attribute_type::STRING,
+                        ..Default::default()
+                    },
+                ],
+                Some("label"),
+            );
+            b.graph
+                .output
+                .push(value_info("label", data_type::STRING, &[None]));
+            b.graph.output.push(value_info(
+                "probabilities",
+                data_type::FLOAT,
+                &[None, Some(labels.len() as i64)],
+            ));
+        }
+        (None, _) => {
+            return Err(ModelError::InvalidInput(
+                "EXPORT MODEL needs a supervised model".into(),
+            ));
+        }
+    }
+    b.graph.name = "prognos".into();
+    let model = ModelProto {
+        ir_version: 10,
+        producer_name: "prognos".into(),
+        producer_version: env!("CARGO_PKG_VERSION").into(),
+        doc_string: format!(
+            "{} model exported by prognos; inputs: one [N, 1] tensor per feature",
+            artifact.algorithm.name()
+        ),
+        graph: Some(b.graph),
+        opset_import: vec![
+            OperatorSetIdProto {
+                domain: String::new(),
+                version: 21,
+            },
+            OperatorSetIdProto {
+                domain: "ai.onnx.ml".into(),
+                version: 5,
+            },
+        ],
+    };
+    Ok(model.encode_to_vec())
+}
+
+/// One `TreeEnsemble` node summing every tree's leaf into its output (`[N, outputs]`).
+fn tree_ensemble(b: &mut Builder, e: &Ensemble, x: &str) -> ModelResult<String> {
+    let k = e.n_outputs.max(1);
+    let per_output = (e.trees.len() / k).max(1) as f32;
+    let scale = match e.combine {
+        Combine::Sum => 1.0,
+        Combine::Mean => 1.0 / per_output,
+    };
+    let mut roots = Vec::new();
+    let (mut features, mut splits, mut modes) = (vec![], vec![], vec![]);
+    let (mut true_ids, mut true_leafs, mut false_ids, mut false_leafs) =
+        (vec![], vec![], vec![], vec![]);
+    let (mut missing_true, mut members) = (vec![], vec![]);
+    let (mut leaf_targets, mut leaf_weights) = (vec![], vec![]);
+    for (i, tree) in e.trees.iter().enumerate() {
+        let node_base = features.len() as i64;
+        let leaf_base = leaf_weights.len() as i64;
+        roots.push(node_base);
+        for leaf in &tree.leaves {
+            leaf_targets.push((i % k) as i64);
+            leaf_weights.push(leaf * scale);
+        }
+        if tree.nodes.is_empty() {
+            // A single leaf: a node whose both branches reach it.
+            features.push(0);
+            splits.push(0.0);
+            modes.push(0);
+            true_ids.push(leaf_base);
+            true_leafs.push(1);
+            false_ids.push(leaf_base);
+            false_leafs.push(1);
+            missing_true.push(1);
+            continue;
+        }
+        let child = |c: i32| -> (i64, i64) {
+            if c >= 0 {
+                (node_base + i64::from(c), 0)
+            } else {
+                (leaf_base + i64::from(!c), 1)
+            }
+        };
+        for node in &tree.nodes {
+            features.push(i64::from(node.feature));
+            if node.cat_set >= 0 {
+                let set = tree
+                    .cat_sets
+                    .get(node.cat_set as usize)
+                    .ok_or_else(|| ModelError::Corrupt("a categorical split has no set".into()))?;
+                splits.push(0.0);
+                modes.push(6); // BRANCH_MEMBER
+                members.extend((0..=255u8).filter(|b| set_has(set, *b)).map(f32::from));
+                members.push(f32::NAN);
+                missing_true.push(0);
+            } else {
+                splits.push(node.threshold);
+                modes.push(0); // BRANCH_LEQ
+                missing_true.push(i64::from(node.missing_left));
+            }
+            let (t, tl) = child(node.left);
+            let (f, fl) = child(node.right);
+            true_ids.push(t);
+            true_leafs.push(tl);
+            false_ids.push(f);
+            false_leafs.push(fl);
+        }
+    }
+    let mut attributes = vec![
+        attr_int("aggregate_function", 1), // SUM
+        attr_int("post_transform", 0),     // NONE
+        attr_int("n_targets", k as i64),
+        attr_ints("tree_roots", roots),
+        attr_ints("nodes_featureids", features),
+        attr_tensor(
+            "nodes_splits",
+            floats_tensor(vec![splits.len() as i64], splits),
+        ),
+        attr_tensor(
+            "nodes_modes",
+            TensorProto {
+                dims: vec![modes.len() as i64],
+                data_type: data_type::UINT8,
+                int32_data: modes,
+                ..Default::default()
+            },
+        ),
+        attr_ints("nodes_truenodeids", true_ids),
+        attr_ints("nodes_trueleafs", true_leafs),
+        attr_ints("nodes_falsenodeids", false_ids),
+        attr_ints("nodes_falseleafs", false_leafs),
+        attr_ints("nodes_missing_value_tracks_true", missing_true),
+        attr_ints("leaf_targetids", leaf_targets),
+        attr_tensor(
+            "leaf_weights",
+            floats_tensor(vec![leaf_weights.len() as i64], leaf_weights),
+        ),
+    ];
+    if !members.is_empty() {
+        attributes.push(attr_tensor(
+            "membership_values",
+            floats_tensor(vec![members.len() as i64], members),
+        ));
+    }
+    Ok(b.node("TreeEnsemble", "ai.onnx.ml", &[x], attributes, None))
+}
