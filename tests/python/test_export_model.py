@@ -23,6 +23,9 @@ MODELS = [
     ("ex_gbdt_multiclass", "support_calls", "gbdt", "num_trees = 20, task = 'classification'", "multiclass"),
     ("ex_gbdt_regression", "monthly_charges", "gbdt", "num_trees = 30", "regression"),
     ("ex_forest_regression", "monthly_charges", "random_forest", "num_trees = 10", "regression"),
+    ("ex_logistic_binary", "churned", "logistic", "lambda = 1", "binary"),
+    ("ex_logistic_multiclass", "support_calls", "logistic", "task = 'classification'", "multiclass"),
+    ("ex_linear_regression", "monthly_charges", "linear", "lambda = 1", "regression"),
 ]
 
 
@@ -88,6 +91,21 @@ def test_export_scores_in_onnxruntime_as_in_prognos(server, rows, tmp_path, name
             assert max(abs(a - b) for a, b in zip(row, p)) <= 1e-5, f"{name} row {i}: {row} vs {p}"
 
 
+def test_exported_kmeans_assigns_the_same_clusters(server, rows, tmp_path):
+    path = tmp_path / "segments.onnx"
+    args = ", ".join(FEATURES)
+    with psycopg.connect(server.dsn, autocommit=True) as conn:
+        conn.execute(f"CREATE MODEL ex_segments USING kmeans WITH (k = 4) AS SELECT {args} "
+                     "FROM export_rows WHERE customer_id % 13 <> 0")
+        conn.execute(f"EXPORT MODEL ex_segments TO '{path}'")
+        ours = [r[0] for r in conn.execute(
+            f"SELECT PREDICT('ex_segments', {args}) FROM export_rows ORDER BY customer_id")]
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (label,) = session.run(None, feeds(session, rows, FEATURES))
+    assert len(set(ours)) == 4
+    assert label.tolist() == ours
+
+
 def test_an_exported_model_imports_back(server, rows, tmp_path):
     path = tmp_path / "round_trip.onnx"
     args = ", ".join(FEATURES)
@@ -108,14 +126,14 @@ def test_an_exported_model_imports_back(server, rows, tmp_path):
 
 def test_export_errors(server, rows, tmp_path):
     with psycopg.connect(server.dsn, autocommit=True) as conn:
-        conn.execute("CREATE MODEL ex_linear PREDICT churned USING logistic AS "
-                     "SELECT tenure_months, churned FROM export_rows")
+        conn.execute("CREATE MODEL ex_anomalies DETECT ANOMALIES AS "
+                     "SELECT tenure_months, monthly_charges FROM export_rows")
         conn.execute("CREATE MODEL ex_dates PREDICT churned USING gbdt WITH (num_trees = 5) AS "
                      "SELECT DATE '2026-01-01' + CAST(customer_id AS int) AS d, churned FROM export_rows")
         conn.execute("CREATE MODEL ex_ok PREDICT churned USING gbdt WITH (num_trees = 5) AS "
                      "SELECT tenure_months, churned FROM export_rows")
         for sql, state, text in [
-            (f"EXPORT MODEL ex_linear TO '{tmp_path / 'l.onnx'}'", "22023", "gbdt and random_forest"),
+            (f"EXPORT MODEL ex_anomalies TO '{tmp_path / 'a.onnx'}'", "22023", "isolation_forest"),
             (f"EXPORT MODEL ex_dates TO '{tmp_path / 'd.onnx'}'", "22023", "date or timestamp"),
             (f"EXPORT MODEL nope TO '{tmp_path / 'n.onnx'}'", "42704", "does not exist"),
             (f"EXPORT MODEL ex_ok VERSION 7 TO '{tmp_path / 'v.onnx'}'", "42704", "no version 7"),

@@ -218,6 +218,31 @@ def sqlstate_of(conn, sql):
     return err.value.sqlstate, str(err.value)
 
 
+def odd_graphs(tmp_path):
+    """A graph that fails at run time for most batch sizes (a Reshape to rows of 3 values
+    of a [N, 4] input), and one that asks for an opset no runtime has."""
+    from onnx import TensorProto, helper, numpy_helper
+    import numpy as np
+
+    shape = numpy_helper.from_array(np.array([-1, 3], dtype=np.int64), "shape")
+    graph = helper.make_graph(
+        [helper.make_node("Reshape", ["x", "shape"], ["y"]),
+         helper.make_node("ReduceSum", ["y"], ["value"], keepdims=1)],
+        "breaks_at_run_time",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+        [helper.make_tensor_value_info("value", TensorProto.FLOAT, ["M", 1])],
+        initializer=[shape],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 12)])
+    model.ir_version = 8
+    fails = tmp_path / "fails_at_run_time.onnx"
+    fails.write_bytes(model.SerializeToString())
+    model.opset_import[0].version = 99
+    future = tmp_path / "future_opset.onnx"
+    future.write_bytes(model.SerializeToString())
+    return fails, future
+
+
 def test_bad_files_and_arguments_are_clear_errors(server, fixtures, tmp_path):
     garbage = tmp_path / "garbage.onnx"
     garbage.write_bytes(b"this is not a protobuf")
@@ -225,8 +250,10 @@ def test_bad_files_and_arguments_are_clear_errors(server, fixtures, tmp_path):
     whole = (fixtures / "lightgbm_classifier.onnx").read_bytes()
     truncated.write_bytes(whole[: len(whole) // 2])
     lr = fixtures / "logistic_pipeline.onnx"
+    fails, future = odd_graphs(tmp_path)
     with psycopg.connect(server.dsn, autocommit=True) as conn:
         cases = [
+            (import_sql("bad0", future), "22023", "ONNX Runtime"),
             (import_sql("bad1", garbage), "22023", "ONNX Runtime"),
             (import_sql("bad2", truncated), "22023", "ONNX Runtime"),
             (import_sql("bad3", tmp_path / "missing.onnx"), "58P01", "could not read model file"),
@@ -243,12 +270,18 @@ def test_bad_files_and_arguments_are_clear_errors(server, fixtures, tmp_path):
             assert got == state and text in message, (sql, got, message)
         conn.execute(import_sql("lr", lr))
         conn.execute(import_sql("seq", fixtures / "lstm_regressor.onnx"))
+        conn.execute(import_sql("fails", fails))
+        # Three rows of four values reshape to four rows of three: not one answer per row.
+        # One row of four values does not reshape to rows of three at all.
+        rows3 = "(VALUES (1.0, 2.0, 3.0, 4.0), (1.0, 2.0, 3.0, 4.0), (1.0, 2.0, 3.0, 4.0)) AS t(a, b, c, d)"
         cases = [
             ("SELECT PREDICT('lr', 1, 2)", "22023", "takes 4 argument(s)"),
             ("SELECT PREDICT('lr', 'a', 1, 2, 3)", "42804", "f0"),
             ("SELECT PREDICT('seq', 1.0)", "42804", "list of numbers"),
             ("SELECT PREDICT('seq', ARRAY[1.0, 2.0])", "22023", "takes 18"),
             ("SELECT PREDICT('seq', CAST(NULL AS real[]))", "22023", "NULL"),
+            ("SELECT PREDICT('fails', 1.0, 2.0, 3.0, 4.0)", "22000", "ONNX Runtime"),
+            (f"SELECT PREDICT('fails', a, b, c, d) FROM {rows3}", "22000", "not one answer per row"),
             ("SELECT * FROM EXPLAIN_PREDICT('lr', (SELECT 1.0 AS f0, 1.0 AS f1, 1.0 AS f2, 1.0 AS f3))",
              "22023", "imported"),
         ]

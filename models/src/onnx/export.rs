@@ -7,10 +7,13 @@
 //! and the empty string — what a NULL is sent as — land in the missing bin, as they do in
 //! prognos), a NULL number is NaN. Trees become one `ai.onnx.ml` opset 5 `TreeEnsemble`,
 //! whose set-membership nodes express prognos's categorical splits exactly; then the link
-//! (sigmoid with the Platt calibration, softmax, or a forest's averaging) and, for classifiers,
-//! `label` (the class, as text) and `probabilities` (`[N, classes]`); regressions answer
-//! `variable` (`[N, 1]`), as scikit-learn exports do. Date and timestamp features, and
-//! linear and k-means models, cannot be exported yet.
+//! (sigmoid with the Platt calibration, softmax, or a forest's averaging). Linear and logistic
+//! models and k-means rebuild their design in double precision, as prognos computes it
+//! (standardised numbers with NULL as the mean, categories one-hot from their codes), then the
+//! weights (a `MatMul`) or the distances to the centroids. Classifiers answer `label` (the
+//! class, as text) and `probabilities` (`[N, classes]`), regressions `variable` (`[N, 1]`), as
+//! scikit-learn exports do, and k-means `label` (the cluster, int64). Date and timestamp
+//! features cannot be exported yet.
 
 use prost::Message;
 
@@ -23,6 +26,7 @@ use crate::features::FeatureKind;
 use crate::gbdt::binning::cat_bin;
 use crate::gbdt::tree::set_has;
 use crate::gbdt::{Combine, Ensemble, Objective};
+use crate::linear::{ColumnEncoding, Design, KMeans, LinearModel};
 use crate::model::{Estimator, ModelArtifact};
 use crate::target::TargetKind;
 
@@ -160,167 +164,60 @@ impl Builder {
         self.graph.initializer.push(t);
         name
     }
+
+    /// A constant double tensor.
+    fn constant_f64(&mut self, dims: Vec<i64>, data: Vec<f64>) -> String {
+        let name = self.fresh("const");
+        self.graph.initializer.push(TensorProto {
+            dims,
+            data_type: data_type::DOUBLE,
+            double_data: data,
+            name: name.clone(),
+            ..Default::default()
+        });
+        name
+    }
+
+    /// A constant int64 tensor.
+    fn constant_i64(&mut self, dims: Vec<i64>, data: Vec<i64>) -> String {
+        let name = self.fresh("const");
+        self.graph.initializer.push(TensorProto {
+            dims,
+            data_type: data_type::INT64,
+            int64_data: data,
+            name: name.clone(),
+            ..Default::default()
+        });
+        name
+    }
+
+    fn cast(&mut self, x: &str, to: i32) -> String {
+        self.node("Cast", "", &[x], vec![attr_int("to", i64::from(to))], None)
+    }
 }
 
 /// The ONNX graph of `artifact`, serialised.
 pub fn export(artifact: &ModelArtifact) -> ModelResult<Vec<u8>> {
-    let Estimator::Trees(ensemble) = &artifact.estimator else {
-        return Err(ModelError::InvalidInput(format!(
-            "EXPORT MODEL writes gbdt and random_forest models so far; this one is {}",
-            artifact.algorithm.name()
-        )));
+    let categories = match &artifact.estimator {
+        Estimator::Trees(_) => Categories::Bins,
+        Estimator::Linear(_) | Estimator::Kmeans(_) => Categories::Codes,
+        _ => {
+            return Err(ModelError::InvalidInput(format!(
+                "EXPORT MODEL writes gbdt, random_forest, linear, logistic and kmeans models; \
+                 this one is {}",
+                artifact.algorithm.name()
+            )));
+        }
     };
     let mut b = Builder::default();
-    // One [N, 1] input per feature, turned into one matrix column each.
-    let mut columns = Vec::new();
-    for f in &artifact.features.features {
-        match &f.kind {
-            FeatureKind::Numeric | FeatureKind::Boolean => {
-                b.graph
-                    .input
-                    .push(value_info(&f.name, data_type::FLOAT, &[None, Some(1)]));
-                columns.push(f.name.clone());
-            }
-            FeatureKind::Categorical { categories } => {
-                b.graph
-                    .input
-                    .push(value_info(&f.name, data_type::STRING, &[None, Some(1)]));
-                let bins = (0..categories.len())
-                    .map(|c| f32::from(cat_bin(c as f32)))
-                    .collect();
-                let col = b.node(
-                    "LabelEncoder",
-                    "ai.onnx.ml",
-                    &[&f.name],
-                    vec![
-                        attr_strings("keys_strings", categories.clone()),
-                        attr_floats("values_floats", bins),
-                        attr_float("default_float", f32::from(cat_bin(f32::NAN))),
-                    ],
-                    None,
-                );
-                columns.push(col);
-            }
-            FeatureKind::Temporal => {
-                return Err(ModelError::InvalidInput(format!(
-                    "EXPORT MODEL cannot write date or timestamp features yet (\"{}\")",
-                    f.name
-                )));
-            }
-        }
-    }
-    let refs: Vec<&str> = columns.iter().map(String::as_str).collect();
-    let x = b.node("Concat", "", &refs, vec![attr_int("axis", 1)], None);
-    let raw = tree_ensemble(&mut b, ensemble, &x)?;
-    let k = ensemble.n_outputs;
-    let raw = if ensemble.combine == Combine::Sum && ensemble.init.iter().any(|v| *v != 0.0) {
-        let init = b.constant(vec![k as i64], ensemble.init.clone());
-        b.node("Add", "", &[&raw, &init], vec![], None)
-    } else {
-        raw
-    };
-    match (&artifact.target, ensemble.objective) {
-        (Some(t), Objective::Regression) if matches!(t.kind, TargetKind::Real) => {
-            b.node("Identity", "", &[&raw], vec![], Some("variable"));
-            b.graph
-                .output
-                .push(value_info("variable", data_type::FLOAT, &[None, Some(1)]));
-        }
-        (Some(t), objective) => {
-            let TargetKind::Classes { labels } = &t.kind else {
-                return Err(ModelError::InvalidInput(
-                    "the model's target has no classes".into(),
-                ));
-            };
-            let probabilities = match (objective, ensemble.combine) {
-                (Objective::Binary, combine) => {
-                    let p = if combine == Combine::Sum {
-                        let logit = match &artifact.calibration {
-                            Some(c) => {
-                                let a = b.constant(vec![1], vec![c.a as f32]);
-                                let bias = b.constant(vec![1], vec![c.b as f32]);
-                                let scaled = b.node("Mul", "", &[&raw, &a], vec![], None);
-                                b.node("Add", "", &[&scaled, &bias], vec![], None)
-                            }
-                            None => raw.clone(),
-                        };
-                        b.node("Sigmoid", "", &[&logit], vec![], None)
-                    } else {
-                        let lo = b.constant(vec![], vec![0.0]);
-                        let hi = b.constant(vec![], vec![1.0]);
-                        b.node("Clip", "", &[&raw, &lo, &hi], vec![], None)
-                    };
-                    let one = b.constant(vec![1], vec![1.0]);
-                    let q = b.node("Sub", "", &[&one, &p], vec![], None);
-                    b.node(
-                        "Concat",
-                        "",
-                        &[&q, &p],
-                        vec![attr_int("axis", 1)],
-                        Some("probabilities"),
-                    )
-                }
-                (_, Combine::Sum) => b.node(
-                    "Softmax",
-                    "",
-                    &[&raw],
-                    vec![attr_int("axis", 1)],
-                    Some("probabilities"),
-                ),
-                (_, Combine::Mean) => {
-                    let axes = b.fresh("axes");
-                    b.graph.initializer.push(TensorProto {
-                        dims: vec![1],
-                        data_type: data_type::INT64,
-                        int64_data: vec![1],
-                        name: axes.clone(),
-                        ..Default::default()
-                    });
-                    let sum = b.node(
-                        "ReduceSum",
-                        "",
-                        &[&raw, &axes],
-                        vec![attr_int("keepdims", 1)],
-                        None,
-                    );
-                    b.node("Div", "", &[&raw, &sum], vec![], Some("probabilities"))
-                }
-            };
-            let index = b.node(
-                "ArgMax",
-                "",
-                &[&probabilities],
-                vec![attr_int("axis", 1), attr_int("keepdims", 0)],
-                None,
-            );
-            b.node(
-                "LabelEncoder",
-                "ai.onnx.ml",
-                &[&index],
-                vec![
-                    attr_ints("keys_int64s", (0..labels.len() as i64).collect()),
-                    attr_strings("values_strings", labels.clone()),
-                    AttributeProto {
-                        name: "default_string".into(),
-                        s: Vec::new(),
-                        r#type: attribute_type::STRING,
-                        ..Default::default()
-                    },
-                ],
-                Some("label"),
-            );
-            b.graph
-                .output
-                .push(value_info("label", data_type::STRING, &[None]));
-            b.graph.output.push(value_info(
-                "probabilities",
-                data_type::FLOAT,
-                &[None, Some(labels.len() as i64)],
-            ));
-        }
-        (None, _) => {
+    let columns = feature_columns(&mut b, artifact, categories)?;
+    match &artifact.estimator {
+        Estimator::Trees(ensemble) => trees(&mut b, artifact, ensemble, &columns)?,
+        Estimator::Linear(model) => linear(&mut b, artifact, model, &columns)?,
+        Estimator::Kmeans(model) => kmeans(&mut b, model, &columns),
+        _ => {
             return Err(ModelError::InvalidInput(
-                "EXPORT MODEL needs a supervised model".into(),
+                "EXPORT MODEL cannot write this model".into(),
             ));
         }
     }
@@ -346,6 +243,332 @@ pub fn export(artifact: &ModelArtifact) -> ModelResult<Vec<u8>> {
         ],
     };
     Ok(model.encode_to_vec())
+}
+
+/// How a text feature enters the model's matrix.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Categories {
+    /// Its category bin (trees).
+    Bins,
+    /// Its category code, `-1` when unseen or NULL (one-hot designs).
+    Codes,
+}
+
+/// One `[N, 1]` input per feature, each turned into one float matrix column (NaN = missing).
+fn feature_columns(
+    b: &mut Builder,
+    artifact: &ModelArtifact,
+    categories: Categories,
+) -> ModelResult<Vec<String>> {
+    let mut columns = Vec::new();
+    for f in &artifact.features.features {
+        match &f.kind {
+            FeatureKind::Numeric | FeatureKind::Boolean => {
+                b.graph
+                    .input
+                    .push(value_info(&f.name, data_type::FLOAT, &[None, Some(1)]));
+                columns.push(f.name.clone());
+            }
+            FeatureKind::Categorical { categories: values } => {
+                b.graph
+                    .input
+                    .push(value_info(&f.name, data_type::STRING, &[None, Some(1)]));
+                let (codes, default) = match categories {
+                    Categories::Bins => (
+                        (0..values.len())
+                            .map(|c| f32::from(cat_bin(c as f32)))
+                            .collect(),
+                        f32::from(cat_bin(f32::NAN)),
+                    ),
+                    Categories::Codes => ((0..values.len()).map(|c| c as f32).collect(), -1.0),
+                };
+                let col = b.node(
+                    "LabelEncoder",
+                    "ai.onnx.ml",
+                    &[&f.name],
+                    vec![
+                        attr_strings("keys_strings", values.clone()),
+                        attr_floats("values_floats", codes),
+                        attr_float("default_float", default),
+                    ],
+                    None,
+                );
+                columns.push(col);
+            }
+            FeatureKind::Temporal => {
+                return Err(ModelError::InvalidInput(format!(
+                    "EXPORT MODEL cannot write date or timestamp features yet (\"{}\")",
+                    f.name
+                )));
+            }
+        }
+    }
+    Ok(columns)
+}
+
+fn refs(names: &[String]) -> Vec<&str> {
+    names.iter().map(String::as_str).collect()
+}
+
+/// The class labels of a classifier's target.
+fn class_labels(artifact: &ModelArtifact) -> ModelResult<&[String]> {
+    match artifact.target.as_ref().map(|t| &t.kind) {
+        Some(TargetKind::Classes { labels }) => Ok(labels),
+        _ => Err(ModelError::InvalidInput(
+            "the model's target has no classes".into(),
+        )),
+    }
+}
+
+/// `probabilities` ([N, 2]) from P(second class) ([N, 1]).
+fn both_classes(b: &mut Builder, p: &str) -> String {
+    let one = b.constant(vec![1], vec![1.0]);
+    let q = b.node("Sub", "", &[&one, p], vec![], None);
+    b.node(
+        "Concat",
+        "",
+        &[&q, p],
+        vec![attr_int("axis", 1)],
+        Some("probabilities"),
+    )
+}
+
+/// `label` (the most probable class, as text) and the graph's outputs of a classifier whose
+/// `probabilities` are built.
+fn classifier_outputs(b: &mut Builder, probabilities: &str, labels: &[String]) {
+    let index = b.node(
+        "ArgMax",
+        "",
+        &[probabilities],
+        vec![attr_int("axis", 1), attr_int("keepdims", 0)],
+        None,
+    );
+    b.node(
+        "LabelEncoder",
+        "ai.onnx.ml",
+        &[&index],
+        vec![
+            attr_ints("keys_int64s", (0..labels.len() as i64).collect()),
+            attr_strings("values_strings", labels.to_vec()),
+            AttributeProto {
+                name: "default_string".into(),
+                s: Vec::new(),
+                r#type: attribute_type::STRING,
+                ..Default::default()
+            },
+        ],
+        Some("label"),
+    );
+    b.graph
+        .output
+        .push(value_info("label", data_type::STRING, &[None]));
+    b.graph.output.push(value_info(
+        "probabilities",
+        data_type::FLOAT,
+        &[None, Some(labels.len() as i64)],
+    ));
+}
+
+/// A regression's `variable` output.
+fn regression_output(b: &mut Builder, value: &str) {
+    b.node("Identity", "", &[value], vec![], Some("variable"));
+    b.graph
+        .output
+        .push(value_info("variable", data_type::FLOAT, &[None, Some(1)]));
+}
+
+/// Trees: the ensemble, then the link.
+fn trees(
+    b: &mut Builder,
+    artifact: &ModelArtifact,
+    ensemble: &Ensemble,
+    columns: &[String],
+) -> ModelResult<()> {
+    let x = b.node(
+        "Concat",
+        "",
+        &refs(columns),
+        vec![attr_int("axis", 1)],
+        None,
+    );
+    let raw = tree_ensemble(b, ensemble, &x)?;
+    let k = ensemble.n_outputs;
+    let raw = if ensemble.combine == Combine::Sum && ensemble.init.iter().any(|v| *v != 0.0) {
+        let init = b.constant(vec![k as i64], ensemble.init.clone());
+        b.node("Add", "", &[&raw, &init], vec![], None)
+    } else {
+        raw
+    };
+    if ensemble.objective == Objective::Regression {
+        regression_output(b, &raw);
+        return Ok(());
+    }
+    let labels = class_labels(artifact)?;
+    let probabilities = match (ensemble.objective, ensemble.combine) {
+        (Objective::Binary, Combine::Sum) => {
+            let logit = match &artifact.calibration {
+                Some(c) => {
+                    let a = b.constant(vec![1], vec![c.a as f32]);
+                    let bias = b.constant(vec![1], vec![c.b as f32]);
+                    let scaled = b.node("Mul", "", &[&raw, &a], vec![], None);
+                    b.node("Add", "", &[&scaled, &bias], vec![], None)
+                }
+                None => raw.clone(),
+            };
+            let p = b.node("Sigmoid", "", &[&logit], vec![], None);
+            both_classes(b, &p)
+        }
+        (Objective::Binary, Combine::Mean) => {
+            let lo = b.constant(vec![], vec![0.0]);
+            let hi = b.constant(vec![], vec![1.0]);
+            let p = b.node("Clip", "", &[&raw, &lo, &hi], vec![], None);
+            both_classes(b, &p)
+        }
+        (_, Combine::Sum) => b.node(
+            "Softmax",
+            "",
+            &[&raw],
+            vec![attr_int("axis", 1)],
+            Some("probabilities"),
+        ),
+        (_, Combine::Mean) => {
+            let axes = b.constant_i64(vec![1], vec![1]);
+            let sum = b.node(
+                "ReduceSum",
+                "",
+                &[&raw, &axes],
+                vec![attr_int("keepdims", 1)],
+                None,
+            );
+            b.node("Div", "", &[&raw, &sum], vec![], Some("probabilities"))
+        }
+    };
+    classifier_outputs(b, &probabilities, labels);
+    Ok(())
+}
+
+/// The design of a linear model or k-means, `[N, width]` in double precision, as
+/// `Design::row` computes it: standardised numbers (NULL = 0, the mean), one-hot categories.
+fn design(b: &mut Builder, d: &Design, columns: &[String]) -> String {
+    let zero = b.constant_f64(vec![], vec![0.0]);
+    let mut parts = Vec::new();
+    for (enc, col) in d.cols.iter().zip(columns) {
+        match enc {
+            ColumnEncoding::Scaled { mean, std } => {
+                let x = b.cast(col, data_type::DOUBLE);
+                let m = b.constant_f64(vec![], vec![*mean]);
+                let s = b.constant_f64(vec![], vec![*std]);
+                let centred = b.node("Sub", "", &[&x, &m], vec![], None);
+                let z = b.node("Div", "", &[&centred, &s], vec![], None);
+                let missing = b.node("IsNaN", "", &[&x], vec![], None);
+                parts.push(b.node("Where", "", &[&missing, &zero, &z], vec![], None));
+            }
+            ColumnEncoding::OneHot { n } => {
+                let codes = b.constant(vec![*n as i64], (0..*n).map(|c| c as f32).collect());
+                let hit = b.node("Equal", "", &[col, &codes], vec![], None);
+                parts.push(b.cast(&hit, data_type::DOUBLE));
+            }
+        }
+    }
+    b.node("Concat", "", &refs(&parts), vec![attr_int("axis", 1)], None)
+}
+
+/// Linear and logistic regression.
+fn linear(
+    b: &mut Builder,
+    artifact: &ModelArtifact,
+    model: &LinearModel,
+    columns: &[String],
+) -> ModelResult<()> {
+    let x = design(b, &model.design, columns);
+    let width = model.design.width();
+    let k = model.weights.len();
+    // Weights transposed to [width, k]; the intercepts (last entries) added after.
+    let mut w = vec![0.0; width * k];
+    for (o, weights) in model.weights.iter().enumerate() {
+        for (j, v) in weights[..width].iter().enumerate() {
+            w[j * k + o] = *v;
+        }
+    }
+    let intercepts: Vec<f64> = model.weights.iter().map(|ws| ws[width]).collect();
+    let w = b.constant_f64(vec![width as i64, k as i64], w);
+    let c = b.constant_f64(vec![k as i64], intercepts);
+    let product = b.node("MatMul", "", &[&x, &w], vec![], None);
+    let z = b.node("Add", "", &[&product, &c], vec![], None);
+    if !model.logistic {
+        let value = b.cast(&z, data_type::FLOAT);
+        regression_output(b, &value);
+        return Ok(());
+    }
+    let labels = class_labels(artifact)?;
+    let probabilities = if k == 1 {
+        let logit = match &artifact.calibration {
+            Some(cal) => {
+                let a = b.constant_f64(vec![1], vec![cal.a]);
+                let bias = b.constant_f64(vec![1], vec![cal.b]);
+                let scaled = b.node("Mul", "", &[&z, &a], vec![], None);
+                b.node("Add", "", &[&scaled, &bias], vec![], None)
+            }
+            None => z,
+        };
+        let p = b.node("Sigmoid", "", &[&logit], vec![], None);
+        let p = b.cast(&p, data_type::FLOAT);
+        both_classes(b, &p)
+    } else {
+        // One-vs-rest: each class's sigmoid, normalised to sum to 1.
+        let p = b.node("Sigmoid", "", &[&z], vec![], None);
+        let axes = b.constant_i64(vec![1], vec![1]);
+        let sum = b.node(
+            "ReduceSum",
+            "",
+            &[&p, &axes],
+            vec![attr_int("keepdims", 1)],
+            None,
+        );
+        let normalised = b.node("Div", "", &[&p, &sum], vec![], None);
+        b.node(
+            "Cast",
+            "",
+            &[&normalised],
+            vec![attr_int("to", i64::from(data_type::FLOAT))],
+            Some("probabilities"),
+        )
+    };
+    classifier_outputs(b, &probabilities, labels);
+    Ok(())
+}
+
+/// k-means: the nearest centroid's index as `label` (int64).
+fn kmeans(b: &mut Builder, model: &KMeans, columns: &[String]) {
+    let x = design(b, &model.design, columns);
+    let width = model.design.width();
+    let k = model.centroids.len();
+    let centroids = b.constant_f64(
+        vec![1, k as i64, width as i64],
+        model.centroids.iter().flatten().copied().collect(),
+    );
+    let axis = b.constant_i64(vec![1], vec![1]);
+    let rows = b.node("Unsqueeze", "", &[&x, &axis], vec![], None);
+    let diff = b.node("Sub", "", &[&rows, &centroids], vec![], None);
+    let squared = b.node("Mul", "", &[&diff, &diff], vec![], None);
+    let last = b.constant_i64(vec![1], vec![2]);
+    let distances = b.node(
+        "ReduceSum",
+        "",
+        &[&squared, &last],
+        vec![attr_int("keepdims", 0)],
+        None,
+    );
+    b.node(
+        "ArgMin",
+        "",
+        &[&distances],
+        vec![attr_int("axis", 1), attr_int("keepdims", 0)],
+        Some("label"),
+    );
+    b.graph
+        .output
+        .push(value_info("label", data_type::INT64, &[None]));
 }
 
 /// One `TreeEnsemble` node summing every tree's leaf into its output (`[N, outputs]`).

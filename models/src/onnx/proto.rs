@@ -144,6 +144,8 @@ pub mod data_type {
     pub const INT64: i32 = 7;
     /// `STRING`.
     pub const STRING: i32 = 8;
+    /// `DOUBLE`.
+    pub const DOUBLE: i32 = 11;
 }
 
 /// `TensorProto`.
@@ -170,6 +172,9 @@ pub struct TensorProto {
     /// Name (initializers).
     #[prost(string, tag = "8")]
     pub name: String,
+    /// `DOUBLE` elements.
+    #[prost(double, repeated, tag = "10")]
+    pub double_data: Vec<f64>,
 }
 
 /// `ValueInfoProto`.
