@@ -22,7 +22,6 @@ import argparse
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import lightgbm as lgb
@@ -34,19 +33,11 @@ import pyarrow.parquet as pq
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "python"))
+sys.path.insert(0, str(ROOT / "benches"))
 from conftest import Server  # noqa: E402
+from predict_bench import FEATURES, best_of  # noqa: E402
 
-FEATURES = [f"f{i}" for i in range(20)]
 BATCH = 8192
-
-
-def best_of(f, n=3):
-    times = []
-    for _ in range(n):
-        t0 = time.perf_counter()
-        f()
-        times.append(time.perf_counter() - t0)
-    return min(times)
 
 
 def synthetic(path, n, seed=11):

@@ -329,3 +329,27 @@ def test_size_limit_and_a_server_without_the_runtime(fixtures):
         assert server.alive()
     finally:
         server.close()
+
+
+def test_versions_written_before_the_container_still_load():
+    """A registry whose version is a lone `<model>/v0001.json` (the layout before artifact
+    containers) loads and scores as before."""
+    server = Server(demo=True)
+    try:
+        probe = "SELECT sum(PREDICT_PROBA('old', tenure_months, monthly_charges)) FROM customers"
+        with psycopg.connect(server.dsn, autocommit=True) as conn:
+            conn.execute("CREATE MODEL old PREDICT churned USING logistic AS "
+                         "SELECT tenure_months, monthly_charges, churned FROM customers")
+            before = conn.execute(probe).fetchone()
+        server.stop()
+        models = Path(server.data_dir) / "models"
+        (models / "old" / "v0001" / "artifact.json").rename(models / "old" / "v0001.json")
+        (models / "old" / "v0001").rmdir()
+        registry = json.loads((models / "registry.json").read_text())
+        registry["models"]["old"]["versions"][0]["artifact"] = "old/v0001.json"
+        (models / "registry.json").write_text(json.dumps(registry))
+        server.start()
+        with psycopg.connect(server.dsn, autocommit=True) as conn:
+            assert conn.execute(probe).fetchone() == before
+    finally:
+        server.close()

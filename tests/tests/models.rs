@@ -264,7 +264,7 @@ async fn churn_models_train_predict_persist_and_survive_a_corrupted_neighbour() 
     drop(c);
 
     // Corrupt the logistic model's artifact: it fails alone, with XX001.
-    let artifact = server.data_dir.join("models/churn_lr/v0001.json");
+    let artifact = server.data_dir.join("models/churn_lr/v0001/artifact.json");
     std::fs::write(&artifact, b"{\"format_version\": 1, \"garbage").expect("corrupt");
     server.restart();
     let c = server.connect().await;
@@ -678,7 +678,8 @@ async fn server_predictions_equal_in_process_predictions() {
     .map(|r| r[0].as_deref().expect("p").parse().expect("f64"))
     .collect();
 
-    let bytes = std::fs::read(server.data_dir.join("models/churn/v0001.json")).expect("artifact");
+    let bytes =
+        std::fs::read(server.data_dir.join("models/churn/v0001/artifact.json")).expect("artifact");
     let model = prognos_models::ModelArtifact::from_bytes(&bytes).expect("load artifact");
     let ctx = SessionContext::new();
     ctx.register_csv(

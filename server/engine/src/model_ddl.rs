@@ -87,6 +87,24 @@ impl Drop for CancelOnDrop {
     }
 }
 
+/// Whether `CREATE [OR REPLACE] MODEL [IF NOT EXISTS] name` goes ahead: `false` (with a
+/// NOTICE) when `IF NOT EXISTS` finds it; an error when the name cannot be created.
+fn may_create(
+    engine: &Engine,
+    session: &Session,
+    name: &str,
+    replace: bool,
+    if_not_exists: bool,
+) -> EngineResult<bool> {
+    if if_not_exists && !replace && engine.registry.get(name).is_some() {
+        session.notice(format!("model \"{name}\" already exists, skipping"));
+        return Ok(false);
+    }
+    engine.registry.check_create(name, replace)?;
+    crate::statements::not_transactional(session, "CREATE MODEL");
+    Ok(true)
+}
+
 /// Run a model statement.
 pub(super) async fn execute(
     engine: &Engine,
@@ -106,12 +124,9 @@ pub(super) async fn execute(
             source,
             options,
         } => {
-            if *if_not_exists && !*replace && engine.registry.get(name).is_some() {
-                session.notice(format!("model \"{name}\" already exists, skipping"));
+            if !may_create(engine, session, name, *replace, *if_not_exists)? {
                 return Ok(command("CREATE MODEL"));
             }
-            engine.registry.check_create(name, *replace)?;
-            crate::statements::not_transactional(session, "CREATE MODEL");
             let (version, summary) =
                 crate::model_import::import(engine, session, name, source, options, *replace)
                     .await?;
@@ -155,12 +170,9 @@ pub(super) async fn execute(
             query,
             query_text,
         } => {
-            if *if_not_exists && !*replace && engine.registry.get(name).is_some() {
-                session.notice(format!("model \"{name}\" already exists, skipping"));
+            if !may_create(engine, session, name, *replace, *if_not_exists)? {
                 return Ok(command("CREATE MODEL"));
             }
-            engine.registry.check_create(name, *replace)?;
-            crate::statements::not_transactional(session, "CREATE MODEL");
             let job = match forecast {
                 Some(f) => TrainJob::Forecast(
                     ForecastRequest::new(&f.value, &f.time, &f.ids, algorithm.as_deref(), options)
