@@ -629,10 +629,20 @@ impl OnnxModel {
                 let shape = vec![rows as i64, k as i64];
                 let feed = match element {
                     Element::Float32 => {
+                        // Each column is written straight into its place in the row-major
+                        // matrix, from the Arrow buffer.
                         let mut data = vec![0f32; rows * k];
-                        for (j, (col, name)) in columns.iter().zip(names).enumerate() {
-                            for (i, v) in floats32(col, name)?.into_iter().enumerate() {
-                                data[i * k + j] = v;
+                        for (j, col) in columns.iter().enumerate() {
+                            let c = cast(col, &DataType::Float32)?;
+                            let c = c.as_primitive::<Float32Type>();
+                            let values = c.values();
+                            let cells = data.iter_mut().skip(j).step_by(k);
+                            if c.null_count() == 0 {
+                                cells.zip(values.iter()).for_each(|(d, v)| *d = *v);
+                            } else {
+                                cells
+                                    .zip(c.iter())
+                                    .for_each(|(d, v)| *d = v.unwrap_or(f32::NAN));
                             }
                         }
                         Feed::F32(shape, data)
@@ -1005,6 +1015,9 @@ fn null_error(name: &str, element: &str) -> ModelError {
 fn floats32(col: &ArrayRef, _name: &str) -> ModelResult<Vec<f32>> {
     let c = cast(col, &DataType::Float32)?;
     let c = c.as_primitive::<Float32Type>();
+    if c.null_count() == 0 {
+        return Ok(c.values().to_vec());
+    }
     Ok((0..c.len())
         .map(|i| if c.is_null(i) { f32::NAN } else { c.value(i) })
         .collect())
@@ -1013,6 +1026,9 @@ fn floats32(col: &ArrayRef, _name: &str) -> ModelResult<Vec<f32>> {
 fn floats64(col: &ArrayRef, _name: &str) -> ModelResult<Vec<f64>> {
     let c = cast(col, &DataType::Float64)?;
     let c = c.as_primitive::<Float64Type>();
+    if c.null_count() == 0 {
+        return Ok(c.values().to_vec());
+    }
     Ok((0..c.len())
         .map(|i| if c.is_null(i) { f64::NAN } else { c.value(i) })
         .collect())
