@@ -109,6 +109,7 @@ fn task_name(t: Task) -> &'static str {
         Task::Clustering => "clustering",
         Task::Forecasting => "forecasting",
         Task::AnomalyDetection => "anomaly_detection",
+        Task::Embedding => "embedding",
     }
 }
 

@@ -41,4 +41,6 @@ pub enum Task {
     Forecasting,
     /// Outlier scores.
     AnomalyDetection,
+    /// A vector per row (an imported encoder's embedding).
+    Embedding,
 }

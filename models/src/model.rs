@@ -387,6 +387,11 @@ impl ModelArtifact {
     /// gives them (binary → P(second class); multiclass → probabilities; regression →
     /// values).
     pub fn scores(&self, columns: &[ArrayRef]) -> ModelResult<(Vec<f32>, usize)> {
+        if self.task == Task::Embedding {
+            return Err(ModelError::InvalidInput(
+                "an embedding model has no metrics to evaluate (it answers vectors)".into(),
+            ));
+        }
         match (&self.estimator, &self.target) {
             (Estimator::Onnx(o), Some(t)) => match &t.kind {
                 TargetKind::Classes { labels } => {
@@ -438,6 +443,9 @@ impl ModelArtifact {
     pub fn output_type(&self) -> DataType {
         match (&self.task, &self.target) {
             (Task::Clustering, _) => DataType::Int32,
+            (Task::Embedding, _) => {
+                DataType::List(Arc::new(Field::new("item", DataType::Float32, true)))
+            }
             (_, Some(t)) => t.output_type(),
             _ => DataType::Float64,
         }

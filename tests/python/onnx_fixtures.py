@@ -226,6 +226,26 @@ def attention_classifier(out_dir):
            sequence_sql(seq, proba=0, options={"task": "classification", "labels": "calm,alert"}))
 
 
+def encoder_embedding(out_dir, x):
+    """An encoder: [N, 4] rows to [N, 8] vectors (a dense layer and tanh)."""
+    rng = np.random.default_rng(13)
+    w = rng.normal(scale=0.6, size=(x.shape[1], 8)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["X", "W"], ["h"]),
+         helper.make_node("Tanh", ["h"], ["embedding"])],
+        "encoder_embedding",
+        [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["N", x.shape[1]])],
+        [helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["N", 8])],
+        initializer=[numpy_helper.from_array(w, "W")],
+    )
+    onx = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onx.ir_version = 8
+    onnx.checker.check_model(onx)
+    rows = x[:ROWS]
+    record(out_dir, "encoder_embedding", onx, {"X": rows},
+           matrix_sql(rows, vector=0, options={"task": "embedding"}))
+
+
 def generate(out_dir):
     """Write every fixture into `out_dir`."""
     out_dir = Path(out_dir)
@@ -244,6 +264,7 @@ def generate(out_dir):
     xgboost_regressor(out_dir, x, y_value)
     lstm_regressor(out_dir)
     attention_classifier(out_dir)
+    encoder_embedding(out_dir, x)
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ NAMES = [
     "xgboost_regressor",
     "lstm_regressor",
     "attention_classifier",
+    "encoder_embedding",
 ]
 
 
@@ -113,6 +114,20 @@ def test_fixture_scores_in_sql_as_onnxruntime_does(server, fixtures, name):
         described = dict(conn.execute(f"DESCRIBE MODEL {name}").fetchall())
         assert described["algorithm"] == "onnx"
         assert "input" in described and "output" in described, described
+        if "vector" in sql:
+            want = s["expected"][sql["vector"]]
+            d = want["shape"][1]
+            got = [r[0] for r in conn.execute(f"SELECT PREDICT('{name}', {args}) FROM {table} ORDER BY id")]
+            assert len(got) == 64 and all(len(v) == d for v in got)
+            for i, v in enumerate(got):
+                w = want["data"][i * d:(i + 1) * d]
+                assert all(close(a, b) for a, b in zip(v, w)), f"{name} row {i}: {v} vs {w}"
+            assert dict(conn.execute(f"DESCRIBE MODEL {name}").fetchall())["task"] == "embedding"
+            relation = conn.execute(
+                f"SELECT predicted_embedding FROM PREDICT('{name}', TABLE {table}) ORDER BY id"
+            ).fetchall()
+            assert [r[0] for r in relation] == got
+            return
         if "value" in sql:
             want = s["expected"][sql["value"]]["data"]
             got = [r[0] for r in conn.execute(f"SELECT PREDICT('{name}', {args}) FROM {table} ORDER BY id")]
@@ -259,7 +274,7 @@ def test_bad_files_and_arguments_are_clear_errors(server, fixtures, tmp_path):
             (import_sql("bad3", tmp_path / "missing.onnx"), "58P01", "could not read model file"),
             (import_sql("bad4", tmp_path), "58P01", "not a regular file"),
             (import_sql("bad5", lr, {"colour": "red"}), "22023", "unknown option"),
-            (import_sql("bad6", lr, {"task": "embedding"}), "22023", "not supported"),
+            (import_sql("bad6", lr, {"task": "ranking"}), "22023", "not supported"),
             (import_sql("bad7", lr, {"outputs": "nope"}), "22023", "no output"),
             (import_sql("bad8", lr, {"inputs": "a, b"}), "22023", "takes 4"),
             (import_sql("bad9", fixtures / "attention_classifier.onnx"), "22023", "task = 'classification'"),

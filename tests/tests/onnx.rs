@@ -1,6 +1,6 @@
 //! ONNX models through ONNX Runtime (`prognos_models::onnx`): scikit-learn pipelines converted
 //! by skl2onnx, LightGBM and XGBoost models converted by onnxmltools, an LSTM and an attention
-//! block built node by node — generated here by `tests/python/onnx_fixtures.py`, never
+//! block and an encoder built node by node — generated here by `tests/python/onnx_fixtures.py`, never
 //! downloaded — score the same as Python onnxruntime on the same rows (within 1e-5), whatever
 //! their inputs (one matrix, one tensor per column, a sequence) and outputs (label +
 //! probability tensor, ZipMap probabilities, regression values). The same fixtures are scored
@@ -161,8 +161,9 @@ fn every_fixture_scores_as_onnxruntime_does() {
         })
         .collect();
     names.sort();
-    // scikit-learn (4 matrix pipelines, 1 one-hot pipeline), LightGBM, XGBoost, LSTM, attention.
-    assert_eq!(names.len(), 9, "fixtures: {names:?}");
+    // scikit-learn (4 matrix pipelines, 1 one-hot pipeline), LightGBM, XGBoost, LSTM, attention,
+    // an encoder.
+    assert_eq!(names.len(), 10, "fixtures: {names:?}");
     for name in names {
         let bytes = std::fs::read(dir.path().join(format!("{name}.onnx"))).expect("onnx");
         let spec: Value = serde_json::from_slice(

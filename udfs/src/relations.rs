@@ -580,7 +580,9 @@ impl Planning<'_, '_> {
                     }
                     (_, Some(t)) => {
                         columns.push(call("predict", None)?.alias(format!("predicted_{}", t.name)));
-                        if let TargetKind::Classes { labels } = &t.kind {
+                        if let TargetKind::Classes { labels } = &t.kind
+                            && model.proba_type().is_some()
+                        {
                             let alias = if labels.len() == 2 {
                                 "probability"
                             } else {

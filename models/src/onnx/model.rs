@@ -141,6 +141,11 @@ pub enum Answer {
         /// The output.
         output: String,
     },
+    /// An embedding: one vector (`[N, d]` output) per row.
+    Vector {
+        /// The output.
+        output: String,
+    },
 }
 
 /// An imported ONNX graph with how it is used (see the module docs).
@@ -220,6 +225,8 @@ struct Answered {
     probabilities: Option<Vec<f32>>,
     /// One value per row (regressions).
     values: Option<Vec<f64>>,
+    /// One vector per row, `rows × d` row-major (embeddings).
+    vectors: Option<Vec<f32>>,
 }
 
 fn invalid(msg: impl Into<String>) -> ModelError {
@@ -281,10 +288,11 @@ impl OnnxModel {
             None => None,
             Some("classification") => Some(Task::Classification),
             Some("regression") => Some(Task::Regression),
+            Some("embedding") => Some(Task::Embedding),
             Some(other) => {
                 return Err(ModelError::InvalidParameter(format!(
-                    "task \"{other}\" is not supported for ONNX models yet (use \
-                     classification or regression)"
+                    "task \"{other}\" is not supported for ONNX models (use classification, \
+                     regression or embedding)"
                 )));
             }
         };
@@ -305,18 +313,20 @@ impl OnnxModel {
         let task = match model.answer {
             Answer::Classes { .. } => Task::Classification,
             Answer::Value { .. } => Task::Regression,
+            Answer::Vector { .. } => Task::Embedding,
         };
         // The name of the predicted column (`PREDICT('m', TABLE t)` calls it
         // `predicted_<name>`).
         let name = options.get("target").cloned().unwrap_or_else(|| {
             match task {
                 Task::Classification => "label",
+                Task::Embedding => "embedding",
                 _ => "value",
             }
             .to_string()
         });
         let target = match &model.answer {
-            Answer::Value { .. } => Target {
+            Answer::Value { .. } | Answer::Vector { .. } => Target {
                 name,
                 data_type: DataType::Float64.to_string(),
                 kind: TargetKind::Real,
@@ -444,6 +454,16 @@ impl OnnxModel {
         if let Some(values) = answered.values {
             return Ok(Arc::new(Float64Array::from(values)));
         }
+        if let Some(vectors) = answered.vectors {
+            let rows = columns.first().map(|c| c.len()).unwrap_or(0);
+            let d = vectors.len().checked_div(rows).unwrap_or(0);
+            return Ok(Arc::new(ListArray::try_new(
+                Arc::new(Field::new("item", DataType::Float32, true)),
+                OffsetBuffer::from_lengths(std::iter::repeat_n(d, rows)),
+                Arc::new(datafusion::arrow::array::Float32Array::from(vectors)),
+                None,
+            )?));
+        }
         let output_type = target.output_type();
         let labels = match (answered.labels, answered.probabilities, &target.kind) {
             (Some(Labels::Ints(l)), _, _) if output_type == DataType::Int64 => {
@@ -509,6 +529,7 @@ impl OnnxModel {
             labels: None,
             probabilities: None,
             values: None,
+            vectors: None,
         };
         let mut start = 0;
         while start < rows {
@@ -544,6 +565,12 @@ impl OnnxModel {
                     .get_or_insert_with(Vec::new)
                     .extend_from_slice(&v[..keep]);
             }
+            if let Some(v) = got.vectors {
+                let d = v.len() / batch;
+                all.vectors
+                    .get_or_insert_with(Vec::new)
+                    .extend_from_slice(&v[..keep * d]);
+            }
             start = end;
         }
         if rows == 0 {
@@ -564,6 +591,7 @@ impl OnnxModel {
                 labels: Some(Labels::Texts(vec![])),
                 probabilities: Some(vec![]),
                 values: Some(vec![]).filter(|_| matches!(self.answer, Answer::Value { .. })),
+                vectors: Some(vec![]).filter(|_| matches!(self.answer, Answer::Vector { .. })),
             });
         }
         let feeds = self.feeds(columns, rows)?;
@@ -582,6 +610,35 @@ impl OnnxModel {
                     labels: None,
                     probabilities: None,
                     values: Some(values),
+                    vectors: None,
+                })
+            }
+            Answer::Vector { output: name } => {
+                let vectors = match output(name)? {
+                    OutputValue::F32 { shape, data }
+                        if shape.len() == 2 && shape[0] as usize == rows =>
+                    {
+                        data.clone()
+                    }
+                    OutputValue::F64 { shape, data }
+                        if shape.len() == 2 && shape[0] as usize == rows =>
+                    {
+                        data.iter().map(|&v| v as f32).collect()
+                    }
+                    OutputValue::F32 { shape, .. } | OutputValue::F64 { shape, .. } => {
+                        return Err(shape_mismatch(name, shape, rows));
+                    }
+                    _ => {
+                        return Err(ModelError::Runtime(format!(
+                            "output {name} is not a float tensor"
+                        )));
+                    }
+                };
+                Ok(Answered {
+                    labels: None,
+                    probabilities: None,
+                    values: None,
+                    vectors: Some(vectors),
                 })
             }
             Answer::Classes {
@@ -604,6 +661,7 @@ impl OnnxModel {
                     labels,
                     probabilities,
                     values: None,
+                    vectors: None,
                 })
             }
         }
@@ -937,6 +995,28 @@ fn answer_for(
         None => matches!(&p.kind, PortKind::Other(k) if k.contains("Map")),
     };
     let is_value = |p: &Port| matches!(tensor(p), Some((e, s)) if matches!(e, "float32" | "float64") && (s.len() == 1 || (s.len() == 2 && s[1] <= 1)));
+    let is_vector = |p: &Port| matches!(tensor(p), Some((e, s)) if matches!(e, "float32" | "float64") && s.len() == 2);
+    if task == Some(Task::Embedding) {
+        let chosen = match names.as_deref() {
+            Some([name]) => Some(find(name)?),
+            Some(_) => {
+                return Err(ModelError::InvalidParameter(
+                    "outputs names one output for an embedding".into(),
+                ));
+            }
+            None => outputs.iter().find(|p| is_vector(p)),
+        };
+        return match chosen {
+            Some(p) if is_vector(p) => Ok(Answer::Vector {
+                output: p.name.clone(),
+            }),
+            _ => Err(ModelError::InvalidParameter(
+                "an embedding is read from a float [N, d] output; the graph has none (or the \
+                 one named is not)"
+                    .into(),
+            )),
+        };
+    }
     if let Some(names) = names {
         let ports = names
             .iter()
