@@ -246,6 +246,40 @@ def encoder_embedding(out_dir, x):
            matrix_sql(rows, vector=0, options={"task": "embedding"}))
 
 
+def fixed_batch_regressor(out_dir, x):
+    """A graph whose batch dimension is fixed at 3 (an export without dynamic axes): prognos
+    scores it 3 rows at a time, padding the last run. onnxruntime's answers are computed the
+    same way here, run by run."""
+    rng = np.random.default_rng(17)
+    w = rng.normal(size=(x.shape[1], 1)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["X", "W"], ["value"])],
+        "fixed_batch_regressor",
+        [helper.make_tensor_value_info("X", TensorProto.FLOAT, [3, x.shape[1]])],
+        [helper.make_tensor_value_info("value", TensorProto.FLOAT, [3, 1])],
+        initializer=[numpy_helper.from_array(w, "W")],
+    )
+    onx = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onx.ir_version = 8
+    onnx.checker.check_model(onx)
+    path = out_dir / "fixed_batch_regressor.onnx"
+    path.write_bytes(onx.SerializeToString())
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    rows = x[:ROWS]
+    values = []
+    for start in range(0, ROWS, 3):
+        part = rows[start:start + 3]
+        padded = np.concatenate([part, np.repeat(part[-1:], 3 - len(part), axis=0)])
+        values.append(sess.run(None, {"X": padded})[0][:len(part)])
+    (out_dir / "fixed_batch_regressor.json").write_text(json.dumps({
+        "fixed_batch": 3,
+        "feeds": [dict(name="X", **tensor_json(rows))],
+        "outputs": ["value"],
+        "expected": outputs_json([np.concatenate(values)]),
+        "sql": matrix_sql(rows, value=0),
+    }))
+
+
 def generate(out_dir):
     """Write every fixture into `out_dir`."""
     out_dir = Path(out_dir)
@@ -265,6 +299,7 @@ def generate(out_dir):
     lstm_regressor(out_dir)
     attention_classifier(out_dir)
     encoder_embedding(out_dir, x)
+    fixed_batch_regressor(out_dir, x)
 
 
 if __name__ == "__main__":

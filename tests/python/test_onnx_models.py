@@ -28,6 +28,7 @@ NAMES = [
     "lstm_regressor",
     "attention_classifier",
     "encoder_embedding",
+    "fixed_batch_regressor",
 ]
 
 

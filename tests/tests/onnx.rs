@@ -162,8 +162,8 @@ fn every_fixture_scores_as_onnxruntime_does() {
         .collect();
     names.sort();
     // scikit-learn (4 matrix pipelines, 1 one-hot pipeline), LightGBM, XGBoost, LSTM, attention,
-    // an encoder.
-    assert_eq!(names.len(), 10, "fixtures: {names:?}");
+    // an encoder, a graph with a fixed batch size.
+    assert_eq!(names.len(), 11, "fixtures: {names:?}");
     for name in names {
         let bytes = std::fs::read(dir.path().join(format!("{name}.onnx"))).expect("onnx");
         let spec: Value = serde_json::from_slice(
@@ -175,6 +175,15 @@ fn every_fixture_scores_as_onnxruntime_does() {
         // with an open batch dimension.
         let feeds = feeds(&spec);
         assert_eq!(graph.inputs().len(), feeds.len(), "{name}");
+        if let Some(batch) = spec["fixed_batch"].as_i64() {
+            // Scored run by run through the server (test_onnx_models.py); here, the fixed
+            // dimension is what the graph declares.
+            let PortKind::Tensor { shape, .. } = &graph.inputs()[0].kind else {
+                panic!("{name}: not a tensor input");
+            };
+            assert_eq!(shape[0], batch, "{name}");
+            continue;
+        }
         for (port, (feed_name, feed)) in graph.inputs().iter().zip(&feeds) {
             assert_eq!(&port.name, feed_name, "{name}");
             let PortKind::Tensor { element, shape } = &port.kind else {
