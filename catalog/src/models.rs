@@ -75,6 +75,9 @@ pub struct ModelVersion {
     /// shows them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ports: Vec<String>,
+    /// The device an imported graph asks for (`auto`, `cpu`, `cuda:0`, …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
 }
 
 /// A model and its versions.
@@ -384,6 +387,7 @@ fn placeholder_version() -> ModelVersion {
         query: String::new(),
         payloads: vec![],
         ports: vec![],
+        device: None,
     }
 }
 
@@ -616,6 +620,7 @@ impl ModelRegistry {
             query: query.to_string(),
             payloads: expected,
             ports: artifact.port_descriptions(),
+            device: artifact.devices().map(|d| d.0),
         };
         let mut state = self.lock();
         let mut next = state.file.clone();

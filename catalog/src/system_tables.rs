@@ -69,6 +69,8 @@ impl SystemTable {
                 i("validation_rows"),
                 f("train_seconds"),
                 s("created_at"),
+                s("device"),
+                s("effective_device"),
             ],
             SystemTable::ModelVersions => vec![
                 s("name"),
@@ -100,6 +102,14 @@ impl SystemTable {
         };
         Arc::new(Schema::new(fields))
     }
+}
+
+/// Where a graph asking for `requested` runs on this server (without loading it).
+fn effective_device(requested: &str) -> String {
+    use prognos_models::onnx::device::{DeviceRequest, effective};
+    DeviceRequest::parse(requested)
+        .map(|r| effective(r).to_string())
+        .unwrap_or_else(|_| "cpu".to_string())
 }
 
 fn task_name(t: Task) -> &'static str {
@@ -197,6 +207,13 @@ impl RegistryTable {
                     )),
                     Arc::new(StringArray::from_iter_values(
                         cur.iter().map(|c| c.1.created_at.as_str()),
+                    )),
+                    Arc::new(StringArray::from_iter(
+                        cur.iter().map(|c| c.1.device.as_deref()),
+                    )),
+                    Arc::new(StringArray::from_iter(
+                        cur.iter()
+                            .map(|c| c.1.device.as_deref().map(effective_device)),
                     )),
                 ]
             }

@@ -219,6 +219,9 @@ def test_device_option_falls_back_to_the_cpu_and_is_counted(server, fixtures):
         assert any("asks for device cuda:0" in n and "runs on the CPU" in n for n in notices), notices
         described = dict(conn.execute("DESCRIBE MODEL on_gpu").fetchall())
         assert (described["device"], described["effective_device"]) == ("cuda:0", "cpu"), described
+        listed = conn.execute(
+            "SELECT device, effective_device FROM system.models WHERE name = 'on_gpu'").fetchone()
+        assert listed == ("cuda:0", "cpu"), listed
         before = cpu_rows()
         conn.execute("SELECT PREDICT('on_gpu', x, x, x, x) FROM "
                      "(SELECT CAST(value AS real) / 100 AS x FROM generate_series(1, 500))").fetchall()
