@@ -15,7 +15,7 @@
 //!
 //! Versions load lazily: opening the registry reads only `registry.json`, so a multi-GB model
 //! does not slow start-up. The engine loads the models a statement names before planning it
-//! ([`ModelRegistry::preload`]); anything else is loaded on first use. Payloads of object-store
+//! ([`ModelSnapshot::preload`]); anything else is loaded on first use. Payloads of object-store
 //! versions are copied to `models/.cache/` in the data dir, where ONNX Runtime opens them. A
 //! model whose artifact is unreadable fails alone, with its reason, while the others keep
 //! working. Readers take a [`ModelSnapshot`]: an immutable map that a running query keeps, so
@@ -128,6 +128,15 @@ struct Source {
     stores: Arc<dyn ObjectStoreRegistry>,
 }
 
+impl Source {
+    fn new(dir: &Path, artifacts: &ArtifactStores) -> Source {
+        Source {
+            dir: dir.to_path_buf(),
+            stores: Arc::clone(&artifacts.stores),
+        }
+    }
+}
+
 /// One model version, loaded on first use.
 #[derive(Debug)]
 struct Slot {
@@ -204,16 +213,24 @@ impl ModelSnapshot {
     /// The current version of a model (exact name first, then lower-cased), loading it if no
     /// statement loaded it before.
     pub fn get(&self, name: &str) -> CatalogResult<(u32, Arc<ModelArtifact>)> {
-        let Some(slot) = self.slot(name) else {
-            return Err(CatalogError::ModelNotFound(name.to_string()));
-        };
-        match slot.load_blocking() {
-            Ok(a) => Ok((slot.record.version, Arc::clone(a))),
-            Err(reason) => Err(CatalogError::ModelUnavailable {
-                name: name.to_string(),
-                reason: reason.clone(),
-            }),
-        }
+        let slot = self.found(name)?;
+        answer(name, slot, slot.load_blocking())
+    }
+
+    /// [`ModelSnapshot::get`] from an async caller: waits for the load instead of blocking.
+    pub async fn load(&self, name: &str) -> CatalogResult<(u32, Arc<ModelArtifact>)> {
+        let slot = self.found(name)?;
+        answer(name, slot, slot.load().await)
+    }
+
+    fn found(&self, name: &str) -> CatalogResult<&Arc<Slot>> {
+        self.slot(name)
+            .ok_or_else(|| CatalogError::ModelNotFound(name.to_string()))
+    }
+
+    /// Whether some model is not loaded yet (then a statement's models are preloaded).
+    pub fn has_unloaded(&self) -> bool {
+        self.models.values().any(|s| s.loaded.get().is_none())
     }
 
     /// Load the current versions of those of `names` that are models (other names are
@@ -224,6 +241,17 @@ impl ModelSnapshot {
                 slot.load().await;
             }
         }
+    }
+}
+
+/// A slot's load outcome as `get` answers it.
+fn answer(name: &str, slot: &Slot, loaded: &Loaded) -> CatalogResult<(u32, Arc<ModelArtifact>)> {
+    match loaded {
+        Ok(a) => Ok((slot.record.version, Arc::clone(a))),
+        Err(reason) => Err(CatalogError::ModelUnavailable {
+            name: name.to_string(),
+            reason: reason.clone(),
+        }),
     }
 }
 
@@ -310,15 +338,15 @@ fn payload_url(artifact_url: &str, file: &str) -> String {
     }
 }
 
-/// Local directory where payloads of an object-store version are copied.
-fn cache_dir(dir: &Path, name: &str, record: &ModelVersion) -> PathBuf {
-    let folder = record
-        .artifact
+/// Local directory where payloads of the object-store version whose `artifact.json` is at
+/// `artifact` are copied.
+fn cache_dir(dir: &Path, name: &str, artifact: &str, version: u32) -> PathBuf {
+    let folder = artifact
         .rsplit('/')
         .nth(1)
         .filter(|f| !f.is_empty() && *f != "." && *f != "..")
         .map(str::to_string)
-        .unwrap_or_else(|| format!("v{:04}", record.version));
+        .unwrap_or_else(|| format!("v{version:04}"));
     dir.join(CACHE_DIR).join(name).join(folder)
 }
 
@@ -326,7 +354,7 @@ fn cache_dir(dir: &Path, name: &str, record: &ModelVersion) -> PathBuf {
 async fn load_version(source: &Source, name: &str, v: &ModelVersion) -> Loaded {
     let (bytes, payload_dir) = if is_url(&v.artifact) {
         let bytes = fetch(source.stores.as_ref(), &v.artifact).await?.to_vec();
-        let local = cache_dir(&source.dir, name, v);
+        let local = cache_dir(&source.dir, name, &v.artifact, v.version);
         for file in &v.payloads {
             let target = local.join(file);
             if target.is_file() {
@@ -359,15 +387,6 @@ const CACHE_DIR: &str = ".cache";
 
 /// The artifact document's name in a version's directory.
 const ARTIFACT_FILE: &str = "artifact.json";
-
-/// A version record with only what locating its files needs.
-fn placeholder_artifact(artifact: &str, version: u32) -> ModelVersion {
-    ModelVersion {
-        version,
-        artifact: artifact.to_string(),
-        ..placeholder_version()
-    }
-}
 
 /// A version record standing for one that cannot be read.
 fn placeholder_version() -> ModelVersion {
@@ -428,10 +447,7 @@ impl ModelRegistry {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => RegistryFile::default(),
             Err(e) => return Err(e.into()),
         };
-        let source = Source {
-            dir: dir.clone(),
-            stores: Arc::clone(&artifacts.stores),
-        };
+        let source = Source::new(&dir, &artifacts);
         let mut models = HashMap::new();
         for entry in file.models.values() {
             let slot = match entry.current_version() {
@@ -522,10 +538,7 @@ impl ModelRegistry {
     }
 
     fn source(&self) -> Source {
-        Source {
-            dir: self.dir.clone(),
-            stores: Arc::clone(&self.artifacts.stores),
-        }
+        Source::new(&self.dir, &self.artifacts)
     }
 
     /// Store a model as a new version (the first, or the next with `replace`) with its
@@ -564,7 +577,8 @@ impl ModelRegistry {
                 .unwrap_or(0)
                 + 1
         };
-        let location = match &self.artifacts.base_url {
+        // Where the version is recorded, and the local directory its payloads are opened from.
+        let (location, payload_dir) = match &self.artifacts.base_url {
             Some(base) => {
                 let prefix = format!(
                     "{}/models/{name}/v{version:04}-{}",
@@ -577,7 +591,13 @@ impl ModelRegistry {
                 }
                 let url = format!("{prefix}/{ARTIFACT_FILE}");
                 self.put(&url, bytes).await?;
-                url
+                // Graphs are opened from local disk: keep a copy in the cache.
+                let cache = cache_dir(&self.dir, name, &url, version);
+                std::fs::create_dir_all(&cache)?;
+                for p in payloads {
+                    std::fs::copy(&p.path, cache.join(&p.name))?;
+                }
+                (url, cache)
             }
             None => {
                 let folder = self.dir.join(name).join(format!("v{version:04}"));
@@ -588,21 +608,9 @@ impl ModelRegistry {
                     std::fs::File::open(&target)?.sync_all()?;
                 }
                 write_atomic(&folder.join(ARTIFACT_FILE), &bytes)?;
-                format!("{name}/v{version:04}/{ARTIFACT_FILE}")
+                (format!("{name}/v{version:04}/{ARTIFACT_FILE}"), folder)
             }
         };
-        let payload_dir = if is_url(&location) {
-            cache_dir(&self.dir, name, &placeholder_artifact(&location, version))
-        } else {
-            self.dir.join(name).join(format!("v{version:04}"))
-        };
-        if is_url(&location) {
-            // The graph is opened from local disk: keep the copy the import made.
-            std::fs::create_dir_all(&payload_dir)?;
-            for p in payloads {
-                std::fs::copy(&p.path, payload_dir.join(&p.name))?;
-            }
-        }
         artifact.attach_payloads(&payload_dir);
         let record = ModelVersion {
             version,

@@ -197,6 +197,13 @@ enum Labels {
 }
 
 impl Labels {
+    fn truncate(&mut self, n: usize) {
+        match self {
+            Labels::Ints(v) => v.truncate(n),
+            Labels::Texts(v) => v.truncate(n),
+        }
+    }
+
     fn texts(self) -> Vec<String> {
         match self {
             Labels::Ints(v) => v.iter().map(i64::to_string).collect(),
@@ -204,7 +211,9 @@ impl Labels {
         }
     }
 
-    fn extend(&mut self, other: Labels, keep: usize) {
+    /// Append the first `keep` labels of `other` (one output gives one element type, so both
+    /// are the same kind).
+    fn append(&mut self, other: Labels, keep: usize) {
         match (self, other) {
             (Labels::Ints(a), Labels::Ints(b)) => a.extend(b.into_iter().take(keep)),
             (Labels::Texts(a), Labels::Texts(b)) => a.extend(b.into_iter().take(keep)),
@@ -214,6 +223,16 @@ impl Labels {
                 *a = Labels::Texts(texts);
             }
         }
+    }
+}
+
+/// Append the answers for the first `keep` of `batch` rows in `part` (each row's answer is
+/// `part.len() / batch` values) to `all`.
+fn keep_rows<T: Clone>(all: &mut Option<Vec<T>>, part: Option<Vec<T>>, batch: usize, keep: usize) {
+    if let Some(part) = part {
+        let width = part.len() / batch;
+        all.get_or_insert_with(Vec::new)
+            .extend_from_slice(&part[..keep * width]);
     }
 }
 
@@ -522,8 +541,9 @@ impl OnnxModel {
         labels: bool,
     ) -> ModelResult<Answered> {
         let rows = columns.first().map(|c| c.len()).unwrap_or(0);
-        let Some(batch) = self.fixed_batch else {
-            return self.answer_batch(columns, rows, target, labels);
+        let batch = match self.fixed_batch {
+            Some(batch) if rows > 0 => batch,
+            _ => return self.answer_batch(columns, rows, target, labels),
         };
         let mut all = Answered {
             labels: None,
@@ -544,37 +564,18 @@ impl OnnxModel {
                 .collect::<Result<Vec<_>, _>>()?;
             let got = self.answer_batch(&part, batch, target, labels)?;
             let keep = end - start;
-            if let Some(l) = got.labels {
-                match &mut all.labels {
-                    Some(a) => a.extend(l, keep),
-                    None => {
-                        let mut first = Labels::Ints(vec![]);
-                        first.extend(l, keep);
-                        all.labels = Some(first);
-                    }
+            match (&mut all.labels, got.labels) {
+                (Some(a), Some(l)) => a.append(l, keep),
+                (a, Some(mut l)) => {
+                    l.truncate(keep);
+                    *a = Some(l);
                 }
+                (_, None) => {}
             }
-            if let Some(p) = got.probabilities {
-                let k = p.len() / batch;
-                all.probabilities
-                    .get_or_insert_with(Vec::new)
-                    .extend_from_slice(&p[..keep * k]);
-            }
-            if let Some(v) = got.values {
-                all.values
-                    .get_or_insert_with(Vec::new)
-                    .extend_from_slice(&v[..keep]);
-            }
-            if let Some(v) = got.vectors {
-                let d = v.len() / batch;
-                all.vectors
-                    .get_or_insert_with(Vec::new)
-                    .extend_from_slice(&v[..keep * d]);
-            }
+            keep_rows(&mut all.probabilities, got.probabilities, batch, keep);
+            keep_rows(&mut all.values, got.values, batch, keep);
+            keep_rows(&mut all.vectors, got.vectors, batch, keep);
             start = end;
-        }
-        if rows == 0 {
-            return self.answer_batch(columns, 0, target, labels);
         }
         Ok(all)
     }

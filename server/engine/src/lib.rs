@@ -12,6 +12,7 @@ mod demo;
 pub mod error;
 mod model_ddl;
 mod model_export;
+mod model_files;
 mod model_import;
 mod model_refs;
 pub mod model_sql;
@@ -426,8 +427,11 @@ impl Engine {
             prognos_udfs::register_model_functions(session.ctx(), Arc::clone(&snapshot));
             session.set_models_generation(generation);
         }
-        let names = model_refs::candidates(stmt);
-        snapshot.preload(names.iter().map(String::as_str)).await;
+        // Once every model is in memory, statements are not searched for names.
+        if snapshot.has_unloaded() {
+            let names = model_refs::candidates(stmt);
+            snapshot.preload(names.iter().map(String::as_str)).await;
+        }
     }
 
     /// Run one statement with optional values for `$1..$n`.

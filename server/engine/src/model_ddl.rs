@@ -490,9 +490,7 @@ async fn describe(engine: &Engine, name: &str) -> EngineResult<Output> {
     }
     // An imported graph's device: asked for, and what it gets on this server (read from the
     // loaded version; a version that cannot load shows no device).
-    let snapshot = engine.registry.snapshot();
-    snapshot.preload([name]).await;
-    if let Ok((_, artifact)) = snapshot.get(name)
+    if let Ok((_, artifact)) = engine.registry.snapshot().load(name).await
         && let Some((requested, effective)) = artifact.devices()
     {
         rows.push(("device".into(), Some(requested)));

@@ -5,12 +5,12 @@
 //! as COPY's are; an existing file is replaced); a URL is written through the object stores
 //! the server has credentials for.
 
-use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStoreExt, PutPayload};
 use prognos_catalog::CatalogError;
 
 use crate::Engine;
 use crate::error::{EngineError, EngineResult, StatusCode};
+use crate::model_files::{FileLocation, locate};
 
 fn unwritable(target: &str, e: impl std::fmt::Display) -> EngineError {
     EngineError::statement(
@@ -28,35 +28,20 @@ pub(crate) async fn export(
 ) -> EngineResult<usize> {
     let artifact = match version {
         Some(v) => engine.registry.load_version(name, v).await?,
-        None => {
-            let snapshot = engine.registry.snapshot();
-            snapshot.preload([name]).await;
-            snapshot.get(name)?.1
-        }
+        None => engine.registry.snapshot().load(name).await?.1,
     };
     let bytes = artifact.to_onnx().map_err(CatalogError::Model)?;
     let size = bytes.len();
-    match url::Url::parse(target) {
-        Ok(url) if url.scheme().len() > 1 && url.scheme() != "file" => {
-            let store = engine
-                .base
-                .runtime_env()
-                .object_store_registry
-                .get_store(&url)
-                .map_err(|e| unwritable(target, e))?;
-            let path = ObjectPath::from_url_path(url.path()).map_err(|e| unwritable(target, e))?;
+    match locate(engine, target).map_err(|e| unwritable(target, e))? {
+        FileLocation::Store(store, path) => {
             store
                 .put(&path, PutPayload::from(bytes))
                 .await
                 .map_err(|e| unwritable(target, e))?;
         }
-        Ok(url) if url.scheme() == "file" => {
-            let path = url
-                .to_file_path()
-                .map_err(|_| unwritable(target, "not a local file URL"))?;
+        FileLocation::Local(path) => {
             std::fs::write(&path, bytes).map_err(|e| unwritable(target, e))?;
         }
-        _ => std::fs::write(target, bytes).map_err(|e| unwritable(target, e))?,
     }
     Ok(size)
 }

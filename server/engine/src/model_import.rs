@@ -12,12 +12,12 @@ use std::path::PathBuf;
 
 use futures::StreamExt;
 use object_store::ObjectStoreExt;
-use object_store::path::Path as ObjectPath;
 use prognos_catalog::{CatalogError, Payload};
 use prognos_models::ModelArtifact;
 use tokio::io::AsyncWriteExt;
 
 use crate::error::{EngineError, EngineResult, StatusCode};
+use crate::model_files::{FileLocation, locate};
 use crate::{Engine, Session};
 
 /// Name of an imported ONNX graph inside its version's directory.
@@ -58,36 +58,22 @@ fn unreadable(source: &str, e: impl std::fmt::Display) -> EngineError {
 async fn stage(engine: &Engine, source: &str) -> EngineResult<Staged> {
     let limit_mb = engine.models_config.max_import_mb;
     let limit = limit_mb.saturating_mul(1024 * 1024);
-    let local = match url::Url::parse(source) {
-        Ok(url) if url.scheme() == "file" => Some(
-            url.to_file_path()
-                .map_err(|_| unreadable(source, "not a local file URL"))?,
-        ),
-        Ok(url) if url.scheme().len() > 1 => None,
-        // No scheme (or a Windows drive letter): a local path.
-        _ => Some(PathBuf::from(source)),
+    let (store, path) = match locate(engine, source).map_err(|e| unreadable(source, e))? {
+        FileLocation::Store(store, path) => (store, path),
+        FileLocation::Local(path) => {
+            let meta = std::fs::metadata(&path).map_err(|e| unreadable(source, e))?;
+            if !meta.is_file() {
+                return Err(unreadable(source, "not a regular file"));
+            }
+            if meta.len() > limit {
+                return Err(too_large(source, meta.len(), limit_mb));
+            }
+            return Ok(Staged {
+                path,
+                downloaded: false,
+            });
+        }
     };
-    if let Some(path) = local {
-        let meta = std::fs::metadata(&path).map_err(|e| unreadable(source, e))?;
-        if !meta.is_file() {
-            return Err(unreadable(source, "not a regular file"));
-        }
-        if meta.len() > limit {
-            return Err(too_large(source, meta.len(), limit_mb));
-        }
-        return Ok(Staged {
-            path,
-            downloaded: false,
-        });
-    }
-    let url = url::Url::parse(source).map_err(|e| unreadable(source, e))?;
-    let store = engine
-        .base
-        .runtime_env()
-        .object_store_registry
-        .get_store(&url)
-        .map_err(|e| unreadable(source, e))?;
-    let path = ObjectPath::from_url_path(url.path()).map_err(|e| unreadable(source, e))?;
     let meta = store.head(&path).await.map_err(|e| unreadable(source, e))?;
     if meta.size > limit {
         return Err(too_large(source, meta.size, limit_mb));
