@@ -211,6 +211,20 @@ def test_onnx_model_imported_from_s3_and_stored_on_s3(moto, tmp_path):
         with psycopg.connect(s.dsn, autocommit=True) as conn:
             assert conn.execute(probe).fetchall() == before
             conn.execute("DROP MODEL lgbm")
+            # EXPORT MODEL writes to the bucket too; onnxruntime scores the object.
+            conn.execute("CREATE MODEL tiny PREDICT churned USING gbdt WITH (num_trees = 5) AS "
+                         "SELECT CAST(value % 60 AS double) AS tenure_months, "
+                         "CAST((value * 7) % 97 AS double) AS monthly_charges, "
+                         "(value % 60) + (value * 7) % 97 > 70 AS churned FROM generate_series(1, 600)")
+            conn.execute("EXPORT MODEL tiny TO 's3://incoming/exports/tiny.onnx'")
+            ours = conn.execute("SELECT PREDICT_PROBA('tiny', 12, 70.5)").fetchone()[0]
+        body = s3.get_object(Bucket="incoming", Key="exports/tiny.onnx")["Body"].read()
+        import numpy as np
+        import onnxruntime as ort
+        session = ort.InferenceSession(body, providers=["CPUExecutionProvider"])
+        _, proba = session.run(None, {"tenure_months": np.array([[12.0]], dtype=np.float32),
+                                      "monthly_charges": np.array([[70.5]], dtype=np.float32)})
+        assert abs(proba[0][1] - ours) <= 1e-5
         assert keys("prod/models/lgbm/") == []
     finally:
         s.close()
