@@ -1,6 +1,8 @@
 //! Tree ensembles: gradient boosting and random forests, trained on binned data and scored
 //! on raw values a block of rows at a time.
 
+use std::sync::{Arc, OnceLock};
+
 use rand::seq::index::sample;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -9,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::binning::BinnedMatrix;
 use super::grow::{GrowParams, grow};
+use super::quickscorer::QuickScorer;
 use super::scorer::ScoringTree;
 use super::tree::Tree;
 use crate::error::{ModelError, ModelResult};
@@ -58,8 +61,12 @@ pub struct Ensemble {
     pub n_outputs: usize,
     /// Starting raw score per output (boosting).
     pub init: Vec<f32>,
-    /// The trees.
+    /// The trees. Not to be edited once the ensemble has scored rows: the scoring form built
+    /// from them is kept (and rebuilt only when the number of trees changes).
     pub trees: Vec<Tree>,
+    /// Scoring form of `trees`, built on first use.
+    #[serde(skip)]
+    pub(crate) scorer: ScorerCache,
 }
 
 /// Boosting and forest settings (see `WITH (...)` options in the README).
@@ -187,8 +194,60 @@ fn softmax_in_place(v: &mut [f32]) {
     }
 }
 
-/// Rows scored per block: the tree stays in cache while it walks the block.
+/// Rows scored per block (and per parallel task): the tree stays in cache while it walks
+/// the block.
 const BLOCK_ROWS: usize = 512;
+
+/// How an ensemble scores rows: in QuickScorer form when every tree fits it (up to 64
+/// leaves, as boosted trees have), else by walking each tree in its scoring layout (forests'
+/// deep trees).
+#[derive(Debug)]
+enum Scorer {
+    Quick(QuickScorer),
+    Walk(Vec<Option<ScoringTree>>),
+}
+
+impl Scorer {
+    fn new(trees: &[Tree], width: usize) -> Scorer {
+        match QuickScorer::new(trees, width) {
+            Some(qs) => Scorer::Quick(qs),
+            None => Scorer::Walk(trees.iter().map(ScoringTree::new).collect()),
+        }
+    }
+}
+
+/// An ensemble's [`Scorer`], built on its first batch and kept for the next ones (a query
+/// scores thousands of batches; building it sorts every node). Never serialised; equal for
+/// any two ensembles, and empty again in a clone.
+#[derive(Debug, Default)]
+pub(crate) struct ScorerCache(OnceLock<(usize, usize, Arc<Scorer>)>);
+
+impl ScorerCache {
+    /// The scorer for `trees` over matrices of `width` columns: the kept one when it was
+    /// built for that many trees and columns, else a new one (kept if none is yet).
+    fn get(&self, trees: &[Tree], width: usize) -> Arc<Scorer> {
+        let (kept_trees, kept_width, scorer) = self
+            .0
+            .get_or_init(|| (trees.len(), width, Arc::new(Scorer::new(trees, width))));
+        if *kept_trees == trees.len() && *kept_width == width {
+            Arc::clone(scorer)
+        } else {
+            Arc::new(Scorer::new(trees, width))
+        }
+    }
+}
+
+impl Clone for ScorerCache {
+    fn clone(&self) -> Self {
+        ScorerCache::default()
+    }
+}
+
+impl PartialEq for ScorerCache {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
 
 impl Ensemble {
     /// Raw scores, row-major `n_rows × n_outputs` (init + sum, or the mean of the trees).
@@ -196,35 +255,35 @@ impl Ensemble {
         let k = self.n_outputs;
         let mut out = vec![0f32; x.n_rows * k];
         let per_output = (self.trees.len() / k).max(1) as f32;
-        let scorers: Vec<Option<ScoringTree>> = self.trees.iter().map(ScoringTree::new).collect();
+        let scale = match self.combine {
+            Combine::Sum => 1.0,
+            Combine::Mean => 1.0 / per_output,
+        };
         let width = x.cols.len();
+        let scorer = self.scorer.get(&self.trees, width);
         let score_block = |(b, chunk): (usize, &mut [f32])| {
             let start = b * BLOCK_ROWS;
             let rows = start..start + chunk.len() / k;
-            // The block's rows laid out row by row once, for every tree's scorer.
-            let mut block = vec![0f32; rows.len() * width];
-            for (c, col) in x.cols.iter().enumerate() {
-                for (r, v) in col[rows.clone()].iter().enumerate() {
-                    block[r * width + c] = *v;
+            if self.combine == Combine::Sum {
+                for c in chunk.chunks_mut(k) {
+                    c.copy_from_slice(&self.init);
                 }
             }
-            let add = |i: usize, t: &Tree, chunk: &mut [f32], scale| match &scorers[i] {
-                Some(s) => s.add_rows_to(t, &block, width, chunk, k, i % k, scale),
-                None => t.add_to(&x.cols, rows.clone(), chunk, k, i % k, scale),
-            };
-            match self.combine {
-                Combine::Sum => {
-                    for (r, c) in chunk.chunks_mut(k).enumerate() {
-                        let _ = r;
-                        c.copy_from_slice(&self.init);
+            match scorer.as_ref() {
+                Scorer::Quick(qs) => qs.add_to(&x.cols, rows, chunk, k, scale),
+                Scorer::Walk(walkers) => {
+                    // The block's rows laid out row by row once, for every tree's walk.
+                    let mut block = vec![0f32; rows.len() * width];
+                    for (c, col) in x.cols.iter().enumerate() {
+                        for (r, v) in col[rows.clone()].iter().enumerate() {
+                            block[r * width + c] = *v;
+                        }
                     }
-                    for (i, t) in self.trees.iter().enumerate() {
-                        add(i, t, chunk, 1.0);
-                    }
-                }
-                Combine::Mean => {
-                    for (i, t) in self.trees.iter().enumerate() {
-                        add(i, t, chunk, 1.0 / per_output);
+                    for (i, (t, walker)) in self.trees.iter().zip(walkers).enumerate() {
+                        match walker {
+                            Some(w) => w.add_rows_to(t, &block, width, chunk, k, i % k, scale),
+                            None => t.add_to(&x.cols, rows.clone(), chunk, k, i % k, scale),
+                        }
                     }
                 }
             }
@@ -378,6 +437,7 @@ pub fn train_boosted(
         n_outputs: k,
         init: init.clone(),
         trees: vec![],
+        scorer: ScorerCache::default(),
     };
     let mut score: Vec<f32> = (0..n).flat_map(|_| init.iter().copied()).collect();
     let mut valid_score: Option<Vec<f32>> =
@@ -568,6 +628,7 @@ pub fn train_forest(
         n_outputs: k,
         init: vec![0.0; k],
         trees,
+        scorer: ScorerCache::default(),
     })
 }
 

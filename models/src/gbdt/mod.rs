@@ -1,7 +1,6 @@
 //! Histogram gradient-boosted trees and random forests, written here.
 //!
-//! Why not a crate: measured on this kind of machine (see `shared/design/dependency-facts.md`),
-//! no maintained stable-Rust crate covers categorical features + missing values + multiclass +
+//! Why not a crate: measured on this kind of machine, no maintained stable-Rust crate covers categorical features + missing values + multiclass +
 //! regression with LightGBM-level accuracy: forust-ml has no categoricals or multiclass,
 //! perpetual needs nightly or is slow, smartcore/linfa/gbdt score 0.69–0.76 AUC where LightGBM
 //! scores 0.84, and the LightGBM bindings need a 9-minute C++ build. The design follows
@@ -11,6 +10,7 @@
 pub(crate) mod binning;
 pub mod ensemble;
 pub(crate) mod grow;
+pub(crate) mod quickscorer;
 pub(crate) mod scorer;
 pub(crate) mod shap;
 pub mod tree;

@@ -210,7 +210,7 @@ fn goes_right<const CATEGORICAL_SPLITS: bool>(tree: &Tree, n: &Node, x: f32) -> 
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use rand::{Rng, SeedableRng};
     use rand_chacha::ChaCha8Rng;
 
@@ -219,7 +219,12 @@ mod tests {
 
     /// A random tree over `features` columns with `leaves` leaves (lopsided or balanced as
     /// chance has it), with some categorical splits when `categorical`.
-    fn random_tree(rng: &mut ChaCha8Rng, features: u32, leaves: usize, categorical: bool) -> Tree {
+    pub(crate) fn random_tree(
+        rng: &mut ChaCha8Rng,
+        features: u32,
+        leaves: usize,
+        categorical: bool,
+    ) -> Tree {
         let mut tree = Tree {
             leaves: vec![0.0],
             leaf_cover: vec![1.0],
@@ -265,6 +270,24 @@ mod tests {
         tree
     }
 
+    /// `features` columns of `rows` values: numbers around the thresholds, NaN, infinities
+    /// and category codes (some past the bins of their own).
+    pub(crate) fn random_cols(rng: &mut ChaCha8Rng, features: u32, rows: usize) -> Vec<Vec<f32>> {
+        (0..features)
+            .map(|_| {
+                (0..rows)
+                    .map(|_| match rng.random_range(0..20) {
+                        0 => f32::NAN,
+                        1 => f32::INFINITY,
+                        2 => f32::NEG_INFINITY,
+                        3..=8 => rng.random_range(0..300) as f32,
+                        _ => rng.random_range(-3.0..3.0),
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
     #[test]
     fn scores_exactly_as_the_node_walk_numeric_and_categorical() {
         let mut rng = ChaCha8Rng::seed_from_u64(3);
@@ -274,20 +297,7 @@ mod tests {
             let tree = random_tree(&mut rng, features, leaves, case % 2 == 1);
             let scorer = ScoringTree::new(&tree).expect("scoring layout");
             let rows = rng.random_range(1..70);
-            let cols: Vec<Vec<f32>> = (0..features)
-                .map(|_| {
-                    (0..rows)
-                        .map(|_| match rng.random_range(0..20) {
-                            0 => f32::NAN,
-                            1 => f32::INFINITY,
-                            2 => f32::NEG_INFINITY,
-                            // Category codes, some past the bins of their own.
-                            3..=8 => rng.random_range(0..300) as f32,
-                            _ => rng.random_range(-3.0..3.0),
-                        })
-                        .collect()
-                })
-                .collect();
+            let cols = random_cols(&mut rng, features, rows);
             let start = rng.random_range(0..rows);
             let (mut want, mut got) = (
                 vec![0.5f32; 2 * (rows - start)],
