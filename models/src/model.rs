@@ -28,6 +28,7 @@ use crate::gbdt::Ensemble;
 use crate::isolation::IsolationForest;
 use crate::linear::{KMeans, LinearModel};
 use crate::metrics::{Metrics, argmax};
+use crate::onnx::device::DeviceRequest;
 use crate::onnx::model::OnnxModel;
 use crate::target::{Target, TargetKind};
 
@@ -330,6 +331,17 @@ impl ModelArtifact {
     /// The model as an ONNX-ML graph (`EXPORT MODEL`; see [`crate::onnx::export`]).
     pub fn to_onnx(&self) -> ModelResult<Vec<u8>> {
         crate::onnx::export::export(self)
+    }
+
+    /// The model as a session that asks for `request` runs it (`SET prognos.device`): an
+    /// imported graph opened on the device the request gets (its own sessions, pooled and
+    /// kept); `self` when that is where it runs already, and for native models, which run on
+    /// the CPU.
+    pub fn on_device(self: &Arc<Self>, request: DeviceRequest) -> Arc<ModelArtifact> {
+        match &self.estimator {
+            Estimator::Onnx(o) => o.view_on(self, request),
+            _ => Arc::clone(self),
+        }
     }
 
     /// The imported ONNX graph, if this is one.

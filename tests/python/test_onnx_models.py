@@ -216,7 +216,7 @@ def test_device_option_falls_back_to_the_cpu_and_is_counted(server, fixtures):
         notices = []
         conn.add_notice_handler(lambda d: notices.append(d.message_primary))
         conn.execute(import_sql("on_gpu", fixtures / "mlp_classifier.onnx", {"device": "cuda:0"}))
-        assert any("asks for device cuda:0" in n and "runs on the CPU" in n for n in notices), notices
+        assert any("cuda:0" in n and "runs on the CPU" in n for n in notices), notices
         described = dict(conn.execute("DESCRIBE MODEL on_gpu").fetchall())
         assert (described["device"], described["effective_device"]) == ("cuda:0", "cpu"), described
         listed = conn.execute(
@@ -229,6 +229,48 @@ def test_device_option_falls_back_to_the_cpu_and_is_counted(server, fixtures):
         state, message = sqlstate_of(
             conn, import_sql("tpu", fixtures / "mlp_classifier.onnx", {"device": "tpu"}))
         assert state == "22023" and "device" in message, message
+
+
+def test_session_device_setting_is_checked_and_scores_on_the_device_it_gets(server, fixtures):
+    """`SET prognos.device` overrides each model's device for the session: checked when set
+    (22023), a NOTICE when the CUDA device it names is not here, answers unchanged on the
+    CPU it falls back to, and RESET goes back to each model's own device."""
+    import urllib.request
+
+    def cpu_rows():
+        text = urllib.request.urlopen(f"http://{server.http}/metrics").read().decode()
+        line = next(x for x in text.splitlines()
+                    if x.startswith('prognos_inference_rows_total{device="cpu"}'))
+        return int(float(line.split()[-1]))
+
+    query = ("SELECT PREDICT_PROBA('per_session', x, x, x, x) FROM "
+             "(SELECT CAST(value AS real) / 100 AS x FROM generate_series(1, 300)) ORDER BY x")
+    with psycopg.connect(server.dsn, autocommit=True) as conn:
+        notices = []
+        conn.add_notice_handler(lambda d: notices.append(d.message_primary))
+        conn.execute(import_sql("per_session", fixtures / "mlp_classifier.onnx"))
+        assert conn.execute("SHOW prognos.device").fetchone() == ("",)
+        own = conn.execute(query).fetchall()
+        conn.execute("SET prognos.device = 'cuda:1'")
+        assert any("cuda:1" in n and "models run on the CPU" in n for n in notices), notices
+        assert conn.execute("SHOW prognos.device").fetchone() == ("cuda:1",)
+        before = cpu_rows()
+        assert conn.execute(query).fetchall() == own
+        assert cpu_rows() - before == 300
+        state, message = sqlstate_of(conn, "SET prognos.device = 'tpu'")
+        assert state == "22023" and "prognos.device" in message, message
+        assert conn.execute("SHOW prognos.device").fetchone() == ("cuda:1",)
+        conn.execute("SET prognos.device = 'cpu'")
+        assert conn.execute(query).fetchall() == own
+        conn.execute("RESET prognos.device")
+        assert conn.execute("SHOW prognos.device").fetchone() == ("",)
+        assert conn.execute(query).fetchall() == own
+        conn.execute("SET prognos.device = 'cpu'")
+        conn.execute("RESET ALL")
+        assert conn.execute("SHOW prognos.device").fetchone() == ("",)
+    # Another session never sees this one's setting.
+    with psycopg.connect(server.dsn, autocommit=True) as other:
+        assert other.execute("SHOW prognos.device").fetchone() == ("",)
 
 
 def sqlstate_of(conn, sql):

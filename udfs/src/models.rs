@@ -29,6 +29,7 @@ use datafusion::logical_expr::{
 use datafusion::physical_expr::expressions::Literal;
 use datafusion::prelude::SessionContext;
 use prognos_catalog::{CatalogError, ModelSnapshot};
+use prognos_models::onnx::device::DeviceRequest;
 use prognos_models::{ModelArtifact, ModelError};
 
 pub(crate) fn external(e: impl std::error::Error + Send + Sync + 'static) -> DataFusionError {
@@ -48,12 +49,16 @@ enum Kind {
 struct ModelFunction {
     kind: Kind,
     snapshot: Arc<ModelSnapshot>,
+    /// The session's `prognos.device`, when set.
+    device: Option<DeviceRequest>,
     signature: Signature,
 }
 
 impl PartialEq for ModelFunction {
     fn eq(&self, other: &Self) -> bool {
-        self.kind == other.kind && Arc::ptr_eq(&self.snapshot, &other.snapshot)
+        self.kind == other.kind
+            && Arc::ptr_eq(&self.snapshot, &other.snapshot)
+            && self.device == other.device
     }
 }
 impl Eq for ModelFunction {}
@@ -61,6 +66,7 @@ impl Hash for ModelFunction {
     fn hash<H: Hasher>(&self, state: &mut H) {
         self.kind.hash(state);
         (Arc::as_ptr(&self.snapshot) as usize).hash(state);
+        self.device.hash(state);
     }
 }
 
@@ -89,7 +95,8 @@ impl ModelFunction {
     }
 
     fn model(&self, name: &str) -> Result<Arc<ModelArtifact>> {
-        self.snapshot.get(name).map(|(_, m)| m).map_err(external)
+        let (_, model) = self.snapshot.get(name).map_err(external)?;
+        Ok(on_session_device(&model, self.device))
     }
 }
 
@@ -256,8 +263,25 @@ pub(crate) fn snapshot_of(udf: &ScalarUDF) -> Option<Arc<ModelSnapshot>> {
         .map(|f| Arc::clone(&f.snapshot))
 }
 
-/// Register the model functions of `snapshot` in a session (replacing earlier instances).
-pub fn register_model_functions(ctx: &SessionContext, snapshot: Arc<ModelSnapshot>) {
+/// `model` as a session that set `prognos.device` runs it (the model's own device when the
+/// session did not).
+fn on_session_device(
+    model: &Arc<ModelArtifact>,
+    device: Option<DeviceRequest>,
+) -> Arc<ModelArtifact> {
+    match device {
+        Some(d) => model.on_device(d),
+        None => Arc::clone(model),
+    }
+}
+
+/// Register the model functions of `snapshot` in a session (replacing earlier instances);
+/// `device` is the session's `prognos.device` when it set one.
+pub fn register_model_functions(
+    ctx: &SessionContext,
+    snapshot: Arc<ModelSnapshot>,
+    device: Option<DeviceRequest>,
+) {
     for kind in [
         Kind::Predict,
         Kind::Proba,
@@ -267,6 +291,7 @@ pub fn register_model_functions(ctx: &SessionContext, snapshot: Arc<ModelSnapsho
         ctx.register_udf(ScalarUDF::new_from_impl(ModelFunction {
             kind,
             snapshot: Arc::clone(&snapshot),
+            device,
             signature: Signature::user_defined(Volatility::Immutable),
         }));
     }
@@ -278,6 +303,7 @@ pub fn register_model_functions(ctx: &SessionContext, snapshot: Arc<ModelSnapsho
     ));
     ctx.register_udaf(AggregateUDF::new_from_impl(ModelMetrics {
         snapshot: Arc::clone(&snapshot),
+        device,
         signature: Signature::user_defined(Volatility::Immutable),
     }));
     ctx.register_udtf(
@@ -305,18 +331,21 @@ pub fn register_model_functions(ctx: &SessionContext, snapshot: Arc<ModelSnapsho
 #[derive(Debug)]
 struct ModelMetrics {
     snapshot: Arc<ModelSnapshot>,
+    /// The session's `prognos.device`, when set.
+    device: Option<DeviceRequest>,
     signature: Signature,
 }
 
 impl PartialEq for ModelMetrics {
     fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.snapshot, &other.snapshot)
+        Arc::ptr_eq(&self.snapshot, &other.snapshot) && self.device == other.device
     }
 }
 impl Eq for ModelMetrics {}
 impl Hash for ModelMetrics {
     fn hash<H: Hasher>(&self, state: &mut H) {
         (Arc::as_ptr(&self.snapshot) as usize).hash(state);
+        self.device.hash(state);
     }
 }
 
@@ -377,7 +406,7 @@ impl AggregateUDFImpl for ModelMetrics {
             .unwrap_or_else(|| model_name("evaluate", None))?;
         let (_, model) = self.snapshot.get(&name).map_err(external)?;
         Ok(Box::new(MetricsAccumulator {
-            model,
+            model: on_session_device(&model, self.device),
             outputs: vec![],
             truth: vec![],
         }))

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{ModelError, ModelResult};
 
 /// The device a model asks for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum DeviceRequest {
     /// A GPU when there is one, else the CPU.
@@ -97,6 +97,18 @@ pub fn effective(request: DeviceRequest) -> Device {
     }
 }
 
+/// Why a request for a CUDA device runs on the CPU here, for the NOTICE that says so;
+/// `None` when the request gets what it asks for (or asks for `auto` or `cpu`).
+pub fn fallback_reason(request: DeviceRequest) -> Option<String> {
+    match (request, effective(request)) {
+        (DeviceRequest::Cuda(_), Device::Cpu) => Some(format!(
+            "device {request} is not available on this server (it needs a build with the \
+             `cuda` feature and the onnxruntime-gpu library)"
+        )),
+        _ => None,
+    }
+}
+
 static CPU_RUNS: AtomicU64 = AtomicU64::new(0);
 static CPU_ROWS: AtomicU64 = AtomicU64::new(0);
 static CUDA_RUNS: AtomicU64 = AtomicU64::new(0);
@@ -148,6 +160,15 @@ mod tests {
         assert_eq!(DeviceRequest::Cuda(1).to_string(), "cuda:1");
         // Without the `cuda` feature every request runs on the CPU.
         #[cfg(not(feature = "cuda"))]
-        assert_eq!(effective(DeviceRequest::Cuda(0)), Device::Cpu);
+        {
+            assert_eq!(effective(DeviceRequest::Cuda(0)), Device::Cpu);
+            let why = fallback_reason(DeviceRequest::Cuda(1)).expect("a reason");
+            assert!(
+                why.contains("cuda:1") && why.contains("onnxruntime-gpu"),
+                "{why}"
+            );
+        }
+        assert_eq!(fallback_reason(DeviceRequest::Cpu), None);
+        assert_eq!(fallback_reason(DeviceRequest::Auto), None);
     }
 }

@@ -173,6 +173,21 @@ pub struct OnnxModel {
     location: OnceLock<PathBuf>,
     #[serde(skip)]
     graph: OnceLock<Arc<OnnxGraph>>,
+    /// The same model run on other devices (sessions asking for another device).
+    #[serde(skip)]
+    views: DeviceViews,
+}
+
+/// Copies of an ONNX model's artifact that run on another device than the model asks for
+/// (see [`crate::ModelArtifact::on_device`]), one per device, kept so their sessions are
+/// pooled. Never serialised; empty again in a clone.
+#[derive(Debug, Default)]
+pub(crate) struct DeviceViews(std::sync::Mutex<Vec<(Device, Arc<crate::ModelArtifact>)>>);
+
+impl Clone for DeviceViews {
+    fn clone(&self) -> Self {
+        DeviceViews::default()
+    }
 }
 
 impl PartialEq for OnnxModel {
@@ -327,6 +342,7 @@ impl OnnxModel {
             device,
             location: OnceLock::new(),
             graph: OnceLock::new(),
+            views: DeviceViews::default(),
         };
         let _ = model.graph.set(graph);
         let task = match model.answer {
@@ -378,6 +394,33 @@ impl OnnxModel {
         })?;
         let graph = Arc::new(OnnxGraph::load_file(path, self.device)?);
         Ok(Arc::clone(self.graph.get_or_init(|| graph)))
+    }
+
+    /// The artifact `whole` (whose estimator is this model) as run on the device `request`
+    /// gets here: `whole` itself when that is the device it runs on already, else a copy
+    /// that asks for `request`, made once per device and kept.
+    pub(crate) fn view_on(
+        &self,
+        whole: &Arc<crate::ModelArtifact>,
+        request: DeviceRequest,
+    ) -> Arc<crate::ModelArtifact> {
+        let wanted = device::effective(request);
+        if wanted == self.effective_device() {
+            return Arc::clone(whole);
+        }
+        let mut views = self.views.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((_, view)) = views.iter().find(|(d, _)| *d == wanted) {
+            return Arc::clone(view);
+        }
+        let mut copy = (**whole).clone();
+        copy.estimator = crate::model::Estimator::Onnx(OnnxModel {
+            device: request,
+            graph: OnceLock::new(),
+            ..self.clone()
+        });
+        let view = Arc::new(copy);
+        views.push((wanted, Arc::clone(&view)));
+        view
     }
 
     /// The device the graph runs on here: where its sessions run once opened, else where

@@ -274,7 +274,7 @@ impl Engine {
         if let Some(cat) = ctx.catalog(CATALOG_NAME) {
             cat.register_schema(SYSTEM_SCHEMA, system)?;
         }
-        prognos_udfs::register_model_functions(&ctx, registry.snapshot());
+        prognos_udfs::register_model_functions(&ctx, registry.snapshot(), None);
 
         let base = ctx.state();
         // Names in `FROM f(...)` that are not scalar functions in Postgres' sense: the table
@@ -423,9 +423,10 @@ impl Engine {
     async fn sync_models(&self, session: &Session, stmt: &Statement) {
         let generation = self.registry.generation();
         let snapshot = self.registry.snapshot();
-        if session.models_generation() != generation {
-            prognos_udfs::register_model_functions(session.ctx(), Arc::clone(&snapshot));
-            session.set_models_generation(generation);
+        let device = session.device();
+        if session.model_functions() != (generation, device) {
+            prognos_udfs::register_model_functions(session.ctx(), Arc::clone(&snapshot), device);
+            session.set_model_functions(generation, device);
         }
         // Once every model is in memory, statements are not searched for names.
         if snapshot.has_unloaded() {

@@ -14,6 +14,7 @@ use futures::StreamExt;
 use object_store::ObjectStoreExt;
 use prognos_catalog::{CatalogError, Payload};
 use prognos_models::ModelArtifact;
+use prognos_models::onnx::device;
 use tokio::io::AsyncWriteExt;
 
 use crate::error::{EngineError, EngineResult, StatusCode};
@@ -129,15 +130,11 @@ pub(crate) async fn import(
             })?
             .map_err(CatalogError::Model)?;
     let summary = summary(&artifact);
-    if let Some((requested, effective)) = artifact.devices()
-        && requested.starts_with("cuda")
-        && effective == "cpu"
+    if let Some(why) = artifact
+        .onnx()
+        .and_then(|o| device::fallback_reason(o.device))
     {
-        session.notice(format!(
-            "model \"{name}\" asks for device {requested}, which this server does not have \
-             (it needs a build with the `cuda` feature and the onnxruntime-gpu library): it \
-             runs on the CPU"
-        ));
+        session.notice(format!("model \"{name}\": {why}; it runs on the CPU"));
     }
     let created = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let version = engine

@@ -14,10 +14,16 @@ use datafusion::logical_expr::{
 use datafusion::prelude::SessionContext;
 use tokio_util::sync::CancellationToken;
 
+use prognos_models::onnx::device::DeviceRequest;
+
 use crate::error::{EngineError, EngineResult, StatusCode};
 use crate::transaction::TxnSlot;
 
 type Settings = Arc<Mutex<BTreeMap<String, String>>>;
+
+/// The session setting that picks the device models run on (`SET prognos.device = 'cpu'`),
+/// over each model's own `device` option.
+pub(crate) const DEVICE_SETTING: &str = "prognos.device";
 
 /// Postgres run-time parameters a fresh session reports (`SHOW x`, `current_setting('x')`).
 pub const DEFAULT_PG_SETTINGS: &[(&str, &str)] = &[
@@ -38,6 +44,8 @@ pub const DEFAULT_PG_SETTINGS: &[(&str, &str)] = &[
     ("lc_numeric", "C.UTF-8"),
     ("lc_time", "C.UTF-8"),
     ("max_identifier_length", "63"),
+    // Empty: each model runs on its own `device`.
+    ("prognos.device", ""),
     ("search_path", "public"),
     ("server_encoding", "UTF8"),
     ("server_version", prognos_udfs::PG_SERVER_VERSION),
@@ -56,6 +64,8 @@ pub struct Session {
     cancel: Mutex<CancellationToken>,
     /// Registry generation whose model functions are registered in `ctx`.
     models_generation: std::sync::atomic::AtomicU64,
+    /// The `prognos.device` the session's model functions were registered with.
+    models_device: Mutex<Option<DeviceRequest>>,
     /// Where progress messages (Postgres NOTICEs) of the running statement go.
     notices: Arc<Mutex<Option<tokio::sync::mpsc::UnboundedSender<String>>>>,
     /// The open transaction block, if any (shared with the session's catalog overlay).
@@ -132,6 +142,7 @@ impl Session {
             settings,
             cancel: Mutex::new(CancellationToken::new()),
             models_generation: std::sync::atomic::AtomicU64::new(u64::MAX),
+            models_device: Mutex::new(None),
             notices,
             txn,
             state_version: std::sync::atomic::AtomicU64::new(0),
@@ -198,16 +209,33 @@ impl Session {
         self.txn.fail();
     }
 
-    /// The registry generation the session's model functions were registered at.
-    pub(crate) fn models_generation(&self) -> u64 {
-        self.models_generation
-            .load(std::sync::atomic::Ordering::SeqCst)
+    /// The registry generation and the device the session's model functions were
+    /// registered with.
+    pub(crate) fn model_functions(&self) -> (u64, Option<DeviceRequest>) {
+        let g = self
+            .models_generation
+            .load(std::sync::atomic::Ordering::SeqCst);
+        (
+            g,
+            *self.models_device.lock().unwrap_or_else(|p| p.into_inner()),
+        )
     }
 
-    pub(crate) fn set_models_generation(&self, g: u64) {
+    /// Record that the model functions were registered at generation `g` for `device`.
+    pub(crate) fn set_model_functions(&self, g: u64, device: Option<DeviceRequest>) {
         self.state_changed();
+        *self.models_device.lock().unwrap_or_else(|p| p.into_inner()) = device;
         self.models_generation
             .store(g, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// The device the session's queries run models on (`SET prognos.device`), when set
+    /// (empty, the default, leaves each model on its own `device`). Values are checked when
+    /// set.
+    pub(crate) fn device(&self) -> Option<DeviceRequest> {
+        self.setting(DEVICE_SETTING)
+            .filter(|v| !v.is_empty())
+            .and_then(|v| DeviceRequest::parse(&v).ok())
     }
 
     /// Send the running statement's progress messages to `sink` (`None` = drop them).

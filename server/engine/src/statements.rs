@@ -14,7 +14,7 @@ use datafusion::logical_expr::{
 };
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::prelude::DataFrame;
-use datafusion::sql::parser::Statement as DFStatement;
+use datafusion::sql::parser::{ResetStatement, Statement as DFStatement};
 use datafusion::sql::sqlparser::ast::{
     CopyLegacyOption, CopyOption, CopySource, CopyTarget, Expr as SqlExpr, Reset, Set,
     Statement as SqlStatement, Value as SqlValue,
@@ -22,10 +22,12 @@ use datafusion::sql::sqlparser::ast::{
 use futures::StreamExt;
 use object_store::path::Path as ObjectPath;
 use prognos_catalog::{ManagedTable, TableEntry, TableKind};
+use prognos_models::onnx::device::{self, DeviceRequest};
 use prognos_storage::manifest::TableStore;
 
 use super::{CATALOG_NAME, CachedPlan, DEFAULT_SCHEMA, Described, Engine, Output, Session};
 use crate::error::{EngineError, EngineResult, StatusCode};
+use crate::session::DEVICE_SETTING;
 use crate::transaction::Change;
 
 /// Session commands handled without DataFusion.
@@ -71,13 +73,25 @@ fn normalise_setting_name(parts: &[String]) -> String {
         "time zone" => "timezone".into(),
         "transaction isolation level" => "transaction_isolation".into(),
         "session authorization" => "session_authorization".into(),
-        other => other.replace(' ', "_"),
+        // Any other name of several parts was dotted: `SHOW prognos.device`.
+        _ => parts.join(".").to_ascii_lowercase(),
     }
 }
 
 fn session_command(stmt: &DFStatement) -> Option<SessionCommand> {
-    let DFStatement::Statement(s) = stmt else {
-        return None;
+    let s = match stmt {
+        DFStatement::Statement(s) => s,
+        // DataFusion's parser reads every `RESET`; its own settings stay its own.
+        DFStatement::Reset(ResetStatement::Variable(name)) => {
+            let parts: Vec<String> = name.0.iter().map(|p| p.to_string()).collect();
+            let name = normalise_setting_name(&parts);
+            return match name.as_str() {
+                n if n.starts_with("datafusion.") => None,
+                "all" => Some(SessionCommand::Reset(None)),
+                _ => Some(SessionCommand::Reset(Some(name))),
+            };
+        }
+        _ => return None,
     };
     Some(match s.as_ref() {
         SqlStatement::Set(set) => match set {
@@ -186,6 +200,21 @@ async fn run_session_command(
             for (name, value) in pairs {
                 if name == "timezone" {
                     session.set_time_zone(&value)?;
+                }
+                if name == DEVICE_SETTING {
+                    if value.eq_ignore_ascii_case("default") {
+                        session.reset_setting(&name);
+                        continue;
+                    }
+                    let request = DeviceRequest::parse(&value).map_err(|e| {
+                        EngineError::statement(
+                            StatusCode::InvalidParameterValue,
+                            format!("invalid value for parameter \"{DEVICE_SETTING}\": {e}"),
+                        )
+                    })?;
+                    if let Some(why) = device::fallback_reason(request) {
+                        session.notice(format!("{why}; models run on the CPU"));
+                    }
                 }
                 session.set_setting(&name, &value);
             }
