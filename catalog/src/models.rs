@@ -356,12 +356,14 @@ async fn load_version(source: &Source, name: &str, v: &ModelVersion) -> Loaded {
         let bytes = fetch(source.stores.as_ref(), &v.artifact).await?.to_vec();
         let local = cache_dir(&source.dir, name, &v.artifact, v.version);
         for file in &v.payloads {
+            check_payload_name(file)?;
             let target = local.join(file);
             if target.is_file() {
                 continue;
             }
             let data = fetch(source.stores.as_ref(), &payload_url(&v.artifact, file)).await?;
-            std::fs::create_dir_all(&local).map_err(|e| format!("{}: {e}", local.display()))?;
+            let parent = target.parent().unwrap_or(&local);
+            std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
             write_atomic(&target, &data).map_err(|e| format!("{}: {e}", target.display()))?;
         }
         (bytes, local)
@@ -373,6 +375,7 @@ async fn load_version(source: &Source, name: &str, v: &ModelVersion) -> Loaded {
     };
     let artifact = ModelArtifact::from_bytes(&bytes).map_err(|e| e.to_string())?;
     for file in artifact.payload_files() {
+        check_payload_name(&file)?;
         let path = payload_dir.join(&file);
         if !path.is_file() {
             return Err(format!("payload {} is missing", path.display()));
@@ -380,6 +383,23 @@ async fn load_version(source: &Source, name: &str, v: &ModelVersion) -> Loaded {
     }
     artifact.attach_payloads(&payload_dir);
     Ok(Arc::new(artifact))
+}
+
+/// Refuse a payload name that could leave its version's directory (a tampered registry or
+/// artifact): names are relative paths of plain components, and not the artifact's own.
+fn check_payload_name(name: &str) -> Result<(), String> {
+    let plain = !name.is_empty()
+        && !name.contains('\\')
+        && std::path::Path::new(name)
+            .components()
+            .all(|c| matches!(c, std::path::Component::Normal(_)));
+    if plain && name != ARTIFACT_FILE {
+        Ok(())
+    } else {
+        Err(format!(
+            "payload name \"{name}\" is not a file inside its version"
+        ))
+    }
 }
 
 /// Folder under the registry's directory where object-store payloads are copied.
@@ -555,6 +575,9 @@ impl ModelRegistry {
         self.check_create(name, replace)?;
         let bytes = artifact.to_bytes()?;
         let expected = artifact.payload_files();
+        if let Some(reason) = expected.iter().find_map(|f| check_payload_name(f).err()) {
+            return Err(CatalogError::ArtifactStore { reason });
+        }
         if let Some(missing) = expected
             .iter()
             .find(|f| !payloads.iter().any(|p| &&p.name == f))
@@ -593,9 +616,10 @@ impl ModelRegistry {
                 self.put(&url, bytes).await?;
                 // Graphs are opened from local disk: keep a copy in the cache.
                 let cache = cache_dir(&self.dir, name, &url, version);
-                std::fs::create_dir_all(&cache)?;
                 for p in payloads {
-                    std::fs::copy(&p.path, cache.join(&p.name))?;
+                    let target = cache.join(&p.name);
+                    std::fs::create_dir_all(target.parent().unwrap_or(&cache))?;
+                    std::fs::copy(&p.path, target)?;
                 }
                 (url, cache)
             }
@@ -604,6 +628,7 @@ impl ModelRegistry {
                 std::fs::create_dir_all(&folder)?;
                 for p in payloads {
                     let target = folder.join(&p.name);
+                    std::fs::create_dir_all(target.parent().unwrap_or(&folder))?;
                     std::fs::copy(&p.path, &target)?;
                     std::fs::File::open(&target)?.sync_all()?;
                 }

@@ -372,10 +372,14 @@ impl ModelArtifact {
             .map(|o| (o.device.to_string(), o.effective_device().to_string()))
     }
 
-    /// Payload files stored beside `artifact.json`, by name.
+    /// Payload files stored beside `artifact.json`, by name: relative paths (an imported
+    /// graph's external-data files keep the names the graph gives them).
     pub fn payload_files(&self) -> Vec<String> {
         match &self.estimator {
-            Estimator::Onnx(o) => vec![o.file.clone()],
+            Estimator::Onnx(o) => std::iter::once(&o.file)
+                .chain(&o.external_data)
+                .cloned()
+                .collect(),
             _ => vec![],
         }
     }

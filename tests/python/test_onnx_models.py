@@ -201,6 +201,93 @@ def test_imported_models_survive_a_restart(fixtures):
         server.close()
 
 
+def external_data_graph(folder, location):
+    """A small regression graph (x[N, 4] @ W[4, 8] -> relu -> @ V[8, 1]) saved with its
+    weights in the external-data file `location` (relative to the graph); returns the graph's
+    path and onnxruntime's answers on ROWS."""
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(3)
+    w = numpy_helper.from_array(rng.normal(size=(4, 8)).astype(np.float32), "W")
+    v = numpy_helper.from_array(rng.normal(size=(8, 1)).astype(np.float32), "V")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "W"], ["h"]),
+         helper.make_node("Relu", ["h"], ["r"]),
+         helper.make_node("MatMul", ["r", "V"], ["value"])],
+        "external_weights",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+        [helper.make_tensor_value_info("value", TensorProto.FLOAT, ["N", 1])],
+        initializer=[w, v],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    (folder / location).parent.mkdir(parents=True, exist_ok=True)
+    path = folder / "net.onnx"
+    onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location=location, size_threshold=0)
+    x = np.array(EXTERNAL_ROWS, dtype=np.float32)
+    want = ort.InferenceSession(str(path)).run(None, {"x": x})[0][:, 0]
+    return path, [float(a) for a in want]
+
+
+EXTERNAL_ROWS = [[0.1, 0.2, 0.3, 0.4], [1.0, -1.0, 0.5, 2.0], [-0.3, 0.8, 0.0, 1.5]]
+EXTERNAL_QUERY = ("SELECT PREDICT('ext', a, b, c, d) FROM (VALUES "
+                  + ", ".join(f"({a}, {b}, {c}, {d}, {i})" for i, (a, b, c, d) in enumerate(EXTERNAL_ROWS))
+                  + ") AS t(a, b, c, d, i) ORDER BY i")
+
+
+def test_external_data_files_are_copied_into_the_version(tmp_path):
+    """A graph whose weights live in an external-data file (in a subfolder) imports with that
+    file copied beside it: it scores as onnxruntime does after the source is gone and after
+    a restart; a location outside the graph's folder and a missing file are refused."""
+    source = tmp_path / "src"
+    path, want = external_data_graph(source, "weights/params.bin")
+    assert (source / "weights" / "params.bin").is_file()
+    server = Server(demo=False)
+    try:
+        with psycopg.connect(server.dsn, autocommit=True) as conn:
+            conn.execute(import_sql("ext", path))
+            shutil.rmtree(source)
+            got = [r[0] for r in conn.execute(EXTERNAL_QUERY).fetchall()]
+            assert all(close(a, b) for a, b in zip(got, want, strict=True)), (got, want)
+        version = Path(server.data_dir) / "models" / "ext" / "v0001"
+        assert (version / "weights" / "params.bin").is_file()
+        server.stop()
+        server.start()
+        with psycopg.connect(server.dsn, autocommit=True) as conn:
+            again = [r[0] for r in conn.execute(EXTERNAL_QUERY).fetchall()]
+            assert again == got
+            # Tensor data named outside the graph's folder: refused before anything reads it.
+            outside, _ = external_data_graph(tmp_path / "escape", "params.bin")
+            graph = onnx_load_raw(outside)
+            for t in graph.graph.initializer:
+                for entry in t.external_data:
+                    if entry.key == "location":
+                        entry.value = "../secret.bin"
+            (tmp_path / "secret.bin").write_bytes((tmp_path / "escape" / "params.bin").read_bytes())
+            outside.write_bytes(graph.SerializeToString())
+            state, message = sqlstate_of(conn, import_sql("escape", outside))
+            assert state == "22023" and "leaves the graph's directory" in message, message
+            # The weights file missing.
+            missing, _ = external_data_graph(tmp_path / "missing", "gone.bin")
+            (tmp_path / "missing" / "gone.bin").unlink()
+            state, message = sqlstate_of(conn, import_sql("missing", missing))
+            assert state == "58P01" and "gone.bin" in message, message
+            assert conn.execute(EXTERNAL_QUERY).fetchall() == [(v,) for v in got]
+    finally:
+        server.close()
+
+
+def onnx_load_raw(path):
+    """The ModelProto at `path` without loading its external data."""
+    import onnx
+
+    return onnx.load_model(str(path), load_external_data=False)
+
+
 def test_device_option_falls_back_to_the_cpu_and_is_counted(server, fixtures):
     """Without a CUDA build and library, `device = 'cuda'` runs on the CPU with one NOTICE;
     DESCRIBE MODEL shows both devices and /metrics counts the rows per device."""

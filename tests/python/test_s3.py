@@ -228,3 +228,39 @@ def test_onnx_model_imported_from_s3_and_stored_on_s3(moto, tmp_path):
         assert keys("prod/models/lgbm/") == []
     finally:
         s.close()
+
+
+def test_onnx_graph_with_external_data_imported_from_s3(moto, tmp_path):
+    """A graph on S3 whose weights are an external-data file beside it (in a subfolder):
+    both are downloaded, both are stored in the version on the artifact store, and the model
+    scores as onnxruntime does after the source is gone and the local cache is lost."""
+    import shutil
+
+    from test_onnx_models import EXTERNAL_QUERY, close, external_data_graph
+
+    path, want = external_data_graph(tmp_path / "src", "weights/params.bin")
+    s3 = boto3.client("s3", endpoint_url=moto, region_name="us-east-1",
+                      aws_access_key_id="testing", aws_secret_access_key="testing")
+    s3.create_bucket(Bucket="weights-in")
+    s3.create_bucket(Bucket="weights-registry")
+    s3.put_object(Bucket="weights-in", Key="nets/net.onnx", Body=path.read_bytes())
+    s3.put_object(Bucket="weights-in", Key="nets/weights/params.bin",
+                  Body=(tmp_path / "src" / "weights" / "params.bin").read_bytes())
+    s = Server(env=s3_env(moto, PROGNOS__STORAGE__MODELS_URL="s3://weights-registry/prod"))
+    try:
+        with psycopg.connect(s.dsn, autocommit=True) as conn:
+            conn.execute("CREATE MODEL ext FROM 's3://weights-in/nets/net.onnx'")
+            got = [r[0] for r in conn.execute(EXTERNAL_QUERY).fetchall()]
+            assert all(close(a, b) for a, b in zip(got, want, strict=True)), (got, want)
+        for key in ["nets/net.onnx", "nets/weights/params.bin"]:
+            s3.delete_object(Bucket="weights-in", Key=key)
+        stored = sorted(o["Key"].split("/", 4)[-1] for o in s3.list_objects_v2(
+            Bucket="weights-registry", Prefix="prod/models/ext/")["Contents"])
+        assert stored == ["artifact.json", "model.onnx", "weights/params.bin"], stored
+        s.stop()
+        shutil.rmtree(f"{s.data_dir}/models/.cache", ignore_errors=True)
+        s.start()
+        with psycopg.connect(s.dsn, autocommit=True) as conn:
+            assert [r[0] for r in conn.execute(EXTERNAL_QUERY).fetchall()] == got
+    finally:
+        s.close()

@@ -8,6 +8,7 @@
 
 pub mod device;
 pub mod export;
+pub mod external;
 pub mod model;
 pub mod proto;
 pub mod runtime;

@@ -169,6 +169,10 @@ pub struct OnnxModel {
     /// The device it asks for (`device` option).
     #[serde(default)]
     pub device: DeviceRequest,
+    /// Files beside the graph that hold some of its tensors (ONNX external data), relative
+    /// to the graph's directory (see [`super::external`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub external_data: Vec<String>,
     #[serde(skip)]
     location: OnceLock<PathBuf>,
     #[serde(skip)]
@@ -200,6 +204,7 @@ impl PartialEq for OnnxModel {
             && self.answer == other.answer
             && self.fixed_batch == other.fixed_batch
             && self.device == other.device
+            && self.external_data == other.external_data
     }
 }
 
@@ -310,6 +315,10 @@ impl OnnxModel {
         let size = std::fs::metadata(path)
             .map_err(|e| invalid(format!("{}: {e}", path.display())))?
             .len();
+        // Checked before ONNX Runtime opens the graph, which reads the files it names.
+        let bytes = std::fs::read(path).map_err(|e| invalid(format!("{}: {e}", path.display())))?;
+        let external_data = super::external::external_files(&bytes)?.unwrap_or_default();
+        drop(bytes);
         let graph = Arc::new(OnnxGraph::load_file(path, device)?);
         let inputs = graph.inputs().to_vec();
         let outputs = graph.outputs().to_vec();
@@ -340,6 +349,7 @@ impl OnnxModel {
             answer,
             fixed_batch,
             device,
+            external_data,
             location: OnceLock::new(),
             graph: OnceLock::new(),
             views: DeviceViews::default(),
