@@ -51,27 +51,22 @@ pub(crate) trait LeafBits:
     fn first(self) -> u32;
 }
 
-impl LeafBits for u32 {
-    const ALL: Self = u32::MAX;
-    const WIDTH: u32 = 32;
-    fn bit(i: u32) -> Self {
-        1 << i
-    }
-    fn first(self) -> u32 {
-        self.trailing_zeros()
-    }
+macro_rules! leaf_bits {
+    ($($t:ty),*) => {$(
+        impl LeafBits for $t {
+            const ALL: Self = <$t>::MAX;
+            const WIDTH: u32 = <$t>::BITS;
+            fn bit(i: u32) -> Self {
+                1 << i
+            }
+            fn first(self) -> u32 {
+                self.trailing_zeros()
+            }
+        }
+    )*};
 }
 
-impl LeafBits for u64 {
-    const ALL: Self = u64::MAX;
-    const WIDTH: u32 = 64;
-    fn bit(i: u32) -> Self {
-        1 << i
-    }
-    fn first(self) -> u32 {
-        self.trailing_zeros()
-    }
-}
+leaf_bits!(u32, u64);
 
 /// A node's effect: clear `mask` in the bits of `tree`.
 #[derive(Debug, Clone, Copy)]
