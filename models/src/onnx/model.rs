@@ -208,6 +208,30 @@ impl PartialEq for OnnxModel {
     }
 }
 
+/// The row-major `rows × columns.len()` matrix of `columns`, transposed a block of rows at a
+/// time so the block being written stays in the L1 cache while every column is copied
+/// into it (one strided pass over the whole matrix per column cost 8 % of a cheap model's
+/// query in a profile).
+fn row_major(columns: &[&[f32]], rows: usize) -> Vec<f32> {
+    /// Rows per block: 64 rows of a few dozen columns are a few KiB.
+    const BLOCK: usize = 64;
+    let k = columns.len();
+    let mut data = vec![0f32; rows * k];
+    if k == 0 {
+        return data;
+    }
+    for (b, block) in data.chunks_mut(BLOCK * k).enumerate() {
+        let first = b * BLOCK;
+        for (j, column) in columns.iter().enumerate() {
+            let cells = block.iter_mut().skip(j).step_by(k);
+            for (cell, v) in cells.zip(column.get(first..).unwrap_or_default()) {
+                *cell = *v;
+            }
+        }
+    }
+    data
+}
+
 /// Predicted labels as a label output gives them.
 enum Labels {
     /// An `int64` output.
@@ -741,23 +765,29 @@ impl OnnxModel {
                 let shape = vec![rows as i64, k as i64];
                 let feed = match element {
                     Element::Float32 => {
-                        // Each column is written straight into its place in the row-major
-                        // matrix, from the Arrow buffer.
-                        let mut data = vec![0f32; rows * k];
-                        for (j, col) in columns.iter().enumerate() {
-                            let c = cast(col, &DataType::Float32)?;
-                            let c = c.as_primitive::<Float32Type>();
-                            let values = c.values();
-                            let cells = data.iter_mut().skip(j).step_by(k);
-                            if c.null_count() == 0 {
-                                cells.zip(values.iter()).for_each(|(d, v)| *d = *v);
-                            } else {
-                                cells
-                                    .zip(c.iter())
-                                    .for_each(|(d, v)| *d = v.unwrap_or(f32::NAN));
-                            }
-                        }
-                        Feed::F32(shape, data)
+                        // Columns without NULLs are read straight from their Arrow buffers;
+                        // a column with NULLs is copied once with NaN in their place.
+                        let cast = columns
+                            .iter()
+                            .map(|c| cast(c, &DataType::Float32))
+                            .collect::<Result<Vec<_>, _>>()?;
+                        let with_nan: Vec<Option<Vec<f32>>> = cast
+                            .iter()
+                            .map(|c| {
+                                let c = c.as_primitive::<Float32Type>();
+                                (c.null_count() > 0)
+                                    .then(|| c.iter().map(|v| v.unwrap_or(f32::NAN)).collect())
+                            })
+                            .collect();
+                        let sources: Vec<&[f32]> = cast
+                            .iter()
+                            .zip(&with_nan)
+                            .map(|(c, nan)| match nan {
+                                Some(v) => v.as_slice(),
+                                None => c.as_primitive::<Float32Type>().values().as_ref(),
+                            })
+                            .collect();
+                        Feed::F32(shape, row_major(&sources, rows))
                     }
                     Element::Float64 => {
                         let mut data = vec![0f64; rows * k];
@@ -1333,5 +1363,26 @@ fn probability_matrix(
         _ => Err(ModelError::Runtime(format!(
             "output {name} holds no class probabilities"
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::row_major;
+
+    #[test]
+    fn row_major_transposes_across_blocks() {
+        for (rows, k) in [(0, 3), (1, 1), (3, 2), (64, 5), (200, 7)] {
+            let columns: Vec<Vec<f32>> = (0..k)
+                .map(|j| (0..rows).map(|r| (r * 100 + j) as f32).collect())
+                .collect();
+            let slices: Vec<&[f32]> = columns.iter().map(Vec::as_slice).collect();
+            let got = row_major(&slices, rows);
+            let want: Vec<f32> = (0..rows)
+                .flat_map(|r| (0..k).map(move |j| (r * 100 + j) as f32))
+                .collect();
+            assert_eq!(got, want, "{rows} x {k}");
+        }
+        assert!(row_major(&[], 5).is_empty());
     }
 }
