@@ -18,6 +18,7 @@ async fn health() -> impl IntoResponse {
 }
 
 async fn metrics() -> impl IntoResponse {
+    METRICS.set_gpus(&crate::gpu::read().await);
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         METRICS.render(),

@@ -7,6 +7,7 @@
 pub mod config;
 pub mod error;
 pub mod flight;
+pub mod gpu;
 pub mod http;
 pub mod metrics;
 pub mod pg;

@@ -4,8 +4,11 @@ use std::sync::LazyLock;
 use std::time::Instant;
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
+
+use crate::gpu::GpuReading;
 
 /// Every metric of the process.
 #[derive(Debug)]
@@ -29,6 +32,12 @@ pub struct Metrics {
     pub inference_runs_total: IntCounterVec,
     /// Rows scored by imported models by device.
     pub inference_rows_total: IntCounterVec,
+    /// Device memory in use per GPU (index as in `cuda:<n>`), when the machine has any.
+    pub gpu_memory_used_bytes: IntGaugeVec,
+    /// Device memory per GPU.
+    pub gpu_memory_total_bytes: IntGaugeVec,
+    /// Share of time a kernel ran per GPU, 0–1.
+    pub gpu_utilization_ratio: GaugeVec,
 }
 
 #[allow(clippy::expect_used)] // metric definitions are static; failing here is a programming error
@@ -87,8 +96,29 @@ fn build() -> Metrics {
         &["device"],
     )
     .expect("metric");
+    let gpu_memory_used_bytes = IntGaugeVec::new(
+        Opts::new("gpu_memory_used_bytes", "GPU memory in use, per GPU"),
+        &["gpu"],
+    )
+    .expect("metric");
+    let gpu_memory_total_bytes = IntGaugeVec::new(
+        Opts::new("gpu_memory_total_bytes", "GPU memory, per GPU"),
+        &["gpu"],
+    )
+    .expect("metric");
+    let gpu_utilization_ratio = GaugeVec::new(
+        Opts::new(
+            "gpu_utilization_ratio",
+            "Share of the last sample period a GPU kernel ran, per GPU",
+        ),
+        &["gpu"],
+    )
+    .expect("metric");
     for c in [
         Box::new(connections.clone()) as Box<dyn prometheus::core::Collector>,
+        Box::new(gpu_memory_used_bytes.clone()),
+        Box::new(gpu_memory_total_bytes.clone()),
+        Box::new(gpu_utilization_ratio.clone()),
         Box::new(inference_runs_total.clone()),
         Box::new(inference_rows_total.clone()),
         Box::new(prepared_plans_total.clone()),
@@ -109,6 +139,9 @@ fn build() -> Metrics {
         prepared_plans_total,
         inference_runs_total,
         inference_rows_total,
+        gpu_memory_used_bytes,
+        gpu_memory_total_bytes,
+        gpu_utilization_ratio,
     }
 }
 
@@ -116,6 +149,22 @@ fn build() -> Metrics {
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(build);
 
 impl Metrics {
+    /// Record the GPUs' state (as [`crate::gpu::read`] gives it) for the next render.
+    pub fn set_gpus(&self, gpus: &[GpuReading]) {
+        for g in gpus {
+            let gpu = [g.index.as_str()];
+            self.gpu_memory_used_bytes
+                .with_label_values(&gpu)
+                .set(g.memory_used_bytes);
+            self.gpu_memory_total_bytes
+                .with_label_values(&gpu)
+                .set(g.memory_total_bytes);
+            self.gpu_utilization_ratio
+                .with_label_values(&gpu)
+                .set(g.utilization);
+        }
+    }
+
     /// Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
         let (planned, reused) = prognos_engine::physical_template::template_counts();

@@ -318,6 +318,44 @@ def test_device_option_falls_back_to_the_cpu_and_is_counted(server, fixtures):
         assert state == "22023" and "device" in message, message
 
 
+def metrics_text(server):
+    import urllib.request
+
+    return urllib.request.urlopen(f"http://{server.http}/metrics").read().decode()
+
+
+def test_gpu_memory_and_utilisation_are_in_metrics_when_the_machine_has_gpus(server, tmp_path):
+    """/metrics reports each GPU's memory and utilisation from nvidia-smi, which ships with
+    the NVIDIA driver: a machine without it has no GPU series; with it (here a stand-in on
+    the server's PATH printing what nvidia-smi prints for two GPUs) one series per GPU."""
+    import os
+
+    assert "prognos_gpu_memory_used_bytes{" not in metrics_text(server)
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    smi = fake / "nvidia-smi"
+    smi.write_text("#!/bin/sh\n"
+                   "case \"$*\" in *--query-gpu=index,memory.used,memory.total,utilization.gpu*) ;;"
+                   " *) exit 2;; esac\n"
+                   "echo '0, 2048, 81559, 37'\necho '1, 0, 81559, 0'\n")
+    smi.chmod(0o755)
+    with_gpus = Server(demo=False, env={"PATH": f"{fake}:{os.environ['PATH']}"})
+    try:
+        text = metrics_text(with_gpus)
+        series = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+                  for line in text.splitlines() if line.startswith("prognos_gpu_")}
+        assert series == {
+            'prognos_gpu_memory_used_bytes{gpu="0"}': 2048 * 1024 * 1024,
+            'prognos_gpu_memory_used_bytes{gpu="1"}': 0,
+            'prognos_gpu_memory_total_bytes{gpu="0"}': 81559 * 1024 * 1024,
+            'prognos_gpu_memory_total_bytes{gpu="1"}': 81559 * 1024 * 1024,
+            'prognos_gpu_utilization_ratio{gpu="0"}': 0.37,
+            'prognos_gpu_utilization_ratio{gpu="1"}': 0.0,
+        }, series
+    finally:
+        with_gpus.close()
+
+
 def test_session_device_setting_is_checked_and_scores_on_the_device_it_gets(server, fixtures):
     """`SET prognos.device` overrides each model's device for the session: checked when set
     (22023), a NOTICE when the CUDA device it names is not here, answers unchanged on the
