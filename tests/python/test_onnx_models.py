@@ -393,6 +393,9 @@ def test_session_device_setting_is_checked_and_scores_on_the_device_it_gets(serv
         conn.execute("SET prognos.device = 'cpu'")
         conn.execute("RESET ALL")
         assert conn.execute("SHOW prognos.device").fetchone() == ("",)
+        conn.execute("SET prognos.device = 'cpu'")
+        conn.execute("SET prognos.device = ''")
+        assert conn.execute("SHOW prognos.device").fetchone() == ("",)
     # Another session never sees this one's setting.
     with psycopg.connect(server.dsn, autocommit=True) as other:
         assert other.execute("SHOW prognos.device").fetchone() == ("",)

@@ -202,7 +202,8 @@ async fn run_session_command(
                     session.set_time_zone(&value)?;
                 }
                 if name == DEVICE_SETTING {
-                    if value.eq_ignore_ascii_case("default") {
+                    // `DEFAULT` or '' (what SHOW gives by default): each model's own again.
+                    if value.eq_ignore_ascii_case("default") || value.trim().is_empty() {
                         session.reset_setting(&name);
                         continue;
                     }
