@@ -45,7 +45,7 @@ pub const DEFAULT_PG_SETTINGS: &[(&str, &str)] = &[
     ("lc_time", "C.UTF-8"),
     ("max_identifier_length", "63"),
     // Empty: each model runs on its own `device`.
-    ("prognos.device", ""),
+    (DEVICE_SETTING, ""),
     ("search_path", "public"),
     ("server_encoding", "UTF8"),
     ("server_version", prognos_udfs::PG_SERVER_VERSION),
@@ -62,10 +62,9 @@ pub struct Session {
     ctx: SessionContext,
     settings: Settings,
     cancel: Mutex<CancellationToken>,
-    /// Registry generation whose model functions are registered in `ctx`.
-    models_generation: std::sync::atomic::AtomicU64,
-    /// The `prognos.device` the session's model functions were registered with.
-    models_device: Mutex<Option<DeviceRequest>>,
+    /// The registry generation and the `prognos.device` the model functions registered in
+    /// `ctx` were made for.
+    model_functions: Mutex<(u64, Option<DeviceRequest>)>,
     /// Where progress messages (Postgres NOTICEs) of the running statement go.
     notices: Arc<Mutex<Option<tokio::sync::mpsc::UnboundedSender<String>>>>,
     /// The open transaction block, if any (shared with the session's catalog overlay).
@@ -141,8 +140,7 @@ impl Session {
             ctx,
             settings,
             cancel: Mutex::new(CancellationToken::new()),
-            models_generation: std::sync::atomic::AtomicU64::new(u64::MAX),
-            models_device: Mutex::new(None),
+            model_functions: Mutex::new((u64::MAX, None)),
             notices,
             txn,
             state_version: std::sync::atomic::AtomicU64::new(0),
@@ -212,21 +210,19 @@ impl Session {
     /// The registry generation and the device the session's model functions were
     /// registered with.
     pub(crate) fn model_functions(&self) -> (u64, Option<DeviceRequest>) {
-        let g = self
-            .models_generation
-            .load(std::sync::atomic::Ordering::SeqCst);
-        (
-            g,
-            *self.models_device.lock().unwrap_or_else(|p| p.into_inner()),
-        )
+        *self
+            .model_functions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
     }
 
     /// Record that the model functions were registered at generation `g` for `device`.
     pub(crate) fn set_model_functions(&self, g: u64, device: Option<DeviceRequest>) {
         self.state_changed();
-        *self.models_device.lock().unwrap_or_else(|p| p.into_inner()) = device;
-        self.models_generation
-            .store(g, std::sync::atomic::Ordering::SeqCst);
+        *self
+            .model_functions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = (g, device);
     }
 
     /// The device the session's queries run models on (`SET prognos.device`), when set

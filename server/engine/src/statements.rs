@@ -16,7 +16,7 @@ use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::prelude::DataFrame;
 use datafusion::sql::parser::{ResetStatement, Statement as DFStatement};
 use datafusion::sql::sqlparser::ast::{
-    CopyLegacyOption, CopyOption, CopySource, CopyTarget, Expr as SqlExpr, Reset, Set,
+    CopyLegacyOption, CopyOption, CopySource, CopyTarget, Expr as SqlExpr, Set,
     Statement as SqlStatement, Value as SqlValue,
 };
 use futures::StreamExt;
@@ -81,7 +81,8 @@ fn normalise_setting_name(parts: &[String]) -> String {
 fn session_command(stmt: &DFStatement) -> Option<SessionCommand> {
     let s = match stmt {
         DFStatement::Statement(s) => s,
-        // DataFusion's parser reads every `RESET`; its own settings stay its own.
+        // DataFusion's parser reads every `RESET` (sqlparser's own RESET never reaches here);
+        // its own settings stay its own.
         DFStatement::Reset(ResetStatement::Variable(name)) => {
             let parts: Vec<String> = name.0.iter().map(|p| p.to_string()).collect();
             let name = normalise_setting_name(&parts);
@@ -150,12 +151,6 @@ fn session_command(stmt: &DFStatement) -> Option<SessionCommand> {
         SqlStatement::Savepoint { name } => SessionCommand::Savepoint(savepoint_name(name)),
         SqlStatement::ReleaseSavepoint { name } => SessionCommand::Release(savepoint_name(name)),
         SqlStatement::Discard { .. } => SessionCommand::Discard,
-        SqlStatement::Reset(r) => match &r.reset {
-            Reset::ALL => SessionCommand::Reset(None),
-            Reset::ConfigurationParameter(n) => {
-                SessionCommand::Reset(Some(n.to_string().to_ascii_lowercase()))
-            }
-        },
         SqlStatement::Deallocate { .. } => SessionCommand::Noop("DEALLOCATE"),
         SqlStatement::LISTEN { .. } => SessionCommand::Noop("LISTEN"),
         SqlStatement::UNLISTEN { .. } => SessionCommand::Noop("UNLISTEN"),
