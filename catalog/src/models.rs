@@ -386,19 +386,14 @@ async fn load_version(source: &Source, name: &str, v: &ModelVersion) -> Loaded {
 }
 
 /// Refuse a payload name that could leave its version's directory (a tampered registry or
-/// artifact): names are relative paths of plain components, and not the artifact's own.
+/// artifact): names are normalised relative paths (as imports make them), and not the
+/// artifact's own.
 fn check_payload_name(name: &str) -> Result<(), String> {
-    let plain = !name.is_empty()
-        && !name.contains('\\')
-        && std::path::Path::new(name)
-            .components()
-            .all(|c| matches!(c, std::path::Component::Normal(_)));
-    if plain && name != ARTIFACT_FILE {
-        Ok(())
-    } else {
-        Err(format!(
+    match prognos_models::onnx::external::contained_path(name) {
+        Ok(plain) if plain == name && name != ARTIFACT_FILE => Ok(()),
+        _ => Err(format!(
             "payload name \"{name}\" is not a file inside its version"
-        ))
+        )),
     }
 }
 

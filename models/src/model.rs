@@ -301,14 +301,16 @@ impl ModelArtifact {
         }
     }
 
-    /// A model version for the ONNX graph at `path`, to be stored as payload `file` (see
-    /// [`OnnxModel::import`] for `options`). It has no metrics: it was not trained here.
+    /// A model version for the ONNX graph at `path`, to be stored as payload `file` beside
+    /// its `external` data files (see [`OnnxModel::import`] for them and `options`). It has
+    /// no metrics: it was not trained here.
     pub fn import_onnx(
         path: &std::path::Path,
         file: &str,
+        external: &crate::onnx::external::ExternalFiles,
         options: &BTreeMap<String, String>,
     ) -> ModelResult<ModelArtifact> {
-        let (model, task, features, target) = OnnxModel::import(path, file, options)?;
+        let (model, task, features, target) = OnnxModel::import(path, file, external, options)?;
         Ok(ModelArtifact {
             format_version: FORMAT_VERSION,
             task,

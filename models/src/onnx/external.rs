@@ -78,12 +78,24 @@ struct Entry {
     value: String,
 }
 
-/// The files a graph's tensors keep their bytes in, relative to the graph's directory,
-/// sorted and without repeats (empty for a self-contained graph); `None` when the bytes do
-/// not decode as an ONNX model (ONNX Runtime then says why, opening it). Fails on a location
-/// that could leave the graph's directory (absolute, or with `..`): such a graph would read
-/// any file the server can.
-pub fn external_files(graph: &[u8]) -> ModelResult<Option<Vec<String>>> {
+/// The external-data files of a graph: relative paths inside its directory, normalised
+/// (`/`-separated, no `.`), sorted and without repeats. Only [`external_files`] makes a
+/// non-empty one, so holding one means its names were checked.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExternalFiles(Vec<String>);
+
+impl ExternalFiles {
+    /// The file names.
+    pub fn names(&self) -> &[String] {
+        &self.0
+    }
+}
+
+/// The files a graph's tensors keep their bytes in (empty for a self-contained graph);
+/// `None` when the bytes do not decode as an ONNX model (ONNX Runtime then says why, opening
+/// it). Fails on a location that could leave the graph's directory (absolute, or with `..`):
+/// such a graph would read any file the server can.
+pub fn external_files(graph: &[u8]) -> ModelResult<Option<ExternalFiles>> {
     let Ok(model) = <Model as prost::Message>::decode(graph) else {
         return Ok(None);
     };
@@ -91,7 +103,7 @@ pub fn external_files(graph: &[u8]) -> ModelResult<Option<Vec<String>>> {
     if let Some(g) = &model.graph {
         collect_graph(g, &mut files)?;
     }
-    Ok(Some(files.into_iter().collect()))
+    Ok(Some(ExternalFiles(files.into_iter().collect())))
 }
 
 fn collect_graph(g: &Graph, files: &mut BTreeSet<String>) -> ModelResult<()> {
@@ -132,13 +144,13 @@ fn collect_tensor(t: &Tensor, files: &mut BTreeSet<String>) -> ModelResult<()> {
         .map(|e| e.value.as_str());
     match location {
         Some(loc) => {
-            check_location(loc).map_err(|why| {
+            let name = contained_path(loc).map_err(|why| {
                 ModelError::InvalidInput(format!(
                     "tensor \"{}\" keeps its data in \"{loc}\", which {why}",
                     t.name
                 ))
             })?;
-            files.insert(loc.to_string());
+            files.insert(name);
             Ok(())
         }
         None if t.data_location == 1 => Err(ModelError::InvalidInput(format!(
@@ -149,24 +161,27 @@ fn collect_tensor(t: &Tensor, files: &mut BTreeSet<String>) -> ModelResult<()> {
     }
 }
 
-/// Why an external-data location is refused, if it is: it must be a relative path that
-/// stays inside the graph's directory.
-fn check_location(loc: &str) -> Result<(), &'static str> {
-    let path = Path::new(loc);
-    if loc.is_empty() {
-        return Err("is empty");
-    }
-    if loc.contains('\\') || loc.contains('\0') {
+/// `path` as a relative path inside its directory, normalised (`/`-separated, `.` parts
+/// dropped), or why it is refused: absolute, with `..`, with a backslash or NUL, or naming
+/// no file. External-data locations and the payload names of a model version (which the
+/// registry checks again when it reads them) both go through here.
+pub fn contained_path(path: &str) -> Result<String, &'static str> {
+    if path.contains('\\') || path.contains('\0') {
         return Err("is not a plain relative path");
     }
-    for c in path.components() {
+    let mut parts = Vec::new();
+    for c in Path::new(path).components() {
         match c {
-            Component::Normal(_) | Component::CurDir => {}
+            Component::Normal(p) => parts.push(p.to_str().ok_or("is not UTF-8")?),
+            Component::CurDir => {}
             Component::ParentDir => return Err("leaves the graph's directory (`..`)"),
             Component::RootDir | Component::Prefix(_) => return Err("is an absolute path"),
         }
     }
-    Ok(())
+    if parts.is_empty() {
+        return Err("names no file");
+    }
+    Ok(parts.join("/"))
 }
 
 #[cfg(test)]
@@ -228,11 +243,26 @@ mod tests {
         );
         assert_eq!(
             external_files(&bytes).expect("files"),
-            Some(vec!["sub/loop.bin".to_string(), "weights.bin".to_string()])
+            Some(ExternalFiles(vec![
+                "sub/loop.bin".to_string(),
+                "weights.bin".to_string()
+            ]))
         );
         assert_eq!(
             external_files(&model(vec![tensor("x", None)], vec![])).expect("none"),
-            Some(vec![])
+            Some(ExternalFiles::default())
+        );
+        // The same file written two ways is one name, in its plain form.
+        let dotted = model(
+            vec![tensor("a", Some("./w.bin")), tensor("b", Some("w.bin"))],
+            vec![],
+        );
+        assert_eq!(
+            external_files(&dotted)
+                .expect("files")
+                .expect("onnx")
+                .names(),
+            ["w.bin".to_string()]
         );
     }
 

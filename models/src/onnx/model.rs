@@ -20,6 +20,7 @@ use datafusion::arrow::datatypes::{DataType, Field, Float32Type, Float64Type, In
 use serde::{Deserialize, Serialize};
 
 use super::device::{self, Device, DeviceRequest};
+use super::external::ExternalFiles;
 use super::{Feed, OnnxGraph, OutputValue, Port, PortKind};
 use crate::Task;
 use crate::error::{ModelError, ModelResult};
@@ -316,11 +317,14 @@ impl OnnxModel {
     /// Read a graph file and decide how it is used: the binding from its inputs, the answer
     /// from its outputs and `options` (`task`, `labels`, `inputs`, `outputs`, `target`,
     /// `device`), the class labels from `labels` or a trial run on one row of zeros. `file` is
-    /// the name the graph will have in the artifact directory. Returns the model with its
-    /// task, features and target.
+    /// the name the graph will have in the artifact directory; `external` are the
+    /// external-data files the graph names (read from it with
+    /// [`super::external::external_files`] before ONNX Runtime opens it, since opening reads
+    /// them). Returns the model with its task, features and target.
     pub fn import(
         path: &Path,
         file: &str,
+        external: &ExternalFiles,
         options: &BTreeMap<String, String>,
     ) -> ModelResult<(OnnxModel, Task, FeatureSet, Target)> {
         if let Some(key) = options
@@ -339,10 +343,6 @@ impl OnnxModel {
         let size = std::fs::metadata(path)
             .map_err(|e| invalid(format!("{}: {e}", path.display())))?
             .len();
-        // Checked before ONNX Runtime opens the graph, which reads the files it names.
-        let bytes = std::fs::read(path).map_err(|e| invalid(format!("{}: {e}", path.display())))?;
-        let external_data = super::external::external_files(&bytes)?.unwrap_or_default();
-        drop(bytes);
         let graph = Arc::new(OnnxGraph::load_file(path, device)?);
         let inputs = graph.inputs().to_vec();
         let outputs = graph.outputs().to_vec();
@@ -373,7 +373,7 @@ impl OnnxModel {
             answer,
             fixed_batch,
             device,
-            external_data,
+            external_data: external.names().to_vec(),
             location: OnceLock::new(),
             graph: OnceLock::new(),
             views: DeviceViews::default(),

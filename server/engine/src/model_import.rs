@@ -18,6 +18,7 @@ use object_store::path::Path as ObjectPath;
 use prognos_catalog::{CatalogError, Payload};
 use prognos_models::ModelArtifact;
 use prognos_models::onnx::device;
+use prognos_models::onnx::external::{ExternalFiles, external_files};
 use tokio::io::AsyncWriteExt;
 
 use crate::error::{EngineError, EngineResult, StatusCode};
@@ -27,14 +28,24 @@ use crate::{Engine, Session};
 /// Name of an imported ONNX graph inside its version's directory.
 const GRAPH_FILE: &str = "model.onnx";
 
-/// A model's files on local disk: the graph and its external-data files at their relative
-/// names beside it. A download's folder is removed on drop.
+/// A model's files on local disk: the graph, and its external-data files at their relative
+/// names in the graph's directory. A download's folder is removed on drop.
 struct Staged {
     graph: PathBuf,
-    /// External-data files: (name relative to the graph's directory, where it is now).
-    external: Vec<(String, PathBuf)>,
+    /// The external-data files the graph names.
+    external: ExternalFiles,
     /// The folder a download went to.
     downloaded: Option<PathBuf>,
+}
+
+impl Staged {
+    /// Where external-data file `name` is: beside the graph.
+    fn external_path(&self, name: &str) -> PathBuf {
+        self.graph
+            .parent()
+            .map(|dir| dir.join(name))
+            .unwrap_or_else(|| PathBuf::from(name))
+    }
 }
 
 impl Drop for Staged {
@@ -45,16 +56,6 @@ impl Drop for Staged {
     }
 }
 
-fn too_large(source: &str, size: u64, limit_mb: u64) -> EngineError {
-    EngineError::statement(
-        StatusCode::ProgramLimitExceeded,
-        format!(
-            "{source} is {} MiB, more than models.max_import_mb ({limit_mb} MiB) allows",
-            size.div_ceil(1024 * 1024)
-        ),
-    )
-}
-
 fn unreadable(source: &str, e: impl std::fmt::Display) -> EngineError {
     EngineError::statement(
         StatusCode::UndefinedFile,
@@ -62,15 +63,49 @@ fn unreadable(source: &str, e: impl std::fmt::Display) -> EngineError {
     )
 }
 
+/// The bytes an import has taken so far against `models.max_import_mb`.
+struct Budget<'a> {
+    used: u64,
+    limit_mb: u64,
+    source: &'a str,
+}
+
+impl Budget<'_> {
+    /// Fails when `more` bytes would not fit.
+    fn check(&self, more: u64) -> EngineResult<()> {
+        let total = self.used.saturating_add(more);
+        if total > self.limit_mb.saturating_mul(1024 * 1024) {
+            return Err(EngineError::statement(
+                StatusCode::ProgramLimitExceeded,
+                format!(
+                    "{} is {} MiB, more than models.max_import_mb ({} MiB) allows",
+                    self.source,
+                    total.div_ceil(1024 * 1024),
+                    self.limit_mb
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Count `n` more bytes, failing when they do not fit.
+    fn take(&mut self, n: u64) -> EngineResult<()> {
+        self.check(n)?;
+        self.used += n;
+        Ok(())
+    }
+}
+
 /// The external-data files the graph at `graph` names (see
 /// `prognos_models::onnx::external`); none for bytes that are not ONNX, which the import
 /// then reports in ONNX Runtime's words.
-fn external_names(source: &str, graph: &std::path::Path) -> EngineResult<Vec<String>> {
+fn external_names(source: &str, graph: &std::path::Path) -> EngineResult<ExternalFiles> {
     let bytes = std::fs::read(graph).map_err(|e| unreadable(source, e))?;
-    let names = prognos_models::onnx::external::external_files(&bytes)
+    let files = external_files(&bytes)
         .map_err(CatalogError::Model)?
         .unwrap_or_default();
-    if let Some(clash) = names
+    if let Some(clash) = files
+        .names()
         .iter()
         .find(|n| *n == GRAPH_FILE || *n == "artifact.json")
     {
@@ -79,14 +114,17 @@ fn external_names(source: &str, graph: &std::path::Path) -> EngineResult<Vec<Str
             format!("the graph keeps tensor data in \"{clash}\", a name its version needs"),
         ));
     }
-    Ok(names)
+    Ok(files)
 }
 
 /// Put the graph `source` names on local disk with its external-data files, within the
 /// size limit (which counts them all).
 async fn stage(engine: &Engine, source: &str) -> EngineResult<Staged> {
-    let limit_mb = engine.models_config.max_import_mb;
-    let limit = limit_mb.saturating_mul(1024 * 1024);
+    let mut budget = Budget {
+        used: 0,
+        limit_mb: engine.models_config.max_import_mb,
+        source,
+    };
     let (store, path) = match locate(engine, source).map_err(|e| unreadable(source, e))? {
         FileLocation::Store(store, path) => (store, path),
         FileLocation::Local(path) => {
@@ -97,25 +135,17 @@ async fn stage(engine: &Engine, source: &str) -> EngineResult<Staged> {
                 }
                 Ok(meta.len())
             };
-            let mut total = size(&path, source)?;
-            if total > limit {
-                return Err(too_large(source, total, limit_mb));
-            }
-            let dir = path.parent().map(PathBuf::from).unwrap_or_default();
-            let mut external = Vec::new();
-            for name in external_names(source, &path)? {
-                let file = dir.join(&name);
-                total += size(&file, &file.display().to_string())?;
-                if total > limit {
-                    return Err(too_large(source, total, limit_mb));
-                }
-                external.push((name, file));
-            }
-            return Ok(Staged {
+            budget.take(size(&path, source)?)?;
+            let staged = Staged {
+                external: external_names(source, &path)?,
                 graph: path,
-                external,
                 downloaded: None,
-            });
+            };
+            for name in staged.external.names() {
+                let file = staged.external_path(name);
+                budget.take(size(&file, &file.display().to_string())?)?;
+            }
+            return Ok(staged);
         }
     };
     let folder = engine
@@ -126,42 +156,27 @@ async fn stage(engine: &Engine, source: &str) -> EngineResult<Staged> {
     std::fs::create_dir_all(&folder).map_err(|e| unreadable(source, e))?;
     let mut staged = Staged {
         graph: folder.join(GRAPH_FILE),
-        external: Vec::new(),
+        external: ExternalFiles::default(),
         downloaded: Some(folder.clone()),
     };
-    let mut budget = Budget {
-        left: limit,
-        limit_mb,
-        source,
-    };
     download(&store, &path, &staged.graph, &mut budget).await?;
+    staged.external = external_names(source, &staged.graph)?;
     let parent: Vec<_> = path.parts().collect();
     let parent = &parent[..parent.len().saturating_sub(1)];
-    for name in external_names(source, &staged.graph)? {
+    for name in staged.external.names() {
+        // Names are normalised relative paths: plain parts joined by `/`.
         let object = parent
             .iter()
             .cloned()
-            .chain(
-                name.split('/')
-                    .filter(|p| !p.is_empty() && *p != ".")
-                    .map(Into::into),
-            )
+            .chain(name.split('/').map(Into::into))
             .collect::<ObjectPath>();
-        let file = folder.join(&name);
+        let file = staged.external_path(name);
         if let Some(dir) = file.parent() {
             std::fs::create_dir_all(dir).map_err(|e| unreadable(source, e))?;
         }
         download(&store, &object, &file, &mut budget).await?;
-        staged.external.push((name, file));
     }
     Ok(staged)
-}
-
-/// Bytes an import may still download.
-struct Budget<'a> {
-    left: u64,
-    limit_mb: u64,
-    source: &'a str,
 }
 
 /// Download `path` from `store` into the local file `target`, within `budget`.
@@ -172,15 +187,8 @@ async fn download(
     budget: &mut Budget<'_>,
 ) -> EngineResult<()> {
     let what = format!("{} ({path})", budget.source);
-    let limit = budget.limit_mb.saturating_mul(1024 * 1024);
     let meta = store.head(path).await.map_err(|e| unreadable(&what, e))?;
-    if meta.size > budget.left {
-        return Err(too_large(
-            budget.source,
-            limit - budget.left + meta.size,
-            budget.limit_mb,
-        ));
-    }
+    budget.check(meta.size)?;
     let mut file = tokio::fs::File::create(target)
         .await
         .map_err(|e| unreadable(&what, e))?;
@@ -191,15 +199,7 @@ async fn download(
         .into_stream();
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| unreadable(&what, e))?;
-        let n = chunk.len() as u64;
-        if n > budget.left {
-            return Err(too_large(
-                budget.source,
-                limit + n - budget.left,
-                budget.limit_mb,
-            ));
-        }
-        budget.left -= n;
+        budget.take(chunk.len() as u64)?;
         file.write_all(&chunk)
             .await
             .map_err(|e| unreadable(&what, e))?;
@@ -220,15 +220,15 @@ pub(crate) async fn import(
 ) -> EngineResult<(u32, String)> {
     let staged = stage(engine, source).await?;
     let path = staged.graph.clone();
+    let external = staged.external.clone();
     let opts = options.clone();
     // ONNX Runtime parses and optimises the graph: seconds for a large one.
-    let artifact =
-        tokio::task::spawn_blocking(move || ModelArtifact::import_onnx(&path, GRAPH_FILE, &opts))
-            .await
-            .map_err(|e| {
-                EngineError::statement(StatusCode::Internal, format!("import failed: {e}"))
-            })?
-            .map_err(CatalogError::Model)?;
+    let artifact = tokio::task::spawn_blocking(move || {
+        ModelArtifact::import_onnx(&path, GRAPH_FILE, &external, &opts)
+    })
+    .await
+    .map_err(|e| EngineError::statement(StatusCode::Internal, format!("import failed: {e}")))?
+    .map_err(CatalogError::Model)?;
     let summary = summary(&artifact);
     if let Some(why) = artifact
         .onnx()
@@ -257,9 +257,9 @@ fn payloads(staged: &Staged) -> Vec<Payload> {
         name: GRAPH_FILE.to_string(),
         path: staged.graph.clone(),
     };
-    let external = staged.external.iter().map(|(name, path)| Payload {
+    let external = staged.external.names().iter().map(|name| Payload {
         name: name.clone(),
-        path: path.clone(),
+        path: staged.external_path(name),
     });
     std::iter::once(graph).chain(external).collect()
 }
