@@ -75,11 +75,10 @@ struct Clear<M> {
     mask: M,
 }
 
-/// A categorical node: rows whose category bin is outside `set` clear `mask` in `tree`.
+/// A categorical node: rows whose category bin is outside `set` apply `clear`.
 #[derive(Debug, Clone)]
 struct CategoryClear<M> {
-    tree: u32,
-    mask: M,
+    clear: Clear<M>,
     set: [u64; 4],
 }
 
@@ -190,11 +189,7 @@ impl<M: LeafBits> Form<M> {
                 };
                 if n.cat_set >= 0 {
                     let set = *tree.cat_sets.get(usize::try_from(n.cat_set).ok()?)?;
-                    nodes.categorical.push(CategoryClear {
-                        tree: clear.tree,
-                        mask: clear.mask,
-                        set,
-                    });
+                    nodes.categorical.push(CategoryClear { clear, set });
                 } else {
                     if n.threshold.is_nan() {
                         return None;
@@ -292,7 +287,7 @@ impl<M: LeafBits> FeatureNodes<M> {
             let bin = cat_bin(x);
             for c in &self.categorical {
                 if !set_has(&c.set, bin) {
-                    row_bits[c.tree as usize] &= c.mask;
+                    row_bits[c.clear.tree as usize] &= c.clear.mask;
                 }
             }
         }
