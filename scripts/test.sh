@@ -25,6 +25,8 @@ install_system_packages() {
   command -v javac >/dev/null 2>&1 || need+=(default-jdk-headless)
   # The golden files of tests/slt/postgres run against a real PostgreSQL 15 as well.
   [ -x /usr/lib/postgresql/15/bin/initdb ] || need+=(postgresql-15)
+  # The TLS tests make their certificates with the openssl command.
+  command -v openssl >/dev/null 2>&1 || need+=(openssl)
   python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need+=(python3-venv)
   if [ ${#need[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then

@@ -22,6 +22,12 @@ pub enum CatalogError {
         /// What was wrong.
         reason: String,
     },
+    /// A role of that name already exists.
+    #[error("role \"{0}\" already exists")]
+    RoleExists(String),
+    /// No role of that name exists.
+    #[error("role \"{0}\" does not exist")]
+    RoleNotFound(String),
     /// No model of that name exists.
     #[error("model \"{0}\" does not exist")]
     ModelNotFound(String),

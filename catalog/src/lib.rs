@@ -4,6 +4,7 @@
 //! * [`managed`]: managed tables — Parquet files under the data dir, versioned by manifests, with
 //!   `INSERT` support through DataFusion's sink machinery.
 //!
+//! * [`roles`]: roles and users (`roles.json`), with [`scram`] password verifiers.
 //! * [`models`]: the model registry — versions, artifacts, snapshots for running queries.
 //! * [`system_tables`]: `system.models`, `system.model_versions`, `system.model_trials`.
 //!
@@ -13,9 +14,13 @@ pub mod error;
 pub mod managed;
 pub mod models;
 pub mod persist;
+pub mod roles;
+pub mod scram;
 pub mod system_tables;
 
 pub use error::{CatalogError, CatalogResult};
 pub use managed::{CommitLock, ManagedTable, StagedTable, WriteStage};
 pub use models::{ArtifactStores, ModelEntry, ModelRegistry, ModelSnapshot, ModelVersion, Payload};
 pub use persist::{CatalogFile, PersistentCatalog, TableEntry, TableKind};
+pub use roles::{Role, RoleChange, RoleStore};
+pub use scram::ScramVerifier;

@@ -179,22 +179,26 @@ impl PersistentCatalog {
     }
 
     fn write(&self, file: &CatalogFile) -> CatalogResult<()> {
-        let tmp = self
-            .path
-            .with_extension(format!("json.tmp-{}", std::process::id()));
-        {
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(&serde_json::to_vec_pretty(file)?)?;
-            f.sync_all()?;
-        }
-        std::fs::rename(&tmp, &self.path)?;
-        if let Some(dir) = self.path.parent()
-            && let Ok(d) = std::fs::File::open(dir)
-        {
-            let _ = d.sync_all();
-        }
-        Ok(())
+        write_json_atomically(&self.path, file)
     }
+}
+
+/// Replace the JSON file at `path` with `value` so that a crash leaves the old or the new file:
+/// write a temporary file beside it, fsync it, rename it over, fsync the directory.
+pub(crate) fn write_json_atomically<T: Serialize>(path: &Path, value: &T) -> CatalogResult<()> {
+    let tmp = path.with_extension(format!("json.tmp-{}", std::process::id()));
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(&serde_json::to_vec_pretty(value)?)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent()
+        && let Ok(d) = std::fs::File::open(dir)
+    {
+        let _ = d.sync_all();
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -16,11 +16,16 @@
 //! | `s3.endpoint` … `s3.allow_http` | see `S3Settings` | unset | S3 / S3-compatible access |
 //! | `models.onnx_library` | path | `ORT_DYLIB_PATH` | ONNX Runtime library (`libonnxruntime.so.1.31.1`) |
 //! | `models.max_import_mb` | int | `4096` | largest file `CREATE MODEL … FROM` accepts |
+//! | `auth` | `"scram-sha-256"` \| `"none"` | see [`crate::auth`] | how clients prove who they are |
+//! | `superuser` | name | `prognos` | the bootstrap superuser, created when missing |
+//! | `superuser_password` | string | `PROGNOS_PASSWORD` | its first password |
+//! | `tls.cert_file`, `tls.key_file` | paths (PEM) | unset (no TLS) | TLS for pgwire and Flight SQL |
+//! | `token_ttl_s` | int | `3600` | lifetime of a Flight SQL bearer token |
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use prognos_engine::config::OpenOptions;
+use prognos_engine::config::{Bootstrap, DEFAULT_SUPERUSER, OpenOptions, Secret};
 pub use prognos_engine::config::{EngineConfig, ModelsConfig, StorageConfig};
 use prognos_storage::stores::S3Settings;
 use serde::{Deserialize, Serialize};
@@ -47,6 +52,37 @@ pub struct Config {
     pub s3: S3Settings,
     /// Imported models and their runtimes.
     pub models: ModelsConfig,
+    /// How clients authenticate; unset: see [`crate::auth::Policy::resolve`].
+    pub auth: Option<AuthMethod>,
+    /// The bootstrap superuser's name.
+    pub superuser: String,
+    /// The bootstrap superuser's first password (the `PROGNOS_PASSWORD` variable sets it too).
+    pub superuser_password: Option<Secret>,
+    /// TLS certificate and key; unset: connections are not encrypted.
+    pub tls: Option<TlsConfig>,
+    /// How long a Flight SQL bearer token stays valid, in seconds.
+    pub token_ttl_s: u64,
+}
+
+/// How clients authenticate.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub enum AuthMethod {
+    /// Passwords, checked by SCRAM-SHA-256 (pgwire) and basic auth (Flight SQL).
+    #[serde(rename = "scram-sha-256")]
+    ScramSha256,
+    /// Every connection is trusted as the role it names.
+    #[serde(rename = "none")]
+    None,
+}
+
+/// TLS material, PEM files.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// The certificate chain, leaf first.
+    pub cert_file: PathBuf,
+    /// The private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
 }
 
 /// Where a frontend listens.
@@ -77,6 +113,11 @@ impl Default for Config {
             storage: StorageConfig::default(),
             s3: S3Settings::default(),
             models: ModelsConfig::default(),
+            auth: None,
+            superuser: DEFAULT_SUPERUSER.to_string(),
+            superuser_password: None,
+            tls: None,
+            token_ttl_s: 3600,
         }
     }
 }
@@ -107,6 +148,10 @@ impl Config {
             storage: self.storage.clone(),
             s3: self.s3.clone(),
             models: self.models.clone(),
+            bootstrap: Bootstrap {
+                name: self.superuser.clone(),
+                password: self.superuser_password.clone(),
+            },
         }
     }
 
@@ -127,6 +172,14 @@ impl Config {
             merge(&mut value, overlay);
         }
         for (k, v) in env {
+            if k == PASSWORD_VARIABLE {
+                set_path(
+                    &mut value,
+                    &["superuser_password".to_string()],
+                    toml::Value::String(v),
+                );
+                continue;
+            }
             let Some(rest) = k.strip_prefix("PROGNOS__") else {
                 continue;
             };
@@ -138,6 +191,9 @@ impl Config {
             .map_err(|e: toml::de::Error| ConfigError::Invalid(e.to_string()))
     }
 }
+
+/// The variable that holds the bootstrap superuser's password.
+pub const PASSWORD_VARIABLE: &str = "PROGNOS_PASSWORD";
 
 /// Environment values are typed by their look: booleans, integers, otherwise strings.
 fn parse_scalar(v: &str) -> toml::Value {
@@ -210,6 +266,37 @@ mod tests {
         assert_eq!(c.s3.endpoint.as_deref(), Some("http://x"));
         assert!(c.s3.allow_http);
         assert_eq!(c.flight.listen.port(), 50051);
+        assert_eq!(c.auth, None);
+        assert_eq!(c.superuser, "prognos");
+    }
+
+    #[test]
+    fn security_keys_load_and_the_password_stays_out_of_debug() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let f = dir.path().join("p.toml");
+        std::fs::write(
+            &f,
+            "auth = 'scram-sha-256'\nsuperuser = 'admin'\n[tls]\ncert_file = 'c.pem'\nkey_file = 'k.pem'\n",
+        )
+        .expect("write");
+        let env = vec![("PROGNOS_PASSWORD".to_string(), "12345".to_string())];
+        let c = Config::load(Some(&f), env).expect("load");
+        assert_eq!(c.auth, Some(AuthMethod::ScramSha256));
+        assert_eq!(c.superuser, "admin");
+        assert_eq!(
+            c.superuser_password.as_ref().map(|s| s.expose()),
+            Some("12345")
+        );
+        assert!(!format!("{c:?}").contains("12345"));
+        assert_eq!(
+            c.tls.as_ref().map(|t| t.key_file.clone()),
+            Some(PathBuf::from("k.pem"))
+        );
+        std::fs::write(&f, "auth = 'md5'\n").expect("write");
+        assert!(matches!(
+            Config::load(Some(&f), Vec::new()),
+            Err(ConfigError::Invalid(_))
+        ));
     }
 
     #[test]

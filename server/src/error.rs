@@ -45,6 +45,12 @@ impl WireStatus for StatusCode {
             StatusCode::NoActiveTransaction => "25P01",
             StatusCode::InvalidSavepoint => "3B001",
             StatusCode::SerializationFailure => "40001",
+            StatusCode::InvalidPassword => "28P01",
+            StatusCode::InvalidAuthorization => "28000",
+            StatusCode::InsufficientPrivilege => "42501",
+            StatusCode::ObjectInUse => "55006",
+            StatusCode::ReservedName => "42939",
+            StatusCode::ReadOnlyParameter => "55P02",
             StatusCode::Internal => "XX000",
         }
     }
@@ -82,6 +88,14 @@ impl WireStatus for StatusCode {
             | StatusCode::NoActiveTransaction
             | StatusCode::InvalidSavepoint => tonic::Code::FailedPrecondition,
             StatusCode::SerializationFailure => tonic::Code::Aborted,
+            StatusCode::InvalidPassword | StatusCode::InvalidAuthorization => {
+                tonic::Code::Unauthenticated
+            }
+            StatusCode::InsufficientPrivilege => tonic::Code::PermissionDenied,
+            StatusCode::ObjectInUse | StatusCode::ReadOnlyParameter => {
+                tonic::Code::FailedPrecondition
+            }
+            StatusCode::ReservedName => tonic::Code::InvalidArgument,
             StatusCode::Internal => tonic::Code::Internal,
         }
     }
@@ -111,6 +125,12 @@ mod tests {
             (StatusCode::NoActiveTransaction, "25P01"),
             (StatusCode::InvalidSavepoint, "3B001"),
             (StatusCode::SerializationFailure, "40001"),
+            (StatusCode::InvalidPassword, "28P01"),
+            (StatusCode::InvalidAuthorization, "28000"),
+            (StatusCode::InsufficientPrivilege, "42501"),
+            (StatusCode::ObjectInUse, "55006"),
+            (StatusCode::ReservedName, "42939"),
+            (StatusCode::ReadOnlyParameter, "55P02"),
             (StatusCode::Internal, "XX000"),
         ];
         for (code, state) in table {

@@ -4,6 +4,7 @@
 //! Layering: frontends ([`pg`], [`flight`], [`http`]) → the engine (`prognos-engine`) → udfs →
 //! catalog/models → storage. A frontend never reaches past the engine's API.
 
+pub mod auth;
 pub mod config;
 pub mod error;
 pub mod flight;
@@ -11,6 +12,7 @@ pub mod gpu;
 pub mod http;
 pub mod metrics;
 pub mod pg;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -50,7 +52,19 @@ pub async fn run(
     shutdown: CancellationToken,
     ready: impl FnOnce(BoundAddrs),
 ) -> Result<(), EngineError> {
+    let policy = auth::Policy::resolve(&config, &[config.pg.listen, config.flight.listen])?;
+    info!("{}", policy.describe(&config));
+    let pg_tls = config.tls.as_ref().map(tls::pg_server_config).transpose()?;
     let engine = Engine::open(&config.engine_options()).await?;
+    if policy == auth::Policy::Password && !engine.any_password() {
+        return Err(EngineError::statement(
+            StatusCode::ConfigFileError,
+            format!(
+                "passwords are required but no role has one, so nobody could log in: set PROGNOS_PASSWORD (or superuser_password) for \"{}\"",
+                config.superuser
+            ),
+        ));
+    }
     let pg = bind(config.pg.listen, "postgres").await?;
     let flight = bind(config.flight.listen, "flight sql").await?;
     let http = bind(config.http.listen, "http").await?;
@@ -68,8 +82,20 @@ pub async fn run(
     info!(data_dir = %engine.data_dir().display(), pg = %addrs.pg, flight = %addrs.flight, http = %http::describe(&addrs.http), "prognos listening");
     ready(addrs);
 
-    let pg_task = tokio::spawn(pg::serve(pg, Arc::clone(&engine), shutdown.clone()));
-    let flight_task = tokio::spawn(flight::serve(flight, Arc::clone(&engine), shutdown.clone()));
+    let pg_security = pg::PgSecurity::new(policy, &engine, pg_tls);
+    let pg_task = tokio::spawn(pg::serve(
+        pg,
+        Arc::clone(&engine),
+        pg_security,
+        shutdown.clone(),
+    ));
+    let flight_task = tokio::spawn(flight::serve(
+        flight,
+        Arc::clone(&engine),
+        policy,
+        std::time::Duration::from_secs(config.token_ttl_s.max(1)),
+        shutdown.clone(),
+    ));
     let http_task = tokio::spawn(http::serve(http, shutdown.clone()));
 
     shutdown.cancelled().await;

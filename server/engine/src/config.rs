@@ -21,6 +21,53 @@ pub struct OpenOptions {
     pub s3: S3Settings,
     /// Imported models and their runtimes.
     pub models: ModelsConfig,
+    /// The superuser made when the data dir has no role of that name.
+    pub bootstrap: Bootstrap,
+}
+
+/// The bootstrap superuser: created at start when missing, and given `password` when it has
+/// none (a password set later with `ALTER ROLE` is not overwritten).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bootstrap {
+    /// Role name.
+    pub name: String,
+    /// Its first password.
+    pub password: Option<Secret>,
+}
+
+/// The bootstrap superuser's default name.
+pub const DEFAULT_SUPERUSER: &str = "prognos";
+
+impl Default for Bootstrap {
+    fn default() -> Self {
+        Self {
+            name: DEFAULT_SUPERUSER.to_string(),
+            password: None,
+        }
+    }
+}
+
+/// A password or other secret from configuration: kept out of `Debug` output and logs.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wrap a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The secret itself.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
 }
 
 impl OpenOptions {
@@ -33,6 +80,7 @@ impl OpenOptions {
             storage: StorageConfig::default(),
             s3: S3Settings::default(),
             models: ModelsConfig::default(),
+            bootstrap: Bootstrap::default(),
         }
     }
 }

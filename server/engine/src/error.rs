@@ -68,6 +68,18 @@ pub enum StatusCode {
     InvalidSavepoint,
     /// A transaction's commit conflicts with a concurrent commit; retry the transaction.
     SerializationFailure,
+    /// The password did not match (or the role has none to match).
+    InvalidPassword,
+    /// The role cannot log in: unknown, `NOLOGIN`, or no way to authenticate it.
+    InvalidAuthorization,
+    /// The session's role lacks a privilege the statement needs.
+    InsufficientPrivilege,
+    /// The object is in use (the session's own role, the bootstrap superuser).
+    ObjectInUse,
+    /// The name is reserved (role names starting with `pg_`).
+    ReservedName,
+    /// A run-time parameter that `SET` cannot change (`is_superuser`).
+    ReadOnlyParameter,
     /// An internal error; a bug.
     Internal,
 }
@@ -131,7 +143,8 @@ fn classify_catalog(e: &prognos_catalog::CatalogError) -> StatusCode {
         C::TableExists(_) => StatusCode::DuplicateTable,
         C::TableNotFound(_) => StatusCode::UndefinedTable,
         C::ModelNotFound(_) => StatusCode::UndefinedObject,
-        C::ModelExists(_) => StatusCode::DuplicateObject,
+        C::ModelExists(_) | C::RoleExists(_) => StatusCode::DuplicateObject,
+        C::RoleNotFound(_) => StatusCode::UndefinedObject,
         C::InvalidModelName(_) => StatusCode::InvalidParameterValue,
         C::ModelUnavailable { .. } => StatusCode::DataCorrupted,
         C::ModelVersionNotFound { .. } => StatusCode::UndefinedObject,

@@ -21,6 +21,10 @@ mod pg_compat;
 pub mod physical_template;
 mod point;
 mod rename;
+pub mod role_sql;
+mod roles;
+
+pub use roles::{LoginRole, password_failed};
 mod session;
 mod statements;
 pub mod streams;
@@ -71,6 +75,8 @@ pub enum Statement {
     Sql(DFStatement),
     /// `CREATE MODEL`, `DROP MODEL`, `SHOW MODELS`, `DESCRIBE MODEL`.
     Model(ModelStatement),
+    /// `CREATE / ALTER / DROP ROLE | USER`.
+    Role(role_sql::RoleStatement),
 }
 
 /// What a statement produced.
@@ -160,6 +166,10 @@ pub struct Engine {
     registry: Arc<ModelRegistry>,
     /// Imported models' settings.
     models_config: config::ModelsConfig,
+    /// Roles and their passwords.
+    roles: Arc<prognos_catalog::RoleStore>,
+    /// The bootstrap superuser's name (the role of the engine's own sessions).
+    bootstrap_superuser: String,
 }
 
 impl std::fmt::Debug for Engine {
@@ -182,6 +192,7 @@ impl Engine {
         let data_dir = std::fs::canonicalize(&config.data_dir)
             .map_err(|e| EngineError::statement(StatusCode::IoError, format!("data dir: {e}")))?;
         let catalog = Arc::new(PersistentCatalog::open(&data_dir)?);
+        let roles = Arc::new(prognos_catalog::RoleStore::open(&data_dir)?);
 
         let mut runtime = RuntimeEnvBuilder::new()
             .with_object_store_registry(Arc::new(StoreRegistry::new(config.s3.clone())));
@@ -312,7 +323,10 @@ impl Engine {
             ddl_lock: tokio::sync::Mutex::new(()),
             registry,
             models_config: config.models.clone(),
+            roles,
+            bootstrap_superuser: config.bootstrap.name.clone(),
         });
+        engine.bootstrap_roles(&config.bootstrap)?;
         transaction::commit::recover(&engine).await?;
         engine.restore().await;
         if config.demo_data && engine.catalog.is_empty() {
@@ -336,7 +350,12 @@ impl Engine {
         let state = SessionStateBuilder::new_from_existing(self.base.clone())
             .with_catalog_list(Arc::new(catalogs))
             .build();
-        Session::new(SessionContext::new_with_state(state), txn)
+        Session::new(
+            SessionContext::new_with_state(state),
+            txn,
+            &self.bootstrap_superuser,
+            true,
+        )
     }
 
     /// Parse SQL text into statements ([`parser`]: once, with one parser), then apply the
@@ -373,6 +392,7 @@ impl Engine {
             .into_iter()
             .map(|p| match p.statement {
                 parser::Parsed::Model(m) => Statement::Model(m),
+                parser::Parsed::Role(r) => Statement::Role(r),
                 parser::Parsed::Sql(DFStatement::Statement(s)) => {
                     let s = self.pg_compat.rewrite(*s, &p.text);
                     Statement::Sql(self.prepare_user_statement(DFStatement::Statement(Box::new(s))))
@@ -409,6 +429,11 @@ impl Engine {
                 Statement::Model(m) => Ok(Described {
                     params: vec![],
                     schema: model_ddl::result_schema(self, session, m).await?,
+                    plan: None,
+                }),
+                Statement::Role(_) => Ok(Described {
+                    params: vec![],
+                    schema: None,
                     plan: None,
                 }),
             }
@@ -448,6 +473,7 @@ impl Engine {
             match stmt {
                 Statement::Sql(s) => statements::execute(self, session, s, params).await,
                 Statement::Model(m) => model_ddl::execute(self, session, m).await,
+                Statement::Role(r) => self.execute_role(session, r).await,
             }
         })
         .await;
@@ -468,6 +494,7 @@ impl Engine {
             let stmt = match stmt {
                 Statement::Sql(s) => s,
                 Statement::Model(m) => return model_ddl::execute(self, session, m).await,
+                Statement::Role(r) => return self.execute_role(session, r).await,
             };
             // A plan holds the table providers it resolved; inside a transaction block they
             // must be the block's view of the tables, so such plans are made afresh.

@@ -20,6 +20,10 @@ use crate::error::{EngineError, EngineResult, StatusCode};
 use crate::transaction::TxnSlot;
 
 type Settings = Arc<Mutex<BTreeMap<String, String>>>;
+type User = Arc<Mutex<String>>;
+
+/// Run-time parameters that describe the session's role: shown, never set by `SET`.
+pub(crate) const ROLE_SETTINGS: &[&str] = &["is_superuser", "session_authorization"];
 
 /// The session setting that picks the device models run on (`SET prognos.device = 'cpu'`),
 /// over each model's own `device` option.
@@ -36,7 +40,6 @@ pub const DEFAULT_PG_SETTINGS: &[(&str, &str)] = &[
     ("extra_float_digits", "1"),
     ("integer_datetimes", "on"),
     ("intervalstyle", "postgres"),
-    ("is_superuser", "on"),
     ("lc_collate", "C.UTF-8"),
     ("lc_ctype", "C.UTF-8"),
     ("lc_messages", "C.UTF-8"),
@@ -61,6 +64,8 @@ pub const DEFAULT_PG_SETTINGS: &[(&str, &str)] = &[
 pub struct Session {
     ctx: SessionContext,
     settings: Settings,
+    /// The role the session runs as (`session_user`).
+    user: User,
     cancel: Mutex<CancellationToken>,
     /// The registry generation and the `prognos.device` the model functions registered in
     /// `ctx` were made for.
@@ -114,13 +119,18 @@ impl Drop for Session {
 
 impl Session {
     /// A session over `ctx`, whose catalog list is the overlay of `txn`.
-    pub(crate) fn new(ctx: SessionContext, txn: Arc<TxnSlot>) -> Self {
+    pub(crate) fn new(ctx: SessionContext, txn: Arc<TxnSlot>, user: &str, superuser: bool) -> Self {
         let settings: Settings = Arc::new(Mutex::new(
             DEFAULT_PG_SETTINGS
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
         ));
+        let user: User = Arc::new(Mutex::new(user.to_string()));
+        ctx.register_udf(ScalarUDF::new_from_impl(SessionUser {
+            signature: Signature::exact(vec![], Volatility::Stable),
+            user: Arc::clone(&user),
+        }));
         ctx.register_udf(ScalarUDF::new_from_impl(CurrentSetting {
             signature: Signature::variadic_any(Volatility::Stable),
             settings: Arc::clone(&settings),
@@ -136,16 +146,41 @@ impl Session {
                 }
             })),
         ));
-        Self {
+        let session = Self {
             ctx,
             settings,
+            user,
             cancel: Mutex::new(CancellationToken::new()),
             model_functions: Mutex::new((u64::MAX, None)),
             notices,
             txn,
             state_version: std::sync::atomic::AtomicU64::new(0),
             planning: Mutex::new(None),
-        }
+        };
+        session.show_role(superuser);
+        session
+    }
+
+    /// The role the session runs as.
+    pub fn user(&self) -> String {
+        self.user.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Bind the session to the role a frontend authenticated (`superuser`: its attribute now,
+    /// shown as `is_superuser`).
+    pub fn set_user(&self, name: &str, superuser: bool) {
+        *self.user.lock().unwrap_or_else(|p| p.into_inner()) = name.to_string();
+        self.show_role(superuser);
+    }
+
+    fn show_role(&self, superuser: bool) {
+        let user = self.user();
+        let mut s = self.settings.lock().unwrap_or_else(|p| p.into_inner());
+        s.insert("session_authorization".into(), user);
+        s.insert(
+            "is_superuser".into(),
+            if superuser { "on" } else { "off" }.into(),
+        );
     }
 
     /// The context's configuration or functions changed (SET, model functions, CREATE
@@ -295,6 +330,9 @@ impl Session {
     /// Reset one parameter to its default.
     pub fn reset_setting(&self, name: &str) {
         let name = name.to_ascii_lowercase();
+        if ROLE_SETTINGS.contains(&name.as_str()) {
+            return;
+        }
         let default = DEFAULT_PG_SETTINGS
             .iter()
             .find(|(k, _)| *k == name)
@@ -335,7 +373,7 @@ impl Session {
     /// Reset all parameters to their defaults (`RESET ALL`, `DISCARD ALL`).
     pub fn reset_settings(&self) {
         let mut s = self.settings.lock().unwrap_or_else(|p| p.into_inner());
-        s.clear();
+        s.retain(|k, _| ROLE_SETTINGS.contains(&k.as_str()));
         s.extend(
             DEFAULT_PG_SETTINGS
                 .iter()
@@ -356,6 +394,54 @@ impl Session {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .cancel();
+    }
+}
+
+/// `session_user()` (and `current_user`, `user`, which the parser maps to it): the session's
+/// role.
+#[derive(Debug)]
+struct SessionUser {
+    signature: Signature,
+    user: User,
+}
+
+impl PartialEq for SessionUser {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.user, &other.user)
+    }
+}
+impl Eq for SessionUser {}
+impl std::hash::Hash for SessionUser {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        "session_user".hash(state);
+    }
+}
+
+impl ScalarUDFImpl for SessionUser {
+    fn name(&self) -> &str {
+        "session_user"
+    }
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+    fn return_type(&self, _arg_types: &[DataType]) -> DfResult<DataType> {
+        Ok(DataType::Utf8)
+    }
+    /// Never NULL: a described result column and the executed one (where the optimizer folds
+    /// the call to a literal) then agree, which Flight SQL clients check.
+    fn return_field_from_args(
+        &self,
+        _args: datafusion::logical_expr::ReturnFieldArgs,
+    ) -> DfResult<datafusion::arrow::datatypes::FieldRef> {
+        Ok(Arc::new(datafusion::arrow::datatypes::Field::new(
+            self.name(),
+            DataType::Utf8,
+            false,
+        )))
+    }
+    fn invoke_with_args(&self, _args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
+        let user = self.user.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        Ok(ColumnarValue::Scalar(ScalarValue::Utf8(Some(user))))
     }
 }
 

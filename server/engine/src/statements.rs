@@ -193,6 +193,12 @@ async fn run_session_command(
     Ok(match cmd {
         SessionCommand::Set(pairs) => {
             for (name, value) in pairs {
+                if crate::session::ROLE_SETTINGS.contains(&name.as_str()) {
+                    return Err(EngineError::statement(
+                        StatusCode::ReadOnlyParameter,
+                        format!("parameter \"{name}\" cannot be changed"),
+                    ));
+                }
                 if name == "timezone" {
                     session.set_time_zone(&value)?;
                 }

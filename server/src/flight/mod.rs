@@ -6,6 +6,7 @@
 //! prepared statement bound with several parameter rows runs once per row. Results are encoded
 //! batch by batch as they stream out of DataFusion.
 
+mod auth;
 mod state;
 
 use std::pin::Pin;
@@ -129,7 +130,10 @@ impl FlightSqlServer {
         sql: &str,
         request: &Request<T>,
     ) -> Result<(Arc<Session>, Statement, Described), Status> {
-        let session = self.state.session(&self.engine, state::client_key(request));
+        let caller = auth::caller(request)?;
+        let session = self
+            .state
+            .session(&self.engine, state::client_key(request), &caller.role);
         let stmt = self.parse_one(sql)?;
         let described = self
             .engine
@@ -137,6 +141,24 @@ impl FlightSqlServer {
             .await
             .map_err(to_status)?;
         Ok((session, stmt, described))
+    }
+
+    /// The statement `handle` names, if the caller of `request` made it: a ticket or handle
+    /// replayed by another role is refused.
+    fn statement<T>(
+        &self,
+        request: &Request<T>,
+        handle: &[u8],
+    ) -> Result<Arc<CachedStatement>, Status> {
+        let caller = auth::caller(request)?;
+        let entry = self.state.get(handle)?;
+        if entry.session.user() != caller.role.name {
+            return Err(to_status(EngineError::statement(
+                StatusCode::InsufficientPrivilege,
+                "this statement handle belongs to another role",
+            )));
+        }
+        Ok(entry)
     }
 
     fn flight_info(
@@ -327,17 +349,29 @@ impl FlightSqlService for FlightSqlServer {
 
     async fn do_handshake(
         &self,
-        _request: Request<Streaming<HandshakeRequest>>,
+        request: Request<Streaming<HandshakeRequest>>,
     ) -> Result<
         Response<Pin<Box<dyn Stream<Item = Result<HandshakeResponse, Status>> + Send>>>,
         Status,
     > {
-        // No authentication yet: accept every client.
+        // The interceptor checked the basic-auth header and issued a token; the token goes
+        // back in the `authorization` header (what ADBC and pyarrow read) and the payload.
+        let caller = auth::caller(&request)?;
+        let token = caller.issued.unwrap_or_default();
         let out = futures::stream::iter(vec![Ok(HandshakeResponse {
             protocol_version: 0,
-            payload: bytes::Bytes::new(),
+            payload: bytes::Bytes::from(token.clone()),
         })]);
-        Ok(Response::new(Box::pin(out)))
+        let mut response: Response<
+            Pin<Box<dyn Stream<Item = Result<HandshakeResponse, Status>> + Send>>,
+        > = Response::new(Box::pin(out));
+        if !token.is_empty() {
+            let value = format!("Bearer {token}")
+                .parse()
+                .map_err(|_| Status::internal("token is not a valid header value"))?;
+            response.metadata_mut().insert("authorization", value);
+        }
+        Ok(response)
     }
 
     async fn get_flight_info_statement(
@@ -364,12 +398,12 @@ impl FlightSqlService for FlightSqlServer {
     async fn do_get_statement(
         &self,
         ticket: TicketStatementQuery,
-        _request: Request<Ticket>,
+        request: Request<Ticket>,
     ) -> Result<
         Response<<Self as arrow_flight::flight_service_server::FlightService>::DoGetStream>,
         Status,
     > {
-        let entry = self.state.get(&ticket.statement_handle)?;
+        let entry = self.statement(&request, &ticket.statement_handle)?;
         self.run_stream(&entry).await
     }
 
@@ -378,7 +412,7 @@ impl FlightSqlService for FlightSqlServer {
         cmd: CommandPreparedStatementQuery,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let entry = self.state.get(&cmd.prepared_statement_handle)?;
+        let entry = self.statement(&request, &cmd.prepared_statement_handle)?;
         let descriptor = request.into_inner();
         let Some(schema) = entry.described.schema.clone() else {
             self.run_update(&entry).await?;
@@ -391,12 +425,12 @@ impl FlightSqlService for FlightSqlServer {
     async fn do_get_prepared_statement(
         &self,
         cmd: CommandPreparedStatementQuery,
-        _request: Request<Ticket>,
+        request: Request<Ticket>,
     ) -> Result<
         Response<<Self as arrow_flight::flight_service_server::FlightService>::DoGetStream>,
         Status,
     > {
-        let entry = self.state.get(&cmd.prepared_statement_handle)?;
+        let entry = self.statement(&request, &cmd.prepared_statement_handle)?;
         self.run_stream(&entry).await
     }
 
@@ -423,8 +457,9 @@ impl FlightSqlService for FlightSqlServer {
     async fn do_action_close_prepared_statement(
         &self,
         query: ActionClosePreparedStatementRequest,
-        _request: Request<arrow_flight::Action>,
+        request: Request<arrow_flight::Action>,
     ) -> Result<(), Status> {
+        self.statement(&request, &query.prepared_statement_handle)?;
         self.state.remove(&query.prepared_statement_handle);
         Ok(())
     }
@@ -434,7 +469,7 @@ impl FlightSqlService for FlightSqlServer {
         query: CommandPreparedStatementQuery,
         request: Request<PeekableFlightDataStream>,
     ) -> Result<DoPutPreparedStatementResult, Status> {
-        let entry = self.state.get(&query.prepared_statement_handle)?;
+        let entry = self.statement(&request, &query.prepared_statement_handle)?;
         entry.bind(read_param_rows(request).await?);
         Ok(DoPutPreparedStatementResult {
             prepared_statement_handle: Some(query.prepared_statement_handle),
@@ -456,7 +491,7 @@ impl FlightSqlService for FlightSqlServer {
         query: CommandPreparedStatementUpdate,
         request: Request<PeekableFlightDataStream>,
     ) -> Result<i64, Status> {
-        let entry = self.state.get(&query.prepared_statement_handle)?;
+        let entry = self.statement(&request, &query.prepared_statement_handle)?;
         // One execution per bound row; without bound rows, one with the rows bound before.
         let rows = read_param_rows(request).await?;
         if !rows.is_empty() {
@@ -470,6 +505,7 @@ impl FlightSqlService for FlightSqlServer {
         query: CommandGetCatalogs,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
+        auth::caller(&request)?;
         let schema = query.into_builder().schema();
         Self::command_info(&schema, query, request)
     }
@@ -477,8 +513,9 @@ impl FlightSqlService for FlightSqlServer {
     async fn do_get_catalogs(
         &self,
         query: CommandGetCatalogs,
-        _request: Request<Ticket>,
+        request: Request<Ticket>,
     ) -> Result<Response<FlightDataStream>, Status> {
+        auth::caller(&request)?;
         let mut builder = query.into_builder();
         builder.append(CATALOG_NAME);
         let schema = builder.schema();
@@ -493,6 +530,7 @@ impl FlightSqlService for FlightSqlServer {
         query: CommandGetDbSchemas,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
+        auth::caller(&request)?;
         let schema = query.clone().into_builder().schema();
         Self::command_info(&schema, query, request)
     }
@@ -500,8 +538,9 @@ impl FlightSqlService for FlightSqlServer {
     async fn do_get_schemas(
         &self,
         query: CommandGetDbSchemas,
-        _request: Request<Ticket>,
+        request: Request<Ticket>,
     ) -> Result<Response<FlightDataStream>, Status> {
+        auth::caller(&request)?;
         let session = self.engine.new_session();
         let mut builder = query.into_builder();
         if let Some(catalog) = session.ctx().catalog(CATALOG_NAME) {
@@ -521,6 +560,7 @@ impl FlightSqlService for FlightSqlServer {
         query: CommandGetTables,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
+        auth::caller(&request)?;
         let schema = query.clone().into_builder().schema();
         Self::command_info(&schema, query, request)
     }
@@ -528,8 +568,9 @@ impl FlightSqlService for FlightSqlServer {
     async fn do_get_tables(
         &self,
         query: CommandGetTables,
-        _request: Request<Ticket>,
+        request: Request<Ticket>,
     ) -> Result<Response<FlightDataStream>, Status> {
+        auth::caller(&request)?;
         let session = self.engine.new_session();
         let mut builder = query.into_builder();
         if let Some(catalog) = session.ctx().catalog(CATALOG_NAME) {
@@ -572,6 +613,7 @@ impl FlightSqlService for FlightSqlServer {
         query: CommandGetTableTypes,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
+        auth::caller(&request)?;
         let schema = Schema::new(vec![Field::new("table_type", DataType::Utf8, false)]);
         Self::command_info(&schema, query, request)
     }
@@ -579,8 +621,9 @@ impl FlightSqlService for FlightSqlServer {
     async fn do_get_table_types(
         &self,
         _query: CommandGetTableTypes,
-        _request: Request<Ticket>,
+        request: Request<Ticket>,
     ) -> Result<Response<FlightDataStream>, Status> {
+        auth::caller(&request)?;
         let schema: SchemaRef = Arc::new(Schema::new(vec![Field::new(
             "table_type",
             DataType::Utf8,
@@ -603,6 +646,7 @@ impl FlightSqlService for FlightSqlServer {
         query: CommandGetSqlInfo,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
+        auth::caller(&request)?;
         let schema = query.clone().into_builder(&self.sql_info).schema();
         Self::command_info(schema.as_ref(), query, request)
     }
@@ -610,8 +654,9 @@ impl FlightSqlService for FlightSqlServer {
     async fn do_get_sql_info(
         &self,
         query: CommandGetSqlInfo,
-        _request: Request<Ticket>,
+        request: Request<Ticket>,
     ) -> Result<Response<FlightDataStream>, Status> {
+        auth::caller(&request)?;
         let builder = query.into_builder(&self.sql_info);
         let schema = builder.schema();
         Ok(Response::new(Self::encode_batch_stream(
@@ -622,9 +667,10 @@ impl FlightSqlService for FlightSqlServer {
 
     async fn do_get_fallback(
         &self,
-        _request: Request<Ticket>,
+        request: Request<Ticket>,
         message: Any,
     ) -> Result<Response<FlightDataStream>, Status> {
+        auth::caller(&request)?;
         Err(Status::unimplemented(format!(
             "unsupported ticket type {}",
             message.type_url
@@ -638,12 +684,19 @@ impl FlightSqlService for FlightSqlServer {
 pub async fn serve(
     listener: TcpListener,
     engine: Arc<Engine>,
+    policy: crate::auth::Policy,
+    token_ttl: std::time::Duration,
     shutdown: CancellationToken,
 ) -> Result<(), EngineError> {
+    let authenticator = auth::Authenticator::new(policy, Arc::clone(&engine), token_ttl);
     let service = FlightSqlServer::new(engine)?;
     let incoming = tonic::transport::server::TcpIncoming::from(listener);
+    let service = tonic::service::interceptor::InterceptedService::new(
+        FlightServiceServer::new(service).max_decoding_message_size(64 * 1024 * 1024),
+        move |request| authenticator.check(request),
+    );
     tonic::transport::Server::builder()
-        .add_service(FlightServiceServer::new(service).max_decoding_message_size(64 * 1024 * 1024))
+        .add_service(service)
         .serve_with_incoming_shutdown(incoming, async move { shutdown.cancelled().await })
         .await
         .map_err(|e| EngineError::statement(StatusCode::IoError, format!("flight server: {e}")))?;

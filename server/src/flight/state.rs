@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use datafusion::common::ScalarValue;
 use lru::LruCache;
-use prognos_engine::{Described, Engine, Session, Statement};
+use prognos_engine::{Described, Engine, LoginRole, Session, Statement};
 use tonic::{Request, Status};
 
 /// Client sessions kept at most.
@@ -113,13 +113,16 @@ impl FlightState {
         }
     }
 
-    /// The session of client `key` (a new one on its first call).
-    pub(crate) fn session(&self, engine: &Engine, key: String) -> Arc<Session> {
+    /// The session of client `key` running as `role` (a new one on its first call): one
+    /// client's calls as two roles get two sessions.
+    pub(crate) fn session(&self, engine: &Engine, key: String, role: &LoginRole) -> Arc<Session> {
+        let key = format!("{}\u{0}{key}", role.name);
         let mut sessions = lock(&self.sessions);
         if let Some(s) = sessions.get(&key) {
             return Arc::clone(s);
         }
         let s = Arc::new(engine.new_session());
+        s.set_user(&role.name, role.superuser);
         sessions.put(key, Arc::clone(&s));
         s
     }

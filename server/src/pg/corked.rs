@@ -151,6 +151,14 @@ impl<C: ClientInfo> ClientInfo for Corked<'_, C> {
     fn session_extensions(&self) -> &SessionExtensions {
         self.inner.session_extensions()
     }
+    fn sni_server_name(&self) -> Option<&str> {
+        self.inner.sni_server_name()
+    }
+    fn client_certificates<'a>(
+        &self,
+    ) -> Option<&[pgwire::tokio::tokio_rustls::rustls::pki_types::CertificateDer<'a>]> {
+        self.inner.client_certificates()
+    }
 }
 
 impl<C: ClientPortalStore> ClientPortalStore for Corked<'_, C> {

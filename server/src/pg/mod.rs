@@ -8,6 +8,7 @@ mod copy_out;
 mod corked;
 mod encode;
 mod params;
+mod startup;
 mod types;
 
 use std::collections::HashMap;
@@ -16,10 +17,7 @@ use std::sync::{Arc, LazyLock, Mutex, Weak};
 
 use async_trait::async_trait;
 use futures::{Sink, SinkExt, StreamExt, stream};
-use pgwire::api::auth::{
-    ServerParameterProvider, StartupHandler, finish_authentication, protocol_negotiation,
-    save_startup_parameters_to_metadata,
-};
+use pgwire::api::auth::StartupHandler;
 use pgwire::api::cancel::CancelHandler;
 use pgwire::api::copy::CopyHandler;
 use pgwire::api::portal::{Format, Portal};
@@ -29,11 +27,11 @@ use pgwire::api::stmt::QueryParser;
 use pgwire::api::stmt::StoredStatement;
 use pgwire::api::store::{Entry, PortalStore};
 use pgwire::api::{
-    ClientInfo, ErrorHandler, PgWireServerHandlers, PidSecretKeyGenerator,
-    RandomPidSecretKeyGenerator, Type,
+    ClientInfo, ErrorHandler, PgWireServerHandlers, RandomPidSecretKeyGenerator, Type,
 };
 use pgwire::api::{ClientPortalStore, DEFAULT_NAME};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use pgwire::messages::PgWireBackendMessage;
 use pgwire::messages::cancel::CancelRequest;
 use pgwire::messages::copy::{CopyData, CopyDone, CopyFail};
 use pgwire::messages::extendedquery::{
@@ -42,7 +40,6 @@ use pgwire::messages::extendedquery::{
 };
 use pgwire::messages::response::ReadyForQuery;
 use pgwire::messages::simplequery::Query;
-use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -81,8 +78,41 @@ impl CancelRegistry {
 static PID_GENERATOR: LazyLock<RandomPidSecretKeyGenerator> =
     LazyLock::new(RandomPidSecretKeyGenerator::default);
 
+/// How the pgwire frontend admits connections.
+pub struct PgSecurity {
+    auth: Arc<startup::PgAuth>,
+    tls: Option<pgwire::tokio::TlsAcceptor>,
+}
+
+impl std::fmt::Debug for PgSecurity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgSecurity")
+            .field("tls", &self.tls.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl PgSecurity {
+    /// Authentication by `policy` against `engine`'s roles, and TLS with `tls` when given.
+    pub fn new(
+        policy: crate::auth::Policy,
+        engine: &Arc<Engine>,
+        tls: Option<Arc<pgwire::tokio::tokio_rustls::rustls::ServerConfig>>,
+    ) -> Self {
+        Self {
+            auth: Arc::new(startup::PgAuth::new(policy, Arc::clone(engine))),
+            tls: tls.map(pgwire::tokio::TlsAcceptor::from),
+        }
+    }
+}
+
 /// Accept connections on `listener` until `shutdown` fires.
-pub async fn serve(listener: TcpListener, engine: Arc<Engine>, shutdown: CancellationToken) {
+pub async fn serve(
+    listener: TcpListener,
+    engine: Arc<Engine>,
+    security: PgSecurity,
+    shutdown: CancellationToken,
+) {
     let registry = Arc::new(CancelRegistry::default());
     loop {
         let accepted = tokio::select! {
@@ -97,10 +127,15 @@ pub async fn serve(listener: TcpListener, engine: Arc<Engine>, shutdown: Cancell
             }
         };
         let _ = socket.set_nodelay(true);
-        let handlers = Connection::new(Arc::clone(&engine), Arc::clone(&registry));
+        let handlers = Connection::new(
+            Arc::clone(&engine),
+            Arc::clone(&registry),
+            Arc::clone(&security.auth),
+        );
+        let tls = security.tls.clone();
         tokio::spawn(async move {
             debug!(%peer, "pg connection");
-            if let Err(e) = pgwire::tokio::process_socket(socket, None, handlers).await {
+            if let Err(e) = pgwire::tokio::process_socket(socket, tls, handlers).await {
                 debug!(%peer, error = %e, "pg connection ended with error");
             }
         });
@@ -114,7 +149,7 @@ struct Connection {
 }
 
 impl Connection {
-    fn new(engine: Arc<Engine>, registry: Arc<CancelRegistry>) -> Self {
+    fn new(engine: Arc<Engine>, registry: Arc<CancelRegistry>, auth: Arc<startup::PgAuth>) -> Self {
         let session = Arc::new(engine.new_session());
         let parser = Arc::new(PgQueryParser {
             engine: Arc::clone(&engine),
@@ -125,6 +160,7 @@ impl Connection {
                 engine,
                 session,
                 registry,
+                auth,
                 parser,
                 key: Mutex::new(None),
                 pending_copy: Mutex::new(None),
@@ -160,6 +196,7 @@ struct Handler {
     engine: Arc<Engine>,
     session: Arc<Session>,
     registry: Arc<CancelRegistry>,
+    auth: Arc<startup::PgAuth>,
     parser: Arc<PgQueryParser>,
     key: Mutex<Option<(i32, Vec<u8>)>>,
     /// `COPY … FROM STDIN` in progress: its target and the bytes received so far.
@@ -186,76 +223,6 @@ fn error_info(e: &EngineError) -> ErrorInfo {
         e.status().sqlstate().to_string(),
         e.to_string(),
     )
-}
-
-struct ParameterProvider;
-
-impl ServerParameterProvider for ParameterProvider {
-    fn server_parameters<C>(&self, client: &C) -> Option<HashMap<String, String>>
-    where
-        C: ClientInfo,
-    {
-        let md = client.metadata();
-        let mut p = HashMap::new();
-        p.insert(
-            "server_version".into(),
-            prognos_udfs::PG_SERVER_VERSION.into(),
-        );
-        p.insert("server_encoding".into(), "UTF8".into());
-        p.insert("client_encoding".into(), "UTF8".into());
-        p.insert("DateStyle".into(), "ISO, MDY".into());
-        p.insert("TimeZone".into(), "UTC".into());
-        p.insert("IntervalStyle".into(), "postgres".into());
-        p.insert("integer_datetimes".into(), "on".into());
-        p.insert("standard_conforming_strings".into(), "on".into());
-        p.insert("is_superuser".into(), "on".into());
-        p.insert("default_transaction_read_only".into(), "off".into());
-        p.insert("in_hot_standby".into(), "off".into());
-        p.insert(
-            "application_name".into(),
-            md.get("application_name").cloned().unwrap_or_default(),
-        );
-        if let Some(user) = md.get("user") {
-            p.insert("session_authorization".into(), user.clone());
-        }
-        Some(p)
-    }
-}
-
-#[async_trait]
-impl StartupHandler for Handler {
-    async fn on_startup<C>(
-        &self,
-        client: &mut C,
-        message: PgWireFrontendMessage,
-    ) -> PgWireResult<()>
-    where
-        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
-        C::Error: Debug,
-        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
-    {
-        if let PgWireFrontendMessage::Startup(ref startup) = message {
-            protocol_negotiation(client, startup).await?;
-            save_startup_parameters_to_metadata(client, startup);
-            let (pid, secret) = PID_GENERATOR.generate(client);
-            client.set_pid_and_secret_key(pid, secret.clone());
-            let key = (pid, secret.to_bytes().to_vec());
-            self.registry.register(key.clone(), &self.session);
-            *self.key.lock().unwrap_or_else(|p| p.into_inner()) = Some(key);
-            for (k, v) in client.metadata() {
-                match k.as_str() {
-                    "application_name" => self.session.set_setting("application_name", v),
-                    "TimeZone" | "timezone" if self.session.set_time_zone(v).is_ok() => {
-                        self.session.set_setting("timezone", v);
-                    }
-                    "search_path" => self.session.set_setting("search_path", v),
-                    _ => {}
-                }
-            }
-            finish_authentication(client, &ParameterProvider).await?;
-        }
-        Ok(())
-    }
 }
 
 #[async_trait]

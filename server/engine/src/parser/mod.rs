@@ -7,6 +7,7 @@
 //!
 //! * model statements (`CREATE [OR REPLACE] MODEL`, `DROP MODEL`, `SHOW MODELS`,
 //!   `DESCRIBE MODEL`, `EXPORT MODEL`), parsed by [`crate::model_sql`] with the `AS` query kept as a tree;
+//! * role statements (`CREATE / ALTER / DROP ROLE | USER`), parsed by [`crate::role_sql`];
 //! * PostgreSQL's `COPY … TO 'file' [WITH] (FORMAT parquet, HEADER, …)`, read into DataFusion's
 //!   `COPY … TO` statement ([`copy_options`]);
 //! * PostgreSQL's `COPY … FROM STDIN` / `TO STDOUT`, which DataFusion's parser refuses.
@@ -28,6 +29,7 @@ pub use dialect::PrognosDialect;
 
 use crate::error::{EngineError, EngineResult};
 use crate::model_sql::{self, ModelStatement};
+use crate::role_sql::{self, RoleStatement};
 
 /// A statement as parsed, before the engine's rewrites.
 #[derive(Debug, Clone)]
@@ -36,6 +38,8 @@ pub enum Parsed {
     Sql(DFStatement),
     /// A model statement.
     Model(ModelStatement),
+    /// A role statement.
+    Role(RoleStatement),
 }
 
 /// One statement of a script with its source text.
@@ -154,6 +158,9 @@ fn parse_statement(parser: &mut DFParser<'_>, sql: &str) -> EngineResult<Parsed>
     let words = peek_words(parser, 4);
     if starts_model_statement(&words) {
         return model_sql::parse(&mut parser.parser, sql).map(Parsed::Model);
+    }
+    if role_sql::starts_role_statement(|i, s| words.get(i).is_some_and(|t| is_word(t, s))) {
+        return role_sql::parse(&mut parser.parser).map(Parsed::Role);
     }
     if words
         .first()

@@ -1,0 +1,90 @@
+"""Authentication through the Python clients: psycopg (SCRAM-SHA-256 over pgwire) and Flight SQL
+(basic-auth handshake → bearer token) through pyarrow and the ADBC driver, against a server that
+requires passwords."""
+
+import adbc_driver_flightsql.dbapi as adbc
+import psycopg
+import pyarrow.flight as flight
+import pytest
+
+from conftest import Server
+
+BOOT = "boot secret"
+
+
+@pytest.fixture(scope="module")
+def secured():
+    s = Server(demo=True, env={"PROGNOS_PASSWORD": BOOT, "PROGNOS__TOKEN_TTL_S": "2"})
+    with psycopg.connect(s.dsn + f" password='{BOOT}'", autocommit=True) as c:
+        c.execute("CREATE USER analyst WITH PASSWORD 'analyst pw'")
+    yield s
+    s.close()
+
+
+def test_psycopg_logs_in_with_scram(secured):
+    with psycopg.connect(secured.dsn.replace("user=prognos", "user=analyst")
+                         + " password='analyst pw'") as c:
+        assert c.execute("SELECT current_user").fetchone() == ("analyst",)
+        assert c.info.parameter_status("is_superuser") == "off"
+    with pytest.raises(psycopg.OperationalError) as e:
+        psycopg.connect(secured.dsn + " password='nope'")
+    # libpq reports a failed connection without its SQLSTATE (tests/tests/auth.rs checks the
+    # codes through tokio-postgres); the server's FATAL message reaches the client.
+    assert 'password authentication failed for user "prognos"' in str(e.value)
+    with pytest.raises(psycopg.OperationalError) as e:
+        psycopg.connect(secured.dsn.replace("user=prognos", "user=ghost") + " password='x'")
+    assert 'role "ghost" does not exist' in str(e.value)
+    assert secured.alive()
+
+
+def adbc_connect(server, user=None, password=None):
+    kwargs = {}
+    if user is not None:
+        kwargs = {"username": user, "password": password}
+    return adbc.connect(server.flight_uri, db_kwargs=kwargs, autocommit=True)
+
+
+def test_flight_sql_needs_a_handshake_and_runs_as_its_role(secured):
+    with pytest.raises(Exception) as e:
+        with adbc_connect(secured) as c, c.cursor() as cur:
+            cur.execute("SELECT 1")
+    assert "UNAUTHENTICATED" in str(e.value) or "Unauthenticated" in str(e.value)
+    with pytest.raises(Exception) as e:
+        with adbc_connect(secured, "analyst", "wrong") as c, c.cursor() as cur:
+            cur.execute("SELECT 1")
+    assert "password authentication failed" in str(e.value)
+
+    with adbc_connect(secured, "analyst", "analyst pw") as c, c.cursor() as cur:
+        cur.execute("SELECT current_user AS u, count(*) AS n FROM customers")
+        row = cur.fetchone()
+        assert row[0] == "analyst" and row[1] > 0
+
+
+def test_flight_role_statement_is_refused_for_a_plain_role(secured):
+    with adbc_connect(secured, "analyst", "analyst pw") as c, c.cursor() as cur:
+        with pytest.raises(Exception) as e:
+            cur.execute("CREATE ROLE x")
+        assert "permission denied" in str(e.value)
+
+
+def test_pyarrow_bearer_tokens_expire_and_are_bound_to_their_role(secured):
+    import time
+
+    client = flight.FlightClient(secured.flight_uri)
+    with pytest.raises(flight.FlightUnauthenticatedError):
+        client.authenticate_basic_token(b"analyst", b"bad")
+    key, value = client.authenticate_basic_token(b"analyst", b"analyst pw")
+    assert key == b"authorization" and value.startswith(b"Bearer ")
+    options = flight.FlightCallOptions(headers=[(key, value)])
+    list(client.list_actions(options))  # any call with the token is let through
+    with pytest.raises(flight.FlightUnauthenticatedError):
+        client.authenticate_basic_token(b"ghost", b"x")
+    with pytest.raises(flight.FlightUnauthenticatedError):
+        list(client.list_actions(flight.FlightCallOptions(headers=[(b"authorization", b"Bearer forged")])))
+    time.sleep(2.5)  # PROGNOS__TOKEN_TTL_S = 2
+    with pytest.raises(flight.FlightUnauthenticatedError) as e:
+        list(client.list_actions(options))
+    assert "expired" in str(e.value)
+    with adbc_connect(secured, "analyst", "analyst pw") as c, c.cursor() as cur:
+        cur.execute("SELECT 1")
+        assert cur.fetchone() == (1,)
