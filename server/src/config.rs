@@ -21,12 +21,13 @@
 //! | `superuser_password` | string | `PROGNOS_PASSWORD` | its first password |
 //! | `tls.cert_file`, `tls.key_file` | paths (PEM) | unset (no TLS) | TLS for pgwire and Flight SQL |
 //! | `token_ttl_s` | int | `3600` | lifetime of a Flight SQL bearer token |
+//! | `server_files.allow` | paths | `[]` | folders besides `<data_dir>/files` where every role may name files |
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use prognos_engine::config::{Bootstrap, DEFAULT_SUPERUSER, OpenOptions, Secret};
-pub use prognos_engine::config::{EngineConfig, ModelsConfig, StorageConfig};
+pub use prognos_engine::config::{EngineConfig, ModelsConfig, ServerFilesConfig, StorageConfig};
 use prognos_storage::stores::S3Settings;
 use serde::{Deserialize, Serialize};
 
@@ -62,6 +63,8 @@ pub struct Config {
     pub tls: Option<TlsConfig>,
     /// How long a Flight SQL bearer token stays valid, in seconds.
     pub token_ttl_s: u64,
+    /// Where roles other than superusers may name local files.
+    pub server_files: ServerFilesConfig,
 }
 
 /// How clients authenticate.
@@ -118,6 +121,7 @@ impl Default for Config {
             superuser_password: None,
             tls: None,
             token_ttl_s: 3600,
+            server_files: ServerFilesConfig::default(),
         }
     }
 }
@@ -152,6 +156,7 @@ impl Config {
                 name: self.superuser.clone(),
                 password: self.superuser_password.clone(),
             },
+            server_files: self.server_files.clone(),
         }
     }
 

@@ -20,7 +20,7 @@ async fn tables_survive_restart() {
         )
         .await
         .expect("setup");
-        let csv = server.data_dir.join("ext.csv");
+        let csv = server.data_dir.join("files").join("ext.csv");
         std::fs::write(&csv, "k,v\n1,10\n2,20\n3,30\n").expect("csv");
         c.batch_execute(&format!(
             "CREATE EXTERNAL TABLE ext STORED AS CSV LOCATION '{}' OPTIONS ('format.has_header' 'true')",
@@ -30,7 +30,7 @@ async fn tables_survive_restart() {
         .expect("external");
         c.batch_execute("CREATE EXTERNAL TABLE ext_rel STORED AS CSV LOCATION 'ext.csv' OPTIONS ('format.has_header' 'true')")
             .await
-            .expect("external relative to data dir");
+            .expect("external relative to the data dir's files/");
     }
     server.restart();
     let c = server.connect().await;

@@ -157,11 +157,11 @@ fn sql_examples_run() {
             );
         }
     }
-    // The export of 02_tables_and_files.sql landed inside the data dir.
+    // The export of 02_tables_and_files.sql landed in the data dir's files/ folder.
     assert!(
         server
             .data_dir
-            .join("exports/weekly_sales.parquet")
+            .join("files/exports/weekly_sales.parquet")
             .exists()
     );
 }

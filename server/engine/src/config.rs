@@ -23,6 +23,17 @@ pub struct OpenOptions {
     pub models: ModelsConfig,
     /// The superuser made when the data dir has no role of that name.
     pub bootstrap: Bootstrap,
+    /// Where roles other than superusers may name local files.
+    pub server_files: ServerFilesConfig,
+}
+
+/// Folders (besides the data dir's `files/`) where every role may read and write files that
+/// statements name (`COPY … TO`, external tables, `CREATE MODEL … FROM`, `EXPORT MODEL … TO`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerFilesConfig {
+    /// Absolute folders.
+    pub allow: Vec<PathBuf>,
 }
 
 /// The bootstrap superuser: created at start when missing, and given `password` when it has
@@ -81,6 +92,7 @@ impl OpenOptions {
             s3: S3Settings::default(),
             models: ModelsConfig::default(),
             bootstrap: Bootstrap::default(),
+            server_files: ServerFilesConfig::default(),
         }
     }
 }

@@ -23,6 +23,7 @@ mod point;
 mod rename;
 pub mod role_sql;
 mod roles;
+pub mod server_files;
 
 pub use roles::{LoginRole, password_failed};
 mod session;
@@ -170,6 +171,8 @@ pub struct Engine {
     roles: Arc<prognos_catalog::RoleStore>,
     /// The bootstrap superuser's name (the role of the engine's own sessions).
     bootstrap_superuser: String,
+    /// Where roles may name local files.
+    files: server_files::ServerFiles,
 }
 
 impl std::fmt::Debug for Engine {
@@ -193,6 +196,7 @@ impl Engine {
             .map_err(|e| EngineError::statement(StatusCode::IoError, format!("data dir: {e}")))?;
         let catalog = Arc::new(PersistentCatalog::open(&data_dir)?);
         let roles = Arc::new(prognos_catalog::RoleStore::open(&data_dir)?);
+        let files = server_files::ServerFiles::new(&data_dir, &config.server_files.allow)?;
 
         let mut runtime = RuntimeEnvBuilder::new()
             .with_object_store_registry(Arc::new(StoreRegistry::new(config.s3.clone())));
@@ -325,6 +329,7 @@ impl Engine {
             models_config: config.models.clone(),
             roles,
             bootstrap_superuser: config.bootstrap.name.clone(),
+            files,
         });
         engine.bootstrap_roles(&config.bootstrap)?;
         transaction::commit::recover(&engine).await?;

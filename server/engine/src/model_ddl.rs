@@ -139,7 +139,7 @@ pub(super) async fn execute(
             version,
             target,
         } => {
-            let size = crate::model_export::export(engine, name, *version, target).await?;
+            let size = crate::model_export::export(engine, session, name, *version, target).await?;
             session.notice(format!(
                 "model \"{name}\" written to {target} as ONNX ({size} bytes)"
             ));

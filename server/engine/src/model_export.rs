@@ -11,6 +11,8 @@ use prognos_catalog::CatalogError;
 use crate::Engine;
 use crate::error::{EngineError, EngineResult, StatusCode};
 use crate::model_files::{FileLocation, locate};
+use crate::server_files::Access;
+use crate::session::Session;
 
 fn unwritable(target: &str, e: impl std::fmt::Display) -> EngineError {
     EngineError::statement(
@@ -22,6 +24,7 @@ fn unwritable(target: &str, e: impl std::fmt::Display) -> EngineError {
 /// Export `name` (its current version, or `version`) to `target`; returns the bytes written.
 pub(crate) async fn export(
     engine: &Engine,
+    session: &Session,
     name: &str,
     version: Option<u32>,
     target: &str,
@@ -32,7 +35,9 @@ pub(crate) async fn export(
     };
     let bytes = artifact.to_onnx().map_err(CatalogError::Model)?;
     let size = bytes.len();
-    match locate(engine, target).map_err(|e| unwritable(target, e))? {
+    match locate(engine, session, target, Access::Write, |e| {
+        unwritable(target, e)
+    })? {
         FileLocation::Store(store, path) => {
             store
                 .put(&path, PutPayload::from(bytes))

@@ -23,6 +23,7 @@ use tokio::io::AsyncWriteExt;
 
 use crate::error::{EngineError, EngineResult, StatusCode};
 use crate::model_files::{FileLocation, locate};
+use crate::server_files::Access;
 use crate::{Engine, Session};
 
 /// Name of an imported ONNX graph inside its version's directory.
@@ -119,13 +120,16 @@ fn external_names(source: &str, graph: &std::path::Path) -> EngineResult<Externa
 
 /// Put the graph `source` names on local disk with its external-data files, within the
 /// size limit (which counts them all).
-async fn stage(engine: &Engine, source: &str) -> EngineResult<Staged> {
+async fn stage(engine: &Engine, session: &Session, source: &str) -> EngineResult<Staged> {
     let mut budget = Budget {
         used: 0,
         limit_mb: engine.models_config.max_import_mb,
         source,
     };
-    let (store, path) = match locate(engine, source).map_err(|e| unreadable(source, e))? {
+    let located = locate(engine, session, source, Access::Read, |e| {
+        unreadable(source, e)
+    })?;
+    let (store, path) = match located {
         FileLocation::Store(store, path) => (store, path),
         FileLocation::Local(path) => {
             let size = |p: &std::path::Path, what: &str| -> EngineResult<u64> {
@@ -218,7 +222,7 @@ pub(crate) async fn import(
     options: &BTreeMap<String, String>,
     replace: bool,
 ) -> EngineResult<(u32, String)> {
-    let staged = stage(engine, source).await?;
+    let staged = stage(engine, session, source).await?;
     let path = staged.graph.clone();
     let external = staged.external.clone();
     let opts = options.clone();

@@ -27,6 +27,7 @@ use prognos_storage::manifest::TableStore;
 
 use super::{CATALOG_NAME, CachedPlan, DEFAULT_SCHEMA, Described, Engine, Output, Session};
 use crate::error::{EngineError, EngineResult, StatusCode};
+use crate::server_files::Access;
 use crate::session::DEVICE_SETTING;
 use crate::transaction::Change;
 
@@ -861,7 +862,7 @@ async fn run_plan(
             })
         }
         LogicalPlan::Copy(mut c) => {
-            c.output_url = resolve_location(engine, &c.output_url);
+            c.output_url = resolve_location(engine, session, &c.output_url, Access::Write)?;
             let rows = run_for_count(ctx, LogicalPlan::Copy(c)).await?;
             Ok(Output::Command {
                 tag: "COPY".into(),
@@ -1203,12 +1204,25 @@ async fn create_managed(
 
 /// Relative local locations are resolved against the data dir (as Postgres resolves server-side
 /// file names against its data directory).
-fn resolve_location(engine: &Engine, location: &str) -> String {
-    if location.contains("://") || std::path::Path::new(location).is_absolute() {
-        location.to_string()
-    } else {
-        engine.data_dir.join(location).display().to_string()
+/// The location a statement names, checked against the server-file rules when it is local
+/// (`server_files`); a trailing `/` (a folder of files) is kept.
+fn resolve_location(
+    engine: &Engine,
+    session: &Session,
+    location: &str,
+    access: Access,
+) -> EngineResult<String> {
+    let Some(path) = engine.files.local_path(location)? else {
+        return Ok(location.to_string());
+    };
+    let checked = engine
+        .files
+        .check(&path, access, engine.is_superuser(session))?;
+    let mut out = checked.display().to_string();
+    if location.ends_with('/') && !out.ends_with('/') {
+        out.push('/');
     }
+    Ok(out)
 }
 
 async fn create_external(
@@ -1223,8 +1237,8 @@ async fn create_external(
     c.locations = c
         .locations
         .iter()
-        .map(|l| resolve_location(engine, l))
-        .collect();
+        .map(|l| resolve_location(engine, session, l, Access::Read))
+        .collect::<EngineResult<_>>()?;
     let temporary = c.temporary;
     let or_replace = c.or_replace;
     if persist {
