@@ -55,6 +55,7 @@ pub async fn run(
     let policy = auth::Policy::resolve(&config, &[config.pg.listen, config.flight.listen])?;
     info!("{}", policy.describe(&config));
     let pg_tls = config.tls.as_ref().map(tls::pg_server_config).transpose()?;
+    let flight_tls = config.tls.as_ref().map(tls::pem_pair).transpose()?;
     let engine = Engine::open(&config.engine_options()).await?;
     if policy == auth::Policy::Password && !engine.any_password() {
         return Err(EngineError::statement(
@@ -94,6 +95,7 @@ pub async fn run(
         Arc::clone(&engine),
         policy,
         std::time::Duration::from_secs(config.token_ttl_s.max(1)),
+        flight_tls,
         shutdown.clone(),
     ));
     let http_task = tokio::spawn(http::serve(http, shutdown.clone()));

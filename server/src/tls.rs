@@ -1,7 +1,7 @@
 //! TLS for the data frontends: the certificate chain and key of `[tls]` (PEM files), loaded
-//! once at start into a rustls server configuration (ring as the crypto provider, as for the
-//! rest of the tree). pgwire answers a client's `SSLRequest` with it (psql `sslmode=require`,
-//! `verify-full`; pgjdbc `ssl=true`).
+//! once at start (ring as the crypto provider, as for the rest of the tree). pgwire answers a
+//! client's `SSLRequest` with it (psql `sslmode=require`, `verify-full`; pgjdbc `ssl=true`);
+//! Flight SQL serves gRPC over TLS only (`grpc+tls://`).
 
 use std::sync::Arc;
 

@@ -88,3 +88,49 @@ def test_pyarrow_bearer_tokens_expire_and_are_bound_to_their_role(secured):
     with adbc_connect(secured, "analyst", "analyst pw") as c, c.cursor() as cur:
         cur.execute("SELECT 1")
         assert cur.fetchone() == (1,)
+
+
+def make_certificates(d):
+    """A CA and a server certificate for localhost / 127.0.0.1 signed by it (openssl)."""
+    import subprocess
+
+    def run(*args):
+        subprocess.run(["openssl", *args], cwd=d, check=True, capture_output=True)
+
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=test ca",
+        "-keyout", "ca.key", "-out", "ca.pem")
+    run("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost",
+        "-keyout", "server.key", "-out", "server.csr")
+    (d / "san.ext").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
+    run("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+        "-CAcreateserial", "-days", "2", "-extfile", "san.ext", "-out", "server.pem")
+    return d / "ca.pem", d / "server.pem", d / "server.key"
+
+
+def test_flight_sql_and_psycopg_over_tls(tmp_path):
+    ca, cert, key = make_certificates(tmp_path)
+    s = Server(env={"PROGNOS_PASSWORD": BOOT, "PROGNOS__TLS__CERT_FILE": str(cert),
+                    "PROGNOS__TLS__KEY_FILE": str(key)})
+    try:
+        port = s.flight.rsplit(":", 1)[1]
+        uri = f"grpc+tls://localhost:{port}"
+        client = flight.FlightClient(uri, tls_root_certs=ca.read_bytes())
+        token = client.authenticate_basic_token(b"prognos", BOOT.encode())
+        assert token[1].startswith(b"Bearer ")
+        with adbc.connect(uri, db_kwargs={
+                "username": "prognos", "password": BOOT,
+                "adbc.flight.sql.client_option.tls_root_certs": ca.read_text()},
+                autocommit=True) as c, c.cursor() as cur:
+            cur.execute("SELECT 6 * 7")
+            assert cur.fetchone() == (42,)
+        # Plain gRPC is not served on a TLS port.
+        plain = flight.FlightClient(f"grpc://localhost:{port}")
+        with pytest.raises(flight.FlightError):
+            plain.authenticate_basic_token(b"prognos", BOOT.encode())
+        dsn = (f"host=localhost port={s.pg_port} user=prognos dbname=prognos password='{BOOT}' "
+               f"sslmode=verify-full sslrootcert={ca}")
+        with psycopg.connect(dsn) as c:
+            assert c.info.pgconn.ssl_in_use
+            assert c.execute("SELECT current_user").fetchone() == ("prognos",)
+    finally:
+        s.close()

@@ -686,6 +686,7 @@ pub async fn serve(
     engine: Arc<Engine>,
     policy: crate::auth::Policy,
     token_ttl: std::time::Duration,
+    tls: Option<(Vec<u8>, Vec<u8>)>,
     shutdown: CancellationToken,
 ) -> Result<(), EngineError> {
     let authenticator = auth::Authenticator::new(policy, Arc::clone(&engine), token_ttl);
@@ -695,7 +696,16 @@ pub async fn serve(
         FlightServiceServer::new(service).max_decoding_message_size(64 * 1024 * 1024),
         move |request| authenticator.check(request),
     );
-    tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some((cert, key)) = tls {
+        let identity = tonic::transport::Identity::from_pem(cert, key);
+        builder = builder
+            .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
+            .map_err(|e| {
+                EngineError::statement(StatusCode::ConfigFileError, format!("flight tls: {e}"))
+            })?;
+    }
+    builder
         .add_service(service)
         .serve_with_incoming_shutdown(incoming, async move { shutdown.cancelled().await })
         .await
