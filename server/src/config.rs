@@ -11,6 +11,8 @@
 //! | `engine.target_partitions` | int | CPU count | DataFusion parallelism |
 //! | `engine.batch_size` | int | `8192` | rows per Arrow batch |
 //! | `engine.memory_limit_mb` | int | `0` (none) | query memory pool size (fair spill pool) |
+//! | `engine.statement_timeout_ms` | int | `0` (none) | every session's default `statement_timeout` |
+//! | `max_connections` | int | `100` | pgwire connections at once (`53300` beyond) |
 //! | `storage.tables_url` | URL | unset (data dir) | object-store location of new managed tables |
 //! | `storage.models_url` | URL | `storage.tables_url` | object-store location of new model artifacts |
 //! | `s3.endpoint` … `s3.allow_http` | see `S3Settings` | unset | S3 / S3-compatible access |
@@ -65,6 +67,8 @@ pub struct Config {
     pub token_ttl_s: u64,
     /// Where roles other than superusers may name local files.
     pub server_files: ServerFilesConfig,
+    /// pgwire connections served at once; the next is refused with `53300`.
+    pub max_connections: usize,
 }
 
 /// How clients authenticate.
@@ -122,6 +126,7 @@ impl Default for Config {
             tls: None,
             token_ttl_s: 3600,
             server_files: ServerFilesConfig::default(),
+            max_connections: 100,
         }
     }
 }

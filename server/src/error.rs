@@ -51,6 +51,7 @@ impl WireStatus for StatusCode {
             StatusCode::ObjectInUse => "55006",
             StatusCode::ReservedName => "42939",
             StatusCode::ReadOnlyParameter => "55P02",
+            StatusCode::TooManyConnections => "53300",
             StatusCode::Internal => "XX000",
         }
     }
@@ -80,9 +81,9 @@ impl WireStatus for StatusCode {
             StatusCode::DuplicateTable => tonic::Code::AlreadyExists,
             StatusCode::FeatureNotSupported => tonic::Code::Unimplemented,
             StatusCode::QueryCanceled => tonic::Code::Cancelled,
-            StatusCode::OutOfMemory | StatusCode::ProgramLimitExceeded => {
-                tonic::Code::ResourceExhausted
-            }
+            StatusCode::OutOfMemory
+            | StatusCode::ProgramLimitExceeded
+            | StatusCode::TooManyConnections => tonic::Code::ResourceExhausted,
             StatusCode::IoError | StatusCode::ConfigFileError => tonic::Code::Unavailable,
             StatusCode::InFailedTransaction
             | StatusCode::NoActiveTransaction
@@ -131,6 +132,7 @@ mod tests {
             (StatusCode::ObjectInUse, "55006"),
             (StatusCode::ReservedName, "42939"),
             (StatusCode::ReadOnlyParameter, "55P02"),
+            (StatusCode::TooManyConnections, "53300"),
             (StatusCode::Internal, "XX000"),
         ];
         for (code, state) in table {

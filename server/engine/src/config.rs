@@ -140,6 +140,8 @@ pub struct EngineConfig {
     pub batch_size: usize,
     /// Memory pool for query execution in MiB (0 = unbounded).
     pub memory_limit_mb: usize,
+    /// Every session's default `statement_timeout`, in milliseconds (0 = none).
+    pub statement_timeout_ms: u64,
 }
 
 impl Default for EngineConfig {
@@ -148,6 +150,7 @@ impl Default for EngineConfig {
             target_partitions: 0,
             batch_size: 8192,
             memory_limit_mb: 0,
+            statement_timeout_ms: 0,
         }
     }
 }

@@ -80,6 +80,8 @@ pub enum StatusCode {
     ReservedName,
     /// A run-time parameter that `SET` cannot change (`is_superuser`).
     ReadOnlyParameter,
+    /// The server serves `max_connections` connections already.
+    TooManyConnections,
     /// An internal error; a bug.
     Internal,
 }
@@ -107,9 +109,9 @@ pub enum EngineError {
         /// Message for the client.
         message: String,
     },
-    /// The client cancelled the query.
-    #[error("canceling statement due to user request")]
-    Cancelled,
+    /// The client cancelled the statement, or its `statement_timeout` ran out.
+    #[error("{}", .0.message())]
+    Cancelled(crate::streams::CancelReason),
 }
 
 /// Result alias for engine operations.
@@ -132,7 +134,7 @@ impl EngineError {
             EngineError::Catalog(e) => classify_catalog(e),
             EngineError::Storage(s) => classify_storage(s),
             EngineError::Statement { code, .. } => *code,
-            EngineError::Cancelled => StatusCode::QueryCanceled,
+            EngineError::Cancelled(_) => StatusCode::QueryCanceled,
         }
     }
 }

@@ -173,6 +173,8 @@ pub struct Engine {
     bootstrap_superuser: String,
     /// Where roles may name local files.
     files: server_files::ServerFiles,
+    /// Settings whose default the configuration gives (`statement_timeout`).
+    session_defaults: Vec<(String, String)>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -330,6 +332,10 @@ impl Engine {
             roles,
             bootstrap_superuser: config.bootstrap.name.clone(),
             files,
+            session_defaults: vec![(
+                "statement_timeout".to_string(),
+                config.engine.statement_timeout_ms.to_string(),
+            )],
         });
         engine.bootstrap_roles(&config.bootstrap)?;
         transaction::commit::recover(&engine).await?;
@@ -360,6 +366,7 @@ impl Engine {
             txn,
             &self.bootstrap_superuser,
             true,
+            &self.session_defaults,
         )
     }
 

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
+use crate::streams::{CancelReason, StatementCancel};
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, StringBuilder};
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::{Result as DfResult, ScalarValue};
@@ -12,7 +13,6 @@ use datafusion::logical_expr::{
     ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
 };
 use datafusion::prelude::SessionContext;
-use tokio_util::sync::CancellationToken;
 
 use prognos_models::onnx::device::DeviceRequest;
 
@@ -66,7 +66,11 @@ pub struct Session {
     settings: Settings,
     /// The role the session runs as (`session_user`).
     user: User,
-    cancel: Mutex<CancellationToken>,
+    cancel: Mutex<StatementCancel>,
+    /// The timer that cancels the running statement at its `statement_timeout`.
+    timeout: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Settings whose default is the server's, not PostgreSQL's (`statement_timeout`).
+    server_defaults: Vec<(String, String)>,
     /// The registry generation and the `prognos.device` the model functions registered in
     /// `ctx` were made for.
     model_functions: Mutex<(u64, Option<DeviceRequest>)>,
@@ -111,6 +115,14 @@ impl std::fmt::Debug for Session {
 impl Drop for Session {
     /// A connection that closes inside a transaction block discards the block's writes.
     fn drop(&mut self) {
+        if let Some(timer) = self
+            .timeout
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
+            timer.abort();
+        }
         if let Some(block) = self.txn.take() {
             crate::transaction::commit::discard_in_background(block.into_changes());
         }
@@ -119,7 +131,13 @@ impl Drop for Session {
 
 impl Session {
     /// A session over `ctx`, whose catalog list is the overlay of `txn`.
-    pub(crate) fn new(ctx: SessionContext, txn: Arc<TxnSlot>, user: &str, superuser: bool) -> Self {
+    pub(crate) fn new(
+        ctx: SessionContext,
+        txn: Arc<TxnSlot>,
+        user: &str,
+        superuser: bool,
+        server_defaults: &[(String, String)],
+    ) -> Self {
         let settings: Settings = Arc::new(Mutex::new(
             DEFAULT_PG_SETTINGS
                 .iter()
@@ -150,7 +168,9 @@ impl Session {
             ctx,
             settings,
             user,
-            cancel: Mutex::new(CancellationToken::new()),
+            cancel: Mutex::new(StatementCancel::default()),
+            timeout: Mutex::new(None),
+            server_defaults: server_defaults.to_vec(),
             model_functions: Mutex::new((u64::MAX, None)),
             notices,
             txn,
@@ -158,6 +178,9 @@ impl Session {
             planning: Mutex::new(None),
         };
         session.show_role(superuser);
+        for (k, v) in &session.server_defaults {
+            session.set_setting(k, v);
+        }
         session
     }
 
@@ -333,10 +356,17 @@ impl Session {
         if ROLE_SETTINGS.contains(&name.as_str()) {
             return;
         }
-        let default = DEFAULT_PG_SETTINGS
+        let default = self
+            .server_defaults
             .iter()
             .find(|(k, _)| *k == name)
-            .map(|(_, v)| v.to_string());
+            .map(|(_, v)| v.clone())
+            .or_else(|| {
+                DEFAULT_PG_SETTINGS
+                    .iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| v.to_string())
+            });
         let mut s = self.settings.lock().unwrap_or_else(|p| p.into_inner());
         match default {
             Some(v) => {
@@ -379,13 +409,30 @@ impl Session {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string())),
         );
+        s.extend(self.server_defaults.iter().cloned());
     }
 
-    /// Start a new statement: returns the token that a cancel request for this session fires.
-    pub fn begin_statement(&self) -> CancellationToken {
-        let token = CancellationToken::new();
-        *self.cancel.lock().unwrap_or_else(|p| p.into_inner()) = token.clone();
-        token
+    /// Start a new statement: returns the handle that a cancel request for this session, or
+    /// its `statement_timeout`, fires.
+    pub fn begin_statement(&self) -> StatementCancel {
+        let cancel = StatementCancel::default();
+        *self.cancel.lock().unwrap_or_else(|p| p.into_inner()) = cancel.clone();
+        let mut timer = self.timeout.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(previous) = timer.take() {
+            previous.abort();
+        }
+        let limit = self
+            .setting("statement_timeout")
+            .and_then(|v| parse_timeout(&v).ok())
+            .filter(|d| !d.is_zero());
+        if let (Some(limit), Ok(runtime)) = (limit, tokio::runtime::Handle::try_current()) {
+            let c = cancel.clone();
+            *timer = Some(runtime.spawn(async move {
+                tokio::time::sleep(limit).await;
+                c.cancel(CancelReason::StatementTimeout);
+            }));
+        }
+        cancel
     }
 
     /// Cancel the statement running in this session, if any.
@@ -393,8 +440,40 @@ impl Session {
         self.cancel
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .cancel();
+            .cancel(CancelReason::UserRequest);
     }
+}
+
+/// A `statement_timeout` value as PostgreSQL reads it: a number of milliseconds, or a number
+/// with a unit (`us`, `ms`, `s`, `min`, `h`, `d`); `0` is no limit.
+pub(crate) fn parse_timeout(value: &str) -> Result<std::time::Duration, String> {
+    let v = value.trim();
+    let split = v
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(v.len());
+    let (number, unit) = v.split_at(split);
+    let n: f64 = number
+        .parse()
+        .map_err(|_| format!("invalid value for parameter \"statement_timeout\": \"{value}\""))?;
+    let ms = match unit.trim() {
+        "" | "ms" => n,
+        "us" => n / 1000.0,
+        "s" => n * 1000.0,
+        "min" => n * 60_000.0,
+        "h" => n * 3_600_000.0,
+        "d" => n * 86_400_000.0,
+        other => {
+            return Err(format!(
+                "invalid unit \"{other}\" for parameter \"statement_timeout\": use us, ms, s, min, h or d"
+            ));
+        }
+    };
+    if !ms.is_finite() || !(0.0..=i32::MAX as f64).contains(&ms) {
+        return Err(format!(
+            "{value} is outside the valid range for parameter \"statement_timeout\" (0 .. 2147483647 ms)"
+        ));
+    }
+    Ok(std::time::Duration::from_micros((ms * 1000.0) as u64))
 }
 
 /// `session_user()` (and `current_user`, `user`, which the parser maps to it): the session's

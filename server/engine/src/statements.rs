@@ -203,6 +203,11 @@ async fn run_session_command(
                 if name == "timezone" {
                     session.set_time_zone(&value)?;
                 }
+                if name == "statement_timeout" {
+                    crate::session::parse_timeout(&value).map_err(|m| {
+                        EngineError::statement(StatusCode::InvalidParameterValue, m)
+                    })?;
+                }
                 if name == DEVICE_SETTING {
                     // `DEFAULT` or '' (what SHOW gives by default): each model's own again.
                     if value.eq_ignore_ascii_case("default") || value.trim().is_empty() {

@@ -1,6 +1,8 @@
 //! Stream helpers shared by the frontends.
 
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::task::{Context, Poll};
 
 use datafusion::arrow::array::RecordBatch;
@@ -10,18 +12,75 @@ use datafusion::execution::{RecordBatchStream, SendableRecordBatchStream};
 use futures::{FutureExt, Stream};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
-/// Message of the error a cancelled stream ends with (the frontends map it to 57014).
-pub const CANCELLED_MESSAGE: &str = "canceling statement due to user request";
+/// Why a statement was stopped before it finished (both are `57014`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CancelReason {
+    /// The client's cancel request.
+    UserRequest,
+    /// `statement_timeout` ran out.
+    StatementTimeout,
+}
 
-/// A record batch stream that ends with a cancellation error as soon as `token` fires.
+impl CancelReason {
+    /// PostgreSQL's message for it.
+    pub fn message(self) -> &'static str {
+        match self {
+            CancelReason::UserRequest => "canceling statement due to user request",
+            CancelReason::StatementTimeout => "canceling statement due to statement timeout",
+        }
+    }
+}
+
+/// The cancellation handle of one running statement: what fires it also says why.
+#[derive(Debug, Clone, Default)]
+pub struct StatementCancel {
+    token: CancellationToken,
+    /// 0: not cancelled; otherwise `1 + reason` of the first cancel.
+    reason: Arc<AtomicU8>,
+}
+
+impl StatementCancel {
+    /// Stop the statement for `reason` (the first reason given is the one reported).
+    pub fn cancel(&self, reason: CancelReason) {
+        let code = match reason {
+            CancelReason::UserRequest => 1,
+            CancelReason::StatementTimeout => 2,
+        };
+        let _ = self
+            .reason
+            .compare_exchange(0, code, Ordering::SeqCst, Ordering::SeqCst);
+        self.token.cancel();
+    }
+
+    /// Resolves when the statement is cancelled.
+    pub async fn cancelled(&self) {
+        self.token.cancelled().await
+    }
+
+    /// Why it was cancelled (a user request when not cancelled at all).
+    pub fn reason(&self) -> CancelReason {
+        match self.reason.load(Ordering::SeqCst) {
+            2 => CancelReason::StatementTimeout,
+            _ => CancelReason::UserRequest,
+        }
+    }
+
+    /// The error the statement ends with.
+    pub fn error(&self) -> crate::error::EngineError {
+        crate::error::EngineError::Cancelled(self.reason())
+    }
+}
+
+/// A record batch stream that ends with a cancellation error as soon as `cancel` fires.
 pub fn cancellable(
     inner: SendableRecordBatchStream,
-    token: CancellationToken,
+    cancel: StatementCancel,
 ) -> SendableRecordBatchStream {
     Box::pin(Cancellable {
         schema: inner.schema(),
         inner,
-        cancelled: Box::pin(token.cancelled_owned()),
+        cancelled: Box::pin(cancel.token.clone().cancelled_owned()),
+        cancel,
         done: false,
     })
 }
@@ -30,6 +89,7 @@ struct Cancellable {
     schema: SchemaRef,
     inner: SendableRecordBatchStream,
     cancelled: Pin<Box<WaitForCancellationFutureOwned>>,
+    cancel: StatementCancel,
     done: bool,
 }
 
@@ -42,7 +102,10 @@ impl Stream for Cancellable {
         }
         if self.cancelled.poll_unpin(cx).is_ready() {
             self.done = true;
-            return Poll::Ready(Some(Err(DataFusionError::External(Box::new(Cancelled)))));
+            let reason = self.cancel.reason();
+            return Poll::Ready(Some(Err(DataFusionError::External(Box::new(Cancelled(
+                reason,
+            ))))));
         }
         self.inner.as_mut().poll_next(cx)
     }
@@ -54,7 +117,7 @@ impl RecordBatchStream for Cancellable {
     }
 }
 
-/// The error a cancelled statement ends with.
+/// The error a cancelled statement's rows end with.
 #[derive(Debug, thiserror::Error)]
-#[error("{CANCELLED_MESSAGE}")]
-pub struct Cancelled;
+#[error("{}", .0.message())]
+pub struct Cancelled(pub CancelReason);

@@ -44,6 +44,7 @@ use tracing::info;
 use crate::error::{EngineError, StatusCode, WireStatus};
 use crate::metrics::{ConnectionGauge, METRICS, QueryTimer};
 use prognos_engine::parser::ParseOptions;
+use prognos_engine::streams::{StatementCancel, cancellable};
 use prognos_engine::{CATALOG_NAME, Described, Engine, Output, Session, Statement};
 use state::CachedStatement;
 
@@ -200,7 +201,21 @@ impl FlightSqlServer {
 
     /// Run a statement once per bound parameter row (once without parameters when none are
     /// bound), each with its cached plan.
-    async fn run_all(&self, entry: &CachedStatement) -> Result<Vec<Output>, Status> {
+    /// The session's `statement_timeout` holds from here until the last row is sent.
+    async fn run_all(
+        &self,
+        entry: &CachedStatement,
+    ) -> Result<(Vec<Output>, StatementCancel), Status> {
+        let cancel = entry.session.begin_statement();
+        let run = self.run_each(entry);
+        tokio::select! {
+            biased;
+            _ = cancel.cancelled() => Err(to_status(cancel.error())),
+            out = run => out.map(|o| (o, cancel.clone())),
+        }
+    }
+
+    async fn run_each(&self, entry: &CachedStatement) -> Result<Vec<Output>, Status> {
         let rows = entry.params();
         let runs: Vec<Option<Vec<ScalarValue>>> = if rows.is_empty() {
             vec![None]
@@ -228,10 +243,11 @@ impl FlightSqlServer {
         let timer = QueryTimer::start(PROTOCOL);
         let mut schema = None;
         let mut streams = vec![];
-        for output in self.run_all(entry).await? {
+        let (outputs, cancel) = self.run_all(entry).await?;
+        for output in outputs {
             if let Output::Rows(stream) = output {
                 schema.get_or_insert_with(|| stream.schema());
-                streams.push(stream);
+                streams.push(cancellable(stream, cancel.clone()));
             }
         }
         let Some(schema) = schema else {
@@ -262,10 +278,12 @@ impl FlightSqlServer {
     async fn run_update(&self, entry: &CachedStatement) -> Result<i64, Status> {
         let _timer = QueryTimer::start(PROTOCOL);
         let mut total = 0i64;
-        for output in self.run_all(entry).await? {
+        let (outputs, cancel) = self.run_all(entry).await?;
+        for output in outputs {
             total += match output {
                 Output::Command { rows, .. } => rows.map(|r| r as i64).unwrap_or(0),
-                Output::Rows(mut s) => {
+                Output::Rows(s) => {
+                    let mut s = cancellable(s, cancel.clone());
                     let mut n = 0i64;
                     while let Some(b) = s.next().await {
                         n += b

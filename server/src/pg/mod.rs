@@ -82,6 +82,7 @@ static PID_GENERATOR: LazyLock<RandomPidSecretKeyGenerator> =
 pub struct PgSecurity {
     auth: Arc<startup::PgAuth>,
     tls: Option<pgwire::tokio::TlsAcceptor>,
+    slots: Arc<startup::ConnectionSlots>,
 }
 
 impl std::fmt::Debug for PgSecurity {
@@ -94,14 +95,18 @@ impl std::fmt::Debug for PgSecurity {
 
 impl PgSecurity {
     /// Authentication by `policy` against `engine`'s roles, and TLS with `tls` when given.
+    /// At most `max_connections` connections are served at once; the next is refused with
+    /// `53300` at start-up.
     pub fn new(
         policy: crate::auth::Policy,
         engine: &Arc<Engine>,
         tls: Option<Arc<pgwire::tokio::tokio_rustls::rustls::ServerConfig>>,
+        max_connections: usize,
     ) -> Self {
         Self {
             auth: Arc::new(startup::PgAuth::new(policy, Arc::clone(engine))),
             tls: tls.map(pgwire::tokio::TlsAcceptor::from),
+            slots: Arc::new(startup::ConnectionSlots::new(max_connections)),
         }
     }
 }
@@ -131,6 +136,7 @@ pub async fn serve(
             Arc::clone(&engine),
             Arc::clone(&registry),
             Arc::clone(&security.auth),
+            startup::ConnectionSlots::take(&security.slots),
         );
         let tls = security.tls.clone();
         tokio::spawn(async move {
@@ -149,7 +155,12 @@ struct Connection {
 }
 
 impl Connection {
-    fn new(engine: Arc<Engine>, registry: Arc<CancelRegistry>, auth: Arc<startup::PgAuth>) -> Self {
+    fn new(
+        engine: Arc<Engine>,
+        registry: Arc<CancelRegistry>,
+        auth: Arc<startup::PgAuth>,
+        slot: startup::Slot,
+    ) -> Self {
         let session = Arc::new(engine.new_session());
         let parser = Arc::new(PgQueryParser {
             engine: Arc::clone(&engine),
@@ -161,6 +172,7 @@ impl Connection {
                 session,
                 registry,
                 auth,
+                slot,
                 parser,
                 key: Mutex::new(None),
                 pending_copy: Mutex::new(None),
@@ -197,6 +209,8 @@ struct Handler {
     session: Arc<Session>,
     registry: Arc<CancelRegistry>,
     auth: Arc<startup::PgAuth>,
+    /// This connection's place in `max_connections`.
+    slot: startup::Slot,
     parser: Arc<PgQueryParser>,
     key: Mutex<Option<(i32, Vec<u8>)>>,
     /// `COPY … FROM STDIN` in progress: its target and the bytes received so far.
@@ -290,7 +304,7 @@ impl Handler {
         let token = self.session.begin_statement();
         let output = tokio::select! {
             biased;
-            _ = token.cancelled() => Err(EngineError::Cancelled),
+            _ = token.cancelled() => Err(token.error()),
             out = async {
                 match prepared {
                     Some(d) => self.engine.execute_prepared(&self.session, stmt, d, params).await,

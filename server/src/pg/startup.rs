@@ -26,7 +26,7 @@ use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 
 use super::{Handler, PID_GENERATOR};
 use crate::auth::Policy;
-use crate::error::{EngineError, WireStatus};
+use crate::error::{EngineError, StatusCode, WireStatus};
 use prognos_engine::{Engine, LoginRole, password_failed};
 
 /// How this server authenticates pgwire connections (shared by all of them).
@@ -44,6 +44,47 @@ impl PgAuth {
             scram: ScramAuth::new(Arc::new(RoleSource { engine })),
             driver: AuthDriver::new(DefaultServerParameterProvider::default()),
         }
+    }
+}
+
+/// Live connections against `max_connections`.
+#[derive(Debug)]
+pub(crate) struct ConnectionSlots {
+    max: usize,
+    live: std::sync::atomic::AtomicUsize,
+}
+
+/// One connection's count in [`ConnectionSlots`], given back when the connection ends.
+#[derive(Debug)]
+pub(crate) struct Slot {
+    slots: Arc<ConnectionSlots>,
+    /// Whether the connection came when all were taken.
+    over: bool,
+}
+
+impl ConnectionSlots {
+    pub(crate) fn new(max: usize) -> Self {
+        Self {
+            max,
+            live: std::sync::atomic::AtomicUsize::new(0),
+        }
+    }
+
+    /// Count a new connection.
+    pub(crate) fn take(slots: &Arc<ConnectionSlots>) -> Slot {
+        let n = slots.live.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+        Slot {
+            slots: Arc::clone(slots),
+            over: n > slots.max,
+        }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.slots
+            .live
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
     }
 }
 
@@ -183,6 +224,12 @@ impl StartupHandler for Handler {
         let auth = &self.auth;
         match message {
             PgWireFrontendMessage::Startup(ref startup) => {
+                if self.slot.over {
+                    return Err(fatal(EngineError::statement(
+                        StatusCode::TooManyConnections,
+                        "sorry, too many clients already",
+                    )));
+                }
                 protocol_negotiation(client, startup).await?;
                 save_startup_parameters_to_metadata(client, startup);
                 let user = client

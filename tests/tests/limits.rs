@@ -1,0 +1,109 @@
+//! Per-statement and per-server limits over pgwire: `statement_timeout` (a session setting with
+//! a server default) ends the statement alone with `57014`, and `max_connections` refuses the
+//! next connection with `53300` while the others keep working.
+
+use std::time::{Duration, Instant};
+
+use prognos_e2e::{Server, rows_of};
+use tokio_postgres::NoTls;
+
+fn sqlstate(e: &tokio_postgres::Error) -> String {
+    e.code()
+        .map(|c| c.code().to_string())
+        .unwrap_or_else(|| format!("no sqlstate: {e}"))
+}
+
+fn message(e: &tokio_postgres::Error) -> String {
+    e.as_db_error()
+        .map(|d| d.message().to_string())
+        .unwrap_or_else(|| e.to_string())
+}
+
+async fn show(c: &tokio_postgres::Client, name: &str) -> Option<String> {
+    let rows = c.simple_query(&format!("SHOW {name}")).await.expect("show");
+    rows_of(&rows).into_iter().next().and_then(|r| r[0].clone())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statement_timeout_cancels_the_statement_alone() {
+    let server = Server::start_with(
+        false,
+        vec![("PROGNOS__ENGINE__STATEMENT_TIMEOUT_MS".into(), "300".into())],
+    );
+    let c = server.connect().await;
+    assert_eq!(show(&c, "statement_timeout").await.as_deref(), Some("300"));
+    let started = Instant::now();
+    let e = c
+        .batch_execute("SELECT pg_sleep(5)")
+        .await
+        .expect_err("server default");
+    assert_eq!(sqlstate(&e), "57014", "{e:?}");
+    assert_eq!(message(&e), "canceling statement due to statement timeout");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+    // The connection goes on; a session may lift or change its limit, and RESET brings back
+    // the server's.
+    c.batch_execute("SET statement_timeout = 0; SELECT pg_sleep(0.5)")
+        .await
+        .expect("no limit");
+    c.batch_execute("SET statement_timeout = '1s'")
+        .await
+        .expect("with unit");
+    c.batch_execute("SELECT pg_sleep(0.4)")
+        .await
+        .expect("within 1s");
+    let e = c
+        .query("SELECT pg_sleep(3) AS s, $1::BIGINT AS n", &[&7i64])
+        .await
+        .expect_err("extended protocol");
+    assert_eq!(sqlstate(&e), "57014");
+    for bad in ["'soon'", "'5 fortnights'", "-1"] {
+        let e = c
+            .batch_execute(&format!("SET statement_timeout = {bad}"))
+            .await
+            .expect_err(bad);
+        assert_eq!(sqlstate(&e), "22023", "{bad}: {e:?}");
+    }
+    c.batch_execute("RESET statement_timeout")
+        .await
+        .expect("reset");
+    assert_eq!(show(&c, "statement_timeout").await.as_deref(), Some("300"));
+    let rows = c.simple_query("SELECT 1").await.expect("still up");
+    assert_eq!(rows_of(&rows), vec![vec![Some("1".to_string())]]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_connections_refuses_only_the_next_connection() {
+    let server = Server::start_with(false, vec![("PROGNOS__MAX_CONNECTIONS".into(), "2".into())]);
+    let a = server.connect().await;
+    let b = server.connect().await;
+    let e = match tokio_postgres::connect(&server.pg_conn_str(), NoTls).await {
+        Ok(_) => panic!("a third connection was accepted"),
+        Err(e) => e,
+    };
+    assert_eq!(sqlstate(&e), "53300", "{e:?}");
+    assert_eq!(message(&e), "sorry, too many clients already");
+    a.batch_execute("SELECT 1").await.expect("a works");
+    b.batch_execute("SELECT 1").await.expect("b works");
+    drop(b);
+    // The slot comes back when the connection ends.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let c = loop {
+        match tokio_postgres::connect(&server.pg_conn_str(), NoTls).await {
+            Ok((c, conn)) => {
+                tokio::spawn(async move {
+                    let _ = conn.await;
+                });
+                break c;
+            }
+            Err(e) if Instant::now() < deadline && sqlstate(&e) == "53300" => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("no slot came back: {e:?}"),
+        }
+    };
+    c.batch_execute("SELECT 1").await.expect("c works");
+}
