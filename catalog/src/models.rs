@@ -22,7 +22,6 @@
 //! `CREATE OR REPLACE MODEL` never changes the model under a query that already started.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -289,22 +288,6 @@ pub fn valid_model_name(name: &str) -> bool {
         && name.len() <= 63
 }
 
-fn write_atomic(path: &Path, bytes: &[u8]) -> CatalogResult<()> {
-    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
-    {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent()
-        && let Ok(d) = std::fs::File::open(dir)
-    {
-        let _ = d.sync_all();
-    }
-    Ok(())
-}
-
 /// Whether a recorded artifact location is an object-store URL (else a path in the data dir).
 fn is_url(artifact: &str) -> bool {
     artifact.contains("://")
@@ -364,7 +347,8 @@ async fn load_version(source: &Source, name: &str, v: &ModelVersion) -> Loaded {
             let data = fetch(source.stores.as_ref(), &payload_url(&v.artifact, file)).await?;
             let parent = target.parent().unwrap_or(&local);
             std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
-            write_atomic(&target, &data).map_err(|e| format!("{}: {e}", target.display()))?;
+            crate::persist::write_atomically(&target, &data)
+                .map_err(|e| format!("{}: {e}", target.display()))?;
         }
         (bytes, local)
     } else {
@@ -627,7 +611,7 @@ impl ModelRegistry {
                     std::fs::copy(&p.path, &target)?;
                     std::fs::File::open(&target)?.sync_all()?;
                 }
-                write_atomic(&folder.join(ARTIFACT_FILE), &bytes)?;
+                crate::persist::write_atomically(&folder.join(ARTIFACT_FILE), &bytes)?;
                 (format!("{name}/v{version:04}/{ARTIFACT_FILE}"), folder)
             }
         };
@@ -689,7 +673,7 @@ impl ModelRegistry {
         name: &str,
         loaded: Option<Arc<Slot>>,
     ) -> CatalogResult<()> {
-        write_atomic(
+        crate::persist::write_atomically(
             &self.dir.join("registry.json"),
             &serde_json::to_vec_pretty(&next)?,
         )?;

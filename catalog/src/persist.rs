@@ -186,10 +186,15 @@ impl PersistentCatalog {
 /// Replace the JSON file at `path` with `value` so that a crash leaves the old or the new file:
 /// write a temporary file beside it, fsync it, rename it over, fsync the directory.
 pub(crate) fn write_json_atomically<T: Serialize>(path: &Path, value: &T) -> CatalogResult<()> {
-    let tmp = path.with_extension(format!("json.tmp-{}", std::process::id()));
+    write_atomically(path, &serde_json::to_vec_pretty(value)?)
+}
+
+/// Replace the file at `path` with `bytes` the same way.
+pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> CatalogResult<()> {
+    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
     {
         let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(&serde_json::to_vec_pretty(value)?)?;
+        f.write_all(bytes)?;
         f.sync_all()?;
     }
     std::fs::rename(&tmp, path)?;

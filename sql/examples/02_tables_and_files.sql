@@ -7,7 +7,7 @@ GROUP BY 1, 2;
 INSERT INTO weekly_sales
 SELECT 'popup', TIMESTAMP '2026-01-05 00:00:00', 1234.5;
 
--- Export to Parquet (relative paths are resolved against the data dir, like CREATE EXTERNAL TABLE) ...
+-- Export to Parquet (relative paths are resolved in the data dir's files/ folder, like CREATE EXTERNAL TABLE's) ...
 COPY weekly_sales TO 'exports/weekly_sales.parquet' (FORMAT parquet);
 
 -- ... and read it back as an external table.

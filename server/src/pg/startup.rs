@@ -173,6 +173,30 @@ impl ServerParameterProvider for ParameterProvider<'_> {
 }
 
 impl Handler {
+    /// After a step of the SCRAM exchange: wait for the client's next message, or start the
+    /// session of the role the exchange proved.
+    async fn after_step<C>(
+        &self,
+        client: &mut C,
+        outcome: AuthOutcome<LoginRole>,
+    ) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        match outcome {
+            AuthOutcome::InProgress => Ok(()),
+            AuthOutcome::Authenticated {
+                identity,
+                final_message,
+            } => {
+                let role = identity.ok_or(PgWireError::InvalidSASLState)?;
+                self.start_session(client, role, final_message).await
+            }
+        }
+    }
+
     /// The client is who it says: send the mechanism's last word, bind the session to the
     /// role, hand out the cancel key, apply start-up parameters, and say ReadyForQuery.
     async fn start_session<C>(
@@ -244,18 +268,8 @@ impl StartupHandler for Handler {
                     }
                     Policy::Password => {
                         let mechanism = AuthMechanismFactory::create(&auth.scram);
-                        match auth.driver.begin_authentication(client, mechanism).await? {
-                            AuthOutcome::InProgress => Ok(()),
-                            // SCRAM always takes a round trip; a mechanism that finishes at
-                            // once still only names its role.
-                            AuthOutcome::Authenticated {
-                                identity,
-                                final_message,
-                            } => {
-                                let role = identity.ok_or(PgWireError::InvalidSASLState)?;
-                                self.start_session(client, role, final_message).await
-                            }
-                        }
+                        let outcome = auth.driver.begin_authentication(client, mechanism).await?;
+                        self.after_step(client, outcome).await
                     }
                 }
             }
@@ -269,16 +283,7 @@ impl StartupHandler for Handler {
                     }
                     other => other,
                 });
-                match outcome? {
-                    AuthOutcome::InProgress => Ok(()),
-                    AuthOutcome::Authenticated {
-                        identity,
-                        final_message,
-                    } => {
-                        let role = identity.ok_or(PgWireError::InvalidSASLState)?;
-                        self.start_session(client, role, final_message).await
-                    }
-                }
+                self.after_step(client, outcome?).await
             }
             _ => Ok(()),
         }
