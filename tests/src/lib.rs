@@ -7,6 +7,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// The SQLSTATE of a failed statement or connection, or a line saying there is none.
+pub fn sqlstate(e: &tokio_postgres::Error) -> String {
+    e.code()
+        .map(|c| c.code().to_string())
+        .unwrap_or_else(|| format!("no sqlstate: {e}"))
+}
+
 /// Path of the `prognos` binary: `$PROGNOS_BIN`, else next to the test executable's folder.
 pub fn prognos_bin() -> PathBuf {
     if let Ok(p) = std::env::var("PROGNOS_BIN") {

@@ -5,15 +5,9 @@
 
 use std::collections::HashMap;
 
-use prognos_e2e::{Server, shared_data_dir};
+use prognos_e2e::{Server, shared_data_dir, sqlstate};
 use prognos_models::anomaly::{AnomalySpec, detect, season_phases};
 use tokio_postgres::Client;
-
-fn sqlstate(e: &tokio_postgres::Error) -> String {
-    e.code()
-        .map(|c| c.code().to_string())
-        .unwrap_or_else(|| format!("no sqlstate: {e}"))
-}
 
 async fn rows(c: &Client, sql: &str) -> Vec<tokio_postgres::Row> {
     c.query(sql, &[])

@@ -5,14 +5,8 @@
 use std::path::Path;
 use std::process::Command;
 
-use prognos_e2e::{Server, prognos_bin, rows_of};
+use prognos_e2e::{Server, prognos_bin, rows_of, sqlstate};
 use tokio_postgres::NoTls;
-
-fn sqlstate(e: &tokio_postgres::Error) -> String {
-    e.code()
-        .map(|c| c.code().to_string())
-        .unwrap_or_else(|| format!("no sqlstate: {e}"))
-}
 
 async fn login(
     server: &Server,

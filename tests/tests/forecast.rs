@@ -1,15 +1,9 @@
 //! FORECAST(TABLE t, ...) through the real server: real hourly data with gaps (UCI bike
 //! sharing, from shared/data), several series at once, and every bad input.
 
-use prognos_e2e::{Server, shared_data_dir};
+use prognos_e2e::{Server, shared_data_dir, sqlstate};
 use prognos_models::forecast::smape;
 use tokio_postgres::Client;
-
-fn sqlstate(e: &tokio_postgres::Error) -> String {
-    e.code()
-        .map(|c| c.code().to_string())
-        .unwrap_or_else(|| format!("no sqlstate: {e}"))
-}
 
 async fn rows(c: &Client, sql: &str) -> Vec<tokio_postgres::Row> {
     c.query(sql, &[])

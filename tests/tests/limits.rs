@@ -4,14 +4,8 @@
 
 use std::time::{Duration, Instant};
 
-use prognos_e2e::{Server, rows_of};
+use prognos_e2e::{Server, rows_of, sqlstate};
 use tokio_postgres::NoTls;
-
-fn sqlstate(e: &tokio_postgres::Error) -> String {
-    e.code()
-        .map(|c| c.code().to_string())
-        .unwrap_or_else(|| format!("no sqlstate: {e}"))
-}
 
 fn message(e: &tokio_postgres::Error) -> String {
     e.as_db_error()

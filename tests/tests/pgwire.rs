@@ -2,14 +2,8 @@
 
 use std::time::{Duration, Instant};
 
-use prognos_e2e::{Server, http_get, rows_of};
+use prognos_e2e::{Server, http_get, rows_of, sqlstate};
 use tokio_postgres::error::SqlState;
-
-fn sqlstate(e: &tokio_postgres::Error) -> String {
-    e.code()
-        .map(|c| c.code().to_string())
-        .unwrap_or_else(|| format!("no sqlstate: {e}"))
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn simple_and_extended_queries_with_parameters() {

@@ -2,14 +2,8 @@
 //! import / export (the data dir's `files/` folder for everyone; anything else superusers
 //! only), tested with traversal, absolute paths, `file://` URLs and symbolic links.
 
-use prognos_e2e::Server;
+use prognos_e2e::{Server, sqlstate};
 use tokio_postgres::NoTls;
-
-fn sqlstate(e: &tokio_postgres::Error) -> String {
-    e.code()
-        .map(|c| c.code().to_string())
-        .unwrap_or_else(|| format!("no sqlstate: {e}"))
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_superusers_name_files_outside_the_files_folder() {
