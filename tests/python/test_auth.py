@@ -134,3 +134,28 @@ def test_flight_sql_and_psycopg_over_tls(tmp_path):
             assert c.execute("SELECT current_user").fetchone() == ("prognos",)
     finally:
         s.close()
+
+
+def test_a_ticket_replayed_by_another_role_is_refused(secured):
+    from pyarrow.flight import FlightDescriptor
+
+    with psycopg.connect(secured.dsn + f" password='{BOOT}'", autocommit=True) as c:
+        c.execute("CREATE USER IF NOT EXISTS other WITH PASSWORD 'other pw'")
+    analyst = flight.FlightClient(secured.flight_uri)
+    a_token = analyst.authenticate_basic_token(b"analyst", b"analyst pw")
+    a_opts = flight.FlightCallOptions(headers=[a_token])
+    other = flight.FlightClient(secured.flight_uri)
+    o_opts = flight.FlightCallOptions(headers=[other.authenticate_basic_token(b"other", b"other pw")])
+    # CommandStatementQuery as an Any-wrapped protobuf, built by hand (as test_flight does).
+    query = b"SELECT count(*) AS n FROM customers"
+    inner = b"\x0a" + bytes([len(query)]) + query
+    type_url = b"type.googleapis.com/arrow.flight.protocol.sql.CommandStatementQuery"
+    cmd = b"\x0a" + bytes([len(type_url)]) + type_url + b"\x12" + bytes([len(inner)]) + inner
+    info = analyst.get_flight_info(FlightDescriptor.for_command(cmd), a_opts)
+    ticket = info.endpoints[0].ticket
+    assert analyst.do_get(ticket, a_opts).read_all().num_rows == 1
+    with pytest.raises(flight.FlightError) as e:
+        other.do_get(ticket, o_opts).read_all()
+    assert "belongs to another role" in str(e.value)
+    with pytest.raises(flight.FlightUnauthenticatedError):
+        flight.FlightClient(secured.flight_uri).do_get(ticket).read_all()
