@@ -24,8 +24,6 @@ mod rename;
 pub mod role_sql;
 mod roles;
 pub mod server_files;
-
-pub use roles::{LoginRole, password_failed};
 mod session;
 mod statements;
 pub mod streams;
@@ -51,6 +49,7 @@ use tracing::{info, warn};
 
 pub use copy::{CopyFormat, CopyInTarget, CopyKind};
 pub use model_sql::ModelStatement;
+pub use roles::{LoginRole, password_failed};
 pub use session::{BlockState, DEFAULT_PG_SETTINGS, Session};
 
 /// Imported-model inference per device kind since start: `(device, runs, rows)`.
@@ -173,8 +172,9 @@ pub struct Engine {
     bootstrap_superuser: String,
     /// Where roles may name local files.
     files: server_files::ServerFiles,
-    /// Settings whose default the configuration gives (`statement_timeout`).
-    session_defaults: Vec<(String, String)>,
+    /// Every session's run-time parameter defaults (the configuration gives
+    /// `statement_timeout`'s).
+    session_defaults: session::Defaults,
 }
 
 impl std::fmt::Debug for Engine {
@@ -332,10 +332,16 @@ impl Engine {
             roles,
             bootstrap_superuser: config.bootstrap.name.clone(),
             files,
-            session_defaults: vec![(
-                "statement_timeout".to_string(),
-                config.engine.statement_timeout_ms.to_string(),
-            )],
+            session_defaults: Arc::new(
+                DEFAULT_PG_SETTINGS
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .chain([(
+                        "statement_timeout".to_string(),
+                        config.engine.statement_timeout_ms.to_string(),
+                    )])
+                    .collect(),
+            ),
         });
         engine.bootstrap_roles(&config.bootstrap)?;
         transaction::commit::recover(&engine).await?;
@@ -366,7 +372,7 @@ impl Engine {
             txn,
             &self.bootstrap_superuser,
             true,
-            &self.session_defaults,
+            Arc::clone(&self.session_defaults),
         )
     }
 

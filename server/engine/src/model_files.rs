@@ -32,10 +32,7 @@ pub(crate) fn locate(
     access: Access,
     unreachable: impl Fn(String) -> EngineError,
 ) -> EngineResult<FileLocation> {
-    if let Some(path) = engine.files.local_path(text)? {
-        let path = engine
-            .files
-            .check(&path, access, engine.is_superuser(session))?;
+    if let Some(path) = engine.checked_local_path(session, text, access)? {
         return Ok(FileLocation::Local(path));
     }
     let url = url::Url::parse(text).map_err(|e| unreachable(e.to_string()))?;

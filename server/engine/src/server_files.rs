@@ -16,6 +16,7 @@
 use std::path::{Component, Path, PathBuf};
 
 use crate::error::{EngineError, EngineResult, StatusCode};
+use crate::{Engine, Session};
 
 /// The data dir's folder for files that statements read and write by relative path.
 pub const FILES_DIR: &str = "files";
@@ -115,6 +116,25 @@ impl ServerFiles {
                 ),
             ))
         }
+    }
+}
+
+impl Engine {
+    /// The local path `text` names, checked for `access` by the session's role (see the
+    /// module docs); `None` when it names an object store. The one check every statement that
+    /// names a file goes through.
+    pub(crate) fn checked_local_path(
+        &self,
+        session: &Session,
+        text: &str,
+        access: Access,
+    ) -> EngineResult<Option<PathBuf>> {
+        let Some(path) = self.files.local_path(text)? else {
+            return Ok(None);
+        };
+        self.files
+            .check(&path, access, self.is_superuser(session))
+            .map(Some)
     }
 }
 

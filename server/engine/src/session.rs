@@ -20,6 +20,9 @@ use crate::error::{EngineError, EngineResult, StatusCode};
 use crate::transaction::TxnSlot;
 
 type Settings = Arc<Mutex<BTreeMap<String, String>>>;
+/// Every run-time parameter's default: [`DEFAULT_PG_SETTINGS`] with the server's own
+/// (`statement_timeout`) over them; made once by the engine, shared by its sessions.
+pub(crate) type Defaults = Arc<BTreeMap<String, String>>;
 type User = Arc<Mutex<String>>;
 
 /// Run-time parameters that describe the session's role: shown, never set by `SET`.
@@ -69,8 +72,8 @@ pub struct Session {
     cancel: Mutex<StatementCancel>,
     /// The timer that cancels the running statement at its `statement_timeout`.
     timeout: Mutex<Option<tokio::task::JoinHandle<()>>>,
-    /// Settings whose default is the server's, not PostgreSQL's (`statement_timeout`).
-    server_defaults: Vec<(String, String)>,
+    /// What `RESET` goes back to.
+    defaults: Defaults,
     /// The registry generation and the `prognos.device` the model functions registered in
     /// `ctx` were made for.
     model_functions: Mutex<(u64, Option<DeviceRequest>)>,
@@ -136,14 +139,9 @@ impl Session {
         txn: Arc<TxnSlot>,
         user: &str,
         superuser: bool,
-        server_defaults: &[(String, String)],
+        defaults: Defaults,
     ) -> Self {
-        let settings: Settings = Arc::new(Mutex::new(
-            DEFAULT_PG_SETTINGS
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-        ));
+        let settings: Settings = Arc::new(Mutex::new(defaults.as_ref().clone()));
         let user: User = Arc::new(Mutex::new(user.to_string()));
         ctx.register_udf(ScalarUDF::new_from_impl(SessionUser {
             signature: Signature::exact(vec![], Volatility::Stable),
@@ -170,7 +168,7 @@ impl Session {
             user,
             cancel: Mutex::new(StatementCancel::default()),
             timeout: Mutex::new(None),
-            server_defaults: server_defaults.to_vec(),
+            defaults,
             model_functions: Mutex::new((u64::MAX, None)),
             notices,
             txn,
@@ -178,9 +176,6 @@ impl Session {
             planning: Mutex::new(None),
         };
         session.show_role(superuser);
-        for (k, v) in &session.server_defaults {
-            session.set_setting(k, v);
-        }
         session
     }
 
@@ -356,17 +351,7 @@ impl Session {
         if ROLE_SETTINGS.contains(&name.as_str()) {
             return;
         }
-        let default = self
-            .server_defaults
-            .iter()
-            .find(|(k, _)| *k == name)
-            .map(|(_, v)| v.clone())
-            .or_else(|| {
-                DEFAULT_PG_SETTINGS
-                    .iter()
-                    .find(|(k, _)| *k == name)
-                    .map(|(_, v)| v.to_string())
-            });
+        let default = self.defaults.get(&name).cloned();
         let mut s = self.settings.lock().unwrap_or_else(|p| p.into_inner());
         match default {
             Some(v) => {
@@ -404,12 +389,7 @@ impl Session {
     pub fn reset_settings(&self) {
         let mut s = self.settings.lock().unwrap_or_else(|p| p.into_inner());
         s.retain(|k, _| ROLE_SETTINGS.contains(&k.as_str()));
-        s.extend(
-            DEFAULT_PG_SETTINGS
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string())),
-        );
-        s.extend(self.server_defaults.iter().cloned());
+        s.extend(self.defaults.iter().map(|(k, v)| (k.clone(), v.clone())));
     }
 
     /// Start a new statement: returns the handle that a cancel request for this session, or

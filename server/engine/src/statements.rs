@@ -1207,8 +1207,6 @@ async fn create_managed(
     }
 }
 
-/// Relative local locations are resolved against the data dir (as Postgres resolves server-side
-/// file names against its data directory).
 /// The location a statement names, checked against the server-file rules when it is local
 /// (`server_files`); a trailing `/` (a folder of files) is kept.
 fn resolve_location(
@@ -1217,12 +1215,9 @@ fn resolve_location(
     location: &str,
     access: Access,
 ) -> EngineResult<String> {
-    let Some(path) = engine.files.local_path(location)? else {
+    let Some(checked) = engine.checked_local_path(session, location, access)? else {
         return Ok(location.to_string());
     };
-    let checked = engine
-        .files
-        .check(&path, access, engine.is_superuser(session))?;
     let mut out = checked.display().to_string();
     if location.ends_with('/') && !out.ends_with('/') {
         out.push('/');
