@@ -28,6 +28,23 @@ pub enum CatalogError {
     /// No role of that name exists.
     #[error("role \"{0}\" does not exist")]
     RoleNotFound(String),
+    /// A role cannot be dropped while it owns objects.
+    #[error(
+        "role \"{role}\" cannot be dropped because it owns {}: change their owner (ALTER TABLE … OWNER TO) or drop them first",
+        objects.join(", ")
+    )]
+    RoleOwnsObjects {
+        /// The role.
+        role: String,
+        /// What it owns.
+        objects: Vec<String>,
+    },
+    /// The role lacks a privilege.
+    #[error("permission denied for {object}")]
+    PermissionDenied {
+        /// What was denied (`model churn`).
+        object: String,
+    },
     /// No model of that name exists.
     #[error("model \"{0}\" does not exist")]
     ModelNotFound(String),

@@ -4,13 +4,15 @@
 //! * [`managed`]: managed tables — Parquet files under the data dir, versioned by manifests, with
 //!   `INSERT` support through DataFusion's sink machinery.
 //!
-//! * [`roles`]: roles and users (`roles.json`), with [`scram`] password verifiers.
+//! * [`roles`]: roles and users (`roles.json`), with [`scram`] password verifiers, and
+//!   [`grants`]: owners, privileges and role memberships kept with them.
 //! * [`models`]: the model registry — versions, artifacts, snapshots for running queries.
 //! * [`system_tables`]: `system.models`, `system.model_versions`, `system.model_trials`.
 //!
 //! Frontends never reach in here directly.
 
 pub mod error;
+pub mod grants;
 pub mod managed;
 pub mod models;
 pub mod persist;
@@ -22,5 +24,6 @@ pub use error::{CatalogError, CatalogResult};
 pub use managed::{CommitLock, ManagedTable, StagedTable, WriteStage};
 pub use models::{ArtifactStores, ModelEntry, ModelRegistry, ModelSnapshot, ModelVersion, Payload};
 pub use persist::{CatalogFile, PersistentCatalog, TableEntry, TableKind};
+pub use grants::{Acl, Privilege, Privileges, Securable};
 pub use roles::{Role, RoleChange, RoleStore};
 pub use scram::ScramVerifier;

@@ -200,6 +200,8 @@ impl Slot {
 #[derive(Debug, Default)]
 pub struct ModelSnapshot {
     models: HashMap<String, Arc<Slot>>,
+    /// Models the session's role may not use: looking one up is `PermissionDenied`.
+    denied: std::collections::HashSet<String>,
 }
 
 impl ModelSnapshot {
@@ -223,8 +225,29 @@ impl ModelSnapshot {
     }
 
     fn found(&self, name: &str) -> CatalogResult<&Arc<Slot>> {
-        self.slot(name)
-            .ok_or_else(|| CatalogError::ModelNotFound(name.to_string()))
+        let slot = self
+            .slot(name)
+            .ok_or_else(|| CatalogError::ModelNotFound(name.to_string()))?;
+        if self.denied.contains(&slot.name) {
+            return Err(CatalogError::PermissionDenied {
+                object: format!("model {}", slot.name),
+            });
+        }
+        Ok(slot)
+    }
+
+    /// This snapshot as a role sees it: the models for which `may_use` is false answer
+    /// `PermissionDenied` (the loaded models stay shared).
+    pub fn restricted(&self, may_use: impl Fn(&str) -> bool) -> ModelSnapshot {
+        ModelSnapshot {
+            models: self.models.clone(),
+            denied: self
+                .models
+                .values()
+                .map(|s| s.name.clone())
+                .filter(|n| !may_use(n))
+                .collect(),
+        }
     }
 
     /// Whether some model is not loaded yet (then a statement's models are preloaded).
@@ -236,7 +259,9 @@ impl ModelSnapshot {
     /// ignored), so planning finds them in memory. Failures are kept for `get` to report.
     pub async fn preload<'a>(&self, names: impl IntoIterator<Item = &'a str>) {
         for name in names {
-            if let Some(slot) = self.slot(name) {
+            if let Some(slot) = self.slot(name)
+                && !self.denied.contains(&slot.name)
+            {
                 slot.load().await;
             }
         }
@@ -468,7 +493,10 @@ impl ModelRegistry {
             artifacts,
             state: Mutex::new(State {
                 file,
-                snapshot: Arc::new(ModelSnapshot { models }),
+                snapshot: Arc::new(ModelSnapshot {
+                    models,
+                    denied: Default::default(),
+                }),
                 generation: 0,
             }),
             writes: tokio::sync::Mutex::new(()),
@@ -683,7 +711,10 @@ impl ModelRegistry {
             Some(l) => models.insert(name.to_string(), l),
             None => models.remove(name),
         };
-        state.snapshot = Arc::new(ModelSnapshot { models });
+        state.snapshot = Arc::new(ModelSnapshot {
+            models,
+            denied: Default::default(),
+        });
         state.generation += 1;
         Ok(())
     }

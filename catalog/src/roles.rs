@@ -2,20 +2,24 @@
 //!
 //! A role has a name, whether it may log in, whether it is a superuser, and optionally a
 //! SCRAM-SHA-256 verifier of its password ([`ScramVerifier`]); the password itself is never
-//! stored. The file is replaced atomically on every change, like `catalog.json`.
+//! stored. The same file holds the owners of objects, the privileges granted on them and role
+//! memberships ([`Acl`]). The file is replaced atomically on every change, like
+//! `catalog.json`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::error::{CatalogError, CatalogResult};
+use crate::grants::{Acl, PREDEFINED_ROLES, Privileges, Securable};
 use crate::persist::write_json_atomically;
 use crate::scram::ScramVerifier;
 
-/// On-disk format version of `roles.json`.
-pub const ROLES_FORMAT_VERSION: u32 = 1;
+/// On-disk format version of `roles.json` (2 added owners, grants and memberships; a version-1
+/// file loads with none).
+pub const ROLES_FORMAT_VERSION: u32 = 2;
 
 /// One role.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -55,6 +59,8 @@ fn verifier_in<'de, D: Deserializer<'de>>(d: D) -> Result<Option<ScramVerifier>,
 struct RolesFile {
     format_version: u32,
     roles: BTreeMap<String, Role>,
+    #[serde(default)]
+    acl: Acl,
 }
 
 /// A change to a role's attributes (`ALTER ROLE`); `None` leaves the attribute as it is.
@@ -86,7 +92,16 @@ impl RoleChange {
 #[derive(Debug)]
 pub struct RoleStore {
     path: PathBuf,
-    state: Mutex<RolesFile>,
+    state: Mutex<State>,
+}
+
+#[derive(Debug)]
+struct State {
+    file: RolesFile,
+    /// `file.acl`, shared with the [`Privileges`] made from it.
+    acl: Arc<Acl>,
+    /// Changes with every change of roles or privileges.
+    generation: u64,
 }
 
 impl RoleStore {
@@ -113,35 +128,90 @@ impl RoleStore {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => RolesFile {
                 format_version: ROLES_FORMAT_VERSION,
                 roles: BTreeMap::new(),
+                acl: Acl::default(),
             },
             Err(e) => return Err(e.into()),
         };
         Ok(Self {
             path,
-            state: Mutex::new(state),
+            state: Mutex::new(State {
+                acl: Arc::new(state.acl.clone()),
+                file: state,
+                generation: 0,
+            }),
         })
     }
 
     /// One role by name.
     pub fn get(&self, name: &str) -> Option<Role> {
-        self.lock().roles.get(name).cloned()
+        self.lock().file.roles.get(name).cloned()
     }
 
-    /// Every role, in name order.
+    /// Whether `name` is a role: a stored one or a predefined one
+    /// ([`PREDEFINED_ROLES`](crate::grants::PREDEFINED_ROLES)).
+    pub fn exists(&self, name: &str) -> bool {
+        PREDEFINED_ROLES.contains(&name) || self.lock().file.roles.contains_key(name)
+    }
+
+    /// Every stored role, in name order.
     pub fn list(&self) -> Vec<Role> {
-        self.lock().roles.values().cloned().collect()
+        self.lock().file.roles.values().cloned().collect()
     }
 
     /// Whether any role has a password (someone can log in when passwords are required).
     pub fn any_password(&self) -> bool {
-        self.lock().roles.values().any(|r| r.password.is_some())
+        self.lock().file.roles.values().any(|r| r.password.is_some())
+    }
+
+    /// Owners, grants and memberships as they are now.
+    pub fn acl(&self) -> Arc<Acl> {
+        Arc::clone(&self.lock().acl)
+    }
+
+    /// Changes with every change of a role, an owner, a grant or a membership.
+    pub fn generation(&self) -> u64 {
+        self.lock().generation
+    }
+
+    /// What `role` may do now; a role that does not exist (dropped while connected) holds
+    /// only what `PUBLIC` holds.
+    pub fn privileges(&self, role: &str) -> Privileges {
+        let state = self.lock();
+        let superuser = state.file.roles.get(role).is_some_and(|r| r.superuser);
+        Privileges::new(role, superuser, Arc::clone(&state.acl))
+    }
+
+    /// Change owners, grants or memberships; `f` sees the roles that exist (the predefined ones
+    /// are not among them).
+    pub fn update_acl<T>(
+        &self,
+        f: impl FnOnce(&mut Acl, &BTreeMap<String, Role>) -> CatalogResult<T>,
+    ) -> CatalogResult<T> {
+        self.update(|file| f(&mut file.acl, &file.roles))
+    }
+
+    /// Record the owner of a new object (replacing what a dropped object of that name left).
+    pub fn set_owner(&self, object: Securable, owner: &str) -> CatalogResult<()> {
+        self.update_acl(|acl, _| {
+            acl.forget(&object);
+            acl.set_owner(object, owner);
+            Ok(())
+        })
+    }
+
+    /// Forget a dropped object's owner and grants.
+    pub fn forget(&self, object: &Securable) -> CatalogResult<()> {
+        self.update_acl(|acl, _| {
+            acl.forget(object);
+            Ok(())
+        })
     }
 
     /// Add `role`; an existing role of that name is an error unless `if_not_exists`, in which
     /// case nothing changes. Returns whether the role was added.
     pub fn create(&self, role: Role, if_not_exists: bool) -> CatalogResult<bool> {
         self.update(|file| {
-            if file.roles.contains_key(&role.name) {
+            if file.roles.contains_key(&role.name) || PREDEFINED_ROLES.contains(&role.name.as_str()) {
                 return if if_not_exists {
                     Ok(false)
                 } else {
@@ -179,17 +249,31 @@ impl RoleStore {
             // verifier does not depend on the name, so it stays.
             role.name = to.to_string();
             file.roles.insert(to.to_string(), role);
+            file.acl.rename_role(from, to);
             Ok(())
         })
     }
 
-    /// Remove `name`; a missing role is an error unless `if_exists`. Returns whether a role
-    /// was removed.
+    /// Remove `name` with its grants and memberships; a missing role is an error unless
+    /// `if_exists`, and so is a role that still owns objects. Returns whether a role was
+    /// removed.
     pub fn drop_role(&self, name: &str, if_exists: bool) -> CatalogResult<bool> {
-        self.update(|file| match file.roles.remove(name) {
-            Some(_) => Ok(true),
-            None if if_exists => Ok(false),
-            None => Err(CatalogError::RoleNotFound(name.to_string())),
+        self.update(|file| {
+            let owned = file.acl.owned_by(name);
+            if !owned.is_empty() && file.roles.contains_key(name) {
+                return Err(CatalogError::RoleOwnsObjects {
+                    role: name.to_string(),
+                    objects: owned.iter().map(ToString::to_string).collect(),
+                });
+            }
+            match file.roles.remove(name) {
+                Some(_) => {
+                    file.acl.forget_role(name);
+                    Ok(true)
+                }
+                None if if_exists => Ok(false),
+                None => Err(CatalogError::RoleNotFound(name.to_string())),
+            }
         })
     }
 
@@ -197,16 +281,21 @@ impl RoleStore {
     /// roles in memory change together or not at all.
     fn update<T>(&self, f: impl FnOnce(&mut RolesFile) -> CatalogResult<T>) -> CatalogResult<T> {
         let mut state = self.lock();
-        let mut next = state.clone();
+        let mut next = state.file.clone();
         let out = f(&mut next)?;
-        if next != *state {
+        if next != state.file {
+            next.format_version = ROLES_FORMAT_VERSION;
             write_json_atomically(&self.path, &next)?;
-            *state = next;
+            if next.acl != state.file.acl {
+                state.acl = Arc::new(next.acl.clone());
+            }
+            state.file = next;
+            state.generation += 1;
         }
         Ok(out)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, RolesFile> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 }

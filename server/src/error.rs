@@ -49,6 +49,8 @@ impl WireStatus for StatusCode {
             StatusCode::InvalidAuthorization => "28000",
             StatusCode::InsufficientPrivilege => "42501",
             StatusCode::ObjectInUse => "55006",
+            StatusCode::DependentObjects => "2BP01",
+            StatusCode::InvalidGrantOperation => "0LP01",
             StatusCode::ReservedName => "42939",
             StatusCode::ReadOnlyParameter => "55P02",
             StatusCode::TooManyConnections => "53300",
@@ -93,10 +95,14 @@ impl WireStatus for StatusCode {
                 tonic::Code::Unauthenticated
             }
             StatusCode::InsufficientPrivilege => tonic::Code::PermissionDenied,
-            StatusCode::ObjectInUse | StatusCode::ReadOnlyParameter => {
+            StatusCode::ObjectInUse
+            | StatusCode::ReadOnlyParameter
+            | StatusCode::DependentObjects => {
                 tonic::Code::FailedPrecondition
             }
-            StatusCode::ReservedName => tonic::Code::InvalidArgument,
+            StatusCode::ReservedName | StatusCode::InvalidGrantOperation => {
+                tonic::Code::InvalidArgument
+            }
             StatusCode::Internal => tonic::Code::Internal,
         }
     }
@@ -130,6 +136,8 @@ mod tests {
             (StatusCode::InvalidAuthorization, "28000"),
             (StatusCode::InsufficientPrivilege, "42501"),
             (StatusCode::ObjectInUse, "55006"),
+            (StatusCode::DependentObjects, "2BP01"),
+            (StatusCode::InvalidGrantOperation, "0LP01"),
             (StatusCode::ReservedName, "42939"),
             (StatusCode::ReadOnlyParameter, "55P02"),
             (StatusCode::TooManyConnections, "53300"),

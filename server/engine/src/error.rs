@@ -76,6 +76,10 @@ pub enum StatusCode {
     InsufficientPrivilege,
     /// The object is in use (the session's own role, the bootstrap superuser).
     ObjectInUse,
+    /// A GRANT that cannot be made (a privilege the object does not have, a membership loop).
+    InvalidGrantOperation,
+    /// Other objects depend on this one (a role that still owns tables or models).
+    DependentObjects,
     /// The name is reserved (role names starting with `pg_`).
     ReservedName,
     /// A run-time parameter that `SET` cannot change (`is_superuser`).
@@ -147,6 +151,8 @@ fn classify_catalog(e: &prognos_catalog::CatalogError) -> StatusCode {
         C::ModelNotFound(_) => StatusCode::UndefinedObject,
         C::ModelExists(_) | C::RoleExists(_) => StatusCode::DuplicateObject,
         C::RoleNotFound(_) => StatusCode::UndefinedObject,
+        C::RoleOwnsObjects { .. } => StatusCode::DependentObjects,
+        C::PermissionDenied { .. } => StatusCode::InsufficientPrivilege,
         C::InvalidModelName(_) => StatusCode::InvalidParameterValue,
         C::ModelUnavailable { .. } => StatusCode::DataCorrupted,
         C::ModelVersionNotFound { .. } => StatusCode::UndefinedObject,

@@ -10,6 +10,7 @@ pub mod config;
 mod copy;
 mod demo;
 pub mod error;
+pub mod grant_sql;
 mod model_ddl;
 mod model_export;
 mod model_files;
@@ -22,6 +23,7 @@ pub mod physical_template;
 mod point;
 mod rename;
 pub mod role_sql;
+mod privileges;
 mod roles;
 pub mod server_files;
 mod session;
@@ -563,7 +565,7 @@ impl Engine {
     /// once it has taken effect. A plan made in an earlier epoch (a pgwire prepared statement,
     /// a Flight SQL ticket or prepared statement: [`Described`]'s plan) is planned again from
     /// its statement tree before it runs; plans of the current epoch are reused.
-    fn bump_epoch(&self) {
+    pub(crate) fn bump_epoch(&self) {
         self.ddl_epoch
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     }

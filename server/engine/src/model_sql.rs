@@ -109,7 +109,8 @@ fn syntax(msg: impl Into<String>) -> EngineError {
     EngineError::statement(StatusCode::SyntaxError, msg)
 }
 
-fn ident_name(i: &Ident) -> String {
+/// An identifier as a name: unquoted ones lower-cased, as PostgreSQL folds them.
+pub(crate) fn ident_name(i: &Ident) -> String {
     if i.quote_style.is_some() {
         i.value.clone()
     } else {

@@ -74,6 +74,10 @@ pub(crate) async fn rename(
             format!("relation \"{to}\" already exists"),
         ));
     }
+    crate::privileges::require_owner(
+        &engine.privileges(session),
+        &prognos_catalog::Securable::table(&schema, &from),
+    )?;
     let entry = session
         .txn()
         .created_entry(&schema, &from)
@@ -115,7 +119,11 @@ pub(crate) async fn rename(
         .apply(&[(schema.clone(), from.clone())], &[renamed])?;
     let shared = crate::transaction::commit::shared_schema(engine, &schema)?;
     shared.deregister_table(&from)?;
-    shared.register_table(to, provider)?;
+    shared.register_table(to.clone(), provider)?;
+    engine.rename_object(
+        &prognos_catalog::Securable::table(&schema, &from),
+        prognos_catalog::Securable::table(&schema, &to),
+    )?;
     engine.bump_epoch();
     Ok(command("ALTER TABLE"))
 }

@@ -16,7 +16,11 @@ use datafusion::sql::sqlparser::ast::{
 use datafusion::sql::sqlparser::keywords::Keyword;
 use datafusion::sql::sqlparser::parser::{Parser, ParserError};
 
+use datafusion::sql::sqlparser::tokenizer::Token;
+
 use crate::error::{EngineError, EngineResult, StatusCode};
+use crate::grant_sql::GrantStatement;
+use crate::model_sql::ident_name;
 use crate::parser::sql_error;
 
 /// A role statement.
@@ -52,6 +56,8 @@ pub enum RoleStatement {
         /// `IF EXISTS`.
         if_exists: bool,
     },
+    /// `GRANT` / `REVOKE` ([`crate::grant_sql`]).
+    Grant(GrantStatement),
 }
 
 impl RoleStatement {
@@ -61,6 +67,7 @@ impl RoleStatement {
             RoleStatement::Create { .. } => "CREATE ROLE",
             RoleStatement::Alter { .. } | RoleStatement::Rename { .. } => "ALTER ROLE",
             RoleStatement::Drop { .. } => "DROP ROLE",
+            RoleStatement::Grant(g) => g.tag(),
         }
     }
 }
@@ -93,13 +100,20 @@ impl std::fmt::Debug for RoleOptions {
     }
 }
 
-/// Whether the next words begin a role statement.
+/// Whether the next words begin a role statement (`GRANT` / `REVOKE` included).
 pub(crate) fn starts_role_statement(at: impl Fn(usize, &str) -> bool) -> bool {
     (at(0, "create") || at(0, "alter") || at(0, "drop")) && (at(1, "role") || at(1, "user"))
+        || crate::grant_sql::starts_grant_statement(at)
 }
 
 /// Parse one role statement; the parser stands on its first word.
 pub(crate) fn parse(p: &mut Parser<'_>) -> EngineResult<RoleStatement> {
+    if matches!(
+        &p.peek_token_ref().token,
+        Token::Word(w) if matches!(w.keyword, Keyword::GRANT | Keyword::REVOKE)
+    ) {
+        return crate::grant_sql::parse(p).map(RoleStatement::Grant);
+    }
     let verb = p
         .expect_one_of_keywords(&[Keyword::CREATE, Keyword::ALTER, Keyword::DROP])
         .map_err(sql_error)?;
@@ -122,7 +136,7 @@ pub(crate) fn parse(p: &mut Parser<'_>) -> EngineResult<RoleStatement> {
                 .parse_comma_separated(|p| p.parse_identifier())
                 .map_err(sql_error)?;
             Ok(RoleStatement::Drop {
-                names: names.into_iter().map(|i| i.value).collect(),
+                names: names.iter().map(ident_name).collect(),
                 if_exists,
             })
         }
@@ -147,7 +161,7 @@ fn one_name(names: Vec<ObjectName>) -> EngineResult<String> {
     match name.0.as_slice() {
         [part] => part
             .as_ident()
-            .map(|i| i.value.clone())
+            .map(ident_name)
             .ok_or_else(|| sql_error(ParserError::ParserError("invalid role name".into()))),
         _ => Err(sql_error(ParserError::ParserError(format!(
             "role name \"{name}\" must not be qualified"
@@ -204,11 +218,11 @@ fn create_statement(c: CreateRole, user: bool) -> EngineResult<RoleStatement> {
 }
 
 fn alter_statement(name: Ident, operation: AlterRoleOperation) -> EngineResult<RoleStatement> {
-    let name = name.value;
+    let name = ident_name(&name);
     match operation {
         AlterRoleOperation::RenameRole { role_name } => Ok(RoleStatement::Rename {
             name,
-            to: role_name.value,
+            to: ident_name(&role_name),
         }),
         AlterRoleOperation::WithOptions { options: list } => {
             let mut options = RoleOptions::default();
@@ -252,7 +266,6 @@ fn password_literal() -> EngineError {
 mod tests {
     use super::*;
     use crate::parser::PrognosDialect;
-    use datafusion::sql::sqlparser::tokenizer::Token;
 
     fn at_end(p: &Parser<'_>) -> bool {
         matches!(p.peek_token_ref().token, Token::EOF | Token::SemiColon)

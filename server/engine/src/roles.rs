@@ -158,6 +158,9 @@ impl Engine {
         };
         let superuser = self.is_superuser(session);
         match stmt {
+            RoleStatement::Grant(g) => {
+                return crate::privileges::execute_grant(self, session, g).await;
+            }
             RoleStatement::Create {
                 name,
                 if_not_exists,
@@ -233,6 +236,8 @@ impl Engine {
                         session.notice(format!("role \"{name}\" does not exist, skipping"));
                     }
                 }
+                // Plans checked for the dropped role's grants are checked again.
+                self.bump_epoch();
             }
         }
         Ok(done())

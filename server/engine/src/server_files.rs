@@ -4,7 +4,8 @@
 //! A relative path is taken from the data dir's `files/` folder (created at start). Where a
 //! role may read or write:
 //!
-//! * superusers: any path the server process can reach, as in PostgreSQL;
+//! * superusers, and members of `pg_read_server_files` (reading) or `pg_write_server_files`
+//!   (writing): any path the server process can reach, as in PostgreSQL;
 //! * every other role: only inside `files/` and the folders listed in `server_files.allow`.
 //!   Anything else — absolute paths elsewhere, `..` climbing out, a symbolic link that points
 //!   out, a `file://` URL, the data dir's own catalog, roles, tables and models — is
@@ -87,17 +88,17 @@ impl ServerFiles {
         }
     }
 
-    /// Check that a role (`superuser` or not) may `access` `path`; returns the path the
-    /// statement should use: with `..` resolved, and for other roles the checked real path
-    /// (so a link swapped in later is not followed out).
+    /// Check that a role (that may name files `anywhere`, or not) may `access` `path`;
+    /// returns the path the statement should use: with `..` resolved, and for other roles the
+    /// checked real path (so a link swapped in later is not followed out).
     pub(crate) fn check(
         &self,
         path: &Path,
         access: Access,
-        superuser: bool,
+        anywhere: bool,
     ) -> EngineResult<PathBuf> {
         let lexical = normalise(path);
-        if superuser {
+        if anywhere {
             return Ok(lexical);
         }
         let real = resolve(&lexical);
@@ -110,9 +111,13 @@ impl ServerFiles {
             Err(EngineError::statement(
                 StatusCode::InsufficientPrivilege,
                 format!(
-                    "permission denied to {} server file '{}': only superusers may name files outside the data dir's {FILES_DIR}/ folder and server_files.allow",
+                    "permission denied to {} server file '{}': only superusers and members of {} may name files outside the data dir's {FILES_DIR}/ folder and server_files.allow",
                     access.verb(),
-                    path.display()
+                    path.display(),
+                    match access {
+                        Access::Read => prognos_catalog::grants::READ_SERVER_FILES,
+                        Access::Write => prognos_catalog::grants::WRITE_SERVER_FILES,
+                    }
                 ),
             ))
         }
@@ -132,9 +137,11 @@ impl Engine {
         let Some(path) = self.files.local_path(text)? else {
             return Ok(None);
         };
-        self.files
-            .check(&path, access, self.is_superuser(session))
-            .map(Some)
+        let anywhere = self.privileges(session).in_role(match access {
+            Access::Read => prognos_catalog::grants::READ_SERVER_FILES,
+            Access::Write => prognos_catalog::grants::WRITE_SERVER_FILES,
+        });
+        self.files.check(&path, access, anywhere).map(Some)
     }
 }
 

@@ -21,7 +21,7 @@ use datafusion::sql::sqlparser::ast::{
 };
 use futures::StreamExt;
 use object_store::path::Path as ObjectPath;
-use prognos_catalog::{ManagedTable, TableEntry, TableKind};
+use prognos_catalog::{ManagedTable, Privilege, Securable, TableEntry, TableKind};
 use prognos_models::onnx::device::{self, DeviceRequest};
 use prognos_storage::manifest::TableStore;
 
@@ -511,6 +511,7 @@ fn cast_parameter_types(plan: &LogicalPlan) -> HashMap<String, DataType> {
 
 /// Postgres-style COPY to the client or from the client.
 async fn pg_copy(
+    engine: &Engine,
     session: &Session,
     source: &CopySource,
     to: bool,
@@ -521,6 +522,7 @@ async fn pg_copy(
     let format = super::copy::copy_format(options, legacy)?;
     if !to {
         let t = super::copy::copy_in_target(session, source, target, format).await?;
+        crate::privileges::require_table(engine, session, &t.table, Privilege::Insert)?;
         return Ok(Output::CopyIn(t));
     }
     if !matches!(target, CopyTarget::Stdout) {
@@ -564,6 +566,7 @@ async fn pg_copy(
         .state()
         .statement_to_plan(DFStatement::Statement(Box::new(query)))
         .await?;
+    crate::privileges::check_plan(engine, session, &plan)?;
     let df = session.ctx().execute_logical_plan(plan).await?;
     Ok(Output::CopyOut {
         stream: df.execute_stream().await?,
@@ -597,7 +600,7 @@ pub(super) async fn execute(
             ..
         } = s.as_ref()
     {
-        return pg_copy(session, source, *to, target, options, legacy_options).await;
+        return pg_copy(engine, session, source, *to, target, options, legacy_options).await;
     }
     let plan = session
         .ctx()
@@ -616,6 +619,8 @@ pub(super) async fn execute_with_plan(
     params: Option<Vec<ScalarValue>>,
     cached: Option<(&CachedPlan, &[Option<DataType>])>,
 ) -> EngineResult<Output> {
+    // Every execution, cached plans included: a REVOKE applies to the next run.
+    crate::privileges::check_plan(engine, session, &plan)?;
     // An optimized plan may have dropped a parameter (`WHERE false AND id = $1`): the
     // statement's parameters are those it was described with.
     let optimized = cached.is_some_and(|(c, _)| c.optimized);
@@ -802,6 +807,7 @@ async fn run_plan(
             }
             let removed = engine.catalog.remove(&schema, &name)?;
             ctx.deregister_table(d.name.clone())?;
+            engine.forget_object(&Securable::table(&schema, &name));
             if let Some(TableEntry {
                 kind: TableKind::Managed { root },
                 ..
@@ -819,10 +825,14 @@ async fn run_plan(
             let or_replace = v.or_replace;
             let sql = v.definition.clone().unwrap_or_else(|| stmt.to_string());
             let _guard = engine.ddl_lock.lock().await;
+            let existed = ctx.table_exist(v.name.clone())?;
             ctx.execute_logical_plan(LogicalPlan::Ddl(DdlStatement::CreateView(v)))
                 .await?;
             if persist && !temporary {
-                record(engine, schema, name, TableKind::View { sql }, or_replace)?;
+                record(engine, schema.clone(), name.clone(), TableKind::View { sql }, or_replace)?;
+                if !existed {
+                    engine.record_owner(session, Securable::table(&schema, &name))?;
+                }
             }
             Ok(command("CREATE VIEW"))
         }
@@ -833,6 +843,7 @@ async fn run_plan(
             ctx.execute_logical_plan(LogicalPlan::Ddl(DdlStatement::DropView(d)))
                 .await?;
             engine.catalog.remove(&schema, &name)?;
+            engine.forget_object(&Securable::table(&schema, &name));
             Ok(command("DROP VIEW"))
         }
         LogicalPlan::Ddl(ddl) => {
@@ -1101,7 +1112,8 @@ async fn create_managed(
     let is_ctas = !matches!(c.input.as_ref(), LogicalPlan::EmptyRelation(_));
     let _guard = engine.ddl_lock.lock().await;
     let provider = schema_provider(session, &schema_name)?;
-    if provider.table_exist(&name) {
+    let existed = provider.table_exist(&name);
+    if existed {
         if c.if_not_exists {
             return Ok(command("CREATE TABLE"));
         }
@@ -1161,6 +1173,9 @@ async fn create_managed(
         kind: TableKind::Managed { root: root.clone() },
         created_at: now(),
     };
+    if !existed {
+        engine.record_owner(session, Securable::table(&schema_name, &name))?;
+    }
     // Inside a transaction block the table is the block's until COMMIT.
     let in_block = session.txn().record(Change::Create {
         entry,
@@ -1246,7 +1261,8 @@ async fn create_external(
     }
     let _guard = engine.ddl_lock.lock().await;
     schema_provider(session, &schema)?;
-    if c.if_not_exists && session.ctx().table_exist(c.name.clone())? {
+    let existed = session.ctx().table_exist(c.name.clone())?;
+    if c.if_not_exists && existed {
         return Ok(command("CREATE EXTERNAL TABLE"));
     }
     session
@@ -1258,11 +1274,14 @@ async fn create_external(
     if persist && !temporary {
         record(
             engine,
-            schema,
-            name,
+            schema.clone(),
+            name.clone(),
             TableKind::External { sql },
             or_replace,
         )?;
+        if !existed {
+            engine.record_owner(session, Securable::table(&schema, &name))?;
+        }
     }
     Ok(command("CREATE EXTERNAL TABLE"))
 }

@@ -230,6 +230,23 @@ pub(crate) async fn commit(engine: &Engine, block: Block) -> EngineResult<()> {
         locks.push(lock);
     }
 
+    // Privileges follow a table renamed in the block and leave one it dropped.
+    let mut privilege_moves: Vec<(Name, Option<Name>)> = vec![];
+    for k in &order {
+        if !matches!(finals.get(k), Some(None)) {
+            continue;
+        }
+        let renamed_to = match committed_managed(engine, &k.0, &k.1).await {
+            Some(t) => finals.iter().find_map(|(new, c)| {
+                c.as_ref()
+                    .filter(|c| c.table.key() == t.key())
+                    .map(|_| new.clone())
+            }),
+            None => None,
+        };
+        privilege_moves.push((k.clone(), renamed_to));
+    }
+
     let drops: Vec<Name> = order.clone();
     let creates: Vec<TableEntry> = order
         .iter()
@@ -253,6 +270,18 @@ pub(crate) async fn commit(engine: &Engine, block: Block) -> EngineResult<()> {
         lock.commit(w.base.version, w.files.clone()).await?;
     }
     engine.catalog.apply(&drops, &creates)?;
+    for (old, new) in privilege_moves {
+        let old = prognos_catalog::Securable::table(&old.0, &old.1);
+        match new {
+            Some(new) => {
+                let new = prognos_catalog::Securable::table(&new.0, &new.1);
+                if let Err(e) = engine.rename_object(&old, new) {
+                    warn!(error = %e, "the privileges of a renamed table could not follow it");
+                }
+            }
+            None => engine.forget_object(&old),
+        }
+    }
     publish(engine, &order, &finals)?;
     drop(locks);
     if let Err(e) = std::fs::remove_file(&record_path) {
