@@ -449,10 +449,28 @@ impl Privileges {
 
     /// Whether the role may see that `object` exists (it holds some privilege on it).
     pub fn sees(&self, object: &Securable) -> bool {
-        object
-            .grantable()
-            .iter()
-            .any(|p| self.has(object, *p))
+        object.grantable().iter().any(|p| self.has(object, *p))
+    }
+}
+
+/// The role a session runs as, reachable from its DataFusion state (a `SessionConfig`
+/// extension), so that catalogs and system tables list only what the role sees.
+#[derive(Debug, Clone)]
+pub struct SessionRole {
+    store: Arc<crate::RoleStore>,
+    user: Arc<std::sync::Mutex<String>>,
+}
+
+impl SessionRole {
+    /// The role named by `user` (the session's handle, changed when it authenticates).
+    pub fn new(store: Arc<crate::RoleStore>, user: Arc<std::sync::Mutex<String>>) -> Self {
+        Self { store, user }
+    }
+
+    /// What the role may do now.
+    pub fn privileges(&self) -> Privileges {
+        let user = self.user.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        self.store.privileges(&user)
     }
 }
 
@@ -498,7 +516,10 @@ mod tests {
         let mut acl = Acl::default();
         acl.grant(&t, "a", &set(&[Privilege::Select, Privilege::Insert]));
         acl.revoke(&t, "a", &set(&[Privilege::Insert]));
-        assert_eq!(acl.grants_on(&t).and_then(|g| g.get("a")), Some(&set(&[Privilege::Select])));
+        assert_eq!(
+            acl.grants_on(&t).and_then(|g| g.get("a")),
+            Some(&set(&[Privilege::Select]))
+        );
         let t2 = Securable::table("public", "t2");
         acl.set_owner(t.clone(), "o");
         acl.rename(&t, t2.clone());

@@ -21,9 +21,9 @@ pub mod scram;
 pub mod system_tables;
 
 pub use error::{CatalogError, CatalogResult};
+pub use grants::{Acl, Privilege, Privileges, Securable};
 pub use managed::{CommitLock, ManagedTable, StagedTable, WriteStage};
 pub use models::{ArtifactStores, ModelEntry, ModelRegistry, ModelSnapshot, ModelVersion, Payload};
 pub use persist::{CatalogFile, PersistentCatalog, TableEntry, TableKind};
-pub use grants::{Acl, Privilege, Privileges, Securable};
 pub use roles::{Role, RoleChange, RoleStore};
 pub use scram::ScramVerifier;

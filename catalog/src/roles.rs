@@ -160,7 +160,11 @@ impl RoleStore {
 
     /// Whether any role has a password (someone can log in when passwords are required).
     pub fn any_password(&self) -> bool {
-        self.lock().file.roles.values().any(|r| r.password.is_some())
+        self.lock()
+            .file
+            .roles
+            .values()
+            .any(|r| r.password.is_some())
     }
 
     /// Owners, grants and memberships as they are now.
@@ -211,7 +215,8 @@ impl RoleStore {
     /// case nothing changes. Returns whether the role was added.
     pub fn create(&self, role: Role, if_not_exists: bool) -> CatalogResult<bool> {
         self.update(|file| {
-            if file.roles.contains_key(&role.name) || PREDEFINED_ROLES.contains(&role.name.as_str()) {
+            if file.roles.contains_key(&role.name) || PREDEFINED_ROLES.contains(&role.name.as_str())
+            {
                 return if if_not_exists {
                     Ok(false)
                 } else {

@@ -163,8 +163,11 @@ impl RegistryTable {
         }
     }
 
-    fn batch(&self) -> DfResult<RecordBatch> {
-        let entries = self.registry.entries();
+    fn batch(&self, role: Option<&crate::grants::SessionRole>) -> DfResult<RecordBatch> {
+        let mut entries = self.registry.entries();
+        if let Some(p) = role.map(|r| r.privileges()) {
+            entries.retain(|e| p.sees(&crate::Securable::Model(e.name.clone())));
+        }
         let cols: Vec<ArrayRef> = match self.table {
             SystemTable::Models => {
                 let cur: Vec<(&str, &ModelVersion, usize)> = entries
@@ -326,12 +329,14 @@ impl TableProvider for RegistryTable {
 
     async fn scan(
         &self,
-        _state: &dyn Session,
+        state: &dyn Session,
         projection: Option<&Vec<usize>>,
         _filters: &[Expr],
         _limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        let batch = self.batch()?;
+        // A session lists the models its role may use.
+        let role = state.config().get_extension::<crate::grants::SessionRole>();
+        let batch = self.batch(role.as_deref())?;
         Ok(MemorySourceConfig::try_new_exec(
             &[vec![batch]],
             Arc::clone(&self.schema),

@@ -97,9 +97,7 @@ impl WireStatus for StatusCode {
             StatusCode::InsufficientPrivilege => tonic::Code::PermissionDenied,
             StatusCode::ObjectInUse
             | StatusCode::ReadOnlyParameter
-            | StatusCode::DependentObjects => {
-                tonic::Code::FailedPrecondition
-            }
+            | StatusCode::DependentObjects => tonic::Code::FailedPrecondition,
             StatusCode::ReservedName | StatusCode::InvalidGrantOperation => {
                 tonic::Code::InvalidArgument
             }

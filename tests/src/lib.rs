@@ -154,7 +154,17 @@ impl Server {
 
     /// Connect with tokio-postgres (the connection task is spawned on the current runtime).
     pub async fn connect(&self) -> tokio_postgres::Client {
-        let (client, conn) = tokio_postgres::connect(&self.pg_conn_str(), tokio_postgres::NoTls)
+        self.connect_as("prognos").await
+    }
+
+    /// Connect as `user` (a server that trusts loopback lets any existing role in).
+    pub async fn connect_as(&self, user: &str) -> tokio_postgres::Client {
+        let conn = format!(
+            "host={} port={} user={user} dbname=prognos",
+            self.pg.ip(),
+            self.pg.port()
+        );
+        let (client, conn) = tokio_postgres::connect(&conn, tokio_postgres::NoTls)
             .await
             .expect("connect");
         tokio::spawn(async move {

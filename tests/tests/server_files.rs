@@ -1,6 +1,7 @@
 //! Server-side files: which local paths a role may name in COPY, external tables, and model
-//! import / export (the data dir's `files/` folder for everyone; anything else superusers
-//! only), tested with traversal, absolute paths, `file://` URLs and symbolic links.
+//! import / export (the data dir's `files/` folder for everyone; anything else superusers and
+//! members of `pg_read_server_files` / `pg_write_server_files` only), tested with traversal,
+//! absolute paths, `file://` URLs and symbolic links.
 
 use prognos_e2e::{Server, sqlstate};
 use tokio_postgres::NoTls;
@@ -13,7 +14,9 @@ async fn only_superusers_name_files_outside_the_files_folder() {
         .batch_execute(
             "CREATE USER low; \
              CREATE MODEL tiny PREDICT churned USING logistic \
-               AS SELECT tenure_months, support_calls, churned FROM customers",
+               AS SELECT tenure_months, support_calls, churned FROM customers; \
+             GRANT CREATE ON SCHEMA public TO low; GRANT CREATE MODEL TO low; \
+             GRANT USAGE ON MODEL tiny TO low",
         )
         .await
         .expect("setup");
@@ -90,4 +93,41 @@ async fn only_superusers_name_files_outside_the_files_folder() {
         .expect("superuser");
     assert!(outside.path().join("x.csv").exists());
     assert!(outside.path().join("tiny.onnx").exists());
+
+    // The predefined roles open the rest of the disk, each for its own direction.
+    admin
+        .batch_execute("GRANT pg_write_server_files TO low")
+        .await
+        .expect("grant");
+    low.batch_execute(&format!(
+        "COPY (SELECT 1 AS a) TO '{out}/w.csv' (FORMAT csv)"
+    ))
+    .await
+    .expect("pg_write_server_files writes anywhere");
+    assert!(outside.path().join("w.csv").exists());
+    let e = low
+        .batch_execute(&format!(
+            "CREATE EXTERNAL TABLE s5 STORED AS CSV LOCATION '{}'",
+            secret.display()
+        ))
+        .await
+        .expect_err("reading needs pg_read_server_files");
+    assert_eq!(sqlstate(&e), "42501");
+    admin
+        .batch_execute("GRANT pg_read_server_files TO low; REVOKE pg_write_server_files FROM low")
+        .await
+        .expect("grant / revoke");
+    low.batch_execute(&format!(
+        "CREATE EXTERNAL TABLE s5 STORED AS CSV LOCATION '{}'",
+        secret.display()
+    ))
+    .await
+    .expect("pg_read_server_files reads anywhere");
+    let e = low
+        .batch_execute(&format!(
+            "COPY (SELECT 1 AS a) TO '{out}/v.csv' (FORMAT csv)"
+        ))
+        .await
+        .expect_err("revoked");
+    assert_eq!(sqlstate(&e), "42501");
 }

@@ -273,12 +273,11 @@ fn objects(p: &mut Parser<'_>) -> EngineResult<GrantObjects> {
     let tables = tables
         .iter()
         .map(|t| {
-            let parts: Vec<String> = t
-                .0
-                .iter()
-                .map(|part| part.as_ident().map(ident_name))
-                .collect::<Option<_>>()
-                .ok_or_else(|| syntax(format!("invalid table name {t}")))?;
+            let parts: Vec<String> =
+                t.0.iter()
+                    .map(|part| part.as_ident().map(ident_name))
+                    .collect::<Option<_>>()
+                    .ok_or_else(|| syntax(format!("invalid table name {t}")))?;
             match parts.as_slice() {
                 [name] => Ok((None, name.clone())),
                 [schema, name] => Ok((Some(schema.clone()), name.clone())),
@@ -297,11 +296,13 @@ fn grantees(p: &mut Parser<'_>) -> EngineResult<Vec<Grantee>> {
             return Ok(Grantee::CurrentUser);
         }
         let i = p.parse_identifier()?;
-        Ok(if i.quote_style.is_none() && i.value.eq_ignore_ascii_case("public") {
-            Grantee::Public
-        } else {
-            Grantee::Role(ident_name(&i))
-        })
+        Ok(
+            if i.quote_style.is_none() && i.value.eq_ignore_ascii_case("public") {
+                Grantee::Public
+            } else {
+                Grantee::Role(ident_name(&i))
+            },
+        )
     })
     .map_err(sql_error)
 }

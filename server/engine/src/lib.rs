@@ -21,9 +21,9 @@ pub mod parser;
 mod pg_compat;
 pub mod physical_template;
 mod point;
+mod privileges;
 mod rename;
 pub mod role_sql;
-mod privileges;
 mod roles;
 pub mod server_files;
 mod session;
@@ -177,6 +177,8 @@ pub struct Engine {
     /// Every session's run-time parameter defaults (the configuration gives
     /// `statement_timeout`'s).
     session_defaults: session::Defaults,
+    /// `pg_catalog`'s fixed tables, shared by every session's `pg_catalog`.
+    pg_static: Arc<datafusion_pg_catalog::pg_catalog::PgCatalogStaticTables>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -344,6 +346,10 @@ impl Engine {
                     )])
                     .collect(),
             ),
+            pg_static: Arc::new(
+                datafusion_pg_catalog::pg_catalog::PgCatalogStaticTables::try_new()
+                    .map_err(EngineError::DataFusion)?,
+            ),
         });
         engine.bootstrap_roles(&config.bootstrap)?;
         transaction::commit::recover(&engine).await?;
@@ -359,20 +365,43 @@ impl Engine {
         &self.data_dir
     }
 
-    /// A new session for one client connection.
+    /// A new session for one client connection (it runs as the bootstrap superuser until a
+    /// frontend binds it to the role it authenticated: [`Session::set_user`]).
     pub fn new_session(&self) -> Session {
+        use transaction::overlay::{SessionCatalogList, SessionView};
         let txn = Arc::new(transaction::TxnSlot::default());
-        let catalogs = transaction::overlay::SessionCatalogList::new(
-            Arc::clone(self.base.catalog_list()),
-            Arc::clone(&txn),
-        );
+        let user: session::User = Arc::new(std::sync::Mutex::new(self.bootstrap_superuser.clone()));
+        let role =
+            prognos_catalog::grants::SessionRole::new(Arc::clone(&self.roles), Arc::clone(&user));
+        let shared = Arc::clone(self.base.catalog_list());
+        let mut view = SessionView {
+            txn: Arc::clone(&txn),
+            role: role.clone(),
+            pg_catalog: None,
+        };
+        // The session's pg_catalog lists what its role sees: it reads a view without a
+        // pg_catalog of its own (no cycle), and keeps its oids for the session's lifetime.
+        let listed: Arc<dyn datafusion::catalog::CatalogProviderList> =
+            Arc::new(SessionCatalogList::new(Arc::clone(&shared), view.clone()));
+        if let Ok(pg) = datafusion_pg_catalog::pg_catalog::PgCatalogSchemaProvider::try_new(
+            listed,
+            Arc::clone(&self.pg_static),
+            EmptyContextProvider,
+        ) {
+            view.pg_catalog = Some(Arc::new(
+                pg_compat::catalog_tables::PgCatalogSchema::new(Arc::new(pg))
+                    .with_roles(Arc::clone(&self.roles), &self.bootstrap_superuser),
+            ));
+        }
+        let config = self.base.config().clone().with_extension(Arc::new(role));
         let state = SessionStateBuilder::new_from_existing(self.base.clone())
-            .with_catalog_list(Arc::new(catalogs))
+            .with_config(config)
+            .with_catalog_list(Arc::new(SessionCatalogList::new(shared, view)))
             .build();
         Session::new(
             SessionContext::new_with_state(state),
             txn,
-            &self.bootstrap_superuser,
+            user,
             true,
             Arc::clone(&self.session_defaults),
         )
@@ -469,9 +498,23 @@ impl Engine {
         let generation = self.registry.generation();
         let snapshot = self.registry.snapshot();
         let device = session.device();
-        if session.model_functions() != (generation, device) {
-            prognos_udfs::register_model_functions(session.ctx(), Arc::clone(&snapshot), device);
-            session.set_model_functions(generation, device);
+        let user = session.user();
+        let key = (generation, self.roles.generation(), user.clone(), device);
+        if session.model_functions().as_ref() != Some(&key) {
+            // A role sees the models it may use; the others answer 42501.
+            let privileges = self.roles.privileges(&user);
+            let visible = if privileges.is_superuser() {
+                Arc::clone(&snapshot)
+            } else {
+                Arc::new(snapshot.restricted(|m| {
+                    privileges.has(
+                        &prognos_catalog::Securable::Model(m.to_string()),
+                        prognos_catalog::Privilege::Usage,
+                    )
+                }))
+            };
+            prognos_udfs::register_model_functions(session.ctx(), visible, device);
+            session.set_model_functions(key);
         }
         // Once every model is in memory, statements are not searched for names.
         if snapshot.has_unloaded() {

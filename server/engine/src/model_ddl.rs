@@ -21,7 +21,7 @@ use datafusion::prelude::DataFrame;
 use datafusion::sql::parser::Statement as DFStatement;
 use datafusion::sql::sqlparser::ast::{Query, Statement as SqlStatement};
 use futures::StreamExt;
-use prognos_catalog::CatalogError;
+use prognos_catalog::{CatalogError, Privilege, Securable};
 use prognos_models::forecast::stored::ForecastRequest;
 use prognos_models::forecast::trainer::ForecastTrainer;
 use prognos_models::{Algorithm, ModelArtifact, ModelError, TrainContext, TrainRequest};
@@ -87,22 +87,60 @@ impl Drop for CancelOnDrop {
     }
 }
 
-/// Whether `CREATE [OR REPLACE] MODEL [IF NOT EXISTS] name` goes ahead: `false` (with a
-/// NOTICE) when `IF NOT EXISTS` finds it; an error when the name cannot be created.
+/// What `CREATE [OR REPLACE] MODEL [IF NOT EXISTS] name` finds.
+enum Creating {
+    /// `IF NOT EXISTS` found the model (a NOTICE said so): nothing to do.
+    Skip,
+    /// A new model: its creator becomes its owner.
+    New,
+    /// A new version of an existing model (`OR REPLACE`, by its owner).
+    NewVersion,
+}
+
+/// Whether `CREATE [OR REPLACE] MODEL [IF NOT EXISTS] name` goes ahead; an error when the
+/// name cannot be created or the role may not: creating needs `CREATE MODEL`, a new version
+/// ownership of the model.
 fn may_create(
     engine: &Engine,
     session: &Session,
     name: &str,
     replace: bool,
     if_not_exists: bool,
-) -> EngineResult<bool> {
-    if if_not_exists && !replace && engine.registry.get(name).is_some() {
+) -> EngineResult<Creating> {
+    let exists = engine.registry.get(name).is_some();
+    if if_not_exists && !replace && exists {
         session.notice(format!("model \"{name}\" already exists, skipping"));
-        return Ok(false);
+        return Ok(Creating::Skip);
     }
+    let p = engine.privileges(session);
+    crate::privileges::require(&p, &Securable::Database, Privilege::CreateModel).map_err(|_| {
+        EngineError::statement(
+            StatusCode::InsufficientPrivilege,
+            "permission denied to create models: the role needs GRANT CREATE MODEL",
+        )
+    })?;
     engine.registry.check_create(name, replace)?;
+    if exists {
+        crate::privileges::require_owner(&p, &Securable::Model(name.to_string()))?;
+    }
     crate::statements::not_transactional(session, "CREATE MODEL");
-    Ok(true)
+    Ok(if exists {
+        Creating::NewVersion
+    } else {
+        Creating::New
+    })
+}
+
+/// `42501` unless the session's role may use model `name` (a missing model is `42704`).
+fn require_usage(engine: &Engine, session: &Session, name: &str) -> EngineResult<()> {
+    if engine.registry.get(name).is_none() {
+        return Err(CatalogError::ModelNotFound(name.to_string()).into());
+    }
+    crate::privileges::require(
+        &engine.privileges(session),
+        &Securable::Model(name.to_string()),
+        Privilege::Usage,
+    )
 }
 
 /// Run a model statement.
@@ -116,7 +154,10 @@ pub(super) async fn execute(
             let df = session.ctx().sql(SHOW_MODELS_SQL).await?;
             Ok(Output::Rows(df.execute_stream().await?))
         }
-        ModelStatement::Describe { name } => describe(engine, name).await,
+        ModelStatement::Describe { name } => {
+            require_usage(engine, session, name)?;
+            describe(engine, name).await
+        }
         ModelStatement::Import {
             name,
             replace,
@@ -124,12 +165,16 @@ pub(super) async fn execute(
             source,
             options,
         } => {
-            if !may_create(engine, session, name, *replace, *if_not_exists)? {
+            let creating = may_create(engine, session, name, *replace, *if_not_exists)?;
+            if let Creating::Skip = creating {
                 return Ok(command("CREATE MODEL"));
             }
             let (version, summary) =
                 crate::model_import::import(engine, session, name, source, options, *replace)
                     .await?;
+            if let Creating::New = creating {
+                engine.record_owner(session, Securable::Model(name.clone()))?;
+            }
             engine.bump_epoch();
             session.notice(format!("model \"{name}\" version {version}: {summary}"));
             Ok(command("CREATE MODEL"))
@@ -139,6 +184,7 @@ pub(super) async fn execute(
             version,
             target,
         } => {
+            require_usage(engine, session, name)?;
             let size = crate::model_export::export(engine, session, name, *version, target).await?;
             session.notice(format!(
                 "model \"{name}\" written to {target} as ONNX ({size} bytes)"
@@ -147,7 +193,16 @@ pub(super) async fn execute(
         }
         ModelStatement::Drop { name, if_exists } => {
             crate::statements::not_transactional(session, "DROP MODEL");
+            if engine.registry.get(name).is_some() {
+                crate::privileges::require_owner(
+                    &engine.privileges(session),
+                    &Securable::Model(name.clone()),
+                )?;
+            }
             let existed = engine.registry.drop_model(name).await?;
+            if existed {
+                engine.forget_object(&Securable::Model(name.clone()));
+            }
             engine.bump_epoch();
             if !existed {
                 if *if_exists {
@@ -170,7 +225,8 @@ pub(super) async fn execute(
             query,
             query_text,
         } => {
-            if !may_create(engine, session, name, *replace, *if_not_exists)? {
+            let creating = may_create(engine, session, name, *replace, *if_not_exists)?;
+            if let Creating::Skip = creating {
                 return Ok(command("CREATE MODEL"));
             }
             let job = match forecast {
@@ -229,6 +285,9 @@ pub(super) async fn execute(
                 .registry
                 .register(name, artifact, &[], query_text, &created, *replace)
                 .await?;
+            if let Creating::New = creating {
+                engine.record_owner(session, Securable::Model(name.clone()))?;
+            }
             engine.bump_epoch();
             session.notice(format!("model \"{name}\" version {version}: {summary}"));
             Ok(command("CREATE MODEL"))
@@ -417,6 +476,8 @@ async fn plan_training_query(
         SqlStatement::Query(Box::new(query.clone())),
     )));
     let plan = session.ctx().state().statement_to_plan(stmt).await?;
+    // The model learns only from what its trainer may read.
+    crate::privileges::check_plan(engine, session, &plan)?;
     Ok(session.ctx().execute_logical_plan(plan).await?)
 }
 

@@ -51,7 +51,11 @@ pub(crate) fn not_owner(object: &Securable) -> EngineError {
 }
 
 /// `42501` unless the role holds `privilege` on `object`.
-pub(crate) fn require(p: &Privileges, object: &Securable, privilege: Privilege) -> EngineResult<()> {
+pub(crate) fn require(
+    p: &Privileges,
+    object: &Securable,
+    privilege: Privilege,
+) -> EngineResult<()> {
     if p.has(object, privilege) {
         Ok(())
     } else {
@@ -111,7 +115,11 @@ impl Engine {
 }
 
 /// Check that the session's role may run `plan` (see the module docs).
-pub(crate) fn check_plan(engine: &Engine, session: &Session, plan: &LogicalPlan) -> EngineResult<()> {
+pub(crate) fn check_plan(
+    engine: &Engine,
+    session: &Session,
+    plan: &LogicalPlan,
+) -> EngineResult<()> {
     let p = engine.privileges(session);
     if p.is_superuser() {
         return Ok(());
@@ -179,9 +187,7 @@ fn check_node(session: &Session, p: &Privileges, node: &LogicalPlan) -> EngineRe
         },
         LogicalPlan::Ddl(ddl) => match ddl {
             DdlStatement::CreateMemoryTable(c) => check_create(session, p, &c.name, c.or_replace),
-            DdlStatement::CreateExternalTable(c) => {
-                check_create(session, p, &c.name, c.or_replace)
-            }
+            DdlStatement::CreateExternalTable(c) => check_create(session, p, &c.name, c.or_replace),
             DdlStatement::CreateView(v) => check_create(session, p, &v.name, v.or_replace),
             DdlStatement::DropTable(d) => check_drop(session, p, &d.name),
             DdlStatement::DropView(d) => check_drop(session, p, &d.name),
@@ -392,7 +398,10 @@ async fn resolve_objects(
                     return Err(undefined_schema(s));
                 }
             }
-            schemas.iter().map(|s| Securable::Schema(s.clone())).collect()
+            schemas
+                .iter()
+                .map(|s| Securable::Schema(s.clone()))
+                .collect()
         }
         GrantObjects::Models(models) => {
             let mut out = vec![];

@@ -23,7 +23,11 @@ type Settings = Arc<Mutex<BTreeMap<String, String>>>;
 /// Every run-time parameter's default: [`DEFAULT_PG_SETTINGS`] with the server's own
 /// (`statement_timeout`) over them; made once by the engine, shared by its sessions.
 pub(crate) type Defaults = Arc<BTreeMap<String, String>>;
-type User = Arc<Mutex<String>>;
+pub(crate) type User = Arc<Mutex<String>>;
+
+/// What a session's model functions were registered for: the registry's generation, the
+/// roles' generation and the role (the models it may use), and the device.
+pub(crate) type ModelFunctionsKey = (u64, u64, String, Option<DeviceRequest>);
 
 /// Run-time parameters that describe the session's role: shown, never set by `SET`.
 pub(crate) const ROLE_SETTINGS: &[&str] = &["is_superuser", "session_authorization"];
@@ -76,7 +80,7 @@ pub struct Session {
     defaults: Defaults,
     /// The registry generation and the `prognos.device` the model functions registered in
     /// `ctx` were made for.
-    model_functions: Mutex<(u64, Option<DeviceRequest>)>,
+    model_functions: Mutex<Option<ModelFunctionsKey>>,
     /// Where progress messages (Postgres NOTICEs) of the running statement go.
     notices: Arc<Mutex<Option<tokio::sync::mpsc::UnboundedSender<String>>>>,
     /// The open transaction block, if any (shared with the session's catalog overlay).
@@ -137,12 +141,11 @@ impl Session {
     pub(crate) fn new(
         ctx: SessionContext,
         txn: Arc<TxnSlot>,
-        user: &str,
+        user: User,
         superuser: bool,
         defaults: Defaults,
     ) -> Self {
         let settings: Settings = Arc::new(Mutex::new(defaults.as_ref().clone()));
-        let user: User = Arc::new(Mutex::new(user.to_string()));
         ctx.register_udf(ScalarUDF::new_from_impl(SessionUser {
             signature: Signature::exact(vec![], Volatility::Stable),
             user: Arc::clone(&user),
@@ -169,7 +172,7 @@ impl Session {
             cancel: Mutex::new(StatementCancel::default()),
             timeout: Mutex::new(None),
             defaults,
-            model_functions: Mutex::new((u64::MAX, None)),
+            model_functions: Mutex::new(None),
             notices,
             txn,
             state_version: std::sync::atomic::AtomicU64::new(0),
@@ -260,22 +263,21 @@ impl Session {
         self.txn.fail();
     }
 
-    /// The registry generation and the device the session's model functions were
-    /// registered with.
-    pub(crate) fn model_functions(&self) -> (u64, Option<DeviceRequest>) {
-        *self
-            .model_functions
+    /// What the session's model functions were registered for.
+    pub(crate) fn model_functions(&self) -> Option<ModelFunctionsKey> {
+        self.model_functions
             .lock()
             .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
-    /// Record that the model functions were registered at generation `g` for `device`.
-    pub(crate) fn set_model_functions(&self, g: u64, device: Option<DeviceRequest>) {
+    /// Record what the model functions were registered for.
+    pub(crate) fn set_model_functions(&self, key: ModelFunctionsKey) {
         self.state_changed();
         *self
             .model_functions
             .lock()
-            .unwrap_or_else(|p| p.into_inner()) = (g, device);
+            .unwrap_or_else(|p| p.into_inner()) = Some(key);
     }
 
     /// The device the session's queries run models on (`SET prognos.device`), when set

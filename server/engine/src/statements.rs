@@ -600,7 +600,16 @@ pub(super) async fn execute(
             ..
         } = s.as_ref()
     {
-        return pg_copy(engine, session, source, *to, target, options, legacy_options).await;
+        return pg_copy(
+            engine,
+            session,
+            source,
+            *to,
+            target,
+            options,
+            legacy_options,
+        )
+        .await;
     }
     let plan = session
         .ctx()
@@ -829,7 +838,13 @@ async fn run_plan(
             ctx.execute_logical_plan(LogicalPlan::Ddl(DdlStatement::CreateView(v)))
                 .await?;
             if persist && !temporary {
-                record(engine, schema.clone(), name.clone(), TableKind::View { sql }, or_replace)?;
+                record(
+                    engine,
+                    schema.clone(),
+                    name.clone(),
+                    TableKind::View { sql },
+                    or_replace,
+                )?;
                 if !existed {
                     engine.record_owner(session, Securable::table(&schema, &name))?;
                 }

@@ -588,8 +588,10 @@ impl FlightSqlService for FlightSqlServer {
         query: CommandGetTables,
         request: Request<Ticket>,
     ) -> Result<Response<FlightDataStream>, Status> {
-        auth::caller(&request)?;
+        let caller = auth::caller(&request)?;
+        // The tables the caller's role sees.
         let session = self.engine.new_session();
+        session.set_user(&caller.role.name, caller.role.superuser);
         let mut builder = query.into_builder();
         if let Some(catalog) = session.ctx().catalog(CATALOG_NAME) {
             for schema_name in catalog.schema_names() {

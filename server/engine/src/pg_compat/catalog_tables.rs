@@ -32,14 +32,28 @@ fn text_array() -> DataType {
 }
 
 /// The `pg_catalog` schema with the missing columns added (see the module docs).
+/// `pg_roles` and `pg_auth_members` come from prognos's roles when it has them
+/// ([`super::role_tables`]).
 #[derive(Debug)]
 pub(crate) struct PgCatalogSchema {
     inner: Arc<dyn SchemaProvider>,
+    /// The roles and the bootstrap superuser's name.
+    roles: Option<(Arc<prognos_catalog::RoleStore>, String)>,
 }
 
 impl PgCatalogSchema {
     pub(crate) fn new(inner: Arc<dyn SchemaProvider>) -> Self {
-        Self { inner }
+        Self { inner, roles: None }
+    }
+
+    /// Serve the role tables from `roles`.
+    pub(crate) fn with_roles(
+        mut self,
+        roles: Arc<prognos_catalog::RoleStore>,
+        bootstrap: &str,
+    ) -> Self {
+        self.roles = Some((roles, bootstrap.to_string()));
+        self
     }
 }
 
@@ -54,6 +68,11 @@ impl SchemaProvider for PgCatalogSchema {
     }
 
     async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
+        if let Some((roles, bootstrap)) = &self.roles
+            && super::role_tables::ROLE_TABLES.contains(&name)
+        {
+            return super::role_tables::role_table(roles, bootstrap, name);
+        }
         let Some(table) = self.inner.table(name).await? else {
             return Ok(None);
         };

@@ -21,6 +21,7 @@
 
 pub(crate) mod catalog_tables;
 pub(crate) mod functions;
+pub(crate) mod role_tables;
 pub(crate) mod subqueries;
 pub(crate) mod syntax;
 

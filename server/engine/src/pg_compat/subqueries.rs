@@ -8,6 +8,10 @@
 //! used — the same meaning, in a form DataFusion decorrelates. SQLAlchemy's column reflection and other clients' catalog queries
 //! are written this way.
 //!
+//! The array constructor `ARRAY(SELECT v …)` gets the same treatment:
+//! `coalesce((SELECT array_agg(v) …), make_array())` — an empty array when there is no row,
+//! as in PostgreSQL (psql's `\du` lists memberships so).
+//!
 //! Left alone: subqueries that aggregate, group, use DISTINCT, a window, ORDER BY / LIMIT /
 //! FETCH, a set operation, or no FROM (`(SELECT 1)`).
 
@@ -71,6 +75,8 @@ impl VisitorMut for Wrap<'_> {
             && let Some(call) = call(NAME_SINGLE_VALUE, Expr::Subquery(q.clone()))
         {
             *expr = call;
+        } else if let Some(rewritten) = array_constructor(expr, self.aggregates) {
+            *expr = rewritten;
         }
         ControlFlow::Continue(())
     }
@@ -116,6 +122,45 @@ fn aggregate_item(q: &mut Query, aggregates: &HashSet<String>) -> bool {
         None => SelectItem::UnnamedExpr(agg),
     };
     true
+}
+
+/// `ARRAY(SELECT v …)` as `coalesce((SELECT array_agg(v) …), make_array())`, when the
+/// subquery is a plain one (see the module docs).
+fn array_constructor(expr: &Expr, aggregates: &HashSet<String>) -> Option<Expr> {
+    let Expr::Function(f) = expr else {
+        return None;
+    };
+    let is_array = matches!(
+        f.name.0.as_slice(),
+        [ObjectNamePart::Identifier(i)] if i.value.eq_ignore_ascii_case("array")
+    );
+    let FunctionArguments::Subquery(q) = &f.args else {
+        return None;
+    };
+    if !is_array {
+        return None;
+    }
+    let mut q = q.clone();
+    if !aggregate_item(&mut q, aggregates) {
+        return None;
+    }
+    let mut empty = call(
+        "make_array",
+        Expr::Value(datafusion::sql::sqlparser::ast::Value::Null.into()),
+    )?;
+    if let Expr::Function(e) = &mut empty
+        && let FunctionArguments::List(list) = &mut e.args
+    {
+        list.args.clear();
+    }
+    let mut out = call("coalesce", Expr::Subquery(q))?;
+    if let Expr::Function(c) = &mut out
+        && let FunctionArguments::List(list) = &mut c.args
+    {
+        list.args
+            .push(FunctionArg::Unnamed(FunctionArgExpr::Expr(empty)));
+    }
+    Some(out)
 }
 
 /// The name a column reference gives its output column (`t.v` → `v`).
@@ -228,5 +273,19 @@ mod tests {
         ] {
             assert!(!rewritten(sql).contains("prognos_single_value"), "{sql}");
         }
+    }
+
+    #[test]
+    fn array_constructors_aggregate_and_default_to_an_empty_array() {
+        let out = rewritten(
+            "SELECT ARRAY(SELECT b.rolname FROM m JOIN r b ON m.roleid = b.oid WHERE m.member = o.oid) AS memberof FROM o",
+        );
+        assert_eq!(
+            out,
+            "SELECT coalesce((SELECT array_agg(b.rolname) AS rolname FROM m JOIN r b ON m.roleid = b.oid \
+             WHERE m.member = o.oid), make_array()) AS memberof FROM o"
+        );
+        let kept = "SELECT ARRAY(SELECT v FROM t ORDER BY v) FROM o";
+        assert!(!rewritten(kept).contains("coalesce"), "{kept}");
     }
 }

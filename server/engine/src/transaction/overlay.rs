@@ -4,6 +4,11 @@
 //! Each session's DataFusion state gets its own [`SessionCatalogList`]; lookups go through it
 //! to the shared providers, and registrations pass straight through to them. Outside a block
 //! every answer is the shared catalog's.
+//!
+//! The view also lists only the tables the session's role sees (holds some privilege on),
+//! so `information_schema`, `pg_catalog` and Flight SQL's `GetTables` do not reveal the
+//! others; looking a table up by name still finds it (using it is then `42501`, as in
+//! PostgreSQL). A session has its own `pg_catalog`, built over this filtered view.
 
 use std::sync::Arc;
 
@@ -11,18 +16,35 @@ use async_trait::async_trait;
 use datafusion::catalog::{CatalogProvider, CatalogProviderList, SchemaProvider, TableProvider};
 use datafusion::common::Result as DfResult;
 
+use prognos_catalog::Securable;
+use prognos_catalog::grants::SessionRole;
+
 use super::TxnSlot;
+
+/// Schemas listed whole to every role (catalogs, which filter their own rows).
+const LISTED_WHOLE: [&str; 3] = ["pg_catalog", "information_schema", crate::SYSTEM_SCHEMA];
+
+/// What a session's view adds to the shared catalog.
+#[derive(Debug, Clone)]
+pub(crate) struct SessionView {
+    /// The open transaction block.
+    pub(crate) txn: Arc<TxnSlot>,
+    /// Whose privileges decide what is listed.
+    pub(crate) role: SessionRole,
+    /// The session's own `pg_catalog` (see the module docs).
+    pub(crate) pg_catalog: Option<Arc<dyn SchemaProvider>>,
+}
 
 /// A session's view of the shared catalog list.
 #[derive(Debug)]
 pub(crate) struct SessionCatalogList {
     shared: Arc<dyn CatalogProviderList>,
-    txn: Arc<TxnSlot>,
+    view: SessionView,
 }
 
 impl SessionCatalogList {
-    pub(crate) fn new(shared: Arc<dyn CatalogProviderList>, txn: Arc<TxnSlot>) -> Self {
-        Self { shared, txn }
+    pub(crate) fn new(shared: Arc<dyn CatalogProviderList>, view: SessionView) -> Self {
+        Self { shared, view }
     }
 }
 
@@ -43,7 +65,7 @@ impl CatalogProviderList for SessionCatalogList {
         let shared = self.shared.catalog(name)?;
         Some(Arc::new(SessionCatalog {
             shared,
-            txn: Arc::clone(&self.txn),
+            view: self.view.clone(),
         }))
     }
 }
@@ -52,7 +74,7 @@ impl CatalogProviderList for SessionCatalogList {
 #[derive(Debug)]
 struct SessionCatalog {
     shared: Arc<dyn CatalogProvider>,
-    txn: Arc<TxnSlot>,
+    view: SessionView,
 }
 
 impl CatalogProvider for SessionCatalog {
@@ -61,11 +83,16 @@ impl CatalogProvider for SessionCatalog {
     }
 
     fn schema(&self, name: &str) -> Option<Arc<dyn SchemaProvider>> {
+        if name == "pg_catalog"
+            && let Some(pg) = &self.view.pg_catalog
+        {
+            return Some(Arc::clone(pg));
+        }
         let shared = self.shared.schema(name)?;
         Some(Arc::new(SessionSchema {
             name: name.to_string(),
             shared,
-            txn: Arc::clone(&self.txn),
+            view: self.view.clone(),
         }))
     }
 
@@ -91,7 +118,7 @@ impl CatalogProvider for SessionCatalog {
 struct SessionSchema {
     name: String,
     shared: Arc<dyn SchemaProvider>,
-    txn: Arc<TxnSlot>,
+    view: SessionView,
 }
 
 #[async_trait]
@@ -101,15 +128,25 @@ impl SchemaProvider for SessionSchema {
     }
 
     fn table_names(&self) -> Vec<String> {
-        self.txn.table_names(&self.name, self.shared.table_names())
+        let mut names = self
+            .view
+            .txn
+            .table_names(&self.name, self.shared.table_names());
+        if !LISTED_WHOLE.contains(&self.name.as_str()) {
+            let p = self.view.role.privileges();
+            if !p.is_superuser() {
+                names.retain(|n| p.sees(&Securable::table(&self.name, n)));
+            }
+        }
+        names
     }
 
     async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
-        if !self.txn.active() {
+        if !self.view.txn.active() {
             return self.shared.table(name).await;
         }
         let committed = self.shared.table(name).await?;
-        Ok(self.txn.resolve(&self.name, name, committed))
+        Ok(self.view.txn.resolve(&self.name, name, committed))
     }
 
     fn register_table(
@@ -125,7 +162,8 @@ impl SchemaProvider for SessionSchema {
     }
 
     fn table_exist(&self, name: &str) -> bool {
-        self.txn
+        self.view
+            .txn
             .exists(&self.name, name, self.shared.table_exist(name))
     }
 }
