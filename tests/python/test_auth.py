@@ -17,6 +17,7 @@ def secured():
     s = Server(demo=True, env={"PROGNOS_PASSWORD": BOOT, "PROGNOS__TOKEN_TTL_S": "2"})
     with psycopg.connect(s.dsn + f" password='{BOOT}'", autocommit=True) as c:
         c.execute("CREATE USER analyst WITH PASSWORD 'analyst pw'")
+        c.execute("GRANT SELECT ON customers TO analyst")
     yield s
     s.close()
 

@@ -50,6 +50,45 @@ fn psql_meta_commands_work() {
 }
 
 #[test]
+fn psql_du_lists_roles_and_memberships_and_dt_only_visible_tables() {
+    let server = Server::start_with_demo();
+    let Some((ok, _, err)) = psql(
+        &server,
+        &[
+            "-c",
+            "CREATE USER alice; CREATE ROLE analysts; GRANT analysts TO alice; \
+             GRANT SELECT ON customers TO analysts",
+        ],
+    ) else {
+        return;
+    };
+    assert!(ok, "setup: {err}");
+    let (ok, out, err) = psql(&server, &["-c", "\\du"]).expect("psql");
+    assert!(ok, "\\du failed: {err}");
+    let line = |name: &str| {
+        out.lines()
+            .find(|l| l.trim_start().starts_with(name))
+            .unwrap_or_else(|| panic!("\\du lacks {name}:\n{out}"))
+            .to_string()
+    };
+    assert!(line("alice").contains("{analysts}"), "{out}");
+    assert!(line("analysts").contains("Cannot login"), "{out}");
+    assert!(line("prognos").contains("Superuser"), "{out}");
+    assert!(!out.contains("pg_read_all_data"), "predefined roles are hidden:\n{out}");
+    // alice sees the table granted to her role, and no other.
+    let url = server.pg_url().replace("prognos@", "alice@");
+    let out = Command::new("psql")
+        .arg(url)
+        .args(["-X", "--no-psqlrc", "-c", "\\dt"])
+        .output()
+        .expect("psql");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("customers"), "{text}");
+    assert!(!text.contains("daily_sales"), "{text}");
+}
+
+#[test]
 fn psql_copy_from_and_to() {
     let server = Server::start();
     let dir = tempfile::tempdir().expect("tmp");
