@@ -30,7 +30,7 @@ pub enum CatalogError {
     RoleNotFound(String),
     /// A role cannot be dropped while it owns objects.
     #[error(
-        "role \"{role}\" cannot be dropped because it owns {}: change their owner (ALTER TABLE … OWNER TO) or drop them first",
+        "role \"{role}\" cannot be dropped because it owns {}: drop them first",
         objects.join(", ")
     )]
     RoleOwnsObjects {
