@@ -17,6 +17,8 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use crate::masking::MaskPolicy;
+
 /// The grantee that stands for every role.
 pub const PUBLIC: &str = "public";
 
@@ -75,11 +77,22 @@ impl Securable {
                 Privilege::Update,
                 Privilege::Delete,
                 Privilege::Truncate,
+                Privilege::Unmask,
             ],
             Securable::Schema(_) => &[Privilege::Create, Privilege::Usage],
             Securable::Model(_) => &[Privilege::Usage],
             Securable::Database => &[Privilege::CreateModel],
         }
+    }
+
+    /// What `ALL [PRIVILEGES]` grants on it: every grantable privilege but `UNMASK`, which is
+    /// only ever granted by name.
+    pub fn all_privileges(&self) -> Vec<Privilege> {
+        self.grantable()
+            .iter()
+            .copied()
+            .filter(|p| *p != Privilege::Unmask)
+            .collect()
     }
 
     /// The kind of object, as error messages name it (`table`, `schema`, `model`).
@@ -124,6 +137,8 @@ pub enum Privilege {
     Create,
     /// Create models (`GRANT CREATE MODEL`).
     CreateModel,
+    /// See a table's masked columns as they are (`GRANT UNMASK ON t`).
+    Unmask,
 }
 
 impl Privilege {
@@ -138,6 +153,7 @@ impl Privilege {
             Privilege::Usage => "USAGE",
             Privilege::Create => "CREATE",
             Privilege::CreateModel => "CREATE MODEL",
+            Privilege::Unmask => "UNMASK",
         }
     }
 
@@ -152,6 +168,7 @@ impl Privilege {
             Privilege::Usage => 'U',
             Privilege::Create => 'C',
             Privilege::CreateModel => 'M',
+            Privilege::Unmask => 'u',
         }
     }
 }
@@ -164,6 +181,8 @@ pub struct Acl {
     grants: BTreeMap<Securable, BTreeMap<String, BTreeSet<Privilege>>>,
     /// Member → the roles it was granted.
     members: BTreeMap<String, BTreeSet<String>>,
+    /// Masking policies of each table.
+    masks: BTreeMap<Securable, Vec<MaskPolicy>>,
 }
 
 /// [`Acl`] as JSON writes it (objects are not map keys there).
@@ -175,6 +194,14 @@ struct AclFile {
     grants: Vec<GrantEntry>,
     #[serde(default)]
     members: BTreeMap<String, BTreeSet<String>>,
+    #[serde(default)]
+    masks: Vec<MaskEntry>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct MaskEntry {
+    object: Securable,
+    policy: MaskPolicy,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -210,6 +237,16 @@ impl From<Acl> for AclFile {
                 })
                 .collect(),
             members: acl.members,
+            masks: acl
+                .masks
+                .into_iter()
+                .flat_map(|(object, policies)| {
+                    policies.into_iter().map(move |policy| MaskEntry {
+                        object: object.clone(),
+                        policy,
+                    })
+                })
+                .collect(),
         }
     }
 }
@@ -225,6 +262,9 @@ impl From<AclFile> for Acl {
         }
         for g in file.grants {
             acl.grant(&g.object, &g.grantee, &g.privileges);
+        }
+        for m in file.masks {
+            acl.masks.entry(m.object).or_default().push(m.policy);
         }
         acl
     }
@@ -330,20 +370,74 @@ impl Acl {
             .collect()
     }
 
-    /// Forget an object (dropped): its owner and grants.
+    /// Forget an object (dropped): its owner, grants and masking policies.
     pub fn forget(&mut self, object: &Securable) {
         self.owners.remove(object);
         self.grants.remove(object);
+        self.masks.remove(object);
     }
 
-    /// An object was renamed: its owner and grants follow it.
+    /// An object was renamed: its owner, grants and masking policies follow it.
     pub fn rename(&mut self, from: &Securable, to: Securable) {
         if let Some(o) = self.owners.remove(from) {
             self.owners.insert(to.clone(), o);
         }
         if let Some(g) = self.grants.remove(from) {
-            self.grants.insert(to, g);
+            self.grants.insert(to.clone(), g);
         }
+        if let Some(m) = self.masks.remove(from) {
+            self.masks.insert(to, m);
+        }
+    }
+
+    /// The masking policies of `object`.
+    pub fn masks_on(&self, object: &Securable) -> &[MaskPolicy] {
+        self.masks.get(object).map(Vec::as_slice).unwrap_or(&[])
+    }
+
+    /// Every masking policy with its table.
+    pub fn masks(&self) -> Vec<(Securable, MaskPolicy)> {
+        self.masks
+            .iter()
+            .flat_map(|(o, ps)| ps.iter().map(move |p| (o.clone(), p.clone())))
+            .collect()
+    }
+
+    /// The table a policy of that name masks.
+    pub fn mask_named(&self, name: &str) -> Option<(Securable, MaskPolicy)> {
+        self.masks().into_iter().find(|(_, p)| p.name == name)
+    }
+
+    /// Add a policy; `Err` with the reason when its name is taken or its column is masked
+    /// already.
+    pub fn add_mask(&mut self, object: Securable, policy: MaskPolicy) -> Result<(), String> {
+        if self.mask_named(&policy.name).is_some() {
+            return Err(format!("masking policy \"{}\" already exists", policy.name));
+        }
+        if let Some(p) = self
+            .masks_on(&object)
+            .iter()
+            .find(|p| p.column == policy.column)
+        {
+            return Err(format!(
+                "column \"{}\" of {object} is masked by policy \"{}\" already",
+                policy.column, p.name
+            ));
+        }
+        self.masks.entry(object).or_default().push(policy);
+        Ok(())
+    }
+
+    /// Remove the policy `name`; whether there was one.
+    pub fn drop_mask(&mut self, name: &str) -> bool {
+        let mut found = false;
+        for ps in self.masks.values_mut() {
+            let before = ps.len();
+            ps.retain(|p| p.name != name);
+            found |= ps.len() != before;
+        }
+        self.masks.retain(|_, ps| !ps.is_empty());
+        found
     }
 
     /// Forget a dropped role's grants and memberships (what it owns must have gone first).
@@ -447,6 +541,16 @@ impl Privileges {
         })
     }
 
+    /// The masking policies the role's reads of `object` go through: none for its owner,
+    /// superusers and roles granted `UNMASK` on it.
+    pub fn masks_for(&self, object: &Securable) -> Vec<MaskPolicy> {
+        let policies = self.acl.masks_on(object);
+        if policies.is_empty() || self.has(object, Privilege::Unmask) {
+            return vec![];
+        }
+        policies.to_vec()
+    }
+
     /// Whether the role may see that `object` exists (it holds some privilege on it).
     pub fn sees(&self, object: &Securable) -> bool {
         object.grantable().iter().any(|p| self.has(object, *p))
@@ -465,6 +569,12 @@ impl SessionRole {
     /// The role named by `user` (the session's handle, changed when it authenticates).
     pub fn new(store: Arc<crate::RoleStore>, user: Arc<std::sync::Mutex<String>>) -> Self {
         Self { store, user }
+    }
+
+    /// Every masking policy of `object` (whether they apply to the role is decided at each
+    /// scan: [`Privileges::masks_for`]).
+    pub fn policies_on(&self, object: &Securable) -> Vec<MaskPolicy> {
+        self.store.acl().masks_on(object).to_vec()
     }
 
     /// What the role may do now.

@@ -14,6 +14,7 @@
 pub mod error;
 pub mod grants;
 pub mod managed;
+pub mod masking;
 pub mod models;
 pub mod persist;
 pub mod roles;

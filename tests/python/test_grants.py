@@ -125,3 +125,28 @@ def test_grants_through_a_role_open_both_protocols_and_revoke_reaches_prepared(s
     finally:
         with admin(secured) as a:
             a.execute("REVOKE readers FROM low")
+
+
+def test_masked_columns_reach_flight_and_psycopg_masked(secured):
+    with admin(secured) as a:
+        a.execute("CREATE TABLE cards AS SELECT * FROM (VALUES (1, '4111111111111111', "
+                  "'alice@example.com')) AS t(id, card, email)")
+        a.execute("CREATE MASKING POLICY cards_tail ON cards (card) USING partial(4)")
+        a.execute("CREATE MASKING POLICY cards_email ON cards (email) USING hash")
+        a.execute("GRANT SELECT ON cards TO low")
+        assert a.execute("SELECT card FROM cards").fetchone() == ("4111111111111111",)
+    with low_flight(secured) as conn, conn.cursor() as cur:
+        cur.execute("SELECT card, email FROM cards")
+        card, email = cur.fetchone()
+        assert card == "************1111"
+        assert len(email) == 32 and "@" not in email
+    with low_pg(secured) as c:
+        assert c.execute("SELECT card FROM cards").fetchone() == ("************1111",)
+        with c.cursor().copy("COPY cards TO STDOUT") as copy:
+            data = b"".join(bytes(chunk) for chunk in copy)
+        assert b"4111111111111111" not in data and b"************1111" in data
+    with admin(secured) as a:
+        a.execute("GRANT UNMASK ON cards TO low")
+    with low_flight(secured) as conn, conn.cursor() as cur:
+        cur.execute("SELECT card FROM cards")
+        assert cur.fetchone() == ("4111111111111111",)

@@ -74,7 +74,10 @@ fn psql_du_lists_roles_and_memberships_and_dt_only_visible_tables() {
     assert!(line("alice").contains("{analysts}"), "{out}");
     assert!(line("analysts").contains("Cannot login"), "{out}");
     assert!(line("prognos").contains("Superuser"), "{out}");
-    assert!(!out.contains("pg_read_all_data"), "predefined roles are hidden:\n{out}");
+    assert!(
+        !out.contains("pg_read_all_data"),
+        "predefined roles are hidden:\n{out}"
+    );
     // alice sees the table granted to her role, and no other.
     let url = server.pg_url().replace("prognos@", "alice@");
     let out = Command::new("psql")
@@ -83,7 +86,11 @@ fn psql_du_lists_roles_and_memberships_and_dt_only_visible_tables() {
         .output()
         .expect("psql");
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(text.contains("customers"), "{text}");
     assert!(!text.contains("daily_sales"), "{text}");
 }

@@ -4,6 +4,8 @@
 //! * `GRANT { SELECT | INSERT | UPDATE | DELETE | TRUNCATE } [, …] | ALL [PRIVILEGES]
 //!   ON { [TABLE] t [, …] | ALL TABLES IN SCHEMA s [, …] } TO grantee [, …]`;
 //! * `GRANT { CREATE | USAGE } [, …] | ALL ON SCHEMA s [, …] TO grantee [, …]`;
+//! * `GRANT UNMASK ON [TABLE] t [, …] TO grantee [, …]`: the table's masked columns as they
+//!   are (`ALL` does not include it);
 //! * `GRANT USAGE | ALL ON MODEL m [, …] TO grantee [, …]` (PREDICT, FORECAST, ANOMALY,
 //!   EVALUATE, DESCRIBE and EXPORT of the model);
 //! * `GRANT CREATE MODEL TO grantee [, …]`;
@@ -97,7 +99,7 @@ impl GrantStatement {
 }
 
 /// Whether the next words begin a `GRANT` or `REVOKE`.
-pub(crate) fn starts_grant_statement(at: impl Fn(usize, &str) -> bool) -> bool {
+pub(crate) fn starts_grant_statement(at: &impl Fn(usize, &str) -> bool) -> bool {
     at(0, "grant") || at(0, "revoke")
 }
 
@@ -212,6 +214,7 @@ fn privilege(i: &Ident) -> EngineResult<Privilege> {
         "TRUNCATE" => Privilege::Truncate,
         "USAGE" => Privilege::Usage,
         "CREATE" => Privilege::Create,
+        "UNMASK" => Privilege::Unmask,
         "REFERENCES" | "TRIGGER" | "EXECUTE" | "CONNECT" | "TEMPORARY" | "TEMP" | "MAINTAIN" => {
             return Err(unsupported(&format!("the {word} privilege")));
         }

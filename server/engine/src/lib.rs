@@ -11,6 +11,8 @@ mod copy;
 mod demo;
 pub mod error;
 pub mod grant_sql;
+mod masked_table;
+mod masking_sql;
 mod model_ddl;
 mod model_export;
 mod model_files;
@@ -177,6 +179,8 @@ pub struct Engine {
     /// Every session's run-time parameter defaults (the configuration gives
     /// `statement_timeout`'s).
     session_defaults: session::Defaults,
+    /// The key of the `hash` masking method.
+    masking_key: prognos_catalog::masking::MaskingKey,
     /// `pg_catalog`'s fixed tables, shared by every session's `pg_catalog`.
     pg_static: Arc<datafusion_pg_catalog::pg_catalog::PgCatalogStaticTables>,
 }
@@ -203,6 +207,9 @@ impl Engine {
         let catalog = Arc::new(PersistentCatalog::open(&data_dir)?);
         let roles = Arc::new(prognos_catalog::RoleStore::open(&data_dir)?);
         let files = server_files::ServerFiles::new(&data_dir, &config.server_files.allow)?;
+        let masking_key = prognos_catalog::masking::MaskingKey::open(&data_dir).map_err(|e| {
+            EngineError::statement(StatusCode::IoError, format!("masking key: {e}"))
+        })?;
 
         let mut runtime = RuntimeEnvBuilder::new()
             .with_object_store_registry(Arc::new(StoreRegistry::new(config.s3.clone())));
@@ -346,6 +353,7 @@ impl Engine {
                     )])
                     .collect(),
             ),
+            masking_key,
             pg_static: Arc::new(
                 datafusion_pg_catalog::pg_catalog::PgCatalogStaticTables::try_new()
                     .map_err(EngineError::DataFusion)?,
@@ -378,6 +386,7 @@ impl Engine {
             txn: Arc::clone(&txn),
             role: role.clone(),
             pg_catalog: None,
+            masking_key: self.masking_key.clone(),
         };
         // The session's pg_catalog lists what its role sees: it reads a view without a
         // pg_catalog of its own (no cycle), and keeps its oids for the session's lifetime.

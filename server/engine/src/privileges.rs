@@ -252,7 +252,7 @@ pub(crate) async fn execute_grant(
             let mut changes = vec![];
             for object in objects {
                 let set: BTreeSet<Privilege> = match privileges {
-                    PrivilegeList::All => object.grantable().iter().copied().collect(),
+                    PrivilegeList::All => object.all_privileges().into_iter().collect(),
                     PrivilegeList::Some(list) => {
                         for privilege in list {
                             if !object.grantable().contains(privilege) {

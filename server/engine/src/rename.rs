@@ -55,7 +55,12 @@ pub(crate) async fn rename(
     }
     let _guard = engine.ddl_lock.lock().await;
     let ctx = session.ctx();
-    let Some(provider) = ctx.table_provider(from_ref.clone()).await.ok() else {
+    let Some(provider) = ctx
+        .table_provider(from_ref.clone())
+        .await
+        .ok()
+        .map(|p| crate::masked_table::unmasked(&p))
+    else {
         if alter.if_exists {
             session.notice(format!("relation \"{from}\" does not exist, skipping"));
             return Ok(command("ALTER TABLE"));

@@ -58,6 +58,8 @@ pub enum RoleStatement {
     },
     /// `GRANT` / `REVOKE` ([`crate::grant_sql`]).
     Grant(GrantStatement),
+    /// `CREATE / DROP MASKING POLICY` ([`crate::masking_sql`]).
+    Masking(crate::masking_sql::MaskingStatement),
 }
 
 impl RoleStatement {
@@ -68,6 +70,7 @@ impl RoleStatement {
             RoleStatement::Alter { .. } | RoleStatement::Rename { .. } => "ALTER ROLE",
             RoleStatement::Drop { .. } => "DROP ROLE",
             RoleStatement::Grant(g) => g.tag(),
+            RoleStatement::Masking(m) => m.tag(),
         }
     }
 }
@@ -103,7 +106,8 @@ impl std::fmt::Debug for RoleOptions {
 /// Whether the next words begin a role statement (`GRANT` / `REVOKE` included).
 pub(crate) fn starts_role_statement(at: impl Fn(usize, &str) -> bool) -> bool {
     (at(0, "create") || at(0, "alter") || at(0, "drop")) && (at(1, "role") || at(1, "user"))
-        || crate::grant_sql::starts_grant_statement(at)
+        || crate::grant_sql::starts_grant_statement(&at)
+        || crate::masking_sql::starts_masking_statement(&at)
 }
 
 /// Parse one role statement; the parser stands on its first word.
@@ -113,6 +117,10 @@ pub(crate) fn parse(p: &mut Parser<'_>) -> EngineResult<RoleStatement> {
         Token::Word(w) if matches!(w.keyword, Keyword::GRANT | Keyword::REVOKE)
     ) {
         return crate::grant_sql::parse(p).map(RoleStatement::Grant);
+    }
+    if matches!(&p.peek_nth_token_ref(1).token, Token::Word(w) if w.quote_style.is_none() && w.value.eq_ignore_ascii_case("masking"))
+    {
+        return crate::masking_sql::parse(p).map(RoleStatement::Masking);
     }
     let verb = p
         .expect_one_of_keywords(&[Keyword::CREATE, Keyword::ALTER, Keyword::DROP])

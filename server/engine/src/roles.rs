@@ -161,6 +161,9 @@ impl Engine {
             RoleStatement::Grant(g) => {
                 return crate::privileges::execute_grant(self, session, g).await;
             }
+            RoleStatement::Masking(m) => {
+                return crate::masking_sql::execute(self, session, m).await;
+            }
             RoleStatement::Create {
                 name,
                 if_not_exists,

@@ -33,6 +33,8 @@ pub(crate) struct SessionView {
     pub(crate) role: SessionRole,
     /// The session's own `pg_catalog` (see the module docs).
     pub(crate) pg_catalog: Option<Arc<dyn SchemaProvider>>,
+    /// The key of the `hash` masking method ([`crate::masked_table`]).
+    pub(crate) masking_key: prognos_catalog::masking::MaskingKey,
 }
 
 /// A session's view of the shared catalog list.
@@ -142,11 +144,28 @@ impl SchemaProvider for SessionSchema {
     }
 
     async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
-        if !self.view.txn.active() {
-            return self.shared.table(name).await;
+        let table = if !self.view.txn.active() {
+            self.shared.table(name).await?
+        } else {
+            let committed = self.shared.table(name).await?;
+            self.view.txn.resolve(&self.name, name, committed)
+        };
+        // A table with masking policies is read through them.
+        let Some(table) = table else {
+            return Ok(None);
+        };
+        let securable = Securable::table(&self.name, name);
+        let policies = self.view.role.policies_on(&securable);
+        if policies.is_empty() {
+            return Ok(Some(table));
         }
-        let committed = self.shared.table(name).await?;
-        Ok(self.view.txn.resolve(&self.name, name, committed))
+        Ok(Some(Arc::new(crate::masked_table::MaskedTable::new(
+            table,
+            securable,
+            policies,
+            self.view.role.clone(),
+            self.view.masking_key.clone(),
+        ))))
     }
 
     fn register_table(
