@@ -299,6 +299,8 @@ async fn revoke_reaches_prepared_statements_and_grant_errors_are_postgres_ones()
         .expect("prepare");
     let n: i64 = low.query_one(&count, &[]).await.expect("run").get(0);
     assert_eq!(n, 2);
+    // A view needs SELECT of its own, besides SELECT on what it reads.
+    assert_eq!(failure(&low, "SELECT * FROM big_sales").await, "42501");
     low.query_one(&predict, &[]).await.expect("run");
     admin
         .batch_execute("REVOKE SELECT ON sales FROM low; REVOKE USAGE ON MODEL churn FROM low")

@@ -243,3 +243,43 @@ async fn training_queries_read_masked_values() {
             .is_err()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn views_mask_for_the_role_that_reads_them() {
+    let server = Server::start();
+    let admin = server.connect().await;
+    admin
+        .batch_execute(
+            "CREATE TABLE accounts AS SELECT * FROM (VALUES (1, 'DE89370400440532013000')) AS t(id, iban); \
+             CREATE VIEW before_policy AS SELECT id, iban FROM accounts; \
+             CREATE MASKING POLICY iban_tail ON accounts (iban) USING partial(4); \
+             CREATE VIEW after_policy AS SELECT id, iban FROM accounts; \
+             CREATE USER low; GRANT SELECT ON before_policy, after_policy TO low",
+        )
+        .await
+        .expect("setup");
+    let low = server.connect_as("low").await;
+    // Views read with the privileges of their reader (PostgreSQL's security_invoker views).
+    assert_eq!(
+        failure(&low, "SELECT iban FROM before_policy").await,
+        "42501"
+    );
+    admin
+        .batch_execute("GRANT SELECT ON accounts TO low")
+        .await
+        .expect("grant");
+    for view in ["before_policy", "after_policy"] {
+        let got = rows(&low, &format!("SELECT iban FROM {view}")).await;
+        assert_eq!(
+            got[0][0].as_deref(),
+            Some("******************3000"),
+            "{view}"
+        );
+        let owner = rows(&admin, &format!("SELECT iban FROM {view}")).await;
+        assert_eq!(
+            owner[0][0].as_deref(),
+            Some("DE89370400440532013000"),
+            "{view}"
+        );
+    }
+}

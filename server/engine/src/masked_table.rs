@@ -1,27 +1,30 @@
-//! Tables with masking policies, as a session reads them.
+//! Tables as a session reads them: through their masking policies.
 //!
-//! A session's catalog view ([`crate::transaction::overlay`]) hands out a table that has
-//! masking policies wrapped in a [`MaskedTable`]. Its scan asks, at the moment the scan is
-//! planned, which policies apply to the session's role
-//! ([`Privileges::masks_for`](prognos_catalog::Privileges::masks_for)) and masks those columns
+//! A session's catalog view ([`crate::transaction::overlay`]) hands out every user table
+//! wrapped in a [`MaskedTable`]. Its scan looks up, when the scan is planned, the table's
+//! policies and which of them apply to the role of the session that runs the scan
+//! ([`Privileges::masks_for`](prognos_catalog::Privileges::masks_for)), and masks those columns
 //! right above the table's own scan, so every consumer — query results, `COPY … TO`, Flight
 //! SQL, `CREATE TABLE … AS`, the training query of `CREATE MODEL`, the relation arguments of
-//! the model functions — gets masked values. Filters on a masked column are never pushed
-//! into the table's scan: they run above the masking, on masked values, so a predicate cannot
-//! probe the hidden ones.
+//! the model functions, views — gets masked values. Both are looked up then, not when the
+//! wrapper was made, so a view planned by its owner (or before a policy existed) masks for
+//! the role that reads it. Filters on a masked column are never pushed into the table's
+//! scan: they run above the masking, on masked values, so a predicate cannot probe the
+//! hidden ones.
 
 use std::any::Any;
+use std::borrow::Cow;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::catalog::{Session, TableProvider};
-use datafusion::common::{Result as DfResult, Statistics};
+use datafusion::common::{Constraints, Result as DfResult, Statistics};
 use datafusion::datasource::TableType;
 use datafusion::logical_expr::dml::InsertOp;
 use datafusion::logical_expr::{
-    ColumnarValue, Expr, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature,
+    ColumnarValue, Expr, LogicalPlan, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature,
     TableProviderFilterPushDown, Volatility,
 };
 use datafusion::physical_expr::PhysicalExpr;
@@ -33,13 +36,13 @@ use prognos_catalog::Securable;
 use prognos_catalog::grants::SessionRole;
 use prognos_catalog::masking::{MaskMethod, MaskPolicy, MaskingKey, mask};
 
-/// A table with masking policies, for one session (see the module docs).
+/// A table read through its masking policies (see the module docs).
 #[derive(Debug)]
 pub(crate) struct MaskedTable {
     inner: Arc<dyn TableProvider>,
     table: Securable,
-    /// Every policy of the table (which of them apply is decided per scan).
-    policies: Vec<MaskPolicy>,
+    /// The role of the session that looked the table up: the policies' source, and whose
+    /// privileges apply when a scan's session carries no role.
     role: SessionRole,
     key: MaskingKey,
 }
@@ -48,14 +51,12 @@ impl MaskedTable {
     pub(crate) fn new(
         inner: Arc<dyn TableProvider>,
         table: Securable,
-        policies: Vec<MaskPolicy>,
         role: SessionRole,
         key: MaskingKey,
     ) -> Self {
         Self {
             inner,
             table,
-            policies,
             role,
             key,
         }
@@ -66,8 +67,8 @@ impl MaskedTable {
         &self.inner
     }
 
-    fn masks_column(&self, name: &str) -> bool {
-        self.policies.iter().any(|p| p.column == name)
+    fn policies(&self) -> Vec<MaskPolicy> {
+        self.role.policies_on(&self.table)
     }
 }
 
@@ -94,11 +95,40 @@ impl TableProvider for MaskedTable {
         self.inner.statistics()
     }
 
+    fn constraints(&self) -> Option<&Constraints> {
+        self.inner.constraints()
+    }
+
+    fn get_table_definition(&self) -> Option<&str> {
+        self.inner.get_table_definition()
+    }
+
+    /// A view's plan, which the planner puts in the statement's — only for a role that may
+    /// read the view: for any other the view stays a scan of its own, which the privilege
+    /// check refuses (`42501`), as it does the tables a view reads for a role without
+    /// `SELECT` on them.
+    fn get_logical_plan(&'_ self) -> Option<Cow<'_, LogicalPlan>> {
+        let plan = self.inner.get_logical_plan()?;
+        self.role
+            .privileges()
+            .has(&self.table, prognos_catalog::Privilege::Select)
+            .then_some(plan)
+    }
+
+    fn get_column_default(&self, column: &str) -> Option<&Expr> {
+        self.inner.get_column_default(column)
+    }
+
     fn supports_filters_pushdown(
         &self,
         filters: &[&Expr],
     ) -> DfResult<Vec<TableProviderFilterPushDown>> {
-        let touches_masked = |f: &Expr| f.column_refs().iter().any(|c| self.masks_column(&c.name));
+        let policies = self.policies();
+        let touches_masked = |f: &Expr| {
+            f.column_refs()
+                .iter()
+                .any(|c| policies.iter().any(|p| p.column == c.name))
+        };
         let passable: Vec<&Expr> = filters
             .iter()
             .copied()
@@ -127,7 +157,16 @@ impl TableProvider for MaskedTable {
         limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
         let input = self.inner.scan(state, projection, filters, limit).await?;
-        let applying = self.role.privileges().masks_for(&self.table);
+        if self.policies().is_empty() {
+            return Ok(input);
+        }
+        // The role of the session running the scan (a view's reader, not its owner).
+        let role = state
+            .config()
+            .get_extension::<SessionRole>()
+            .map(|r| r.as_ref().clone())
+            .unwrap_or_else(|| self.role.clone());
+        let applying = role.privileges().masks_for(&self.table);
         if applying.is_empty() {
             return Ok(input);
         }
@@ -167,6 +206,27 @@ impl TableProvider for MaskedTable {
         insert_op: InsertOp,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
         self.inner.insert_into(state, input, insert_op).await
+    }
+
+    async fn delete_from(
+        &self,
+        state: &dyn Session,
+        filters: Vec<Expr>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        self.inner.delete_from(state, filters).await
+    }
+
+    async fn update(
+        &self,
+        state: &dyn Session,
+        assignments: Vec<(String, Expr)>,
+        filters: Vec<Expr>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        self.inner.update(state, assignments, filters).await
+    }
+
+    async fn truncate(&self, state: &dyn Session) -> DfResult<Arc<dyn ExecutionPlan>> {
+        self.inner.truncate(state).await
     }
 }
 

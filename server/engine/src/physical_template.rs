@@ -259,7 +259,7 @@ fn managed_tables(plan: &LogicalPlan) -> Result<Tables> {
     let mut outcome = None;
     plan.apply_with_subqueries(|node| {
         if let LogicalPlan::TableScan(scan) = node {
-            let provider = source_as_provider(&scan.source)?;
+            let provider = crate::masked_table::unmasked(&source_as_provider(&scan.source)?);
             let any: &dyn Any = provider.as_ref();
             match any.downcast_ref::<ManagedTable>() {
                 Some(t) => match t.committed_version() {

@@ -14,8 +14,9 @@
 //!
 //! The catalog schemas `pg_catalog` and `information_schema` and the `system` tables are
 //! readable by every role, as PostgreSQL's catalogs are; they list only what the role sees.
-//! A view runs with its own privileges: `SELECT` on the view is what a reader needs (its
-//! creator needed `SELECT` on what it reads when it was created).
+//! A view reads with its reader's privileges (PostgreSQL's `security_invoker` views): the
+//! planner puts the view's own plan in the statement's, so the reader needs `SELECT` on the
+//! view and on the tables it reads.
 
 use std::collections::BTreeSet;
 
