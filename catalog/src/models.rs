@@ -522,6 +522,11 @@ impl ModelRegistry {
         self.lock().file.models.values().cloned().collect()
     }
 
+    /// Whether a model of that name exists.
+    pub fn contains(&self, name: &str) -> bool {
+        self.lock().file.models.contains_key(name)
+    }
+
     /// One model's record.
     pub fn get(&self, name: &str) -> Option<ModelEntry> {
         self.lock().file.models.get(name).cloned()

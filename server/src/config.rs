@@ -24,12 +24,17 @@
 //! | `tls.cert_file`, `tls.key_file` | paths (PEM) | unset (no TLS) | TLS for pgwire and Flight SQL |
 //! | `token_ttl_s` | int | `3600` | lifetime of a Flight SQL bearer token |
 //! | `server_files.allow` | paths | `[]` | folders besides `<data_dir>/files` where every role may name files |
+//! | `audit.enabled` | bool | `true` | record every statement and login in `<data_dir>/audit/` |
+//! | `audit.max_file_mb` | integer | `64` | size at which an audit file is closed and a new one started |
+//! | `audit.max_files` | integer | `16` | audit files kept (the oldest go first) |
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+pub use prognos_engine::config::{
+    AuditConfig, EngineConfig, ModelsConfig, ServerFilesConfig, StorageConfig,
+};
 use prognos_engine::config::{Bootstrap, DEFAULT_SUPERUSER, OpenOptions, Secret};
-pub use prognos_engine::config::{EngineConfig, ModelsConfig, ServerFilesConfig, StorageConfig};
 use prognos_storage::stores::S3Settings;
 use serde::{Deserialize, Serialize};
 
@@ -67,6 +72,8 @@ pub struct Config {
     pub token_ttl_s: u64,
     /// Where roles other than superusers may name local files.
     pub server_files: ServerFilesConfig,
+    /// The audit log.
+    pub audit: AuditConfig,
     /// pgwire connections served at once; the next is refused with `53300`.
     pub max_connections: usize,
 }
@@ -126,6 +133,7 @@ impl Default for Config {
             tls: None,
             token_ttl_s: 3600,
             server_files: ServerFilesConfig::default(),
+            audit: AuditConfig::default(),
             max_connections: 100,
         }
     }
@@ -162,6 +170,7 @@ impl Config {
                 password: self.superuser_password.clone(),
             },
             server_files: self.server_files.clone(),
+            audit: self.audit.clone(),
         }
     }
 

@@ -4,6 +4,7 @@
 //! Layering: frontends ([`pg`], [`flight`], [`http`]) → the engine (`prognos-engine`) → udfs →
 //! catalog/models → storage. A frontend never reaches past the engine's API.
 
+pub mod audit;
 pub mod auth;
 pub mod config;
 pub mod error;

@@ -150,3 +150,24 @@ def test_masked_columns_reach_flight_and_psycopg_masked(secured):
     with low_flight(secured) as conn, conn.cursor() as cur:
         cur.execute("SELECT card FROM cards")
         assert cur.fetchone() == ("4111111111111111",)
+
+
+def test_flight_statements_and_logins_reach_the_audit_log(secured):
+    with low_flight(secured) as conn, conn.cursor() as cur:
+        with pytest.raises(Exception):
+            cur.execute("SELECT * FROM sales")
+            cur.fetchall()
+    with pytest.raises(Exception):
+        with adbc.connect(secured.flight_uri, db_kwargs={"username": "low", "password": "bad"},
+                          autocommit=True) as conn, conn.cursor() as cur:
+            cur.execute("SELECT 1")
+    with admin(secured) as a:
+        refused = a.execute(
+            "SELECT sqlstate, array_to_string(tables, ',') FROM system.audit_log "
+            "WHERE protocol = 'flightsql' AND kind = 'statement' AND user_name = 'low' "
+            "AND statement LIKE '%FROM sales%' AND outcome = 'error'").fetchall()
+        assert ("42501", "public.sales") in refused
+        kinds = {r[0] for r in a.execute(
+            "SELECT kind FROM system.audit_log WHERE protocol = 'flightsql' "
+            "AND user_name = 'low'").fetchall()}
+        assert {"login", "login_failed"} <= kinds

@@ -25,6 +25,30 @@ pub struct OpenOptions {
     pub bootstrap: Bootstrap,
     /// Where roles other than superusers may name local files.
     pub server_files: ServerFilesConfig,
+    /// The audit log.
+    pub audit: AuditConfig,
+}
+
+/// The audit log (`<data_dir>/audit/*.jsonl`, read as `system.audit_log`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuditConfig {
+    /// Record statements and logins.
+    pub enabled: bool,
+    /// A file is closed and a new one started when it reaches this size.
+    pub max_file_mb: u64,
+    /// Files kept; the oldest beyond this are deleted.
+    pub max_files: usize,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            max_file_mb: 64,
+            max_files: 16,
+        }
+    }
 }
 
 /// Folders (besides the data dir's `files/`) where every role may read and write files that
@@ -93,6 +117,7 @@ impl OpenOptions {
             models: ModelsConfig::default(),
             bootstrap: Bootstrap::default(),
             server_files: ServerFilesConfig::default(),
+            audit: AuditConfig::default(),
         }
     }
 }

@@ -6,6 +6,8 @@
 //! Postgres session commands) and streams results as Arrow record batches; it knows nothing of
 //! wire protocols.
 
+pub mod audit_log;
+pub mod audit_table;
 pub mod config;
 mod copy;
 mod demo;
@@ -54,7 +56,7 @@ use tracing::{info, warn};
 pub use copy::{CopyFormat, CopyInTarget, CopyKind};
 pub use model_sql::ModelStatement;
 pub use roles::{LoginRole, password_failed};
-pub use session::{BlockState, DEFAULT_PG_SETTINGS, Session};
+pub use session::{BlockState, DEFAULT_PG_SETTINGS, Session, Touched};
 
 /// Imported-model inference per device kind since start: `(device, runs, rows)`.
 pub fn inference_counts() -> [(&'static str, u64, u64); 2] {
@@ -81,6 +83,46 @@ pub enum Statement {
     Model(ModelStatement),
     /// `CREATE / ALTER / DROP ROLE | USER`.
     Role(role_sql::RoleStatement),
+}
+
+impl Statement {
+    /// The statement as the audit log records it: the statement tree printed (so bound
+    /// parameters, which are not in it, never are), with passwords redacted.
+    pub fn audit_text(&self) -> String {
+        match self {
+            Statement::Sql(s) => s.to_string(),
+            Statement::Model(m) => match m {
+                ModelStatement::Create {
+                    name, query_text, ..
+                } => format!("CREATE MODEL {name} AS {query_text}"),
+                ModelStatement::Import { name, source, .. } => {
+                    format!("CREATE MODEL {name} FROM '{source}'")
+                }
+                ModelStatement::Export { name, target, .. } => {
+                    format!("EXPORT MODEL {name} TO '{target}'")
+                }
+                ModelStatement::Drop { name, .. } => format!("DROP MODEL {name}"),
+                ModelStatement::Describe { name } => format!("DESCRIBE MODEL {name}"),
+                ModelStatement::Show => "SHOW MODELS".to_string(),
+            },
+            // Role options print with the password redacted.
+            Statement::Role(r) => format!("{} {r:?}", r.tag()),
+        }
+    }
+
+    /// The model a model statement names.
+    fn model_name(&self) -> Option<&str> {
+        match self {
+            Statement::Model(
+                ModelStatement::Create { name, .. }
+                | ModelStatement::Import { name, .. }
+                | ModelStatement::Export { name, .. }
+                | ModelStatement::Drop { name, .. }
+                | ModelStatement::Describe { name },
+            ) => Some(name),
+            _ => None,
+        }
+    }
 }
 
 /// What a statement produced.
@@ -181,6 +223,8 @@ pub struct Engine {
     session_defaults: session::Defaults,
     /// The key of the `hash` masking method.
     masking_key: prognos_catalog::masking::MaskingKey,
+    /// The audit log; `None` when it is off.
+    audit: Option<audit_log::AuditLog>,
     /// `pg_catalog`'s fixed tables, shared by every session's `pg_catalog`.
     pg_static: Arc<datafusion_pg_catalog::pg_catalog::PgCatalogStaticTables>,
 }
@@ -207,6 +251,7 @@ impl Engine {
         let catalog = Arc::new(PersistentCatalog::open(&data_dir)?);
         let roles = Arc::new(prognos_catalog::RoleStore::open(&data_dir)?);
         let files = server_files::ServerFiles::new(&data_dir, &config.server_files.allow)?;
+        let audit = audit_log::AuditLog::open(&data_dir, &config.audit);
         let masking_key = prognos_catalog::masking::MaskingKey::open(&data_dir).map_err(|e| {
             EngineError::statement(StatusCode::IoError, format!("masking key: {e}"))
         })?;
@@ -299,6 +344,11 @@ impl Engine {
                 Arc::new(RegistryTable::new(Arc::clone(&registry), t)),
             )?;
         }
+        datafusion::catalog::SchemaProvider::register_table(
+            system.as_ref(),
+            audit_table::AUDIT_TABLE.to_string(),
+            audit_table::audit_table(&data_dir)?,
+        )?;
         if let Some(cat) = ctx.catalog(CATALOG_NAME) {
             cat.register_schema(SYSTEM_SCHEMA, system)?;
         }
@@ -354,6 +404,7 @@ impl Engine {
                     .collect(),
             ),
             masking_key,
+            audit,
             pg_static: Arc::new(
                 datafusion_pg_catalog::pg_catalog::PgCatalogStaticTables::try_new()
                     .map_err(EngineError::DataFusion)?,
@@ -532,6 +583,21 @@ impl Engine {
         }
     }
 
+    /// Start the statement's list of what it touches ([`Session::touched`]) with the models it
+    /// names.
+    fn note_models(&self, session: &Session, stmt: &Statement) {
+        session.clear_touched();
+        if let Some(name) = stmt.model_name() {
+            session.touch(None, Some(name.to_string()));
+            return;
+        }
+        for name in model_refs::candidates(stmt) {
+            if self.registry.contains(&name) {
+                session.touch(None, Some(name));
+            }
+        }
+    }
+
     /// Run one statement with optional values for `$1..$n`.
     pub async fn execute(
         &self,
@@ -539,6 +605,7 @@ impl Engine {
         stmt: &Statement,
         params: Option<Vec<ScalarValue>>,
     ) -> EngineResult<Output> {
+        self.note_models(session, stmt);
         self.sync_models(session, stmt).await;
         guard_block(session, stmt)?;
         let out = contain_panics(async {
@@ -560,6 +627,7 @@ impl Engine {
         described: &Described,
         params: Option<Vec<ScalarValue>>,
     ) -> EngineResult<Output> {
+        self.note_models(session, stmt);
         self.sync_models(session, stmt).await;
         guard_block(session, stmt)?;
         let out = contain_panics(async {

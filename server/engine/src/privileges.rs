@@ -14,6 +14,7 @@
 //!
 //! The catalog schemas `pg_catalog` and `information_schema` and the `system` tables are
 //! readable by every role, as PostgreSQL's catalogs are; they list only what the role sees.
+//! `system.audit_log` is the exception: superusers, and roles granted `SELECT` on it.
 //! A view reads with its reader's privileges (PostgreSQL's `security_invoker` views): the
 //! planner puts the view's own plan in the statement's, so the reader needs `SELECT` on the
 //! view and on the tables it reads.
@@ -115,25 +116,53 @@ impl Engine {
     }
 }
 
-/// Check that the session's role may run `plan` (see the module docs).
+/// Check that the session's role may run `plan` (see the module docs), noting the tables it
+/// touches for the audit log.
 pub(crate) fn check_plan(
     engine: &Engine,
     session: &Session,
     plan: &LogicalPlan,
 ) -> EngineResult<()> {
     let p = engine.privileges(session);
-    if p.is_superuser() {
-        return Ok(());
-    }
     let mut failed = None;
-    plan.apply_with_subqueries(|node| match check_node(session, &p, node) {
-        Ok(()) => Ok(TreeNodeRecursion::Continue),
-        Err(e) => {
-            failed = Some(e);
-            Ok(TreeNodeRecursion::Stop)
+    plan.apply_with_subqueries(|node| {
+        if let Some(r) = touched_table(node) {
+            session.touch(qualified(r), None);
+        }
+        if p.is_superuser() {
+            return Ok(TreeNodeRecursion::Continue);
+        }
+        match check_node(session, &p, node) {
+            Ok(()) => Ok(TreeNodeRecursion::Continue),
+            Err(e) => {
+                failed = Some(e);
+                Ok(TreeNodeRecursion::Stop)
+            }
         }
     })?;
     failed.map_or(Ok(()), Err)
+}
+
+/// `schema.table` of a reference.
+fn qualified(r: &TableReference) -> Option<String> {
+    split_name(r).ok().map(|(s, t)| format!("{s}.{t}"))
+}
+
+/// The table a plan node reads or writes.
+fn touched_table(node: &LogicalPlan) -> Option<&TableReference> {
+    match node {
+        LogicalPlan::TableScan(scan) => Some(&scan.table_name),
+        LogicalPlan::Dml(d) => Some(&d.table_name),
+        LogicalPlan::Ddl(ddl) => match ddl {
+            DdlStatement::CreateMemoryTable(c) => Some(&c.name),
+            DdlStatement::CreateExternalTable(c) => Some(&c.name),
+            DdlStatement::CreateView(v) => Some(&v.name),
+            DdlStatement::DropTable(d) => Some(&d.name),
+            DdlStatement::DropView(d) => Some(&d.name),
+            _ => None,
+        },
+        _ => None,
+    }
 }
 
 /// `42501` unless the session's role holds `privilege` on table `r`.
@@ -143,13 +172,15 @@ pub(crate) fn require_table(
     r: &TableReference,
     privilege: Privilege,
 ) -> EngineResult<()> {
+    session.touch(qualified(r), None);
     check_table(&engine.privileges(session), r, privilege)
 }
 
 fn check_table(p: &Privileges, r: &TableReference, privilege: Privilege) -> EngineResult<()> {
     let object = table_of(r)?;
-    if let Securable::Table { schema, .. } = &object
+    if let Securable::Table { schema, name } = &object
         && CATALOG_SCHEMAS.contains(&schema.as_str())
+        && !(schema == SYSTEM_SCHEMA && name == crate::audit_table::AUDIT_TABLE)
     {
         return if privilege == Privilege::Select {
             Ok(())

@@ -91,6 +91,18 @@ pub struct Session {
     /// prepared plans (cloning the state copies every function registry), with the
     /// `state_version` it was taken at.
     planning: Mutex<Option<PlanningState>>,
+    /// What the running (or last) statement read or wrote, for the audit log.
+    touched: Mutex<Touched>,
+}
+
+/// The tables and models a statement touched (`schema.table`, model names), for the audit
+/// log.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Touched {
+    /// Tables and views read or written.
+    pub tables: std::collections::BTreeSet<String>,
+    /// Models used, trained or changed.
+    pub models: std::collections::BTreeSet<String>,
 }
 
 /// See [`Session::block_state`].
@@ -177,6 +189,7 @@ impl Session {
             txn,
             state_version: std::sync::atomic::AtomicU64::new(0),
             planning: Mutex::new(None),
+            touched: Mutex::new(Touched::default()),
         };
         session.show_role(superuser);
         session
@@ -232,6 +245,26 @@ impl Session {
         let task = Arc::new(datafusion::execution::TaskContext::from(state.as_ref()));
         *slot = Some((version, Arc::clone(&state), Arc::clone(&task)));
         (state, task, version)
+    }
+
+    /// What the last statement touched (see [`Touched`]); the next statement starts afresh.
+    pub fn touched(&self) -> Touched {
+        self.touched
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Start a statement's list of what it touches.
+    pub(crate) fn clear_touched(&self) {
+        *self.touched.lock().unwrap_or_else(|p| p.into_inner()) = Touched::default();
+    }
+
+    /// Note a table (`schema.table`) or model the statement touches.
+    pub(crate) fn touch(&self, table: Option<String>, model: Option<String>) {
+        let mut t = self.touched.lock().unwrap_or_else(|p| p.into_inner());
+        t.tables.extend(table);
+        t.models.extend(model);
     }
 
     /// The session's transaction slot.

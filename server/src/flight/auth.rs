@@ -124,7 +124,10 @@ impl Authenticator {
                 Policy::Password => None,
             },
             Some(Err(_)) => return Err(Status::unauthenticated("malformed authorization header")),
-            Some(Ok(value)) => Some(self.credentials(&value)?),
+            Some(Ok(value)) => {
+                let client = request.remote_addr().map(|a| a.to_string());
+                Some(self.credentials(&value, client.as_deref())?)
+            }
         };
         if let Some(c) = caller {
             request.extensions_mut().insert(c);
@@ -132,7 +135,7 @@ impl Authenticator {
         Ok(request)
     }
 
-    fn credentials(&self, header: &str) -> Result<Caller, Status> {
+    fn credentials(&self, header: &str, client: Option<&str>) -> Result<Caller, Status> {
         let (scheme, value) = header.split_once(' ').unwrap_or((header, ""));
         if scheme.eq_ignore_ascii_case("basic") {
             // Padding optional: ADBC's Go driver sends base64 without it.
@@ -148,8 +151,16 @@ impl Authenticator {
                 Policy::Password => self.engine.check_password(user, password),
                 // Trust takes the role's word, as PostgreSQL's `trust` does.
                 Policy::Trust => self.engine.login_role(user),
-            }
-            .map_err(to_status)?;
+            };
+            // Basic auth is a login (a bearer token only presents one).
+            crate::audit::login(
+                &self.engine,
+                user,
+                client,
+                super::PROTOCOL,
+                role.as_ref().map(|_| ()),
+            );
+            let role = role.map_err(to_status)?;
             let token = self.tokens.issue(&role.name);
             Ok(Caller {
                 role,

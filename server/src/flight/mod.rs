@@ -41,8 +41,14 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::info;
 
+use crate::audit::StatementAudit;
 use crate::error::{EngineError, StatusCode, WireStatus};
 use crate::metrics::{ConnectionGauge, METRICS, QueryTimer};
+
+/// The address a request comes from, for the audit log.
+fn peer<T>(request: &Request<T>) -> Option<String> {
+    request.remote_addr().map(|a| a.to_string())
+}
 use prognos_engine::parser::ParseOptions;
 use prognos_engine::streams::{StatementCancel, cancellable};
 use prognos_engine::{CATALOG_NAME, Described, Engine, Output, Session, Statement};
@@ -202,20 +208,29 @@ impl FlightSqlServer {
     /// Run a statement once per bound parameter row (once without parameters when none are
     /// bound), each with its cached plan.
     /// The session's `statement_timeout` holds from here until the last row is sent.
+    /// Its audit record, when the log is on, is `audit`'s.
     async fn run_all(
         &self,
         entry: &CachedStatement,
+        audit: Option<&StatementAudit>,
     ) -> Result<(Vec<Output>, StatementCancel), Status> {
         let cancel = entry.session.begin_statement();
         let run = self.run_each(entry);
-        tokio::select! {
+        let out = tokio::select! {
             biased;
-            _ = cancel.cancelled() => Err(to_status(cancel.error())),
+            _ = cancel.cancelled() => Err(cancel.error()),
             out = run => out.map(|o| (o, cancel.clone())),
+        };
+        if let Some(a) = audit {
+            a.touched(&entry.session);
+            if let Err(e) = &out {
+                a.fail(e);
+            }
         }
+        out.map_err(to_status)
     }
 
-    async fn run_each(&self, entry: &CachedStatement) -> Result<Vec<Output>, Status> {
+    async fn run_each(&self, entry: &CachedStatement) -> Result<Vec<Output>, EngineError> {
         let rows = entry.params();
         let runs: Vec<Option<Vec<ScalarValue>>> = if rows.is_empty() {
             vec![None]
@@ -227,8 +242,7 @@ impl FlightSqlServer {
             outputs.push(
                 self.engine
                     .execute_prepared(&entry.session, &entry.stmt, &entry.described, params)
-                    .await
-                    .map_err(to_status)?,
+                    .await?,
             );
         }
         Ok(outputs)
@@ -238,12 +252,20 @@ impl FlightSqlServer {
     async fn run_stream(
         &self,
         entry: &CachedStatement,
+        client: Option<String>,
     ) -> Result<Response<FlightDataStream>, Status> {
         let _gauge = ConnectionGauge::open(PROTOCOL);
         let timer = QueryTimer::start(PROTOCOL);
+        let audit = StatementAudit::begin(
+            &self.engine,
+            &entry.session,
+            client.as_deref(),
+            PROTOCOL,
+            &entry.stmt,
+        );
         let mut schema = None;
         let mut streams = vec![];
-        let (outputs, cancel) = self.run_all(entry).await?;
+        let (outputs, cancel) = self.run_all(entry, audit.as_deref()).await?;
         for output in outputs {
             if let Output::Rows(stream) = output {
                 schema.get_or_insert_with(|| stream.schema());
@@ -261,7 +283,21 @@ impl FlightSqlServer {
         };
         let batches = futures::stream::iter(streams).flatten().map(move |b| {
             let _keep = (&timer, &_gauge);
-            b.map_err(|e| FlightError::Tonic(Box::new(to_status(EngineError::DataFusion(e)))))
+            match b {
+                Ok(batch) => {
+                    if let Some(a) = &audit {
+                        a.add_rows(batch.num_rows() as u64);
+                    }
+                    Ok(batch)
+                }
+                Err(e) => {
+                    let e = EngineError::DataFusion(e);
+                    if let Some(a) = &audit {
+                        a.fail(&e);
+                    }
+                    Err(FlightError::Tonic(Box::new(to_status(e))))
+                }
+            }
         });
         let stream = FlightDataEncoderBuilder::new()
             .with_schema(schema)
@@ -275,10 +311,21 @@ impl FlightSqlServer {
     }
 
     /// Run a statement for its row count (every parameter row; a query's rows are counted).
-    async fn run_update(&self, entry: &CachedStatement) -> Result<i64, Status> {
+    async fn run_update(
+        &self,
+        entry: &CachedStatement,
+        client: Option<String>,
+    ) -> Result<i64, Status> {
         let _timer = QueryTimer::start(PROTOCOL);
+        let audit = StatementAudit::begin(
+            &self.engine,
+            &entry.session,
+            client.as_deref(),
+            PROTOCOL,
+            &entry.stmt,
+        );
         let mut total = 0i64;
-        let (outputs, cancel) = self.run_all(entry).await?;
+        let (outputs, cancel) = self.run_all(entry, audit.as_deref()).await?;
         for output in outputs {
             total += match output {
                 Output::Command { rows, .. } => rows.map(|r| r as i64).unwrap_or(0),
@@ -287,13 +334,22 @@ impl FlightSqlServer {
                     let mut n = 0i64;
                     while let Some(b) = s.next().await {
                         n += b
-                            .map_err(|e| to_status(EngineError::DataFusion(e)))?
+                            .map_err(|e| {
+                                let e = EngineError::DataFusion(e);
+                                if let Some(a) = &audit {
+                                    a.fail(&e);
+                                }
+                                to_status(e)
+                            })?
                             .num_rows() as i64;
                     }
                     n
                 }
                 _ => 0,
             };
+        }
+        if let Some(a) = &audit {
+            a.add_rows(total.max(0) as u64);
         }
         Ok(total)
     }
@@ -398,12 +454,13 @@ impl FlightSqlService for FlightSqlServer {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         let (session, stmt, described) = self.prepare(&query.query, &request).await?;
+        let client = peer(&request);
         let descriptor = request.into_inner();
         let schema = described.schema.clone();
         let entry = CachedStatement::new(session, stmt, described);
         let Some(schema) = schema else {
             // No result set (DDL, DML, COPY, SET): run it now; clients need not fetch anything.
-            self.run_update(&entry).await?;
+            self.run_update(&entry, client).await?;
             return Ok(Response::new(Self::no_rows_info(descriptor)?));
         };
         let ticket = TicketStatementQuery {
@@ -422,7 +479,7 @@ impl FlightSqlService for FlightSqlServer {
         Status,
     > {
         let entry = self.statement(&request, &ticket.statement_handle)?;
-        self.run_stream(&entry).await
+        self.run_stream(&entry, peer(&request)).await
     }
 
     async fn get_flight_info_prepared_statement(
@@ -431,9 +488,10 @@ impl FlightSqlService for FlightSqlServer {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         let entry = self.statement(&request, &cmd.prepared_statement_handle)?;
+        let client = peer(&request);
         let descriptor = request.into_inner();
         let Some(schema) = entry.described.schema.clone() else {
-            self.run_update(&entry).await?;
+            self.run_update(&entry, client).await?;
             return Ok(Response::new(Self::no_rows_info(descriptor)?));
         };
         let info = Self::flight_info(&schema, cmd.as_any().encode_to_vec().into(), descriptor)?;
@@ -449,7 +507,7 @@ impl FlightSqlService for FlightSqlServer {
         Status,
     > {
         let entry = self.statement(&request, &cmd.prepared_statement_handle)?;
-        self.run_stream(&entry).await
+        self.run_stream(&entry, peer(&request)).await
     }
 
     async fn do_action_create_prepared_statement(
@@ -500,7 +558,8 @@ impl FlightSqlService for FlightSqlServer {
         request: Request<PeekableFlightDataStream>,
     ) -> Result<i64, Status> {
         let (session, stmt, described) = self.prepare(&ticket.query, &request).await?;
-        self.run_update(&CachedStatement::new(session, stmt, described))
+        let client = peer(&request);
+        self.run_update(&CachedStatement::new(session, stmt, described), client)
             .await
     }
 
@@ -511,11 +570,12 @@ impl FlightSqlService for FlightSqlServer {
     ) -> Result<i64, Status> {
         let entry = self.statement(&request, &query.prepared_statement_handle)?;
         // One execution per bound row; without bound rows, one with the rows bound before.
+        let client = peer(&request);
         let rows = read_param_rows(request).await?;
         if !rows.is_empty() {
             entry.bind(rows);
         }
-        self.run_update(&entry).await
+        self.run_update(&entry, client).await
     }
 
     async fn get_flight_info_catalogs(

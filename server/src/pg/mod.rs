@@ -44,6 +44,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use crate::audit::StatementAudit;
 use crate::error::{EngineError, StatusCode, WireStatus};
 use crate::metrics::{ConnectionGauge, METRICS, QueryTimer};
 use prognos_engine::streams::cancellable;
@@ -51,7 +52,7 @@ use prognos_engine::{CopyInTarget, CopyKind, Described, Engine, Output, Session,
 
 pub use encode::fields_for;
 
-const PROTOCOL: &str = "pgwire";
+pub(crate) const PROTOCOL: &str = "pgwire";
 
 /// (pid, secret key) a connection hands out for cancel requests.
 type CancelKey = (i32, Vec<u8>);
@@ -137,6 +138,7 @@ pub async fn serve(
             Arc::clone(&registry),
             Arc::clone(&security.auth),
             startup::ConnectionSlots::take(&security.slots),
+            peer.to_string(),
         );
         let tls = security.tls.clone();
         tokio::spawn(async move {
@@ -160,6 +162,7 @@ impl Connection {
         registry: Arc<CancelRegistry>,
         auth: Arc<startup::PgAuth>,
         slot: startup::Slot,
+        client: String,
     ) -> Self {
         let session = Arc::new(engine.new_session());
         let parser = Arc::new(PgQueryParser {
@@ -176,6 +179,7 @@ impl Connection {
                 parser,
                 key: Mutex::new(None),
                 pending_copy: Mutex::new(None),
+                client,
                 _gauge: ConnectionGauge::open(PROTOCOL),
             }),
         }
@@ -203,6 +207,9 @@ impl PgWireServerHandlers for Connection {
     }
 }
 
+/// A `COPY … FROM STDIN` in progress.
+type PendingCopy = (CopyInTarget, bytes::BytesMut, Option<Arc<StatementAudit>>);
+
 /// Handlers of one connection (see module docs).
 struct Handler {
     engine: Arc<Engine>,
@@ -213,8 +220,11 @@ struct Handler {
     slot: startup::Slot,
     parser: Arc<PgQueryParser>,
     key: Mutex<Option<(i32, Vec<u8>)>>,
-    /// `COPY … FROM STDIN` in progress: its target and the bytes received so far.
-    pending_copy: Mutex<Option<(CopyInTarget, bytes::BytesMut)>>,
+    /// `COPY … FROM STDIN` in progress: its target, the bytes received so far, and its audit
+    /// record (written when the copy ends).
+    pending_copy: Mutex<Option<PendingCopy>>,
+    /// The client's address.
+    client: String,
     _gauge: ConnectionGauge,
 }
 
@@ -301,6 +311,13 @@ impl Handler {
         format: &Format,
     ) -> Result<Response, EngineError> {
         let timer = QueryTimer::start(PROTOCOL);
+        let audit = StatementAudit::begin(
+            &self.engine,
+            &self.session,
+            Some(&self.client),
+            PROTOCOL,
+            stmt,
+        );
         let token = self.session.begin_statement();
         let output = tokio::select! {
             biased;
@@ -312,7 +329,15 @@ impl Handler {
                 }
             } => out,
         };
-        let output = output.inspect_err(|_| self.session.statement_failed())?;
+        if let Some(a) = &audit {
+            a.touched(&self.session);
+        }
+        let output = output.inspect_err(|e| {
+            self.session.statement_failed();
+            if let Some(a) = &audit {
+                a.fail(e);
+            }
+        })?;
         Ok(match output {
             Output::Rows(stream) => {
                 let schema = stream.schema();
@@ -327,8 +352,15 @@ impl Handler {
                         let batch = batch.map_err(|e| {
                             // An error while the rows stream fails the transaction block too.
                             session.statement_failed();
-                            to_pg_error(EngineError::DataFusion(e))
+                            let e = EngineError::DataFusion(e);
+                            if let Some(a) = &audit {
+                                a.fail(&e);
+                            }
+                            to_pg_error(e)
                         })?;
+                        if let Some(a) = &audit {
+                            a.add_rows(batch.num_rows() as u64);
+                        }
                         encode::encode_batch(&batch, &row_fields)
                     })
                     .flat_map(|rows| match rows {
@@ -344,6 +376,9 @@ impl Handler {
                 }
                 if let Some(n) = rows {
                     t = t.with_rows(n as usize);
+                    if let Some(a) = &audit {
+                        a.add_rows(n);
+                    }
                 }
                 Response::Execution(t)
             }
@@ -351,7 +386,7 @@ impl Handler {
                 let columns = target.columns.fields().len();
                 let wire_format = i8::from(target.format.kind == CopyKind::Binary);
                 *self.pending_copy.lock().unwrap_or_else(|p| p.into_inner()) =
-                    Some((target, bytes::BytesMut::new()));
+                    Some((target, bytes::BytesMut::new(), audit));
                 Response::CopyIn(CopyResponse::new(wire_format, columns, stream::empty()))
             }
             Output::CopyOut {
@@ -373,7 +408,16 @@ impl Handler {
                 let rows = cancellable(rows, token)
                     .map(move |batch| {
                         let _keep = &timer;
-                        let batch = batch.map_err(|e| to_pg_error(EngineError::DataFusion(e)))?;
+                        let batch = batch.map_err(|e| {
+                            let e = EngineError::DataFusion(e);
+                            if let Some(a) = &audit {
+                                a.fail(&e);
+                            }
+                            to_pg_error(e)
+                        })?;
+                        if let Some(a) = &audit {
+                            a.add_rows(batch.num_rows() as u64);
+                        }
                         copy_out::encode_rows(&batch, &copy_format)
                     })
                     .flat_map(|rows| match rows {
@@ -424,7 +468,7 @@ impl CopyHandler for Handler {
     {
         let mut pending = self.pending_copy.lock().unwrap_or_else(|p| p.into_inner());
         match pending.as_mut() {
-            Some((_, buf)) => {
+            Some((_, buf, _)) => {
                 buf.extend_from_slice(&copy_data.data);
                 Ok(())
             }
@@ -447,7 +491,7 @@ impl CopyHandler for Handler {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .take();
-        let Some((target, buf)) = pending else {
+        let Some((target, buf, audit)) = pending else {
             return Err(to_pg_error(EngineError::statement(
                 StatusCode::ProtocolViolation,
                 "CopyDone received outside of COPY FROM STDIN",
@@ -457,8 +501,16 @@ impl CopyHandler for Handler {
             .engine
             .copy_in(&self.session, &target, buf.freeze())
             .await
-            .inspect_err(|_| self.session.statement_failed())
+            .inspect_err(|e| {
+                self.session.statement_failed();
+                if let Some(a) = &audit {
+                    a.fail(e);
+                }
+            })
             .map_err(to_pg_error)?;
+        if let Some(a) = &audit {
+            a.add_rows(rows);
+        }
         let tag = Tag::new("COPY").with_rows(rows as usize);
         client
             .send(PgWireBackendMessage::CommandComplete(tag.into()))
@@ -472,14 +524,19 @@ impl CopyHandler for Handler {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        self.pending_copy
+        let pending = self
+            .pending_copy
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .take();
-        to_pg_error(EngineError::statement(
+        let e = EngineError::statement(
             StatusCode::QueryCanceled,
             format!("COPY from stdin failed: {}", fail.message),
-        ))
+        );
+        if let Some((_, _, Some(a))) = &pending {
+            a.fail(&e);
+        }
+        to_pg_error(e)
     }
 }
 

@@ -20,6 +20,8 @@ use pgwire::api::auth::{
     save_startup_parameters_to_metadata,
 };
 use pgwire::api::{ClientInfo, METADATA_USER, PidSecretKeyGenerator};
+
+use super::PROTOCOL;
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::startup::Authentication;
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
@@ -117,10 +119,14 @@ impl AuthSource<LoginRole> for RoleSource {
         login: &LoginInfo,
     ) -> PgWireResult<(ScramSecret, Option<LoginRole>)> {
         let user = login.user().ok_or(PgWireError::UserNameRequired)?;
-        let role = self.engine.login_role(user).map_err(fatal)?;
+        let refused = |e: EngineError| {
+            crate::audit::login(&self.engine, user, Some(login.host()), PROTOCOL, Err(&e));
+            fatal(e)
+        };
+        let role = self.engine.login_role(user).map_err(refused)?;
         let Some(v) = role.verifier.clone() else {
             // PostgreSQL says the same for a role without a password.
-            return Err(fatal(password_failed(user)));
+            return Err(refused(password_failed(user)));
         };
         Ok((
             ScramSecret::Verifier {
@@ -214,6 +220,13 @@ impl Handler {
             client.send(PgWireBackendMessage::Authentication(m)).await?;
         }
         self.session.set_user(&role.name, role.superuser);
+        crate::audit::login(
+            &self.engine,
+            &role.name,
+            Some(&self.client),
+            PROTOCOL,
+            Ok(()),
+        );
         let (pid, secret) = PID_GENERATOR.generate(client);
         client.set_pid_and_secret_key(pid, secret.clone());
         let key = (pid, secret.to_bytes().to_vec());
@@ -249,10 +262,17 @@ impl StartupHandler for Handler {
         match message {
             PgWireFrontendMessage::Startup(ref startup) => {
                 if self.slot.over {
-                    return Err(fatal(EngineError::statement(
+                    let e = EngineError::statement(
                         StatusCode::TooManyConnections,
                         "sorry, too many clients already",
-                    )));
+                    );
+                    let user = startup
+                        .parameters
+                        .get(METADATA_USER)
+                        .cloned()
+                        .unwrap_or_default();
+                    crate::audit::login(&self.engine, &user, Some(&self.client), PROTOCOL, Err(&e));
+                    return Err(fatal(e));
                 }
                 protocol_negotiation(client, startup).await?;
                 save_startup_parameters_to_metadata(client, startup);
@@ -263,7 +283,16 @@ impl StartupHandler for Handler {
                     .ok_or(PgWireError::UserNameRequired)?;
                 match auth.policy {
                     Policy::Trust => {
-                        let role = self.engine.login_role(&user).map_err(fatal)?;
+                        let role = self.engine.login_role(&user).map_err(|e| {
+                            crate::audit::login(
+                                &self.engine,
+                                &user,
+                                Some(&self.client),
+                                PROTOCOL,
+                                Err(&e),
+                            );
+                            fatal(e)
+                        })?;
                         self.start_session(client, role, None).await
                     }
                     Policy::Password => {
@@ -279,7 +308,16 @@ impl StartupHandler for Handler {
                 let outcome = outcome.map_err(|e| match e {
                     PgWireError::InvalidPassword(_) => {
                         let user = client.metadata().get(METADATA_USER).cloned();
-                        fatal(password_failed(user.as_deref().unwrap_or_default()))
+                        let user = user.as_deref().unwrap_or_default();
+                        let e = password_failed(user);
+                        crate::audit::login(
+                            &self.engine,
+                            user,
+                            Some(&self.client),
+                            PROTOCOL,
+                            Err(&e),
+                        );
+                        fatal(e)
                     }
                     other => other,
                 });
