@@ -101,3 +101,41 @@ async fn max_connections_refuses_only_the_next_connection() {
     };
     c.batch_execute("SELECT 1").await.expect("c works");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn values_over_the_size_limit_are_refused_before_they_are_built() {
+    let server = Server::start_with(
+        false,
+        vec![("PROGNOS__ENGINE__MAX_VALUE_MB".into(), "1".into())],
+    );
+    let c = server.connect().await;
+    for sql in [
+        "SELECT length(repeat('x', 2000000000))",
+        "SELECT length(lpad('x', 2000000000))",
+        "SELECT length(rpad('x', 2000000, '-'))",
+        // Each value fits; the batch of them does not.
+        "SELECT length(repeat('x', 100000 + (value - value))) FROM generate_series(1, 20)",
+    ] {
+        let e = c.simple_query(sql).await.expect_err(sql);
+        assert_eq!(sqlstate(&e), "54000", "{sql}: {}", message(&e));
+        assert!(
+            message(&e).contains("engine.max_value_mb"),
+            "{}",
+            message(&e)
+        );
+    }
+    // Below the limit the functions answer as ever, and the connection goes on.
+    let rows = rows_of(
+        &c.simple_query("SELECT length(repeat('ab', 1000)), lpad('7', 3, '0'), rpad('a', 2, 'b')")
+            .await
+            .expect("small values"),
+    );
+    assert_eq!(
+        rows,
+        vec![vec![
+            Some("2000".into()),
+            Some("007".into()),
+            Some("ab".into())
+        ]]
+    );
+}

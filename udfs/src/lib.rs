@@ -21,6 +21,7 @@ pub mod relations;
 mod series;
 pub mod series_plan;
 pub mod single_row;
+pub mod value_limits;
 
 pub use models::register_model_functions;
 

@@ -167,6 +167,8 @@ pub struct EngineConfig {
     pub memory_limit_mb: usize,
     /// Every session's default `statement_timeout`, in milliseconds (0 = none).
     pub statement_timeout_ms: u64,
+    /// The largest value `repeat`, `lpad` and `rpad` build, in MiB (larger is `54000`).
+    pub max_value_mb: u64,
 }
 
 impl Default for EngineConfig {
@@ -176,6 +178,7 @@ impl Default for EngineConfig {
             batch_size: 8192,
             memory_limit_mb: 0,
             statement_timeout_ms: 0,
+            max_value_mb: 1024,
         }
     }
 }

@@ -256,6 +256,11 @@ pub fn classify_datafusion(e: &DataFusionError) -> StatusCode {
                 classify_catalog(c)
             } else if let Some(m) = x.downcast_ref::<prognos_models::ModelError>() {
                 classify_model(m)
+            } else if x
+                .downcast_ref::<prognos_udfs::value_limits::ValueTooLarge>()
+                .is_some()
+            {
+                StatusCode::ProgramLimitExceeded
             } else if let Some(a) = x.downcast_ref::<datafusion::arrow::error::ArrowError>() {
                 classify_arrow(a)
             } else if let Some(o) = x.downcast_ref::<object_store_error::Error>() {

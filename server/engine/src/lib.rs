@@ -309,6 +309,14 @@ impl Engine {
             .build();
         let ctx = SessionContext::new_with_state(state);
         prognos_udfs::register_all(&ctx)?;
+        prognos_udfs::value_limits::bound_value_builders(
+            &ctx,
+            config
+                .engine
+                .max_value_mb
+                .max(1)
+                .saturating_mul(1024 * 1024),
+        );
         datafusion_pg_catalog::setup_pg_catalog(&ctx, CATALOG_NAME, EmptyContextProvider)
             .map_err(|e| EngineError::DataFusion(*e))?;
         for udf in prognos_udfs::pg_compat::catalog_overrides() {
