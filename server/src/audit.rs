@@ -85,6 +85,28 @@ impl StatementAudit {
     }
 }
 
+/// A batch on its way to the client, counted by `audit` (its rows, or its error).
+pub fn observe(
+    audit: Option<&StatementAudit>,
+    batch: datafusion::error::Result<datafusion::arrow::array::RecordBatch>,
+) -> Result<datafusion::arrow::array::RecordBatch, EngineError> {
+    match batch {
+        Ok(b) => {
+            if let Some(a) = audit {
+                a.add_rows(b.num_rows() as u64);
+            }
+            Ok(b)
+        }
+        Err(e) => {
+            let e = EngineError::DataFusion(e);
+            if let Some(a) = audit {
+                a.fail(&e);
+            }
+            Err(e)
+        }
+    }
+}
+
 impl Drop for StatementAudit {
     fn drop(&mut self) {
         let mut record = self

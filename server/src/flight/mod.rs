@@ -283,21 +283,8 @@ impl FlightSqlServer {
         };
         let batches = futures::stream::iter(streams).flatten().map(move |b| {
             let _keep = (&timer, &_gauge);
-            match b {
-                Ok(batch) => {
-                    if let Some(a) = &audit {
-                        a.add_rows(batch.num_rows() as u64);
-                    }
-                    Ok(batch)
-                }
-                Err(e) => {
-                    let e = EngineError::DataFusion(e);
-                    if let Some(a) = &audit {
-                        a.fail(&e);
-                    }
-                    Err(FlightError::Tonic(Box::new(to_status(e))))
-                }
-            }
+            crate::audit::observe(audit.as_deref(), b)
+                .map_err(|e| FlightError::Tonic(Box::new(to_status(e))))
         });
         let stream = FlightDataEncoderBuilder::new()
             .with_schema(schema)

@@ -349,18 +349,12 @@ impl Handler {
                 let rows = stream
                     .map(move |batch| {
                         let _keep = &timer;
-                        let batch = batch.map_err(|e| {
-                            // An error while the rows stream fails the transaction block too.
-                            session.statement_failed();
-                            let e = EngineError::DataFusion(e);
-                            if let Some(a) = &audit {
-                                a.fail(&e);
-                            }
-                            to_pg_error(e)
-                        })?;
-                        if let Some(a) = &audit {
-                            a.add_rows(batch.num_rows() as u64);
-                        }
+                        let batch =
+                            crate::audit::observe(audit.as_deref(), batch).map_err(|e| {
+                                // An error while the rows stream fails the transaction block too.
+                                session.statement_failed();
+                                to_pg_error(e)
+                            })?;
                         encode::encode_batch(&batch, &row_fields)
                     })
                     .flat_map(|rows| match rows {
@@ -408,16 +402,8 @@ impl Handler {
                 let rows = cancellable(rows, token)
                     .map(move |batch| {
                         let _keep = &timer;
-                        let batch = batch.map_err(|e| {
-                            let e = EngineError::DataFusion(e);
-                            if let Some(a) = &audit {
-                                a.fail(&e);
-                            }
-                            to_pg_error(e)
-                        })?;
-                        if let Some(a) = &audit {
-                            a.add_rows(batch.num_rows() as u64);
-                        }
+                        let batch =
+                            crate::audit::observe(audit.as_deref(), batch).map_err(to_pg_error)?;
                         copy_out::encode_rows(&batch, &copy_format)
                     })
                     .flat_map(|rows| match rows {
