@@ -25,3 +25,25 @@ def test_statement_timeout_over_flight_sql_and_psycopg(server):
         assert e.value.sqlstate == "57014"
         assert c.execute("SELECT 2").fetchone() == (2,)
     assert server.alive()
+
+
+def test_result_size_limit_over_flight_sql_and_psycopg():
+    from conftest import Server
+
+    s = Server(demo=False, env={"PROGNOS__ENGINE__MAX_RESULT_MB": "1"})
+    big = "SELECT repeat('x', 1000 + (value - value)) AS s FROM generate_series(1, 5000)"
+    try:
+        with adbc.connect(s.flight_uri, autocommit=True) as c, c.cursor() as cur:
+            with pytest.raises(Exception) as e:
+                cur.execute(big)
+                cur.fetchall()
+            assert "engine.max_result_mb" in str(e.value)
+            cur.execute("SELECT count(*) AS n FROM generate_series(1, 5000)")
+            assert cur.fetchone() == (5000,)
+        with psycopg.connect(s.dsn, autocommit=True) as c:
+            with pytest.raises(psycopg.errors.ProgramLimitExceeded):
+                c.execute(big).fetchall()
+            assert c.execute("SELECT 2").fetchone() == (2,)
+        assert s.alive()
+    finally:
+        s.close()

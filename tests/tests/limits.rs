@@ -139,3 +139,29 @@ async fn values_over_the_size_limit_are_refused_before_they_are_built() {
         ]]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn results_over_the_size_limit_end_in_54000_and_the_connection_goes_on() {
+    let server = Server::start_with(
+        false,
+        vec![("PROGNOS__ENGINE__MAX_RESULT_MB".into(), "1".into())],
+    );
+    let c = server.connect().await;
+    let big = "SELECT repeat('x', 1000 + (value - value)) AS s FROM generate_series(1, 5000)";
+    let e = c
+        .simple_query(big)
+        .await
+        .expect_err("5 MB over a 1 MB limit");
+    assert_eq!(sqlstate(&e), "54000", "{}", message(&e));
+    assert!(
+        message(&e).contains("engine.max_result_mb"),
+        "{}",
+        message(&e)
+    );
+    let rows = rows_of(
+        &c.simple_query("SELECT count(*) FROM generate_series(1, 5000)")
+            .await
+            .expect("a small result"),
+    );
+    assert_eq!(rows, vec![vec![Some("5000".into())]]);
+}

@@ -169,6 +169,8 @@ pub struct EngineConfig {
     pub statement_timeout_ms: u64,
     /// The largest value `repeat`, `lpad` and `rpad` build, in MiB (larger is `54000`).
     pub max_value_mb: u64,
+    /// The largest result a statement sends (rows, `COPY … TO STDOUT`), in MiB; `0` is none.
+    pub max_result_mb: u64,
 }
 
 impl Default for EngineConfig {
@@ -179,6 +181,7 @@ impl Default for EngineConfig {
             memory_limit_mb: 0,
             statement_timeout_ms: 0,
             max_value_mb: 1024,
+            max_result_mb: 0,
         }
     }
 }

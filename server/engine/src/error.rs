@@ -259,6 +259,7 @@ pub fn classify_datafusion(e: &DataFusionError) -> StatusCode {
             } else if x
                 .downcast_ref::<prognos_udfs::value_limits::ValueTooLarge>()
                 .is_some()
+                || x.downcast_ref::<crate::streams::ResultTooLarge>().is_some()
             {
                 StatusCode::ProgramLimitExceeded
             } else if let Some(a) = x.downcast_ref::<datafusion::arrow::error::ArrowError>() {

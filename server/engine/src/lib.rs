@@ -225,6 +225,8 @@ pub struct Engine {
     masking_key: prognos_catalog::masking::MaskingKey,
     /// The audit log; `None` when it is off.
     audit: Option<audit_log::AuditLog>,
+    /// The largest result a statement sends, in bytes (`engine.max_result_mb`; 0 = none).
+    max_result_bytes: u64,
     /// `pg_catalog`'s fixed tables, shared by every session's `pg_catalog`.
     pg_static: Arc<datafusion_pg_catalog::pg_catalog::PgCatalogStaticTables>,
 }
@@ -413,6 +415,7 @@ impl Engine {
             ),
             masking_key,
             audit,
+            max_result_bytes: config.engine.max_result_mb.saturating_mul(1024 * 1024),
             pg_static: Arc::new(
                 datafusion_pg_catalog::pg_catalog::PgCatalogStaticTables::try_new()
                     .map_err(EngineError::DataFusion)?,
@@ -624,7 +627,7 @@ impl Engine {
             }
         })
         .await;
-        fail_block_on_error(session, out)
+        fail_block_on_error(session, out).map(|o| self.bound_result(o))
     }
 
     /// Run a statement prepared with [`Engine::describe`], reusing its plan when still valid.
@@ -680,7 +683,22 @@ impl Engine {
             .await
         })
         .await;
-        fail_block_on_error(session, out)
+        fail_block_on_error(session, out).map(|o| self.bound_result(o))
+    }
+
+    /// A result set bounded by `engine.max_result_mb`.
+    fn bound_result(&self, out: Output) -> Output {
+        if self.max_result_bytes == 0 {
+            return out;
+        }
+        match out {
+            Output::Rows(s) => Output::Rows(streams::bounded(s, self.max_result_bytes)),
+            Output::CopyOut { stream, format } => Output::CopyOut {
+                stream: streams::bounded(stream, self.max_result_bytes),
+                format,
+            },
+            other => other,
+        }
     }
 
     fn epoch(&self) -> u64 {

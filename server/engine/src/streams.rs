@@ -121,3 +121,45 @@ impl RecordBatchStream for Cancellable {
 #[derive(Debug, thiserror::Error)]
 #[error("{}", .0.message())]
 pub struct Cancelled(pub CancelReason);
+
+/// A result larger than `engine.max_result_mb`.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the result is larger than {limit} bytes (engine.max_result_mb): select fewer rows or columns, or raise the limit"
+)]
+pub struct ResultTooLarge {
+    /// The limit, in bytes.
+    pub limit: u64,
+}
+
+/// The bytes a batch's values take (a slice counts its own rows, not the buffers it shares).
+fn batch_bytes(batch: &RecordBatch) -> u64 {
+    batch
+        .columns()
+        .iter()
+        .map(|c| {
+            c.to_data()
+                .get_slice_memory_size()
+                .unwrap_or_else(|_| c.get_array_memory_size()) as u64
+        })
+        .sum()
+}
+
+/// `stream`, failing with [`ResultTooLarge`] once the batches it has passed on exceed
+/// `limit` bytes; the client gets the rows before that, then the error.
+pub(crate) fn bounded(stream: SendableRecordBatchStream, limit: u64) -> SendableRecordBatchStream {
+    use futures::StreamExt;
+    let schema = stream.schema();
+    let mut sent: u64 = 0;
+    let rows = stream.map(move |batch| {
+        let batch = batch?;
+        sent = sent.saturating_add(batch_bytes(&batch));
+        if sent > limit {
+            return Err(DataFusionError::External(Box::new(ResultTooLarge {
+                limit,
+            })));
+        }
+        Ok(batch)
+    });
+    Box::pin(datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(schema, rows))
+}
