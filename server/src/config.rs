@@ -14,6 +14,7 @@
 //! | `engine.statement_timeout_ms` | int | `0` (none) | every session's default `statement_timeout` |
 //! | `engine.max_value_mb` | int | `1024` | the largest value `repeat`, `lpad`, `rpad` build (`54000` beyond) |
 //! | `engine.max_result_mb` | int | `0` (none) | the largest result a statement sends (`54000` beyond) |
+//! | `engine.query_memory_mb` | int | `0` (none) | one session's share of the memory pool (`53200` beyond) |
 //! | `max_connections` | int | `100` | pgwire connections at once (`53300` beyond) |
 //! | `storage.tables_url` | URL | unset (data dir) | object-store location of new managed tables |
 //! | `storage.models_url` | URL | `storage.tables_url` | object-store location of new model artifacts |

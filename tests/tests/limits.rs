@@ -165,3 +165,50 @@ async fn results_over_the_size_limit_end_in_54000_and_the_connection_goes_on() {
     );
     assert_eq!(rows, vec![vec![Some("5000".into())]]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_over_its_sessions_memory_share_fails_alone_with_53200() {
+    let server = Server::start_with(
+        false,
+        vec![("PROGNOS__ENGINE__QUERY_MEMORY_MB".into(), "1".into())],
+    );
+    let big = server.connect().await;
+    let other = server.connect().await;
+    // A hash join's build side cannot spill: 500 000 keys need more than the 1 MiB share.
+    let join = "SELECT count(*) FROM (SELECT value AS x FROM generate_series(1, 500000)) a \
+                JOIN (SELECT value AS y FROM generate_series(1, 500000)) b ON a.x = b.y";
+    let (failed, small) = tokio::join!(
+        big.simple_query(join),
+        other.simple_query("SELECT count(*) FROM generate_series(1, 1000)")
+    );
+    let e = failed.expect_err("over the share");
+    assert_eq!(sqlstate(&e), "53200", "{}", message(&e));
+    assert!(
+        message(&e).contains("engine.query_memory_mb"),
+        "{}",
+        message(&e)
+    );
+    assert_eq!(
+        rows_of(&small.expect("the other session is untouched")),
+        vec![vec![Some("1000".into())]]
+    );
+    // The failed session goes on; its share was given back.
+    assert_eq!(
+        rows_of(
+            &big.simple_query("SELECT count(*) FROM generate_series(1, 1000)")
+                .await
+                .expect("next statement")
+        ),
+        vec![vec![Some("1000".into())]]
+    );
+    // A sort spills to disk instead of failing.
+    let sorted = rows_of(
+        &big.simple_query(
+            "SELECT sum(length(s)) FROM (SELECT repeat('x', 100 + (value - value)) AS s \
+             FROM generate_series(1, 100000) ORDER BY s DESC) t",
+        )
+        .await
+        .expect("sort spills"),
+    );
+    assert_eq!(sorted, vec![vec![Some("10000000".into())]]);
+}

@@ -171,6 +171,8 @@ pub struct EngineConfig {
     pub max_value_mb: u64,
     /// The largest result a statement sends (rows, `COPY … TO STDOUT`), in MiB; `0` is none.
     pub max_result_mb: u64,
+    /// One session's (so one statement's) share of the memory pool, in MiB; `0` is none.
+    pub query_memory_mb: usize,
 }
 
 impl Default for EngineConfig {
@@ -182,6 +184,7 @@ impl Default for EngineConfig {
             statement_timeout_ms: 0,
             max_value_mb: 1024,
             max_result_mb: 0,
+            query_memory_mb: 0,
         }
     }
 }

@@ -31,6 +31,7 @@ pub mod role_sql;
 mod roles;
 pub mod server_files;
 mod session;
+mod session_memory;
 mod statements;
 pub mod streams;
 mod transaction;
@@ -227,6 +228,8 @@ pub struct Engine {
     audit: Option<audit_log::AuditLog>,
     /// The largest result a statement sends, in bytes (`engine.max_result_mb`; 0 = none).
     max_result_bytes: u64,
+    /// One session's share of the memory pool, in bytes (`engine.query_memory_mb`; 0 = none).
+    session_memory_bytes: usize,
     /// `pg_catalog`'s fixed tables, shared by every session's `pg_catalog`.
     pg_static: Arc<datafusion_pg_catalog::pg_catalog::PgCatalogStaticTables>,
 }
@@ -416,6 +419,7 @@ impl Engine {
             masking_key,
             audit,
             max_result_bytes: config.engine.max_result_mb.saturating_mul(1024 * 1024),
+            session_memory_bytes: config.engine.query_memory_mb.saturating_mul(1024 * 1024),
             pg_static: Arc::new(
                 datafusion_pg_catalog::pg_catalog::PgCatalogStaticTables::try_new()
                     .map_err(EngineError::DataFusion)?,
@@ -465,10 +469,23 @@ impl Engine {
             ));
         }
         let config = self.base.config().clone().with_extension(Arc::new(role));
-        let state = SessionStateBuilder::new_from_existing(self.base.clone())
+        let mut builder = SessionStateBuilder::new_from_existing(self.base.clone())
             .with_config(config)
-            .with_catalog_list(Arc::new(SessionCatalogList::new(shared, view)))
-            .build();
+            .with_catalog_list(Arc::new(SessionCatalogList::new(shared, view)));
+        if self.session_memory_bytes > 0 {
+            let runtime = self.base.runtime_env();
+            let share = session_memory::SessionPool::new(
+                Arc::clone(&runtime.memory_pool),
+                self.session_memory_bytes,
+            );
+            if let Ok(runtime) = RuntimeEnvBuilder::from_runtime_env(runtime)
+                .with_memory_pool(Arc::new(share))
+                .build_arc()
+            {
+                builder = builder.with_runtime_env(runtime);
+            }
+        }
+        let state = builder.build();
         Session::new(
             SessionContext::new_with_state(state),
             txn,
