@@ -109,7 +109,7 @@ mod tests {
     fn a_share_refuses_beyond_its_limit_and_gives_back_on_shrink() {
         let shared: Arc<dyn MemoryPool> = Arc::new(UnboundedMemoryPool::default());
         let pool: Arc<dyn MemoryPool> = Arc::new(SessionPool::new(Arc::clone(&shared), 1000));
-        let mut r = MemoryConsumer::new("sort").register(&pool);
+        let r = MemoryConsumer::new("sort").register(&pool);
         r.try_grow(600).expect("fits");
         let e = r.try_grow(500).expect_err("over the share");
         assert!(matches!(e, DataFusionError::ResourcesExhausted(_)), "{e}");
