@@ -1,7 +1,10 @@
 import java.sql.*;
 import java.util.*;
 
-/** pgjdbc against prognos: connect, DatabaseMetaData, a prepared query. Exit code 0 = pass. */
+/**
+ * pgjdbc against prognos: connect, DatabaseMetaData, a prepared query, and a low-privilege
+ * role's refusals, masked values and table list. Exit code 0 = pass.
+ */
 public class JdbcSmoke {
     static void check(boolean ok, String what) {
         if (!ok) {
@@ -84,6 +87,29 @@ public class JdbcSmoke {
         }
     }
 
+    /** A role granted only SELECT on customers, whose plan column is masked. */
+    static void lowPrivilege(String url) throws SQLException {
+        try (Connection low = DriverManager.getConnection(url, "jdbc_low", "")) {
+            try (Statement st = low.createStatement()) {
+                st.executeQuery("SELECT * FROM daily_sales");
+                check(false, "daily_sales must be refused");
+            } catch (SQLException e) {
+                check("42501".equals(e.getSQLState()), "daily_sales: sqlstate " + e.getSQLState());
+            }
+            List<Map<String, Object>> r = rows(low, "SELECT plan FROM customers LIMIT 20");
+            check(r.size() == 20, "customers readable: " + r.size());
+            for (Map<String, Object> row : r) {
+                String plan = (String) row.get("plan");
+                check(plan != null && plan.startsWith("*"), "plan is masked: " + plan);
+            }
+            Set<String> tables = new TreeSet<>();
+            try (ResultSet rs = low.getMetaData().getTables(null, "public", "%", new String[] {"TABLE"})) {
+                while (rs.next()) tables.add(rs.getString("TABLE_NAME"));
+            }
+            check(tables.equals(Set.of("customers")), "getTables lists what the role may read: " + tables);
+        }
+    }
+
     public static void main(String[] args) throws Exception {
         String url = args[0];
         try (Connection c = DriverManager.getConnection(url, "prognos", "")) {
@@ -123,7 +149,13 @@ public class JdbcSmoke {
                 }
             }
             dbeaverNavigator(c);
+            try (Statement st = c.createStatement()) {
+                st.execute("CREATE USER jdbc_low");
+                st.execute("CREATE MASKING POLICY jdbc_plan ON customers (plan) USING partial(2)");
+                st.execute("GRANT SELECT ON customers TO jdbc_low");
+            }
         }
+        lowPrivilege(url);
         System.out.println("jdbc ok");
     }
 }
