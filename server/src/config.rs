@@ -25,6 +25,7 @@
 //! | `superuser` | name | `prognos` | the bootstrap superuser, created when missing |
 //! | `superuser_password` | string | `PROGNOS_PASSWORD` | its first password |
 //! | `tls.cert_file`, `tls.key_file` | paths (PEM) | unset (no TLS) | TLS for pgwire and Flight SQL |
+//! | `tls.require` | bool | `true` | refuse pgwire connections that do not start TLS (`28000`) |
 //! | `token_ttl_s` | int | `3600` | lifetime of a Flight SQL bearer token |
 //! | `server_files.allow` | paths | `[]` | folders besides `<data_dir>/files` where every role may name files |
 //! | `audit.enabled` | bool | `true` | record every statement and login in `<data_dir>/audit/` |
@@ -100,6 +101,14 @@ pub struct TlsConfig {
     pub cert_file: PathBuf,
     /// The private key (PKCS#8, PKCS#1 or SEC1).
     pub key_file: PathBuf,
+    /// Refuse pgwire connections that do not start TLS (PostgreSQL's `hostssl`); Flight SQL
+    /// serves only TLS whenever TLS is configured.
+    #[serde(default = "yes")]
+    pub require: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// Where a frontend listens.

@@ -84,7 +84,13 @@ pub async fn run(
     info!(data_dir = %engine.data_dir().display(), pg = %addrs.pg, flight = %addrs.flight, http = %http::describe(&addrs.http), "prognos listening");
     ready(addrs);
 
-    let pg_security = pg::PgSecurity::new(policy, &engine, pg_tls, config.max_connections);
+    let pg_security = pg::PgSecurity::new(
+        policy,
+        &engine,
+        pg_tls,
+        config.tls.as_ref().is_some_and(|t| t.require),
+        config.max_connections,
+    );
     let pg_task = tokio::spawn(pg::serve(
         pg,
         Arc::clone(&engine),

@@ -333,4 +333,7 @@ fn psql_connects_over_tls_and_verifies_the_certificate() {
         "SELECT 1",
     );
     assert!(!ok && out.contains("certificate verify failed"), "{out}");
+    // Without TLS the server refuses the connection (tls.require, on by default).
+    let (ok, out) = psql(&format!("{base} sslmode=disable"), "SELECT 1");
+    assert!(!ok && out.contains("no encryption"), "{out}");
 }

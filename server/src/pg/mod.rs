@@ -98,14 +98,20 @@ impl PgSecurity {
     /// Authentication by `policy` against `engine`'s roles, and TLS with `tls` when given.
     /// At most `max_connections` connections are served at once; the next is refused with
     /// `53300` at start-up.
+    /// With `require_tls`, a connection that does not start TLS is refused (`28000`).
     pub fn new(
         policy: crate::auth::Policy,
         engine: &Arc<Engine>,
         tls: Option<Arc<pgwire::tokio::tokio_rustls::rustls::ServerConfig>>,
+        require_tls: bool,
         max_connections: usize,
     ) -> Self {
         Self {
-            auth: Arc::new(startup::PgAuth::new(policy, Arc::clone(engine))),
+            auth: Arc::new(startup::PgAuth::new(
+                policy,
+                Arc::clone(engine),
+                require_tls && tls.is_some(),
+            )),
             tls: tls.map(pgwire::tokio::TlsAcceptor::from),
             slots: Arc::new(startup::ConnectionSlots::new(max_connections)),
         }

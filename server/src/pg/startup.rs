@@ -34,15 +34,18 @@ use prognos_engine::{Engine, LoginRole, password_failed};
 /// How this server authenticates pgwire connections (shared by all of them).
 pub(crate) struct PgAuth {
     policy: Policy,
+    /// Refuse connections without TLS.
+    require_tls: bool,
     scram: ScramAuth<LoginRole>,
     driver: AuthDriver<DefaultServerParameterProvider, LoginRole>,
 }
 
 impl PgAuth {
     /// Authentication by `policy`, with roles from `engine`.
-    pub(crate) fn new(policy: Policy, engine: Arc<Engine>) -> Self {
+    pub(crate) fn new(policy: Policy, engine: Arc<Engine>, require_tls: bool) -> Self {
         Self {
             policy,
+            require_tls,
             scram: ScramAuth::new(Arc::new(RoleSource { engine })),
             driver: AuthDriver::new(DefaultServerParameterProvider::default()),
         }
@@ -281,6 +284,18 @@ impl StartupHandler for Handler {
                     .get(METADATA_USER)
                     .cloned()
                     .ok_or(PgWireError::UserNameRequired)?;
+                if auth.require_tls && !client.is_secure() {
+                    // PostgreSQL's words when only `hostssl` lines match.
+                    let e = EngineError::statement(
+                        StatusCode::InvalidAuthorization,
+                        format!(
+                            "no pg_hba.conf entry for host \"{}\", user \"{user}\", no encryption: this server requires TLS (sslmode=require)",
+                            client.socket_addr().ip()
+                        ),
+                    );
+                    crate::audit::login(&self.engine, &user, Some(&self.client), PROTOCOL, Err(&e));
+                    return Err(fatal(e));
+                }
                 match auth.policy {
                     Policy::Trust => {
                         let role = self.engine.login_role(&user).map_err(|e| {
