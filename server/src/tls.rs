@@ -71,6 +71,7 @@ mod tests {
         let tls = TlsConfig {
             cert_file: dir.path().join("none.pem"),
             key_file: dir.path().join("none.key"),
+            require: true,
         };
         let e = pg_server_config(&tls).expect_err("missing");
         assert_eq!(e.status(), StatusCode::ConfigFileError);
