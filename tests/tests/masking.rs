@@ -192,6 +192,38 @@ async fn masking_policy_errors() {
         .batch_execute("DROP MASKING POLICY IF EXISTS nosuch")
         .await
         .expect("IF EXISTS");
+    // Policies are listed for those who see their tables.
+    let listed = rows(
+        &admin,
+        "SELECT name, table_name, column_name, method FROM system.masking_policies ORDER BY name",
+    )
+    .await;
+    assert_eq!(
+        listed[0],
+        vec![
+            Some("amount_hidden".into()),
+            Some("payments".into()),
+            Some("amount".into()),
+            Some("redact".into())
+        ]
+    );
+    assert_eq!(listed.len(), 4);
+    assert_eq!(
+        rows(&low, "SELECT count(*) FROM system.masking_policies").await,
+        vec![vec![Some("4".into())]],
+        "low reads payments and refunds"
+    );
+    let stranger = {
+        admin
+            .batch_execute("CREATE USER stranger")
+            .await
+            .expect("user");
+        server.connect_as("stranger").await
+    };
+    assert_eq!(
+        rows(&stranger, "SELECT count(*) FROM system.masking_policies").await,
+        vec![vec![Some("0".into())]]
+    );
     // Dropping the table drops its policies (the name is free again).
     admin
         .batch_execute(

@@ -25,6 +25,7 @@ pub mod parser;
 mod pg_compat;
 pub mod physical_template;
 mod point;
+mod policy_table;
 mod privileges;
 mod rename;
 pub mod role_sql;
@@ -361,6 +362,11 @@ impl Engine {
             system.as_ref(),
             audit_table::AUDIT_TABLE.to_string(),
             audit_table::audit_table(&data_dir)?,
+        )?;
+        datafusion::catalog::SchemaProvider::register_table(
+            system.as_ref(),
+            policy_table::POLICY_TABLE.to_string(),
+            Arc::new(policy_table::PolicyTable::new(Arc::clone(&roles))),
         )?;
         if let Some(cat) = ctx.catalog(CATALOG_NAME) {
             cat.register_schema(SYSTEM_SCHEMA, system)?;
