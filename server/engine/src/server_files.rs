@@ -32,6 +32,14 @@ pub(crate) enum Access {
 }
 
 impl Access {
+    /// The predefined role that may do this with any path.
+    fn anywhere_role(self) -> &'static str {
+        match self {
+            Access::Read => prognos_catalog::grants::READ_SERVER_FILES,
+            Access::Write => prognos_catalog::grants::WRITE_SERVER_FILES,
+        }
+    }
+
     fn verb(self) -> &'static str {
         match self {
             Access::Read => "read",
@@ -114,10 +122,7 @@ impl ServerFiles {
                     "permission denied to {} server file '{}': only superusers and members of {} may name files outside the data dir's {FILES_DIR}/ folder and server_files.allow",
                     access.verb(),
                     path.display(),
-                    match access {
-                        Access::Read => prognos_catalog::grants::READ_SERVER_FILES,
-                        Access::Write => prognos_catalog::grants::WRITE_SERVER_FILES,
-                    }
+                    access.anywhere_role()
                 ),
             ))
         }
@@ -137,10 +142,7 @@ impl Engine {
         let Some(path) = self.files.local_path(text)? else {
             return Ok(None);
         };
-        let anywhere = self.privileges(session).in_role(match access {
-            Access::Read => prognos_catalog::grants::READ_SERVER_FILES,
-            Access::Write => prognos_catalog::grants::WRITE_SERVER_FILES,
-        });
+        let anywhere = self.privileges(session).in_role(access.anywhere_role());
         self.files.check(&path, access, anywhere).map(Some)
     }
 }

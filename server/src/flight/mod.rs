@@ -208,26 +208,34 @@ impl FlightSqlServer {
     /// Run a statement once per bound parameter row (once without parameters when none are
     /// bound), each with its cached plan.
     /// The session's `statement_timeout` holds from here until the last row is sent.
-    /// Its audit record, when the log is on, is `audit`'s.
+    /// Its audit record (when the log is on, for `client`) is returned with the outputs, to
+    /// count their rows.
     async fn run_all(
         &self,
         entry: &CachedStatement,
-        audit: Option<&StatementAudit>,
-    ) -> Result<(Vec<Output>, StatementCancel), Status> {
+        client: Option<String>,
+    ) -> Result<(Vec<Output>, StatementCancel, Option<Arc<StatementAudit>>), Status> {
+        let audit = StatementAudit::begin(
+            &self.engine,
+            &entry.session,
+            client.as_deref(),
+            PROTOCOL,
+            &entry.stmt,
+        );
         let cancel = entry.session.begin_statement();
         let run = self.run_each(entry);
         let out = tokio::select! {
             biased;
             _ = cancel.cancelled() => Err(cancel.error()),
-            out = run => out.map(|o| (o, cancel.clone())),
+            out = run => out,
         };
-        if let Some(a) = audit {
+        if let Some(a) = &audit {
             a.touched(&entry.session);
             if let Err(e) = &out {
                 a.fail(e);
             }
         }
-        out.map_err(to_status)
+        out.map(|o| (o, cancel, audit)).map_err(to_status)
     }
 
     async fn run_each(&self, entry: &CachedStatement) -> Result<Vec<Output>, EngineError> {
@@ -256,16 +264,9 @@ impl FlightSqlServer {
     ) -> Result<Response<FlightDataStream>, Status> {
         let _gauge = ConnectionGauge::open(PROTOCOL);
         let timer = QueryTimer::start(PROTOCOL);
-        let audit = StatementAudit::begin(
-            &self.engine,
-            &entry.session,
-            client.as_deref(),
-            PROTOCOL,
-            &entry.stmt,
-        );
         let mut schema = None;
         let mut streams = vec![];
-        let (outputs, cancel) = self.run_all(entry, audit.as_deref()).await?;
+        let (outputs, cancel, audit) = self.run_all(entry, client).await?;
         for output in outputs {
             if let Output::Rows(stream) = output {
                 schema.get_or_insert_with(|| stream.schema());
@@ -304,39 +305,29 @@ impl FlightSqlServer {
         client: Option<String>,
     ) -> Result<i64, Status> {
         let _timer = QueryTimer::start(PROTOCOL);
-        let audit = StatementAudit::begin(
-            &self.engine,
-            &entry.session,
-            client.as_deref(),
-            PROTOCOL,
-            &entry.stmt,
-        );
         let mut total = 0i64;
-        let (outputs, cancel) = self.run_all(entry, audit.as_deref()).await?;
+        let (outputs, cancel, audit) = self.run_all(entry, client).await?;
         for output in outputs {
             total += match output {
-                Output::Command { rows, .. } => rows.map(|r| r as i64).unwrap_or(0),
+                Output::Command { rows, .. } => {
+                    let rows = rows.unwrap_or(0);
+                    if let Some(a) = &audit {
+                        a.add_rows(rows);
+                    }
+                    rows as i64
+                }
                 Output::Rows(s) => {
                     let mut s = cancellable(s, cancel.clone());
                     let mut n = 0i64;
                     while let Some(b) = s.next().await {
-                        n += b
-                            .map_err(|e| {
-                                let e = EngineError::DataFusion(e);
-                                if let Some(a) = &audit {
-                                    a.fail(&e);
-                                }
-                                to_status(e)
-                            })?
+                        n += crate::audit::observe(audit.as_deref(), b)
+                            .map_err(to_status)?
                             .num_rows() as i64;
                     }
                     n
                 }
                 _ => 0,
             };
-        }
-        if let Some(a) = &audit {
-            a.add_rows(total.max(0) as u64);
         }
         Ok(total)
     }

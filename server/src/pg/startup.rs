@@ -182,6 +182,12 @@ impl ServerParameterProvider for ParameterProvider<'_> {
 }
 
 impl Handler {
+    /// Record a refused login of `user` in the audit log and end the connection with `e`.
+    fn refuse_login(&self, user: &str, e: EngineError) -> PgWireError {
+        crate::audit::login(&self.engine, user, Some(&self.client), PROTOCOL, Err(&e));
+        fatal(e)
+    }
+
     /// After a step of the SCRAM exchange: wait for the client's next message, or start the
     /// session of the role the exchange proved.
     async fn after_step<C>(
@@ -274,8 +280,7 @@ impl StartupHandler for Handler {
                         .get(METADATA_USER)
                         .cloned()
                         .unwrap_or_default();
-                    crate::audit::login(&self.engine, &user, Some(&self.client), PROTOCOL, Err(&e));
-                    return Err(fatal(e));
+                    return Err(self.refuse_login(&user, e));
                 }
                 protocol_negotiation(client, startup).await?;
                 save_startup_parameters_to_metadata(client, startup);
@@ -293,21 +298,14 @@ impl StartupHandler for Handler {
                             client.socket_addr().ip()
                         ),
                     );
-                    crate::audit::login(&self.engine, &user, Some(&self.client), PROTOCOL, Err(&e));
-                    return Err(fatal(e));
+                    return Err(self.refuse_login(&user, e));
                 }
                 match auth.policy {
                     Policy::Trust => {
-                        let role = self.engine.login_role(&user).map_err(|e| {
-                            crate::audit::login(
-                                &self.engine,
-                                &user,
-                                Some(&self.client),
-                                PROTOCOL,
-                                Err(&e),
-                            );
-                            fatal(e)
-                        })?;
+                        let role = self
+                            .engine
+                            .login_role(&user)
+                            .map_err(|e| self.refuse_login(&user, e))?;
                         self.start_session(client, role, None).await
                     }
                     Policy::Password => {
@@ -324,15 +322,7 @@ impl StartupHandler for Handler {
                     PgWireError::InvalidPassword(_) => {
                         let user = client.metadata().get(METADATA_USER).cloned();
                         let user = user.as_deref().unwrap_or_default();
-                        let e = password_failed(user);
-                        crate::audit::login(
-                            &self.engine,
-                            user,
-                            Some(&self.client),
-                            PROTOCOL,
-                            Err(&e),
-                        );
-                        fatal(e)
+                        self.refuse_login(user, password_failed(user))
                     }
                     other => other,
                 });
