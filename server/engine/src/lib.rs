@@ -619,8 +619,12 @@ impl Engine {
 
     /// Start the statement's list of what it touches ([`Session::touched`]) with the models it
     /// names.
+    /// Nothing is noted while the audit log is off (its only reader).
     fn note_models(&self, session: &Session, stmt: &Statement) {
         session.clear_touched();
+        if !self.audits() {
+            return;
+        }
         if let Some(name) = stmt.model_name() {
             session.touch(None, Some(name.to_string()));
             return;

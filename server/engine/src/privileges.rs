@@ -117,16 +117,20 @@ impl Engine {
 }
 
 /// Check that the session's role may run `plan` (see the module docs), noting the tables it
-/// touches for the audit log.
+/// touches for the audit log when that is on.
 pub(crate) fn check_plan(
     engine: &Engine,
     session: &Session,
     plan: &LogicalPlan,
 ) -> EngineResult<()> {
     let p = engine.privileges(session);
+    let noting = engine.audits();
+    if p.is_superuser() && !noting {
+        return Ok(());
+    }
     let mut failed = None;
     plan.apply_with_subqueries(|node| {
-        if let Some(r) = touched_table(node) {
+        if noting && let Some(r) = touched_table(node) {
             session.touch(qualified(r), None);
         }
         if p.is_superuser() {
@@ -172,7 +176,9 @@ pub(crate) fn require_table(
     r: &TableReference,
     privilege: Privilege,
 ) -> EngineResult<()> {
-    session.touch(qualified(r), None);
+    if engine.audits() {
+        session.touch(qualified(r), None);
+    }
     check_table(&engine.privileges(session), r, privilege)
 }
 
