@@ -72,6 +72,19 @@ pub enum CatalogError {
         /// Why it failed to load.
         reason: String,
     },
+    /// A model version's artifact is larger than `models.max_artifact_mb` allows.
+    #[error(
+        "model \"{name}\" would be stored as {} MiB, more than models.max_artifact_mb ({limit_mb} MiB) allows",
+        bytes.div_ceil(1024 * 1024)
+    )]
+    ArtifactTooLarge {
+        /// Model name.
+        name: String,
+        /// Size of the artifact and its payloads.
+        bytes: u64,
+        /// The limit in MiB.
+        limit_mb: u64,
+    },
     /// An artifact could not be written to (or found in) its object store.
     #[error("model artifact store: {reason}")]
     ArtifactStore {

@@ -293,6 +293,8 @@ pub struct ArtifactStores {
     pub base_url: Option<String>,
     /// Resolves the URL of a stored artifact to its object store.
     pub stores: Arc<dyn ObjectStoreRegistry>,
+    /// The largest version (artifact and payloads) that may be stored, in MiB; `0` is none.
+    pub max_mb: u64,
 }
 
 /// The registry of a data dir.
@@ -586,6 +588,7 @@ impl ModelRegistry {
     ) -> CatalogResult<u32> {
         self.check_create(name, replace)?;
         let bytes = artifact.to_bytes()?;
+        self.check_size(name, &bytes, payloads)?;
         let expected = artifact.payload_files();
         if let Some(reason) = expected.iter().find_map(|f| check_payload_name(f).err()) {
             return Err(CatalogError::ArtifactStore { reason });
@@ -682,6 +685,26 @@ impl ModelRegistry {
         let slot = Slot::loaded(name, record, self.source(), Ok(Arc::new(artifact)));
         self.commit(&mut state, next, name, Some(slot))?;
         Ok(version)
+    }
+
+    /// Refuse a version whose artifact and payloads exceed `max_mb`.
+    fn check_size(&self, name: &str, bytes: &[u8], payloads: &[Payload]) -> CatalogResult<()> {
+        let limit_mb = self.artifacts.max_mb;
+        if limit_mb == 0 {
+            return Ok(());
+        }
+        let mut total = bytes.len() as u64;
+        for p in payloads {
+            total += std::fs::metadata(&p.path)?.len();
+        }
+        if total > limit_mb.saturating_mul(1024 * 1024) {
+            return Err(CatalogError::ArtifactTooLarge {
+                name: name.to_string(),
+                bytes: total,
+                limit_mb,
+            });
+        }
+        Ok(())
     }
 
     /// Write one object of a version to the artifact store.

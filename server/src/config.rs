@@ -21,6 +21,8 @@
 //! | `s3.endpoint` … `s3.allow_http` | see `S3Settings` | unset | S3 / S3-compatible access |
 //! | `models.onnx_library` | path | `ORT_DYLIB_PATH` | ONNX Runtime library (`libonnxruntime.so.1.31.1`) |
 //! | `models.max_import_mb` | int | `4096` | largest file `CREATE MODEL … FROM` accepts |
+//! | `models.max_artifact_mb` | int | `8192` | largest model version the registry stores |
+//! | `models.max_training_rows` | int | `0` (none) | most rows a training query may return |
 //! | `auth` | `"scram-sha-256"` \| `"none"` | see [`crate::auth`] | how clients prove who they are |
 //! | `superuser` | name | `prognos` | the bootstrap superuser, created when missing |
 //! | `superuser_password` | string | `PROGNOS_PASSWORD` | its first password |

@@ -212,3 +212,58 @@ async fn a_statement_over_its_sessions_memory_share_fails_alone_with_53200() {
     );
     assert_eq!(sorted, vec![vec![Some("10000000".into())]]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn training_sets_and_artifacts_over_their_limits_end_in_54000() {
+    let server = Server::start_with(
+        false,
+        vec![
+            ("PROGNOS__MODELS__MAX_TRAINING_ROWS".into(), "1000".into()),
+            ("PROGNOS__MODELS__MAX_ARTIFACT_MB".into(), "1".into()),
+        ],
+    );
+    let c = server.connect().await;
+    for sql in [
+        "CREATE MODEL big PREDICT y USING linear AS \
+         SELECT value AS x, value * 2 AS y FROM generate_series(1, 5000)",
+        "CREATE MODEL big FORECAST y TIME t USING ets AS \
+         SELECT to_timestamp(value * 3600) AS t, CAST(value AS DOUBLE) AS y \
+         FROM generate_series(1, 5000)",
+    ] {
+        let e = c.simple_query(sql).await.expect_err(sql);
+        assert_eq!(sqlstate(&e), "54000", "{sql}: {}", message(&e));
+        assert!(
+            message(&e).contains("models.max_training_rows"),
+            "{}",
+            message(&e)
+        );
+    }
+    // A forest of deep trees over noise is several MiB: refused, and nothing is registered.
+    let e = c
+        .simple_query(
+            "CREATE MODEL big PREDICT y USING random_forest \
+             WITH (num_trees = 200, min_data_in_leaf = 1) AS \
+             SELECT random() AS a, random() AS b, random() AS y FROM generate_series(1, 1000)",
+        )
+        .await
+        .expect_err("artifact over 1 MiB");
+    assert_eq!(sqlstate(&e), "54000", "{}", message(&e));
+    assert!(
+        message(&e).contains("models.max_artifact_mb"),
+        "{}",
+        message(&e)
+    );
+    let rows = rows_of(
+        &c.simple_query("SELECT count(*) FROM system.models WHERE name = 'big'")
+            .await
+            .expect("registry"),
+    );
+    assert_eq!(rows, vec![vec![Some("0".into())]]);
+    // Under both limits the same connection trains as ever.
+    c.simple_query(
+        "CREATE MODEL small PREDICT y USING linear AS \
+         SELECT value AS x, value * 2 AS y FROM generate_series(1, 1000)",
+    )
+    .await
+    .expect("1000 rows is within the limit");
+}

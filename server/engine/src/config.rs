@@ -131,6 +131,11 @@ pub struct ModelsConfig {
     pub onnx_library: Option<PathBuf>,
     /// Largest model file `CREATE MODEL ... FROM` accepts, in MiB.
     pub max_import_mb: u64,
+    /// Largest model version (artifact and payloads) the registry stores, in MiB; `0` is none.
+    pub max_artifact_mb: u64,
+    /// Most rows a training query may return to `CREATE MODEL`; `0` is none (the memory
+    /// limits still apply).
+    pub max_training_rows: u64,
 }
 
 impl Default for ModelsConfig {
@@ -138,6 +143,8 @@ impl Default for ModelsConfig {
         Self {
             onnx_library: None,
             max_import_mb: 4096,
+            max_artifact_mb: 8192,
+            max_training_rows: 0,
         }
     }
 }

@@ -153,6 +153,7 @@ fn classify_catalog(e: &prognos_catalog::CatalogError) -> StatusCode {
         C::RoleNotFound(_) => StatusCode::UndefinedObject,
         C::RoleOwnsObjects { .. } => StatusCode::DependentObjects,
         C::PermissionDenied { .. } => StatusCode::InsufficientPrivilege,
+        C::ArtifactTooLarge { .. } => StatusCode::ProgramLimitExceeded,
         C::InvalidModelName(_) => StatusCode::InvalidParameterValue,
         C::ModelUnavailable { .. } => StatusCode::DataCorrupted,
         C::ModelVersionNotFound { .. } => StatusCode::UndefinedObject,

@@ -345,6 +345,7 @@ impl Engine {
                 .or(config.storage.tables_url.as_ref())
                 .map(|u| u.trim_end_matches('/').to_string()),
             stores: Arc::clone(&ctx.runtime_env().object_store_registry),
+            max_mb: config.models.max_artifact_mb,
         };
         if let Some(library) = &config.models.onnx_library {
             prognos_models::onnx::runtime::set_library_path(library);

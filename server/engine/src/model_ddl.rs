@@ -386,12 +386,14 @@ async fn train_forecast_model(
     let (tx, mut rx) = tokio::sync::mpsc::channel::<RecordBatch>(2);
     let cancel = Arc::clone(&flag);
     let model = name.to_string();
+    let row_limit = engine.models_config.max_training_rows;
     let training = tokio::task::spawn_blocking(move || -> EngineResult<ModelArtifact> {
         let mut progress = progress_to(notices);
         let mut ctx = TrainContext {
             progress: &mut progress,
             cancel: &cancel,
         };
+        let mut rows = TrainingRows::new(row_limit);
         let reserve = |trainer: &ForecastTrainer| {
             let held = trainer.held_bytes();
             reservation
@@ -399,6 +401,7 @@ async fn train_forecast_model(
                 .map_err(|e| too_big(&model, "at least", held, e))
         };
         while let Some(batch) = rx.blocking_recv() {
+            rows.add(batch.num_rows())?;
             trainer
                 .push(&batch, &mut ctx)
                 .map_err(CatalogError::Model)?;
@@ -436,6 +439,33 @@ async fn train_forecast_model(
     let artifact = trained?;
     guard.1 = false;
     Ok(artifact)
+}
+
+/// Counts a training query's rows against `models.max_training_rows`.
+struct TrainingRows {
+    seen: u64,
+    limit: u64,
+}
+
+impl TrainingRows {
+    fn new(limit: u64) -> Self {
+        Self { seen: 0, limit }
+    }
+
+    /// Count `n` more rows; `54000` once the limit is passed.
+    fn add(&mut self, n: usize) -> EngineResult<()> {
+        self.seen += n as u64;
+        if self.limit > 0 && self.seen > self.limit {
+            return Err(EngineError::statement(
+                StatusCode::ProgramLimitExceeded,
+                format!(
+                    "the training query returned more than {} rows (models.max_training_rows)",
+                    self.limit
+                ),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// Sends a trainer's progress lines to the client (as NOTICEs) and the log.
@@ -489,7 +519,14 @@ async fn read_training_rows(
 ) -> EngineResult<(Vec<String>, Vec<ArrayRef>)> {
     let df = plan_training_query(engine, session, query).await?;
     let schema = df.schema().as_arrow().clone();
-    let batches = df.collect().await?;
+    let mut stream = df.execute_stream().await?;
+    let mut batches = vec![];
+    let mut rows = TrainingRows::new(engine.models_config.max_training_rows);
+    while let Some(batch) = stream.next().await {
+        let batch = batch?;
+        rows.add(batch.num_rows())?;
+        batches.push(batch);
+    }
     let names = schema.fields().iter().map(|f| f.name().clone()).collect();
     let columns = (0..schema.fields().len())
         .map(|i| {
