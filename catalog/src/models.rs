@@ -21,6 +21,7 @@
 //! working. Readers take a [`ModelSnapshot`]: an immutable map that a running query keeps, so
 //! `CREATE OR REPLACE MODEL` never changes the model under a query that already started.
 
+use prognos_storage::durable;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -316,6 +317,23 @@ pub fn valid_model_name(name: &str) -> bool {
 }
 
 /// Whether a recorded artifact location is an object-store URL (else a path in the data dir).
+/// Copy the files under `from` to `to` durably; how many.
+fn copy_tree(from: &Path, to: &Path) -> std::io::Result<usize> {
+    let mut copied = 0;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let path = entry.path();
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copied += copy_tree(&path, &target)?;
+        } else {
+            durable::copy_file(&path, &target)?;
+            copied += 1;
+        }
+    }
+    Ok(copied)
+}
+
 fn is_url(artifact: &str) -> bool {
     artifact.contains("://")
 }
@@ -640,12 +658,9 @@ impl ModelRegistry {
             }
             None => {
                 let folder = self.dir.join(name).join(format!("v{version:04}"));
-                std::fs::create_dir_all(&folder)?;
+                durable::create_dir_all(&folder)?;
                 for p in payloads {
-                    let target = folder.join(&p.name);
-                    std::fs::create_dir_all(target.parent().unwrap_or(&folder))?;
-                    std::fs::copy(&p.path, &target)?;
-                    std::fs::File::open(&target)?.sync_all()?;
+                    durable::copy_file(&p.path, &folder.join(&p.name))?;
                 }
                 crate::persist::write_atomically(&folder.join(ARTIFACT_FILE), &bytes)?;
                 (format!("{name}/v{version:04}/{ARTIFACT_FILE}"), folder)
@@ -720,6 +735,33 @@ impl ModelRegistry {
         Ok(())
     }
 
+    /// Write the registry as it is now, with the local folders of its versions, under
+    /// `dir/models/` (for a backup); returns the number of files copied. Versions stored in an
+    /// object store are referred to, not copied. Registering and dropping wait meanwhile.
+    pub async fn backup_to(&self, dir: &Path) -> CatalogResult<usize> {
+        let _writing = self.writes.lock().await;
+        let file = self.lock().file.clone();
+        let target = dir.join("models");
+        durable::create_dir_all(&target)?;
+        let mut copied = 0;
+        for entry in file.models.values() {
+            for v in &entry.versions {
+                if is_url(&v.artifact) {
+                    continue;
+                }
+                let Some(folder) = std::path::Path::new(&v.artifact).parent() else {
+                    continue;
+                };
+                copied += copy_tree(&self.dir.join(folder), &target.join(folder))?;
+            }
+        }
+        crate::persist::write_atomically(
+            &target.join("registry.json"),
+            &serde_json::to_vec_pretty(&file)?,
+        )?;
+        Ok(copied + 1)
+    }
+
     /// Write `next` as the registry, then publish a snapshot where `name` is `loaded`
     /// (`None` = removed).
     fn commit(
@@ -784,7 +826,7 @@ impl ModelRegistry {
             tracing::warn!(model = name, error = %e, "could not delete cached model payloads");
         }
         if valid_model_name(name)
-            && let Err(e) = std::fs::remove_dir_all(self.dir.join(name))
+            && let Err(e) = durable::remove_dir_all(&self.dir.join(name))
             && e.kind() != std::io::ErrorKind::NotFound
         {
             tracing::warn!(model = name, error = %e, "could not delete model artifacts");

@@ -6,7 +6,6 @@
 //! (write a temporary file, fsync, rename), so a crash leaves either the old or the new catalog.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -113,6 +112,12 @@ impl PersistentCatalog {
         })
     }
 
+    /// Write the catalog as it is now to `dir/catalog.json` (for a backup).
+    pub fn backup_to(&self, dir: &Path) -> CatalogResult<()> {
+        let state = self.lock();
+        write_json_atomically(&dir.join("catalog.json"), &*state)
+    }
+
     /// Whether the catalog has no tables at all (a fresh data dir).
     pub fn is_empty(&self) -> bool {
         self.lock().tables.is_empty()
@@ -189,21 +194,10 @@ pub(crate) fn write_json_atomically<T: Serialize>(path: &Path, value: &T) -> Cat
     write_atomically(path, &serde_json::to_vec_pretty(value)?)
 }
 
-/// Replace the file at `path` with `bytes` the same way.
+/// Replace the file at `path` with `bytes` the same way (see
+/// [`prognos_storage::durable::write_atomically`]).
 pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> CatalogResult<()> {
-    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
-    {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent()
-        && let Ok(d) = std::fs::File::open(dir)
-    {
-        let _ = d.sync_all();
-    }
-    Ok(())
+    Ok(prognos_storage::durable::write_atomically(path, bytes)?)
 }
 
 #[cfg(test)]

@@ -282,6 +282,13 @@ impl RoleStore {
         })
     }
 
+    /// Write the roles, grants and masking policies as they are now to `dir/roles.json` (for a
+    /// backup).
+    pub fn backup_to(&self, dir: &Path) -> CatalogResult<()> {
+        let state = self.lock();
+        write_json_atomically(&dir.join("roles.json"), &state.file)
+    }
+
     /// Apply `f` to a copy of the roles and persist the copy if it changed: the file and the
     /// roles in memory change together or not at all.
     fn update<T>(&self, f: impl FnOnce(&mut RolesFile) -> CatalogResult<T>) -> CatalogResult<T> {

@@ -82,6 +82,8 @@ pub async fn run(
             .map_err(|e| EngineError::statement(StatusCode::IoError, e.to_string()))?,
     };
     info!(data_dir = %engine.data_dir().display(), pg = %addrs.pg, flight = %addrs.flight, http = %http::describe(&addrs.http), "prognos listening");
+    // Crash points (`PROGNOS_CRASH_AT`, for the crash tests) count client statements' writes only.
+    prognos_storage::fs_steps::arm();
     ready(addrs);
 
     let pg_security = pg::PgSecurity::new(

@@ -102,6 +102,11 @@ pub fn columns_to_schema(columns: &[ColumnDef]) -> StorageResult<SchemaRef> {
     Ok(Arc::new(Schema::new(fields)))
 }
 
+/// Where the manifest of `version` lies, relative to the table root.
+pub fn manifest_file_name(version: u64) -> String {
+    format!("{MANIFEST_DIR}/v{version:020}.json")
+}
+
 /// Access to the manifests and data files of one table root in an object store.
 #[derive(Debug, Clone)]
 pub struct TableStore {
@@ -135,10 +140,7 @@ impl TableStore {
     }
 
     fn manifest_path(&self, version: u64) -> Path {
-        self.root
-            .clone()
-            .join(MANIFEST_DIR)
-            .join(format!("v{version:020}.json"))
+        self.child(&manifest_file_name(version))
     }
 
     /// The newest committed manifest, or `None` for a table that was never committed.

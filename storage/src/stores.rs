@@ -8,11 +8,11 @@
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
+use crate::durable::DurableLocalStore;
 use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::execution::object_store::ObjectStoreRegistry;
 use object_store::ObjectStore;
 use object_store::aws::AmazonS3Builder;
-use object_store::local::LocalFileSystem;
 use serde::{Deserialize, Serialize};
 use url::Url;
 
@@ -51,7 +51,7 @@ impl StoreRegistry {
     /// A registry with the local file system registered and S3 reached with `s3`.
     pub fn new(s3: S3Settings) -> Self {
         let mut stores: HashMap<String, Arc<dyn ObjectStore>> = HashMap::new();
-        stores.insert("file://".to_string(), Arc::new(LocalFileSystem::new()));
+        stores.insert("file://".to_string(), Arc::new(DurableLocalStore::new()));
         Self {
             s3,
             stores: RwLock::new(stores),

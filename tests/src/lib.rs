@@ -1,6 +1,8 @@
 //! Test harness: starts the real `prognos` binary on free ports with a temporary data dir and
 //! hands out connection strings for real clients.
 
+pub mod sql_gen;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -60,6 +62,33 @@ impl Server {
         let tmp = tempfile::tempdir().expect("tempdir");
         copy_dir(source, &tmp.path().join("data"));
         Self::start_in(tmp, false, Vec::new())
+    }
+
+    /// Start on a copy of the data dir `source` with extra environment variables.
+    pub fn start_with_data_env(source: &Path, extra_env: Vec<(String, String)>) -> Server {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        copy_dir(source, &tmp.path().join("data"));
+        Self::start_in(tmp, false, extra_env)
+    }
+
+    /// Set (or with `None` remove) an environment variable for the next start.
+    pub fn set_env(&mut self, key: &str, value: Option<&str>) {
+        self.extra_env.retain(|(k, _)| k != key);
+        if let Some(v) = value {
+            self.extra_env.push((key.to_string(), v.to_string()));
+        }
+    }
+
+    /// Wait up to `timeout` for the process to end by itself; whether it did.
+    pub fn wait_for_exit(&mut self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if !self.is_running() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
     }
 
     /// Start with options and extra environment variables (e.g. `PROGNOS__S3__ENDPOINT`).
@@ -314,4 +343,25 @@ pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
     (status, body)
+}
+
+/// A `u64` from the environment, or `default`.
+pub fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Resident memory of a process in KiB (0 when unknown).
+pub fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
 }

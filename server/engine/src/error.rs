@@ -272,6 +272,11 @@ pub fn classify_datafusion(e: &DataFusionError) -> StatusCode {
             }
         }
         DataFusionError::Plan(m) | DataFusionError::Execution(m) => classify_message(m),
+        // DataFusion 55 reports a call that fits none of a function's signatures as an
+        // internal error; PostgreSQL's `function f(types) does not exist` is 42883.
+        DataFusionError::Internal(m) if m.contains("failed to match any signature") => {
+            StatusCode::UndefinedFunction
+        }
         _ => StatusCode::Internal,
     }
 }
@@ -284,6 +289,15 @@ fn classify_arrow(a: &datafusion::arrow::error::ArrowError) -> StatusCode {
         A::CastError(_) | A::ParseError(_) => StatusCode::InvalidTextRepresentation,
         A::MemoryError(_) => StatusCode::OutOfMemory,
         A::IoError(_, _) => StatusCode::IoError,
+        A::NotYetImplemented(_) => StatusCode::FeatureNotSupported,
+        // Reading or writing CSV / JSON: a value or type the format cannot carry.
+        A::CsvError(_) | A::JsonError(_) => StatusCode::DataException,
+        A::InvalidArgumentError(_) | A::ComputeError(_) => StatusCode::InvalidParameterValue,
+        A::SchemaError(_) => StatusCode::DatatypeMismatch,
+        A::DictionaryKeyOverflowError | A::RunEndIndexOverflowError | A::OffsetOverflowError(_) => {
+            StatusCode::ProgramLimitExceeded
+        }
+        A::ParquetError(_) | A::IpcError(_) | A::AvroError(_) => StatusCode::DataCorrupted,
         _ => StatusCode::Internal,
     }
 }

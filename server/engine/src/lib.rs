@@ -8,6 +8,7 @@
 
 pub mod audit_log;
 pub mod audit_table;
+mod backup;
 pub mod config;
 mod copy;
 mod demo;
@@ -21,6 +22,7 @@ mod model_files;
 mod model_import;
 mod model_refs;
 pub mod model_sql;
+mod orphans;
 pub mod parser;
 mod pg_compat;
 pub mod physical_template;
@@ -49,9 +51,9 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::parser::Statement as DFStatement;
 use datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider;
 use object_store::ObjectStore;
-use object_store::local::LocalFileSystem;
 use prognos_catalog::system_tables::{RegistryTable, SystemTable};
 use prognos_catalog::{ArtifactStores, ModelRegistry, PersistentCatalog};
+use prognos_storage::durable::DurableLocalStore;
 use prognos_storage::stores::StoreRegistry;
 use tracing::{info, warn};
 
@@ -85,6 +87,8 @@ pub enum Statement {
     Model(ModelStatement),
     /// `CREATE / ALTER / DROP ROLE | USER`.
     Role(role_sql::RoleStatement),
+    /// `BACKUP TO 'folder'`.
+    Backup(String),
 }
 
 impl Statement {
@@ -109,6 +113,7 @@ impl Statement {
             },
             // Role options print with the password redacted.
             Statement::Role(r) => format!("{} {r:?}", r.tag()),
+            Statement::Backup(folder) => format!("BACKUP TO '{folder}'"),
         }
     }
 
@@ -400,7 +405,7 @@ impl Engine {
             ddl_epoch: std::sync::atomic::AtomicU64::new(0),
             catalog,
             data_dir,
-            local: Arc::new(LocalFileSystem::new()),
+            local: Arc::new(DurableLocalStore::new()),
             tables_url: config
                 .storage
                 .tables_url
@@ -435,6 +440,7 @@ impl Engine {
         engine.bootstrap_roles(&config.bootstrap)?;
         transaction::commit::recover(&engine).await?;
         engine.restore().await;
+        orphans::sweep(&engine).await;
         if config.demo_data && engine.catalog.is_empty() {
             demo::load(&engine).await?;
         }
@@ -537,6 +543,7 @@ impl Engine {
             .map(|p| match p.statement {
                 parser::Parsed::Model(m) => Statement::Model(m),
                 parser::Parsed::Role(r) => Statement::Role(r),
+                parser::Parsed::Backup(folder) => Statement::Backup(folder),
                 parser::Parsed::Sql(DFStatement::Statement(s)) => {
                     let s = self.pg_compat.rewrite(*s, &p.text);
                     Statement::Sql(self.prepare_user_statement(DFStatement::Statement(Box::new(s))))
@@ -575,7 +582,7 @@ impl Engine {
                     schema: model_ddl::result_schema(self, session, m).await?,
                     plan: None,
                 }),
-                Statement::Role(_) => Ok(Described {
+                Statement::Role(_) | Statement::Backup(_) => Ok(Described {
                     params: vec![],
                     schema: None,
                     plan: None,
@@ -652,6 +659,7 @@ impl Engine {
                 Statement::Sql(s) => statements::execute(self, session, s, params).await,
                 Statement::Model(m) => model_ddl::execute(self, session, m).await,
                 Statement::Role(r) => self.execute_role(session, r).await,
+                Statement::Backup(folder) => backup::execute(self, session, folder).await,
             }
         })
         .await;
@@ -674,6 +682,9 @@ impl Engine {
                 Statement::Sql(s) => s,
                 Statement::Model(m) => return model_ddl::execute(self, session, m).await,
                 Statement::Role(r) => return self.execute_role(session, r).await,
+                Statement::Backup(folder) => {
+                    return backup::execute(self, session, folder).await;
+                }
             };
             // A plan holds the table providers it resolved; inside a transaction block they
             // must be the block's view of the tables, so such plans are made afresh.

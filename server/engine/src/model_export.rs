@@ -45,7 +45,8 @@ pub(crate) async fn export(
                 .map_err(|e| unwritable(target, e))?;
         }
         FileLocation::Local(path) => {
-            std::fs::write(&path, bytes).map_err(|e| unwritable(target, e))?;
+            prognos_storage::durable::write_atomically(&path, &bytes)
+                .map_err(|e| unwritable(target, e))?;
         }
     }
     Ok(size)

@@ -50,7 +50,7 @@ pub(crate) fn candidates(stmt: &Statement) -> BTreeSet<String> {
         Statement::Model(ModelStatement::Create { query, .. }) => {
             let _ = query.visit(&mut out);
         }
-        Statement::Model(_) | Statement::Role(_) => {}
+        Statement::Model(_) | Statement::Role(_) | Statement::Backup(_) => {}
     }
     out.0
 }

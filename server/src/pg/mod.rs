@@ -149,8 +149,15 @@ pub async fn serve(
         let tls = security.tls.clone();
         tokio::spawn(async move {
             debug!(%peer, "pg connection");
-            if let Err(e) = pgwire::tokio::process_socket(socket, tls, handlers).await {
-                debug!(%peer, error = %e, "pg connection ended with error");
+            // pgwire 0.42's decoders index past the end of some malformed extended-protocol
+            // bodies (Parse, Bind, Execute) and panic; that ends this connection alone, with
+            // a warning, instead of a task panic. (PostgreSQL would answer 08P01 first.)
+            let session =
+                std::panic::AssertUnwindSafe(pgwire::tokio::process_socket(socket, tls, handlers));
+            match futures::FutureExt::catch_unwind(session).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => debug!(%peer, error = %e, "pg connection ended with error"),
+                Err(_) => warn!(%peer, "pg connection closed: the client sent a malformed message"),
             }
         });
     }

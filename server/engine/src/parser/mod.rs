@@ -10,7 +10,8 @@
 //! * role statements (`CREATE / ALTER / DROP ROLE | USER`), parsed by [`crate::role_sql`];
 //! * PostgreSQL's `COPY … TO 'file' [WITH] (FORMAT parquet, HEADER, …)`, read into DataFusion's
 //!   `COPY … TO` statement ([`copy_options`]);
-//! * PostgreSQL's `COPY … FROM STDIN` / `TO STDOUT`, which DataFusion's parser refuses.
+//! * PostgreSQL's `COPY … FROM STDIN` / `TO STDOUT`, which DataFusion's parser refuses;
+//! * `BACKUP TO 'folder'` ([`crate::backup`]).
 //!
 //! Each statement keeps its own source text (for display, the registry, and the Postgres
 //! compatibility layer's whole-query matches).
@@ -40,6 +41,8 @@ pub enum Parsed {
     Model(ModelStatement),
     /// A role statement.
     Role(RoleStatement),
+    /// `BACKUP TO 'folder'`.
+    Backup(String),
 }
 
 /// One statement of a script with its source text.
@@ -149,6 +152,20 @@ fn starts_model_statement(words: &[Token]) -> bool {
         || at(0, "export") && at(1, "model")
 }
 
+/// `BACKUP TO 'folder'`: the folder.
+fn parse_backup(p: &mut datafusion::sql::sqlparser::parser::Parser<'_>) -> EngineResult<String> {
+    p.next_token();
+    p.expect_keyword(Keyword::TO).map_err(sql_error)?;
+    let folder = p.parse_literal_string().map_err(sql_error)?;
+    if !at_statement_end(p) {
+        return Err(sql_error(ParserError::ParserError(format!(
+            "Expected: end of BACKUP statement, found: {}",
+            p.peek_token_ref().token
+        ))));
+    }
+    Ok(folder)
+}
+
 /// Whether the parser stands at the end of a statement.
 fn at_statement_end(p: &datafusion::sql::sqlparser::parser::Parser<'_>) -> bool {
     matches!(p.peek_token_ref().token, Token::EOF | Token::SemiColon)
@@ -161,6 +178,9 @@ fn parse_statement(parser: &mut DFParser<'_>, sql: &str) -> EngineResult<Parsed>
     }
     if role_sql::starts_role_statement(|i, s| words.get(i).is_some_and(|t| is_word(t, s))) {
         return role_sql::parse(&mut parser.parser).map(Parsed::Role);
+    }
+    if words.first().is_some_and(|t| is_word(t, "backup")) {
+        return parse_backup(&mut parser.parser).map(Parsed::Backup);
     }
     if words
         .first()

@@ -25,7 +25,7 @@ use crate::error::{EngineError, EngineResult, StatusCode};
 use crate::{CATALOG_NAME, Engine};
 
 /// Folder of the data dir holding the record of a commit in progress.
-const TXN_DIR: &str = "_txn";
+pub(crate) const TXN_DIR: &str = "_txn";
 const RECORD_FILE: &str = "commit.json";
 
 /// What a commit applies, written before it starts applying it.
@@ -284,7 +284,7 @@ pub(crate) async fn commit(engine: &Engine, block: Block) -> EngineResult<()> {
     }
     publish(engine, &order, &finals)?;
     drop(locks);
-    if let Err(e) = std::fs::remove_file(&record_path) {
+    if let Err(e) = prognos_storage::durable::remove_file(&record_path) {
         warn!(error = %e, "could not remove the commit record; it is replayed (harmlessly) at the next start");
     }
     // Names changed only when tables were created, dropped or renamed; a block that only
@@ -315,7 +315,11 @@ fn c_is_drop(c: &Change) -> bool {
 }
 
 /// The committed managed table `schema.name`, if there is one.
-async fn committed_managed(engine: &Engine, schema: &str, name: &str) -> Option<ManagedTable> {
+pub(crate) async fn committed_managed(
+    engine: &Engine,
+    schema: &str,
+    name: &str,
+) -> Option<ManagedTable> {
     let provider: Arc<dyn TableProvider> = shared_schema(engine, schema)
         .ok()?
         .table(name)
@@ -371,21 +375,10 @@ fn write_record(data_dir: &Path, record: &CommitRecord) -> EngineResult<PathBuf>
         EngineError::statement(StatusCode::IoError, format!("commit record: {e}"))
     };
     let path = record_path(data_dir);
-    let dir = data_dir.join(TXN_DIR);
-    std::fs::create_dir_all(&dir).map_err(io)?;
-    let tmp = dir.join(format!("{RECORD_FILE}.tmp"));
+    prognos_storage::durable::create_dir_all(&data_dir.join(TXN_DIR)).map_err(io)?;
     let body = serde_json::to_vec_pretty(record)
         .map_err(|e| EngineError::statement(StatusCode::Internal, format!("commit record: {e}")))?;
-    {
-        use std::io::Write;
-        let mut f = std::fs::File::create(&tmp).map_err(io)?;
-        f.write_all(&body).map_err(io)?;
-        f.sync_all().map_err(io)?;
-    }
-    std::fs::rename(&tmp, &path).map_err(io)?;
-    if let Ok(d) = std::fs::File::open(&dir) {
-        let _ = d.sync_all();
-    }
+    prognos_storage::durable::write_atomically(&path, &body).map_err(io)?;
     Ok(path)
 }
 
@@ -433,7 +426,7 @@ pub(crate) async fn recover(engine: &Engine) -> EngineResult<()> {
         tables = record.writes.len(),
         "finished a transaction commit interrupted by a crash"
     );
-    std::fs::remove_file(&path)
+    prognos_storage::durable::remove_file(&path)
         .map_err(|e| EngineError::statement(StatusCode::IoError, format!("commit record: {e}")))?;
     Ok(())
 }

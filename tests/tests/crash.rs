@@ -1,0 +1,320 @@
+//! Crash safety at every write step: for each kind of writing statement, the server is made to
+//! abort right before its n-th visible file step (`PROGNOS_CRASH_AT=n`: a staged write, a
+//! directory made, a file published or removed — see `prognos_storage::fs_steps`), for every n
+//! until the statement completes without reaching it. After each crash the server restarts on
+//! the same data dir and must show the state from before the statement or the state after it —
+//! never a mix — with the catalog and model registry loaded and no file left that a crash
+//! wrote and nothing references. The power-loss half of the proof (every acknowledged file and
+//! directory entry is synced) is in `storage/src/durable.rs`'s tests.
+
+use std::path::Path;
+use std::time::Duration;
+
+use prognos_e2e::{Server, sqlstate};
+
+/// One writing statement and the queries that show its effect.
+struct Scenario {
+    name: &'static str,
+    setup: &'static [&'static str],
+    statements: &'static [&'static str],
+    probe: &'static [&'static str],
+}
+
+const SCENARIOS: &[Scenario] = &[
+    Scenario {
+        name: "INSERT",
+        setup: &[
+            "CREATE TABLE t (x BIGINT, s TEXT)",
+            "INSERT INTO t VALUES (1, 'a'), (2, 'b')",
+        ],
+        statements: &["INSERT INTO t SELECT value, 'v' || value FROM generate_series(10, 5000)"],
+        probe: &["SELECT count(*), sum(x) FROM t"],
+    },
+    Scenario {
+        name: "CREATE TABLE AS",
+        setup: &["CREATE TABLE t (x BIGINT)", "INSERT INTO t VALUES (1), (2)"],
+        statements: &["CREATE TABLE t2 AS SELECT value AS x FROM generate_series(1, 3000)"],
+        probe: &[
+            "SELECT count(*), sum(x) FROM t",
+            "SELECT count(*), sum(x) FROM t2",
+            "SELECT table_name FROM information_schema.tables \
+             WHERE table_schema = 'public' ORDER BY 1",
+        ],
+    },
+    Scenario {
+        name: "COPY FROM",
+        setup: &[
+            "CREATE TABLE t (x BIGINT, s TEXT)",
+            "INSERT INTO t VALUES (1, 'a')",
+        ],
+        statements: &["COPY t FROM STDIN (FORMAT csv)"],
+        probe: &["SELECT count(*), sum(x) FROM t"],
+    },
+    Scenario {
+        name: "transaction block",
+        setup: &[
+            "CREATE TABLE a (x BIGINT)",
+            "CREATE TABLE b (x BIGINT)",
+            "INSERT INTO a VALUES (1)",
+        ],
+        statements: &[
+            "BEGIN",
+            "INSERT INTO a SELECT value FROM generate_series(1, 100)",
+            "INSERT INTO b SELECT value FROM generate_series(1, 50)",
+            "CREATE TABLE c AS SELECT 1 AS x",
+            "COMMIT",
+        ],
+        probe: &[
+            "SELECT count(*) FROM a",
+            "SELECT count(*) FROM b",
+            "SELECT count(*) FROM c",
+        ],
+    },
+    Scenario {
+        name: "DROP TABLE",
+        setup: &["CREATE TABLE t AS SELECT value AS x FROM generate_series(1, 100)"],
+        statements: &["DROP TABLE t"],
+        probe: &["SELECT count(*), sum(x) FROM t"],
+    },
+    Scenario {
+        name: "CREATE MODEL",
+        setup: &["CREATE TABLE t AS SELECT value AS x, value * 2 + 1 AS y \
+                  FROM generate_series(1, 200)"],
+        statements: &["CREATE MODEL m PREDICT y USING linear AS SELECT x, y FROM t"],
+        probe: &[
+            "SELECT name, version FROM system.model_versions ORDER BY 1, 2",
+            "SELECT round(PREDICT('m', 10)) ",
+        ],
+    },
+    Scenario {
+        name: "CREATE OR REPLACE MODEL (a registry update)",
+        setup: &[
+            "CREATE TABLE t AS SELECT value AS x, value * 2 + 1 AS y FROM generate_series(1, 200)",
+            "CREATE MODEL m PREDICT y USING linear AS SELECT x, y FROM t",
+        ],
+        statements: &[
+            "CREATE OR REPLACE MODEL m PREDICT y USING linear AS SELECT x, y * 3 AS y FROM t",
+        ],
+        probe: &[
+            "SELECT name, version, is_current FROM system.model_versions ORDER BY 1, 2",
+            "SELECT round(PREDICT('m', 10))",
+        ],
+    },
+    Scenario {
+        name: "CREATE MODEL (forecast)",
+        setup: &["CREATE TABLE s AS SELECT to_timestamp(value * 3600) AS t, \
+                  CAST(value % 24 AS DOUBLE) AS y FROM generate_series(1, 240)"],
+        statements: &["CREATE MODEL f FORECAST y TIME t USING ets \
+                       WITH (horizon = 4) AS SELECT t, y FROM s"],
+        probe: &["SELECT name, version FROM system.model_versions ORDER BY 1, 2"],
+    },
+    Scenario {
+        name: "DROP MODEL",
+        setup: &[
+            "CREATE TABLE t AS SELECT value AS x, value * 2 + 1 AS y FROM generate_series(1, 200)",
+            "CREATE MODEL m PREDICT y USING linear AS SELECT x, y FROM t",
+        ],
+        statements: &["DROP MODEL m"],
+        probe: &["SELECT name, version FROM system.model_versions ORDER BY 1, 2"],
+    },
+];
+
+/// The probe's answers as text; an error is its SQLSTATE (a table that does not exist yet).
+async fn observe(server: &Server, probe: &[&str]) -> String {
+    let c = server.connect().await;
+    let mut out = String::new();
+    for sql in probe {
+        match c.simple_query(sql).await {
+            Ok(msgs) => {
+                for row in prognos_e2e::rows_of(&msgs) {
+                    out.push_str(&format!("{row:?}\n"));
+                }
+            }
+            Err(e) => out.push_str(&format!("error {}\n", sqlstate(&e))),
+        }
+    }
+    out
+}
+
+/// Run the statements in one connection; false if the connection broke (the server crashed).
+async fn run(server: &Server, statements: &[&str]) -> bool {
+    let c = server.connect().await;
+    for sql in statements {
+        let done = if sql.ends_with("FROM STDIN (FORMAT csv)") {
+            copy_rows(&c, sql).await
+        } else {
+            c.simple_query(sql).await.map(|_| ())
+        };
+        if let Err(e) = done {
+            assert!(
+                e.is_closed() || e.as_db_error().is_none(),
+                "{sql} failed without a crash: {:?}",
+                e.as_db_error()
+            );
+            return false;
+        }
+    }
+    true
+}
+
+/// `COPY … FROM STDIN` with 2000 rows `(i, 'r<i>')`.
+async fn copy_rows(c: &tokio_postgres::Client, sql: &str) -> Result<(), tokio_postgres::Error> {
+    use futures::SinkExt;
+    let sink = c.copy_in::<_, bytes::Bytes>(sql).await?;
+    let mut sink = std::pin::pin!(sink);
+    let body: String = (1..=2000).map(|i| format!("{i},r{i}\n")).collect();
+    sink.send(bytes::Bytes::from(body)).await?;
+    sink.as_mut().finish().await.map(|_| ())
+}
+
+/// Files a crash can leave: staged names (`name#<digits>`).
+fn staged_files(dir: &Path, found: &mut Vec<String>) {
+    let Ok(read) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in read.filter_map(|e| e.ok()) {
+        let path = e.path();
+        let name = e.file_name().to_string_lossy().into_owned();
+        if path.is_dir() {
+            staged_files(&path, found);
+        } else if name
+            .rsplit_once('#')
+            .is_some_and(|(_, d)| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))
+        {
+            found.push(path.display().to_string());
+        }
+    }
+}
+
+/// Folders under `dir` (none if it is missing).
+fn folders(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .map(|r| {
+            r.filter_map(|e| e.ok())
+                .filter(|e| e.path().is_dir())
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// What must hold after every restart: no staged file, one folder per managed table and per
+/// model version.
+async fn assert_no_orphans(server: &Server, context: &str) {
+    let mut staged = vec![];
+    staged_files(&server.data_dir, &mut staged);
+    assert!(
+        staged.is_empty(),
+        "{context}: staged files left: {staged:?}"
+    );
+    let c = server.connect().await;
+    let tables = prognos_e2e::rows_of(
+        &c.simple_query(
+            "SELECT count(*) FROM information_schema.tables \
+             WHERE table_schema = 'public' AND table_type = 'BASE TABLE'",
+        )
+        .await
+        .expect("tables"),
+    );
+    let tables: usize = tables[0][0]
+        .as_deref()
+        .unwrap_or("0")
+        .parse()
+        .expect("count");
+    assert_eq!(
+        folders(&server.data_dir.join("tables/public")),
+        tables,
+        "{context}: table folders vs catalog"
+    );
+    let versions = prognos_e2e::rows_of(
+        &c.simple_query("SELECT name, count(*) FROM system.model_versions GROUP BY name")
+            .await
+            .expect("versions"),
+    );
+    let models_dir = server.data_dir.join("models");
+    let mut on_disk = 0;
+    if let Ok(read) = std::fs::read_dir(&models_dir) {
+        for e in read.filter_map(|e| e.ok()) {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if e.path().is_dir() && !name.starts_with('.') {
+                on_disk += folders(&e.path());
+            }
+        }
+    }
+    let recorded: usize = versions
+        .iter()
+        .map(|r| r[1].as_deref().unwrap_or("0").parse::<usize>().expect("n"))
+        .sum();
+    assert_eq!(
+        on_disk, recorded,
+        "{context}: model version folders vs registry"
+    );
+    assert_eq!(
+        folders(&models_dir.join(".incoming")),
+        0,
+        "{context}: downloads left"
+    );
+}
+
+async fn crash_at_every_step(scenario: &Scenario) -> usize {
+    // The data dir every attempt starts from.
+    let mut base = Server::start();
+    assert!(run(&base, scenario.setup).await, "{}: setup", scenario.name);
+    let before = observe(&base, scenario.probe).await;
+    assert!(base.terminate(), "{}: clean stop", scenario.name);
+    // The state after the statement, without a crash.
+    let after = {
+        let s = Server::start_with_data_env(&base.data_dir, vec![]);
+        assert!(run(&s, scenario.statements).await, "{}", scenario.name);
+        observe(&s, scenario.probe).await
+    };
+    assert_ne!(
+        before, after,
+        "{}: the statement changes nothing",
+        scenario.name
+    );
+    for n in 1..=200 {
+        let context = format!("{} crashed at step {n}", scenario.name);
+        let mut s = Server::start_with_data_env(
+            &base.data_dir,
+            vec![("PROGNOS_CRASH_AT".into(), n.to_string())],
+        );
+        let finished = run(&s, scenario.statements).await;
+        if finished {
+            // Past the last step: the statement completed; it stays after a crash-free restart.
+            s.set_env("PROGNOS_CRASH_AT", None);
+            s.kill_and_restart();
+            assert_eq!(observe(&s, scenario.probe).await, after, "{context}");
+            assert_no_orphans(&s, &context).await;
+            return n - 1;
+        }
+        assert!(
+            s.wait_for_exit(Duration::from_secs(30)),
+            "{context}: the connection broke but the server did not exit"
+        );
+        s.set_env("PROGNOS_CRASH_AT", None);
+        s.kill_and_restart();
+        let seen = observe(&s, scenario.probe).await;
+        assert!(
+            seen == before || seen == after,
+            "{context}: neither the state before nor after:\n{seen}\nbefore:\n{before}\nafter:\n{after}"
+        );
+        assert_no_orphans(&s, &context).await;
+        // The restarted server takes the statement again.
+        if seen == before {
+            assert!(run(&s, scenario.statements).await, "{context}: rerun");
+            assert_eq!(observe(&s, scenario.probe).await, after, "{context}: rerun");
+        }
+    }
+    panic!("{}: more than 200 crash points", scenario.name);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_write_step_of_every_writing_statement_survives_a_crash() {
+    let mut report = vec![];
+    for scenario in SCENARIOS {
+        let points = crash_at_every_step(scenario).await;
+        assert!(points > 0, "{}: no crash point was reached", scenario.name);
+        report.push(format!("{}: {points}", scenario.name));
+    }
+    eprintln!("crash points per statement: {}", report.join(", "));
+}
