@@ -58,7 +58,7 @@ def _expect_clean_error(call):
 
 
 def test_random_and_mutated_flight_input_gets_clean_errors(server):
-    rng = random.Random(20261207)
+    rng = random.Random(int(os.environ.get("PROGNOS_FUZZ_SEED", "20261207")))
     client = fl.FlightClient(server.flight_uri)
     good = _statement_info(client, "SELECT 1 AS one")
     good_ticket = good.endpoints[0].ticket.ticket

@@ -738,6 +738,30 @@ impl FlightSqlService for FlightSqlServer {
     async fn register_sql_info(&self, _id: i32, _result: &SqlInfo) {}
 }
 
+/// arrow-flight 59 answers a Flight SQL command or ticket whose inner message does not decode
+/// with `INTERNAL` (its dispatch maps `ArrowError::ParseError` so); it is the client's bad
+/// input, and the same crate answers `INVALID_ARGUMENT` when the outer `Any` does not decode.
+/// This turns the one into the other, so no client input reaches the client as an internal
+/// error.
+fn undecodable_command_is_invalid_argument<B>(
+    mut response: tonic::codegen::http::Response<B>,
+) -> tonic::codegen::http::Response<B> {
+    let headers = response.headers_mut();
+    let internal = headers
+        .get("grpc-status")
+        .is_some_and(|v| v.as_bytes() == b"13");
+    let undecodable = headers
+        .get("grpc-message")
+        .is_some_and(|v| v.as_bytes().starts_with(b"ParseError"));
+    if internal && undecodable {
+        headers.insert(
+            "grpc-status",
+            tonic::codegen::http::HeaderValue::from_static("3"),
+        );
+    }
+    response
+}
+
 /// Serve Flight SQL on `listener` until `shutdown` fires.
 pub async fn serve(
     listener: TcpListener,
@@ -754,7 +778,9 @@ pub async fn serve(
         FlightServiceServer::new(service).max_decoding_message_size(64 * 1024 * 1024),
         move |request| authenticator.check(request),
     );
-    let mut builder = tonic::transport::Server::builder();
+    let mut builder = tonic::transport::Server::builder().layer(
+        tower::util::MapResponseLayer::new(undecodable_command_is_invalid_argument),
+    );
     if let Some((cert, key)) = tls {
         let identity = tonic::transport::Identity::from_pem(cert, key);
         builder = builder
