@@ -109,8 +109,7 @@ impl MaskingKey {
                 let mut key = vec![0u8; 32];
                 ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut key)
                     .map_err(|_| std::io::Error::other("no random numbers for the masking key"))?;
-                crate::persist::write_atomically(&path, &key)
-                    .map_err(|e| std::io::Error::other(e.to_string()))?;
+                prognos_storage::durable::write_atomically(&path, &key)?;
                 #[cfg(unix)]
                 {
                     use std::os::unix::fs::PermissionsExt;

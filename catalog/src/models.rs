@@ -392,7 +392,7 @@ async fn load_version(source: &Source, name: &str, v: &ModelVersion) -> Loaded {
             let data = fetch(source.stores.as_ref(), &payload_url(&v.artifact, file)).await?;
             let parent = target.parent().unwrap_or(&local);
             std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
-            crate::persist::write_atomically(&target, &data)
+            durable::write_atomically(&target, &data)
                 .map_err(|e| format!("{}: {e}", target.display()))?;
         }
         (bytes, local)
@@ -662,7 +662,7 @@ impl ModelRegistry {
                 for p in payloads {
                     durable::copy_file(&p.path, &folder.join(&p.name))?;
                 }
-                crate::persist::write_atomically(&folder.join(ARTIFACT_FILE), &bytes)?;
+                durable::write_atomically(&folder.join(ARTIFACT_FILE), &bytes)?;
                 (format!("{name}/v{version:04}/{ARTIFACT_FILE}"), folder)
             }
         };
@@ -755,10 +755,7 @@ impl ModelRegistry {
                 copied += copy_tree(&self.dir.join(folder), &target.join(folder))?;
             }
         }
-        crate::persist::write_atomically(
-            &target.join("registry.json"),
-            &serde_json::to_vec_pretty(&file)?,
-        )?;
+        crate::persist::write_json_atomically(&target.join("registry.json"), &file)?;
         Ok(copied + 1)
     }
 
@@ -771,10 +768,7 @@ impl ModelRegistry {
         name: &str,
         loaded: Option<Arc<Slot>>,
     ) -> CatalogResult<()> {
-        crate::persist::write_atomically(
-            &self.dir.join("registry.json"),
-            &serde_json::to_vec_pretty(&next)?,
-        )?;
+        crate::persist::write_json_atomically(&self.dir.join("registry.json"), &next)?;
         state.file = next;
         let mut models = state.snapshot.models.clone();
         match loaded {

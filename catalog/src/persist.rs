@@ -191,13 +191,10 @@ impl PersistentCatalog {
 /// Replace the JSON file at `path` with `value` so that a crash leaves the old or the new file:
 /// write a temporary file beside it, fsync it, rename it over, fsync the directory.
 pub(crate) fn write_json_atomically<T: Serialize>(path: &Path, value: &T) -> CatalogResult<()> {
-    write_atomically(path, &serde_json::to_vec_pretty(value)?)
-}
-
-/// Replace the file at `path` with `bytes` the same way (see
-/// [`prognos_storage::durable::write_atomically`]).
-pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> CatalogResult<()> {
-    Ok(prognos_storage::durable::write_atomically(path, bytes)?)
+    Ok(prognos_storage::durable::write_atomically(
+        path,
+        &serde_json::to_vec_pretty(value)?,
+    )?)
 }
 
 #[cfg(test)]

@@ -63,19 +63,33 @@ pub fn create_dir_all(dir: &FsPath) -> std::io::Result<()> {
 /// the new file: write a temporary file beside it, sync it, rename it over, sync the directory.
 /// The folder must exist (a missing one is an error, as `COPY … TO` a missing folder is).
 pub fn write_atomically(path: &FsPath, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = staged_name(path);
+    let tmp = write_staged(path, [bytes])?;
+    publish_staged(&tmp, path, false)
+}
+
+/// Write `chunks` to a new staged name beside `dest` and sync it; the staged name. Nothing is
+/// left behind when it fails.
+fn write_staged<'a>(
+    dest: &FsPath,
+    chunks: impl IntoIterator<Item = &'a [u8]>,
+) -> std::io::Result<PathBuf> {
+    let tmp = staged_name(dest);
     step(FsStep::Write(tmp.clone()));
     let written = (|| {
         let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
+        for chunk in chunks {
+            f.write_all(chunk)?;
+        }
         step(FsStep::SyncFile(tmp.clone()));
         f.sync_all()
     })();
-    if let Err(e) = written {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e);
+    match written {
+        Ok(()) => Ok(tmp),
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            Err(e)
+        }
     }
-    publish_by_rename(&tmp, path)
 }
 
 /// Copy the file `from` to `to` (a new name) durably.
@@ -89,7 +103,7 @@ pub fn copy_file(from: &FsPath, to: &FsPath) -> std::io::Result<()> {
         let _ = std::fs::remove_file(&tmp);
         return Err(e);
     }
-    publish_by_rename(&tmp, to)
+    publish_staged(&tmp, to, false)
 }
 
 /// Remove a folder and everything in it (a removal need not be synced: what a power loss
@@ -105,16 +119,28 @@ pub fn remove_file(path: &FsPath) -> std::io::Result<()> {
     std::fs::remove_file(path)
 }
 
-fn publish_by_rename(tmp: &FsPath, path: &FsPath) -> std::io::Result<()> {
+/// [`publish_file`] for a staged file of our own: on failure it is removed.
+fn publish_staged(staged: &FsPath, dest: &FsPath, create_only: bool) -> std::io::Result<()> {
+    publish_file(staged, dest, create_only).inspect_err(|_| {
+        let _ = std::fs::remove_file(staged);
+    })
+}
+
+/// Give the synced file `staged` its final name `dest` — by rename, or with `create_only` by
+/// hard link, which fails with `AlreadyExists` if `dest` exists — then sync the directory.
+fn publish_file(staged: &FsPath, dest: &FsPath, create_only: bool) -> std::io::Result<()> {
     step(FsStep::Publish {
-        from: tmp.to_path_buf(),
-        to: path.to_path_buf(),
+        from: staged.to_path_buf(),
+        to: dest.to_path_buf(),
     });
-    if let Err(e) = std::fs::rename(tmp, path) {
-        let _ = std::fs::remove_file(tmp);
-        return Err(e);
+    if create_only {
+        std::fs::hard_link(staged, dest)?;
+        // `dest` is published: a staged name that stays behind is removed at the next start.
+        let _ = std::fs::remove_file(staged);
+    } else {
+        std::fs::rename(staged, dest)?;
     }
-    match path.parent() {
+    match dest.parent() {
         Some(dir) => sync_dir(dir),
         None => Ok(()),
     }
@@ -190,34 +216,19 @@ fn e_tag(path: &FsPath) -> Option<String> {
     Some(format!("{:x}-{mtime:x}-{:x}", m.ino(), m.len()))
 }
 
-/// Publish the synced file `staged` as `dest` (`create_only`: fail if `dest` exists), then sync
-/// the directory.
-fn publish(staged: &FsPath, dest: &FsPath, create_only: bool) -> object_store::Result<PutResult> {
-    step(FsStep::Publish {
-        from: staged.to_path_buf(),
-        to: dest.to_path_buf(),
-    });
-    let linked = if create_only {
-        let r = std::fs::hard_link(staged, dest);
-        let _ = std::fs::remove_file(staged);
-        r
-    } else {
-        std::fs::rename(staged, dest)
-    };
-    if let Err(source) = linked {
-        let _ = std::fs::remove_file(staged);
-        return Err(if source.kind() == ErrorKind::AlreadyExists {
+/// A publish of `dest` as the store reports it: `AlreadyExists` for a create-only put that
+/// lost, and the new object's e-tag.
+fn put_result(published: std::io::Result<()>, dest: &FsPath) -> object_store::Result<PutResult> {
+    published.map_err(|source| {
+        if source.kind() == ErrorKind::AlreadyExists {
             object_store::Error::AlreadyExists {
                 path: dest.display().to_string(),
                 source: Box::new(source),
             }
         } else {
             io_error(dest, source)
-        });
-    }
-    if let Some(dir) = dest.parent() {
-        sync_dir(dir).map_err(|e| io_error(dir, e))?;
-    }
+        }
+    })?;
     Ok(PutResult {
         e_tag: e_tag(dest),
         version: None,
@@ -247,21 +258,9 @@ impl ObjectStore for DurableLocalStore {
             if let Some(dir) = dest.parent() {
                 create_dir_all(dir).map_err(|e| io_error(dir, e))?;
             }
-            let staged = staged_name(&dest);
-            step(FsStep::Write(staged.clone()));
-            let written = (|| {
-                let mut f = std::fs::File::create(&staged)?;
-                for chunk in payload.iter() {
-                    f.write_all(chunk)?;
-                }
-                step(FsStep::SyncFile(staged.clone()));
-                f.sync_all()
-            })();
-            if let Err(e) = written {
-                let _ = std::fs::remove_file(&staged);
-                return Err(io_error(&dest, e));
-            }
-            publish(&staged, &dest, create_only)
+            let staged = write_staged(&dest, payload.iter().map(|c| c.as_ref()))
+                .map_err(|e| io_error(&dest, e))?;
+            put_result(publish_staged(&staged, &dest, create_only), &dest)
         })
         .await
         .map_err(|e| object_store::Error::JoinError { source: e })?
@@ -359,7 +358,7 @@ impl ObjectStore for DurableLocalStore {
             if let Some(dir) = dest.parent() {
                 create_dir_all(dir).map_err(|e| io_error(dir, e))?;
             }
-            publish(&src, &dest, create_only).map(|_| ())
+            put_result(publish_file(&src, &dest, create_only), &dest).map(|_| ())
         })
         .await
         .map_err(|e| object_store::Error::JoinError { source: e })?
@@ -416,7 +415,7 @@ impl MultipartUpload for DurableUpload {
             step(FsStep::SyncFile(staged.clone()));
             f.sync_all().map_err(|e| io_error(&staged, e))?;
             drop(f);
-            publish(&staged, &dest, false)
+            put_result(publish_staged(&staged, &dest, false), &dest)
         })
         .await
         .map_err(|e| object_store::Error::JoinError { source: e })?

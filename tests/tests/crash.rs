@@ -11,6 +11,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use prognos_e2e::{Server, sqlstate};
+use prognos_storage::durable::is_staged_name;
 
 /// One writing statement and the queries that show its effect.
 struct Scenario {
@@ -177,10 +178,7 @@ fn staged_files(dir: &Path, found: &mut Vec<String>) {
         let name = e.file_name().to_string_lossy().into_owned();
         if path.is_dir() {
             staged_files(&path, found);
-        } else if name
-            .rsplit_once('#')
-            .is_some_and(|(_, d)| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))
-        {
+        } else if is_staged_name(&name) {
             found.push(path.display().to_string());
         }
     }
@@ -197,8 +195,34 @@ fn folders(dir: &Path) -> usize {
         .unwrap_or(0)
 }
 
+/// The data files of a table folder that its newest manifest does not list.
+fn unlisted_data_files(table: &Path) -> Vec<String> {
+    let newest = std::fs::read_dir(table.join("_manifest"))
+        .expect("manifests")
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .max()
+        .expect("a manifest");
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&newest).expect("read")).expect("json");
+    let listed: Vec<&str> = manifest["files"]
+        .as_array()
+        .expect("files")
+        .iter()
+        .filter_map(|f| f["path"].as_str())
+        .collect();
+    std::fs::read_dir(table.join("data"))
+        .map(|r| {
+            r.filter_map(|e| e.ok())
+                .map(|e| format!("data/{}", e.file_name().to_string_lossy()))
+                .filter(|f| !listed.contains(&f.as_str()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// What must hold after every restart: no staged file, one folder per managed table and per
-/// model version.
+/// model version, no data file a table's newest manifest does not list.
 async fn assert_no_orphans(server: &Server, context: &str) {
     let mut staged = vec![];
     staged_files(&server.data_dir, &mut staged);
@@ -225,6 +249,15 @@ async fn assert_no_orphans(server: &Server, context: &str) {
         tables,
         "{context}: table folders vs catalog"
     );
+    if let Ok(read) = std::fs::read_dir(server.data_dir.join("tables/public")) {
+        for table in read.filter_map(|e| e.ok()) {
+            let unlisted = unlisted_data_files(&table.path());
+            assert!(
+                unlisted.is_empty(),
+                "{context}: unlisted data files {unlisted:?}"
+            );
+        }
+    }
     let versions = prognos_e2e::rows_of(
         &c.simple_query("SELECT name, count(*) FROM system.model_versions GROUP BY name")
             .await

@@ -44,7 +44,7 @@ fn read_replies(s: &mut TcpStream) -> (Vec<String>, bool) {
             }
             Ok(n) => {
                 buf.extend_from_slice(&chunk[..n]);
-                if buf.windows(1).any(|w| w[0] == b'Z') && ends_with_ready(&buf) {
+                if ends_with_ready(&buf) {
                     break;
                 }
             }

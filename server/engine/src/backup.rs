@@ -15,7 +15,7 @@
 //! Only superusers may run it, and the folder follows the server-file rules for writing; it
 //! must not exist or be empty.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use prognos_catalog::{ManagedTable, TableKind};
 use prognos_storage::durable;
@@ -124,7 +124,7 @@ pub(crate) async fn execute(
     Ok(crate::statements::command("BACKUP"))
 }
 
-fn copy(from: &Path, to: &PathBuf, copied: &mut Copied) -> std::io::Result<()> {
+fn copy(from: &Path, to: &Path, copied: &mut Copied) -> std::io::Result<()> {
     durable::copy_file(from, to)?;
     copied.files += 1;
     copied.bytes += std::fs::metadata(to).map(|m| m.len()).unwrap_or(0);

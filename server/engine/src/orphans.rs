@@ -5,56 +5,43 @@
 //! left: staged files (`name#<digits>`) of a write cut short, data files of an `INSERT` or
 //! `COPY` whose manifest was never committed, the folder of a `CREATE TABLE` whose catalog entry
 //! was never written, the folder of a model version the registry never recorded, and the
-//! download folder of a `CREATE MODEL … FROM`. They are
-//! removed when the data dir is opened — before any client connects, so no statement is
-//! writing them — and each removal is logged. Tables and artifacts in object stores (S3,
-//! HDFS) are left alone: their prefixes may be shared, and a listing there costs requests.
+//! download folder of a `CREATE MODEL … FROM`. They are removed when the data dir is opened —
+//! before any client connects, so no statement is writing them — and each removal is logged.
+//! Tables and artifacts in object stores (S3, HDFS) are left alone: their prefixes may be
+//! shared, and a listing there costs requests.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use object_store::path::Path as ObjectPath;
 use prognos_catalog::TableKind;
-use prognos_storage::durable::{self, DurableLocalStore, is_staged_name};
-use prognos_storage::manifest::TableStore;
+use prognos_storage::durable::{self, is_staged_name};
+use prognos_storage::manifest::DATA_DIR;
 use tracing::warn;
 
 use crate::Engine;
+use crate::transaction::commit::{TXN_DIR, committed_managed};
 
-/// What a start-up sweep removed.
-#[derive(Debug, Default)]
-pub(crate) struct Swept {
-    /// Paths removed (files and folders).
-    pub(crate) removed: Vec<PathBuf>,
-}
-
-/// Sweep the data dir of `engine` (after the catalog and registry are loaded).
-pub(crate) async fn sweep(engine: &Engine) -> Swept {
-    let mut swept = Swept::default();
+/// Sweep the data dir of `engine` (after the catalog is restored and the registry loaded).
+pub(crate) async fn sweep(engine: &Engine) {
     let data_dir = engine.data_dir();
     // Staged files of the catalog's, registry's and commit record's own atomic writes.
-    staged_in(data_dir, &mut swept);
-    staged_in(&data_dir.join("models"), &mut swept);
-    staged_in(
-        &data_dir.join(crate::transaction::commit::TXN_DIR),
-        &mut swept,
-    );
-    tables(engine, &mut swept).await;
-    models(engine, &mut swept);
-    for path in &swept.removed {
-        warn!(path = %path.display(), "removed a file that a crash left and nothing references");
-    }
-    swept
+    staged_in(data_dir);
+    staged_in(&data_dir.join("models"));
+    staged_in(&data_dir.join(TXN_DIR));
+    tables(engine).await;
+    models(engine);
 }
 
-fn remove(path: &Path, swept: &mut Swept) {
+fn remove(path: &Path) {
     let removed = if path.is_dir() {
         durable::remove_dir_all(path)
     } else {
         durable::remove_file(path)
     };
     match removed {
-        Ok(()) => swept.removed.push(path.to_path_buf()),
+        Ok(()) => {
+            warn!(path = %path.display(), "removed a file that a crash left and nothing references");
+        }
         Err(e) => warn!(path = %path.display(), error = %e, "could not remove an orphan file"),
     }
 }
@@ -69,72 +56,66 @@ fn entries(dir: &Path) -> Vec<(String, PathBuf)> {
 }
 
 /// Remove staged files directly in `dir`.
-fn staged_in(dir: &Path, swept: &mut Swept) {
+fn staged_in(dir: &Path) {
     for (name, path) in entries(dir) {
         if is_staged_name(&name) && path.is_file() {
-            remove(&path, swept);
+            remove(&path);
         }
     }
 }
 
 /// Local table folders: those the catalog does not name, and inside the others the data files
 /// their latest manifest does not list.
-async fn tables(engine: &Engine, swept: &mut Swept) {
+async fn tables(engine: &Engine) {
     let data_dir = engine.data_dir();
-    let roots: BTreeSet<PathBuf> = engine
-        .catalog
-        .entries()
-        .into_iter()
-        .filter_map(|e| match e.kind {
-            TableKind::Managed { root } if !root.contains("://") => Some(data_dir.join(root)),
-            _ => None,
-        })
-        .collect();
+    let mut roots = BTreeSet::new();
+    for entry in engine.catalog.entries() {
+        let TableKind::Managed { root } = entry.kind else {
+            continue;
+        };
+        if root.contains("://") {
+            continue;
+        }
+        let root = data_dir.join(root);
+        // The manifest the restored table holds (a table that could not be restored is left
+        // as it is: its error is reported when it is opened).
+        if let Some(table) = committed_managed(engine, &entry.schema, &entry.name).await
+            && let Ok(manifest) = table.manifest().await
+        {
+            let listed: BTreeSet<PathBuf> =
+                manifest.files.iter().map(|f| root.join(&f.path)).collect();
+            staged_in(&root.join("_manifest"));
+            for (name, path) in entries(&root.join(DATA_DIR)) {
+                if is_staged_name(&name) || (path.is_file() && !listed.contains(&path)) {
+                    remove(&path);
+                }
+            }
+        }
+        roots.insert(root);
+    }
     for (_, schema_dir) in entries(&data_dir.join("tables")) {
         for (_, folder) in entries(&schema_dir) {
             if !roots.contains(&folder) {
-                remove(&folder, swept);
+                remove(&folder);
             }
-        }
-    }
-    for root in &roots {
-        inside_table(root, swept).await;
-    }
-}
-
-async fn inside_table(root: &Path, swept: &mut Swept) {
-    let Ok(object_root) = ObjectPath::from_absolute_path(root) else {
-        return;
-    };
-    let store = TableStore::new(std::sync::Arc::new(DurableLocalStore::new()), object_root);
-    let listed: BTreeSet<PathBuf> = match store.latest().await {
-        Ok(Some(m)) => m.files.iter().map(|f| root.join(&f.path)).collect(),
-        Ok(None) => BTreeSet::new(),
-        // An unreadable manifest is reported when the table is opened; touch nothing.
-        Err(_) => return,
-    };
-    staged_in(&root.join("_manifest"), swept);
-    for (name, path) in entries(&root.join(prognos_storage::manifest::DATA_DIR)) {
-        if is_staged_name(&name) || (path.is_file() && !listed.contains(&path)) {
-            remove(&path, swept);
         }
     }
 }
 
 /// Local model folders and version folders the registry does not record.
-fn models(engine: &Engine, swept: &mut Swept) {
+fn models(engine: &Engine) {
     let models_dir = engine.data_dir().join("models");
     let registry = engine.registry.entries();
     // Downloads of `CREATE MODEL … FROM` that a crash cut short.
     for (_, path) in entries(&models_dir.join(".incoming")) {
-        remove(&path, swept);
+        remove(&path);
     }
     for (name, path) in entries(&models_dir) {
         if !path.is_dir() || name.starts_with('.') {
             continue;
         }
         let Some(entry) = registry.iter().find(|e| e.name == name) else {
-            remove(&path, swept);
+            remove(&path);
             continue;
         };
         let recorded: BTreeSet<String> = entry
@@ -144,9 +125,9 @@ fn models(engine: &Engine, swept: &mut Swept) {
             .collect();
         for (version, folder) in entries(&path) {
             if is_staged_name(&version) || (folder.is_dir() && !recorded.contains(&version)) {
-                remove(&folder, swept);
+                remove(&folder);
             } else if folder.is_dir() {
-                staged_in(&folder, swept);
+                staged_in(&folder);
             }
         }
     }

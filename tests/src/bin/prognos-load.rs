@@ -16,19 +16,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use prognos_e2e::{Server, rss_kib};
+use prognos_e2e::{Server, arg, percentile, rss_kib};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use tokio::sync::Mutex;
-
-fn arg(name: &str, default: u64) -> u64 {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 const SETUP: &[&str] = &[
     "CREATE TABLE customers AS SELECT value AS id, CAST(value % 48 AS DOUBLE) AS tenure, \
@@ -105,14 +96,6 @@ fn statement(kind: &str, rng: &mut ChaCha8Rng) -> (String, Option<&'static str>)
             None,
         ),
     }
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[idx.min(sorted.len() - 1)]
 }
 
 #[derive(Default)]
