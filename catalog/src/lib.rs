@@ -13,6 +13,7 @@
 
 pub mod error;
 pub mod grants;
+mod group_commit;
 pub mod managed;
 pub mod masking;
 pub mod models;

@@ -33,6 +33,8 @@ use prognos_storage::parquet_files::{DEFAULT_ROWS_PER_FILE, write_data_files};
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use crate::error::CatalogResult;
+use crate::group_commit::{self, CommitQueue, Queued, WriteRequest};
+use prognos_storage::StorageError;
 
 /// Shared state of one managed table (shared by the provider and its insert sinks).
 #[derive(Debug)]
@@ -51,6 +53,8 @@ struct Inner {
     /// A small table's rows in memory, with the version they are of (see
     /// [`SMALL_TABLE_BYTES`]).
     rows: std::sync::RwLock<Option<(u64, Arc<Vec<datafusion::arrow::array::RecordBatch>>)>>,
+    /// Writes waiting to be committed together (see [`crate::group_commit`]).
+    queue: CommitQueue,
 }
 
 /// A table whose data files take at most this many bytes is served from memory once read:
@@ -106,6 +110,7 @@ impl ManagedTable {
                 commit_lock: Arc::new(Mutex::new(())),
                 cached: std::sync::RwLock::new(None),
                 rows: std::sync::RwLock::new(None),
+                queue: CommitQueue::default(),
             }),
         }
     }
@@ -278,6 +283,7 @@ impl CommitLock {
             .commit(base_version, schema_to_columns(&inner.schema), files)
             .await?;
         *inner.cached.write().unwrap_or_else(|p| p.into_inner()) = Some(committed.clone());
+        inner.prune_manifests(committed.version).await;
         Ok(committed)
     }
 }
@@ -400,25 +406,81 @@ impl DataSink for StagedSink {
 }
 
 impl Inner {
-    async fn write(&self, data: SendableRecordBatchStream, op: InsertOp) -> DfResult<u64> {
+    /// Write `data` as new files, then commit them with whatever other writes of this table
+    /// are waiting (see [`crate::group_commit`]); returns the rows written.
+    async fn write(
+        self: &Arc<Self>,
+        data: SendableRecordBatchStream,
+        op: InsertOp,
+    ) -> DfResult<u64> {
         let files = write_data_files(&self.store, data, DEFAULT_ROWS_PER_FILE).await?;
         let rows: u64 = files.iter().map(|f| f.rows).sum();
-        let _guard = self.commit_lock.lock().await;
-        let base = self.store.latest().await?;
-        let (base_version, mut all_files) = match base {
+        let overwrite = matches!(op, InsertOp::Overwrite | InsertOp::Replace);
+        let ticket = self.queue.enqueue(WriteRequest { files, overwrite });
+        let guard = Arc::clone(&self.commit_lock).lock_owned().await;
+        let group = self.queue.take();
+        if group.is_empty() {
+            // An earlier writer took this request into its group, which has finished.
+            drop(guard);
+        } else {
+            let leader = Arc::clone(self);
+            tokio::spawn(async move {
+                let outcome = leader.commit_group(&group).await;
+                for q in group {
+                    q.finish(&outcome);
+                }
+                drop(guard);
+            });
+        }
+        ticket.outcome().await?;
+        Ok(rows)
+    }
+
+    /// Commit `group` as one version on top of the newest one. Runs under the commit lock.
+    async fn commit_group(&self, group: &[Queued]) -> Result<(), StorageError> {
+        let result = self.commit_on_newest(group).await;
+        if result.is_err() {
+            // Read the newest version from storage next time.
+            *self.cached.write().unwrap_or_else(|p| p.into_inner()) = None;
+        }
+        result
+    }
+
+    async fn commit_on_newest(&self, group: &[Queued]) -> Result<(), StorageError> {
+        let cached = self
+            .cached
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        // Only this process writes the table and every commit refreshes the cache, so it
+        // holds the newest version; a foreign commit would still be caught by the manifest's
+        // create-only put.
+        let base = match cached {
+            Some(m) => Some(m),
+            None => self.store.latest().await?,
+        };
+        let (base_version, files) = match base {
             Some(m) => (m.version, m.files),
             None => (0, Vec::new()),
         };
-        if matches!(op, InsertOp::Overwrite | InsertOp::Replace) {
-            all_files.clear();
-        }
-        all_files.extend(files);
+        let files = group_commit::apply(files, group.iter().map(|q| &q.request));
         let committed = self
             .store
-            .commit(base_version, schema_to_columns(&self.schema), all_files)
+            .commit(base_version, schema_to_columns(&self.schema), files)
             .await?;
+        let version = committed.version;
         *self.cached.write().unwrap_or_else(|p| p.into_inner()) = Some(committed);
-        Ok(rows)
+        self.prune_manifests(version).await;
+        Ok(())
+    }
+
+    /// Remove the manifest that `version`'s commit superseded twice over. Best effort: a
+    /// manifest left behind is never read (readers take the newest) and the start-up sweep
+    /// removes it.
+    async fn prune_manifests(&self, version: u64) {
+        if let Err(e) = self.store.remove_superseded(version).await {
+            tracing::warn!(error = %e, table = %self.name, "could not remove an old manifest");
+        }
     }
 }
 

@@ -4,7 +4,10 @@
 //! Writers first upload new data files, then create manifest `v<N+1>` with a create-if-absent
 //! put. A reader takes the highest complete manifest version. A writer that dies before the
 //! manifest put leaves only unreferenced files, never a half-visible table; two writers racing
-//! for the same version get a [`StorageError::CommitConflict`] instead of losing data.
+//! for the same version get a [`StorageError::CommitConflict`] instead of losing data. Only the
+//! newest manifest and the one before it are kept (see [`TableStore::remove_superseded`]), so a
+//! writer must check the newest version under its commit lock rather than rely on the put to
+//! reject a stale base.
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -145,35 +148,71 @@ impl TableStore {
 
     /// The newest committed manifest, or `None` for a table that was never committed.
     pub async fn latest(&self) -> StorageResult<Option<Manifest>> {
+        // A commit removes the manifest two versions back (see [`Self::remove_superseded`]):
+        // one that vanished between the listing and the read was superseded meanwhile, so
+        // list again.
+        let mut attempts = 0;
+        loop {
+            let Some(path) = self.newest_manifest_path().await? else {
+                return Ok(None);
+            };
+            match self.store.get(&path).await {
+                Ok(found) => return decode_manifest(&path, &found.bytes().await?).map(Some),
+                Err(object_store::Error::NotFound { .. }) if attempts < 3 => attempts += 1,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// The manifest versions in storage, lowest first.
+    async fn manifest_versions(&self) -> StorageResult<Vec<(u64, Path)>> {
         let prefix = self.root.clone().join(MANIFEST_DIR);
         let metas: Vec<_> = self.store.list(Some(&prefix)).try_collect().await?;
-        let newest = metas
+        let mut versions: Vec<(u64, Path)> = metas
             .iter()
             .filter_map(|m| {
                 let name = m.location.filename()?;
                 let digits = name.strip_prefix('v')?.strip_suffix(".json")?;
                 digits.parse::<u64>().ok().map(|v| (v, m.location.clone()))
             })
-            .max_by_key(|(v, _)| *v);
-        let Some((_, path)) = newest else {
-            return Ok(None);
+            .collect();
+        versions.sort_by_key(|(v, _)| *v);
+        Ok(versions)
+    }
+
+    async fn newest_manifest_path(&self) -> StorageResult<Option<Path>> {
+        Ok(self.manifest_versions().await?.pop().map(|(_, p)| p))
+    }
+
+    /// After committing `version`, remove the manifest of `version - 2`. Only the newest
+    /// manifest is ever read; the one before it stays for a reader that listed the folder
+    /// just before this commit. Without this a table kept one manifest per commit, each
+    /// listing every data file: storage quadratic in the number of `INSERT`s.
+    pub async fn remove_superseded(&self, version: u64) -> StorageResult<()> {
+        let Some(old) = version.checked_sub(2).filter(|v| *v > 0) else {
+            return Ok(());
         };
-        let bytes = self.store.get(&path).await?.bytes().await?;
-        let manifest: Manifest =
-            serde_json::from_slice(&bytes).map_err(|e| StorageError::CorruptMetadata {
-                path: path.to_string(),
-                reason: e.to_string(),
-            })?;
-        if manifest.format_version > MANIFEST_FORMAT_VERSION {
-            return Err(StorageError::CorruptMetadata {
-                path: path.to_string(),
-                reason: format!(
-                    "manifest format {} is newer than this release understands ({})",
-                    manifest.format_version, MANIFEST_FORMAT_VERSION
-                ),
-            });
+        match self.store.delete(&self.manifest_path(old)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
         }
-        Ok(Some(manifest))
+    }
+
+    /// Remove every manifest older than the one before the newest (what [`Self::remove_superseded`]
+    /// left because of a crash, or tables written before it existed); returns how many.
+    pub async fn remove_all_superseded(&self) -> StorageResult<usize> {
+        let versions = self.manifest_versions().await?;
+        let Some(&(newest, _)) = versions.last() else {
+            return Ok(0);
+        };
+        let mut removed = 0;
+        for (v, path) in versions {
+            if v + 1 < newest {
+                self.store.delete(&path).await?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
     }
 
     /// Commit a new version on top of `base` (the version the writer started from).
@@ -193,7 +232,7 @@ impl TableStore {
             committed_at: now_rfc3339(),
         };
         let path = self.manifest_path(manifest.version);
-        let body = serde_json::to_vec_pretty(&manifest)?;
+        let body = serde_json::to_vec(&manifest)?;
         let opts = PutOptions {
             mode: PutMode::Create,
             ..Default::default()
@@ -220,6 +259,25 @@ impl TableStore {
         }
         Ok(())
     }
+}
+
+/// Decode the manifest read from `path`.
+fn decode_manifest(path: &Path, bytes: &[u8]) -> StorageResult<Manifest> {
+    let manifest: Manifest =
+        serde_json::from_slice(bytes).map_err(|e| StorageError::CorruptMetadata {
+            path: path.to_string(),
+            reason: e.to_string(),
+        })?;
+    if manifest.format_version > MANIFEST_FORMAT_VERSION {
+        return Err(StorageError::CorruptMetadata {
+            path: path.to_string(),
+            reason: format!(
+                "manifest format {} is newer than this release understands ({})",
+                manifest.format_version, MANIFEST_FORMAT_VERSION
+            ),
+        });
+    }
+    Ok(manifest)
 }
 
 /// Current time in RFC 3339 (UTC), without pulling a date crate into storage.
@@ -280,5 +338,38 @@ mod tests {
             err,
             StorageError::CommitConflict { version: 2, .. }
         ));
+    }
+
+    #[tokio::test]
+    async fn only_the_newest_two_manifests_are_kept() {
+        let t = TableStore::new(Arc::new(InMemory::new()), Path::from("t"));
+        let cols = schema_to_columns(&schema());
+        for v in 0..6 {
+            t.commit(v, cols.clone(), vec![]).await.expect("commit");
+        }
+        // A table from before pruning: six manifests; the sweep leaves v5 and v6.
+        assert_eq!(t.remove_all_superseded().await.expect("sweep"), 4);
+        let kept: Vec<u64> = t
+            .manifest_versions()
+            .await
+            .expect("list")
+            .into_iter()
+            .map(|(v, _)| v)
+            .collect();
+        assert_eq!(kept, [5, 6]);
+        let m7 = t.commit(6, cols, vec![]).await.expect("v7");
+        t.remove_superseded(7).await.expect("prune");
+        t.remove_superseded(7)
+            .await
+            .expect("pruning twice is harmless");
+        let kept: Vec<u64> = t
+            .manifest_versions()
+            .await
+            .expect("list")
+            .into_iter()
+            .map(|(v, _)| v)
+            .collect();
+        assert_eq!(kept, [6, 7]);
+        assert_eq!(t.latest().await.expect("latest"), Some(m7));
     }
 }

@@ -65,7 +65,7 @@ fn staged_in(dir: &Path) {
 }
 
 /// Local table folders: those the catalog does not name, and inside the others the data files
-/// their latest manifest does not list.
+/// their latest manifest does not list and the manifests before the newest two.
 async fn tables(engine: &Engine) {
     let data_dir = engine.data_dir();
     let mut roots = BTreeSet::new();
@@ -85,6 +85,15 @@ async fn tables(engine: &Engine) {
             let listed: BTreeSet<PathBuf> =
                 manifest.files.iter().map(|f| root.join(&f.path)).collect();
             staged_in(&root.join("_manifest"));
+            match table.table_store().remove_all_superseded().await {
+                Ok(0) => {}
+                Ok(n) => {
+                    tracing::info!(table = %entry.name, manifests = n, "removed superseded manifests")
+                }
+                Err(e) => {
+                    warn!(error = %e, table = %entry.name, "could not remove superseded manifests")
+                }
+            }
             for (name, path) in entries(&root.join(DATA_DIR)) {
                 if is_staged_name(&name) || (path.is_file() && !listed.contains(&path)) {
                     remove(&path);
