@@ -221,9 +221,9 @@ async fn malformed_wire_messages_get_errors_and_the_server_keeps_serving() {
     drop(hanging);
     tokio::time::sleep(Duration::from_millis(500)).await;
     still_serving(&server, "after").await;
-    // pgwire 0.42 reads a length below 4 as a message still arriving and waits for the
-    // client (PostgreSQL answers 08P01): that connection idles until it hangs up, and the
-    // others are served meanwhile.
+    // pgwire 0.42 does not check a length below 4 (PostgreSQL answers 08P01): such a
+    // connection may get an odd answer or wait for bytes that never come, and the others are
+    // served meanwhile.
     let mut s = started(&server);
     s.write_all(&[b'Q', 0, 0, 0, 2]).expect("write");
     let _ = read_replies(&mut s);
@@ -234,7 +234,52 @@ async fn malformed_wire_messages_get_errors_and_the_server_keeps_serving() {
         "wire fuzz seed {seed}: {rounds} connections, {protocol_errors} answered 08P01, RSS {warm} KiB before, {end} KiB after"
     );
     assert!(
+        protocol_errors > 0,
+        "no malformed message was answered 08P01"
+    );
+    assert!(
         end <= warm * 2 + 128 * 1024,
         "RSS grew from {warm} KiB to {end} KiB"
     );
+}
+
+/// Each kind of protocol violation PostgreSQL answers with `FATAL 08P01` gets exactly that
+/// answer before the connection closes, and the server goes on serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn protocol_violations_are_answered_08p01_and_close_only_their_connection() {
+    let server = Server::start();
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("unknown message type", message(b'z', b"abc")),
+        ("Parse that ends early", message(b'P', b"\xff\xff")),
+        ("Parse without its terminator", message(b'P', b"stmt")),
+        ("Bind that ends early", message(b'B', b"\0\0\0\x05")),
+        ("Execute that ends early", message(b'E', b"\0")),
+        ("length over the maximum", {
+            let mut m = vec![b'Q'];
+            m.extend(i32::MAX.to_be_bytes());
+            m.extend(b"SELECT 1");
+            m
+        }),
+        ("negative length", {
+            let mut m = vec![b'Q'];
+            m.extend((-16i32).to_be_bytes());
+            m
+        }),
+    ];
+    for (what, bytes) in cases {
+        let mut s = started(&server);
+        s.write_all(&bytes).expect("write");
+        let (codes, closed) = read_replies(&mut s);
+        assert_eq!(codes, ["08P01"], "{what}: answered {codes:?}");
+        assert!(closed, "{what}: the connection stays open");
+        still_serving(&server, what).await;
+    }
+    // Garbage where the start-up message belongs.
+    let mut s = connect(&server);
+    s.write_all(&[0, 0, 0, 8, 0x12, 0x34, 0x56, 0x78])
+        .expect("write");
+    let (codes, closed) = read_replies(&mut s);
+    assert_eq!(codes, ["08P01"], "bad start-up: answered {codes:?}");
+    assert!(closed, "bad start-up: the connection stays open");
+    still_serving(&server, "after a bad start-up").await;
 }

@@ -10,6 +10,7 @@ mod encode;
 mod params;
 mod startup;
 mod types;
+mod wire_loop;
 
 use std::collections::HashMap;
 use std::fmt::Debug;
@@ -149,15 +150,19 @@ pub async fn serve(
         let tls = security.tls.clone();
         tokio::spawn(async move {
             debug!(%peer, "pg connection");
-            // pgwire 0.42's decoders index past the end of some malformed extended-protocol
-            // bodies (Parse, Bind, Execute) and panic; that ends this connection alone, with
-            // a warning, instead of a task panic. (PostgreSQL would answer 08P01 first.)
+            // A decoder panic (pgwire 0.42 reads past the end of some malformed bodies) is
+            // caught in the loop and answered 08P01; this catches anything else, so a panic
+            // ends this connection alone.
             let session =
-                std::panic::AssertUnwindSafe(pgwire::tokio::process_socket(socket, tls, handlers));
+                std::panic::AssertUnwindSafe(wire_loop::serve_connection(socket, tls, handlers));
             match futures::FutureExt::catch_unwind(session).await {
-                Ok(Ok(())) => {}
+                Ok(Ok(wire_loop::Ended::Normally)) => {}
+                Ok(Ok(wire_loop::Ended::ProtocolViolation(reason))) => {
+                    METRICS.error(PROTOCOL, "08P01");
+                    warn!(%peer, %reason, "pg connection closed: protocol violation (08P01)")
+                }
                 Ok(Err(e)) => debug!(%peer, error = %e, "pg connection ended with error"),
-                Err(_) => warn!(%peer, "pg connection closed: the client sent a malformed message"),
+                Err(_) => warn!(%peer, "pg connection closed: a panic while serving it"),
             }
         });
     }
