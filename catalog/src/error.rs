@@ -56,6 +56,17 @@ pub enum CatalogError {
         /// The version asked for.
         version: u32,
     },
+    /// A version cannot go where a lifecycle statement sends it (deploying a rejected
+    /// version, retiring the deployed one, rolling back with nothing to return to).
+    #[error("model \"{name}\": {reason}")]
+    ModelVersionState {
+        /// Model name.
+        name: String,
+        /// The version concerned, if one is.
+        version: Option<u32>,
+        /// What stands in the way.
+        reason: String,
+    },
     /// A model of that name already exists.
     #[error("model \"{0}\" already exists (use CREATE OR REPLACE MODEL to add a version)")]
     ModelExists(String),

@@ -22,9 +22,9 @@
 //! `CREATE OR REPLACE MODEL` never changes the model under a query that already started.
 
 use prognos_storage::durable;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 
 use datafusion::execution::object_store::ObjectStoreRegistry;
 use object_store::path::Path as ObjectPath;
@@ -35,9 +35,14 @@ use prognos_models::{ModelArtifact, Task};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{CatalogError, CatalogResult};
+use crate::model_snapshot::{ModelSlots, ModelSnapshot, Slot};
+use crate::model_states::{Admission, StateChange, VersionState};
 
 /// On-disk format version of `registry.json`.
-pub const REGISTRY_FORMAT_VERSION: u32 = 1;
+/// Format 2 added version states; a format-1 registry is adopted on open (its current
+/// version deployed, see [`ModelEntry::adopt_legacy`]) and written as format 2 at the next
+/// change.
+pub const REGISTRY_FORMAT_VERSION: u32 = 2;
 
 /// One stored version of a model.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -78,6 +83,18 @@ pub struct ModelVersion {
     /// The device an imported graph asks for (`auto`, `cpu`, `cuda:0`, …).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub device: Option<String>,
+    /// Where the version is in its lifecycle (see [`crate::model_states`]).
+    #[serde(default)]
+    pub state: VersionState,
+    /// RFC 3339 time of the last state change.
+    #[serde(default)]
+    pub state_changed_at: String,
+    /// The role that made the last state change (`system` for the server's own).
+    #[serde(default)]
+    pub state_changed_by: String,
+    /// Why the state last changed, when there is more to say (a gate's verdict, a rollback).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_reason: Option<String>,
 }
 
 /// A model and its versions.
@@ -85,14 +102,20 @@ pub struct ModelVersion {
 pub struct ModelEntry {
     /// Model name.
     pub name: String,
-    /// Version `PREDICT` uses.
+    /// The deployed version, the one `PREDICT` uses; `0` when none is.
     pub current: u32,
     /// All versions, oldest first.
     pub versions: Vec<ModelVersion>,
+    /// Versions deployed before the current one, oldest first (what `ROLLBACK` returns to).
+    #[serde(default)]
+    pub history: Vec<u32>,
+    /// The highest version number ever given (a dropped version's number is not reused).
+    #[serde(default)]
+    pub last_version: u32,
 }
 
 impl ModelEntry {
-    /// The current version's record.
+    /// The deployed version's record.
     pub fn current_version(&self) -> Option<&ModelVersion> {
         self.versions.iter().find(|v| v.version == self.current)
     }
@@ -121,7 +144,7 @@ pub type Loaded = Result<Arc<ModelArtifact>, String>;
 
 /// Where a version's files are and how to reach them.
 #[derive(Debug, Clone)]
-struct Source {
+pub(crate) struct Source {
     /// The registry's directory (`<data dir>/models`).
     dir: PathBuf,
     /// Object stores of URL artifacts.
@@ -129,154 +152,11 @@ struct Source {
 }
 
 impl Source {
-    fn new(dir: &Path, artifacts: &ArtifactStores) -> Source {
+    pub(crate) fn new(dir: &Path, artifacts: &ArtifactStores) -> Source {
         Source {
             dir: dir.to_path_buf(),
             stores: Arc::clone(&artifacts.stores),
         }
-    }
-}
-
-/// One model version, loaded on first use.
-#[derive(Debug)]
-struct Slot {
-    name: String,
-    record: ModelVersion,
-    source: Source,
-    loaded: OnceLock<Loaded>,
-}
-
-impl Slot {
-    fn new(name: &str, record: ModelVersion, source: Source) -> Arc<Slot> {
-        Arc::new(Slot {
-            name: name.to_string(),
-            record,
-            source,
-            loaded: OnceLock::new(),
-        })
-    }
-
-    fn loaded(name: &str, record: ModelVersion, source: Source, artifact: Loaded) -> Arc<Slot> {
-        let slot = Slot::new(name, record, source);
-        let _ = slot.loaded.set(artifact);
-        slot
-    }
-
-    /// Load the version (once; later calls return the first outcome).
-    async fn load(&self) -> &Loaded {
-        if let Some(l) = self.loaded.get() {
-            return l;
-        }
-        let outcome = load_version(&self.source, &self.name, &self.record).await;
-        if let Err(reason) = &outcome {
-            tracing::warn!(model = %self.name, version = self.record.version, %reason,
-                "model artifact unreadable");
-        }
-        self.loaded.get_or_init(|| outcome)
-    }
-
-    /// Load the version from a synchronous caller: a data-dir artifact is read directly; an
-    /// object-store one needs the multi-threaded runtime to wait on.
-    fn load_blocking(&self) -> &Loaded {
-        if let Some(l) = self.loaded.get() {
-            return l;
-        }
-        let runtime = tokio::runtime::Handle::try_current()
-            .ok()
-            .filter(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
-        match runtime {
-            Some(handle) => tokio::task::block_in_place(|| handle.block_on(self.load())),
-            None if !is_url(&self.record.artifact) => futures::executor::block_on(self.load()),
-            None => self.loaded.get_or_init(|| {
-                Err(format!(
-                    "{} was not loaded before planning, and it cannot be fetched from here",
-                    self.record.artifact
-                ))
-            }),
-        }
-    }
-}
-
-/// The models visible to one query: name → its current version, loaded on first use.
-#[derive(Debug, Default)]
-pub struct ModelSnapshot {
-    models: HashMap<String, Arc<Slot>>,
-    /// Models the session's role may not use: looking one up is `PermissionDenied`.
-    denied: std::collections::HashSet<String>,
-}
-
-impl ModelSnapshot {
-    fn slot(&self, name: &str) -> Option<&Arc<Slot>> {
-        self.models
-            .get(name)
-            .or_else(|| self.models.get(&name.to_ascii_lowercase()))
-    }
-
-    /// The current version of a model (exact name first, then lower-cased), loading it if no
-    /// statement loaded it before.
-    pub fn get(&self, name: &str) -> CatalogResult<(u32, Arc<ModelArtifact>)> {
-        let slot = self.found(name)?;
-        answer(name, slot, slot.load_blocking())
-    }
-
-    /// [`ModelSnapshot::get`] from an async caller: waits for the load instead of blocking.
-    pub async fn load(&self, name: &str) -> CatalogResult<(u32, Arc<ModelArtifact>)> {
-        let slot = self.found(name)?;
-        answer(name, slot, slot.load().await)
-    }
-
-    fn found(&self, name: &str) -> CatalogResult<&Arc<Slot>> {
-        let slot = self
-            .slot(name)
-            .ok_or_else(|| CatalogError::ModelNotFound(name.to_string()))?;
-        if self.denied.contains(&slot.name) {
-            return Err(CatalogError::PermissionDenied {
-                object: format!("model {}", slot.name),
-            });
-        }
-        Ok(slot)
-    }
-
-    /// This snapshot as a role sees it: the models for which `may_use` is false answer
-    /// `PermissionDenied` (the loaded models stay shared).
-    pub fn restricted(&self, may_use: impl Fn(&str) -> bool) -> ModelSnapshot {
-        ModelSnapshot {
-            models: self.models.clone(),
-            denied: self
-                .models
-                .values()
-                .map(|s| s.name.clone())
-                .filter(|n| !may_use(n))
-                .collect(),
-        }
-    }
-
-    /// Whether some model is not loaded yet (then a statement's models are preloaded).
-    pub fn has_unloaded(&self) -> bool {
-        self.models.values().any(|s| s.loaded.get().is_none())
-    }
-
-    /// Load the current versions of those of `names` that are models (other names are
-    /// ignored), so planning finds them in memory. Failures are kept for `get` to report.
-    pub async fn preload<'a>(&self, names: impl IntoIterator<Item = &'a str>) {
-        for name in names {
-            if let Some(slot) = self.slot(name)
-                && !self.denied.contains(&slot.name)
-            {
-                slot.load().await;
-            }
-        }
-    }
-}
-
-/// A slot's load outcome as `get` answers it.
-fn answer(name: &str, slot: &Slot, loaded: &Loaded) -> CatalogResult<(u32, Arc<ModelArtifact>)> {
-    match loaded {
-        Ok(a) => Ok((slot.record.version, Arc::clone(a))),
-        Err(reason) => Err(CatalogError::ModelUnavailable {
-            name: name.to_string(),
-            reason: reason.clone(),
-        }),
     }
 }
 
@@ -334,7 +214,7 @@ fn copy_tree(from: &Path, to: &Path) -> std::io::Result<usize> {
     Ok(copied)
 }
 
-fn is_url(artifact: &str) -> bool {
+pub(crate) fn is_url(artifact: &str) -> bool {
     artifact.contains("://")
 }
 
@@ -379,7 +259,7 @@ fn cache_dir(dir: &Path, name: &str, artifact: &str, version: u32) -> PathBuf {
 }
 
 /// Load one version: its artifact, and its payloads made local.
-async fn load_version(source: &Source, name: &str, v: &ModelVersion) -> Loaded {
+pub(crate) async fn load_version(source: &Source, name: &str, v: &ModelVersion) -> Loaded {
     let (bytes, payload_dir) = if is_url(&v.artifact) {
         let bytes = fetch(source.stores.as_ref(), &v.artifact).await?.to_vec();
         let local = cache_dir(&source.dir, name, &v.artifact, v.version);
@@ -432,8 +312,51 @@ const CACHE_DIR: &str = ".cache";
 /// The artifact document's name in a version's directory.
 const ARTIFACT_FILE: &str = "artifact.json";
 
+/// The snapshot entry of `entry`: a slot per version, reusing those of `old` (what is loaded
+/// stays loaded) and taking `fresh` for a version just written.
+fn slots_of(
+    entry: &ModelEntry,
+    old: Option<&ModelSlots>,
+    source: &Source,
+    fresh: Option<Arc<Slot>>,
+) -> Arc<ModelSlots> {
+    let mut versions = BTreeMap::new();
+    for v in &entry.versions {
+        let slot = match (&fresh, old.and_then(|o| o.versions.get(&v.version))) {
+            (Some(f), _) if f.record.version == v.version => Arc::clone(f),
+            (_, Some(existing)) => Arc::clone(existing),
+            _ => Slot::new(&entry.name, v.clone(), source.clone()),
+        };
+        versions.insert(v.version, slot);
+    }
+    if let Some(d) = entry.deployed()
+        && !versions.contains_key(&d)
+    {
+        let reason = format!("version {d} is missing");
+        tracing::warn!(model = %entry.name, %reason, "model unreadable");
+        let record = ModelVersion {
+            version: d,
+            ..placeholder_version()
+        };
+        versions.insert(
+            d,
+            Slot::loaded(&entry.name, record, source.clone(), Err(reason)),
+        );
+    }
+    Arc::new(ModelSlots {
+        name: entry.name.clone(),
+        deployed: entry.deployed(),
+        versions,
+    })
+}
+
+/// The time now, as the registry records it (RFC 3339, UTC, seconds).
+pub(crate) fn now_rfc3339() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
 /// A version record standing for one that cannot be read.
-fn placeholder_version() -> ModelVersion {
+pub(crate) fn placeholder_version() -> ModelVersion {
     ModelVersion {
         version: 0,
         created_at: String::new(),
@@ -451,6 +374,10 @@ fn placeholder_version() -> ModelVersion {
         payloads: vec![],
         ports: vec![],
         device: None,
+        state: VersionState::Candidate,
+        state_changed_at: String::new(),
+        state_changed_by: String::new(),
+        state_reason: None,
     }
 }
 
@@ -464,7 +391,7 @@ pub struct Payload {
 }
 
 impl ModelRegistry {
-    /// Open (or create) the registry of `data_dir` and load every model's current version.
+    /// Open (or create) the registry of `data_dir`. Nothing is loaded yet (see the module docs).
     pub async fn open(data_dir: &Path, artifacts: ArtifactStores) -> CatalogResult<Self> {
         let dir = data_dir.join("models");
         std::fs::create_dir_all(&dir)?;
@@ -491,32 +418,26 @@ impl ModelRegistry {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => RegistryFile::default(),
             Err(e) => return Err(e.into()),
         };
-        let source = Source::new(&dir, &artifacts);
-        let mut models = HashMap::new();
-        for entry in file.models.values() {
-            let slot = match entry.current_version() {
-                Some(v) => Slot::new(&entry.name, v.clone(), source.clone()),
-                None => {
-                    let reason = format!("version {} is missing", entry.current);
-                    tracing::warn!(model = %entry.name, %reason, "model unreadable");
-                    let record = ModelVersion {
-                        version: entry.current,
-                        ..placeholder_version()
-                    };
-                    Slot::loaded(&entry.name, record, source.clone(), Err(reason))
-                }
-            };
-            models.insert(entry.name.clone(), slot);
+        let mut file = file;
+        if file.format_version < 2 {
+            let now = now_rfc3339();
+            for entry in file.models.values_mut() {
+                entry.adopt_legacy(&now);
+            }
+            file.format_version = REGISTRY_FORMAT_VERSION;
         }
+        let source = Source::new(&dir, &artifacts);
+        let models = file
+            .models
+            .values()
+            .map(|entry| (entry.name.clone(), slots_of(entry, None, &source, None)))
+            .collect();
         Ok(Self {
             dir,
             artifacts,
             state: Mutex::new(State {
                 file,
-                snapshot: Arc::new(ModelSnapshot {
-                    models,
-                    denied: Default::default(),
-                }),
+                snapshot: Arc::new(ModelSnapshot::new(models)),
                 generation: 0,
             }),
             writes: tokio::sync::Mutex::new(()),
@@ -594,7 +515,9 @@ impl ModelRegistry {
     }
 
     /// Store a model as a new version (the first, or the next with `replace`) with its
-    /// payload files, and make it current. Returns the version number.
+    /// payload files, admitted as `admission` says (deployed, a candidate, or rejected by its
+    /// gate) by role `by`. Returns the version number.
+    #[allow(clippy::too_many_arguments)]
     pub async fn register(
         &self,
         name: &str,
@@ -603,6 +526,8 @@ impl ModelRegistry {
         query: &str,
         created_at: &str,
         replace: bool,
+        admission: &Admission,
+        by: &str,
     ) -> CatalogResult<u32> {
         self.check_create(name, replace)?;
         let bytes = artifact.to_bytes()?;
@@ -629,9 +554,8 @@ impl ModelRegistry {
                 .file
                 .models
                 .get(name)
-                .and_then(|e| e.versions.iter().map(|v| v.version).max())
-                .unwrap_or(0)
-                + 1
+                .map(ModelEntry::next_version)
+                .unwrap_or(1)
         };
         // Where the version is recorded, and the local directory its payloads are opened from.
         let (location, payload_dir) = match &self.artifacts.base_url {
@@ -684,6 +608,11 @@ impl ModelRegistry {
             payloads: expected,
             ports: artifact.port_descriptions(),
             device: artifact.devices().map(|d| d.0),
+            // Set by `add_version`.
+            state: VersionState::Candidate,
+            state_changed_at: String::new(),
+            state_changed_by: String::new(),
+            state_reason: None,
         };
         let mut state = self.lock();
         let mut next = state.file.clone();
@@ -692,14 +621,105 @@ impl ModelRegistry {
             .entry(name.to_string())
             .or_insert_with(|| ModelEntry {
                 name: name.to_string(),
-                current: version,
+                current: 0,
                 versions: vec![],
+                history: vec![],
+                last_version: 0,
             });
-        entry.current = version;
-        entry.versions.push(record.clone());
+        let change = StateChange {
+            at: created_at.to_string(),
+            by: by.to_string(),
+            reason: None,
+        };
+        entry.add_version(record.clone(), admission, &change);
         let slot = Slot::loaded(name, record, self.source(), Ok(Arc::new(artifact)));
         self.commit(&mut state, next, name, Some(slot))?;
         Ok(version)
+    }
+
+    /// Apply `change` to model `name`'s entry and store the result; what `change` returns.
+    async fn change_model<T>(
+        &self,
+        name: &str,
+        change: impl FnOnce(&mut ModelEntry) -> CatalogResult<T>,
+    ) -> CatalogResult<T> {
+        let _writing = self.writes.lock().await;
+        let mut state = self.lock();
+        let mut next = state.file.clone();
+        let entry = next
+            .models
+            .get_mut(name)
+            .ok_or_else(|| CatalogError::ModelNotFound(name.to_string()))?;
+        let out = change(entry)?;
+        self.commit(&mut state, next, name, None)?;
+        Ok(out)
+    }
+
+    /// `ALTER MODEL name DEPLOY VERSION version`; returns the version it replaced.
+    pub async fn deploy(
+        &self,
+        name: &str,
+        version: u32,
+        change: &StateChange,
+    ) -> CatalogResult<Option<u32>> {
+        self.change_model(name, |e| e.deploy(version, change)).await
+    }
+
+    /// `ALTER MODEL name ROLLBACK`; returns `(from, to)`.
+    pub async fn rollback(&self, name: &str, change: &StateChange) -> CatalogResult<(u32, u32)> {
+        self.change_model(name, |e| e.rollback(change)).await
+    }
+
+    /// `ALTER MODEL name RETIRE VERSION version`.
+    pub async fn retire(
+        &self,
+        name: &str,
+        version: u32,
+        change: &StateChange,
+    ) -> CatalogResult<()> {
+        self.change_model(name, |e| e.retire(version, change)).await
+    }
+
+    /// `DROP MODEL name VERSION version`: forget the version, then delete its files (a file
+    /// that cannot be deleted is only logged; the start-up sweep removes it later).
+    pub async fn drop_version(&self, name: &str, version: u32) -> CatalogResult<()> {
+        let removed = self
+            .change_model(name, |e| e.remove_version(version))
+            .await?;
+        self.delete_files(name, &removed).await;
+        Ok(())
+    }
+
+    /// Delete the stored files of version `v` of model `name`. Best effort, logged.
+    async fn delete_files(&self, name: &str, v: &ModelVersion) {
+        if is_url(&v.artifact) {
+            let urls = v
+                .payloads
+                .iter()
+                .map(|p| payload_url(&v.artifact, p))
+                .chain([v.artifact.clone()]);
+            for url in urls {
+                let deleted = match resolve(self.artifacts.stores.as_ref(), &url) {
+                    Ok((store, path)) => store.delete(&path).await.map_err(|e| e.to_string()),
+                    Err(e) => Err(e),
+                };
+                if let Err(error) = deleted {
+                    tracing::warn!(model = name, %error, "could not delete a model artifact");
+                }
+            }
+            let cache = cache_dir(&self.dir, name, &v.artifact, v.version);
+            if let Err(e) = std::fs::remove_dir_all(&cache)
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                tracing::warn!(model = name, error = %e, "could not delete cached model payloads");
+            }
+        } else if let Some(folder) = Path::new(&v.artifact).parent()
+            && folder.parent().is_some_and(|p| p == Path::new(name))
+            && let Err(e) = durable::remove_dir_all(&self.dir.join(folder))
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(model = name, error = %e, "could not delete a model version");
+        }
     }
 
     /// Refuse a version whose artifact and payloads exceed `max_mb`.
@@ -759,26 +779,34 @@ impl ModelRegistry {
         Ok(copied + 1)
     }
 
-    /// Write `next` as the registry, then publish a snapshot where `name` is `loaded`
-    /// (`None` = removed).
+    /// Write `next` as the registry, then publish a snapshot where model `name` is as `next`
+    /// has it (gone when `next` has no such model); `fresh` is a version just written, with
+    /// its artifact already in memory.
     fn commit(
         &self,
         state: &mut State,
         next: RegistryFile,
         name: &str,
-        loaded: Option<Arc<Slot>>,
+        fresh: Option<Arc<Slot>>,
     ) -> CatalogResult<()> {
         crate::persist::write_json_atomically(&self.dir.join("registry.json"), &next)?;
+        let mut models = state.snapshot.models().clone();
+        match next.models.get(name) {
+            Some(entry) => {
+                let slots = slots_of(
+                    entry,
+                    models.get(name).map(Arc::as_ref),
+                    &self.source(),
+                    fresh,
+                );
+                models.insert(name.to_string(), slots);
+            }
+            None => {
+                models.remove(name);
+            }
+        }
         state.file = next;
-        let mut models = state.snapshot.models.clone();
-        match loaded {
-            Some(l) => models.insert(name.to_string(), l),
-            None => models.remove(name),
-        };
-        state.snapshot = Arc::new(ModelSnapshot {
-            models,
-            denied: Default::default(),
-        });
+        state.snapshot = Arc::new(ModelSnapshot::new(models));
         state.generation += 1;
         Ok(())
     }

@@ -23,7 +23,7 @@ use crate::models::{ModelRegistry, ModelVersion};
 /// Which registry table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SystemTable {
-    /// One row per model (its current version).
+    /// One row per model (its deployed version; NULL version columns while none is).
     Models,
     /// One row per model version.
     ModelVersions,
@@ -76,6 +76,10 @@ impl SystemTable {
                 s("name"),
                 i("version"),
                 Field::new("is_current", DataType::Boolean, false),
+                s("state"),
+                s("state_changed_at"),
+                s("state_changed_by"),
+                s("state_reason"),
                 s("task"),
                 s("algorithm"),
                 s("target"),
@@ -170,54 +174,40 @@ impl RegistryTable {
         }
         let cols: Vec<ArrayRef> = match self.table {
             SystemTable::Models => {
-                let cur: Vec<(&str, &ModelVersion, usize)> = entries
+                // One row per model; the version columns describe the deployed version and
+                // are NULL while none is.
+                let cur: Vec<(&str, Option<&ModelVersion>, usize)> = entries
                     .iter()
-                    .filter_map(|e| {
-                        e.current_version()
-                            .map(|v| (e.name.as_str(), v, e.versions.len()))
-                    })
+                    .map(|e| (e.name.as_str(), e.current_version(), e.versions.len()))
                     .collect();
-                let heads: Vec<(Option<String>, Option<f64>)> =
-                    cur.iter().map(|(_, v, _)| headline(v)).collect();
+                let heads: Vec<(Option<String>, Option<f64>)> = cur
+                    .iter()
+                    .map(|(_, v, _)| v.map(headline).unwrap_or((None, None)))
+                    .collect();
+                let with = |f: &dyn Fn(&ModelVersion) -> Option<String>| -> ArrayRef {
+                    Arc::new(StringArray::from_iter(cur.iter().map(|c| c.1.and_then(f))))
+                };
+                let int = |f: &dyn Fn(&ModelVersion) -> i64| -> ArrayRef {
+                    Arc::new(Int64Array::from_iter(cur.iter().map(|c| c.1.map(f))))
+                };
                 vec![
                     Arc::new(StringArray::from_iter_values(cur.iter().map(|c| c.0))),
-                    Arc::new(Int64Array::from_iter_values(
-                        cur.iter().map(|c| c.1.version as i64),
-                    )),
+                    int(&|v| v.version as i64),
                     Arc::new(Int64Array::from_iter_values(cur.iter().map(|c| c.2 as i64))),
-                    Arc::new(StringArray::from_iter_values(
-                        cur.iter().map(|c| task_name(c.1.task)),
-                    )),
-                    Arc::new(StringArray::from_iter_values(
-                        cur.iter().map(|c| c.1.algorithm.as_str()),
-                    )),
-                    Arc::new(StringArray::from_iter(
-                        cur.iter().map(|c| c.1.target.as_deref()),
-                    )),
-                    Arc::new(StringArray::from_iter_values(
-                        cur.iter().map(|c| c.1.features.join(", ")),
-                    )),
+                    with(&|v| Some(task_name(v.task).to_string())),
+                    with(&|v| Some(v.algorithm.clone())),
+                    with(&|v| v.target.clone()),
+                    with(&|v| Some(v.features.join(", "))),
                     Arc::new(StringArray::from_iter(heads.iter().map(|h| h.0.as_deref()))),
                     Arc::new(Float64Array::from_iter(heads.iter().map(|h| h.1))),
-                    Arc::new(Int64Array::from_iter_values(
-                        cur.iter().map(|c| c.1.train_rows as i64),
+                    int(&|v| v.train_rows as i64),
+                    int(&|v| v.validation_rows as i64),
+                    Arc::new(Float64Array::from_iter(
+                        cur.iter().map(|c| c.1.map(|v| v.train_seconds)),
                     )),
-                    Arc::new(Int64Array::from_iter_values(
-                        cur.iter().map(|c| c.1.validation_rows as i64),
-                    )),
-                    Arc::new(Float64Array::from_iter_values(
-                        cur.iter().map(|c| c.1.train_seconds),
-                    )),
-                    Arc::new(StringArray::from_iter_values(
-                        cur.iter().map(|c| c.1.created_at.as_str()),
-                    )),
-                    Arc::new(StringArray::from_iter(
-                        cur.iter().map(|c| c.1.device.as_deref()),
-                    )),
-                    Arc::new(StringArray::from_iter(
-                        cur.iter()
-                            .map(|c| c.1.device.as_deref().map(effective_device)),
-                    )),
+                    with(&|v| Some(v.created_at.clone())),
+                    with(&|v| v.device.clone()),
+                    with(&|v| v.device.as_deref().map(effective_device)),
                 ]
             }
             SystemTable::ModelVersions => {
@@ -236,6 +226,18 @@ impl RegistryTable {
                     )),
                     Arc::new(BooleanArray::from(
                         all.iter().map(|c| c.2).collect::<Vec<_>>(),
+                    )),
+                    Arc::new(StringArray::from_iter_values(
+                        all.iter().map(|c| c.1.state.name()),
+                    )),
+                    Arc::new(StringArray::from_iter_values(
+                        all.iter().map(|c| c.1.state_changed_at.as_str()),
+                    )),
+                    Arc::new(StringArray::from_iter_values(
+                        all.iter().map(|c| c.1.state_changed_by.as_str()),
+                    )),
+                    Arc::new(StringArray::from_iter(
+                        all.iter().map(|c| c.1.state_reason.as_deref()),
                     )),
                     Arc::new(StringArray::from_iter_values(
                         all.iter().map(|c| task_name(c.1.task)),

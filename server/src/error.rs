@@ -49,6 +49,7 @@ impl WireStatus for StatusCode {
             StatusCode::InvalidAuthorization => "28000",
             StatusCode::InsufficientPrivilege => "42501",
             StatusCode::ObjectInUse => "55006",
+            StatusCode::ObjectNotInPrerequisiteState => "55000",
             StatusCode::DependentObjects => "2BP01",
             StatusCode::InvalidGrantOperation => "0LP01",
             StatusCode::ReservedName => "42939",
@@ -96,6 +97,7 @@ impl WireStatus for StatusCode {
             }
             StatusCode::InsufficientPrivilege => tonic::Code::PermissionDenied,
             StatusCode::ObjectInUse
+            | StatusCode::ObjectNotInPrerequisiteState
             | StatusCode::ReadOnlyParameter
             | StatusCode::DependentObjects => tonic::Code::FailedPrecondition,
             StatusCode::ReservedName | StatusCode::InvalidGrantOperation => {
@@ -134,6 +136,7 @@ mod tests {
             (StatusCode::InvalidAuthorization, "28000"),
             (StatusCode::InsufficientPrivilege, "42501"),
             (StatusCode::ObjectInUse, "55006"),
+            (StatusCode::ObjectNotInPrerequisiteState, "55000"),
             (StatusCode::DependentObjects, "2BP01"),
             (StatusCode::InvalidGrantOperation, "0LP01"),
             (StatusCode::ReservedName, "42939"),

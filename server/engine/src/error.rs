@@ -76,6 +76,9 @@ pub enum StatusCode {
     InsufficientPrivilege,
     /// The object is in use (the session's own role, the bootstrap superuser).
     ObjectInUse,
+    /// The object is not in the state the statement needs (a rejected model version deployed,
+    /// a deployed one retired).
+    ObjectNotInPrerequisiteState,
     /// A GRANT that cannot be made (a privilege the object does not have, a membership loop).
     InvalidGrantOperation,
     /// Other objects depend on this one (a role that still owns tables or models).
@@ -157,6 +160,7 @@ fn classify_catalog(e: &prognos_catalog::CatalogError) -> StatusCode {
         C::InvalidModelName(_) => StatusCode::InvalidParameterValue,
         C::ModelUnavailable { .. } => StatusCode::DataCorrupted,
         C::ModelVersionNotFound { .. } => StatusCode::UndefinedObject,
+        C::ModelVersionState { .. } => StatusCode::ObjectNotInPrerequisiteState,
         C::Model(m) => classify_model(m),
         C::Storage(s) => classify_storage(s),
         _ => StatusCode::IoError,

@@ -20,6 +20,7 @@ mod model_ddl;
 mod model_export;
 mod model_files;
 mod model_import;
+mod model_lifecycle;
 mod model_refs;
 pub mod model_sql;
 mod orphans;
@@ -58,7 +59,7 @@ use prognos_storage::stores::StoreRegistry;
 use tracing::{info, warn};
 
 pub use copy::{CopyFormat, CopyInTarget, CopyKind};
-pub use model_sql::ModelStatement;
+pub use model_sql::{ModelAction, ModelStatement};
 pub use roles::{LoginRole, password_failed};
 pub use session::{BlockState, DEFAULT_PG_SETTINGS, Session, Touched};
 
@@ -107,7 +108,17 @@ impl Statement {
                 ModelStatement::Export { name, target, .. } => {
                     format!("EXPORT MODEL {name} TO '{target}'")
                 }
-                ModelStatement::Drop { name, .. } => format!("DROP MODEL {name}"),
+                ModelStatement::Drop {
+                    name,
+                    version: None,
+                    ..
+                } => format!("DROP MODEL {name}"),
+                ModelStatement::Drop {
+                    name,
+                    version: Some(v),
+                    ..
+                } => format!("DROP MODEL {name} VERSION {v}"),
+                ModelStatement::Alter { name, action } => format!("ALTER MODEL {name} {action}"),
                 ModelStatement::Describe { name } => format!("DESCRIBE MODEL {name}"),
                 ModelStatement::Show => "SHOW MODELS".to_string(),
             },
@@ -125,6 +136,7 @@ impl Statement {
                 | ModelStatement::Import { name, .. }
                 | ModelStatement::Export { name, .. }
                 | ModelStatement::Drop { name, .. }
+                | ModelStatement::Alter { name, .. }
                 | ModelStatement::Describe { name },
             ) => Some(name),
             _ => None,

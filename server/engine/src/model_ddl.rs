@@ -191,7 +191,32 @@ pub(super) async fn execute(
             ));
             Ok(command("EXPORT MODEL"))
         }
-        ModelStatement::Drop { name, if_exists } => {
+        ModelStatement::Drop {
+            name,
+            if_exists,
+            version: Some(version),
+        } => {
+            crate::statements::not_transactional(session, "DROP MODEL");
+            if engine.registry.get(name).is_none() {
+                if *if_exists {
+                    session.notice(format!("model \"{name}\" does not exist, skipping"));
+                    return Ok(command("DROP MODEL"));
+                }
+                return Err(CatalogError::ModelNotFound(name.clone()).into());
+            }
+            crate::privileges::require_owner(
+                &engine.privileges(session),
+                &Securable::Model(name.clone()),
+            )?;
+            engine.registry.drop_version(name, *version).await?;
+            engine.bump_epoch();
+            Ok(command("DROP MODEL"))
+        }
+        ModelStatement::Drop {
+            name,
+            if_exists,
+            version: None,
+        } => {
             crate::statements::not_transactional(session, "DROP MODEL");
             if engine.registry.get(name).is_some() {
                 crate::privileges::require_owner(
@@ -212,6 +237,19 @@ pub(super) async fn execute(
                 }
             }
             Ok(command("DROP MODEL"))
+        }
+        ModelStatement::Alter { name, action } => {
+            crate::statements::not_transactional(session, "ALTER MODEL");
+            if engine.registry.get(name).is_none() {
+                return Err(CatalogError::ModelNotFound(name.clone()).into());
+            }
+            crate::privileges::require_owner(
+                &engine.privileges(session),
+                &Securable::Model(name.clone()),
+            )?;
+            crate::model_lifecycle::alter(engine, session, name, action).await?;
+            engine.bump_epoch();
+            Ok(command("ALTER MODEL"))
         }
         ModelStatement::Create {
             name,
@@ -283,7 +321,16 @@ pub(super) async fn execute(
             let created = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
             let version = engine
                 .registry
-                .register(name, artifact, &[], query_text, &created, *replace)
+                .register(
+                    name,
+                    artifact,
+                    &[],
+                    query_text,
+                    &created,
+                    *replace,
+                    &prognos_catalog::Admission::Deploy,
+                    &session.user(),
+                )
                 .await?;
             if let Creating::New = creating {
                 engine.record_owner(session, Securable::Model(name.clone()))?;

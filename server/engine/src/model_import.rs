@@ -250,6 +250,8 @@ pub(crate) async fn import(
             source,
             &created,
             replace,
+            &prognos_catalog::Admission::Deploy,
+            &session.user(),
         )
         .await?;
     Ok((version, summary))

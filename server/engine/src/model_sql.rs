@@ -11,7 +11,8 @@
 //!   AS <query>
 //! CREATE [OR REPLACE] MODEL [IF NOT EXISTS] name FROM 'model.onnx' | 's3://…'
 //!   [WITH (task = …, labels = …, inputs = …, outputs = …, target = …, device = …)]
-//! DROP MODEL [IF EXISTS] name
+//! DROP MODEL [IF EXISTS] name [VERSION n]
+//! ALTER MODEL name DEPLOY VERSION n | ROLLBACK | RETIRE VERSION n
 //! SHOW MODELS
 //! DESCRIBE MODEL name          -- also DESC MODEL
 //! EXPORT MODEL name [VERSION n] TO 'model.onnx' | 's3://...'
@@ -75,6 +76,15 @@ pub enum ModelStatement {
         name: String,
         /// `IF EXISTS`.
         if_exists: bool,
+        /// `VERSION n`: drop that version only.
+        version: Option<u32>,
+    },
+    /// `ALTER MODEL name …`: a lifecycle change.
+    Alter {
+        /// Model name.
+        name: String,
+        /// What changes.
+        action: ModelAction,
     },
     /// `SHOW MODELS`.
     Show,
@@ -92,6 +102,27 @@ pub enum ModelStatement {
         /// The file's path or URL, as written.
         target: String,
     },
+}
+
+/// What `ALTER MODEL` changes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ModelAction {
+    /// `DEPLOY VERSION n`.
+    Deploy(u32),
+    /// `ROLLBACK`: back to the version deployed before.
+    Rollback,
+    /// `RETIRE VERSION n`.
+    Retire(u32),
+}
+
+impl std::fmt::Display for ModelAction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ModelAction::Deploy(v) => write!(f, "DEPLOY VERSION {v}"),
+            ModelAction::Rollback => f.write_str("ROLLBACK"),
+            ModelAction::Retire(v) => write!(f, "RETIRE VERSION {v}"),
+        }
+    }
 }
 
 /// The series of a forecasting model.
@@ -151,16 +182,31 @@ pub(crate) fn parse(p: &mut Parser<'_>, sql: &str) -> EngineResult<ModelStatemen
         let name = ident_name(&p.parse_identifier().map_err(parse_err)?);
         return finish(p, ModelStatement::Describe { name });
     }
+    if is_word(&first.token, "alter") {
+        expect_word(p, "model")?;
+        let name = ident_name(&p.parse_identifier().map_err(parse_err)?);
+        let t = p.next_token();
+        let action = if is_word(&t.token, "deploy") {
+            expect_word(p, "version")?;
+            ModelAction::Deploy(version_number(p)?)
+        } else if is_word(&t.token, "rollback") {
+            ModelAction::Rollback
+        } else if is_word(&t.token, "retire") {
+            expect_word(p, "version")?;
+            ModelAction::Retire(version_number(p)?)
+        } else {
+            return Err(syntax(format!(
+                "syntax error at or near \"{}\": expected DEPLOY VERSION n, ROLLBACK or \
+                 RETIRE VERSION n",
+                t.token
+            )));
+        };
+        return finish(p, ModelStatement::Alter { name, action });
+    }
     if is_word(&first.token, "export") {
         expect_word(p, "model")?;
         let name = ident_name(&p.parse_identifier().map_err(parse_err)?);
-        let version = if is_word(&p.peek_token().token, "version") {
-            p.next_token();
-            let n = p.parse_literal_uint().map_err(parse_err)?;
-            Some(u32::try_from(n).map_err(|_| syntax(format!("version {n} is out of range")))?)
-        } else {
-            None
-        };
+        let version = optional_version(p)?;
         if !p.parse_keyword(Keyword::TO) {
             return Err(syntax(format!(
                 "syntax error at or near \"{}\": expected TO 'file.onnx'",
@@ -184,7 +230,15 @@ pub(crate) fn parse(p: &mut Parser<'_>, sql: &str) -> EngineResult<ModelStatemen
         expect_word(p, "model")?;
         let if_exists = p.parse_keywords(&[Keyword::IF, Keyword::EXISTS]);
         let name = ident_name(&p.parse_identifier().map_err(parse_err)?);
-        return finish(p, ModelStatement::Drop { name, if_exists });
+        let version = optional_version(p)?;
+        return finish(
+            p,
+            ModelStatement::Drop {
+                name,
+                if_exists,
+                version,
+            },
+        );
     }
     // CREATE [OR REPLACE] MODEL
     let replace = p.parse_keywords(&[Keyword::OR, Keyword::REPLACE]);
@@ -302,6 +356,25 @@ pub(crate) fn parse(p: &mut Parser<'_>, sql: &str) -> EngineResult<ModelStatemen
         query,
         query_text,
     })
+}
+
+/// A version number (`VERSION` already read).
+fn version_number(p: &mut Parser<'_>) -> EngineResult<u32> {
+    let n = p.parse_literal_uint().map_err(parse_err)?;
+    match u32::try_from(n) {
+        Ok(v) if v > 0 => Ok(v),
+        _ => Err(syntax(format!("version {n} is out of range"))),
+    }
+}
+
+/// `[VERSION n]`.
+fn optional_version(p: &mut Parser<'_>) -> EngineResult<Option<u32>> {
+    if is_word(&p.peek_token().token, "version") {
+        p.next_token();
+        version_number(p).map(Some)
+    } else {
+        Ok(None)
+    }
 }
 
 /// A quoted string literal (not a bare word, which the parser would also read as one).

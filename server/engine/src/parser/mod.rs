@@ -5,7 +5,7 @@
 //! DataFusion's [`DFParser`] — which knows `CREATE EXTERNAL TABLE`, `COPY … TO 'file' STORED
 //! AS`, `EXPLAIN` — with the statements prognos adds read from the same token stream:
 //!
-//! * model statements (`CREATE [OR REPLACE] MODEL`, `DROP MODEL`, `SHOW MODELS`,
+//! * model statements (`CREATE [OR REPLACE] MODEL`, `ALTER MODEL`, `DROP MODEL`, `SHOW MODELS`,
 //!   `DESCRIBE MODEL`, `EXPORT MODEL`), parsed by [`crate::model_sql`] with the `AS` query kept as a tree;
 //! * role statements (`CREATE / ALTER / DROP ROLE | USER`), parsed by [`crate::role_sql`];
 //! * PostgreSQL's `COPY … TO 'file' [WITH] (FORMAT parquet, HEADER, …)`, read into DataFusion's
@@ -146,7 +146,7 @@ fn is_word(t: &Token, w: &str) -> bool {
 fn starts_model_statement(words: &[Token]) -> bool {
     let at = |i: usize, s: &str| words.get(i).is_some_and(|t| is_word(t, s));
     (at(0, "create") && (at(1, "model") || at(1, "or") && at(2, "replace") && at(3, "model")))
-        || at(0, "drop") && at(1, "model")
+        || (at(0, "drop") || at(0, "alter")) && at(1, "model")
         || at(0, "show") && at(1, "models")
         || (at(0, "describe") || at(0, "desc")) && at(1, "model")
         || at(0, "export") && at(1, "model")
@@ -233,7 +233,7 @@ mod tests {
         assert!(matches!(stmts[0].statement, Parsed::Sql(_)));
         assert!(matches!(
             &stmts[1].statement,
-            Parsed::Model(ModelStatement::Drop { name, if_exists: true }) if name == "m"
+            Parsed::Model(ModelStatement::Drop { name, if_exists: true, version: None }) if name == "m"
         ));
         assert_eq!(stmts[1].text, "DROP MODEL IF EXISTS m");
         assert!(matches!(

@@ -1,0 +1,47 @@
+//! `ALTER MODEL name DEPLOY VERSION n | ROLLBACK | RETIRE VERSION n`: lifecycle changes made by
+//! a role (the rules are `prognos_catalog::model_states`'). Each is one atomic registry write;
+//! queries already running keep the version they started with.
+
+use prognos_catalog::StateChange;
+
+use crate::Engine;
+use crate::error::EngineResult;
+use crate::model_sql::ModelAction;
+use crate::session::Session;
+
+/// Apply `action` to model `name` as the session's role, with a NOTICE saying what changed.
+pub(crate) async fn alter(
+    engine: &Engine,
+    session: &Session,
+    name: &str,
+    action: &ModelAction,
+) -> EngineResult<()> {
+    let change = StateChange {
+        at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        by: session.user(),
+        reason: None,
+    };
+    let said = match action {
+        ModelAction::Deploy(version) => {
+            match engine.registry.deploy(name, *version, &change).await? {
+                Some(previous) => format!(
+                    "model \"{name}\": version {version} deployed (replacing version {previous})"
+                ),
+                None => format!("model \"{name}\": version {version} deployed"),
+            }
+        }
+        ModelAction::Rollback => {
+            let (from, to) = engine.registry.rollback(name, &change).await?;
+            format!(
+                "model \"{name}\": rolled back from version {from} (now retired) to version {to}"
+            )
+        }
+        ModelAction::Retire(version) => {
+            engine.registry.retire(name, *version, &change).await?;
+            format!("model \"{name}\": version {version} retired")
+        }
+    };
+    tracing::info!(model = name, user = %change.by, "{said}");
+    session.notice(said);
+    Ok(())
+}
