@@ -118,6 +118,29 @@ const SCENARIOS: &[Scenario] = &[
         statements: &["DROP MODEL m"],
         probe: &["SELECT name, version FROM system.model_versions ORDER BY 1, 2"],
     },
+    Scenario {
+        name: "ALTER MODEL ROLLBACK",
+        setup: &[
+            "CREATE TABLE t AS SELECT value AS x, value * 2 + 1 AS y FROM generate_series(1, 200)",
+            "CREATE MODEL m PREDICT y USING linear AS SELECT x, y FROM t",
+            "CREATE OR REPLACE MODEL m PREDICT y USING linear AS SELECT x, y + 9 AS y FROM t",
+        ],
+        statements: &["ALTER MODEL m ROLLBACK"],
+        probe: &[
+            "SELECT version, state FROM system.model_versions ORDER BY 1",
+            "SELECT round(PREDICT('m', 10)) FROM t LIMIT 1",
+        ],
+    },
+    Scenario {
+        name: "DROP MODEL VERSION",
+        setup: &[
+            "CREATE TABLE t AS SELECT value AS x, value * 2 + 1 AS y FROM generate_series(1, 200)",
+            "CREATE MODEL m PREDICT y USING linear AS SELECT x, y FROM t",
+            "CREATE OR REPLACE MODEL m PREDICT y USING linear AS SELECT x, y + 9 AS y FROM t",
+        ],
+        statements: &["DROP MODEL m VERSION 1"],
+        probe: &["SELECT version, state FROM system.model_versions ORDER BY 1"],
+    },
 ];
 
 /// The probe's answers as text; an error is its SQLSTATE (a table that does not exist yet).
