@@ -23,7 +23,7 @@ pub mod train;
 
 pub use error::{ModelError, ModelResult};
 pub use model::{Algorithm, FORMAT_VERSION, ModelArtifact};
-pub use train::{TrainContext, TrainRequest, train};
+pub use train::{TrainContext, TrainRequest, train, train_with_holdout};
 
 use serde::{Deserialize, Serialize};
 

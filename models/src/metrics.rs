@@ -111,6 +111,24 @@ pub fn classification(probs: &[f32], k: usize, y: &[usize]) -> Metrics {
     m
 }
 
+/// Metrics of a supervised model's outputs, `k` per row (a binary classifier's P(second
+/// class), a multiclass one's probabilities, a regression's values), against the true values
+/// (class codes for a classifier of `classes` classes, `None` for a regression).
+pub fn of_outputs(classes: Option<usize>, outputs: &[f32], k: usize, truth: &[f32]) -> Metrics {
+    match classes {
+        Some(classes) => {
+            let probs = if k == 1 {
+                both_classes(outputs)
+            } else {
+                outputs.to_vec()
+            };
+            let y: Vec<usize> = truth.iter().map(|&t| t as usize).collect();
+            classification(&probs, classes, &y)
+        }
+        None => regression(outputs, truth),
+    }
+}
+
 /// Metrics of a regressor.
 pub fn regression(pred: &[f32], y: &[f32]) -> Metrics {
     let n = y.len();

@@ -435,6 +435,57 @@ impl ModelArtifact {
         }
     }
 
+    /// The model's metrics on labelled rows: `target` holds the true values and `features` the
+    /// feature columns in the model's order. Rows whose target is NULL (or a class the model
+    /// does not know) are skipped. Returns the metrics and the number of rows they cover.
+    pub fn evaluate(
+        &self,
+        target: &ArrayRef,
+        features: &[ArrayRef],
+    ) -> ModelResult<(Metrics, usize)> {
+        let Some(t) = &self.target else {
+            return Err(ModelError::InvalidInput(
+                "only a model with a target (classification or regression) can be evaluated".into(),
+            ));
+        };
+        let truth = t.encode(target)?;
+        let (out, k) = self.scores(features)?;
+        let (mut outputs, mut labels) = (vec![], vec![]);
+        for (i, y) in truth.iter().enumerate() {
+            if let Some(y) = y {
+                labels.push(*y);
+                outputs.extend_from_slice(&out[i * k..(i + 1) * k]);
+            }
+        }
+        let classes = (self.task == Task::Classification).then(|| t.n_classes());
+        Ok((
+            crate::metrics::of_outputs(classes, &outputs, k, &labels),
+            labels.len(),
+        ))
+    }
+
+    /// The metric a version is judged by when nothing else is said (the one `auto` selects
+    /// on) and whether higher is better: AUC for a binary classifier, log loss for a
+    /// multiclass one, RMSE for a regression, the backtest's MASE (or sMAPE) for a forecast.
+    /// `None` for models with no such measure (clustering, anomaly detection, embeddings).
+    pub fn headline_metric(&self) -> Option<(&'static str, bool)> {
+        match self.task {
+            Task::Classification => match self.target.as_ref().map(|t| t.n_classes()) {
+                Some(2) => Some(("auc", true)),
+                _ => Some(("log_loss", false)),
+            },
+            Task::Regression => Some(("rmse", false)),
+            Task::Forecasting => {
+                if self.metrics.values.contains_key("mase") {
+                    Some(("mase", false))
+                } else {
+                    Some(("smape", false))
+                }
+            }
+            Task::Clustering | Task::AnomalyDetection | Task::Embedding => None,
+        }
+    }
+
     /// Serialise to the artifact format.
     pub fn to_bytes(&self) -> ModelResult<Vec<u8>> {
         serde_json::to_vec(self).map_err(|e| ModelError::Corrupt(e.to_string()))

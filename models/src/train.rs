@@ -471,6 +471,18 @@ pub fn train(
     req: &TrainRequest,
     ctx: &mut TrainContext<'_>,
 ) -> ModelResult<ModelArtifact> {
+    train_with_holdout(names, columns, req, ctx).map(|(artifact, _)| artifact)
+}
+
+/// [`train`], also returning which rows of `columns` were held out for validation (the rows
+/// the stored metrics were measured on; empty when none were, as for clustering), so a
+/// validation gate can score another version on the same rows.
+pub fn train_with_holdout(
+    names: &[String],
+    columns: &[ArrayRef],
+    req: &TrainRequest,
+    ctx: &mut TrainContext<'_>,
+) -> ModelResult<(ModelArtifact, Vec<u32>)> {
     let started = Instant::now();
     check_options(&req.options)?;
     let seed = num(&req.options, "seed")?.unwrap_or(42.0).max(0.0) as u64;
@@ -486,7 +498,8 @@ pub fn train(
                 "anomaly detection takes no PREDICT target (got \"{t}\")"
             )));
         }
-        return train_isolation_forest(names, columns, req, seed, started, ctx);
+        return train_isolation_forest(names, columns, req, seed, started, ctx)
+            .map(|a| (a, vec![]));
     }
     let task_override = req.options.get("task").map(|t| parse_task(t)).transpose()?;
     let wants_clusters =
@@ -497,7 +510,7 @@ pub fn train(
                 "clustering takes no PREDICT target (got \"{t}\")"
             )));
         }
-        return train_clusters(names, columns, req, seed, started, ctx);
+        return train_clusters(names, columns, req, seed, started, ctx).map(|a| (a, vec![]));
     }
     let Some(target_name) = &req.target else {
         return Err(ModelError::InvalidInput(
@@ -742,7 +755,8 @@ pub fn train(
             }
         }
     }
-    Ok(ModelArtifact {
+    let held_out = valid_idx.iter().map(|&i| keep[i as usize]).collect();
+    let artifact = ModelArtifact {
         format_version: FORMAT_VERSION,
         task,
         algorithm,
@@ -758,7 +772,8 @@ pub fn train(
         validation_rows: valid_idx.len(),
         train_seconds: started.elapsed().as_secs_f64(),
         calibration,
-    })
+    };
+    Ok((artifact, held_out))
 }
 
 /// `CREATE MODEL ... DETECT ANOMALIES`: an isolation forest over every column.

@@ -202,6 +202,30 @@ impl Server {
         client
     }
 
+    /// Connect and collect the NOTICEs and WARNINGs the server sends, as
+    /// `(severity, message)`, in the order they arrive.
+    pub async fn connect_with_notices(&self) -> (tokio_postgres::Client, Notices) {
+        use futures::StreamExt;
+        let (client, mut conn) =
+            tokio_postgres::connect(&self.pg_conn_str(), tokio_postgres::NoTls)
+                .await
+                .expect("connect");
+        let seen = Notices::default();
+        let sink = seen.clone();
+        tokio::spawn(async move {
+            let mut messages = futures::stream::poll_fn(move |cx| conn.poll_message(cx));
+            while let Some(Ok(m)) = messages.next().await {
+                if let tokio_postgres::AsyncMessage::Notice(n) = m {
+                    sink.0
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push((n.severity().to_string(), n.message().to_string()));
+                }
+            }
+        });
+        (client, seen)
+    }
+
     /// Process id of the server.
     pub fn pid(&self) -> u32 {
         self.child.as_ref().map(|c| c.id()).unwrap_or(0)
@@ -383,4 +407,15 @@ pub fn rss_kib(pid: u32) -> u64 {
                 .and_then(|v| v.parse().ok())
         })
         .unwrap_or(0)
+}
+
+/// What [`Server::connect_with_notices`] collects: `(severity, message)` pairs.
+#[derive(Debug, Clone, Default)]
+pub struct Notices(std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>);
+
+impl Notices {
+    /// Everything received so far, emptying the list.
+    pub fn take(&self) -> Vec<(String, String)> {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(|p| p.into_inner()))
+    }
 }

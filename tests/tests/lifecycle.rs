@@ -231,3 +231,205 @@ async fn sixteen_clients_predict_through_deploys_and_rollbacks_without_errors() 
         1
     );
 }
+
+/// `g`: y = 3x − 2z + noise-free, with `z` cycling 0..6; 1000 rows.
+async fn gate_data(c: &tokio_postgres::Client) {
+    c.batch_execute(
+        "CREATE TABLE g AS SELECT CAST(value AS DOUBLE) AS x, CAST(value % 7 AS DOUBLE) AS z, \
+             CAST(3 * value - 2 * (value % 7) AS DOUBLE) AS y FROM generate_series(1, 1000)",
+    )
+    .await
+    .expect("gate data");
+}
+
+fn warnings(n: &[(String, String)]) -> Vec<&str> {
+    n.iter()
+        .filter(|(s, _)| s == "WARNING")
+        .map(|(_, m)| m.as_str())
+        .collect()
+}
+
+fn notices_with<'a>(n: &'a [(String, String)], text: &str) -> Vec<&'a str> {
+    n.iter()
+        .filter(|(_, m)| m.contains(text))
+        .map(|(_, m)| m.as_str())
+        .collect()
+}
+
+/// The default gate: a version worse than the deployed one on the same held-out rows is
+/// stored as rejected with a WARNING while the deployed one keeps serving; a better one is
+/// deployed. When the deployed version cannot read the new held-out rows, stored metrics
+/// decide, and a NOTICE says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_default_gate_rejects_a_worse_version_and_deploys_a_better_one() {
+    let server = Server::start();
+    let (c, notices) = server.connect_with_notices().await;
+    gate_data(&c).await;
+    // Version 1: two shallow trees on x and z — poor.
+    c.simple_query(
+        "CREATE MODEL m PREDICT y USING gbdt WITH (num_trees = 2) AS SELECT x, z, y FROM g",
+    )
+    .await
+    .expect("v1");
+    assert!(
+        warnings(&notices.take()).is_empty(),
+        "the first version deploys"
+    );
+    // Version 2: a linear fit of the exact relation — better on the same rows.
+    c.simple_query("CREATE OR REPLACE MODEL m PREDICT y USING linear AS SELECT x, z, y FROM g")
+        .await
+        .expect("v2");
+    let n = notices.take();
+    assert!(warnings(&n).is_empty(), "{n:?}");
+    assert_eq!(notices_with(&n, "validation gate passed").len(), 1, "{n:?}");
+    assert!(
+        notices_with(&n, "on the same 200 held-out rows").len() == 1,
+        "{n:?}"
+    );
+    // Version 3: the poor trees again — rejected, and version 2 keeps serving.
+    c.simple_query(
+        "CREATE OR REPLACE MODEL m PREDICT y USING gbdt WITH (num_trees = 2) \
+         AS SELECT x, z, y FROM g",
+    )
+    .await
+    .expect("a rejected version still completes the statement");
+    let n = notices.take();
+    let w = warnings(&n);
+    assert_eq!(w.len(), 1, "{n:?}");
+    assert!(
+        w[0].contains("version 3 was rejected") && w[0].contains("version 2 stays deployed"),
+        "{}",
+        w[0]
+    );
+    assert_eq!(
+        states(&c).await,
+        st(&[(1, "candidate"), (2, "deployed"), (3, "rejected")])
+    );
+    let reason: Option<String> = c
+        .query_one(
+            "SELECT state_reason FROM system.model_versions WHERE name = 'm' AND version = 3",
+            &[],
+        )
+        .await
+        .expect("reason")
+        .get(0);
+    assert!(
+        reason
+            .as_deref()
+            .is_some_and(|r| r.starts_with("worse than the deployed version: rmse")),
+        "{reason:?}"
+    );
+    let msg = fails_with(&c, "ALTER MODEL m DEPLOY VERSION 3", "55000").await;
+    assert!(msg.contains("rejected"), "{msg}");
+    // A version whose features the deployed one lacks: judged by stored metrics.
+    c.simple_query("CREATE OR REPLACE MODEL m PREDICT y USING linear AS SELECT z AS w, y FROM g")
+        .await
+        .expect("v4");
+    let n = notices.take();
+    assert_eq!(warnings(&n).len(), 1, "{n:?}");
+    assert!(
+        warnings(&n)[0].contains("by the metrics stored with each version"),
+        "{n:?}"
+    );
+    assert_eq!(states(&c).await[3], (4, "rejected".to_string()));
+    // gate = 'none' deploys whatever comes.
+    c.simple_query(
+        "CREATE OR REPLACE MODEL m PREDICT y USING linear WITH (gate = 'none') \
+         AS SELECT z AS w, y FROM g",
+    )
+    .await
+    .expect("v5");
+    assert_eq!(states(&c).await[4], (5, "deployed".to_string()));
+}
+
+/// Explicit rules, manual deployment, a first version that fails its gate, and rules that
+/// cannot be evaluated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gate_rules_and_manual_deployment() {
+    let server = Server::start();
+    let (c, notices) = server.connect_with_notices().await;
+    gate_data(&c).await;
+    // A first version that fails its rule: stored, nothing deployed.
+    c.simple_query(
+        "CREATE MODEL m PREDICT y USING gbdt WITH (num_trees = 2, gate = 'r2 >= 0.99') \
+         AS SELECT x, z, y FROM g",
+    )
+    .await
+    .expect("v1 rejected");
+    let n = notices.take();
+    assert!(
+        warnings(&n)
+            .iter()
+            .any(|w| w.contains("no version is deployed")
+                && w.contains("gate 'r2 >= 0.99' failed: r2 = ")),
+        "{n:?}"
+    );
+    let msg = fails_with(&c, "SELECT PREDICT('m', 1.0, 2.0)", "55000").await;
+    assert!(msg.contains("no version is deployed"), "{msg}");
+    let row = c
+        .query_one("SELECT version FROM system.models WHERE name = 'm'", &[])
+        .await
+        .expect("system.models lists it");
+    assert_eq!(row.get::<_, Option<i64>>(0), None);
+    assert!(
+        c.simple_query("SELECT PREDICT('m@1', 1.0, 2.0)")
+            .await
+            .is_ok()
+    );
+    // A passing version under manual deployment waits as a candidate.
+    c.simple_query(
+        "CREATE OR REPLACE MODEL m PREDICT y USING linear \
+         WITH (gate = 'r2 >= 0.99 AND logloss IS NULL', deploy = 'manual') AS SELECT x, z, y FROM g",
+    )
+    .await
+    .map(|_| ())
+    .expect_err("IS NULL is not a comparison");
+    c.simple_query(
+        "CREATE OR REPLACE MODEL m PREDICT y USING linear \
+         WITH (gate = 'r2 >= 0.99 AND rmse < 5', deploy = 'manual') AS SELECT x, z, y FROM g",
+    )
+    .await
+    .expect("v2 candidate");
+    let n = notices.take();
+    assert_eq!(
+        notices_with(&n, "version 2 is a candidate").len(),
+        1,
+        "{n:?}"
+    );
+    assert_eq!(states(&c).await, st(&[(1, "rejected"), (2, "candidate")]));
+    c.simple_query("ALTER MODEL m DEPLOY VERSION 2")
+        .await
+        .expect("deploy the candidate");
+    assert_eq!(deployed_version(&c).await, 2);
+    // Rules that cannot be evaluated fail the statement, and nothing is stored.
+    for (gate, code) in [
+        ("auc >= 0.8", "22023"), // a regression reports no auc
+        ("accuracy > 0.9 AND", "22023"),
+        ("precsion > 0.5", "22023"),
+    ] {
+        let sql = format!(
+            "CREATE OR REPLACE MODEL m PREDICT y USING linear WITH (gate = '{gate}') \
+             AS SELECT x, z, y FROM g"
+        );
+        fails_with(&c, &sql, code).await;
+    }
+    fails_with(
+        &c,
+        "CREATE OR REPLACE MODEL m PREDICT y USING linear WITH (deploy = 'soon') \
+         AS SELECT x, z, y FROM g",
+        "22023",
+    )
+    .await;
+    assert_eq!(states(&c).await, st(&[(1, "rejected"), (2, "deployed")]));
+}
+
+/// The deployed version of `m`.
+async fn deployed_version(c: &tokio_postgres::Client) -> i64 {
+    c.query_one(
+        "SELECT version FROM system.model_versions WHERE name = 'm' AND state = 'deployed'",
+        &[],
+    )
+    .await
+    .expect("deployed")
+    .get(0)
+}

@@ -483,29 +483,16 @@ impl Accumulator for MetricsAccumulator {
     fn evaluate(&mut self) -> Result<ScalarValue> {
         let n = self.truth.len();
         let k = self.outputs.len().checked_div(n).unwrap_or(1).max(1);
-        let m = match self.model.task {
-            prognos_models::Task::Classification => {
-                let classes = self
-                    .model
-                    .target
-                    .as_ref()
-                    .map(|t| t.n_classes())
-                    .unwrap_or(2);
-                let out: Vec<f32> = self.outputs.iter().map(|&p| p as f32).collect();
-                let probs = if k == 1 {
-                    prognos_models::metrics::both_classes(&out)
-                } else {
-                    out
-                };
-                let y: Vec<usize> = self.truth.iter().map(|&t| t as usize).collect();
-                prognos_models::metrics::classification(&probs, classes, &y)
-            }
-            _ => {
-                let pred: Vec<f32> = self.outputs.iter().map(|&v| v as f32).collect();
-                let y: Vec<f32> = self.truth.iter().map(|&v| v as f32).collect();
-                prognos_models::metrics::regression(&pred, &y)
-            }
-        };
+        let classes = (self.model.task == prognos_models::Task::Classification).then(|| {
+            self.model
+                .target
+                .as_ref()
+                .map(|t| t.n_classes())
+                .unwrap_or(2)
+        });
+        let out: Vec<f32> = self.outputs.iter().map(|&v| v as f32).collect();
+        let y: Vec<f32> = self.truth.iter().map(|&v| v as f32).collect();
+        let m = prognos_models::metrics::of_outputs(classes, &out, k, &y);
         let mut rows: Vec<(String, f64)> = m.values.into_iter().collect();
         rows.push(("rows".into(), n as f64));
         let structs = StructArray::new(

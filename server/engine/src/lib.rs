@@ -19,6 +19,7 @@ mod masking_sql;
 mod model_ddl;
 mod model_export;
 mod model_files;
+mod model_gate;
 mod model_import;
 mod model_lifecycle;
 mod model_refs;
@@ -61,7 +62,7 @@ use tracing::{info, warn};
 pub use copy::{CopyFormat, CopyInTarget, CopyKind};
 pub use model_sql::{ModelAction, ModelStatement};
 pub use roles::{LoginRole, password_failed};
-pub use session::{BlockState, DEFAULT_PG_SETTINGS, Session, Touched};
+pub use session::{BlockState, DEFAULT_PG_SETTINGS, Notice, Session, Touched};
 
 /// Imported-model inference per device kind since start: `(device, runs, rows)`.
 pub fn inference_counts() -> [(&'static str, u64, u64); 2] {

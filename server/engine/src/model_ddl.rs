@@ -28,6 +28,7 @@ use prognos_models::{Algorithm, ModelArtifact, ModelError, TrainContext, TrainRe
 
 use super::{Engine, ModelStatement, Output, Session};
 use crate::error::{EngineError, EngineResult, StatusCode};
+use crate::model_gate::{Holdout, Lifecycle};
 
 /// What `SHOW MODELS` returns.
 const SHOW_MODELS_SQL: &str = "SELECT name, version, task, algorithm, target, metric, \
@@ -267,6 +268,9 @@ pub(super) async fn execute(
             if let Creating::Skip = creating {
                 return Ok(command("CREATE MODEL"));
             }
+            let mut options = options.clone();
+            let lifecycle = Lifecycle::take_from(&mut options)?;
+            let options = &options;
             let job = match forecast {
                 Some(f) => TrainJob::Forecast(
                     ForecastRequest::new(&f.value, &f.time, &f.ids, algorithm.as_deref(), options)
@@ -306,12 +310,17 @@ pub(super) async fn execute(
                     })
                 }
             };
-            let artifact = match job {
+            let (artifact, holdout) = match job {
                 TrainJob::Rows(req) => train_rows(session, name, req, query, engine).await?,
-                TrainJob::Forecast(req) => {
-                    train_forecast_model(session, name, req, query, engine).await?
-                }
+                TrainJob::Forecast(req) => (
+                    train_forecast_model(session, name, req, query, engine).await?,
+                    None,
+                ),
             };
+            let candidate = Arc::new(artifact);
+            let verdict =
+                crate::model_gate::judge(engine, name, &candidate, holdout, &lifecycle).await?;
+            let artifact = Arc::try_unwrap(candidate).unwrap_or_else(|a| (*a).clone());
             let summary = artifact
                 .trials
                 .iter()
@@ -328,7 +337,7 @@ pub(super) async fn execute(
                     query_text,
                     &created,
                     *replace,
-                    &prognos_catalog::Admission::Deploy,
+                    &verdict.admission,
                     &session.user(),
                 )
                 .await?;
@@ -337,19 +346,24 @@ pub(super) async fn execute(
             }
             engine.bump_epoch();
             session.notice(format!("model \"{name}\" version {version}: {summary}"));
+            if let Some(n) = verdict.notice {
+                session.notice(n);
+            }
+            crate::model_lifecycle::announce(engine, session, name, version, &verdict.admission);
             Ok(command("CREATE MODEL"))
         }
     }
 }
 
 /// Train a tabular model: read the training query's rows, then fit on a blocking thread.
+/// Also returns the rows held out for validation.
 async fn train_rows(
     session: &Session,
     name: &str,
     req: TrainRequest,
     query: &Query,
     engine: &Engine,
-) -> EngineResult<ModelArtifact> {
+) -> EngineResult<(ModelArtifact, Option<Holdout>)> {
     let (names, columns) = read_training_rows(engine, session, query).await?;
     // The training set and the matrices built from it (f32 values, u8 bins, row
     // indices, gradients: about 4× the rows × columns of 4 bytes) are reserved in the
@@ -373,20 +387,35 @@ async fn train_rows(
     let flag = Arc::new(AtomicBool::new(false));
     let mut guard = CancelOnDrop(Arc::clone(&flag), true);
     let tx = session.notice_sender();
-    let artifact = tokio::task::spawn_blocking(move || {
+    let (kept_names, kept_columns) = (names.clone(), columns.clone());
+    let (artifact, held_out) = tokio::task::spawn_blocking(move || {
         let mut progress = progress_to(tx);
         let mut ctx = TrainContext {
             progress: &mut progress,
             cancel: &flag,
         };
-        prognos_models::train(&names, &columns, &req, &mut ctx)
+        prognos_models::train_with_holdout(&names, &columns, &req, &mut ctx)
     })
     .await
     .map_err(training_failed)?
     .map_err(CatalogError::Model)?;
     guard.1 = false;
+    // The held-out rows, for the validation gate to score the deployed version on.
+    let holdout = if held_out.is_empty() {
+        None
+    } else {
+        let indices = datafusion::arrow::array::UInt32Array::from(held_out);
+        let columns = kept_columns
+            .iter()
+            .map(|c| datafusion::arrow::compute::take(c.as_ref(), &indices, None))
+            .collect::<Result<Vec<_>, _>>()?;
+        Some(Holdout {
+            names: kept_names,
+            columns,
+        })
+    };
     drop(reservation);
-    Ok(artifact)
+    Ok((artifact, holdout))
 }
 
 /// Train a forecasting model while its training query is read. Unless the model is one
@@ -517,12 +546,15 @@ impl TrainingRows {
 
 /// Sends a trainer's progress lines to the client (as NOTICEs) and the log.
 fn progress_to(
-    notices: Option<tokio::sync::mpsc::UnboundedSender<String>>,
+    notices: Option<tokio::sync::mpsc::UnboundedSender<crate::session::Notice>>,
 ) -> impl FnMut(String) + Send {
-    move |m: String| {
-        tracing::info!("{m}");
+    move |message: String| {
+        tracing::info!("{message}");
         if let Some(tx) = &notices {
-            let _ = tx.send(m);
+            let _ = tx.send(crate::session::Notice {
+                warning: false,
+                message,
+            });
         }
     }
 }

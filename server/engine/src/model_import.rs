@@ -222,10 +222,18 @@ pub(crate) async fn import(
     options: &BTreeMap<String, String>,
     replace: bool,
 ) -> EngineResult<(u32, String)> {
+    let mut opts = options.clone();
+    let lifecycle = crate::model_gate::Lifecycle::take_from(&mut opts)?;
+    if lifecycle.has_rule() {
+        return Err(EngineError::statement(
+            StatusCode::InvalidParameterValue,
+            "an imported model reports no validation metrics, so a gate rule cannot judge it \
+             (deploy = 'manual' keeps it a candidate)",
+        ));
+    }
     let staged = stage(engine, session, source).await?;
     let path = staged.graph.clone();
     let external = staged.external.clone();
-    let opts = options.clone();
     // ONNX Runtime parses and optimises the graph: seconds for a large one.
     let artifact = tokio::task::spawn_blocking(move || {
         ModelArtifact::import_onnx(&path, GRAPH_FILE, &external, &opts)
@@ -250,10 +258,11 @@ pub(crate) async fn import(
             source,
             &created,
             replace,
-            &prognos_catalog::Admission::Deploy,
+            &lifecycle.ungated(),
             &session.user(),
         )
         .await?;
+    crate::model_lifecycle::announce(engine, session, name, version, &lifecycle.ungated());
     Ok((version, summary))
 }
 

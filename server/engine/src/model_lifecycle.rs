@@ -2,7 +2,7 @@
 //! a role (the rules are `prognos_catalog::model_states`'). Each is one atomic registry write;
 //! queries already running keep the version they started with.
 
-use prognos_catalog::StateChange;
+use prognos_catalog::{Admission, StateChange};
 
 use crate::Engine;
 use crate::error::EngineResult;
@@ -44,4 +44,30 @@ pub(crate) async fn alter(
     tracing::info!(model = name, user = %change.by, "{said}");
     session.notice(said);
     Ok(())
+}
+
+/// Tell the client how a new version of `name` entered the model: nothing more when it was
+/// deployed, a NOTICE when it waits as a candidate, a WARNING when its gate rejected it.
+pub(crate) fn announce(
+    engine: &Engine,
+    session: &Session,
+    name: &str,
+    version: u32,
+    admission: &Admission,
+) {
+    let serving = match engine.registry.get(name).and_then(|e| e.deployed()) {
+        Some(d) => format!("version {d} stays deployed"),
+        None => "no version is deployed".to_string(),
+    };
+    match admission {
+        Admission::Deploy => {}
+        Admission::Candidate => session.notice(format!(
+            "model \"{name}\" version {version} is a candidate ({serving}): \
+             ALTER MODEL {name} DEPLOY VERSION {version} deploys it"
+        )),
+        Admission::Reject(why) => session.warning(format!(
+            "model \"{name}\" version {version} was rejected by its validation gate ({why}); \
+             {serving}"
+        )),
+    }
 }

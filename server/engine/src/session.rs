@@ -67,6 +67,14 @@ pub const DEFAULT_PG_SETTINGS: &[(&str, &str)] = &[
     ("transaction_read_only", "off"),
 ];
 
+/// A message for the client while a statement runs (a NOTICE or WARNING over pgwire).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Notice {
+    /// A warning rather than progress.
+    pub warning: bool,
+    /// The text.
+    pub message: String,
+}
 /// One client session.
 pub struct Session {
     ctx: SessionContext,
@@ -82,7 +90,7 @@ pub struct Session {
     /// `ctx` were made for.
     model_functions: Mutex<Option<ModelFunctionsKey>>,
     /// Where progress messages (Postgres NOTICEs) of the running statement go.
-    notices: Arc<Mutex<Option<tokio::sync::mpsc::UnboundedSender<String>>>>,
+    notices: Arc<Mutex<Option<tokio::sync::mpsc::UnboundedSender<Notice>>>>,
     /// The open transaction block, if any (shared with the session's catalog overlay).
     txn: Arc<TxnSlot>,
     /// Bumped whenever the context's configuration or functions change.
@@ -166,14 +174,17 @@ impl Session {
             signature: Signature::variadic_any(Volatility::Stable),
             settings: Arc::clone(&settings),
         }));
-        let notices: Arc<Mutex<Option<tokio::sync::mpsc::UnboundedSender<String>>>> =
+        let notices: Arc<Mutex<Option<tokio::sync::mpsc::UnboundedSender<Notice>>>> =
             Arc::new(Mutex::new(None));
         // FORECAST's series notes (regularisation, fallbacks) become this session's NOTICEs.
         let sink = Arc::clone(&notices);
         ctx.register_udaf(datafusion::logical_expr::AggregateUDF::new_from_impl(
-            prognos_udfs::forecast::ForecastAgg::with_notes(Arc::new(move |m: String| {
+            prognos_udfs::forecast::ForecastAgg::with_notes(Arc::new(move |message: String| {
                 if let Some(tx) = sink.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
-                    let _ = tx.send(m);
+                    let _ = tx.send(Notice {
+                        warning: false,
+                        message,
+                    });
                 }
             })),
         ));
@@ -323,25 +334,42 @@ impl Session {
     }
 
     /// Send the running statement's progress messages to `sink` (`None` = drop them).
-    pub fn set_notice_sink(&self, sink: Option<tokio::sync::mpsc::UnboundedSender<String>>) {
+    pub fn set_notice_sink(&self, sink: Option<tokio::sync::mpsc::UnboundedSender<Notice>>) {
         *self.notices.lock().unwrap_or_else(|p| p.into_inner()) = sink;
     }
 
     /// A progress message for the client (a NOTICE over pgwire); also logged.
     pub fn notice(&self, message: String) {
         tracing::info!(session = %self.ctx.session_id(), "{message}");
+        self.send_notice(Notice {
+            warning: false,
+            message,
+        });
+    }
+
+    /// A warning for the client (a WARNING over pgwire): the statement succeeds, but not as
+    /// the user may expect (a model version rejected by its gate). Also logged.
+    pub fn warning(&self, message: String) {
+        tracing::warn!(session = %self.ctx.session_id(), "{message}");
+        self.send_notice(Notice {
+            warning: true,
+            message,
+        });
+    }
+
+    fn send_notice(&self, notice: Notice) {
         if let Some(tx) = self
             .notices
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .as_ref()
         {
-            let _ = tx.send(message);
+            let _ = tx.send(notice);
         }
     }
 
     /// A sender for progress messages usable from other threads.
-    pub(crate) fn notice_sender(&self) -> Option<tokio::sync::mpsc::UnboundedSender<String>> {
+    pub(crate) fn notice_sender(&self) -> Option<tokio::sync::mpsc::UnboundedSender<Notice>> {
         self.notices
             .lock()
             .unwrap_or_else(|p| p.into_inner())

@@ -296,11 +296,16 @@ impl Handler {
         C: Sink<PgWireBackendMessage> + Unpin + Send,
         F: std::future::Future<Output = T>,
     {
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<prognos_engine::Notice>();
         self.session.set_notice_sink(Some(tx));
-        let notice = |m: String| {
+        let notice = |n: prognos_engine::Notice| {
+            let (severity, code) = if n.warning {
+                ("WARNING", "01000")
+            } else {
+                ("NOTICE", "00000")
+            };
             PgWireBackendMessage::NoticeResponse(
-                ErrorInfo::new("NOTICE".to_string(), "00000".to_string(), m).into(),
+                ErrorInfo::new(severity.to_string(), code.to_string(), n.message).into(),
             )
         };
         tokio::pin!(run);
