@@ -375,13 +375,24 @@ async fn every_write_step_of_every_writing_statement_survives_a_crash() {
     eprintln!("crash points per statement: {}", report.join(", "));
 }
 
+/// How far the DROP of an acknowledged table got.
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Dropping {
+    /// Not sent: the table must be there.
+    No,
+    /// Sent, not acknowledged (the kill came first): either outcome is right.
+    Sent,
+    /// Acknowledged: the table must be gone.
+    Done,
+}
+
 /// What the writers of one round saw acknowledged.
 #[derive(Default)]
 struct Acknowledged {
     /// `(writer, batch)` of every INSERT that returned success.
     batches: Vec<(i64, i64)>,
-    /// Tables whose CREATE TABLE AS returned success, and whether a DROP of them did too.
-    tables: Vec<(String, bool)>,
+    /// Tables whose CREATE TABLE AS returned success, and how far a DROP of them got.
+    tables: Vec<(String, Dropping)>,
     /// Whether a CREATE OR REPLACE MODEL returned success.
     model: bool,
 }
@@ -443,13 +454,18 @@ async fn random_kill_9_under_concurrent_writers_loses_nothing_acknowledged() {
                 if c.simple_query(&create).await.is_err() {
                     return;
                 }
-                ack_ddl.lock().expect("ack").tables.push((name, false));
+                ack_ddl
+                    .lock()
+                    .expect("ack")
+                    .tables
+                    .push((name, Dropping::No));
                 if i > 0 {
                     let drop = format!("DROP TABLE c_{round}_{}", i - 1);
+                    ack_ddl.lock().expect("ack").tables[i - 1].1 = Dropping::Sent;
                     if c.simple_query(&drop).await.is_err() {
                         return;
                     }
-                    ack_ddl.lock().expect("ack").tables[i - 1].1 = true;
+                    ack_ddl.lock().expect("ack").tables[i - 1].1 = Dropping::Done;
                 }
                 let train =
                     "CREATE OR REPLACE MODEL m PREDICT y USING linear AS SELECT x, y FROM src";
@@ -498,15 +514,19 @@ async fn random_kill_9_under_concurrent_writers_loses_nothing_acknowledged() {
             let found = c
                 .simple_query(&format!("SELECT count(*) FROM {name}"))
                 .await;
-            match (found, dropped) {
-                (Ok(msgs), false) => assert_eq!(
+            match (found, *dropped) {
+                (Ok(msgs), Dropping::No | Dropping::Sent) => assert_eq!(
                     prognos_e2e::rows_of(&msgs)[0][0].as_deref(),
                     Some("300"),
                     "{context}: {name}"
                 ),
-                (Err(e), true) => assert_eq!(sqlstate(&e), "42P01", "{context}: {name}"),
-                (Ok(_), true) => panic!("{context}: {name} was dropped and is back"),
-                (Err(e), false) => panic!("{context}: acknowledged {name} is gone: {e}"),
+                (Err(e), Dropping::Done | Dropping::Sent) => {
+                    assert_eq!(sqlstate(&e), "42P01", "{context}: {name}")
+                }
+                (Ok(_), Dropping::Done) => panic!("{context}: {name} was dropped and is back"),
+                (Err(e), Dropping::No) => {
+                    panic!("{context}: acknowledged {name} is gone: {e}")
+                }
             }
         }
         if all.model {
