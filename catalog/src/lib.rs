@@ -29,7 +29,9 @@ pub use grants::{Acl, Privilege, Privileges, Securable};
 pub use managed::{CommitLock, ManagedTable, StagedTable, WriteStage};
 pub use model_snapshot::ModelSnapshot;
 pub use model_states::{Admission, StateChange, VersionState};
-pub use models::{ArtifactStores, ModelEntry, ModelRegistry, ModelVersion, Payload};
+pub use models::{
+    ArtifactStores, ModelEntry, ModelRegistry, ModelVersion, Payload, RetrainSchedule,
+};
 pub use persist::{CatalogFile, PersistentCatalog, TableEntry, TableKind};
 pub use roles::{Role, RoleChange, RoleStore};
 pub use scram::ScramVerifier;

@@ -354,6 +354,7 @@ mod tests {
             versions: vec![],
             history: vec![],
             last_version: 0,
+            retrain: None,
         };
         for n in 1..=versions {
             m.add_version(version(n), &Admission::Deploy, &change());
@@ -434,6 +435,7 @@ mod tests {
             versions: vec![],
             history: vec![],
             last_version: 0,
+            retrain: None,
         };
         m.add_version(version(1), &Admission::Reject("worse".into()), &change());
         assert_eq!(m.deployed(), None);
@@ -452,6 +454,7 @@ mod tests {
             versions: vec![version(1), version(2), version(3)],
             history: vec![],
             last_version: 0,
+            retrain: None,
         };
         m.adopt_legacy("2026-01-01T00:00:00Z");
         assert_eq!(

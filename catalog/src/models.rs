@@ -95,6 +95,10 @@ pub struct ModelVersion {
     /// Why the state last changed, when there is more to say (a gate's verdict, a rollback).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state_reason: Option<String>,
+    /// The `CREATE OR REPLACE MODEL` statement that made this version, as `RETRAIN MODEL`
+    /// runs it again (absent for imports and versions made before it was recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub definition: Option<String>,
 }
 
 /// A model and its versions.
@@ -112,6 +116,23 @@ pub struct ModelEntry {
     /// The highest version number ever given (a dropped version's number is not reused).
     #[serde(default)]
     pub last_version: u32,
+    /// When the server retrains the model by itself (`ALTER MODEL … SET RETRAIN EVERY`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retrain: Option<RetrainSchedule>,
+}
+
+/// A model's retraining schedule.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RetrainSchedule {
+    /// The interval as written (`'1 day'`).
+    pub every: String,
+    /// The interval in seconds.
+    pub every_seconds: u64,
+    /// `AT 'HH:MM'` (UTC): runs are aligned to that time of day.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<String>,
+    /// RFC 3339 time of the next run.
+    pub next_run: String,
 }
 
 impl ModelEntry {
@@ -378,6 +399,7 @@ pub(crate) fn placeholder_version() -> ModelVersion {
         state_changed_at: String::new(),
         state_changed_by: String::new(),
         state_reason: None,
+        definition: None,
     }
 }
 
@@ -528,6 +550,7 @@ impl ModelRegistry {
         replace: bool,
         admission: &Admission,
         by: &str,
+        definition: Option<&str>,
     ) -> CatalogResult<u32> {
         self.check_create(name, replace)?;
         let bytes = artifact.to_bytes()?;
@@ -613,6 +636,7 @@ impl ModelRegistry {
             state_changed_at: String::new(),
             state_changed_by: String::new(),
             state_reason: None,
+            definition: definition.map(str::to_string),
         };
         let mut state = self.lock();
         let mut next = state.file.clone();
@@ -625,6 +649,7 @@ impl ModelRegistry {
                 versions: vec![],
                 history: vec![],
                 last_version: 0,
+                retrain: None,
             });
         let change = StateChange {
             at: created_at.to_string(),
@@ -668,6 +693,20 @@ impl ModelRegistry {
     /// `ALTER MODEL name ROLLBACK`; returns `(from, to)`.
     pub async fn rollback(&self, name: &str, change: &StateChange) -> CatalogResult<(u32, u32)> {
         self.change_model(name, |e| e.rollback(change)).await
+    }
+
+    /// `ALTER MODEL name SET RETRAIN …` (`None`: `RESET RETRAIN`), or the next run of a
+    /// schedule after one ran.
+    pub async fn set_retrain(
+        &self,
+        name: &str,
+        schedule: Option<RetrainSchedule>,
+    ) -> CatalogResult<()> {
+        self.change_model(name, |e| {
+            e.retrain = schedule;
+            Ok(())
+        })
+        .await
     }
 
     /// `ALTER MODEL name RETIRE VERSION version`.

@@ -71,6 +71,9 @@ impl SystemTable {
                 s("created_at"),
                 s("device"),
                 s("effective_device"),
+                s("retrain_every"),
+                s("retrain_at"),
+                s("next_retrain"),
             ],
             SystemTable::ModelVersions => vec![
                 s("name"),
@@ -91,6 +94,7 @@ impl SystemTable {
                 s("created_at"),
                 s("query"),
                 s("artifact"),
+                s("definition"),
             ],
             SystemTable::ModelTrials => vec![
                 s("name"),
@@ -208,6 +212,21 @@ impl RegistryTable {
                     with(&|v| Some(v.created_at.clone())),
                     with(&|v| v.device.clone()),
                     with(&|v| v.device.as_deref().map(effective_device)),
+                    Arc::new(StringArray::from_iter(
+                        entries
+                            .iter()
+                            .map(|e| e.retrain.as_ref().map(|r| r.every.clone())),
+                    )),
+                    Arc::new(StringArray::from_iter(
+                        entries
+                            .iter()
+                            .map(|e| e.retrain.as_ref().and_then(|r| r.at.clone())),
+                    )),
+                    Arc::new(StringArray::from_iter(
+                        entries
+                            .iter()
+                            .map(|e| e.retrain.as_ref().map(|r| r.next_run.clone())),
+                    )),
                 ]
             }
             SystemTable::ModelVersions => {
@@ -271,6 +290,9 @@ impl RegistryTable {
                     )),
                     Arc::new(StringArray::from_iter_values(
                         all.iter().map(|c| c.1.artifact.as_str()),
+                    )),
+                    Arc::new(StringArray::from_iter(
+                        all.iter().map(|c| c.1.definition.as_deref()),
                     )),
                 ]
             }

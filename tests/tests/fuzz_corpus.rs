@@ -39,12 +39,9 @@ fn the_sql_front_door_corpus_parses_or_fails_cleanly() {
             Err(_) => panic!("{} panics the parser", path.display()),
         }
     }
-    // The examples' statements are in the corpus: most of it is valid SQL.
-    assert!(
-        parsed * 2 > inputs.len(),
-        "{parsed} of {} parsed",
-        inputs.len()
-    );
+    // The seeds are the examples' statements (valid SQL); what libFuzzer added on top is
+    // mostly not.
+    assert!(parsed >= 40, "{parsed} of {} parsed", inputs.len());
 }
 
 #[test]

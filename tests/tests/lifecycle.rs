@@ -433,3 +433,183 @@ async fn deployed_version(c: &tokio_postgres::Client) -> i64 {
     .expect("deployed")
     .get(0)
 }
+
+/// `(trigger, outcome, version)` of every recorded run of `m`.
+async fn jobs(c: &tokio_postgres::Client) -> Vec<(String, String, Option<i64>)> {
+    c.query(
+        "SELECT trigger, outcome, version FROM system.model_jobs WHERE model = 'm'",
+        &[],
+    )
+    .await
+    .expect("jobs")
+    .iter()
+    .map(|r| (r.get(0), r.get(1), r.get(2)))
+    .collect()
+}
+
+/// `RETRAIN MODEL` runs the deployed version's definition on current data through the gate,
+/// records the run, and refuses roles that do not own the model.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retrain_runs_the_definition_on_current_data_and_records_it() {
+    let server = Server::start();
+    let c = server.connect().await;
+    gate_data(&c).await;
+    c.simple_query(
+        "CREATE MODEL m PREDICT y USING linear WITH (lambda = 0.01) AS SELECT x, z, y FROM g",
+    )
+    .await
+    .expect("v1");
+    let definition: String = c
+        .query_one(
+            "SELECT definition FROM system.model_versions WHERE name = 'm' AND version = 1",
+            &[],
+        )
+        .await
+        .expect("definition")
+        .get(0);
+    assert!(
+        definition.starts_with("CREATE OR REPLACE MODEL m PREDICT y USING linear WITH (lambda = '0.01') AS SELECT x, z, y FROM g"),
+        "{definition}"
+    );
+    // New rows arrive; the retrain sees them.
+    c.simple_query("INSERT INTO g SELECT x + 1000, z, y + 3000 FROM g WHERE x <= 500")
+        .await
+        .expect("new rows");
+    c.simple_query("RETRAIN MODEL m").await.expect("retrain");
+    assert_eq!(
+        jobs(&c).await,
+        [("manual".to_string(), "deployed".to_string(), Some(2))]
+    );
+    let rows: i64 = c
+        .query_one(
+            "SELECT train_rows + validation_rows FROM system.model_versions \
+             WHERE name = 'm' AND version = 2",
+            &[],
+        )
+        .await
+        .expect("rows")
+        .get(0);
+    assert_eq!(rows, 1500, "the retrain read the table as it is now");
+    // Ownership and unknown models.
+    c.batch_execute("CREATE ROLE analyst LOGIN; GRANT USAGE ON MODEL m TO analyst")
+        .await
+        .expect("role");
+    let a = server.connect_as("analyst").await;
+    fails_with(&a, "RETRAIN MODEL m", "42501").await;
+    fails_with(&c, "RETRAIN MODEL nope", "42704").await;
+    fails_with(&c, "RETRAIN m", "42601").await;
+    // The analyst sees the jobs of a model it may use, not others'.
+    c.simple_query(
+        "CREATE MODEL other PREDICT y USING linear AS SELECT x, y FROM g; RETRAIN MODEL other",
+    )
+    .await
+    .expect("other");
+    let seen: Vec<String> = a
+        .query("SELECT DISTINCT model FROM system.model_jobs", &[])
+        .await
+        .expect("analyst's jobs")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(seen, ["m"]);
+}
+
+/// A schedule retrains by itself, keeps doing so after a `kill -9`, and stops when reset;
+/// two retrains of one model never run at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scheduled_retrains_run_resume_after_a_restart_and_never_overlap() {
+    let mut server = Server::start();
+    let c = server.connect().await;
+    gate_data(&c).await;
+    c.simple_query("CREATE MODEL m PREDICT y USING linear AS SELECT x, z, y FROM g")
+        .await
+        .expect("v1");
+    fails_with(&c, "ALTER MODEL m SET RETRAIN EVERY 'often'", "22023").await;
+    fails_with(
+        &c,
+        "ALTER MODEL m SET RETRAIN EVERY '6 hours' AT '02:00'",
+        "22023",
+    )
+    .await;
+    c.simple_query("ALTER MODEL m SET RETRAIN EVERY '1 second'")
+        .await
+        .expect("schedule");
+    let every: String = c
+        .query_one(
+            "SELECT retrain_every FROM system.models WHERE name = 'm'",
+            &[],
+        )
+        .await
+        .expect("schedule shown")
+        .get(0);
+    assert_eq!(every, "1 second");
+    wait_for_scheduled(&server, 1).await;
+    server.kill_and_restart();
+    let c = server.connect().await;
+    let before = scheduled(&jobs(&c).await);
+    wait_for_scheduled(&server, before + 1).await;
+    c.simple_query("ALTER MODEL m RESET RETRAIN")
+        .await
+        .expect("reset");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let settled = scheduled(&jobs(&c).await);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(
+        scheduled(&jobs(&c).await),
+        settled,
+        "runs after RESET RETRAIN"
+    );
+    for (_, outcome, version) in jobs(&c).await {
+        assert_eq!(outcome, "deployed");
+        assert!(version.is_some());
+    }
+
+    // Overlap: a slow retrain holds the model; a second one is refused with 55006.
+    c.batch_execute(
+        "CREATE TABLE big AS SELECT CAST(value AS DOUBLE) AS x, CAST(value % 13 AS DOUBLE) AS z, \
+             CAST(value % 97 AS DOUBLE) AS y FROM generate_series(1, 200000); \
+         CREATE OR REPLACE MODEL m PREDICT y USING gbdt WITH (num_trees = 200, gate = 'none') \
+             AS SELECT x, z, y FROM big",
+    )
+    .await
+    .expect("a slow model");
+    let (a, b) = (server.connect().await, server.connect().await);
+    let (ra, rb) = tokio::join!(a.simple_query("RETRAIN MODEL m"), async {
+        // Once the first shows as running, the second must be refused.
+        for _ in 0..500 {
+            if jobs(&b).await.iter().any(|(_, o, _)| o == "running") {
+                return Some(b.simple_query("RETRAIN MODEL m").await);
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        None
+    });
+    assert!(ra.is_ok(), "the first retrain: {ra:?}");
+    let e = rb
+        .expect("the first retrain was seen running")
+        .expect_err("the second retrain overlaps the first");
+    assert_eq!(sqlstate(&e), "55006", "{e}");
+    assert!(
+        jobs(&c).await.iter().all(|(_, o, _)| o != "running"),
+        "nothing runs any more"
+    );
+}
+
+fn scheduled(j: &[(String, String, Option<i64>)]) -> usize {
+    j.iter().filter(|(t, _, _)| t == "schedule").count()
+}
+
+/// Wait (up to 20 s) until `m` has at least `n` scheduled runs.
+async fn wait_for_scheduled(server: &Server, n: usize) {
+    let c = server.connect().await;
+    for _ in 0..100 {
+        if scheduled(&jobs(&c).await) >= n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!(
+        "fewer than {n} scheduled runs after 20 s: {:?}",
+        jobs(&c).await
+    );
+}

@@ -226,7 +226,7 @@ async fn churn_models_train_predict_persist_and_survive_a_corrupted_neighbour() 
 
     // A new version with OR REPLACE; the old one stays listed.
     c.batch_execute(&format!(
-        "CREATE OR REPLACE MODEL churn PREDICT churn USING gbdt WITH (num_trees = 40, seed = 3) AS {train_sql}"
+        "CREATE OR REPLACE MODEL churn PREDICT churn USING gbdt WITH (num_trees = 40, seed = 3, gate = 'none') AS {train_sql}"
     ))
     .await
     .expect("replace");

@@ -802,7 +802,7 @@ async fn prepared_lookups_see_new_values_and_every_commit() {
         .get(0);
     c.batch_execute(
         "CREATE OR REPLACE MODEL pts_model PREDICT label USING gbdt \
-           WITH (num_trees = 40, learning_rate = 0.3) AS SELECT v, label FROM pts",
+           WITH (num_trees = 40, learning_rate = 0.3, gate = 'none') AS SELECT v, label FROM pts",
     )
     .await
     .expect("retrain");

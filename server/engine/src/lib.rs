@@ -21,6 +21,7 @@ mod model_export;
 mod model_files;
 mod model_gate;
 mod model_import;
+mod model_jobs;
 mod model_lifecycle;
 mod model_refs;
 pub mod model_sql;
@@ -120,6 +121,7 @@ impl Statement {
                     ..
                 } => format!("DROP MODEL {name} VERSION {v}"),
                 ModelStatement::Alter { name, action } => format!("ALTER MODEL {name} {action}"),
+                ModelStatement::Retrain { name } => format!("RETRAIN MODEL {name}"),
                 ModelStatement::Describe { name } => format!("DESCRIBE MODEL {name}"),
                 ModelStatement::Show => "SHOW MODELS".to_string(),
             },
@@ -138,6 +140,7 @@ impl Statement {
                 | ModelStatement::Export { name, .. }
                 | ModelStatement::Drop { name, .. }
                 | ModelStatement::Alter { name, .. }
+                | ModelStatement::Retrain { name }
                 | ModelStatement::Describe { name },
             ) => Some(name),
             _ => None,
@@ -251,6 +254,8 @@ pub struct Engine {
     session_memory_bytes: usize,
     /// `pg_catalog`'s fixed tables, shared by every session's `pg_catalog`.
     pg_static: Arc<datafusion_pg_catalog::pg_catalog::PgCatalogStaticTables>,
+    /// Retrains running now and the record of past ones.
+    jobs: model_jobs::Jobs,
 }
 
 impl std::fmt::Debug for Engine {
@@ -388,7 +393,7 @@ impl Engine {
             Arc::new(policy_table::PolicyTable::new(Arc::clone(&roles))),
         )?;
         if let Some(cat) = ctx.catalog(CATALOG_NAME) {
-            cat.register_schema(SYSTEM_SCHEMA, system)?;
+            cat.register_schema(SYSTEM_SCHEMA, Arc::clone(&system) as _)?;
         }
         prognos_udfs::register_model_functions(&ctx, registry.snapshot(), None);
 
@@ -411,6 +416,7 @@ impl Engine {
             .flat_map(|f| std::iter::once(f.name().to_string()).chain(f.aliases().iter().cloned()))
             .map(|n| n.to_lowercase())
             .collect();
+        let jobs = model_jobs::Jobs::new(&data_dir.join("models"));
         let engine = Arc::new(Engine {
             base,
             table_functions,
@@ -449,7 +455,13 @@ impl Engine {
                 datafusion_pg_catalog::pg_catalog::PgCatalogStaticTables::try_new()
                     .map_err(EngineError::DataFusion)?,
             ),
+            jobs,
         });
+        datafusion::catalog::SchemaProvider::register_table(
+            system.as_ref(),
+            model_jobs::JOBS_TABLE.to_string(),
+            Arc::new(model_jobs::JobsTable::new(Arc::downgrade(&engine))),
+        )?;
         engine.bootstrap_roles(&config.bootstrap)?;
         transaction::commit::recover(&engine).await?;
         engine.restore().await;
@@ -457,6 +469,7 @@ impl Engine {
         if config.demo_data && engine.catalog.is_empty() {
             demo::load(&engine).await?;
         }
+        model_jobs::start_scheduler(&engine, std::time::Duration::from_secs(1));
         Ok(engine)
     }
 

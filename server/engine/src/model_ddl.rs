@@ -21,7 +21,7 @@ use datafusion::prelude::DataFrame;
 use datafusion::sql::parser::Statement as DFStatement;
 use datafusion::sql::sqlparser::ast::{Query, Statement as SqlStatement};
 use futures::StreamExt;
-use prognos_catalog::{CatalogError, Privilege, Securable};
+use prognos_catalog::{Admission, CatalogError, Privilege, Securable};
 use prognos_models::forecast::stored::ForecastRequest;
 use prognos_models::forecast::trainer::ForecastTrainer;
 use prognos_models::{Algorithm, ModelArtifact, ModelError, TrainContext, TrainRequest};
@@ -252,107 +252,139 @@ pub(super) async fn execute(
             engine.bump_epoch();
             Ok(command("ALTER MODEL"))
         }
-        ModelStatement::Create {
-            name,
-            replace,
-            if_not_exists,
-            target,
-            forecast,
-            detect_anomalies,
-            algorithm,
-            options,
-            query,
-            query_text,
-        } => {
-            let creating = may_create(engine, session, name, *replace, *if_not_exists)?;
-            if let Creating::Skip = creating {
-                return Ok(command("CREATE MODEL"));
-            }
-            let mut options = options.clone();
-            let lifecycle = Lifecycle::take_from(&mut options)?;
-            let options = &options;
-            let job = match forecast {
-                Some(f) => TrainJob::Forecast(
-                    ForecastRequest::new(&f.value, &f.time, &f.ids, algorithm.as_deref(), options)
-                        .map_err(CatalogError::Model)?,
-                ),
-                None if *detect_anomalies => {
-                    let a = Algorithm::parse(algorithm.as_deref().unwrap_or("isolation_forest"))
-                        .map_err(CatalogError::Model)?;
-                    if a != Algorithm::IsolationForest {
-                        return Err(CatalogError::Model(ModelError::InvalidParameter(format!(
-                            "DETECT ANOMALIES models use isolation_forest, not {}",
-                            a.name()
-                        )))
-                        .into());
-                    }
-                    TrainJob::Rows(TrainRequest {
-                        target: None,
-                        algorithm: a,
-                        options: options.clone(),
-                    })
-                }
-                None => {
-                    let a = Algorithm::parse(algorithm.as_deref().unwrap_or("auto"))
-                        .map_err(CatalogError::Model)?;
-                    if a == Algorithm::IsolationForest {
-                        return Err(CatalogError::Model(ModelError::InvalidParameter(
-                            "isolation_forest models are created with CREATE MODEL m DETECT \
-                             ANOMALIES AS ..."
-                                .into(),
-                        ))
-                        .into());
-                    }
-                    TrainJob::Rows(TrainRequest {
-                        target: target.clone(),
-                        algorithm: a,
-                        options: options.clone(),
-                    })
-                }
-            };
-            let (artifact, holdout) = match job {
-                TrainJob::Rows(req) => train_rows(session, name, req, query, engine).await?,
-                TrainJob::Forecast(req) => (
-                    train_forecast_model(session, name, req, query, engine).await?,
-                    None,
-                ),
-            };
-            let candidate = Arc::new(artifact);
-            let verdict =
-                crate::model_gate::judge(engine, name, &candidate, holdout, &lifecycle).await?;
-            let artifact = Arc::try_unwrap(candidate).unwrap_or_else(|a| (*a).clone());
-            let summary = artifact
-                .trials
-                .iter()
-                .find(|t| t.chosen)
-                .map(|t| format!("{} {} {:.4}", t.algorithm.name(), t.metric, t.value))
-                .unwrap_or_default();
-            let created = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-            let version = engine
-                .registry
-                .register(
-                    name,
-                    artifact,
-                    &[],
-                    query_text,
-                    &created,
-                    *replace,
-                    &verdict.admission,
-                    &session.user(),
-                )
-                .await?;
-            if let Creating::New = creating {
-                engine.record_owner(session, Securable::Model(name.clone()))?;
-            }
-            engine.bump_epoch();
-            session.notice(format!("model \"{name}\" version {version}: {summary}"));
-            if let Some(n) = verdict.notice {
-                session.notice(n);
-            }
-            crate::model_lifecycle::announce(engine, session, name, version, &verdict.admission);
+        ModelStatement::Create { .. } => {
+            create(engine, session, m).await?;
             Ok(command("CREATE MODEL"))
         }
+        ModelStatement::Retrain { name } => {
+            crate::statements::not_transactional(session, "RETRAIN MODEL");
+            if engine.registry.get(name).is_none() {
+                return Err(CatalogError::ModelNotFound(name.clone()).into());
+            }
+            crate::privileges::require_owner(
+                &engine.privileges(session),
+                &Securable::Model(name.clone()),
+            )?;
+            crate::model_jobs::retrain(engine, session, name, crate::model_jobs::Trigger::Manual)
+                .await?;
+            Ok(command("RETRAIN MODEL"))
+        }
     }
+}
+
+/// `CREATE [OR REPLACE] MODEL` (`m` is one): train, judge by the validation gate, store.
+/// Returns the version made and how it was admitted; `None` when `IF NOT EXISTS` found the
+/// model.
+pub(crate) async fn create(
+    engine: &Engine,
+    session: &Session,
+    m: &ModelStatement,
+) -> EngineResult<Option<(u32, Admission)>> {
+    let ModelStatement::Create {
+        name,
+        replace,
+        if_not_exists,
+        target,
+        forecast,
+        detect_anomalies,
+        algorithm,
+        options,
+        query,
+        query_text,
+    } = m
+    else {
+        return Err(EngineError::statement(
+            StatusCode::Internal,
+            "create() takes a CREATE MODEL statement",
+        ));
+    };
+    let creating = may_create(engine, session, name, *replace, *if_not_exists)?;
+    if let Creating::Skip = creating {
+        return Ok(None);
+    }
+    let mut options = options.clone();
+    let lifecycle = Lifecycle::take_from(&mut options)?;
+    let options = &options;
+    let job = match forecast {
+        Some(f) => TrainJob::Forecast(
+            ForecastRequest::new(&f.value, &f.time, &f.ids, algorithm.as_deref(), options)
+                .map_err(CatalogError::Model)?,
+        ),
+        None if *detect_anomalies => {
+            let a = Algorithm::parse(algorithm.as_deref().unwrap_or("isolation_forest"))
+                .map_err(CatalogError::Model)?;
+            if a != Algorithm::IsolationForest {
+                return Err(CatalogError::Model(ModelError::InvalidParameter(format!(
+                    "DETECT ANOMALIES models use isolation_forest, not {}",
+                    a.name()
+                )))
+                .into());
+            }
+            TrainJob::Rows(TrainRequest {
+                target: None,
+                algorithm: a,
+                options: options.clone(),
+            })
+        }
+        None => {
+            let a = Algorithm::parse(algorithm.as_deref().unwrap_or("auto"))
+                .map_err(CatalogError::Model)?;
+            if a == Algorithm::IsolationForest {
+                return Err(CatalogError::Model(ModelError::InvalidParameter(
+                    "isolation_forest models are created with CREATE MODEL m DETECT \
+                         ANOMALIES AS ..."
+                        .into(),
+                ))
+                .into());
+            }
+            TrainJob::Rows(TrainRequest {
+                target: target.clone(),
+                algorithm: a,
+                options: options.clone(),
+            })
+        }
+    };
+    let (artifact, holdout) = match job {
+        TrainJob::Rows(req) => train_rows(session, name, req, query, engine).await?,
+        TrainJob::Forecast(req) => (
+            train_forecast_model(session, name, req, query, engine).await?,
+            None,
+        ),
+    };
+    let candidate = Arc::new(artifact);
+    let verdict = crate::model_gate::judge(engine, name, &candidate, holdout, &lifecycle).await?;
+    let artifact = Arc::try_unwrap(candidate).unwrap_or_else(|a| (*a).clone());
+    let summary = artifact
+        .trials
+        .iter()
+        .find(|t| t.chosen)
+        .map(|t| format!("{} {} {:.4}", t.algorithm.name(), t.metric, t.value))
+        .unwrap_or_default();
+    let created = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let version = engine
+        .registry
+        .register(
+            name,
+            artifact,
+            &[],
+            query_text,
+            &created,
+            *replace,
+            &verdict.admission,
+            &session.user(),
+            m.definition().as_deref(),
+        )
+        .await?;
+    if let Creating::New = creating {
+        engine.record_owner(session, Securable::Model(name.clone()))?;
+    }
+    engine.bump_epoch();
+    session.notice(format!("model \"{name}\" version {version}: {summary}"));
+    if let Some(n) = verdict.notice {
+        session.notice(n);
+    }
+    crate::model_lifecycle::announce(engine, session, name, version, &verdict.admission);
+    Ok(Some((version, verdict.admission)))
 }
 
 /// Train a tabular model: read the training query's rows, then fit on a blocking thread.

@@ -260,6 +260,7 @@ pub(crate) async fn import(
             replace,
             &lifecycle.ungated(),
             &session.user(),
+            None,
         )
         .await?;
     crate::model_lifecycle::announce(engine, session, name, version, &lifecycle.ungated());

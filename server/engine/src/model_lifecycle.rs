@@ -1,6 +1,7 @@
-//! `ALTER MODEL name DEPLOY VERSION n | ROLLBACK | RETIRE VERSION n`: lifecycle changes made by
-//! a role (the rules are `prognos_catalog::model_states`'). Each is one atomic registry write;
-//! queries already running keep the version they started with.
+//! `ALTER MODEL name DEPLOY VERSION n | ROLLBACK | RETIRE VERSION n | SET RETRAIN … | RESET
+//! RETRAIN`: lifecycle changes made by a role (the rules are `prognos_catalog::model_states`').
+//! Each is one atomic registry write; queries already running keep the version they started
+//! with.
 
 use prognos_catalog::{Admission, StateChange};
 
@@ -39,6 +40,16 @@ pub(crate) async fn alter(
         ModelAction::Retire(version) => {
             engine.registry.retire(name, *version, &change).await?;
             format!("model \"{name}\": version {version} retired")
+        }
+        ModelAction::SetRetrain { every, at } => {
+            let schedule = crate::model_jobs::schedule(every, at.as_deref())?;
+            let first = schedule.next_run.clone();
+            engine.registry.set_retrain(name, Some(schedule)).await?;
+            format!("model \"{name}\": retrained every {every}, first at {first}")
+        }
+        ModelAction::ResetRetrain => {
+            engine.registry.set_retrain(name, None).await?;
+            format!("model \"{name}\": no scheduled retraining")
         }
     };
     tracing::info!(model = name, user = %change.by, "{said}");

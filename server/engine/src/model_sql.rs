@@ -13,6 +13,8 @@
 //!   [WITH (task = …, labels = …, inputs = …, outputs = …, target = …, device = …)]
 //! DROP MODEL [IF EXISTS] name [VERSION n]
 //! ALTER MODEL name DEPLOY VERSION n | ROLLBACK | RETIRE VERSION n
+//! ALTER MODEL name SET RETRAIN EVERY 'interval' [AT 'HH:MM'] | RESET RETRAIN
+//! RETRAIN MODEL name
 //! SHOW MODELS
 //! DESCRIBE MODEL name          -- also DESC MODEL
 //! EXPORT MODEL name [VERSION n] TO 'model.onnx' | 's3://...'
@@ -79,6 +81,11 @@ pub enum ModelStatement {
         /// `VERSION n`: drop that version only.
         version: Option<u32>,
     },
+    /// `RETRAIN MODEL name`: run the deployed version's definition again on current data.
+    Retrain {
+        /// Model name.
+        name: String,
+    },
     /// `ALTER MODEL name …`: a lifecycle change.
     Alter {
         /// Model name.
@@ -104,6 +111,73 @@ pub enum ModelStatement {
     },
 }
 
+impl ModelStatement {
+    /// For `CREATE MODEL`: the `CREATE OR REPLACE MODEL` statement that trains the same model
+    /// again, which each version records so `RETRAIN MODEL` can run it on current data.
+    pub(crate) fn definition(&self) -> Option<String> {
+        let ModelStatement::Create {
+            name,
+            target,
+            forecast,
+            detect_anomalies,
+            algorithm,
+            options,
+            query_text,
+            ..
+        } = self
+        else {
+            return None;
+        };
+        let mut sql = format!("CREATE OR REPLACE MODEL {}", ident_sql(name));
+        if let Some(t) = target {
+            sql.push_str(&format!(" PREDICT {}", ident_sql(t)));
+        }
+        if let Some(f) = forecast {
+            sql.push_str(&format!(
+                " FORECAST {} TIME {}",
+                ident_sql(&f.value),
+                ident_sql(&f.time)
+            ));
+            if !f.ids.is_empty() {
+                let ids: Vec<String> = f.ids.iter().map(|i| ident_sql(i)).collect();
+                sql.push_str(&format!(" BY {}", ids.join(", ")));
+            }
+        }
+        if *detect_anomalies {
+            sql.push_str(" DETECT ANOMALIES");
+        }
+        if let Some(a) = algorithm {
+            sql.push_str(&format!(" USING {}", ident_sql(a)));
+        }
+        if !options.is_empty() {
+            let o: Vec<String> = options
+                .iter()
+                .map(|(k, v)| format!("{} = '{}'", ident_sql(k), v.replace('\'', "''")))
+                .collect();
+            sql.push_str(&format!(" WITH ({})", o.join(", ")));
+        }
+        sql.push_str(" AS ");
+        sql.push_str(query_text);
+        Some(sql)
+    }
+}
+
+/// A name as SQL writes it: bare when reading it back gives the same name, else quoted.
+fn ident_sql(name: &str) -> String {
+    let bare = name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if bare {
+        name.to_string()
+    } else {
+        format!("\"{}\"", name.replace('"', "\"\""))
+    }
+}
+
 /// What `ALTER MODEL` changes.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ModelAction {
@@ -113,6 +187,15 @@ pub enum ModelAction {
     Rollback,
     /// `RETIRE VERSION n`.
     Retire(u32),
+    /// `SET RETRAIN EVERY 'interval' [AT 'HH:MM']`.
+    SetRetrain {
+        /// The interval as written (`'1 day'`).
+        every: String,
+        /// The time of day runs align to.
+        at: Option<String>,
+    },
+    /// `RESET RETRAIN`: no more scheduled retraining.
+    ResetRetrain,
 }
 
 impl std::fmt::Display for ModelAction {
@@ -121,6 +204,14 @@ impl std::fmt::Display for ModelAction {
             ModelAction::Deploy(v) => write!(f, "DEPLOY VERSION {v}"),
             ModelAction::Rollback => f.write_str("ROLLBACK"),
             ModelAction::Retire(v) => write!(f, "RETIRE VERSION {v}"),
+            ModelAction::SetRetrain { every, at } => {
+                write!(f, "SET RETRAIN EVERY '{}'", every.replace('\'', "''"))?;
+                match at {
+                    Some(at) => write!(f, " AT '{}'", at.replace('\'', "''")),
+                    None => Ok(()),
+                }
+            }
+            ModelAction::ResetRetrain => f.write_str("RESET RETRAIN"),
         }
     }
 }
@@ -194,14 +285,39 @@ pub(crate) fn parse(p: &mut Parser<'_>, sql: &str) -> EngineResult<ModelStatemen
         } else if is_word(&t.token, "retire") {
             expect_word(p, "version")?;
             ModelAction::Retire(version_number(p)?)
+        } else if p_is_set(&t.token) {
+            expect_word(p, "retrain")?;
+            expect_word(p, "every")?;
+            let every = quoted_string(
+                p,
+                "SET RETRAIN EVERY takes the interval as a string ('1 day')",
+            )?;
+            let at = if is_word(&p.peek_token().token, "at") {
+                p.next_token();
+                Some(quoted_string(
+                    p,
+                    "AT takes a time of day as a string ('02:00')",
+                )?)
+            } else {
+                None
+            };
+            ModelAction::SetRetrain { every, at }
+        } else if is_word(&t.token, "reset") {
+            expect_word(p, "retrain")?;
+            ModelAction::ResetRetrain
         } else {
             return Err(syntax(format!(
-                "syntax error at or near \"{}\": expected DEPLOY VERSION n, ROLLBACK or \
-                 RETIRE VERSION n",
+                "syntax error at or near \"{}\": expected DEPLOY VERSION n, ROLLBACK, \
+                 RETIRE VERSION n, SET RETRAIN EVERY '...' or RESET RETRAIN",
                 t.token
             )));
         };
         return finish(p, ModelStatement::Alter { name, action });
+    }
+    if is_word(&first.token, "retrain") {
+        expect_word(p, "model")?;
+        let name = ident_name(&p.parse_identifier().map_err(parse_err)?);
+        return finish(p, ModelStatement::Retrain { name });
     }
     if is_word(&first.token, "export") {
         expect_word(p, "model")?;
@@ -358,6 +474,10 @@ pub(crate) fn parse(p: &mut Parser<'_>, sql: &str) -> EngineResult<ModelStatemen
     })
 }
 
+fn p_is_set(t: &Token) -> bool {
+    matches!(t, Token::Word(w) if w.keyword == Keyword::SET)
+}
+
 /// A version number (`VERSION` already read).
 fn version_number(p: &mut Parser<'_>) -> EngineResult<u32> {
     let n = p.parse_literal_uint().map_err(parse_err)?;
@@ -437,6 +557,51 @@ mod tests {
         let dialect = PrognosDialect::default();
         let mut p = Parser::new(&dialect).try_with_sql(sql).map_err(parse_err)?;
         parse(&mut p, sql)
+    }
+
+    #[test]
+    fn a_definition_parses_back_to_the_same_statement_with_or_replace() {
+        for sql in [
+            "CREATE MODEL \"Churn\" PREDICT \"Left\" USING gbdt \
+             WITH (num_trees = 50, gate = 'auc >= 0.8', note = 'it''s') AS SELECT a, \"B\" FROM t",
+            "CREATE MODEL demand FORECAST amount TIME day BY store, region USING ets \
+             WITH (horizon = 14) AS SELECT day, store, region, amount FROM sales",
+            "CREATE MODEL odd DETECT ANOMALIES AS SELECT * FROM metrics",
+        ] {
+            let original = parse_model_statement(sql).expect(sql);
+            let definition = original.definition().expect("a definition");
+            let again = parse_model_statement(&definition).expect(&definition);
+            let (ModelStatement::Create { replace, query, .. }, ModelStatement::Create { .. }) =
+                (&again, &original)
+            else {
+                panic!("{definition}");
+            };
+            assert!(replace, "{definition}");
+            assert_eq!(again.definition(), Some(definition.clone()));
+            let strip = |m: &ModelStatement| match m.clone() {
+                ModelStatement::Create {
+                    name,
+                    target,
+                    forecast,
+                    detect_anomalies,
+                    algorithm,
+                    options,
+                    query_text,
+                    ..
+                } => (
+                    name,
+                    target,
+                    forecast,
+                    detect_anomalies,
+                    algorithm,
+                    options,
+                    query_text,
+                ),
+                _ => unreachable!(),
+            };
+            assert_eq!(strip(&again), strip(&original), "{definition}");
+            assert!(!query.body.to_string().is_empty());
+        }
     }
 
     #[test]

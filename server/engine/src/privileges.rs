@@ -99,6 +99,21 @@ impl Engine {
         Ok(())
     }
 
+    /// A session of `object`'s owner (the bootstrap superuser when none is recorded), for work
+    /// the server does on the owner's behalf (a scheduled retrain).
+    pub(crate) fn owner_session(&self, object: &Securable) -> Session {
+        let owner = self
+            .roles
+            .acl()
+            .owner(object)
+            .map(str::to_string)
+            .unwrap_or_else(|| self.bootstrap_superuser.clone());
+        let superuser = self.roles.get(&owner).is_some_and(|r| r.superuser);
+        let session = self.new_session();
+        session.set_user(&owner, superuser);
+        session
+    }
+
     /// Forget a dropped object's owner and grants.
     pub(crate) fn forget_object(&self, object: &Securable) {
         if let Err(e) = self.roles.forget(object) {

@@ -5,7 +5,7 @@
 //! DataFusion's [`DFParser`] — which knows `CREATE EXTERNAL TABLE`, `COPY … TO 'file' STORED
 //! AS`, `EXPLAIN` — with the statements prognos adds read from the same token stream:
 //!
-//! * model statements (`CREATE [OR REPLACE] MODEL`, `ALTER MODEL`, `DROP MODEL`, `SHOW MODELS`,
+//! * model statements (`CREATE [OR REPLACE] MODEL`, `ALTER MODEL`, `RETRAIN MODEL`, `DROP MODEL`, `SHOW MODELS`,
 //!   `DESCRIBE MODEL`, `EXPORT MODEL`), parsed by [`crate::model_sql`] with the `AS` query kept as a tree;
 //! * role statements (`CREATE / ALTER / DROP ROLE | USER`), parsed by [`crate::role_sql`];
 //! * PostgreSQL's `COPY … TO 'file' [WITH] (FORMAT parquet, HEADER, …)`, read into DataFusion's
@@ -150,6 +150,7 @@ fn starts_model_statement(words: &[Token]) -> bool {
         || at(0, "show") && at(1, "models")
         || (at(0, "describe") || at(0, "desc")) && at(1, "model")
         || at(0, "export") && at(1, "model")
+        || at(0, "retrain") && at(1, "model")
 }
 
 /// `BACKUP TO 'folder'`: the folder.
