@@ -189,12 +189,15 @@ impl ModelSnapshot {
         }
     }
 
-    /// Whether some version is not loaded yet (then a statement's models are preloaded).
+    /// Whether some deployed version is not loaded yet (then a statement's models are
+    /// preloaded). Other versions are loaded when a statement first pins one (`m@n`), and
+    /// freed with the snapshot.
     pub fn has_unloaded(&self) -> bool {
-        self.models
-            .values()
-            .flat_map(|m| m.versions.values())
-            .any(|s| s.loaded.get().is_none())
+        self.models.values().any(|m| {
+            m.deployed
+                .and_then(|d| m.versions.get(&d))
+                .is_some_and(|s| s.loaded.get().is_none())
+        })
     }
 
     /// Load the versions that those of `names` that are models stand for (other names are

@@ -333,8 +333,10 @@ const CACHE_DIR: &str = ".cache";
 /// The artifact document's name in a version's directory.
 const ARTIFACT_FILE: &str = "artifact.json";
 
-/// The snapshot entry of `entry`: a slot per version, reusing those of `old` (what is loaded
-/// stays loaded) and taking `fresh` for a version just written.
+/// The snapshot entry of `entry`: a slot per version, taking `fresh` for a version just
+/// written. The deployed version's slot is carried over from `old` (it stays loaded); the
+/// others start unloaded, so a version pinned once (`m@n`) is freed when no query holds the
+/// snapshot that loaded it, and a model with many versions keeps one of them in memory.
 fn slots_of(
     entry: &ModelEntry,
     old: Option<&ModelSlots>,
@@ -343,7 +345,10 @@ fn slots_of(
 ) -> Arc<ModelSlots> {
     let mut versions = BTreeMap::new();
     for v in &entry.versions {
-        let slot = match (&fresh, old.and_then(|o| o.versions.get(&v.version))) {
+        let kept = old
+            .filter(|_| entry.deployed() == Some(v.version))
+            .and_then(|o| o.versions.get(&v.version));
+        let slot = match (&fresh, kept) {
             (Some(f), _) if f.record.version == v.version => Arc::clone(f),
             (_, Some(existing)) => Arc::clone(existing),
             _ => Slot::new(&entry.name, v.clone(), source.clone()),
