@@ -37,6 +37,9 @@ pub enum VersionState {
     Rejected,
     /// Taken out of service.
     Retired,
+    /// Being trained now: shown by `system.model_versions` while `CREATE MODEL` or a retrain
+    /// runs, never stored (a version is stored only once it is trained).
+    Training,
 }
 
 impl VersionState {
@@ -47,6 +50,7 @@ impl VersionState {
             VersionState::Candidate => "candidate",
             VersionState::Rejected => "rejected",
             VersionState::Retired => "retired",
+            VersionState::Training => "training",
         }
     }
 }
@@ -217,6 +221,11 @@ impl ModelEntry {
                 self.switch_to(version, change);
                 Ok(previous)
             }
+            VersionState::Training => Err(state_error(
+                self,
+                Some(version),
+                format!("version {version} is still being trained"),
+            )),
         }
     }
 
@@ -283,7 +292,7 @@ impl ModelEntry {
                 Some(version),
                 format!("version {version} is already retired"),
             )),
-            VersionState::Candidate | VersionState::Rejected => {
+            VersionState::Candidate | VersionState::Rejected | VersionState::Training => {
                 self.version_mut(version)?
                     .set_state(VersionState::Retired, change);
                 Ok(())

@@ -207,6 +207,25 @@ pub struct ModelRegistry {
     state: Mutex<State>,
     /// Serialises registering and dropping (artifact writes happen outside `state`'s lock).
     writes: tokio::sync::Mutex<()>,
+    /// Versions being trained now, by model (shown as `training`, never stored).
+    training: Mutex<Vec<(String, String, ModelVersion)>>,
+}
+
+/// A version being trained; it stops being shown when dropped.
+#[derive(Debug)]
+pub struct Training<'a> {
+    registry: &'a ModelRegistry,
+    id: String,
+}
+
+impl Drop for Training<'_> {
+    fn drop(&mut self) {
+        self.registry
+            .training
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|(id, _, _)| *id != self.id);
+    }
 }
 
 /// Whether a model name can be stored (it becomes a directory name).
@@ -468,7 +487,37 @@ impl ModelRegistry {
                 generation: 0,
             }),
             writes: tokio::sync::Mutex::new(()),
+            training: Mutex::new(Vec::new()),
         })
+    }
+
+    /// Show a version of `name` as `training` (by role `by`) until the guard is dropped.
+    pub fn begin_training(&self, name: &str, by: &str) -> Training<'_> {
+        let version = self.get(name).map(|e| e.next_version()).unwrap_or(1);
+        let now = now_rfc3339();
+        let record = ModelVersion {
+            version,
+            created_at: now.clone(),
+            state: VersionState::Training,
+            state_changed_at: now,
+            state_changed_by: by.to_string(),
+            ..placeholder_version()
+        };
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        self.training
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((id.clone(), name.to_string(), record));
+        Training { registry: self, id }
+    }
+
+    /// The versions being trained now, as `(model, record)`.
+    pub fn training(&self) -> Vec<(String, ModelVersion)> {
+        let training = self.training.lock().unwrap_or_else(|p| p.into_inner());
+        training
+            .iter()
+            .map(|(_, name, record)| (name.clone(), record.clone()))
+            .collect()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {

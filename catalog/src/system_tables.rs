@@ -230,6 +230,11 @@ impl RegistryTable {
                 ]
             }
             SystemTable::ModelVersions => {
+                // Stored versions, then those being trained now.
+                let mut training = self.registry.training();
+                if let Some(p) = role.map(|r| r.privileges()) {
+                    training.retain(|(name, _)| p.sees(&crate::Securable::Model(name.clone())));
+                }
                 let all: Vec<(&str, &ModelVersion, bool)> = entries
                     .iter()
                     .flat_map(|e| {
@@ -237,6 +242,7 @@ impl RegistryTable {
                             .iter()
                             .map(move |v| (e.name.as_str(), v, v.version == e.current))
                     })
+                    .chain(training.iter().map(|(n, v)| (n.as_str(), v, false)))
                     .collect();
                 vec![
                     Arc::new(StringArray::from_iter_values(all.iter().map(|c| c.0))),

@@ -575,24 +575,43 @@ async fn scheduled_retrains_run_resume_after_a_restart_and_never_overlap() {
     .expect("a slow model");
     let (a, b) = (server.connect().await, server.connect().await);
     let (ra, rb) = tokio::join!(a.simple_query("RETRAIN MODEL m"), async {
-        // Once the first shows as running, the second must be refused.
+        // Once the first shows its version as training, the second must be refused, and the
+        // run shows as running.
         for _ in 0..500 {
-            if jobs(&b).await.iter().any(|(_, o, _)| o == "running") {
-                return Some(b.simple_query("RETRAIN MODEL m").await);
+            let training = b
+                .query(
+                    "SELECT version FROM system.model_versions \
+                     WHERE name = 'm' AND state = 'training'",
+                    &[],
+                )
+                .await
+                .expect("training rows");
+            if !training.is_empty() {
+                let running = jobs(&b).await.iter().any(|(_, o, _)| o == "running");
+                return Some((running, b.simple_query("RETRAIN MODEL m").await));
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         None
     });
     assert!(ra.is_ok(), "the first retrain: {ra:?}");
-    let e = rb
-        .expect("the first retrain was seen running")
-        .expect_err("the second retrain overlaps the first");
+    let (running, second) = rb.expect("the first retrain was seen training");
+    assert!(running, "system.model_jobs shows the run as running");
+    let e = second.expect_err("the second retrain overlaps the first");
     assert_eq!(sqlstate(&e), "55006", "{e}");
     assert!(
         jobs(&c).await.iter().all(|(_, o, _)| o != "running"),
         "nothing runs any more"
     );
+    let training: i64 = c
+        .query_one(
+            "SELECT count(*) FROM system.model_versions WHERE state = 'training'",
+            &[],
+        )
+        .await
+        .expect("training rows")
+        .get(0);
+    assert_eq!(training, 0, "nothing trains any more");
 }
 
 fn scheduled(j: &[(String, String, Option<i64>)]) -> usize {

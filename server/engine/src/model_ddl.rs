@@ -304,6 +304,8 @@ pub(crate) async fn create(
     }
     let mut options = options.clone();
     let lifecycle = Lifecycle::take_from(&mut options)?;
+    // Shown as `training` in system.model_versions until this returns.
+    let _training = engine.registry.begin_training(name, &session.user());
     let options = &options;
     let job = match forecast {
         Some(f) => TrainJob::Forecast(
