@@ -918,21 +918,9 @@ impl ModelRegistry {
             self.commit(&mut state, next, name, None)?;
             entry
         };
+        // Object-store versions one by one; the local folders (and caches) go whole below.
         for v in removed.versions.iter().filter(|v| is_url(&v.artifact)) {
-            let urls = v
-                .payloads
-                .iter()
-                .map(|p| payload_url(&v.artifact, p))
-                .chain([v.artifact.clone()]);
-            for url in urls {
-                let deleted = match resolve(self.artifacts.stores.as_ref(), &url) {
-                    Ok((store, path)) => store.delete(&path).await.map_err(|e| e.to_string()),
-                    Err(e) => Err(e),
-                };
-                if let Err(error) = deleted {
-                    tracing::warn!(model = name, %error, "could not delete a model artifact");
-                }
-            }
+            self.delete_files(name, v).await;
         }
         if valid_model_name(name)
             && let Err(e) = std::fs::remove_dir_all(self.dir.join(CACHE_DIR).join(name))
