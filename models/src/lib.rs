@@ -9,6 +9,7 @@
 //! Theta, ETS / MSTL via augurs, backtest selection, conformal intervals).
 
 pub mod anomaly;
+pub mod drift;
 pub mod error;
 pub mod features;
 pub mod forecast;

@@ -190,6 +190,11 @@ pub struct ModelArtifact {
     /// log loss (absent in artifacts written before it existed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub calibration: Option<Platt>,
+    /// The training distribution of the features and the prediction, for drift
+    /// ([`crate::drift`]); absent for models without one (imports, forecasts, artifacts
+    /// written before it existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<crate::drift::Profile>,
 }
 
 /// Platt scaling: `p' = sigmoid(a · logit(p) + b)`.
@@ -327,6 +332,7 @@ impl ModelArtifact {
             validation_rows: 0,
             train_seconds: 0.0,
             calibration: None,
+            profile: None,
         })
     }
 

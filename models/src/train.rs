@@ -756,7 +756,7 @@ pub fn train_with_holdout(
         }
     }
     let held_out = valid_idx.iter().map(|&i| keep[i as usize]).collect();
-    let artifact = ModelArtifact {
+    let mut artifact = ModelArtifact {
         format_version: FORMAT_VERSION,
         task,
         algorithm,
@@ -772,7 +772,16 @@ pub fn train_with_holdout(
         validation_rows: valid_idx.len(),
         train_seconds: started.elapsed().as_secs_f64(),
         calibration,
+        profile: None,
     };
+    // What drift is measured against: the features over every training row, and the
+    // prediction (one number per row: a value or P(second class)) over the training split.
+    let (predicted, k) = artifact.outputs(&x);
+    artifact.profile = Some(crate::drift::Profile::of(
+        &feature_names,
+        &feature_cols,
+        (k == 1).then_some(predicted.as_slice()),
+    ));
     Ok((artifact, held_out))
 }
 
@@ -847,6 +856,7 @@ fn train_isolation_forest(
         validation_rows: 0,
         train_seconds: seconds,
         calibration: None,
+        profile: None,
     })
 }
 
@@ -914,6 +924,7 @@ fn train_clusters(
         validation_rows: 0,
         train_seconds: seconds,
         calibration: None,
+        profile: None,
     })
 }
 

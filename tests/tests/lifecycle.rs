@@ -632,3 +632,68 @@ async fn wait_for_scheduled(server: &Server, n: usize) {
         jobs(&c).await
     );
 }
+
+/// `DRIFT('m', …)`: a resample of the training table barely drifts; a shifted copy drifts a lot,
+/// in its features and its prediction, and new categories show as unseen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drift_of_a_shifted_copy_exceeds_drift_of_a_resample() {
+    let server = Server::start();
+    let c = server.connect().await;
+    c.batch_execute(
+        "CREATE TABLE cust AS SELECT CAST(value AS DOUBLE) AS tenure, \
+             CASE WHEN value % 4 = 0 THEN 'premium' ELSE 'basic' END AS plan, \
+             CAST(value % 7 AS DOUBLE) * 10 + value / 100.0 AS spend FROM generate_series(1, 4000); \
+         CREATE MODEL spend PREDICT spend USING gbdt AS SELECT tenure, plan, spend FROM cust",
+    )
+    .await
+    .expect("model");
+    let drift = |sql: &'static str| {
+        let c = &c;
+        async move {
+            c.query(sql, &[])
+                .await
+                .expect(sql)
+                .iter()
+                .map(|r| {
+                    (
+                        r.get::<_, String>(0),
+                        r.get::<_, f64>(1),
+                        r.get::<_, f64>(4),
+                        r.get::<_, i64>(5),
+                    )
+                })
+                .collect::<Vec<_>>()
+        }
+    };
+    let resample = drift(
+        "SELECT feature, psi, training_null_share, null_share, unseen_share, rows \
+         FROM DRIFT('spend', (SELECT * FROM cust WHERE tenure % 3 = 0))",
+    )
+    .await;
+    let shifted = drift(
+        "SELECT feature, psi, training_null_share, null_share, unseen_share, rows \
+         FROM DRIFT('spend', (SELECT tenure + 3000 AS tenure, \
+             CASE WHEN tenure % 2 = 0 THEN 'premium' ELSE 'gold' END AS plan FROM cust))",
+    )
+    .await;
+    let names: Vec<&str> = resample.iter().map(|r| r.0.as_str()).collect();
+    assert_eq!(names, ["tenure", "plan", "prediction"]);
+    assert_eq!(resample[0].3, 1333);
+    for (r, s) in resample.iter().zip(&shifted) {
+        assert!(r.1 < 0.05, "{} drifts on a resample: {}", r.0, r.1);
+        assert!(
+            s.1 > 0.25 && s.1 > 10.0 * r.1,
+            "{}: {} vs {}",
+            r.0,
+            s.1,
+            r.1
+        );
+    }
+    assert_eq!(shifted[1].2, 0.5, "half the plans are unseen");
+    fails_with(&c, "SELECT * FROM DRIFT('nope', TABLE cust)", "42704").await;
+    c.simple_query("CREATE MODEL seg USING kmeans AS SELECT tenure, spend FROM cust")
+        .await
+        .expect("k-means");
+    let msg = fails_with(&c, "SELECT * FROM DRIFT('seg', TABLE cust)", "22023").await;
+    assert!(msg.contains("no training profile"), "{msg}");
+}

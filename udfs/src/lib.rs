@@ -12,6 +12,7 @@
 //!   time over rows sorted by id (streamed, memory bounded by a series).
 
 pub mod anomaly;
+mod drift;
 pub mod filter_first;
 pub mod forecast;
 mod forecast_future;

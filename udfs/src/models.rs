@@ -306,6 +306,10 @@ pub fn register_model_functions(
         device,
         signature: Signature::user_defined(Volatility::Immutable),
     }));
+    ctx.register_udaf(AggregateUDF::new_from_impl(crate::drift::ModelDrift {
+        snapshot: Arc::clone(&snapshot),
+        signature: Signature::user_defined(Volatility::Immutable),
+    }));
     ctx.register_udtf(
         "prognos_forecast_model",
         Arc::new(crate::forecast::StoredForecast {

@@ -9,6 +9,9 @@
 //!   for each feature and `base_value`.
 //! * `FROM EVALUATE('m', TABLE t)` → one row per metric (`metric`, `value`) of the model on
 //!   `t`, which must hold the target column and the features (by name).
+//! * `FROM DRIFT('m', TABLE t)` → one row per feature and for the prediction: `feature, psi,
+//!   training_null_share, null_share, unseen_share, rows`, `t` against the model's training
+//!   profile (the `model_drift` aggregate, its list unnested).
 //! * `FROM FORECAST(TABLE t, time => 'ts', value => 'v' [, id => 'a, b'] [, horizon => 28]
 //!   [, level => 95] [, method => 'auto'] [, season_length => 24])` → `id columns, time,
 //!   forecast, lower, upper, method`, `horizon` rows per series: the `prognos_forecast`
@@ -50,6 +53,7 @@ use crate::models::external;
 pub const RELATION_FUNCTIONS: &[&str] = &[
     "predict",
     "evaluate",
+    "drift",
     "explain_predict",
     "forecast",
     "anomaly",
@@ -610,6 +614,27 @@ impl Planning<'_, '_> {
                     get_field(contributions, crate::models::BASE_VALUE_FIELD).alias("base_value"),
                 );
                 source.project(columns)?.project(outer)?.build()
+            }
+            "drift" => {
+                crate::drift::profile_of(&model, model_name)?;
+                const D: &str = "__d";
+                let drift = self.aggregate("model_drift", {
+                    let mut args = vec![lit(model_name)];
+                    args.extend(features.iter().cloned());
+                    args
+                })?;
+                let fields: Vec<Expr> = crate::drift::drift_fields()
+                    .iter()
+                    .map(|f| get_field(out_col(D), f.name().as_str()).alias(f.name()))
+                    .collect();
+                source
+                    .aggregate(Vec::<Expr>::new(), vec![drift.alias(D)])?
+                    .unnest_column_with_options(
+                        Column::new_unqualified(D),
+                        UnnestOptions::new().with_null_handling(NullHandling::Drop),
+                    )?
+                    .project(fields)?
+                    .build()
             }
             _ => {
                 let Some(target) = &model.target else {

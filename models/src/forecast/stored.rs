@@ -361,6 +361,7 @@ pub(super) fn model_artifact(
         validation_rows,
         train_seconds: seconds,
         calibration: None,
+        profile: None,
     }
 }
 
