@@ -104,8 +104,16 @@ pub(crate) async fn execute(
             copy(&from.join(&f.path), &to.join(&f.path), &mut copied)
                 .map_err(|e| io("data file", e))?;
         }
-        let name = manifest_file_name(m.version);
-        copy(&from.join(&name), &to.join(&name), &mut copied).map_err(|e| io("manifest", e))?;
+        // Written from the manifest read under the locks: the file may be gone by now (a
+        // commit removes the manifest two versions back).
+        let target = to.join(manifest_file_name(m.version));
+        if let Some(dir) = target.parent() {
+            durable::create_dir_all(dir).map_err(|e| io("manifest", e))?;
+        }
+        let body = serde_json::to_vec(&m).map_err(|e| io("manifest", std::io::Error::other(e)))?;
+        durable::write_atomically(&target, &body).map_err(|e| io("manifest", e))?;
+        copied.files += 1;
+        copied.bytes += body.len() as u64;
     }
     engine.catalog.backup_to(&folder)?;
     engine.roles.backup_to(&folder)?;
