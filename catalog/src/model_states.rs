@@ -356,15 +356,20 @@ mod tests {
         }
     }
 
-    fn model(versions: u32) -> ModelEntry {
-        let mut m = ModelEntry {
+    /// Model `m` with no versions.
+    fn empty() -> ModelEntry {
+        ModelEntry {
             name: "m".into(),
             current: 0,
             versions: vec![],
             history: vec![],
             last_version: 0,
             retrain: None,
-        };
+        }
+    }
+
+    fn model(versions: u32) -> ModelEntry {
+        let mut m = empty();
         for n in 1..=versions {
             m.add_version(version(n), &Admission::Deploy, &change());
         }
@@ -438,14 +443,7 @@ mod tests {
 
     #[test]
     fn a_model_whose_first_version_failed_its_gate_has_nothing_deployed() {
-        let mut m = ModelEntry {
-            name: "m".into(),
-            current: 0,
-            versions: vec![],
-            history: vec![],
-            last_version: 0,
-            retrain: None,
-        };
+        let mut m = empty();
         m.add_version(version(1), &Admission::Reject("worse".into()), &change());
         assert_eq!(m.deployed(), None);
         assert!(m.rollback(&change()).is_err());
@@ -458,12 +456,9 @@ mod tests {
     #[test]
     fn legacy_registries_deploy_their_current_version() {
         let mut m = ModelEntry {
-            name: "m".into(),
             current: 2,
             versions: vec![version(1), version(2), version(3)],
-            history: vec![],
-            last_version: 0,
-            retrain: None,
+            ..empty()
         };
         m.adopt_legacy("2026-01-01T00:00:00Z");
         assert_eq!(

@@ -539,6 +539,17 @@ impl ModelRegistry {
         self.lock().file.models.values().cloned().collect()
     }
 
+    /// The models with a retraining schedule, and their schedules (what the scheduler reads
+    /// on every tick, without copying the version records).
+    pub fn retrain_schedules(&self) -> Vec<(String, RetrainSchedule)> {
+        self.lock()
+            .file
+            .models
+            .values()
+            .filter_map(|e| e.retrain.clone().map(|r| (e.name.clone(), r)))
+            .collect()
+    }
+
     /// Whether a model of that name exists.
     pub fn contains(&self, name: &str) -> bool {
         self.lock().file.models.contains_key(name)

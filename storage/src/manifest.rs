@@ -340,6 +340,15 @@ mod tests {
         ));
     }
 
+    async fn versions(t: &TableStore) -> Vec<u64> {
+        t.manifest_versions()
+            .await
+            .expect("list")
+            .into_iter()
+            .map(|(v, _)| v)
+            .collect()
+    }
+
     #[tokio::test]
     async fn only_the_newest_two_manifests_are_kept() {
         let t = TableStore::new(Arc::new(InMemory::new()), Path::from("t"));
@@ -349,26 +358,14 @@ mod tests {
         }
         // A table from before pruning: six manifests; the sweep leaves v5 and v6.
         assert_eq!(t.remove_all_superseded().await.expect("sweep"), 4);
-        let kept: Vec<u64> = t
-            .manifest_versions()
-            .await
-            .expect("list")
-            .into_iter()
-            .map(|(v, _)| v)
-            .collect();
+        let kept = versions(&t).await;
         assert_eq!(kept, [5, 6]);
         let m7 = t.commit(6, cols, vec![]).await.expect("v7");
         t.remove_superseded(7).await.expect("prune");
         t.remove_superseded(7)
             .await
             .expect("pruning twice is harmless");
-        let kept: Vec<u64> = t
-            .manifest_versions()
-            .await
-            .expect("list")
-            .into_iter()
-            .map(|(v, _)| v)
-            .collect();
+        let kept = versions(&t).await;
         assert_eq!(kept, [6, 7]);
         assert_eq!(t.latest().await.expect("latest"), Some(m7));
     }

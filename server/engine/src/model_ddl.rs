@@ -132,6 +132,25 @@ fn may_create(
     })
 }
 
+/// The checks of a statement that changes model `name`'s lifecycle (`statement`: its name):
+/// not inside a transaction block (a NOTICE), the model exists (`42704`), and the session's
+/// role owns it (`42501`).
+fn owned_model(
+    engine: &Engine,
+    session: &Session,
+    name: &str,
+    statement: &str,
+) -> EngineResult<()> {
+    crate::statements::not_transactional(session, statement);
+    if engine.registry.get(name).is_none() {
+        return Err(CatalogError::ModelNotFound(name.to_string()).into());
+    }
+    crate::privileges::require_owner(
+        &engine.privileges(session),
+        &Securable::Model(name.to_string()),
+    )
+}
+
 /// `42501` unless the session's role may use model `name` (a missing model is `42704`).
 fn require_usage(engine: &Engine, session: &Session, name: &str) -> EngineResult<()> {
     if engine.registry.get(name).is_none() {
@@ -197,18 +216,12 @@ pub(super) async fn execute(
             if_exists,
             version: Some(version),
         } => {
-            crate::statements::not_transactional(session, "DROP MODEL");
-            if engine.registry.get(name).is_none() {
-                if *if_exists {
-                    session.notice(format!("model \"{name}\" does not exist, skipping"));
-                    return Ok(command("DROP MODEL"));
-                }
-                return Err(CatalogError::ModelNotFound(name.clone()).into());
+            if *if_exists && engine.registry.get(name).is_none() {
+                crate::statements::not_transactional(session, "DROP MODEL");
+                session.notice(format!("model \"{name}\" does not exist, skipping"));
+                return Ok(command("DROP MODEL"));
             }
-            crate::privileges::require_owner(
-                &engine.privileges(session),
-                &Securable::Model(name.clone()),
-            )?;
+            owned_model(engine, session, name, "DROP MODEL")?;
             engine.registry.drop_version(name, *version).await?;
             engine.bump_epoch();
             Ok(command("DROP MODEL"))
@@ -240,14 +253,7 @@ pub(super) async fn execute(
             Ok(command("DROP MODEL"))
         }
         ModelStatement::Alter { name, action } => {
-            crate::statements::not_transactional(session, "ALTER MODEL");
-            if engine.registry.get(name).is_none() {
-                return Err(CatalogError::ModelNotFound(name.clone()).into());
-            }
-            crate::privileges::require_owner(
-                &engine.privileges(session),
-                &Securable::Model(name.clone()),
-            )?;
+            owned_model(engine, session, name, "ALTER MODEL")?;
             crate::model_lifecycle::alter(engine, session, name, action).await?;
             engine.bump_epoch();
             Ok(command("ALTER MODEL"))
@@ -257,14 +263,7 @@ pub(super) async fn execute(
             Ok(command("CREATE MODEL"))
         }
         ModelStatement::Retrain { name } => {
-            crate::statements::not_transactional(session, "RETRAIN MODEL");
-            if engine.registry.get(name).is_none() {
-                return Err(CatalogError::ModelNotFound(name.clone()).into());
-            }
-            crate::privileges::require_owner(
-                &engine.privileges(session),
-                &Securable::Model(name.clone()),
-            )?;
+            owned_model(engine, session, name, "RETRAIN MODEL")?;
             crate::model_jobs::retrain(engine, session, name, crate::model_jobs::Trigger::Manual)
                 .await?;
             Ok(command("RETRAIN MODEL"))

@@ -169,6 +169,14 @@ impl Lifecycle {
         }
     }
 
+    /// The verdict on a version that passed, with what to tell the client.
+    fn pass(&self, notice: Option<String>) -> Verdict {
+        Verdict {
+            admission: self.admitted(),
+            notice,
+        }
+    }
+
     /// The admission of a version that no gate judges (an imported model).
     pub(crate) fn ungated(&self) -> Admission {
         self.admitted()
@@ -333,6 +341,14 @@ pub(crate) struct Holdout {
     pub(crate) columns: Vec<ArrayRef>,
 }
 
+/// The verdict on a version that failed, for `reason`.
+fn reject(reason: String) -> Verdict {
+    Verdict {
+        admission: Admission::Reject(reason),
+        notice: None,
+    }
+}
+
 impl Holdout {
     fn column(&self, name: &str) -> Option<&ArrayRef> {
         self.names
@@ -362,26 +378,19 @@ pub(crate) async fn judge(
     holdout: Option<Holdout>,
     lifecycle: &Lifecycle,
 ) -> EngineResult<Verdict> {
-    let pass = |notice: Option<String>| Verdict {
-        admission: lifecycle.admitted(),
-        notice,
-    };
     match &lifecycle.gate {
-        Gate::Open => Ok(pass(None)),
+        Gate::Open => Ok(lifecycle.pass(None)),
         Gate::Rule(rule, text) => {
             let mut failed = vec![];
             let ok = holds(rule, &candidate.metrics, &mut failed)
                 .map_err(|why| invalid(format!("gate '{text}': {why}")))?;
             if ok {
-                Ok(pass(Some(format!("validation gate '{text}' passed"))))
+                Ok(lifecycle.pass(Some(format!("validation gate '{text}' passed"))))
             } else {
-                Ok(Verdict {
-                    admission: Admission::Reject(format!(
-                        "gate '{text}' failed: {}",
-                        failed.join(", ")
-                    )),
-                    notice: None,
-                })
+                Ok(reject(format!(
+                    "gate '{text}' failed: {}",
+                    failed.join(", ")
+                )))
             }
         }
         Gate::NotWorse => not_worse(engine, name, candidate, holdout, lifecycle).await,
@@ -396,10 +405,7 @@ async fn not_worse(
     holdout: Option<Holdout>,
     lifecycle: &Lifecycle,
 ) -> EngineResult<Verdict> {
-    let pass = |notice: Option<String>| Verdict {
-        admission: lifecycle.admitted(),
-        notice,
-    };
+    let pass = |notice: Option<String>| lifecycle.pass(notice);
     let Some((metric, higher_is_better)) = candidate.headline_metric() else {
         return Ok(pass(None));
     };
@@ -518,15 +524,9 @@ fn compare(
         "{metric} {candidate:.4} against the deployed version {deployed_no}'s {deployed:.4} {what}"
     );
     if ok {
-        Verdict {
-            admission: lifecycle.admitted(),
-            notice: Some(format!("validation gate passed: {said}")),
-        }
+        lifecycle.pass(Some(format!("validation gate passed: {said}")))
     } else {
-        Verdict {
-            admission: Admission::Reject(format!("worse than the deployed version: {said}")),
-            notice: None,
-        }
+        reject(format!("worse than the deployed version: {said}"))
     }
 }
 

@@ -392,14 +392,11 @@ pub(crate) fn start_scheduler(engine: &Arc<Engine>, tick: Duration) {
 /// Start the scheduled retrains that are due (each in its own task).
 async fn run_due(engine: &Arc<Engine>) {
     let now = Utc::now();
-    for entry in engine.registry.entries() {
-        let Some(schedule) = &entry.retrain else {
-            continue;
-        };
+    for (name, schedule) in engine.registry.retrain_schedules() {
         let due = DateTime::parse_from_rfc3339(&schedule.next_run)
             .map(|t| t.with_timezone(&Utc) <= now)
             .unwrap_or(true);
-        if !due || engine.jobs.is_running(&entry.name) {
+        if !due || engine.jobs.is_running(&name) {
             continue;
         }
         // The next run is set before this one starts: a crash mid-run does not repeat it.
@@ -410,13 +407,12 @@ async fn run_due(engine: &Arc<Engine>) {
         } else {
             now
         };
-        next.next_run = next_run(schedule, from).to_rfc3339();
-        if let Err(e) = engine.registry.set_retrain(&entry.name, Some(next)).await {
-            tracing::warn!(model = %entry.name, error = %e, "could not store a retrain schedule");
+        next.next_run = next_run(&schedule, from).to_rfc3339();
+        if let Err(e) = engine.registry.set_retrain(&name, Some(next)).await {
+            tracing::warn!(model = %name, error = %e, "could not store a retrain schedule");
             continue;
         }
         let engine = Arc::clone(engine);
-        let name = entry.name.clone();
         tokio::spawn(async move {
             let session = engine.owner_session(&Securable::Model(name.clone()));
             match retrain(&engine, &session, &name, Trigger::Schedule).await {
