@@ -30,7 +30,8 @@ pub use managed::{CommitLock, ManagedTable, StagedTable, WriteStage};
 pub use model_snapshot::ModelSnapshot;
 pub use model_states::{Admission, StateChange, VersionState};
 pub use models::{
-    ArtifactStores, ModelEntry, ModelRegistry, ModelVersion, Payload, RetrainSchedule,
+    ArtifactStores, LiveRule, LiveRuleKind, ModelEntry, ModelRegistry, ModelVersion, Payload,
+    PredictionLogging, RetrainSchedule,
 };
 pub use persist::{CatalogFile, PersistentCatalog, TableEntry, TableKind};
 pub use roles::{Role, RoleChange, RoleStore};

@@ -136,6 +136,33 @@ impl ManagedTable {
         self.inner.write(data, InsertOp::Append).await
     }
 
+    /// Keep at most `max_rows` rows, the newest: commit a version without the oldest data
+    /// files beyond that (whole files; the newest file is always kept) and return the files
+    /// it no longer lists, for the caller to delete once no scan can be reading them.
+    pub async fn keep_newest(&self, max_rows: u64) -> CatalogResult<Vec<DataFile>> {
+        let lock = self.lock_commits().await;
+        let Some(manifest) = lock.latest().await? else {
+            return Ok(vec![]);
+        };
+        if manifest.rows() <= max_rows {
+            return Ok(vec![]);
+        }
+        // Appends add files at the end: the newest are last.
+        let mut kept_rows = 0u64;
+        let mut split = manifest.files.len();
+        for (i, f) in manifest.files.iter().enumerate().rev() {
+            if split < manifest.files.len() && kept_rows + f.rows > max_rows {
+                break;
+            }
+            kept_rows += f.rows;
+            split = i;
+        }
+        let mut files = manifest.files;
+        let kept = files.split_off(split);
+        lock.commit(manifest.version, kept).await?;
+        Ok(files)
+    }
+
     /// The table's name.
     pub fn name(&self) -> &str {
         &self.inner.name

@@ -12,7 +12,7 @@ use std::sync::{Arc, OnceLock};
 use prognos_models::ModelArtifact;
 
 use crate::error::{CatalogError, CatalogResult};
-use crate::models::{Loaded, ModelVersion, Source, is_url, load_version};
+use crate::models::{Loaded, ModelVersion, PredictionLogging, Source, is_url, load_version};
 
 /// One model version, loaded on first use.
 #[derive(Debug)]
@@ -88,6 +88,10 @@ pub(crate) struct ModelSlots {
     pub(crate) deployed: Option<u32>,
     /// Every stored version, by number.
     pub(crate) versions: BTreeMap<u32, Arc<Slot>>,
+    /// How its predictions are logged, when they are.
+    pub(crate) logging: Option<PredictionLogging>,
+    /// The outcomes query of `SET OUTCOMES FROM`, when set.
+    pub(crate) outcomes: Option<String>,
 }
 
 /// The models visible to one query (see the module docs).
@@ -173,6 +177,37 @@ impl ModelSnapshot {
     pub async fn load(&self, name: &str) -> CatalogResult<(u32, Arc<ModelArtifact>)> {
         let slot = self.found(name)?;
         answer(name, slot, slot.load().await)
+    }
+
+    /// How the model that `name` (`m` or `m@n`) stands for logs its predictions; `None` when
+    /// it does not, or is not a model this snapshot may use.
+    pub fn logging(&self, name: &str) -> Option<&PredictionLogging> {
+        let slots = self.model(split_pin(name).0)?;
+        if self.denied.contains(&slots.name) {
+            return None;
+        }
+        slots.logging.as_ref()
+    }
+
+    /// The model `name` stands for, with its logging and outcomes settings, for
+    /// `MODEL_MONITOR`: `(model name, logging, outcomes query)`.
+    pub fn monitoring(
+        &self,
+        name: &str,
+    ) -> CatalogResult<(String, Option<&PredictionLogging>, Option<&str>)> {
+        let slots = self
+            .model(name)
+            .ok_or_else(|| CatalogError::ModelNotFound(name.to_string()))?;
+        if self.denied.contains(&slots.name) {
+            return Err(CatalogError::PermissionDenied {
+                object: format!("model {}", slots.name),
+            });
+        }
+        Ok((
+            slots.name.clone(),
+            slots.logging.as_ref(),
+            slots.outcomes.as_deref(),
+        ))
     }
 
     /// This snapshot as a role sees it: the models for which `may_use` is false answer

@@ -365,6 +365,10 @@ mod tests {
             history: vec![],
             last_version: 0,
             retrain: None,
+            logging: None,
+            outcomes: None,
+            rollback_when: None,
+            retrain_when: None,
         }
     }
 

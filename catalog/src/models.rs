@@ -119,6 +119,69 @@ pub struct ModelEntry {
     /// When the server retrains the model by itself (`ALTER MODEL … SET RETRAIN EVERY`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retrain: Option<RetrainSchedule>,
+    /// Which of its `PREDICT` calls are logged, and where (`ALTER MODEL … SET LOGGING`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logging: Option<PredictionLogging>,
+    /// The query giving what happened (`key, actual, ts`), as written in `ALTER MODEL … SET
+    /// OUTCOMES FROM (…)`: `MODEL_MONITOR` joins it with the logged predictions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcomes: Option<String>,
+    /// `ALTER MODEL … SET ROLLBACK WHEN …`: when the server rolls the model back by itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback_when: Option<LiveRule>,
+    /// `ALTER MODEL … SET RETRAIN WHEN …`: when the server retrains the model by itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retrain_when: Option<LiveRule>,
+}
+
+/// A rule on a model's live metrics (`live_auc < 0.7`), computed from its logged predictions
+/// and outcomes over a recent window.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct LiveRule {
+    /// The condition as written (`live_auc < 0.7`).
+    pub rule: String,
+    /// The window as written (`'1 day'`).
+    pub over: String,
+}
+
+/// A model's live rules, as the rule checker reads them.
+#[derive(Debug, Clone)]
+pub struct ModelRules {
+    /// The model.
+    pub name: String,
+    /// Its deployed version.
+    pub deployed: Option<u32>,
+    /// `SET ROLLBACK WHEN`.
+    pub rollback: Option<LiveRule>,
+    /// `SET RETRAIN WHEN`.
+    pub retrain: Option<LiveRule>,
+}
+
+/// Which live rule of a model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LiveRuleKind {
+    /// `SET ROLLBACK WHEN`.
+    Rollback,
+    /// `SET RETRAIN WHEN`.
+    Retrain,
+}
+
+/// How a model's predictions are logged (`ALTER MODEL m SET LOGGING (sample = 0.1, key =
+/// 'customer_id')`): a sample of the rows each `PREDICT` call scores, with their inputs, the
+/// output, the version, the time and the key, appended to a managed table.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PredictionLogging {
+    /// Share of the scored rows logged, in (0, 1].
+    pub sample: f64,
+    /// The column whose value identifies a row (joined with the outcomes); `None` logs no key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// Schema of the log table.
+    pub schema: String,
+    /// Name of the log table.
+    pub table: String,
+    /// The most rows the table keeps: the oldest are removed beyond it.
+    pub max_rows: u64,
 }
 
 /// A model's retraining schedule.
@@ -392,6 +455,8 @@ fn slots_of(
         name: entry.name.clone(),
         deployed: entry.deployed(),
         versions,
+        logging: entry.logging.clone(),
+        outcomes: entry.outcomes.clone(),
     })
 }
 
@@ -715,6 +780,10 @@ impl ModelRegistry {
                 history: vec![],
                 last_version: 0,
                 retrain: None,
+                logging: None,
+                outcomes: None,
+                rollback_when: None,
+                retrain_when: None,
             });
         let change = StateChange {
             at: created_at.to_string(),
@@ -769,6 +838,62 @@ impl ModelRegistry {
     ) -> CatalogResult<()> {
         self.change_model(name, |e| {
             e.retrain = schedule;
+            Ok(())
+        })
+        .await
+    }
+
+    /// `ALTER MODEL name SET LOGGING (…)` (`None`: `RESET LOGGING`).
+    pub async fn set_logging(
+        &self,
+        name: &str,
+        logging: Option<PredictionLogging>,
+    ) -> CatalogResult<()> {
+        self.change_model(name, |e| {
+            e.logging = logging;
+            Ok(())
+        })
+        .await
+    }
+
+    /// `ALTER MODEL name SET ROLLBACK | RETRAIN WHEN …` (`None`: `RESET ROLLBACK`, or the
+    /// `WHEN` part of `RESET RETRAIN`).
+    pub async fn set_live_rule(
+        &self,
+        name: &str,
+        kind: LiveRuleKind,
+        rule: Option<LiveRule>,
+    ) -> CatalogResult<()> {
+        self.change_model(name, |e| {
+            match kind {
+                LiveRuleKind::Rollback => e.rollback_when = rule,
+                LiveRuleKind::Retrain => e.retrain_when = rule,
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// The models with live rules.
+    pub fn live_rules(&self) -> Vec<ModelRules> {
+        self.lock()
+            .file
+            .models
+            .values()
+            .filter(|e| e.rollback_when.is_some() || e.retrain_when.is_some())
+            .map(|e| ModelRules {
+                name: e.name.clone(),
+                deployed: e.deployed(),
+                rollback: e.rollback_when.clone(),
+                retrain: e.retrain_when.clone(),
+            })
+            .collect()
+    }
+
+    /// `ALTER MODEL name SET OUTCOMES FROM (query)` (`None`: `RESET OUTCOMES`).
+    pub async fn set_outcomes(&self, name: &str, query: Option<String>) -> CatalogResult<()> {
+        self.change_model(name, |e| {
+            e.outcomes = query;
             Ok(())
         })
         .await

@@ -23,6 +23,8 @@
 //! | `models.max_import_mb` | int | `4096` | largest file `CREATE MODEL … FROM` accepts |
 //! | `models.max_artifact_mb` | int | `8192` | largest model version the registry stores |
 //! | `models.max_training_rows` | int | `0` (none) | most rows a training query may return |
+//! | `models.alert_webhook` | URL | unset | where live-metric rule alerts are POSTed (JSON) |
+//! | `models.rule_check_seconds` | int | `10` | seconds between checks of live-metric rules |
 //! | `auth` | `"scram-sha-256"` \| `"none"` | see [`crate::auth`] | how clients prove who they are |
 //! | `superuser` | name | `prognos` | the bootstrap superuser, created when missing |
 //! | `superuser_password` | string | `PROGNOS_PASSWORD` | its first password |

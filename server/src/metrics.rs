@@ -32,6 +32,9 @@ pub struct Metrics {
     pub inference_runs_total: IntCounterVec,
     /// Rows scored by imported models by device.
     pub inference_rows_total: IntCounterVec,
+    /// Alerts raised by live-metric rules, by model and action (`rollback`, `retrain`,
+    /// `rollback_failed`); taken from the engine's counts when rendered.
+    pub model_alerts_total: IntCounterVec,
     /// Device memory in use per GPU (index as in `cuda:<n>`), when the machine has any.
     pub gpu_memory_used_bytes: IntGaugeVec,
     /// Device memory per GPU.
@@ -96,6 +99,14 @@ fn build() -> Metrics {
         &["device"],
     )
     .expect("metric");
+    let model_alerts_total = IntCounterVec::new(
+        Opts::new(
+            "model_alerts_total",
+            "Alerts raised by live-metric rules (SET ROLLBACK | RETRAIN WHEN), by model and action",
+        ),
+        &["model", "action"],
+    )
+    .expect("metric");
     let gpu_memory_used_bytes = IntGaugeVec::new(
         Opts::new("gpu_memory_used_bytes", "GPU memory in use, per GPU"),
         &["gpu"],
@@ -121,6 +132,7 @@ fn build() -> Metrics {
         Box::new(gpu_utilization_ratio.clone()),
         Box::new(inference_runs_total.clone()),
         Box::new(inference_rows_total.clone()),
+        Box::new(model_alerts_total.clone()),
         Box::new(prepared_plans_total.clone()),
         Box::new(connections_total.clone()),
         Box::new(queries_total.clone()),
@@ -139,6 +151,7 @@ fn build() -> Metrics {
         prepared_plans_total,
         inference_runs_total,
         inference_rows_total,
+        model_alerts_total,
         gpu_memory_used_bytes,
         gpu_memory_total_bytes,
         gpu_utilization_ratio,
@@ -180,6 +193,12 @@ impl Metrics {
                 let counter = metric.with_label_values(&[device]);
                 counter.inc_by(total.saturating_sub(counter.get()));
             }
+        }
+        for ((model, action), total) in prognos_engine::alert_counts() {
+            let counter = self
+                .model_alerts_total
+                .with_label_values(&[model.as_str(), action.as_str()]);
+            counter.inc_by(total.saturating_sub(counter.get()));
         }
         let mut buf = Vec::new();
         let encoder = TextEncoder::new();

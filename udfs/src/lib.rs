@@ -3,6 +3,7 @@
 //! * [`pg_compat`]: Postgres-compatibility functions that clients call and DataFusion or
 //!   `datafusion-pg-catalog` do not provide (`version()`, `pg_sleep()`).
 //! * [`models`]: `PREDICT`, `PREDICT_PROBA`, `FEATURE_IMPORTANCE` over the model registry.
+//! * [`prediction_log`]: the sampled log of `PREDICT` calls (`ALTER MODEL … SET LOGGING`).
 //! * [`forecast`]: the per-series forecasting aggregate behind `FORECAST(TABLE t, ...)` and
 //!   the stored forecasts' table functions.
 //! * [`anomaly`]: the per-series anomaly-scoring aggregate behind `ANOMALY(TABLE t, ...)`.
@@ -18,6 +19,7 @@ pub mod forecast;
 mod forecast_future;
 pub mod models;
 pub mod pg_compat;
+pub mod prediction_log;
 pub mod relations;
 mod series;
 pub mod series_plan;

@@ -21,6 +21,7 @@ use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Fields, Float64Typ
 use datafusion::catalog::{TableFunctionArgs, TableFunctionImpl, TableProvider};
 use datafusion::common::{DataFusionError, Result, ScalarValue, plan_err};
 use datafusion::datasource::MemTable;
+use datafusion::logical_expr::expr::ScalarFunction;
 use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
 use datafusion::logical_expr::{
     Accumulator, AggregateUDF, AggregateUDFImpl, ColumnarValue, Expr, ReturnFieldArgs,
@@ -31,6 +32,8 @@ use datafusion::prelude::SessionContext;
 use prognos_catalog::{CatalogError, ModelSnapshot};
 use prognos_models::onnx::device::DeviceRequest;
 use prognos_models::{ModelArtifact, ModelError};
+
+use crate::prediction_log::{LogSink, LoggedForm};
 
 pub(crate) fn external(e: impl std::error::Error + Send + Sync + 'static) -> DataFusionError {
     DataFusionError::External(Box::new(e))
@@ -45,13 +48,17 @@ enum Kind {
     Anomaly,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct ModelFunction {
     kind: Kind,
     snapshot: Arc<ModelSnapshot>,
     /// The session's `prognos.device`, when set.
     device: Option<DeviceRequest>,
     signature: Signature,
+    /// Where logged predictions go.
+    sink: Option<LogSink>,
+    /// The logging form: the second argument is the key column (see [`crate::prediction_log`]).
+    keyed: bool,
 }
 
 impl PartialEq for ModelFunction {
@@ -59,6 +66,7 @@ impl PartialEq for ModelFunction {
         self.kind == other.kind
             && Arc::ptr_eq(&self.snapshot, &other.snapshot)
             && self.device == other.device
+            && self.keyed == other.keyed
     }
 }
 impl Eq for ModelFunction {}
@@ -67,7 +75,34 @@ impl Hash for ModelFunction {
         self.kind.hash(state);
         (Arc::as_ptr(&self.snapshot) as usize).hash(state);
         self.device.hash(state);
+        self.keyed.hash(state);
     }
+}
+
+/// A model error as a DataFusion error.
+pub(crate) fn model_error(e: ModelError) -> DataFusionError {
+    external(CatalogError::Model(e))
+}
+
+/// The logging form of a `PREDICT` / `PREDICT_PROBA` call whose model logs its predictions
+/// (`None` for any other call, or one in that form already).
+pub(crate) fn logging_form(call: &ScalarFunction) -> Option<LoggedForm> {
+    let f = call.func.inner().downcast_ref::<ModelFunction>()?;
+    if f.keyed || f.sink.is_none() || !matches!(f.kind, Kind::Predict | Kind::Proba) {
+        return None;
+    }
+    let Some(Expr::Literal(name, _)) = call.args.first() else {
+        return None;
+    };
+    let name = model_name(f.fname(), Some(name)).ok()?;
+    let logging = f.snapshot.logging(&name)?;
+    Some(LoggedForm {
+        udf: Arc::new(ScalarUDF::new_from_impl(ModelFunction {
+            keyed: true,
+            ..f.clone()
+        })),
+        key: logging.key.clone(),
+    })
 }
 
 fn model_name(fname: &str, arg: Option<&ScalarValue>) -> Result<String> {
@@ -94,9 +129,14 @@ impl ModelFunction {
         }
     }
 
-    fn model(&self, name: &str) -> Result<Arc<ModelArtifact>> {
-        let (_, model) = self.snapshot.get(name).map_err(external)?;
-        Ok(on_session_device(&model, self.device))
+    fn model(&self, name: &str) -> Result<(u32, Arc<ModelArtifact>)> {
+        let (version, model) = self.snapshot.get(name).map_err(external)?;
+        Ok((version, on_session_device(&model, self.device)))
+    }
+
+    /// Index of the first feature argument (after the name, and the key in the logging form).
+    fn first_feature(&self) -> usize {
+        if self.keyed { 2 } else { 1 }
     }
 }
 
@@ -125,11 +165,12 @@ impl ScalarUDFImpl for ModelFunction {
             self.fname(),
             args.scalar_arguments.first().copied().flatten(),
         )?;
-        let model = self.model(&name)?;
+        let (_, model) = self.model(&name)?;
         model
             .row_model(&self.fname().to_ascii_uppercase())
             .map_err(|e| external(CatalogError::Model(e)))?;
-        let types: Vec<DataType> = args.arg_fields[1..]
+        let types: Vec<DataType> = args.arg_fields
+            [self.first_feature().min(args.arg_fields.len())..]
             .iter()
             .map(|f| f.data_type().clone())
             .collect();
@@ -164,9 +205,9 @@ impl ScalarUDFImpl for ModelFunction {
             Some(ColumnarValue::Scalar(s)) => model_name(self.fname(), Some(s))?,
             _ => return plan_err!("{}: the model name must be a literal", self.fname()),
         };
-        let model = self.model(&name)?;
+        let (version, model) = self.model(&name)?;
         let n = args.number_rows;
-        let columns = args.args[1..]
+        let columns = args.args[self.first_feature().min(args.args.len())..]
             .iter()
             .map(|c| c.to_array(n))
             .collect::<Result<Vec<_>>>()?;
@@ -176,6 +217,21 @@ impl ScalarUDFImpl for ModelFunction {
             Kind::Contributions => contributions_array(&model, &columns),
         }
         .map_err(|e| external(CatalogError::Model(e)))?;
+        if self.keyed
+            && let (Some(sink), Some(logging)) = (&self.sink, self.snapshot.logging(&name))
+        {
+            let key = args.args[1].to_array(n)?;
+            let prediction = (self.kind == Kind::Predict).then_some(&out);
+            let sampled = crate::prediction_log::sample_rows(
+                &name, version, &model, logging, &key, &columns, prediction,
+            );
+            match sampled {
+                Ok(Some(rows)) => sink.offer(rows),
+                Ok(None) => {}
+                // Logging never fails the query that scores.
+                Err(e) => tracing::warn!(model = %name, error = %e, "prediction not logged"),
+            }
+        }
         Ok(ColumnarValue::Array(out))
     }
 }
@@ -276,11 +332,13 @@ fn on_session_device(
 }
 
 /// Register the model functions of `snapshot` in a session (replacing earlier instances);
-/// `device` is the session's `prognos.device` when it set one.
+/// `device` is the session's `prognos.device` when it set one, `sink` where logged
+/// predictions go.
 pub fn register_model_functions(
     ctx: &SessionContext,
     snapshot: Arc<ModelSnapshot>,
     device: Option<DeviceRequest>,
+    sink: Option<LogSink>,
 ) {
     for kind in [
         Kind::Predict,
@@ -293,6 +351,8 @@ pub fn register_model_functions(
             snapshot: Arc::clone(&snapshot),
             device,
             signature: Signature::user_defined(Volatility::Immutable),
+            sink: sink.clone(),
+            keyed: false,
         }));
     }
     ctx.register_udaf(AggregateUDF::new_from_impl(
@@ -301,11 +361,14 @@ pub fn register_model_functions(
             signature: Signature::user_defined(Volatility::Immutable),
         },
     ));
-    ctx.register_udaf(AggregateUDF::new_from_impl(ModelMetrics {
-        snapshot: Arc::clone(&snapshot),
-        device,
-        signature: Signature::user_defined(Volatility::Immutable),
-    }));
+    for live in [false, true] {
+        ctx.register_udaf(AggregateUDF::new_from_impl(ModelMetrics {
+            snapshot: Arc::clone(&snapshot),
+            device,
+            signature: Signature::user_defined(Volatility::Immutable),
+            live,
+        }));
+    }
     ctx.register_udaf(AggregateUDF::new_from_impl(crate::drift::ModelDrift {
         snapshot: Arc::clone(&snapshot),
         signature: Signature::user_defined(Volatility::Immutable),
@@ -332,17 +395,24 @@ pub fn register_model_functions(
 /// returns the model's metrics on them as a list of `{metric, value}`. `EVALUATE(...)` in
 /// `FROM` is rewritten onto it. Partial states carry model outputs and true values, so it
 /// aggregates in parallel like any other aggregate.
+///
+/// With `live`, it is `model_live_metrics('model', actual, scores)`: the same metrics from
+/// logged model outputs (the prediction log's `scores` lists) instead of features, as
+/// `MODEL_MONITOR` computes them.
 #[derive(Debug)]
 struct ModelMetrics {
     snapshot: Arc<ModelSnapshot>,
     /// The session's `prognos.device`, when set.
     device: Option<DeviceRequest>,
     signature: Signature,
+    live: bool,
 }
 
 impl PartialEq for ModelMetrics {
     fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.snapshot, &other.snapshot) && self.device == other.device
+        Arc::ptr_eq(&self.snapshot, &other.snapshot)
+            && self.device == other.device
+            && self.live == other.live
     }
 }
 impl Eq for ModelMetrics {}
@@ -350,6 +420,7 @@ impl Hash for ModelMetrics {
     fn hash<H: Hasher>(&self, state: &mut H) {
         (Arc::as_ptr(&self.snapshot) as usize).hash(state);
         self.device.hash(state);
+        self.live.hash(state);
     }
 }
 
@@ -375,7 +446,11 @@ pub(crate) fn f64_list() -> DataType {
 
 impl AggregateUDFImpl for ModelMetrics {
     fn name(&self) -> &str {
-        "model_metrics"
+        if self.live {
+            "model_live_metrics"
+        } else {
+            "model_metrics"
+        }
     }
 
     fn signature(&self) -> &Signature {
@@ -413,6 +488,8 @@ impl AggregateUDFImpl for ModelMetrics {
             model: on_session_device(&model, self.device),
             outputs: vec![],
             truth: vec![],
+            live: self.live,
+            k: None,
         }))
     }
 }
@@ -423,6 +500,10 @@ struct MetricsAccumulator {
     /// Model outputs, `k` per row (see `ModelArtifact::outputs`).
     outputs: Vec<f64>,
     truth: Vec<f64>,
+    /// Outputs come from logged `scores` lists, not from scoring features.
+    live: bool,
+    /// Outputs per row of the logged lists seen so far (rows of another width are skipped).
+    k: Option<usize>,
 }
 
 /// One list value holding every element of `values` (of type `item`).
@@ -439,6 +520,33 @@ pub(crate) fn list_scalar<T: datafusion::arrow::array::Array + 'static>(
     )))
 }
 
+impl MetricsAccumulator {
+    /// Add logged rows: `truth` (encoded actual values) and `scores` (a list of outputs per
+    /// row). Rows without an actual value or scores, or with scores of another width than
+    /// the first row's, are skipped.
+    fn update_live(&mut self, truth: &[Option<f32>], scores: &ArrayRef) -> Result<()> {
+        let Some(lists) = scores.as_list_opt::<i32>() else {
+            return plan_err!("model_live_metrics takes the logged scores as a list of numbers");
+        };
+        for (t, l) in truth.iter().zip(lists.iter()) {
+            let (Some(t), Some(l)) = (t, l) else {
+                continue;
+            };
+            let v = datafusion::arrow::compute::cast(&l, &DataType::Float64)?;
+            let v = v.as_primitive::<Float64Type>();
+            if v.is_empty()
+                || datafusion::arrow::array::Array::null_count(v) > 0
+                || *self.k.get_or_insert(v.len()) != v.len()
+            {
+                continue;
+            }
+            self.truth.push(*t as f64);
+            self.outputs.extend(v.values().iter());
+        }
+        Ok(())
+    }
+}
+
 impl Accumulator for MetricsAccumulator {
     fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
         let Some(target) = self.model.target.as_ref() else {
@@ -452,6 +560,9 @@ impl Accumulator for MetricsAccumulator {
         let truth = target
             .encode(&values[1])
             .map_err(|e| external(CatalogError::Model(e)))?;
+        if self.live {
+            return self.update_live(&truth, &values[2]);
+        }
         let (out, k) = self
             .model
             .scores(&values[2..])
@@ -496,8 +607,15 @@ impl Accumulator for MetricsAccumulator {
         });
         let out: Vec<f32> = self.outputs.iter().map(|&v| v as f32).collect();
         let y: Vec<f32> = self.truth.iter().map(|&v| v as f32).collect();
-        let m = prognos_models::metrics::of_outputs(classes, &out, k, &y);
-        let mut rows: Vec<(String, f64)> = m.values.into_iter().collect();
+        // No scored row (no outcome yet): only the count.
+        let mut rows: Vec<(String, f64)> = if n == 0 {
+            vec![]
+        } else {
+            prognos_models::metrics::of_outputs(classes, &out, k, &y)
+                .values
+                .into_iter()
+                .collect()
+        };
         rows.push(("rows".into(), n as f64));
         let structs = StructArray::new(
             metric_struct_fields(),

@@ -20,6 +20,9 @@
 //!   forecasting model (`prognos_forecast_model`); `FROM EVALUATE('m')` → its held-out scores
 //!   per series (`prognos_forecast_evaluation`); `FROM FORECAST('m', TABLE future
 //!   [, level => p])` → a `gbdt_lag` model's forecast from future exogenous values.
+//! * `FROM MODEL_MONITOR('m' [, window => '1 day'] [, since => '7 days'])` → the model's
+//!   logged predictions joined with its outcomes: `version, window_start, window_end,
+//!   predictions, outcomes, metric, value`, one row per live metric, version and window.
 //! * `FROM ANOMALY('m', TABLE t)` → every column of `t` plus `anomaly_score`;
 //!   `FROM ANOMALY(TABLE t, time => 'ts', value => 'v' [, id => 'a, b']
 //!   [, sensitivity => 0.999] [, season_length => n])` → `time, id columns, value, expected,
@@ -31,8 +34,10 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::datatypes::DataType;
-use datafusion::common::{Column, DataFusionError, NullHandling, Result, UnnestOptions};
+use datafusion::arrow::datatypes::{DataType, IntervalUnit};
+use datafusion::common::{
+    Column, DataFusionError, NullHandling, Result, ScalarValue, UnnestOptions,
+};
 use datafusion::functions::core::expr_fn::get_field;
 use datafusion::functions_aggregate::expr_fn::first_value;
 use datafusion::logical_expr::expr::{AggregateFunction, ScalarFunction};
@@ -57,7 +62,14 @@ pub const RELATION_FUNCTIONS: &[&str] = &[
     "explain_predict",
     "forecast",
     "anomaly",
+    "model_monitor",
 ];
+
+/// The hidden argument of `MODEL_MONITOR` holding the model's log table as a subquery (the
+/// engine adds it, so the statement's table resolution sees the table).
+pub const MONITOR_LOG_ARG: &str = "__log";
+/// The hidden argument of `MODEL_MONITOR` holding the model's outcomes query.
+pub const MONITOR_OUTCOMES_ARG: &str = "__outcomes";
 
 /// Plans the relation forms of the model functions (see the module docs).
 #[derive(Debug, Default)]
@@ -225,6 +237,25 @@ impl<'a> NamedArgs<'a> {
     }
 }
 
+/// `window => '1 day'` as an interval of days and time (months vary in length, so a window
+/// may not be given in them).
+fn window_interval(text: &str) -> Result<ScalarValue> {
+    let parsed = ScalarValue::Utf8(Some(text.to_string()))
+        .cast_to(&DataType::Interval(IntervalUnit::MonthDayNano))
+        .ok();
+    match parsed {
+        Some(ScalarValue::IntervalMonthDayNano(Some(i)))
+            if i.months == 0 && (i.days > 0 || (i.days == 0 && i.nanoseconds > 0)) =>
+        {
+            Ok(ScalarValue::IntervalMonthDayNano(Some(i)))
+        }
+        _ => Err(invalid(format!(
+            "MODEL_MONITOR: window and since must be positive intervals in days, hours, minutes or \
+             seconds ('1 day', '6 hours'), got '{text}'"
+        ))),
+    }
+}
+
 /// The model name when a relation function's first argument is a string literal.
 fn model_name_arg(args: &[FunctionArg]) -> Option<&str> {
     match args.first() {
@@ -264,6 +295,22 @@ struct Planning<'a, 'b> {
 }
 
 impl Planning<'_, '_> {
+    /// A subquery, planned by DataFusion and named `alias`.
+    fn relation(&mut self, query: sql::Query, alias: &str) -> Result<LogicalPlanBuilder> {
+        let plan = self.ctx.plan(TableFactor::Derived {
+            lateral: false,
+            subquery: Box::new(query),
+            alias: Some(TableAlias {
+                explicit: true,
+                name: Ident::new(alias),
+                columns: vec![],
+                at: None,
+            }),
+            sample: None,
+        })?;
+        Ok(LogicalPlanBuilder::from(plan))
+    }
+
     /// The input relation, planned by DataFusion and named [`SRC`].
     fn source(&mut self, query: &sql::Query) -> Result<LogicalPlanBuilder> {
         let plan = self.ctx.plan(TableFactor::Derived {
@@ -720,8 +767,124 @@ impl Planning<'_, '_> {
                 self.table_function("prognos_forecast_evaluation", vec![lit(name)])?
                     .build()
             }
+            "model_monitor" => self.model_monitor(args),
             _ => self.with_model_and_relation(func, args),
         }
+    }
+
+    /// `MODEL_MONITOR('m' [, window => '1 day'] [, since => '7 days'])`: the model's logged
+    /// predictions (those of the last `since` only, when given) joined with its outcomes by
+    /// key, per version and time window (by prediction time): `version,
+    /// window_start, window_end, predictions, outcomes, metric, value`, one row per metric
+    /// (`rows` is the number of predictions with an outcome).
+    fn model_monitor(&mut self, args: &[FunctionArg]) -> Result<LogicalPlan> {
+        use datafusion::functions::datetime::expr_fn::date_bin;
+        use datafusion::functions_aggregate::expr_fn::count;
+        use datafusion::logical_expr::JoinType;
+        let Some(name) = model_name_arg(args) else {
+            return Err(invalid(
+                "MODEL_MONITOR takes a model name and named settings: MODEL_MONITOR('model' \
+                 [, window => '1 day'])"
+                    .to_string(),
+            ));
+        };
+        let settings = NamedArgs::parse(
+            "MODEL_MONITOR",
+            &args[1..],
+            &["window", "since", MONITOR_LOG_ARG, MONITOR_OUTCOMES_ARG],
+        )?;
+        let window = settings.text("window")?.unwrap_or_else(|| "1 day".into());
+        let stride = window_interval(&window)?;
+        let since = settings
+            .text("since")?
+            .map(|s| window_interval(&s))
+            .transpose()?;
+        let (model, logging, outcomes) = self.snapshot.monitoring(name).map_err(external)?;
+        let not_set = |what: &str, how: &str| {
+            external(CatalogError::Model(ModelError::InvalidInput(format!(
+                "model \"{model}\" has no {what}: ALTER MODEL {model} {how}"
+            ))))
+        };
+        if logging.is_none() {
+            return Err(not_set(
+                "prediction log",
+                "SET LOGGING (sample = 0.1, key = 'id')",
+            ));
+        }
+        if outcomes.is_none() {
+            return Err(not_set(
+                "outcomes query",
+                "SET OUTCOMES FROM (SELECT key, actual, ts FROM ...)",
+            ));
+        }
+        const LOG: &str = "__log";
+        const OUT: &str = "__out";
+        let hidden = |arg: &str| match settings.get(arg) {
+            Some(sql::Expr::Subquery(q)) => Ok(q.as_ref().clone()),
+            _ => Err(invalid(format!(
+                "MODEL_MONITOR('{model}'): the model's {arg} relation is missing (the model \
+                 changed while the statement was planned; run it again)"
+            ))),
+        };
+        let (log_query, out_query) = (hidden(MONITOR_LOG_ARG)?, hidden(MONITOR_OUTCOMES_ARG)?);
+        let mut log = self.relation(log_query, LOG)?;
+        if let Some(since) = since {
+            log = log.filter(
+                Expr::Column(Column::new(Some(LOG), "ts"))
+                    .gt_eq(datafusion::functions::datetime::expr_fn::now() - lit(since)),
+            )?;
+        }
+        let out = self.relation(out_query, OUT)?.build()?;
+        let col = |q: &str, c: &str| Expr::Column(Column::new(Some(q), c));
+        let as_text = |e: Expr| Expr::Cast(Cast::new(Box::new(e), DataType::Utf8));
+        let window_start = date_bin(
+            lit(stride.clone()),
+            col(LOG, "ts"),
+            lit(ScalarValue::TimestampMicrosecond(
+                Some(0),
+                Some("UTC".into()),
+            )),
+        );
+        const M: &str = "__m";
+        let metrics = self.aggregate(
+            "model_live_metrics",
+            vec![lit(model.as_str()), col(OUT, "actual"), col(LOG, "scores")],
+        )?;
+        log.join_on(
+            out,
+            JoinType::Left,
+            [as_text(col(LOG, "key")).eq(as_text(col(OUT, "key")))],
+        )?
+        .aggregate(
+            vec![
+                col(LOG, "version").alias("version"),
+                window_start.alias("window_start"),
+            ],
+            vec![
+                count(col(LOG, "ts")).alias("predictions"),
+                count(col(OUT, "actual")).alias("outcomes"),
+                metrics.alias(M),
+            ],
+        )?
+        .unnest_column_with_options(
+            Column::new_unqualified(M),
+            UnnestOptions::new().with_null_handling(NullHandling::Drop),
+        )?
+        .project(vec![
+            out_col("version"),
+            out_col("window_start"),
+            (out_col("window_start") + lit(stride)).alias("window_end"),
+            out_col("predictions"),
+            out_col("outcomes"),
+            get_field(out_col(M), "metric").alias("metric"),
+            get_field(out_col(M), "value").alias("value"),
+        ])?
+        .sort(vec![
+            out_col("version").sort(true, false),
+            out_col("window_start").sort(true, false),
+            out_col("metric").sort(true, false),
+        ])?
+        .build()
     }
 
     fn with_model_and_relation(&mut self, func: &str, args: &[FunctionArg]) -> Result<LogicalPlan> {

@@ -136,6 +136,10 @@ pub struct ModelsConfig {
     /// Most rows a training query may return to `CREATE MODEL`; `0` is none (the memory
     /// limits still apply).
     pub max_training_rows: u64,
+    /// URL that alerts of live-metric rules are POSTed to as JSON; unset = none.
+    pub alert_webhook: Option<String>,
+    /// Seconds between checks of the live-metric rules (`SET ROLLBACK | RETRAIN WHEN`).
+    pub rule_check_seconds: u64,
 }
 
 impl Default for ModelsConfig {
@@ -145,6 +149,8 @@ impl Default for ModelsConfig {
             max_import_mb: 4096,
             max_artifact_mb: 8192,
             max_training_rows: 0,
+            alert_webhook: None,
+            rule_check_seconds: 10,
         }
     }
 }

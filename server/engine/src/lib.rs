@@ -23,7 +23,9 @@ mod model_gate;
 mod model_import;
 mod model_jobs;
 mod model_lifecycle;
+mod model_monitoring;
 mod model_refs;
+mod model_rules;
 pub mod model_sql;
 mod orphans;
 pub mod parser;
@@ -31,6 +33,7 @@ mod pg_compat;
 pub mod physical_template;
 mod point;
 mod policy_table;
+mod prediction_writer;
 mod privileges;
 mod rename;
 pub mod role_sql;
@@ -41,6 +44,7 @@ mod session_memory;
 mod statements;
 pub mod streams;
 mod transaction;
+mod webhook;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -61,6 +65,7 @@ use prognos_storage::stores::StoreRegistry;
 use tracing::{info, warn};
 
 pub use copy::{CopyFormat, CopyInTarget, CopyKind};
+pub use model_rules::alert_counts;
 pub use model_sql::{ModelAction, ModelStatement};
 pub use roles::{LoginRole, password_failed};
 pub use session::{BlockState, DEFAULT_PG_SETTINGS, Notice, Session, Touched};
@@ -256,6 +261,10 @@ pub struct Engine {
     pg_static: Arc<datafusion_pg_catalog::pg_catalog::PgCatalogStaticTables>,
     /// Retrains running now and the record of past ones.
     jobs: model_jobs::Jobs,
+    /// Where `PREDICT` calls of logged models send their sampled rows.
+    prediction_log: prognos_udfs::prediction_log::LogSink,
+    /// Alerts raised by live-metric rules.
+    alerts: model_rules::Alerts,
 }
 
 impl std::fmt::Debug for Engine {
@@ -335,6 +344,7 @@ impl Engine {
                 prognos_udfs::series_plan::SeriesAggregation::with_default_rules(),
             )
             .with_relation_planners(vec![Arc::new(prognos_udfs::relations::ModelRelations)])
+            .with_analyzer_rule(Arc::new(prognos_udfs::prediction_log::LogPredictions))
             .build();
         let ctx = SessionContext::new_with_state(state);
         prognos_udfs::register_all(&ctx)?;
@@ -395,7 +405,14 @@ impl Engine {
         if let Some(cat) = ctx.catalog(CATALOG_NAME) {
             cat.register_schema(SYSTEM_SCHEMA, Arc::clone(&system) as _)?;
         }
-        prognos_udfs::register_model_functions(&ctx, registry.snapshot(), None);
+        // Up to this many sampled batches wait for the writer; beyond, rows are dropped.
+        let (prediction_log, log_rows) = prognos_udfs::prediction_log::LogSink::new(1024);
+        prognos_udfs::register_model_functions(
+            &ctx,
+            registry.snapshot(),
+            None,
+            Some(prediction_log.clone()),
+        );
 
         let base = ctx.state();
         // Names in `FROM f(...)` that are not scalar functions in Postgres' sense: the table
@@ -456,7 +473,10 @@ impl Engine {
                     .map_err(EngineError::DataFusion)?,
             ),
             jobs,
+            prediction_log,
+            alerts: model_rules::Alerts::default(),
         });
+        prediction_writer::start(&engine, log_rows);
         datafusion::catalog::SchemaProvider::register_table(
             system.as_ref(),
             model_jobs::JOBS_TABLE.to_string(),
@@ -641,7 +661,12 @@ impl Engine {
                     )
                 }))
             };
-            prognos_udfs::register_model_functions(session.ctx(), visible, device);
+            prognos_udfs::register_model_functions(
+                session.ctx(),
+                visible,
+                device,
+                Some(self.prediction_log.clone()),
+            );
             session.set_model_functions(key);
         }
         // Once every model is in memory, statements are not searched for names.

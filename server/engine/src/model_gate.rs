@@ -183,6 +183,25 @@ impl Lifecycle {
     }
 }
 
+/// A rule on live metrics (`live_auc < 0.7`), as `ALTER MODEL … SET ROLLBACK | RETRAIN
+/// WHEN` takes it.
+#[derive(Debug, Clone)]
+pub(crate) struct LiveCondition(Rule);
+
+impl LiveCondition {
+    /// Parse the condition (checked when the rule is set, evaluated on every check).
+    pub(crate) fn parse(expr: &Expr) -> EngineResult<LiveCondition> {
+        rule_of(expr, true)
+            .map(LiveCondition)
+            .map_err(|why| invalid(format!("rule '{expr}': {why}")))
+    }
+
+    /// Whether it holds on `live` (the metrics without their `live_` prefix, and `rows`).
+    pub(crate) fn holds(&self, live: &Metrics) -> Result<bool, String> {
+        holds(&self.0, live, &mut vec![])
+    }
+}
+
 /// Parse a gate rule.
 fn parse_rule(text: &str) -> EngineResult<Rule> {
     let bad = |why: String| invalid(format!("gate '{}': {why}", text.trim()));
@@ -194,24 +213,24 @@ fn parse_rule(text: &str) -> EngineResult<Rule> {
             Ok(e)
         })
         .map_err(|e| bad(e.to_string()))?;
-    rule_of(&expr).map_err(bad)
+    rule_of(&expr, false).map_err(bad)
 }
 
-fn rule_of(e: &Expr) -> Result<Rule, String> {
+fn rule_of(e: &Expr, live: bool) -> Result<Rule, String> {
     match e {
-        Expr::Nested(inner) => rule_of(inner),
+        Expr::Nested(inner) => rule_of(inner, live),
         Expr::UnaryOp {
             op: UnaryOperator::Not,
             expr,
-        } => Ok(Rule::Not(Box::new(rule_of(expr)?))),
+        } => Ok(Rule::Not(Box::new(rule_of(expr, live)?))),
         Expr::BinaryOp { left, op, right } => match op {
             BinaryOperator::And => Ok(Rule::And(
-                Box::new(rule_of(left)?),
-                Box::new(rule_of(right)?),
+                Box::new(rule_of(left, live)?),
+                Box::new(rule_of(right, live)?),
             )),
             BinaryOperator::Or => Ok(Rule::Or(
-                Box::new(rule_of(left)?),
-                Box::new(rule_of(right)?),
+                Box::new(rule_of(left, live)?),
+                Box::new(rule_of(right, live)?),
             )),
             op => {
                 let cmp = match op {
@@ -224,9 +243,9 @@ fn rule_of(e: &Expr) -> Result<Rule, String> {
                     other => return Err(format!("'{other}' is not a comparison")),
                 };
                 match (
-                    metric_name(left),
+                    metric_name(left, live),
                     number(right),
-                    metric_name(right),
+                    metric_name(right, live),
                     number(left),
                 ) {
                     (Some(m), Some(v), _, _) => Ok(Rule::Compare {
@@ -252,11 +271,27 @@ fn rule_of(e: &Expr) -> Result<Rule, String> {
 }
 
 /// A metric named by an identifier: `Some(Err)` for an unknown one.
-fn metric_name(e: &Expr) -> Option<Result<String, String>> {
+/// A live rule names the metrics with `live_` (`live_auc`), and may name `live_rows`, the
+/// number of predictions with an outcome.
+fn metric_name(e: &Expr, live: bool) -> Option<Result<String, String>> {
     let Expr::Identifier(i) = e else {
         return None;
     };
-    let name = i.value.to_ascii_lowercase();
+    let written = i.value.to_ascii_lowercase();
+    let name = if live {
+        match written.strip_prefix("live_") {
+            Some("rows") => return Some(Ok("rows".to_string())),
+            Some(m) => m.to_string(),
+            None => {
+                return Some(Err(format!(
+                    "'{}' is not a live metric (live_auc, live_rmse, live_rows, ...)",
+                    i.value
+                )));
+            }
+        }
+    } else {
+        written
+    };
     let name = if name == "logloss" {
         "log_loss".to_string()
     } else {

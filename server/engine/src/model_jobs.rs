@@ -49,6 +49,8 @@ pub(crate) enum Trigger {
     Manual,
     /// The model's schedule.
     Schedule,
+    /// The model's `RETRAIN WHEN` rule on live metrics.
+    Rule,
 }
 
 impl Trigger {
@@ -56,6 +58,7 @@ impl Trigger {
         match self {
             Trigger::Manual => "manual",
             Trigger::Schedule => "schedule",
+            Trigger::Rule => "rule",
         }
     }
 }
@@ -137,7 +140,7 @@ impl Jobs {
         })
     }
 
-    fn is_running(&self, model: &str) -> bool {
+    pub(crate) fn is_running(&self, model: &str) -> bool {
         self.running
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -322,7 +325,7 @@ pub(crate) fn schedule(every: &str, at: Option<&str>) -> EngineResult<RetrainSch
 
 /// `'90 seconds'`, `'15 minutes'`, `'1 hour'`, `'1 day'`, `'2 weeks'` (also `s`, `min`, `h`,
 /// `d`, `w`) in seconds.
-fn interval_seconds(text: &str) -> EngineResult<u64> {
+pub(crate) fn interval_seconds(text: &str) -> EngineResult<u64> {
     let bad = || {
         EngineError::statement(
             StatusCode::InvalidParameterValue,
@@ -379,12 +382,18 @@ fn next_run(s: &RetrainSchedule, after: DateTime<Utc>) -> DateTime<Utc> {
 pub(crate) fn start_scheduler(engine: &Arc<Engine>, tick: Duration) {
     let engine: Weak<Engine> = Arc::downgrade(engine);
     tokio::spawn(async move {
+        let mut last_check = std::time::Instant::now();
         loop {
             tokio::time::sleep(tick).await;
             let Some(engine) = engine.upgrade() else {
                 return;
             };
             run_due(&engine).await;
+            let every = Duration::from_secs(engine.models_config.rule_check_seconds.max(1));
+            if last_check.elapsed() >= every {
+                last_check = std::time::Instant::now();
+                crate::model_rules::check(&engine).await;
+            }
         }
     });
 }

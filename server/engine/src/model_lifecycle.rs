@@ -1,5 +1,6 @@
 //! `ALTER MODEL name DEPLOY VERSION n | ROLLBACK | RETIRE VERSION n | SET RETRAIN … | RESET
-//! RETRAIN`: lifecycle changes made by a role (the rules are `prognos_catalog::model_states`').
+//! RETRAIN | SET LOGGING (…) | SET OUTCOMES FROM (…) | RESET LOGGING | RESET OUTCOMES`:
+//! lifecycle changes made by a role (the rules are `prognos_catalog::model_states`').
 //! Each is one atomic registry write; queries already running keep the version they started
 //! with.
 
@@ -49,7 +50,37 @@ pub(crate) async fn alter(
         }
         ModelAction::ResetRetrain => {
             engine.registry.set_retrain(name, None).await?;
+            engine
+                .registry
+                .set_live_rule(name, prognos_catalog::LiveRuleKind::Retrain, None)
+                .await?;
             format!("model \"{name}\": no scheduled retraining")
+        }
+        ModelAction::SetLogging(options) => {
+            crate::model_monitoring::set_logging(engine, session, name, options).await?
+        }
+        ModelAction::ResetLogging => {
+            engine.registry.set_logging(name, None).await?;
+            format!("model \"{name}\": predictions no longer logged (the log table stays)")
+        }
+        ModelAction::SetOutcomes(query) => {
+            let stored = crate::model_monitoring::check_outcomes(session, query).await?;
+            engine.registry.set_outcomes(name, Some(stored)).await?;
+            format!("model \"{name}\": outcomes read from the query given")
+        }
+        ModelAction::SetLiveRule { kind, rule, over } => {
+            crate::model_rules::set_rule(engine, name, *kind, rule, over.as_deref()).await?
+        }
+        ModelAction::ResetRollback => {
+            engine
+                .registry
+                .set_live_rule(name, prognos_catalog::LiveRuleKind::Rollback, None)
+                .await?;
+            format!("model \"{name}\": no automatic rollback")
+        }
+        ModelAction::ResetOutcomes => {
+            engine.registry.set_outcomes(name, None).await?;
+            format!("model \"{name}\": no outcomes query")
         }
     };
     tracing::info!(model = name, user = %change.by, "{said}");

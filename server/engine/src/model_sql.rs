@@ -196,6 +196,25 @@ pub enum ModelAction {
     },
     /// `RESET RETRAIN`: no more scheduled retraining.
     ResetRetrain,
+    /// `SET LOGGING (sample = 0.1, key = 'customer_id' [, table = 'name'] [, max_rows = n])`.
+    SetLogging(BTreeMap<String, String>),
+    /// `RESET LOGGING`: predictions are no longer logged (the log table stays).
+    ResetLogging,
+    /// `SET OUTCOMES FROM (SELECT key, actual [, ts] FROM …)`.
+    SetOutcomes(Box<datafusion::sql::sqlparser::ast::Query>),
+    /// `RESET OUTCOMES`.
+    ResetOutcomes,
+    /// `SET ROLLBACK | RETRAIN WHEN <rule on live metrics> [OVER 'interval']`.
+    SetLiveRule {
+        /// Which rule.
+        kind: prognos_catalog::LiveRuleKind,
+        /// The condition (`live_auc < 0.7`).
+        rule: Box<datafusion::sql::sqlparser::ast::Expr>,
+        /// The window the live metrics are computed over (`'1 day'` when not given).
+        over: Option<String>,
+    },
+    /// `RESET ROLLBACK`: no automatic rollback.
+    ResetRollback,
 }
 
 impl std::fmt::Display for ModelAction {
@@ -212,6 +231,28 @@ impl std::fmt::Display for ModelAction {
                 }
             }
             ModelAction::ResetRetrain => f.write_str("RESET RETRAIN"),
+            ModelAction::SetLogging(options) => {
+                let o: Vec<String> = options
+                    .iter()
+                    .map(|(k, v)| format!("{} = '{}'", ident_sql(k), v.replace('\'', "''")))
+                    .collect();
+                write!(f, "SET LOGGING ({})", o.join(", "))
+            }
+            ModelAction::ResetLogging => f.write_str("RESET LOGGING"),
+            ModelAction::SetOutcomes(q) => write!(f, "SET OUTCOMES FROM ({q})"),
+            ModelAction::ResetOutcomes => f.write_str("RESET OUTCOMES"),
+            ModelAction::SetLiveRule { kind, rule, over } => {
+                let what = match kind {
+                    prognos_catalog::LiveRuleKind::Rollback => "ROLLBACK",
+                    prognos_catalog::LiveRuleKind::Retrain => "RETRAIN",
+                };
+                write!(f, "SET {what} WHEN {rule}")?;
+                match over {
+                    Some(o) => write!(f, " OVER '{}'", o.replace('\'', "''")),
+                    None => Ok(()),
+                }
+            }
+            ModelAction::ResetRollback => f.write_str("RESET ROLLBACK"),
         }
     }
 }
@@ -285,6 +326,39 @@ pub(crate) fn parse(p: &mut Parser<'_>, sql: &str) -> EngineResult<ModelStatemen
         } else if is_word(&t.token, "retire") {
             expect_word(p, "version")?;
             ModelAction::Retire(version_number(p)?)
+        } else if p_is_set(&t.token) && is_word(&p.peek_token().token, "logging") {
+            p.next_token();
+            ModelAction::SetLogging(parse_options(p)?)
+        } else if p_is_set(&t.token) && is_word(&p.peek_token().token, "outcomes") {
+            p.next_token();
+            if !p.parse_keyword(Keyword::FROM) {
+                return Err(syntax(format!(
+                    "syntax error at or near \"{}\": expected FROM (SELECT key, actual, ts \
+                     FROM ...)",
+                    p.peek_token().token
+                )));
+            }
+            p.expect_token(&Token::LParen).map_err(parse_err)?;
+            let query = p.parse_query().map_err(parse_err)?;
+            p.expect_token(&Token::RParen).map_err(parse_err)?;
+            ModelAction::SetOutcomes(query)
+        } else if p_is_set(&t.token)
+            && let Some(kind) = live_rule_kind(p)
+        {
+            let rule = p.parse_expr().map_err(parse_err)?;
+            let over = if p.parse_keyword(Keyword::OVER) {
+                Some(quoted_string(
+                    p,
+                    "OVER takes the window as a string ('1 day')",
+                )?)
+            } else {
+                None
+            };
+            ModelAction::SetLiveRule {
+                kind,
+                rule: Box::new(rule),
+                over,
+            }
         } else if p_is_set(&t.token) {
             expect_word(p, "retrain")?;
             expect_word(p, "every")?;
@@ -303,12 +377,27 @@ pub(crate) fn parse(p: &mut Parser<'_>, sql: &str) -> EngineResult<ModelStatemen
             };
             ModelAction::SetRetrain { every, at }
         } else if is_word(&t.token, "reset") {
-            expect_word(p, "retrain")?;
-            ModelAction::ResetRetrain
+            let what = p.next_token();
+            if is_word(&what.token, "retrain") {
+                ModelAction::ResetRetrain
+            } else if is_word(&what.token, "logging") {
+                ModelAction::ResetLogging
+            } else if is_word(&what.token, "outcomes") {
+                ModelAction::ResetOutcomes
+            } else if is_word(&what.token, "rollback") {
+                ModelAction::ResetRollback
+            } else {
+                return Err(syntax(format!(
+                    "syntax error at or near \"{}\": expected RETRAIN, ROLLBACK, LOGGING or \
+                     OUTCOMES",
+                    what.token
+                )));
+            }
         } else {
             return Err(syntax(format!(
                 "syntax error at or near \"{}\": expected DEPLOY VERSION n, ROLLBACK, \
-                 RETIRE VERSION n, SET RETRAIN EVERY '...' or RESET RETRAIN",
+                 RETIRE VERSION n, SET RETRAIN EVERY '...', SET LOGGING (...), SET OUTCOMES \
+                 FROM (...) or RESET RETRAIN | LOGGING | OUTCOMES",
                 t.token
             )));
         };
@@ -472,6 +561,22 @@ pub(crate) fn parse(p: &mut Parser<'_>, sql: &str) -> EngineResult<ModelStatemen
         query,
         query_text,
     })
+}
+
+/// After `SET`: `ROLLBACK WHEN` or `RETRAIN WHEN`, consumed, as the rule's kind; anything
+/// else is left to be read.
+fn live_rule_kind(p: &mut Parser<'_>) -> Option<prognos_catalog::LiveRuleKind> {
+    let kind = match &p.peek_token().token {
+        t if is_word(t, "rollback") => prognos_catalog::LiveRuleKind::Rollback,
+        t if is_word(t, "retrain") => prognos_catalog::LiveRuleKind::Retrain,
+        _ => return None,
+    };
+    if !is_word(&p.peek_nth_token(1).token, "when") {
+        return None;
+    }
+    p.next_token();
+    p.next_token();
+    Some(kind)
 }
 
 fn p_is_set(t: &Token) -> bool {
@@ -678,6 +783,99 @@ mod tests {
         assert_eq!(source, "s3://b/k/iris.onnx");
         assert_eq!(options["labels"], "setosa, versicolor");
         assert_eq!(options["task"], "classification");
+    }
+
+    #[test]
+    fn alter_model_reads_logging_and_outcomes() {
+        let s = parse_model_statement(
+            "ALTER MODEL Churn SET LOGGING (sample = 0.1, key = 'customer_id')",
+        )
+        .expect("parse");
+        let ModelStatement::Alter {
+            name,
+            action: ModelAction::SetLogging(options),
+        } = &s
+        else {
+            panic!("not SET LOGGING: {s:?}")
+        };
+        assert_eq!(name, "churn");
+        assert_eq!(options["sample"], "0.1");
+        assert_eq!(options["key"], "customer_id");
+        let s = parse_model_statement(
+            "ALTER MODEL m SET OUTCOMES FROM (SELECT id AS key, y AS actual FROM t)",
+        )
+        .expect("parse");
+        let ModelStatement::Alter {
+            action: action @ ModelAction::SetOutcomes(q),
+            ..
+        } = &s
+        else {
+            panic!("not SET OUTCOMES: {s:?}")
+        };
+        assert_eq!(q.to_string(), "SELECT id AS key, y AS actual FROM t");
+        assert_eq!(
+            action.to_string(),
+            "SET OUTCOMES FROM (SELECT id AS key, y AS actual FROM t)"
+        );
+        for (sql, action) in [
+            ("ALTER MODEL m RESET LOGGING", ModelAction::ResetLogging),
+            ("ALTER MODEL m RESET OUTCOMES", ModelAction::ResetOutcomes),
+            ("ALTER MODEL m RESET RETRAIN", ModelAction::ResetRetrain),
+            ("ALTER MODEL m RESET ROLLBACK", ModelAction::ResetRollback),
+        ] {
+            let s = parse_model_statement(sql).expect(sql);
+            assert_eq!(
+                s,
+                ModelStatement::Alter {
+                    name: "m".into(),
+                    action
+                }
+            );
+        }
+        let s = parse_model_statement(
+            "ALTER MODEL m SET ROLLBACK WHEN live_auc < 0.7 AND live_rows >= 200 OVER '6 hours'",
+        )
+        .expect("parse");
+        let ModelStatement::Alter {
+            action: action @ ModelAction::SetLiveRule { rule, over, .. },
+            ..
+        } = &s
+        else {
+            panic!("not SET ROLLBACK WHEN: {s:?}")
+        };
+        assert_eq!(rule.to_string(), "live_auc < 0.7 AND live_rows >= 200");
+        assert_eq!(over.as_deref(), Some("6 hours"));
+        assert_eq!(
+            action.to_string(),
+            "SET ROLLBACK WHEN live_auc < 0.7 AND live_rows >= 200 OVER '6 hours'"
+        );
+        let s =
+            parse_model_statement("ALTER MODEL m SET RETRAIN WHEN live_rmse > 3").expect("parse");
+        assert!(matches!(
+            s,
+            ModelStatement::Alter {
+                action: ModelAction::SetLiveRule {
+                    kind: prognos_catalog::LiveRuleKind::Retrain,
+                    over: None,
+                    ..
+                },
+                ..
+            }
+        ));
+        for sql in [
+            "ALTER MODEL m SET LOGGING",
+            "ALTER MODEL m SET LOGGING sample = 1",
+            "ALTER MODEL m SET OUTCOMES (SELECT 1)",
+            "ALTER MODEL m SET OUTCOMES FROM SELECT 1",
+            "ALTER MODEL m SET OUTCOMES FROM (SELECT 1",
+            "ALTER MODEL m RESET EVERYTHING",
+            "ALTER MODEL m SET ROLLBACK WHEN",
+            "ALTER MODEL m SET ROLLBACK WHEN live_auc < 0.7 OVER 1",
+            "ALTER MODEL m SET ROLLBACK live_auc < 0.7",
+        ] {
+            let e = parse_model_statement(sql).expect_err(sql);
+            assert_eq!(e.status(), StatusCode::SyntaxError, "{sql}");
+        }
     }
 
     #[test]

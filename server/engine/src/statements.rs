@@ -362,7 +362,9 @@ pub(super) async fn describe(
     let plan = session
         .ctx()
         .state()
-        .statement_to_plan(stmt.clone())
+        .statement_to_plan(
+            crate::model_monitoring::with_monitor_relations(engine, stmt).into_owned(),
+        )
         .await?;
     let params = parameter_types(&plan)?;
     if !returns_rows(&plan) {
@@ -614,7 +616,9 @@ pub(super) async fn execute(
     let plan = session
         .ctx()
         .state()
-        .statement_to_plan(stmt.clone())
+        .statement_to_plan(
+            crate::model_monitoring::with_monitor_relations(engine, stmt).into_owned(),
+        )
         .await?;
     execute_with_plan(engine, session, stmt, plan, params, None).await
 }
@@ -1118,7 +1122,7 @@ pub(crate) fn schema_in(
     Ok(provider)
 }
 
-async fn create_managed(
+pub(crate) async fn create_managed(
     engine: &Engine,
     session: &Session,
     c: CreateMemoryTable,

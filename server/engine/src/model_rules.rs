@@ -1,0 +1,360 @@
+//! Automatic rollback and retraining on live metrics: `ALTER MODEL m SET ROLLBACK WHEN
+//! live_auc < 0.7 [OVER '1 day']` and `SET RETRAIN WHEN live_rmse > 3 [OVER …]`.
+//!
+//! Every `models.rule_check_seconds` the scheduler computes each ruled model's live metrics
+//! for its deployed version: its logged predictions of the last `OVER` window (default one
+//! day) joined with its outcomes, as `MODEL_MONITOR('m', since => …)` gives them, in a session
+//! of the model's owner. With at least [`MIN_OUTCOMES`] outcomes, a rule that holds fires:
+//! a rollback to the previously deployed version (its reason recorded in
+//! `system.model_versions`) or a retrain; each firing raises an alert ([`Alerts`]): a log
+//! line, a counter on `/metrics` and, when `models.alert_webhook` is set, an HTTP POST of a
+//! JSON body. A rule fires at most once per window for a model.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use datafusion::arrow::array::{Array, AsArray};
+use datafusion::arrow::datatypes::{Float64Type, Int64Type};
+use datafusion::sql::parser::Statement as DFStatement;
+use datafusion::sql::sqlparser::ast::{
+    self as sql, FunctionArg, FunctionArgExpr, SetExpr, TableFactor, Value,
+};
+use futures::TryStreamExt;
+use prognos_catalog::{LiveRule, LiveRuleKind, Securable, StateChange};
+use prognos_models::metrics::Metrics;
+
+use crate::error::{EngineError, EngineResult, StatusCode};
+use crate::model_gate::LiveCondition;
+use crate::session::Session;
+use crate::{Engine, Output, Statement};
+
+/// Outcomes a window needs before a rule is judged on it.
+pub(crate) const MIN_OUTCOMES: f64 = 100.0;
+/// The window of a rule without `OVER`.
+const DEFAULT_OVER: &str = "1 day";
+
+/// The query a check runs; its model name and `since` are set in the parsed tree.
+const CHECK_QUERY: &str = "SELECT version, metric, value FROM MODEL_MONITOR('m', window => '36500 days', since => '1 day')";
+
+/// `SET ROLLBACK | RETRAIN WHEN rule [OVER 'window']`: check the rule and the window, and that
+/// the model has what live metrics need; returns what the NOTICE says.
+pub(crate) async fn set_rule(
+    engine: &Engine,
+    name: &str,
+    kind: LiveRuleKind,
+    rule: &sql::Expr,
+    over: Option<&str>,
+) -> EngineResult<String> {
+    LiveCondition::parse(rule)?;
+    let over = over.unwrap_or(DEFAULT_OVER).to_string();
+    crate::model_jobs::interval_seconds(&over)?;
+    let entry = engine
+        .registry
+        .get(name)
+        .ok_or_else(|| prognos_catalog::CatalogError::ModelNotFound(name.to_string()))?;
+    if entry.logging.is_none() || entry.outcomes.is_none() {
+        return Err(EngineError::statement(
+            StatusCode::ObjectNotInPrerequisiteState,
+            format!(
+                "a rule on live metrics needs the model's predictions logged and its outcomes: \
+                 ALTER MODEL {name} SET LOGGING (...) and SET OUTCOMES FROM (...) first"
+            ),
+        ));
+    }
+    let what = match kind {
+        LiveRuleKind::Rollback => "rolled back",
+        LiveRuleKind::Retrain => "retrained",
+    };
+    let said = format!(
+        "model \"{name}\": {what} when {rule} over the last {over} (with at least \
+         {MIN_OUTCOMES} outcomes)"
+    );
+    let rule = LiveRule {
+        rule: rule.to_string(),
+        over,
+    };
+    engine
+        .registry
+        .set_live_rule(name, kind, Some(rule))
+        .await?;
+    Ok(said)
+}
+
+/// When each live rule last fired (the alerts' counts are process-wide: [`alert_counts`]).
+#[derive(Debug, Default)]
+pub(crate) struct Alerts {
+    /// When each `(model, rule)` last fired.
+    fired: Mutex<HashMap<(String, &'static str), Instant>>,
+}
+
+static ALERT_COUNTS: std::sync::OnceLock<Mutex<HashMap<(String, String), u64>>> =
+    std::sync::OnceLock::new();
+
+/// Alerts raised since start by `(model, action)` (`rollback`, `retrain`, `rollback_failed`),
+/// for `/metrics`.
+pub fn alert_counts() -> Vec<((String, String), u64)> {
+    ALERT_COUNTS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .map(|(k, v)| (k.clone(), *v))
+        .collect()
+}
+
+impl Alerts {
+    /// Count an alert (in the process-wide counts that `/metrics` shows).
+    fn count(&self, model: &str, action: &str) {
+        *ALERT_COUNTS
+            .get_or_init(Default::default)
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry((model.to_string(), action.to_string()))
+            .or_default() += 1;
+    }
+
+    /// Whether `(model, rule)` may fire now (not within `window` of its last firing); marks
+    /// it fired when it may.
+    fn may_fire(&self, model: &str, rule: &'static str, window: Duration) -> bool {
+        let mut fired = self.fired.lock().unwrap_or_else(|p| p.into_inner());
+        let key = (model.to_string(), rule);
+        match fired.get(&key) {
+            Some(at) if at.elapsed() < window => false,
+            _ => {
+                fired.insert(key, Instant::now());
+                true
+            }
+        }
+    }
+}
+
+/// Check every ruled model once (see the module docs).
+pub(crate) async fn check(engine: &Arc<Engine>) {
+    for rules in engine.registry.live_rules() {
+        let name = rules.name;
+        let Some(version) = rules.deployed else {
+            continue;
+        };
+        for (kind, rule) in [
+            (LiveRuleKind::Rollback, rules.rollback),
+            (LiveRuleKind::Retrain, rules.retrain),
+        ] {
+            let Some(rule) = rule else {
+                continue;
+            };
+            if let Err(e) = check_rule(engine, &name, version, kind, &rule).await {
+                tracing::warn!(model = %name, rule = %rule.rule, error = %e, "live rule not checked");
+            }
+        }
+    }
+}
+
+async fn check_rule(
+    engine: &Arc<Engine>,
+    name: &str,
+    version: u32,
+    kind: LiveRuleKind,
+    rule: &LiveRule,
+) -> EngineResult<()> {
+    let condition = parse_condition(&rule.rule)?;
+    let window = crate::model_jobs::interval_seconds(&rule.over)?;
+    if kind == LiveRuleKind::Retrain && engine.jobs.is_running(name) {
+        return Ok(());
+    }
+    let session = engine.owner_session(&Securable::Model(name.to_string()));
+    let Some(live) = live_metrics(engine, &session, name, version, &rule.over).await? else {
+        return Ok(());
+    };
+    if condition.holds(&live) != Ok(true) {
+        return Ok(());
+    }
+    let label = match kind {
+        LiveRuleKind::Rollback => "rollback",
+        LiveRuleKind::Retrain => "retrain",
+    };
+    if !engine
+        .alerts
+        .may_fire(name, label, Duration::from_secs(window))
+    {
+        return Ok(());
+    }
+    let values: Vec<String> = live
+        .values
+        .iter()
+        .map(|(k, v)| {
+            if k == "rows" {
+                format!("live_rows = {v}")
+            } else {
+                format!("live_{k} = {v:.4}")
+            }
+        })
+        .collect();
+    let why = format!(
+        "{} WHEN {} over the last {}: {}",
+        label.to_uppercase(),
+        rule.rule,
+        rule.over,
+        values.join(", ")
+    );
+    match kind {
+        LiveRuleKind::Rollback => {
+            let change = StateChange {
+                at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                by: "system".to_string(),
+                reason: Some(why.clone()),
+            };
+            match engine.registry.rollback(name, &change).await {
+                Ok((from, to)) => {
+                    engine.bump_epoch();
+                    alert(engine, name, "rollback", Some((from, to)), &why).await;
+                }
+                Err(e) => {
+                    let why = format!("{why}; the rollback failed: {e}");
+                    alert(engine, name, "rollback_failed", None, &why).await;
+                }
+            }
+        }
+        LiveRuleKind::Retrain => {
+            alert(engine, name, "retrain", None, &why).await;
+            let engine = Arc::clone(engine);
+            let name = name.to_string();
+            tokio::spawn(async move {
+                let session = engine.owner_session(&Securable::Model(name.clone()));
+                let trigger = crate::model_jobs::Trigger::Rule;
+                if let Err(e) = crate::model_jobs::retrain(&engine, &session, &name, trigger).await
+                {
+                    tracing::warn!(model = %name, error = %e, "rule-triggered retrain failed");
+                }
+            });
+        }
+    }
+    Ok(())
+}
+
+fn parse_condition(text: &str) -> EngineResult<LiveCondition> {
+    use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+    use datafusion::sql::sqlparser::parser::Parser;
+    let expr = Parser::new(&PostgreSqlDialect {})
+        .try_with_sql(text)
+        .and_then(|mut p| p.parse_expr())
+        .map_err(|e| {
+            EngineError::statement(
+                StatusCode::DataCorrupted,
+                format!("stored rule '{text}' does not parse: {e}"),
+            )
+        })?;
+    LiveCondition::parse(&expr)
+}
+
+/// The live metrics of `version` over the last `over` (`rows`: predictions with an outcome);
+/// `None` with fewer than [`MIN_OUTCOMES`] outcomes.
+async fn live_metrics(
+    engine: &Engine,
+    session: &Session,
+    name: &str,
+    version: u32,
+    over: &str,
+) -> EngineResult<Option<Metrics>> {
+    let mut statements = engine.parse(CHECK_QUERY)?;
+    let Some(Statement::Sql(DFStatement::Statement(mut stmt))) = statements.pop() else {
+        return Err(internal("the rule check query did not parse as one query"));
+    };
+    set_check_arguments(&mut stmt, name, over)?;
+    // Through the engine's front door, so the session sees the registry as it is now.
+    let out = engine
+        .execute(session, &Statement::Sql(DFStatement::Statement(stmt)), None)
+        .await?;
+    let Output::Rows(stream) = out else {
+        return Err(internal("the rule check query returned no rows"));
+    };
+    let batches: Vec<_> = stream.try_collect().await?;
+    let mut metrics = Metrics::default();
+    for b in &batches {
+        let versions = b.column(0).as_primitive::<Int64Type>();
+        let names = datafusion::arrow::compute::cast(
+            b.column(1),
+            &datafusion::arrow::datatypes::DataType::Utf8,
+        )?;
+        let names = names.as_string::<i32>();
+        let values = b.column(2).as_primitive::<Float64Type>();
+        for i in 0..b.num_rows() {
+            if versions.value(i) == version as i64 && !values.is_null(i) && !names.is_null(i) {
+                metrics
+                    .values
+                    .insert(names.value(i).to_string(), values.value(i));
+            }
+        }
+    }
+    let enough = metrics
+        .values
+        .get("rows")
+        .is_some_and(|n| *n >= MIN_OUTCOMES);
+    Ok(enough.then_some(metrics))
+}
+
+/// Put the model name and the window into the parsed check query.
+fn set_check_arguments(stmt: &mut sql::Statement, name: &str, over: &str) -> EngineResult<()> {
+    let sql::Statement::Query(q) = stmt else {
+        return Err(internal("the rule check is not a query"));
+    };
+    let SetExpr::Select(select) = q.body.as_mut() else {
+        return Err(internal("the rule check is not a SELECT"));
+    };
+    let Some(TableFactor::Table {
+        args: Some(args), ..
+    }) = select.from.first_mut().map(|t| &mut t.relation)
+    else {
+        return Err(internal("the rule check reads no table function"));
+    };
+    for arg in args.args.iter_mut() {
+        let (slot, text) = match arg {
+            FunctionArg::Unnamed(FunctionArgExpr::Expr(sql::Expr::Value(v))) => (v, name),
+            FunctionArg::Named {
+                name: n,
+                arg: FunctionArgExpr::Expr(sql::Expr::Value(v)),
+                ..
+            }
+            | FunctionArg::ExprNamed {
+                name: sql::Expr::Identifier(n),
+                arg: FunctionArgExpr::Expr(sql::Expr::Value(v)),
+                ..
+            } if n.value.eq_ignore_ascii_case("since") => (v, over),
+            _ => continue,
+        };
+        slot.value = Value::SingleQuotedString(text.to_string());
+    }
+    Ok(())
+}
+
+fn internal(msg: &str) -> EngineError {
+    EngineError::statement(StatusCode::Internal, msg)
+}
+
+/// Raise an alert: a log line, the counter, and the webhook's POST when one is set.
+async fn alert(
+    engine: &Engine,
+    model: &str,
+    action: &str,
+    versions: Option<(u32, u32)>,
+    why: &str,
+) {
+    engine.alerts.count(model, action);
+    tracing::warn!(model, action, reason = why, "model alert");
+    let Some(url) = engine.models_config.alert_webhook.clone() else {
+        return;
+    };
+    let body = serde_json::json!({
+        "model": model,
+        "action": action,
+        "from_version": versions.map(|v| v.0),
+        "to_version": versions.map(|v| v.1),
+        "reason": why,
+        "at": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+    });
+    tokio::spawn(async move {
+        if let Err(e) = crate::webhook::post_json(&url, &body).await {
+            tracing::warn!(%url, error = %e, "alert webhook failed");
+        }
+    });
+}
