@@ -439,3 +439,66 @@ async fn an_outcome_drop_rolls_the_model_back_and_posts_the_alert() {
     );
     eprintln!("outcome drop to rollback: {rolled_back_in:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_metric_rule_retrains_the_model_once_per_window() {
+    let server = Server::start_with(
+        false,
+        vec![("PROGNOS__MODELS__RULE_CHECK_SECONDS".into(), "1".into())],
+    );
+    let c = setup(&server).await;
+    c.batch_execute(
+        "CREATE TABLE outcomes AS SELECT customer_id, NOT churned AS churned, now() AS ts \
+             FROM customers; \
+         ALTER MODEL churn SET LOGGING (sample = 1, key = 'customer_id'); \
+         ALTER MODEL churn SET OUTCOMES FROM \
+             (SELECT customer_id AS key, churned AS actual, ts FROM outcomes); \
+         ALTER MODEL churn SET RETRAIN WHEN live_accuracy < 0.5 AND live_rows >= 300",
+    )
+    .await
+    .expect("rule");
+    // Too few outcomes: 200 predictions logged, the rule waits for 300.
+    c.simple_query(
+        "SELECT max(PREDICT('churn', spend, visits)) FROM customers WHERE customer_id <= 200",
+    )
+    .await
+    .expect("predict");
+    wait_for(&c, "SELECT count(*) FROM churn_predictions", 200).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let jobs = "SELECT count(*) FROM system.model_jobs WHERE model = 'churn' AND trigger = 'rule'";
+    assert_eq!(count(&c, jobs).await, 0);
+    // Every outcome contradicts the predictions: the rule fires, once.
+    c.simple_query(
+        "SELECT max(PREDICT('churn', spend, visits)) FROM customers WHERE customer_id > 200",
+    )
+    .await
+    .expect("predict");
+    let ran = wait_for(
+        &c,
+        "SELECT count(*) FROM system.model_jobs WHERE model = 'churn' AND trigger = 'rule' \
+         AND outcome = 'deployed'",
+        1,
+    )
+    .await;
+    assert_eq!(ran, 1);
+    assert_eq!(
+        count(
+            &c,
+            "SELECT version FROM system.model_versions WHERE name = 'churn' AND state = 'deployed'"
+        )
+        .await,
+        2
+    );
+    // The new version has no outcomes yet, and the window has not passed: no second run.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(count(&c, jobs).await, 1);
+    c.batch_execute("ALTER MODEL churn RESET RETRAIN")
+        .await
+        .expect("reset");
+    let rules: i64 = count(
+        &c,
+        "SELECT count(*) FROM system.model_jobs WHERE model = 'churn'",
+    )
+    .await;
+    assert_eq!(rules, 1);
+}
