@@ -213,34 +213,46 @@ pub(crate) fn with_monitor_relations<'a>(
     engine: &Engine,
     stmt: &'a DFStatement,
 ) -> std::borrow::Cow<'a, DFStatement> {
-    use datafusion::sql::sqlparser::ast::VisitMut;
+    use datafusion::sql::sqlparser::ast::{Visit, VisitMut};
     let DFStatement::Statement(s) = stmt else {
         return std::borrow::Cow::Borrowed(stmt);
     };
-    let mut probe = MonitorCalls {
-        engine,
-        found: false,
-        rewrite: false,
-    };
-    let mut copy = s.as_ref().clone();
-    let _ = copy.visit(&mut probe);
-    if !probe.found {
+    // Read-only first: most statements call no MODEL_MONITOR and are not copied.
+    if Visit::visit(s.as_ref(), &mut FindMonitorCall).is_continue() {
         return std::borrow::Cow::Borrowed(stmt);
     }
-    let mut rewrite = MonitorCalls {
-        engine,
-        found: false,
-        rewrite: true,
-    };
-    let _ = copy.visit(&mut rewrite);
+    let mut copy = s.as_ref().clone();
+    let _ = VisitMut::visit(&mut copy, &mut MonitorCalls { engine });
     std::borrow::Cow::Owned(DFStatement::Statement(Box::new(copy)))
 }
 
-/// Finds (and with `rewrite`, completes) the `MODEL_MONITOR` calls of a statement.
+/// Whether a table factor is a `MODEL_MONITOR(...)` call.
+fn is_monitor_call(t: &datafusion::sql::sqlparser::ast::TableFactor) -> bool {
+    matches!(t, datafusion::sql::sqlparser::ast::TableFactor::Table { name, args: Some(_), .. }
+        if name.to_string().eq_ignore_ascii_case("model_monitor"))
+}
+
+/// Stops at the first `MODEL_MONITOR` call of a statement.
+struct FindMonitorCall;
+
+impl datafusion::sql::sqlparser::ast::Visitor for FindMonitorCall {
+    type Break = ();
+
+    fn pre_visit_table_factor(
+        &mut self,
+        t: &datafusion::sql::sqlparser::ast::TableFactor,
+    ) -> std::ops::ControlFlow<()> {
+        if is_monitor_call(t) {
+            std::ops::ControlFlow::Break(())
+        } else {
+            std::ops::ControlFlow::Continue(())
+        }
+    }
+}
+
+/// Completes the `MODEL_MONITOR` calls of a statement with their hidden relations.
 struct MonitorCalls<'a> {
     engine: &'a Engine,
-    found: bool,
-    rewrite: bool,
 }
 
 impl datafusion::sql::sqlparser::ast::VisitorMut for MonitorCalls<'_> {
@@ -253,18 +265,15 @@ impl datafusion::sql::sqlparser::ast::VisitorMut for MonitorCalls<'_> {
         use datafusion::sql::sqlparser::ast::{
             Expr, FunctionArg, FunctionArgExpr, FunctionArgOperator, Ident, TableFactor, Value,
         };
+        if !is_monitor_call(t) {
+            return std::ops::ControlFlow::Continue(());
+        }
         let TableFactor::Table {
-            name,
-            args: Some(args),
-            ..
+            args: Some(args), ..
         } = t
         else {
             return std::ops::ControlFlow::Continue(());
         };
-        if !name.to_string().eq_ignore_ascii_case("model_monitor") {
-            return std::ops::ControlFlow::Continue(());
-        }
-        self.found = true;
         let model = match args.args.first() {
             Some(FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::Value(v)))) => match &v.value {
                 Value::SingleQuotedString(s) => s.clone(),
@@ -272,9 +281,6 @@ impl datafusion::sql::sqlparser::ast::VisitorMut for MonitorCalls<'_> {
             },
             _ => return std::ops::ControlFlow::Continue(()),
         };
-        if !self.rewrite {
-            return std::ops::ControlFlow::Continue(());
-        }
         let Some(entry) = self
             .engine
             .registry
