@@ -502,3 +502,57 @@ async fn a_live_metric_rule_retrains_the_model_once_per_window() {
     .await;
     assert_eq!(rules, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drift_in_the_logged_inputs_retrains_the_model() {
+    let server = Server::start_with(
+        false,
+        vec![("PROGNOS__MODELS__RULE_CHECK_SECONDS".into(), "1".into())],
+    );
+    let c = setup(&server).await;
+    // A drift rule needs the log, not outcomes.
+    let said = fails_with(&c, "ALTER MODEL churn SET RETRAIN WHEN drift > 0.5", "55000").await;
+    assert!(said.contains("SET LOGGING"), "{said}");
+    c.batch_execute(
+        "ALTER MODEL churn SET LOGGING (sample = 1, key = 'customer_id'); \
+         ALTER MODEL churn SET RETRAIN WHEN drift > 0.5",
+    )
+    .await
+    .expect("a drift rule without outcomes");
+    let said = fails_with(&c, "ALTER MODEL churn SET RETRAIN WHEN drifts > 0.5", "22023").await;
+    assert!(said.contains("drift"), "{said}");
+    // Inputs like the training data: no drift, no retrain.
+    c.simple_query("SELECT max(PREDICT('churn', spend, visits)) FROM customers")
+        .await
+        .expect("predict");
+    wait_for(&c, "SELECT count(*) FROM churn_predictions", 400).await;
+    let calm: f64 = c
+        .query_one(
+            "SELECT max(psi) FROM DRIFT('churn', (SELECT * FROM churn_predictions))",
+            &[],
+        )
+        .await
+        .expect("drift of the log")
+        .get(0);
+    assert!(calm < 0.1, "drift of inputs like training: {calm}");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let jobs = "SELECT count(*) FROM system.model_jobs WHERE model = 'churn' AND trigger = 'rule'";
+    assert_eq!(count(&c, jobs).await, 0);
+    // Spend far above anything seen in training: the rule fires and retrains once.
+    c.simple_query(
+        "SELECT max(PREDICT('churn', spend + 500, visits)) FROM customers \
+         WHERE customer_id <= 300",
+    )
+    .await
+    .expect("predict shifted");
+    let ran = wait_for(
+        &c,
+        "SELECT count(*) FROM system.model_jobs WHERE model = 'churn' AND trigger = 'rule' \
+         AND outcome = 'deployed'",
+        1,
+    )
+    .await;
+    assert_eq!(ran, 1);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(count(&c, jobs).await, 1, "the new version has no logged rows yet");
+}

@@ -200,6 +200,27 @@ impl LiveCondition {
     pub(crate) fn holds(&self, live: &Metrics) -> Result<bool, String> {
         holds(&self.0, live, &mut vec![])
     }
+
+    /// Whether it names [`DRIFT_METRIC`].
+    pub(crate) fn uses_drift(&self) -> bool {
+        self.uses(&|m| m == DRIFT_METRIC)
+    }
+
+    /// Whether it names a metric of predictions joined with outcomes (`live_…`).
+    pub(crate) fn uses_outcomes(&self) -> bool {
+        self.uses(&|m| m != DRIFT_METRIC)
+    }
+
+    fn uses(&self, what: &dyn Fn(&str) -> bool) -> bool {
+        fn walk(rule: &Rule, what: &dyn Fn(&str) -> bool) -> bool {
+            match rule {
+                Rule::And(a, b) | Rule::Or(a, b) => walk(a, what) || walk(b, what),
+                Rule::Not(a) => walk(a, what),
+                Rule::Compare { metric, .. } => what(metric),
+            }
+        }
+        walk(&self.0, what)
+    }
 }
 
 /// Parse a gate rule.
@@ -270,21 +291,28 @@ fn rule_of(e: &Expr, live: bool) -> Result<Rule, String> {
     }
 }
 
+/// The rule metric that is the largest PSI of any feature or the prediction between the
+/// training profile and the logged inputs of the rule's window.
+pub(crate) const DRIFT_METRIC: &str = "drift";
+
 /// A metric named by an identifier: `Some(Err)` for an unknown one.
 /// A live rule names the metrics with `live_` (`live_auc`), and may name `live_rows`, the
-/// number of predictions with an outcome.
+/// number of predictions with an outcome, and [`DRIFT_METRIC`].
 fn metric_name(e: &Expr, live: bool) -> Option<Result<String, String>> {
     let Expr::Identifier(i) = e else {
         return None;
     };
     let written = i.value.to_ascii_lowercase();
     let name = if live {
+        if written == DRIFT_METRIC {
+            return Some(Ok(DRIFT_METRIC.to_string()));
+        }
         match written.strip_prefix("live_") {
             Some("rows") => return Some(Ok("rows".to_string())),
             Some(m) => m.to_string(),
             None => {
                 return Some(Err(format!(
-                    "'{}' is not a live metric (live_auc, live_rmse, live_rows, ...)",
+                    "'{}' is not a live metric (live_auc, live_rmse, live_rows, ..., drift)",
                     i.value
                 )));
             }

@@ -312,18 +312,31 @@ impl datafusion::sql::sqlparser::ast::VisitorMut for MonitorCalls<'_> {
 
 /// `SELECT * FROM "schema"."table"` as a tree.
 fn select_all(schema: &str, table: &str) -> Option<Query> {
-    use datafusion::sql::sqlparser::ast::{Ident, ObjectName, ObjectNamePart, VisitMut};
+    use datafusion::sql::sqlparser::ast::VisitMut;
     let mut q = parse_query("SELECT * FROM t")?;
-    let name = ObjectName(vec![
-        ObjectNamePart::Identifier(Ident::with_quote('"', schema)),
-        ObjectNamePart::Identifier(Ident::with_quote('"', table)),
-    ]);
-    let _ = q.visit(&mut RenameRelation(name));
+    let _ = q.visit(&mut RenameRelation::new("t", schema, table));
     Some(q)
 }
 
-/// Sets the name of every relation it visits.
-struct RenameRelation(datafusion::sql::sqlparser::ast::ObjectName);
+/// Renames the relations called `from` (one unqualified name) to `"schema"."table"`.
+pub(crate) struct RenameRelation {
+    from: &'static str,
+    to: datafusion::sql::sqlparser::ast::ObjectName,
+}
+
+impl RenameRelation {
+    /// Rename `from` to `"schema"."table"`.
+    pub(crate) fn new(from: &'static str, schema: &str, table: &str) -> Self {
+        use datafusion::sql::sqlparser::ast::{Ident, ObjectName, ObjectNamePart};
+        Self {
+            from,
+            to: ObjectName(vec![
+                ObjectNamePart::Identifier(Ident::with_quote('"', schema)),
+                ObjectNamePart::Identifier(Ident::with_quote('"', table)),
+            ]),
+        }
+    }
+}
 
 impl datafusion::sql::sqlparser::ast::VisitorMut for RenameRelation {
     type Break = ();
@@ -332,7 +345,12 @@ impl datafusion::sql::sqlparser::ast::VisitorMut for RenameRelation {
         &mut self,
         relation: &mut datafusion::sql::sqlparser::ast::ObjectName,
     ) -> std::ops::ControlFlow<()> {
-        *relation = self.0.clone();
+        use datafusion::sql::sqlparser::ast::ObjectNamePart;
+        if let [ObjectNamePart::Identifier(i)] = relation.0.as_slice()
+            && i.value == self.from
+        {
+            *relation = self.to.clone();
+        }
         std::ops::ControlFlow::Continue(())
     }
 }

@@ -1,5 +1,9 @@
 //! Automatic rollback and retraining on live metrics: `ALTER MODEL m SET ROLLBACK WHEN
-//! live_auc < 0.7 [OVER '1 day']` and `SET RETRAIN WHEN live_rmse > 3 [OVER …]`.
+//! live_auc < 0.7 [OVER '1 day']`, `SET RETRAIN WHEN live_rmse > 3 [OVER …]` and
+//! `SET RETRAIN WHEN drift > 0.25`.
+//!
+//! A rule's `drift` is the largest PSI of `DRIFT` over the inputs the deployed version logged
+//! in the window; it needs at least [`MIN_OUTCOMES`] logged rows, and no outcomes.
 //!
 //! Every `models.rule_check_seconds` the scheduler computes each ruled model's live metrics
 //! for its deployed version: its logged predictions of the last `OVER` window (default one
@@ -25,7 +29,7 @@ use prognos_catalog::{LiveRule, LiveRuleKind, Securable, StateChange};
 use prognos_models::metrics::Metrics;
 
 use crate::error::{EngineError, EngineResult, StatusCode};
-use crate::model_gate::LiveCondition;
+use crate::model_gate::{DRIFT_METRIC, LiveCondition};
 use crate::session::Session;
 use crate::{Engine, Output, Statement};
 
@@ -46,19 +50,25 @@ pub(crate) async fn set_rule(
     rule: &sql::Expr,
     over: Option<&str>,
 ) -> EngineResult<String> {
-    LiveCondition::parse(rule)?;
+    let condition = LiveCondition::parse(rule)?;
     let over = over.unwrap_or(DEFAULT_OVER).to_string();
     crate::model_jobs::interval_seconds(&over)?;
     let entry = engine
         .registry
         .get(name)
         .ok_or_else(|| prognos_catalog::CatalogError::ModelNotFound(name.to_string()))?;
-    if entry.logging.is_none() || entry.outcomes.is_none() {
+    if entry.logging.is_none() || (condition.uses_outcomes() && entry.outcomes.is_none()) {
+        let needs = if condition.uses_outcomes() {
+            "the model's predictions logged and its outcomes: ALTER MODEL {name} SET LOGGING \
+             (...) and SET OUTCOMES FROM (...) first"
+        } else {
+            "the model's predictions logged: ALTER MODEL {name} SET LOGGING (...) first"
+        };
         return Err(EngineError::statement(
             StatusCode::ObjectNotInPrerequisiteState,
             format!(
-                "a rule on live metrics needs the model's predictions logged and its outcomes: \
-                 ALTER MODEL {name} SET LOGGING (...) and SET OUTCOMES FROM (...) first"
+                "a rule on live metrics needs {}",
+                needs.replace("{name}", name)
             ),
         ));
     }
@@ -66,9 +76,14 @@ pub(crate) async fn set_rule(
         LiveRuleKind::Rollback => "rolled back",
         LiveRuleKind::Retrain => "retrained",
     };
+    let enough = if condition.uses_outcomes() {
+        "outcomes"
+    } else {
+        "logged predictions"
+    };
     let said = format!(
         "model \"{name}\": {what} when {rule} over the last {over} (with at least \
-         {MIN_OUTCOMES} outcomes)"
+         {MIN_OUTCOMES} {enough})"
     );
     let rule = LiveRule {
         rule: rule.to_string(),
@@ -163,9 +178,20 @@ async fn check_rule(
         return Ok(());
     }
     let session = engine.owner_session(&Securable::Model(name.to_string()));
-    let Some(live) = live_metrics(engine, &session, name, version, &rule.over).await? else {
-        return Ok(());
-    };
+    let mut live = Metrics::default();
+    if condition.uses_outcomes() {
+        let Some(metrics) = live_metrics(engine, &session, name, version, &rule.over).await?
+        else {
+            return Ok(());
+        };
+        live = metrics;
+    }
+    if condition.uses_drift() {
+        let Some(drift) = live_drift(engine, &session, name, version, &rule.over).await? else {
+            return Ok(());
+        };
+        live.values.insert(DRIFT_METRIC.to_string(), drift);
+    }
     if condition.holds(&live) != Ok(true) {
         return Ok(());
     }
@@ -185,6 +211,8 @@ async fn check_rule(
         .map(|(k, v)| {
             if k == "rows" {
                 format!("live_rows = {v}")
+            } else if k == DRIFT_METRIC {
+                format!("{k} = {v:.4}")
             } else {
                 format!("live_{k} = {v:.4}")
             }
@@ -247,6 +275,89 @@ fn parse_condition(text: &str) -> EngineResult<LiveCondition> {
     LiveCondition::parse(&expr)
 }
 
+/// The query a drift check runs; `$1` (the model), `$2` (the window), `$3` (the version) and
+/// the relation `__log` (the model's log table) are set in its parsed tree.
+const DRIFT_QUERY: &str = "SELECT max(psi), max(\"rows\") FROM DRIFT($1, (SELECT * FROM __log \
+     WHERE ts >= now() - CAST($2 AS INTERVAL) AND version = $3))";
+
+/// The drift of `version` over the last `over`: the largest PSI of any feature or the
+/// prediction between its training profile and the inputs logged in the window (`DRIFT` over
+/// the log); `None` with fewer than [`MIN_OUTCOMES`] logged rows.
+async fn live_drift(
+    engine: &Engine,
+    session: &Session,
+    name: &str,
+    version: u32,
+    over: &str,
+) -> EngineResult<Option<f64>> {
+    use datafusion::sql::sqlparser::ast::{VisitMut, visit_expressions_mut};
+    let logging = engine
+        .registry
+        .get(name)
+        .and_then(|e| e.logging)
+        .ok_or_else(|| internal("the model logs no predictions"))?;
+    let mut stmt = parse_one(engine, DRIFT_QUERY)?;
+    let _ = stmt.visit(&mut crate::model_monitoring::RenameRelation::new(
+        "__log",
+        &logging.schema,
+        &logging.table,
+    ));
+    let _ = visit_expressions_mut(&mut stmt, |e| {
+        if let sql::Expr::Value(v) = e
+            && let Value::Placeholder(p) = &v.value
+        {
+            v.value = match p.as_str() {
+                "$1" => Value::SingleQuotedString(name.to_string()),
+                "$2" => Value::SingleQuotedString(over.to_string()),
+                _ => Value::Number(version.to_string(), false),
+            };
+        }
+        std::ops::ControlFlow::<()>::Continue(())
+    });
+    let batches = run(engine, session, stmt).await?;
+    let row = batches.iter().find(|b| b.num_rows() > 0);
+    let Some(b) = row else {
+        return Ok(None);
+    };
+    let (psi, rows) = (
+        b.column(0).as_primitive::<Float64Type>(),
+        b.column(1).as_primitive::<Int64Type>(),
+    );
+    if psi.is_null(0) || rows.is_null(0) || (rows.value(0) as f64) < MIN_OUTCOMES {
+        return Ok(None);
+    }
+    Ok(Some(psi.value(0)))
+}
+
+/// `text`, one query, parsed.
+fn parse_one(engine: &Engine, text: &str) -> EngineResult<sql::Statement> {
+    let mut statements = engine.parse(text)?;
+    match statements.pop() {
+        Some(Statement::Sql(DFStatement::Statement(stmt))) if statements.is_empty() => Ok(*stmt),
+        _ => Err(internal("a rule check query did not parse as one query")),
+    }
+}
+
+/// Run a check query in `session` through the engine's front door (so the session sees the
+/// registry as it is now).
+async fn run(
+    engine: &Engine,
+    session: &Session,
+    stmt: sql::Statement,
+) -> EngineResult<Vec<datafusion::arrow::array::RecordBatch>> {
+    let out = engine
+        .execute(
+            session,
+            &Statement::Sql(DFStatement::Statement(Box::new(stmt))),
+            None,
+        )
+        .await?;
+    let Output::Rows(stream) = out else {
+        return Err(internal("a rule check query returned no rows"));
+    };
+    Ok(stream.try_collect().await?)
+}
+
 /// The live metrics of `version` over the last `over` (`rows`: predictions with an outcome);
 /// `None` with fewer than [`MIN_OUTCOMES`] outcomes.
 async fn live_metrics(
@@ -256,19 +367,9 @@ async fn live_metrics(
     version: u32,
     over: &str,
 ) -> EngineResult<Option<Metrics>> {
-    let mut statements = engine.parse(CHECK_QUERY)?;
-    let Some(Statement::Sql(DFStatement::Statement(mut stmt))) = statements.pop() else {
-        return Err(internal("the rule check query did not parse as one query"));
-    };
+    let mut stmt = parse_one(engine, CHECK_QUERY)?;
     set_check_arguments(&mut stmt, name, over)?;
-    // Through the engine's front door, so the session sees the registry as it is now.
-    let out = engine
-        .execute(session, &Statement::Sql(DFStatement::Statement(stmt)), None)
-        .await?;
-    let Output::Rows(stream) = out else {
-        return Err(internal("the rule check query returned no rows"));
-    };
-    let batches: Vec<_> = stream.try_collect().await?;
+    let batches = run(engine, session, stmt).await?;
     let mut metrics = Metrics::default();
     for b in &batches {
         let versions = b.column(0).as_primitive::<Int64Type>();
