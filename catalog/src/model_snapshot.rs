@@ -92,6 +92,10 @@ pub(crate) struct ModelSlots {
     pub(crate) logging: Option<PredictionLogging>,
     /// The outcomes query of `SET OUTCOMES FROM`, when set.
     pub(crate) outcomes: Option<String>,
+    /// The model of `SET FALLBACK`, when set.
+    pub(crate) fallback: Option<String>,
+    /// The prediction cache's size per version (`SET CACHE`), when set.
+    pub(crate) cache_entries: Option<u64>,
 }
 
 /// The models visible to one query (see the module docs).
@@ -187,6 +191,23 @@ impl ModelSnapshot {
             return None;
         }
         slots.logging.as_ref()
+    }
+
+    /// The model that answers for the model `name` stands for when it fails (`SET
+    /// FALLBACK`); `None` when it has none, or either is not a model this snapshot may use.
+    pub fn fallback(&self, name: &str) -> Option<&str> {
+        let slots = self.model(split_pin(name).0)?;
+        let fallback = slots.fallback.as_deref()?;
+        if self.denied.contains(&slots.name) || self.denied.contains(fallback) {
+            return None;
+        }
+        Some(fallback)
+    }
+
+    /// How many answers the prediction cache keeps per version of the model `name` stands
+    /// for (`SET CACHE`); `None` when it caches none.
+    pub fn cache_entries(&self, name: &str) -> Option<u64> {
+        self.model(split_pin(name).0)?.cache_entries
     }
 
     /// The model `name` stands for, with its logging and outcomes settings, for

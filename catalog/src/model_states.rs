@@ -369,6 +369,8 @@ mod tests {
             outcomes: None,
             rollback_when: None,
             retrain_when: None,
+            fallback: None,
+            cache_entries: None,
         }
     }
 

@@ -132,6 +132,13 @@ pub struct ModelEntry {
     /// `ALTER MODEL … SET RETRAIN WHEN …`: when the server retrains the model by itself.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retrain_when: Option<LiveRule>,
+    /// `ALTER MODEL … SET FALLBACK 'other'`: the model that answers when this one fails.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<String>,
+    /// `ALTER MODEL … SET CACHE (entries = n)`: how many answers the prediction cache keeps
+    /// per version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_entries: Option<u64>,
 }
 
 /// A rule on a model's live metrics (`live_auc < 0.7`), computed from its logged predictions
@@ -144,7 +151,7 @@ pub struct LiveRule {
     pub over: String,
 }
 
-/// A model's live rules, as the rule checker reads them.
+/// A model's monitoring settings, as the monitor reads them.
 #[derive(Debug, Clone)]
 pub struct ModelRules {
     /// The model.
@@ -155,6 +162,10 @@ pub struct ModelRules {
     pub rollback: Option<LiveRule>,
     /// `SET RETRAIN WHEN`.
     pub retrain: Option<LiveRule>,
+    /// Whether its predictions are logged.
+    pub logged: bool,
+    /// Whether it has an outcomes query.
+    pub outcomes: bool,
 }
 
 /// Which live rule of a model.
@@ -457,6 +468,8 @@ fn slots_of(
         versions,
         logging: entry.logging.clone(),
         outcomes: entry.outcomes.clone(),
+        fallback: entry.fallback.clone(),
+        cache_entries: entry.cache_entries,
     })
 }
 
@@ -784,6 +797,8 @@ impl ModelRegistry {
                 outcomes: None,
                 rollback_when: None,
                 retrain_when: None,
+                fallback: None,
+                cache_entries: None,
             });
         let change = StateChange {
             at: created_at.to_string(),
@@ -874,20 +889,42 @@ impl ModelRegistry {
         .await
     }
 
-    /// The models with live rules.
+    /// The models that log their predictions or have live rules: what the monitor checks.
     pub fn live_rules(&self) -> Vec<ModelRules> {
         self.lock()
             .file
             .models
             .values()
-            .filter(|e| e.rollback_when.is_some() || e.retrain_when.is_some())
+            .filter(|e| {
+                e.logging.is_some() || e.rollback_when.is_some() || e.retrain_when.is_some()
+            })
             .map(|e| ModelRules {
                 name: e.name.clone(),
                 deployed: e.deployed(),
                 rollback: e.rollback_when.clone(),
                 retrain: e.retrain_when.clone(),
+                logged: e.logging.is_some(),
+                outcomes: e.outcomes.is_some(),
             })
             .collect()
+    }
+
+    /// `ALTER MODEL name SET FALLBACK 'other'` (`None`: `RESET FALLBACK`).
+    pub async fn set_fallback(&self, name: &str, fallback: Option<String>) -> CatalogResult<()> {
+        self.change_model(name, |e| {
+            e.fallback = fallback;
+            Ok(())
+        })
+        .await
+    }
+
+    /// `ALTER MODEL name SET CACHE (entries = n)` (`None`: `RESET CACHE`).
+    pub async fn set_cache(&self, name: &str, entries: Option<u64>) -> CatalogResult<()> {
+        self.change_model(name, |e| {
+            e.cache_entries = entries;
+            Ok(())
+        })
+        .await
     }
 
     /// `ALTER MODEL name SET OUTCOMES FROM (query)` (`None`: `RESET OUTCOMES`).

@@ -141,6 +141,20 @@ fn build() -> Metrics {
     ] {
         registry.register(c).expect("unique metric");
     }
+    // Per model and version: calls, rows, latency, errors, fallbacks, cache hits (the model
+    // functions'), live metrics, drift and retrain runs (the monitor's).
+    for c in prognos_udfs::call_metrics::collectors()
+        .into_iter()
+        .chain(prognos_engine::model_health_collectors())
+    {
+        registry.register(c).expect("unique metric");
+    }
+    // CPU seconds, resident and virtual memory, open files and threads of this process.
+    registry
+        .register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))
+        .expect("unique metric");
     Metrics {
         registry,
         connections,

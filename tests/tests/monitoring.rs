@@ -511,7 +511,12 @@ async fn drift_in_the_logged_inputs_retrains_the_model() {
     );
     let c = setup(&server).await;
     // A drift rule needs the log, not outcomes.
-    let said = fails_with(&c, "ALTER MODEL churn SET RETRAIN WHEN drift > 0.5", "55000").await;
+    let said = fails_with(
+        &c,
+        "ALTER MODEL churn SET RETRAIN WHEN drift > 0.5",
+        "55000",
+    )
+    .await;
     assert!(said.contains("SET LOGGING"), "{said}");
     c.batch_execute(
         "ALTER MODEL churn SET LOGGING (sample = 1, key = 'customer_id'); \
@@ -519,7 +524,12 @@ async fn drift_in_the_logged_inputs_retrains_the_model() {
     )
     .await
     .expect("a drift rule without outcomes");
-    let said = fails_with(&c, "ALTER MODEL churn SET RETRAIN WHEN drifts > 0.5", "22023").await;
+    let said = fails_with(
+        &c,
+        "ALTER MODEL churn SET RETRAIN WHEN drifts > 0.5",
+        "22023",
+    )
+    .await;
     assert!(said.contains("drift"), "{said}");
     // Inputs like the training data: no drift, no retrain.
     c.simple_query("SELECT max(PREDICT('churn', spend, visits)) FROM customers")
@@ -554,5 +564,9 @@ async fn drift_in_the_logged_inputs_retrains_the_model() {
     .await;
     assert_eq!(ran, 1);
     tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(count(&c, jobs).await, 1, "the new version has no logged rows yet");
+    assert_eq!(
+        count(&c, jobs).await,
+        1,
+        "the new version has no logged rows yet"
+    );
 }

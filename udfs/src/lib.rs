@@ -13,12 +13,14 @@
 //!   time over rows sorted by id (streamed, memory bounded by a series).
 
 pub mod anomaly;
+pub mod call_metrics;
 mod drift;
 pub mod filter_first;
 pub mod forecast;
 mod forecast_future;
 pub mod models;
 pub mod pg_compat;
+mod prediction_cache;
 pub mod prediction_log;
 pub mod relations;
 mod series;

@@ -12,6 +12,7 @@
 
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
+use std::time::Instant;
 
 use datafusion::arrow::array::{
     ArrayRef, AsArray, Float64Array, Int64Array, ListArray, RecordBatch, StringArray, StructArray,
@@ -59,6 +60,40 @@ struct ModelFunction {
     sink: Option<LogSink>,
     /// The logging form: the second argument is the key column (see [`crate::prediction_log`]).
     keyed: bool,
+    /// Where the session's NOTICEs go (a fallback answering says so there).
+    notes: Option<Notes>,
+}
+
+/// A session's NOTICE sink, sending at most one message a second.
+#[derive(Clone)]
+pub struct Notes {
+    sink: crate::forecast::NoteSink,
+    last: Arc<std::sync::Mutex<Option<Instant>>>,
+}
+
+impl std::fmt::Debug for Notes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Notes")
+    }
+}
+
+impl Notes {
+    /// Notes that go to `sink`.
+    pub fn new(sink: crate::forecast::NoteSink) -> Self {
+        Self {
+            sink,
+            last: Arc::default(),
+        }
+    }
+
+    fn say(&self, message: String) {
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        if last.is_some_and(|at| at.elapsed() < std::time::Duration::from_secs(1)) {
+            return;
+        }
+        *last = Some(Instant::now());
+        (self.sink)(message);
+    }
 }
 
 impl PartialEq for ModelFunction {
@@ -134,6 +169,100 @@ impl ModelFunction {
         Ok((version, on_session_device(&model, self.device)))
     }
 
+    /// The model `name` stands for at plan time, or its fallback's deployed version when it
+    /// cannot be loaded and has one.
+    fn planned_model(&self, name: &str) -> Result<Arc<ModelArtifact>> {
+        match self.model(name) {
+            Ok((_, m)) => Ok(m),
+            Err(e) => match self.snapshot.fallback(name).map(|f| self.model(f)) {
+                Some(Ok((_, m))) => Ok(m),
+                _ => Err(e),
+            },
+        }
+    }
+
+    /// Score `columns` with model `name` (its answer from the prediction cache when it has
+    /// one for them), counting the call: `(version, model, answer)`.
+    fn score(
+        &self,
+        name: &str,
+        columns: &[ArrayRef],
+    ) -> Result<(u32, Arc<ModelArtifact>, ArrayRef)> {
+        let started = Instant::now();
+        let (version, stored) = match self.snapshot.get(name) {
+            Ok(found) => found,
+            Err(e) => {
+                crate::call_metrics::failed(name, 0);
+                return Err(external(e));
+            }
+        };
+        let model = on_session_device(&stored, self.device);
+        let cache = self.snapshot.cache_entries(name).and_then(|entries| {
+            Some((
+                entries,
+                crate::prediction_cache::key(self.kind as u8, columns)?,
+            ))
+        });
+        if let Some((_, key)) = &cache
+            && let Some(answer) = crate::prediction_cache::get(&stored, key)
+        {
+            crate::call_metrics::cache_hit(name, version);
+            crate::call_metrics::scored(name, version, answer.len(), started);
+            return Ok((version, model, answer));
+        }
+        let out = match self.kind {
+            Kind::Predict | Kind::Anomaly => model.predict(columns),
+            Kind::Proba => model.predict_proba(columns),
+            Kind::Contributions => contributions_array(&model, columns),
+        };
+        match out {
+            Ok(out) => {
+                crate::call_metrics::scored(name, version, out.len(), started);
+                if let Some((entries, key)) = cache {
+                    crate::prediction_cache::put(&stored, entries, key, Arc::clone(&out));
+                }
+                Ok((version, model, out))
+            }
+            Err(e) => {
+                crate::call_metrics::failed(name, version);
+                Err(model_error(e))
+            }
+        }
+    }
+
+    /// After model `name` failed with `failure`: its fallback's answer (of the type the call
+    /// was planned with), or `failure` when it has none or the fallback fails too.
+    fn fall_back(
+        &self,
+        name: &str,
+        columns: &[ArrayRef],
+        answers: &DataType,
+        failure: DataFusionError,
+    ) -> Result<ArrayRef> {
+        let Some(fallback) = self.snapshot.fallback(name) else {
+            return Err(failure);
+        };
+        let types: Vec<DataType> = columns.iter().map(|c| c.data_type().clone()).collect();
+        let answer = self.snapshot.get(fallback).ok().and_then(|(_, m)| {
+            m.check_argument_types(&types).ok()?;
+            self.score(fallback, columns).ok()
+        });
+        match answer {
+            Some((version, _, out)) if out.data_type() == answers => {
+                crate::call_metrics::fell_back(name, fallback);
+                if let Some(notes) = &self.notes {
+                    notes.say(format!(
+                        "model \"{name}\" failed ({failure}); model \"{fallback}\" version \
+                         {version} answered instead"
+                    ));
+                }
+                tracing::warn!(model = name, fallback, error = %failure, "fallback model answered");
+                Ok(out)
+            }
+            _ => Err(failure),
+        }
+    }
+
     /// Index of the first feature argument (after the name, and the key in the logging form).
     fn first_feature(&self) -> usize {
         if self.keyed { 2 } else { 1 }
@@ -165,7 +294,7 @@ impl ScalarUDFImpl for ModelFunction {
             self.fname(),
             args.scalar_arguments.first().copied().flatten(),
         )?;
-        let (_, model) = self.model(&name)?;
+        let model = self.planned_model(&name)?;
         model
             .row_model(&self.fname().to_ascii_uppercase())
             .map_err(|e| external(CatalogError::Model(e)))?;
@@ -205,18 +334,21 @@ impl ScalarUDFImpl for ModelFunction {
             Some(ColumnarValue::Scalar(s)) => model_name(self.fname(), Some(s))?,
             _ => return plan_err!("{}: the model name must be a literal", self.fname()),
         };
-        let (version, model) = self.model(&name)?;
         let n = args.number_rows;
         let columns = args.args[self.first_feature().min(args.args.len())..]
             .iter()
             .map(|c| c.to_array(n))
             .collect::<Result<Vec<_>>>()?;
-        let out = match self.kind {
-            Kind::Predict | Kind::Anomaly => model.predict(&columns),
-            Kind::Proba => model.predict_proba(&columns),
-            Kind::Contributions => contributions_array(&model, &columns),
-        }
-        .map_err(|e| external(CatalogError::Model(e)))?;
+        let (version, model, out) = match self.score(&name, &columns) {
+            Ok(scored) => scored,
+            // A fallback's answers are not logged: they are not this model's predictions.
+            Err(e) => {
+                let answers = args.return_field.data_type();
+                return Ok(ColumnarValue::Array(
+                    self.fall_back(&name, &columns, answers, e)?,
+                ));
+            }
+        };
         if self.keyed
             && let (Some(sink), Some(logging)) = (&self.sink, self.snapshot.logging(&name))
         {
@@ -333,12 +465,13 @@ fn on_session_device(
 
 /// Register the model functions of `snapshot` in a session (replacing earlier instances);
 /// `device` is the session's `prognos.device` when it set one, `sink` where logged
-/// predictions go.
+/// predictions go, `notes` where the session's NOTICEs go.
 pub fn register_model_functions(
     ctx: &SessionContext,
     snapshot: Arc<ModelSnapshot>,
     device: Option<DeviceRequest>,
     sink: Option<LogSink>,
+    notes: Option<Notes>,
 ) {
     for kind in [
         Kind::Predict,
@@ -353,6 +486,7 @@ pub fn register_model_functions(
             signature: Signature::user_defined(Volatility::Immutable),
             sink: sink.clone(),
             keyed: false,
+            notes: notes.clone(),
         }));
     }
     ctx.register_udaf(AggregateUDF::new_from_impl(

@@ -20,12 +20,14 @@ mod model_ddl;
 mod model_export;
 mod model_files;
 mod model_gate;
+mod model_health;
 mod model_import;
 mod model_jobs;
 mod model_lifecycle;
 mod model_monitoring;
 mod model_refs;
 mod model_rules;
+mod model_serving;
 pub mod model_sql;
 mod orphans;
 pub mod parser;
@@ -65,6 +67,7 @@ use prognos_storage::stores::StoreRegistry;
 use tracing::{info, warn};
 
 pub use copy::{CopyFormat, CopyInTarget, CopyKind};
+pub use model_health::collectors as model_health_collectors;
 pub use model_rules::alert_counts;
 pub use model_sql::{ModelAction, ModelStatement};
 pub use roles::{LoginRole, password_failed};
@@ -412,6 +415,7 @@ impl Engine {
             registry.snapshot(),
             None,
             Some(prediction_log.clone()),
+            None,
         );
 
         let base = ctx.state();
@@ -666,6 +670,7 @@ impl Engine {
                 visible,
                 device,
                 Some(self.prediction_log.clone()),
+                Some(prognos_udfs::models::Notes::new(session.note_sink())),
             );
             session.set_model_functions(key);
         }

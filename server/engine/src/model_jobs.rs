@@ -241,6 +241,7 @@ pub(crate) async fn retrain(
         },
     };
     engine.jobs.record(&record);
+    crate::model_health::retrain_finished(name, &record.trigger, &record.outcome);
     drop(claim);
     outcome
 }

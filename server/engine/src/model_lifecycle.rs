@@ -78,6 +78,20 @@ pub(crate) async fn alter(
                 .await?;
             format!("model \"{name}\": no automatic rollback")
         }
+        ModelAction::SetFallback(other) => {
+            crate::model_serving::set_fallback(engine, session, name, other).await?
+        }
+        ModelAction::ResetFallback => {
+            engine.registry.set_fallback(name, None).await?;
+            format!("model \"{name}\": no fallback")
+        }
+        ModelAction::SetCache(options) => {
+            crate::model_serving::set_cache(engine, name, options).await?
+        }
+        ModelAction::ResetCache => {
+            engine.registry.set_cache(name, None).await?;
+            format!("model \"{name}\": no prediction cache")
+        }
         ModelAction::ResetOutcomes => {
             engine.registry.set_outcomes(name, None).await?;
             format!("model \"{name}\": no outcomes query")

@@ -144,53 +144,141 @@ impl Alerts {
     }
 }
 
-/// Check every ruled model once (see the module docs).
+/// One monitor pass: the live metrics and drift of every logged model's deployed version over
+/// the last day (published on `/metrics`), then every live rule (see the module docs).
 pub(crate) async fn check(engine: &Arc<Engine>) {
-    for rules in engine.registry.live_rules() {
-        let name = rules.name;
-        let Some(version) = rules.deployed else {
+    let mut observed = vec![];
+    for m in engine.registry.live_rules() {
+        let Some(version) = m.deployed else {
             continue;
         };
+        let session = engine.owner_session(&Securable::Model(m.name.clone()));
+        let mut windows: HashMap<String, Window> = HashMap::new();
+        if m.logged {
+            let w = observe(engine, &session, &m.name, version, DEFAULT_OVER, m.outcomes).await;
+            observed.push(crate::model_health::Observed {
+                model: m.name.clone(),
+                version,
+                live: w
+                    .live
+                    .as_ref()
+                    .map(|l| l.values.iter().map(|(k, v)| (k.clone(), *v)).collect())
+                    .unwrap_or_default(),
+                drift: w
+                    .drift
+                    .as_ref()
+                    .map(|d| d.columns.clone())
+                    .unwrap_or_default(),
+            });
+            windows.insert(DEFAULT_OVER.to_string(), w);
+        }
         for (kind, rule) in [
-            (LiveRuleKind::Rollback, rules.rollback),
-            (LiveRuleKind::Retrain, rules.retrain),
+            (LiveRuleKind::Rollback, m.rollback),
+            (LiveRuleKind::Retrain, m.retrain),
         ] {
             let Some(rule) = rule else {
                 continue;
             };
-            if let Err(e) = check_rule(engine, &name, version, kind, &rule).await {
+            let name = m.name.as_str();
+            let checked = check_rule(engine, &session, name, version, kind, &rule, &mut windows);
+            if let Err(e) = checked.await {
                 tracing::warn!(model = %name, rule = %rule.rule, error = %e, "live rule not checked");
             }
         }
     }
+    crate::model_health::publish(&observed);
+}
+
+/// What the log of one window shows of a version.
+#[derive(Debug, Default)]
+struct Window {
+    /// Its live metrics (`rows` included), when the model has outcomes.
+    live: Option<Metrics>,
+    /// Its drift, when inputs were logged and the version has a training profile.
+    drift: Option<WindowDrift>,
+}
+
+/// The drift of a window's logged inputs.
+#[derive(Debug, Default)]
+struct WindowDrift {
+    /// PSI per feature and for the prediction.
+    columns: Vec<(String, f64)>,
+    /// Rows logged in the window.
+    rows: i64,
+}
+
+impl WindowDrift {
+    fn largest(&self) -> Option<f64> {
+        self.columns.iter().map(|(_, psi)| *psi).reduce(f64::max)
+    }
+}
+
+/// Compute what the log of the last `over` shows of `version` (a part that cannot be computed
+/// is left out, and logged).
+async fn observe(
+    engine: &Engine,
+    session: &Session,
+    name: &str,
+    version: u32,
+    over: &str,
+    outcomes: bool,
+) -> Window {
+    let mut w = Window::default();
+    if outcomes {
+        match live_metrics(engine, session, name, version, over).await {
+            Ok(live) => w.live = Some(live),
+            Err(e) => tracing::warn!(model = name, error = %e, "live metrics not computed"),
+        }
+    }
+    match live_drift(engine, session, name, version, over).await {
+        Ok(drift) => w.drift = Some(drift),
+        // Models without a training profile have no drift.
+        Err(e) => tracing::debug!(model = name, error = %e, "drift not computed"),
+    }
+    w
 }
 
 async fn check_rule(
     engine: &Arc<Engine>,
+    session: &Session,
     name: &str,
     version: u32,
     kind: LiveRuleKind,
     rule: &LiveRule,
+    windows: &mut HashMap<String, Window>,
 ) -> EngineResult<()> {
     let condition = parse_condition(&rule.rule)?;
     let window = crate::model_jobs::interval_seconds(&rule.over)?;
     if kind == LiveRuleKind::Retrain && engine.jobs.is_running(name) {
         return Ok(());
     }
-    let session = engine.owner_session(&Securable::Model(name.to_string()));
+    if !windows.contains_key(&rule.over) {
+        let outcomes = condition.uses_outcomes();
+        let w = observe(engine, session, name, version, &rule.over, outcomes).await;
+        windows.insert(rule.over.clone(), w);
+    }
+    let Some(w) = windows.get(&rule.over) else {
+        return Ok(());
+    };
     let mut live = Metrics::default();
     if condition.uses_outcomes() {
-        let Some(metrics) = live_metrics(engine, &session, name, version, &rule.over).await?
-        else {
-            return Ok(());
-        };
-        live = metrics;
+        match &w.live {
+            Some(m) if m.values.get("rows").is_some_and(|n| *n >= MIN_OUTCOMES) => {
+                live = m.clone();
+            }
+            _ => return Ok(()),
+        }
     }
     if condition.uses_drift() {
-        let Some(drift) = live_drift(engine, &session, name, version, &rule.over).await? else {
-            return Ok(());
-        };
-        live.values.insert(DRIFT_METRIC.to_string(), drift);
+        match w.drift.as_ref().filter(|d| d.rows as f64 >= MIN_OUTCOMES) {
+            Some(d) => {
+                let Some(largest) = d.largest() else {
+                    return Ok(());
+                };
+                live.values.insert(DRIFT_METRIC.to_string(), largest);
+            }
+            None => return Ok(()),
+        }
     }
     if condition.holds(&live) != Ok(true) {
         return Ok(());
@@ -277,19 +365,18 @@ fn parse_condition(text: &str) -> EngineResult<LiveCondition> {
 
 /// The query a drift check runs; `$1` (the model), `$2` (the window), `$3` (the version) and
 /// the relation `__log` (the model's log table) are set in its parsed tree.
-const DRIFT_QUERY: &str = "SELECT max(psi), max(\"rows\") FROM DRIFT($1, (SELECT * FROM __log \
+const DRIFT_QUERY: &str = "SELECT feature, psi, \"rows\" FROM DRIFT($1, (SELECT * FROM __log \
      WHERE ts >= now() - CAST($2 AS INTERVAL) AND version = $3))";
 
-/// The drift of `version` over the last `over`: the largest PSI of any feature or the
-/// prediction between its training profile and the inputs logged in the window (`DRIFT` over
-/// the log); `None` with fewer than [`MIN_OUTCOMES`] logged rows.
+/// The drift of `version` over the last `over`: the PSI of each feature and the prediction
+/// between its training profile and the inputs logged in the window (`DRIFT` over the log).
 async fn live_drift(
     engine: &Engine,
     session: &Session,
     name: &str,
     version: u32,
     over: &str,
-) -> EngineResult<Option<f64>> {
+) -> EngineResult<WindowDrift> {
     use datafusion::sql::sqlparser::ast::{VisitMut, visit_expressions_mut};
     let logging = engine
         .registry
@@ -314,19 +401,27 @@ async fn live_drift(
         }
         std::ops::ControlFlow::<()>::Continue(())
     });
-    let batches = run(engine, session, stmt).await?;
-    let row = batches.iter().find(|b| b.num_rows() > 0);
-    let Some(b) = row else {
-        return Ok(None);
-    };
-    let (psi, rows) = (
-        b.column(0).as_primitive::<Float64Type>(),
-        b.column(1).as_primitive::<Int64Type>(),
-    );
-    if psi.is_null(0) || rows.is_null(0) || (rows.value(0) as f64) < MIN_OUTCOMES {
-        return Ok(None);
+    let mut drift = WindowDrift::default();
+    for b in run(engine, session, stmt).await? {
+        let features = datafusion::arrow::compute::cast(
+            b.column(0),
+            &datafusion::arrow::datatypes::DataType::Utf8,
+        )?;
+        let features = features.as_string::<i32>();
+        let psi = b.column(1).as_primitive::<Float64Type>();
+        let rows = b.column(2).as_primitive::<Int64Type>();
+        for i in 0..b.num_rows() {
+            if !psi.is_null(i) && !features.is_null(i) {
+                drift
+                    .columns
+                    .push((features.value(i).to_string(), psi.value(i)));
+            }
+            if !rows.is_null(i) {
+                drift.rows = drift.rows.max(rows.value(i));
+            }
+        }
     }
-    Ok(Some(psi.value(0)))
+    Ok(drift)
 }
 
 /// `text`, one query, parsed.
@@ -358,15 +453,14 @@ async fn run(
     Ok(stream.try_collect().await?)
 }
 
-/// The live metrics of `version` over the last `over` (`rows`: predictions with an outcome);
-/// `None` with fewer than [`MIN_OUTCOMES`] outcomes.
+/// The live metrics of `version` over the last `over` (`rows`: predictions with an outcome).
 async fn live_metrics(
     engine: &Engine,
     session: &Session,
     name: &str,
     version: u32,
     over: &str,
-) -> EngineResult<Option<Metrics>> {
+) -> EngineResult<Metrics> {
     let mut stmt = parse_one(engine, CHECK_QUERY)?;
     set_check_arguments(&mut stmt, name, over)?;
     let batches = run(engine, session, stmt).await?;
@@ -387,11 +481,7 @@ async fn live_metrics(
             }
         }
     }
-    let enough = metrics
-        .values
-        .get("rows")
-        .is_some_and(|n| *n >= MIN_OUTCOMES);
-    Ok(enough.then_some(metrics))
+    Ok(metrics)
 }
 
 /// Put the model name and the window into the parsed check query.

@@ -215,6 +215,14 @@ pub enum ModelAction {
     },
     /// `RESET ROLLBACK`: no automatic rollback.
     ResetRollback,
+    /// `SET FALLBACK 'other'`: the model that answers when this one fails.
+    SetFallback(String),
+    /// `RESET FALLBACK`.
+    ResetFallback,
+    /// `SET CACHE (entries = n)`: cache answers to repeated identical inputs.
+    SetCache(BTreeMap<String, String>),
+    /// `RESET CACHE`.
+    ResetCache,
 }
 
 impl std::fmt::Display for ModelAction {
@@ -253,6 +261,16 @@ impl std::fmt::Display for ModelAction {
                 }
             }
             ModelAction::ResetRollback => f.write_str("RESET ROLLBACK"),
+            ModelAction::SetFallback(m) => write!(f, "SET FALLBACK '{}'", m.replace('\'', "''")),
+            ModelAction::ResetFallback => f.write_str("RESET FALLBACK"),
+            ModelAction::SetCache(options) => {
+                let o: Vec<String> = options
+                    .iter()
+                    .map(|(k, v)| format!("{} = '{}'", ident_sql(k), v.replace('\'', "''")))
+                    .collect();
+                write!(f, "SET CACHE ({})", o.join(", "))
+            }
+            ModelAction::ResetCache => f.write_str("RESET CACHE"),
         }
     }
 }
@@ -342,6 +360,15 @@ pub(crate) fn parse(p: &mut Parser<'_>, sql: &str) -> EngineResult<ModelStatemen
             let query = p.parse_query().map_err(parse_err)?;
             p.expect_token(&Token::RParen).map_err(parse_err)?;
             ModelAction::SetOutcomes(query)
+        } else if p_is_set(&t.token) && is_word(&p.peek_token().token, "fallback") {
+            p.next_token();
+            ModelAction::SetFallback(quoted_string(
+                p,
+                "SET FALLBACK takes the other model's name as a string ('churn_v1')",
+            )?)
+        } else if p_is_set(&t.token) && is_word(&p.peek_token().token, "cache") {
+            p.next_token();
+            ModelAction::SetCache(parse_options(p)?)
         } else if p_is_set(&t.token)
             && let Some(kind) = live_rule_kind(p)
         {
@@ -386,10 +413,14 @@ pub(crate) fn parse(p: &mut Parser<'_>, sql: &str) -> EngineResult<ModelStatemen
                 ModelAction::ResetOutcomes
             } else if is_word(&what.token, "rollback") {
                 ModelAction::ResetRollback
+            } else if is_word(&what.token, "fallback") {
+                ModelAction::ResetFallback
+            } else if is_word(&what.token, "cache") {
+                ModelAction::ResetCache
             } else {
                 return Err(syntax(format!(
-                    "syntax error at or near \"{}\": expected RETRAIN, ROLLBACK, LOGGING or \
-                     OUTCOMES",
+                    "syntax error at or near \"{}\": expected RETRAIN, ROLLBACK, LOGGING, \
+                     OUTCOMES, FALLBACK or CACHE",
                     what.token
                 )));
             }
@@ -397,7 +428,8 @@ pub(crate) fn parse(p: &mut Parser<'_>, sql: &str) -> EngineResult<ModelStatemen
             return Err(syntax(format!(
                 "syntax error at or near \"{}\": expected DEPLOY VERSION n, ROLLBACK, \
                  RETIRE VERSION n, SET RETRAIN EVERY '...', SET LOGGING (...), SET OUTCOMES \
-                 FROM (...) or RESET RETRAIN | LOGGING | OUTCOMES",
+                 FROM (...), SET ROLLBACK | RETRAIN WHEN ..., SET FALLBACK '...', SET CACHE \
+                 (...) or RESET RETRAIN | ROLLBACK | LOGGING | OUTCOMES | FALLBACK | CACHE",
                 t.token
             )));
         };

@@ -177,16 +177,8 @@ impl Session {
         let notices: Arc<Mutex<Option<tokio::sync::mpsc::UnboundedSender<Notice>>>> =
             Arc::new(Mutex::new(None));
         // FORECAST's series notes (regularisation, fallbacks) become this session's NOTICEs.
-        let sink = Arc::clone(&notices);
         ctx.register_udaf(datafusion::logical_expr::AggregateUDF::new_from_impl(
-            prognos_udfs::forecast::ForecastAgg::with_notes(Arc::new(move |message: String| {
-                if let Some(tx) = sink.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
-                    let _ = tx.send(Notice {
-                        warning: false,
-                        message,
-                    });
-                }
-            })),
+            prognos_udfs::forecast::ForecastAgg::with_notes(note_sink(&notices)),
         ));
         let session = Self {
             ctx,
@@ -336,6 +328,11 @@ impl Session {
     /// Send the running statement's progress messages to `sink` (`None` = drop them).
     pub fn set_notice_sink(&self, sink: Option<tokio::sync::mpsc::UnboundedSender<Notice>>) {
         *self.notices.lock().unwrap_or_else(|p| p.into_inner()) = sink;
+    }
+
+    /// Where the model functions' messages go: this session's NOTICEs.
+    pub(crate) fn note_sink(&self) -> prognos_udfs::forecast::NoteSink {
+        note_sink(&self.notices)
     }
 
     /// A progress message for the client (a NOTICE over pgwire); also logged.
@@ -638,4 +635,20 @@ impl ScalarUDFImpl for CurrentSetting {
             None => datafusion::common::exec_err!("current_setting needs a parameter name"),
         }
     }
+}
+
+/// A sink that sends each message as a NOTICE of the statement running in the session whose
+/// notices these are.
+fn note_sink(
+    notices: &Arc<Mutex<Option<tokio::sync::mpsc::UnboundedSender<Notice>>>>,
+) -> prognos_udfs::forecast::NoteSink {
+    let notices = Arc::clone(notices);
+    Arc::new(move |message: String| {
+        if let Some(tx) = notices.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+            let _ = tx.send(Notice {
+                warning: false,
+                message,
+            });
+        }
+    })
 }

@@ -48,6 +48,7 @@ use tracing::{debug, info, warn};
 use crate::audit::StatementAudit;
 use crate::error::{EngineError, StatusCode, WireStatus};
 use crate::metrics::{ConnectionGauge, METRICS, QueryTimer};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use prognos_engine::streams::cancellable;
 use prognos_engine::{CopyInTarget, CopyKind, Described, Engine, Output, Session, Statement};
 
@@ -366,7 +367,16 @@ impl Handler {
                 let schema = stream.schema();
                 let fields: Arc<Vec<FieldInfo>> =
                     Arc::new(fields_for(&schema, |i| format.format_for(i)));
-                let stream = cancellable(stream, token);
+                // The first batch is computed here, while the statement's NOTICEs are still
+                // forwarded (`with_notices`): what the model functions say while scoring it (a
+                // fallback model answering, FORECAST's series notes) reaches the client.
+                let mut stream = cancellable(stream, token);
+                let first = stream.next().await;
+                let stream: datafusion::execution::SendableRecordBatchStream =
+                    Box::pin(RecordBatchStreamAdapter::new(
+                        Arc::clone(&schema),
+                        stream::iter(first).chain(stream),
+                    ));
                 let row_fields = Arc::clone(&fields);
                 let session = Arc::clone(&self.session);
                 let rows = stream
