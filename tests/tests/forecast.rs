@@ -1033,3 +1033,65 @@ async fn calendar_month_series_forecast_on_calendar_months() {
         ]
     );
 }
+
+/// `DRIFT('m', TABLE recent)` of a forecasting model: each series' stored method backtested on
+/// the newest data against its stored backtest. Data like training's keeps the ratio near 1;
+/// a level shift in the newest values raises it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drift_of_a_forecasting_model_backtests_the_newest_data() {
+    let server = Server::start();
+    let c = server.connect().await;
+    c.batch_execute(
+        "CREATE TABLE sales AS \
+           SELECT CAST('2025-01-01' AS DATE) + CAST(v AS INT) AS day, s AS store, \
+                  (CASE WHEN s = 'a' THEN 100.0 ELSE 300.0 END) + (v % 7) * 10 + v * 0.5 \
+                  + CAST((v * 37) % 11 AS DOUBLE) AS amount \
+           FROM generate_series(0, 199) AS t(v) CROSS JOIN (VALUES ('a'), ('b')) AS st(s); \
+         CREATE MODEL demand FORECAST amount TIME day BY store WITH (horizon = 14) \
+           AS SELECT day, store, amount FROM sales WHERE day < DATE '2025-01-01' + 150; \
+         CREATE TABLE shifted AS SELECT day, store, \
+           CASE WHEN day >= DATE '2025-01-01' + 186 THEN amount * 3 ELSE amount END AS amount \
+           FROM sales",
+    )
+    .await
+    .expect("model");
+    let drift = |sql: &'static str| {
+        let c = &c;
+        async move {
+            rows(c, sql)
+                .await
+                .iter()
+                .map(|r| {
+                    let store: String = r.get("store");
+                    let trained: Option<f64> = r.get("trained_mase");
+                    let recent: Option<f64> = r.get("recent_mase");
+                    let ratio: Option<f64> = r.get("mase_ratio");
+                    let method: String = r.get("method");
+                    assert!(!method.is_empty());
+                    assert!(trained.is_some() && recent.is_some(), "{store}");
+                    (store, ratio.expect("ratio"))
+                })
+                .collect::<Vec<_>>()
+        }
+    };
+    let calm = drift("SELECT * FROM DRIFT('demand', TABLE sales) ORDER BY store").await;
+    let moved = drift("SELECT * FROM DRIFT('demand', TABLE shifted) ORDER BY store").await;
+    eprintln!("mase_ratio like training: {calm:?}; shifted: {moved:?}");
+    assert_eq!(calm.len(), 2);
+    assert_eq!(moved.len(), 2);
+    for ((store, calm), (_, moved)) in calm.iter().zip(&moved) {
+        assert!(
+            *calm < 3.0,
+            "{store}: newer data like training's: ratio {calm}"
+        );
+        assert!(*moved > 5.0 * calm, "{store}: shifted {moved} vs {calm}");
+    }
+    // Too little recent data to hold a horizon out.
+    let e = c
+        .simple_query(
+            "SELECT * FROM DRIFT('demand', (SELECT * FROM sales WHERE day < DATE '2025-01-10'))",
+        )
+        .await
+        .expect_err("too short");
+    assert_eq!(sqlstate(&e), "22023", "{e}");
+}

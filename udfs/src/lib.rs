@@ -17,6 +17,7 @@ pub mod call_metrics;
 mod drift;
 pub mod filter_first;
 pub mod forecast;
+mod forecast_drift;
 mod forecast_future;
 pub mod models;
 pub mod pg_compat;

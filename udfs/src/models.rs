@@ -503,6 +503,12 @@ pub fn register_model_functions(
             live,
         }));
     }
+    ctx.register_udaf(AggregateUDF::new_from_impl(
+        crate::forecast_drift::ForecastDrift {
+            snapshot: Arc::clone(&snapshot),
+            signature: Signature::user_defined(Volatility::Immutable),
+        },
+    ));
     ctx.register_udaf(AggregateUDF::new_from_impl(crate::drift::ModelDrift {
         snapshot: Arc::clone(&snapshot),
         signature: Signature::user_defined(Volatility::Immutable),

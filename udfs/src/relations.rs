@@ -11,7 +11,9 @@
 //!   `t`, which must hold the target column and the features (by name).
 //! * `FROM DRIFT('m', TABLE t)` → one row per feature and for the prediction: `feature, psi,
 //!   training_null_share, null_share, unseen_share, rows`, `t` against the model's training
-//!   profile (the `model_drift` aggregate, its list unnested).
+//!   profile (the `model_drift` aggregate, its list unnested). With a forecasting model: one
+//!   row per series of `t`, `id columns, method, observations, trained_mase, recent_mase,
+//!   mase_ratio, trained_smape, recent_smape` (`prognos_forecast_drift`).
 //! * `FROM FORECAST(TABLE t, time => 'ts', value => 'v' [, id => 'a, b'] [, horizon => 28]
 //!   [, level => 95] [, method => 'auto'] [, season_length => 24])` → `id columns, time,
 //!   forecast, lower, upper, method`, `horizon` rows per series: the `prognos_forecast`
@@ -594,6 +596,38 @@ impl Planning<'_, '_> {
         })
     }
 
+    /// `DRIFT('m', TABLE recent)` of a forecasting model: per series of `recent` (its time,
+    /// value and id columns read by the model's names), the stored method's backtest on the
+    /// newest `horizon` values against the stored one.
+    fn forecast_drift(
+        &mut self,
+        name: &str,
+        query: &sql::Query,
+        f: &prognos_models::forecast::stored::ForecastModel,
+    ) -> Result<LogicalPlan> {
+        let ids: Vec<String> = f.ids.iter().map(|c| c.name.clone()).collect();
+        let mut call = vec![lit(name), src_col(&f.time.name)];
+        call.extend(
+            ids.iter()
+                .map(|c| Expr::Cast(Cast::new(Box::new(src_col(c)), DataType::Utf8))),
+        );
+        call.push(Expr::Cast(Cast::new(
+            Box::new(src_col(&f.value.name)),
+            DataType::Float64,
+        )));
+        let call = self.aggregate(crate::forecast_drift::NAME, call)?;
+        let source = self.source(query)?;
+        per_series(source, &ids, call, |item| {
+            let mut cols: Vec<Expr> = ids.iter().map(|c| out_col(c)).collect();
+            cols.extend(
+                crate::forecast_drift::drift_fields().iter().map(|field| {
+                    get_field(item.clone(), field.name().as_str()).alias(field.name())
+                }),
+            );
+            cols
+        })
+    }
+
     /// `PREDICT` / `EXPLAIN_PREDICT` / `EVALUATE` / `ANOMALY` with a model and a relation.
     fn model_over_rows(
         &mut self,
@@ -602,6 +636,11 @@ impl Planning<'_, '_> {
         query: &sql::Query,
     ) -> Result<LogicalPlan> {
         let model = self.model(model_name)?;
+        if func == "drift"
+            && let Some(f) = model.forecast_model()
+        {
+            return self.forecast_drift(model_name, query, f);
+        }
         if model.forecast_model().is_some() {
             return Err(invalid(format!(
                 "\"{model_name}\" is a forecasting model: read it with FORECAST('{model_name}') \

@@ -217,6 +217,24 @@ pub struct FittedSeries {
     pub history: Vec<f64>,
 }
 
+/// A series' backtest on recent data against its stored one ([`ForecastModel::backtest_drift`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct BacktestDrift {
+    /// The method refitted.
+    pub method: Method,
+    /// Observations of the recent series after regularisation.
+    pub observations: usize,
+    /// MASE of the stored holdout (absent for a series training never saw or could not hold
+    /// out, and when its scale was 0).
+    pub trained_mase: Option<f64>,
+    /// sMAPE of the stored holdout.
+    pub trained_smape: Option<f64>,
+    /// MASE of the recent data's last `horizon` values (absent when its scale is 0).
+    pub recent_mase: Option<f64>,
+    /// sMAPE of the recent data's last `horizon` values.
+    pub recent_smape: f64,
+}
+
 /// A stored forecasting model: the columns it was trained on and every series' forecast.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ForecastModel {
@@ -609,6 +627,60 @@ impl ForecastModel {
     /// Nanoseconds per tick of the time column (0 for integer times).
     fn nanos(&self) -> i64 {
         unit_nanos(&self.time.data_type()).unwrap_or(0)
+    }
+
+    /// How well a series' stored method forecasts newer data (`DRIFT('m', TABLE recent)`):
+    /// `rows` (time ticks and values of the series `id` in the recent data) are regularised
+    /// as in training, their last `horizon` values held out and forecast from the rest by
+    /// the method and season length stored for the series, and scored as the stored holdout
+    /// was. A series training never saw is fitted as the model's `USING` asks.
+    pub fn backtest_drift(
+        &self,
+        id: &[Option<String>],
+        rows: Vec<(i64, Option<f64>)>,
+    ) -> ModelResult<BacktestDrift> {
+        if self.global.is_some() {
+            return Err(ModelError::InvalidInput(
+                "DRIFT of a gbdt_lag forecasting model is not supported: it has no per-series \
+                 method to refit; compare EVALUATE of a retrained version instead"
+                    .into(),
+            ));
+        }
+        let stored = self.series.iter().find(|s| s.id == id);
+        let nanos = self.nanos();
+        let axis = match stored {
+            Some(s) => s.axis,
+            None => TimeAxis::detect(rows.iter().map(|r| r.0), nanos),
+        };
+        let series = regularize(&axis.rows_on_axis(rows, nanos), stored.map(|s| s.step))?;
+        let y = &series.values;
+        let (n, h) = (y.len(), self.horizon);
+        if n < h + 2 {
+            return Err(ModelError::InvalidInput(format!(
+                "{}: {n} observation(s) in the recent data, too few to hold {h} out",
+                label(id, &self.ids)
+            )));
+        }
+        let spec = ForecastSpec {
+            method: stored.map(|s| s.method).or(self.method),
+            horizon: h,
+            level: self.level,
+            season_length: stored.map(|s| s.season_length).or(self.season_length),
+            season_candidates: axis.season_candidates(series.step.max(1), nanos),
+            windows: 0,
+        };
+        let f = forecast(&y[..n - h], &spec)?;
+        let actual = &y[n - h..];
+        let recent_mase = mase(&y[..n - h], actual, &f.point, f.season_length);
+        let holdout = stored.and_then(|s| s.holdout.as_ref());
+        Ok(BacktestDrift {
+            method: f.method,
+            observations: n,
+            trained_mase: holdout.and_then(|h| h.mase),
+            trained_smape: holdout.map(|h| h.smape),
+            recent_mase: recent_mase.is_finite().then_some(recent_mase),
+            recent_smape: smape(actual, &f.point),
+        })
     }
 
     /// Exogenous columns of a global model (empty otherwise).
