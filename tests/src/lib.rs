@@ -16,6 +16,15 @@ pub fn sqlstate(e: &tokio_postgres::Error) -> String {
         .unwrap_or_else(|| format!("no sqlstate: {e}"))
 }
 
+/// Run `sql`, which must fail with SQLSTATE `code`; returns the error's message.
+pub async fn fails_with(c: &tokio_postgres::Client, sql: &str, code: &str) -> String {
+    let e = c.simple_query(sql).await.expect_err(sql);
+    assert_eq!(sqlstate(&e), code, "{sql}: {e}");
+    e.as_db_error()
+        .map(|d| d.message().to_string())
+        .unwrap_or_default()
+}
+
 /// Path of the `prognos` binary: `$PROGNOS_BIN`, else next to the test executable's folder.
 pub fn prognos_bin() -> PathBuf {
     if let Ok(p) = std::env::var("PROGNOS_BIN") {

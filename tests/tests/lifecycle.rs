@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use prognos_e2e::{Server, rows_of, sqlstate};
+use prognos_e2e::{Server, fails_with, rows_of, sqlstate};
 
 /// `src`: y = 2x + 1 for x in 1..300; model `m` version 1 learns it, version 2 learns y + 1000.
 async fn two_versions(server: &Server) -> tokio_postgres::Client {
@@ -53,14 +53,6 @@ async fn scored_by(c: &tokio_postgres::Client, name: &str) -> Result<(i64, bool)
     let (lo, hi): (f64, f64) = (row.get(0), row.get(1));
     let version = if hi < 500.0 { 1 } else { 2 };
     Ok((version, (hi - lo) < 500.0))
-}
-
-async fn fails_with(c: &tokio_postgres::Client, sql: &str, code: &str) -> String {
-    let e = c.simple_query(sql).await.expect_err(sql);
-    assert_eq!(sqlstate(&e), code, "{sql}: {e}");
-    e.as_db_error()
-        .map(|d| d.message().to_string())
-        .unwrap_or_default()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -696,4 +688,49 @@ async fn drift_of_a_shifted_copy_exceeds_drift_of_a_resample() {
         .expect("k-means");
     let msg = fails_with(&c, "SELECT * FROM DRIFT('seg', TABLE cust)", "22023").await;
     assert!(msg.contains("no training profile"), "{msg}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forecasting_model_retrains_on_its_extended_series() {
+    let server = Server::start();
+    let c = server.connect().await;
+    let rows = |from: i64, to: i64| {
+        // Two stores: even rows are store 'a', odd ones 'b', day = row / 2.
+        format!(
+            "SELECT CAST('2025-01-01' AS DATE) + CAST(r / 2 AS INT) AS day, \
+                    CASE WHEN r % 2 = 0 THEN 'a' ELSE 'b' END AS store, \
+                    (CASE WHEN r % 2 = 0 THEN 100.0 ELSE 300.0 END) + ((r / 2) % 7) * 10 \
+                    + (r / 2) * 0.5 AS amount \
+             FROM generate_series({}, {}) AS t(r)",
+            2 * from,
+            2 * to + 1
+        )
+    };
+    c.batch_execute(&format!(
+        "CREATE TABLE sales AS {}; \
+         CREATE MODEL m FORECAST amount TIME day BY store WITH (horizon = 7) \
+             AS SELECT day, store, amount FROM sales",
+        rows(0, 139)
+    ))
+    .await
+    .expect("model");
+    let first_day = "SELECT CAST(min(day) AS VARCHAR), count(*) FROM FORECAST('m')";
+    let got = rows_of(&c.simple_query(first_day).await.expect("forecast"));
+    assert_eq!(got[0], vec![Some("2025-05-21".into()), Some("14".into())]);
+    // Two more weeks arrive; a retrain forecasts from the end of the longer series.
+    c.batch_execute(&format!(
+        "INSERT INTO sales {}; RETRAIN MODEL m",
+        rows(140, 153)
+    ))
+    .await
+    .expect("retrain");
+    assert_eq!(deployed_version(&c).await, 2);
+    let got = rows_of(&c.simple_query(first_day).await.expect("forecast"));
+    assert_eq!(got[0], vec![Some("2025-06-04".into()), Some("14".into())]);
+    let j = jobs(&c).await;
+    assert!(
+        j.iter()
+            .any(|(t, o, v)| t == "manual" && o == "deployed" && *v == Some(2)),
+        "{j:?}"
+    );
 }

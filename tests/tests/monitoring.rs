@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use prognos_e2e::{Server, rows_of, sqlstate};
+use prognos_e2e::{Server, fails_with, rows_of};
 
 /// `customers`: 400 rows, `churned` = (spend < 50); `churn` learns it.
 async fn setup(server: &Server) -> tokio_postgres::Client {
@@ -38,14 +38,6 @@ async fn wait_for(c: &tokio_postgres::Client, sql: &str, at_least: i64) -> i64 {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-}
-
-async fn fails_with(c: &tokio_postgres::Client, sql: &str, code: &str) -> String {
-    let e = c.simple_query(sql).await.expect_err(sql);
-    assert_eq!(sqlstate(&e), code, "{sql}: {e}");
-    e.as_db_error()
-        .map(|d| d.message().to_string())
-        .unwrap_or_default()
 }
 
 /// `metric → value` of version `v` over all windows of `MODEL_MONITOR('churn')`, with the
@@ -569,4 +561,49 @@ async fn drift_in_the_logged_inputs_retrains_the_model() {
         1,
         "the new version has no logged rows yet"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_log_stores_values_as_the_caller_saw_them_and_refuses_bad_setups() {
+    let server = Server::start();
+    let c = setup(&server).await;
+    let set = "ALTER MODEL churn SET LOGGING (sample = 1, key = 'customer_id')";
+    // It makes a table: not inside a transaction block.
+    c.batch_execute("BEGIN").await.expect("begin");
+    fails_with(&c, set, "42000").await;
+    c.batch_execute("ROLLBACK").await.expect("rollback");
+    // A table of the log's name that is not a log.
+    c.batch_execute("CREATE TABLE churn_predictions (x INT)")
+        .await
+        .expect("clash");
+    let said = fails_with(&c, set, "42P07").await;
+    assert!(said.contains("churn_predictions"), "{said}");
+    // Another table, named; a role that sees spend redacted scores the model.
+    c.batch_execute(
+        "ALTER MODEL churn SET LOGGING (sample = 1, key = 'customer_id', \
+             table = 'public.churn_log'); \
+         CREATE MASKING POLICY spend_hidden ON customers (spend) USING redact; \
+         CREATE USER low; GRANT SELECT ON customers TO low; GRANT USAGE ON MODEL churn TO low",
+    )
+    .await
+    .expect("log and policy");
+    let low = server.connect_as("low").await;
+    low.simple_query("SELECT max(PREDICT('churn', spend, visits)) FROM customers")
+        .await
+        .expect("low predicts");
+    assert_eq!(
+        wait_for(&c, "SELECT count(*) FROM churn_log", 400).await,
+        400
+    );
+    let shown = "SELECT count(*) FROM churn_log WHERE spend IS NOT NULL AND spend <> 0";
+    assert_eq!(count(&c, shown).await, 0, "the log holds what low saw");
+    // The superuser sees spend, and so does its log.
+    c.simple_query("SELECT max(PREDICT('churn', spend, visits)) FROM customers")
+        .await
+        .expect("superuser predicts");
+    assert_eq!(
+        wait_for(&c, "SELECT count(*) FROM churn_log", 800).await,
+        800
+    );
+    assert!(count(&c, shown).await > 300);
 }

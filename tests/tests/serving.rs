@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use prognos_e2e::{Server, rows_of, sqlstate};
+use prognos_e2e::{Server, fails_with, rows_of};
 
 /// `customers` (400 rows, `churned` = spend < 50), `churn` and `churn_backup` learning it.
 async fn setup(server: &Server) -> tokio_postgres::Client {
@@ -22,14 +22,6 @@ async fn setup(server: &Server) -> tokio_postgres::Client {
     .await
     .expect("setup");
     c
-}
-
-async fn fails_with(c: &tokio_postgres::Client, sql: &str, code: &str) -> String {
-    let e = c.simple_query(sql).await.expect_err(sql);
-    assert_eq!(sqlstate(&e), code, "{sql}: {e}");
-    e.as_db_error()
-        .map(|d| d.message().to_string())
-        .unwrap_or_default()
 }
 
 /// The value of the `/metrics` series whose line starts with `series` (name and labels as
