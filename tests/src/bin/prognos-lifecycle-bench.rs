@@ -4,7 +4,11 @@
 //!    id = $1` from `--clients` clients for `--seconds` each) with prediction logging off, at
 //!    sample 0.1 and at sample 1;
 //! 2. the same load while `ALTER MODEL m DEPLOY VERSION` / `ROLLBACK` switch the deployed
-//!    version every 500 ms: failed queries, and how long each switch statement took.
+//!    version every 500 ms: failed queries, and how long each switch statement took;
+//! 3. the same load with the prediction cache on (`SET CACHE (entries = 1000)`);
+//! 4. the same load while the outcomes turn wrong under `SET ROLLBACK WHEN live_rmse > 50`
+//!    (logging every row, a rule check every second): the time from the drop to the
+//!    automatic rollback.
 //!
 //! `PROGNOS_BIN=… prognos-lifecycle-bench [--clients 32] [--seconds 10]`
 
@@ -62,7 +66,10 @@ async fn load(server: &Server, clients: u64, seconds: u64) -> (u64, u64, Vec<Dur
 async fn main() {
     let clients = arg("--clients", 32);
     let seconds = arg("--seconds", 10);
-    let server = Server::start();
+    let server = Server::start_with(
+        false,
+        vec![("PROGNOS__MODELS__RULE_CHECK_SECONDS".into(), "1".into())],
+    );
     let admin = server.connect().await;
     admin
         .batch_execute(
@@ -154,4 +161,80 @@ async fn main() {
         percentile(&switches, 0.5).as_secs_f64() * 1e3,
         switches.last().copied().unwrap_or_default().as_secs_f64() * 1e3
     );
+
+    // The prediction cache: every point query repeats one of 1 000 inputs.
+    // Version 2 serves from here on (the switches may have left it deployed already: 55000).
+    let _ = admin.batch_execute("ALTER MODEL m DEPLOY VERSION 2").await;
+    println!();
+    println!("| cache | queries/s | p50 | p99 | failed |");
+    println!("|---|---|---|---|---|");
+    for (label, sql) in [
+        ("off", "ALTER MODEL m RESET CACHE"),
+        ("entries = 1000", "ALTER MODEL m SET CACHE (entries = 1000)"),
+        ("off", "ALTER MODEL m RESET CACHE"),
+        ("entries = 1000", "ALTER MODEL m SET CACHE (entries = 1000)"),
+    ] {
+        admin.batch_execute(sql).await.expect("cache setting");
+        let (n, failed, lat) = load(&server, clients, seconds).await;
+        println!(
+            "| {label} | {:.0} | {:.2} ms | {:.2} ms | {failed} |",
+            n as f64 / seconds as f64,
+            percentile(&lat, 0.5).as_secs_f64() * 1e3,
+            percentile(&lat, 0.99).as_secs_f64() * 1e3,
+        );
+    }
+    admin
+        .batch_execute("ALTER MODEL m RESET CACHE")
+        .await
+        .expect("reset cache");
+
+    // An outcome drop under load: how long until the rule rolls the model back.
+    admin
+        .batch_execute(
+            "CREATE TABLE truth AS SELECT id, y AS actual FROM pts; \
+             ALTER MODEL m SET LOGGING (sample = 1, key = 'id'); \
+             ALTER MODEL m SET OUTCOMES FROM (SELECT id AS key, actual FROM truth); \
+             ALTER MODEL m SET ROLLBACK WHEN live_rmse > 50",
+        )
+        .await
+        .expect("rule");
+    let drop_after = Duration::from_secs(seconds.min(5));
+    let watch = async {
+        tokio::time::sleep(drop_after).await;
+        let t = Instant::now();
+        admin
+            .batch_execute(
+                "ALTER MODEL m SET OUTCOMES FROM \
+                 (SELECT id AS key, actual + 1000 AS actual FROM truth)",
+            )
+            .await
+            .expect("drop");
+        loop {
+            let v: i64 = admin
+                .query_one(
+                    "SELECT version FROM system.model_versions \
+                     WHERE name = 'm' AND state = 'deployed'",
+                    &[],
+                )
+                .await
+                .expect("deployed")
+                .get(0);
+            if v == 1 {
+                return Some(t.elapsed());
+            }
+            if t.elapsed() > Duration::from_secs(60) {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    let ((n, failed, _), rolled_back) = tokio::join!(load(&server, clients, seconds * 2), watch);
+    println!();
+    println!("| outcome drop under load | value |");
+    println!("|---|---|");
+    println!("| PREDICT queries | {n} ({failed} failed) |");
+    match rolled_back {
+        Some(d) => println!("| drop to automatic rollback | {:.2} s |", d.as_secs_f64()),
+        None => println!("| drop to automatic rollback | none within 60 s |"),
+    }
 }
