@@ -16,6 +16,15 @@ pub fn sqlstate(e: &tokio_postgres::Error) -> String {
         .unwrap_or_else(|| format!("no sqlstate: {e}"))
 }
 
+/// `customers` (400 rows: `customer_id`, `spend`, `visits`, `churned` = spend < 50) and
+/// `churn`, a GBDT that learns `churned` from `spend` and `visits`, deployed without a gate:
+/// the model the lifecycle tests log, monitor and serve.
+pub const CHURN_SETUP: &str = "CREATE TABLE customers AS SELECT value AS customer_id, \
+         CAST((value * 37) % 100 AS DOUBLE) AS spend, CAST(value % 7 AS DOUBLE) AS visits, \
+         (value * 37) % 100 < 50 AS churned FROM generate_series(1, 400); \
+     CREATE MODEL churn PREDICT churned USING gbdt WITH (gate = 'none') \
+         AS SELECT spend, visits, churned FROM customers";
+
 /// Run `sql`, which must fail with SQLSTATE `code`; returns the error's message.
 pub async fn fails_with(c: &tokio_postgres::Client, sql: &str, code: &str) -> String {
     let e = c.simple_query(sql).await.expect_err(sql);

@@ -9,14 +9,11 @@ use prognos_e2e::{Server, fails_with, rows_of};
 /// `customers` (400 rows, `churned` = spend < 50), `churn` and `churn_backup` learning it.
 async fn setup(server: &Server) -> tokio_postgres::Client {
     let c = server.connect().await;
+    c.batch_execute(prognos_e2e::CHURN_SETUP)
+        .await
+        .expect("setup");
     c.batch_execute(
-        "CREATE TABLE customers AS SELECT value AS customer_id, \
-             CAST((value * 37) % 100 AS DOUBLE) AS spend, \
-             CAST(value % 7 AS DOUBLE) AS visits, \
-             (value * 37) % 100 < 50 AS churned FROM generate_series(1, 400); \
-         CREATE MODEL churn PREDICT churned USING gbdt WITH (gate = 'none') \
-             AS SELECT spend, visits, churned FROM customers; \
-         CREATE MODEL churn_backup PREDICT churned USING logistic WITH (gate = 'none') \
+        "CREATE MODEL churn_backup PREDICT churned USING logistic WITH (gate = 'none') \
              AS SELECT spend, visits, churned FROM customers",
     )
     .await

@@ -9,21 +9,17 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, Float64Array, Int64Array, StringArray, StructArray,
-};
-use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Fields, Float64Type, Int64Type};
+use datafusion::arrow::array::{ArrayRef, Float64Array, Int64Array, StringArray, StructArray};
+use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Fields};
 use datafusion::common::{Result, ScalarValue, plan_err};
 use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
 use datafusion::logical_expr::{Accumulator, AggregateUDFImpl, Signature};
 use prognos_catalog::{CatalogError, ModelSnapshot};
 use prognos_models::ModelArtifact;
 use prognos_models::forecast::stored::ForecastModel;
-use prognos_models::forecast::time::times_as_i64;
 
-use crate::models::{external, f64_list, list_scalar, model_error};
-use crate::series::{list_of, literal_arg, null_list};
+use crate::models::{external, list_scalar, model_error};
+use crate::series::{KeyedRows, list_of, literal_arg, null_list};
 
 /// The aggregate's SQL name.
 pub(crate) const NAME: &str = "prognos_forecast_drift";
@@ -92,24 +88,7 @@ impl AggregateUDFImpl for ForecastDrift {
     }
 
     fn state_fields(&self, args: StateFieldsArgs) -> Result<Vec<FieldRef>> {
-        let list = |t: DataType| DataType::List(Arc::new(Field::new("item", t, true)));
-        Ok(vec![
-            Arc::new(Field::new(
-                format!("{}_times", args.name),
-                list(DataType::Int64),
-                true,
-            )),
-            Arc::new(Field::new(
-                format!("{}_ids", args.name),
-                list(DataType::Utf8),
-                true,
-            )),
-            Arc::new(Field::new(
-                format!("{}_values", args.name),
-                f64_list(),
-                true,
-            )),
-        ])
+        Ok(KeyedRows::state_fields(args.name))
     }
 
     fn accumulator(&self, args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
@@ -126,9 +105,7 @@ impl AggregateUDFImpl for ForecastDrift {
         }
         Ok(Box::new(DriftAccumulator {
             model,
-            ids: None,
-            times: vec![],
-            values: vec![],
+            rows: KeyedRows::new(1),
             n_ids: k,
         }))
     }
@@ -137,88 +114,36 @@ impl AggregateUDFImpl for ForecastDrift {
 #[derive(Debug)]
 struct DriftAccumulator {
     model: Arc<ModelArtifact>,
-    /// The group's id values (as text), from its first row.
-    ids: Option<Vec<Option<String>>>,
-    times: Vec<i64>,
-    values: Vec<Option<f64>>,
+    /// The group's rows, with their value.
+    rows: KeyedRows,
     n_ids: usize,
 }
 
 impl Accumulator for DriftAccumulator {
     fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
         let model_time = forecast_model(&self.model)?.time_type();
-        let t = times_as_i64(&cast(&values[1], &model_time)?)?;
-        let t = t.as_primitive::<Int64Type>();
-        let ids: Vec<ArrayRef> = values[2..2 + self.n_ids]
-            .iter()
-            .map(|c| cast(c, &DataType::Utf8))
-            .collect::<std::result::Result<_, _>>()?;
-        let v = cast(&values[2 + self.n_ids], &DataType::Float64)?;
-        let v = v.as_primitive::<Float64Type>();
-        for i in 0..t.len() {
-            if !t.is_valid(i) {
-                continue;
-            }
-            if self.ids.is_none() {
-                self.ids = Some(
-                    ids.iter()
-                        .map(|c| {
-                            let s = c.as_string::<i32>();
-                            s.is_valid(i).then(|| s.value(i).to_string())
-                        })
-                        .collect(),
-                );
-            }
-            self.times.push(t.value(i));
-            self.values.push(v.is_valid(i).then(|| v.value(i)));
-        }
-        Ok(())
+        let ids = &values[2..2 + self.n_ids];
+        self.rows
+            .update(&model_time, &values[1], ids, &values[2 + self.n_ids..])
     }
 
     fn state(&mut self) -> Result<Vec<ScalarValue>> {
-        let ids: Vec<Option<String>> = self.ids.clone().unwrap_or_default();
-        Ok(vec![
-            list_scalar(Int64Array::from(self.times.clone()), DataType::Int64),
-            list_scalar(StringArray::from(ids), DataType::Utf8),
-            list_scalar(Float64Array::from(self.values.clone()), DataType::Float64),
-        ])
+        Ok(self.rows.state())
     }
 
     fn merge_batch(&mut self, states: &[ArrayRef]) -> Result<()> {
-        let times = states[0].as_list::<i32>();
-        let ids = states[1].as_list::<i32>();
-        let values = states[2].as_list::<i32>();
-        for r in 0..times.len() {
-            if times.is_null(r) {
-                continue;
-            }
-            let t = times.value(r);
-            let t = t.as_primitive::<Int64Type>();
-            if t.is_empty() {
-                continue;
-            }
-            if self.ids.is_none() && ids.is_valid(r) {
-                let i = ids.value(r);
-                let i = i.as_string::<i32>();
-                self.ids = Some(i.iter().map(|v| v.map(str::to_string)).collect());
-            }
-            self.times.extend(t.iter().map(|x| x.unwrap_or_default()));
-            let v = values.value(r);
-            self.values.extend(v.as_primitive::<Float64Type>().iter());
-        }
-        Ok(())
+        self.rows.merge(states)
     }
 
     fn evaluate(&mut self) -> Result<ScalarValue> {
         let fields = drift_fields();
-        let Some(ids) = self.ids.clone() else {
+        let Some(ids) = self.rows.ids.clone() else {
             return Ok(null_list(fields));
         };
         let rows: Vec<(i64, Option<f64>)> = self
-            .times
-            .iter()
-            .copied()
-            .zip(self.values.iter().copied())
+            .rows
+            .rows()
+            .map(|(t, v)| (t, v.first().copied().flatten()))
             .collect();
         let d = forecast_model(&self.model)?
             .backtest_drift(&ids, rows)
@@ -244,6 +169,6 @@ impl Accumulator for DriftAccumulator {
     }
 
     fn size(&self) -> usize {
-        std::mem::size_of_val(self) + self.times.capacity() * 8 + self.values.capacity() * 16
+        std::mem::size_of_val(self) + self.rows.size()
     }
 }

@@ -8,23 +8,21 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, Float64Array, Int64Array, StringArray, StructArray,
-};
+use datafusion::arrow::array::{ArrayRef, Float64Array, StringArray, StructArray};
 use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Float64Type, Int64Type};
+use datafusion::arrow::datatypes::{DataType, FieldRef};
 use datafusion::common::{DataFusionError, Result, ScalarValue, plan_err};
 use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
 use datafusion::logical_expr::{Accumulator, AggregateUDFImpl, Signature};
 use prognos_catalog::{CatalogError, ModelSnapshot};
 use prognos_models::forecast::Method;
 use prognos_models::forecast::stored::ForecastModel;
-use prognos_models::forecast::time::{times_as_i64, times_from_i64};
+use prognos_models::forecast::time::times_from_i64;
 use prognos_models::{ModelArtifact, ModelError};
 
 use crate::forecast::item_fields;
-use crate::models::{external, f64_list, list_scalar};
-use crate::series::{coerce_series_types, list_of, literal_arg, null_list};
+use crate::models::{external, list_scalar};
+use crate::series::{KeyedRows, coerce_series_types, list_of, literal_arg, null_list};
 
 /// The aggregate's SQL name.
 pub(crate) const NAME: &str = "prognos_forecast_future";
@@ -79,24 +77,7 @@ impl AggregateUDFImpl for FutureForecast {
     }
 
     fn state_fields(&self, args: StateFieldsArgs) -> Result<Vec<FieldRef>> {
-        let list = |t: DataType| DataType::List(Arc::new(Field::new("item", t, true)));
-        Ok(vec![
-            Arc::new(Field::new(
-                format!("{}_times", args.name),
-                list(DataType::Int64),
-                true,
-            )),
-            Arc::new(Field::new(
-                format!("{}_ids", args.name),
-                list(DataType::Utf8),
-                true,
-            )),
-            Arc::new(Field::new(
-                format!("{}_values", args.name),
-                f64_list(),
-                true,
-            )),
-        ])
+        Ok(KeyedRows::state_fields(args.name))
     }
 
     fn accumulator(&self, args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
@@ -121,11 +102,8 @@ impl AggregateUDFImpl for FutureForecast {
             model,
             level,
             time_type: args.exprs[2].data_type(args.schema)?,
-            ids: None,
-            times: vec![],
-            values: vec![],
+            rows: KeyedRows::new(e),
             n_ids: k,
-            n_exog: e,
         }))
     }
 }
@@ -143,13 +121,9 @@ struct FutureAccumulator {
     model: Arc<ModelArtifact>,
     level: f64,
     time_type: DataType,
-    /// The group's id values (as text), from its first row.
-    ids: Option<Vec<Option<String>>>,
-    times: Vec<i64>,
-    /// Row-major, `n_exog` per row.
-    values: Vec<Option<f64>>,
+    /// The group's rows, with its exogenous values.
+    rows: KeyedRows,
     n_ids: usize,
-    n_exog: usize,
 }
 
 impl FutureAccumulator {
@@ -161,87 +135,26 @@ impl FutureAccumulator {
 impl Accumulator for FutureAccumulator {
     fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
         let model_time = self.model()?.time_type();
-        let t = times_as_i64(&cast(&values[2], &model_time)?)?;
-        let t = t.as_primitive::<Int64Type>();
-        let ids: Vec<ArrayRef> = values[3..3 + self.n_ids]
-            .iter()
-            .map(|c| cast(c, &DataType::Utf8))
-            .collect::<std::result::Result<_, _>>()?;
-        let exog: Vec<ArrayRef> = values[3 + self.n_ids..]
-            .iter()
-            .map(|c| cast(c, &DataType::Float64))
-            .collect::<std::result::Result<_, _>>()?;
-        for i in 0..t.len() {
-            if !t.is_valid(i) {
-                continue;
-            }
-            if self.ids.is_none() {
-                self.ids = Some(
-                    ids.iter()
-                        .map(|c| {
-                            let s = c.as_string::<i32>();
-                            s.is_valid(i).then(|| s.value(i).to_string())
-                        })
-                        .collect(),
-                );
-            }
-            self.times.push(t.value(i));
-            for c in &exog {
-                let c = c.as_primitive::<Float64Type>();
-                self.values.push(c.is_valid(i).then(|| c.value(i)));
-            }
-        }
-        Ok(())
+        let ids = &values[3..3 + self.n_ids];
+        self.rows
+            .update(&model_time, &values[2], ids, &values[3 + self.n_ids..])
     }
 
     fn state(&mut self) -> Result<Vec<ScalarValue>> {
-        let ids: Vec<Option<String>> = self.ids.clone().unwrap_or_default();
-        Ok(vec![
-            list_scalar(Int64Array::from(self.times.clone()), DataType::Int64),
-            list_scalar(StringArray::from(ids), DataType::Utf8),
-            list_scalar(Float64Array::from(self.values.clone()), DataType::Float64),
-        ])
+        Ok(self.rows.state())
     }
 
     fn merge_batch(&mut self, states: &[ArrayRef]) -> Result<()> {
-        let times = states[0].as_list::<i32>();
-        let ids = states[1].as_list::<i32>();
-        let values = states[2].as_list::<i32>();
-        for r in 0..times.len() {
-            if times.is_null(r) {
-                continue;
-            }
-            let t = times.value(r);
-            let t = t.as_primitive::<Int64Type>();
-            if t.is_empty() {
-                continue;
-            }
-            if self.ids.is_none() && ids.is_valid(r) {
-                let i = ids.value(r);
-                let i = i.as_string::<i32>();
-                self.ids = Some(i.iter().map(|v| v.map(str::to_string)).collect());
-            }
-            self.times.extend(t.iter().map(|x| x.unwrap_or_default()));
-            let v = values.value(r);
-            self.values.extend(v.as_primitive::<Float64Type>().iter());
-        }
-        Ok(())
+        self.rows.merge(states)
     }
 
     fn evaluate(&mut self) -> Result<ScalarValue> {
         let fields = item_fields(&self.time_type);
-        let Some(ids) = self.ids.clone() else {
+        let Some(ids) = self.rows.ids.clone() else {
             return Ok(null_list(fields));
         };
-        let rows: Vec<(i64, Vec<Option<f64>>)> = self
-            .times
-            .iter()
-            .enumerate()
-            .map(|(r, &t)| {
-                let v = self.values[r * self.n_exog..(r + 1) * self.n_exog].to_vec();
-                (t, v)
-            })
-            .collect();
+        let rows: Vec<(i64, Vec<Option<f64>>)> =
+            self.rows.rows().map(|(t, v)| (t, v.to_vec())).collect();
         let model = self.model()?;
         let level = if self.level == 0.0 {
             model.level
@@ -268,6 +181,6 @@ impl Accumulator for FutureAccumulator {
     }
 
     fn size(&self) -> usize {
-        std::mem::size_of_val(self) + self.times.capacity() * 8 + self.values.capacity() * 16
+        std::mem::size_of_val(self) + self.rows.size()
     }
 }

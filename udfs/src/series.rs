@@ -1,5 +1,5 @@
 //! What the per-series aggregates (`prognos_forecast`, `prognos_anomaly`,
-//! `prognos_forecast_future`) share: the `(time, value)` rows of one group as they arrive,
+//! `prognos_forecast_future`, `prognos_forecast_drift`) share: the `(time, value)` rows of one group as they arrive,
 //! their partial states, the checks and coercions of the time and value arguments, and the
 //! reading of their constant arguments.
 
@@ -176,5 +176,141 @@ pub(crate) fn check_series_types(fname: &str, arg_types: &[DataType]) -> Result<
             "the value column must be numeric, not {v}"
         )))),
         None => plan_err!("{fname} needs a value column"),
+    }
+}
+
+/// One group's rows for an aggregate over a stored model's series (`prognos_forecast_future`,
+/// `prognos_forecast_drift`): the group's id values as text (from its first row), and each
+/// row's time (in ticks of the model's time column) with `width` values, row-major.
+#[derive(Debug)]
+pub(crate) struct KeyedRows {
+    /// The id values, once a row arrived.
+    pub(crate) ids: Option<Vec<Option<String>>>,
+    /// Time of each row.
+    pub(crate) times: Vec<i64>,
+    /// `width` values per row.
+    values: Vec<Option<f64>>,
+    width: usize,
+}
+
+impl KeyedRows {
+    /// No rows yet, `width` values per row.
+    pub(crate) fn new(width: usize) -> Self {
+        Self {
+            ids: None,
+            times: vec![],
+            values: vec![],
+            width,
+        }
+    }
+
+    /// Add a batch: `time` (cast to `model_time`), the id columns (as text) and `width` value
+    /// columns (as `DOUBLE`); rows without a time are skipped.
+    pub(crate) fn update(
+        &mut self,
+        model_time: &DataType,
+        time: &ArrayRef,
+        ids: &[ArrayRef],
+        values: &[ArrayRef],
+    ) -> Result<()> {
+        let t = times_as_i64(&cast(time, model_time)?)?;
+        let t = t.as_primitive::<Int64Type>();
+        let ids: Vec<ArrayRef> = ids
+            .iter()
+            .map(|c| cast(c, &DataType::Utf8))
+            .collect::<std::result::Result<_, _>>()?;
+        let values: Vec<ArrayRef> = values
+            .iter()
+            .map(|c| cast(c, &DataType::Float64))
+            .collect::<std::result::Result<_, _>>()?;
+        for i in 0..t.len() {
+            if !t.is_valid(i) {
+                continue;
+            }
+            if self.ids.is_none() {
+                self.ids = Some(
+                    ids.iter()
+                        .map(|c| {
+                            let s = c.as_string::<i32>();
+                            s.is_valid(i).then(|| s.value(i).to_string())
+                        })
+                        .collect(),
+                );
+            }
+            self.times.push(t.value(i));
+            for c in &values {
+                let c = c.as_primitive::<Float64Type>();
+                self.values.push(c.is_valid(i).then(|| c.value(i)));
+            }
+        }
+        Ok(())
+    }
+
+    /// The partial state's fields, named after the aggregate `name`.
+    pub(crate) fn state_fields(name: &str) -> Vec<FieldRef> {
+        let list = |t: DataType| DataType::List(Arc::new(Field::new("item", t, true)));
+        vec![
+            Arc::new(Field::new(
+                format!("{name}_times"),
+                list(DataType::Int64),
+                true,
+            )),
+            Arc::new(Field::new(
+                format!("{name}_ids"),
+                list(DataType::Utf8),
+                true,
+            )),
+            Arc::new(Field::new(format!("{name}_values"), f64_list(), true)),
+        ]
+    }
+
+    /// The partial state: times, ids and values as lists.
+    pub(crate) fn state(&self) -> Vec<ScalarValue> {
+        let ids: Vec<Option<String>> = self.ids.clone().unwrap_or_default();
+        vec![
+            list_scalar(Int64Array::from(self.times.clone()), DataType::Int64),
+            list_scalar(
+                datafusion::arrow::array::StringArray::from(ids),
+                DataType::Utf8,
+            ),
+            list_scalar(Float64Array::from(self.values.clone()), DataType::Float64),
+        ]
+    }
+
+    /// Add partial states of the same group.
+    pub(crate) fn merge(&mut self, states: &[ArrayRef]) -> Result<()> {
+        let times = states[0].as_list::<i32>();
+        let ids = states[1].as_list::<i32>();
+        let values = states[2].as_list::<i32>();
+        for r in 0..times.len() {
+            if times.is_null(r) {
+                continue;
+            }
+            let t = times.value(r);
+            let t = t.as_primitive::<Int64Type>();
+            if t.is_empty() {
+                continue;
+            }
+            if self.ids.is_none() && ids.is_valid(r) {
+                let i = ids.value(r);
+                let i = i.as_string::<i32>();
+                self.ids = Some(i.iter().map(|v| v.map(str::to_string)).collect());
+            }
+            self.times.extend(t.iter().map(|x| x.unwrap_or_default()));
+            let v = values.value(r);
+            self.values.extend(v.as_primitive::<Float64Type>().iter());
+        }
+        Ok(())
+    }
+
+    /// Each row's time and values.
+    pub(crate) fn rows(&self) -> impl Iterator<Item = (i64, &[Option<f64>])> {
+        let w = self.width;
+        (0..self.times.len()).map(move |r| (self.times[r], &self.values[r * w..(r + 1) * w]))
+    }
+
+    /// Bytes held.
+    pub(crate) fn size(&self) -> usize {
+        self.times.capacity() * 8 + self.values.capacity() * 16
     }
 }

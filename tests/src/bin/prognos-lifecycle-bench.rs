@@ -62,6 +62,16 @@ async fn load(server: &Server, clients: u64, seconds: u64) -> (u64, u64, Vec<Dur
     (all.len() as u64, failures.load(Ordering::Relaxed), all)
 }
 
+/// One table row: queries per second, p50 and p99 latency, failures.
+fn print_row(label: &str, n: u64, failed: u64, lat: &[Duration], seconds: u64) {
+    println!(
+        "| {label} | {:.0} | {:.2} ms | {:.2} ms | {failed} |",
+        n as f64 / seconds as f64,
+        percentile(lat, 0.5).as_secs_f64() * 1e3,
+        percentile(lat, 0.99).as_secs_f64() * 1e3,
+    );
+}
+
 #[tokio::main]
 async fn main() {
     let clients = arg("--clients", 32);
@@ -101,12 +111,7 @@ async fn main() {
         }
         .expect("logging");
         let (n, failed, lat) = load(&server, clients, seconds).await;
-        println!(
-            "| {label} | {:.0} | {:.2} ms | {:.2} ms | {failed} |",
-            n as f64 / seconds as f64,
-            percentile(&lat, 0.5).as_secs_f64() * 1e3,
-            percentile(&lat, 0.99).as_secs_f64() * 1e3,
-        );
+        print_row(label, n, failed, &lat, seconds);
     }
     admin
         .batch_execute("ALTER MODEL m RESET LOGGING")
@@ -176,12 +181,7 @@ async fn main() {
     ] {
         admin.batch_execute(sql).await.expect("cache setting");
         let (n, failed, lat) = load(&server, clients, seconds).await;
-        println!(
-            "| {label} | {:.0} | {:.2} ms | {:.2} ms | {failed} |",
-            n as f64 / seconds as f64,
-            percentile(&lat, 0.5).as_secs_f64() * 1e3,
-            percentile(&lat, 0.99).as_secs_f64() * 1e3,
-        );
+        print_row(label, n, failed, &lat, seconds);
     }
     admin
         .batch_execute("ALTER MODEL m RESET CACHE")
