@@ -17,6 +17,10 @@ async fn setup(server: &Server) -> tokio_postgres::Client {
     c
 }
 
+/// Retrains a rule started that deployed a version.
+const RULE_RETRAINS_DEPLOYED: &str = "SELECT count(*) FROM system.model_jobs \
+     WHERE model = 'churn' AND trigger = 'rule' AND outcome = 'deployed'";
+
 async fn count(c: &tokio_postgres::Client, sql: &str) -> i64 {
     c.query_one(sql, &[]).await.expect(sql).get(0)
 }
@@ -458,14 +462,7 @@ async fn a_live_metric_rule_retrains_the_model_once_per_window() {
     )
     .await
     .expect("predict");
-    let ran = wait_for(
-        &c,
-        "SELECT count(*) FROM system.model_jobs WHERE model = 'churn' AND trigger = 'rule' \
-         AND outcome = 'deployed'",
-        1,
-    )
-    .await;
-    assert_eq!(ran, 1);
+    assert_eq!(wait_for(&c, RULE_RETRAINS_DEPLOYED, 1).await, 1);
     assert_eq!(
         count(
             &c,
@@ -540,14 +537,7 @@ async fn drift_in_the_logged_inputs_retrains_the_model() {
     )
     .await
     .expect("predict shifted");
-    let ran = wait_for(
-        &c,
-        "SELECT count(*) FROM system.model_jobs WHERE model = 'churn' AND trigger = 'rule' \
-         AND outcome = 'deployed'",
-        1,
-    )
-    .await;
-    assert_eq!(ran, 1);
+    assert_eq!(wait_for(&c, RULE_RETRAINS_DEPLOYED, 1).await, 1);
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(
         count(&c, jobs).await,
