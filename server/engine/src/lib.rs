@@ -14,6 +14,7 @@ mod copy;
 mod demo;
 pub mod error;
 pub mod grant_sql;
+mod insert_values;
 mod masked_table;
 mod masking_sql;
 mod model_ddl;

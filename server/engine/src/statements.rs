@@ -363,7 +363,11 @@ pub(super) async fn describe(
         .ctx()
         .state()
         .statement_to_plan(
-            crate::model_monitoring::with_monitor_relations(engine, stmt).into_owned(),
+            crate::model_monitoring::with_monitor_relations(
+                engine,
+                &crate::insert_values::nested_values_planned_alone(stmt),
+            )
+            .into_owned(),
         )
         .await?;
     let params = parameter_types(&plan)?;
@@ -617,7 +621,11 @@ pub(super) async fn execute(
         .ctx()
         .state()
         .statement_to_plan(
-            crate::model_monitoring::with_monitor_relations(engine, stmt).into_owned(),
+            crate::model_monitoring::with_monitor_relations(
+                engine,
+                &crate::insert_values::nested_values_planned_alone(stmt),
+            )
+            .into_owned(),
         )
         .await?;
     execute_with_plan(engine, session, stmt, plan, params, None).await
