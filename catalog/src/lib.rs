@@ -25,7 +25,7 @@ pub mod scram;
 pub mod system_tables;
 
 pub use error::{CatalogError, CatalogResult};
-pub use grants::{Acl, Privilege, Privileges, Securable};
+pub use grants::{Acl, PREDEFINED_ROLES, Privilege, Privileges, Securable};
 pub use managed::{CommitLock, ManagedTable, StagedTable, WriteStage};
 pub use model_snapshot::ModelSnapshot;
 pub use model_states::{Admission, StateChange, VersionState};

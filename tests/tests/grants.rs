@@ -346,3 +346,99 @@ async fn revoke_reaches_prepared_statements_and_grant_errors_are_postgres_ones()
     assert_eq!(values(&low, "SELECT count(*) FROM sales").await, vec!["2"]);
     assert_eq!(failure(&low, "SELECT * FROM secret").await, "42501");
 }
+
+/// `ALTER TABLE | MODEL … OWNER TO` and `REASSIGN OWNED BY … TO`: who may give what away, what
+/// the new owner may then do, and a role that owned objects becoming droppable; ownership
+/// survives a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ownership_moves_with_owner_to_and_reassign_owned() {
+    let mut server = Server::start_with_demo();
+    let admin = server.connect().await;
+    admin
+        .batch_execute(
+            "CREATE USER alice; CREATE USER bob; CREATE USER carol; \
+             GRANT CREATE ON SCHEMA public TO alice; GRANT CREATE MODEL TO alice; \
+             GRANT SELECT ON customers TO alice",
+        )
+        .await
+        .expect("roles");
+    let alice = server.connect_as("alice").await;
+    alice
+        .batch_execute(
+            "CREATE TABLE a_t AS SELECT 1 AS x; CREATE TABLE a_u AS SELECT 2 AS y; \
+             CREATE MODEL a_m PREDICT churned USING logistic \
+               AS SELECT tenure_months, support_calls, churned FROM customers",
+        )
+        .await
+        .expect("alice's objects");
+    // A role that owns objects cannot be dropped.
+    assert_eq!(failure(&admin, "DROP USER alice").await, "2BP01");
+    let bob = server.connect_as("bob").await;
+    // Giving away needs ownership, and membership in the new owner.
+    assert_eq!(
+        failure(&alice, "ALTER TABLE a_t OWNER TO bob").await,
+        "42501"
+    );
+    assert_eq!(failure(&bob, "ALTER TABLE a_t OWNER TO bob").await, "42501");
+    assert_eq!(failure(&bob, "ALTER MODEL a_m OWNER TO bob").await, "42501");
+    assert_eq!(
+        failure(&admin, "ALTER TABLE a_t OWNER TO nobody").await,
+        "42704"
+    );
+    assert_eq!(
+        failure(&admin, "ALTER TABLE no_t OWNER TO bob").await,
+        "42P01"
+    );
+    admin
+        .batch_execute("ALTER TABLE IF EXISTS no_t OWNER TO bob")
+        .await
+        .expect("IF EXISTS");
+    // A member of the new owner may give to it.
+    admin
+        .batch_execute("GRANT carol TO alice")
+        .await
+        .expect("membership");
+    alice
+        .batch_execute("ALTER TABLE a_u OWNER TO carol")
+        .await
+        .expect("to a role alice is in");
+    admin
+        .batch_execute("ALTER TABLE a_t OWNER TO bob; ALTER MODEL a_m OWNER TO bob")
+        .await
+        .expect("superuser");
+    assert_eq!(values(&bob, "SELECT x FROM a_t").await, vec!["1"]);
+    assert_eq!(failure(&alice, "SELECT x FROM a_t").await, "42501");
+    bob.batch_execute("ALTER MODEL a_m SET CACHE (entries = 10)")
+        .await
+        .expect("bob owns the model");
+    assert_eq!(
+        failure(&alice, "ALTER MODEL a_m RESET CACHE").await,
+        "42501"
+    );
+    // What alice still owns moves at once; then alice can go.
+    alice
+        .batch_execute("CREATE TABLE a_v AS SELECT 3 AS z")
+        .await
+        .expect("another table");
+    assert_eq!(
+        failure(&bob, "REASSIGN OWNED BY alice TO bob").await,
+        "42501"
+    );
+    admin
+        .batch_execute("REASSIGN OWNED BY alice TO bob")
+        .await
+        .expect("reassign");
+    assert_eq!(values(&bob, "SELECT z FROM a_v").await, vec!["3"]);
+    drop(alice);
+    admin
+        .batch_execute("REVOKE carol FROM alice; DROP USER alice")
+        .await
+        .expect("alice owns nothing now");
+    drop((admin, bob));
+    server.restart();
+    let bob = server.connect_as("bob").await;
+    assert_eq!(values(&bob, "SELECT x FROM a_t").await, vec!["1"]);
+    assert_eq!(values(&bob, "SELECT z FROM a_v").await, vec!["3"]);
+    let carol = server.connect_as("carol").await;
+    assert_eq!(values(&carol, "SELECT y FROM a_u").await, vec!["2"]);
+}

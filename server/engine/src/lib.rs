@@ -31,6 +31,7 @@ mod model_rules;
 mod model_serving;
 pub mod model_sql;
 mod orphans;
+mod owner_sql;
 pub mod parser;
 mod pg_compat;
 pub mod physical_template;

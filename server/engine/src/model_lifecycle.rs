@@ -92,6 +92,15 @@ pub(crate) async fn alter(
             engine.registry.set_cache(name, None).await?;
             format!("model \"{name}\": no prediction cache")
         }
+        ModelAction::OwnerTo(role) => {
+            crate::owner_sql::change_owner(
+                engine,
+                session,
+                prognos_catalog::Securable::Model(name.to_string()),
+                role,
+            )?;
+            format!("model \"{name}\": owned by \"{role}\"")
+        }
         ModelAction::ResetOutcomes => {
             engine.registry.set_outcomes(name, None).await?;
             format!("model \"{name}\": no outcomes query")

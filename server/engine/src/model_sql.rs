@@ -223,6 +223,8 @@ pub enum ModelAction {
     SetCache(BTreeMap<String, String>),
     /// `RESET CACHE`.
     ResetCache,
+    /// `OWNER TO role`.
+    OwnerTo(String),
 }
 
 impl std::fmt::Display for ModelAction {
@@ -271,6 +273,7 @@ impl std::fmt::Display for ModelAction {
                 write!(f, "SET CACHE ({})", o.join(", "))
             }
             ModelAction::ResetCache => f.write_str("RESET CACHE"),
+            ModelAction::OwnerTo(r) => write!(f, "OWNER TO {}", ident_sql(r)),
         }
     }
 }
@@ -341,6 +344,9 @@ pub(crate) fn parse(p: &mut Parser<'_>, sql: &str) -> EngineResult<ModelStatemen
             ModelAction::Deploy(version_number(p)?)
         } else if is_word(&t.token, "rollback") {
             ModelAction::Rollback
+        } else if is_word(&t.token, "owner") {
+            p.expect_keyword(Keyword::TO).map_err(parse_err)?;
+            ModelAction::OwnerTo(ident_name(&p.parse_identifier().map_err(parse_err)?))
         } else if is_word(&t.token, "retire") {
             expect_word(p, "version")?;
             ModelAction::Retire(version_number(p)?)

@@ -60,6 +60,8 @@ pub enum RoleStatement {
     Grant(GrantStatement),
     /// `CREATE / DROP MASKING POLICY` ([`crate::masking_sql`]).
     Masking(crate::masking_sql::MaskingStatement),
+    /// `REASSIGN OWNED BY … TO …` ([`crate::owner_sql`]).
+    Reassign(crate::owner_sql::Reassign),
 }
 
 impl RoleStatement {
@@ -71,6 +73,7 @@ impl RoleStatement {
             RoleStatement::Drop { .. } => "DROP ROLE",
             RoleStatement::Grant(g) => g.tag(),
             RoleStatement::Masking(m) => m.tag(),
+            RoleStatement::Reassign(_) => "REASSIGN OWNED",
         }
     }
 }
@@ -108,6 +111,7 @@ pub(crate) fn starts_role_statement(at: impl Fn(usize, &str) -> bool) -> bool {
     (at(0, "create") || at(0, "alter") || at(0, "drop")) && (at(1, "role") || at(1, "user"))
         || crate::grant_sql::starts_grant_statement(&at)
         || crate::masking_sql::starts_masking_statement(&at)
+        || crate::owner_sql::starts_reassign(&at)
 }
 
 /// Parse one role statement; the parser stands on its first word.
@@ -121,6 +125,10 @@ pub(crate) fn parse(p: &mut Parser<'_>) -> EngineResult<RoleStatement> {
     if matches!(&p.peek_nth_token_ref(1).token, Token::Word(w) if w.quote_style.is_none() && w.value.eq_ignore_ascii_case("masking"))
     {
         return crate::masking_sql::parse(p).map(RoleStatement::Masking);
+    }
+    if matches!(&p.peek_token_ref().token, Token::Word(w) if w.quote_style.is_none() && w.value.eq_ignore_ascii_case("reassign"))
+    {
+        return crate::owner_sql::parse_reassign(p).map(RoleStatement::Reassign);
     }
     let verb = p
         .expect_one_of_keywords(&[Keyword::CREATE, Keyword::ALTER, Keyword::DROP])

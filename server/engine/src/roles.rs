@@ -164,6 +164,10 @@ impl Engine {
             RoleStatement::Masking(m) => {
                 return crate::masking_sql::execute(self, session, m).await;
             }
+            RoleStatement::Reassign(r) => {
+                crate::statements::not_transactional(session, "REASSIGN OWNED");
+                return crate::owner_sql::reassign(self, session, r);
+            }
             RoleStatement::Create {
                 name,
                 if_not_exists,

@@ -350,7 +350,8 @@ pub(super) async fn describe(
     if let DFStatement::Statement(s) = stmt
         && (matches!(s.as_ref(), SqlStatement::Copy { .. })
             || matches!(s.as_ref(), SqlStatement::AlterTable(a)
-                if crate::rename::rename_target(a).is_some()))
+                if crate::rename::rename_target(a).is_some()
+                    || crate::owner_sql::owner_target(a).is_some()))
     {
         return Ok(Described {
             params: vec![],
@@ -595,6 +596,13 @@ pub(super) async fn execute(
         && crate::rename::rename_target(alter).is_some()
     {
         return crate::rename::rename(engine, session, alter).await;
+    }
+    if let DFStatement::Statement(s) = stmt
+        && let SqlStatement::AlterTable(alter) = s.as_ref()
+        && crate::owner_sql::owner_target(alter).is_some()
+    {
+        not_transactional(session, "ALTER TABLE … OWNER TO");
+        return crate::owner_sql::alter_table_owner(engine, session, alter).await;
     }
     if let DFStatement::Statement(s) = stmt
         && let SqlStatement::Copy {
