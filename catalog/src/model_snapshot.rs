@@ -137,16 +137,25 @@ impl ModelSnapshot {
     }
 
     /// The version `name` stands for (exact name first, then lower-cased; `m@n` pins one).
-    fn found(&self, name: &str) -> CatalogResult<&Arc<Slot>> {
-        let (model, pin) = split_pin(name);
+    /// The model named `name` (no pin), when it exists and this snapshot may use it.
+    fn usable(&self, name: &str) -> CatalogResult<&Arc<ModelSlots>> {
         let slots = self
-            .model(model)
+            .model(name)
             .ok_or_else(|| CatalogError::ModelNotFound(name.to_string()))?;
         if self.denied.contains(&slots.name) {
             return Err(CatalogError::PermissionDenied {
                 object: format!("model {}", slots.name),
             });
         }
+        Ok(slots)
+    }
+
+    fn found(&self, name: &str) -> CatalogResult<&Arc<Slot>> {
+        let (model, pin) = split_pin(name);
+        let slots = self.usable(model).map_err(|e| match e {
+            CatalogError::ModelNotFound(_) => CatalogError::ModelNotFound(name.to_string()),
+            other => other,
+        })?;
         match pin {
             Some(version) => {
                 slots
@@ -216,14 +225,7 @@ impl ModelSnapshot {
         &self,
         name: &str,
     ) -> CatalogResult<(String, Option<&PredictionLogging>, Option<&str>)> {
-        let slots = self
-            .model(name)
-            .ok_or_else(|| CatalogError::ModelNotFound(name.to_string()))?;
-        if self.denied.contains(&slots.name) {
-            return Err(CatalogError::PermissionDenied {
-                object: format!("model {}", slots.name),
-            });
-        }
+        let slots = self.usable(name)?;
         Ok((
             slots.name.clone(),
             slots.logging.as_ref(),

@@ -30,7 +30,7 @@ use datafusion::logical_expr::{
 };
 use datafusion::physical_expr::expressions::Literal;
 use datafusion::prelude::SessionContext;
-use prognos_catalog::{CatalogError, ModelSnapshot};
+use prognos_catalog::{CatalogError, ModelSnapshot, PredictionLogging};
 use prognos_models::onnx::device::DeviceRequest;
 use prognos_models::{ModelArtifact, ModelError};
 
@@ -119,18 +119,34 @@ pub(crate) fn model_error(e: ModelError) -> DataFusionError {
     external(CatalogError::Model(e))
 }
 
-/// The logging form of a `PREDICT` / `PREDICT_PROBA` call whose model logs its predictions
-/// (`None` for any other call, or one in that form already).
-pub(crate) fn logging_form(call: &ScalarFunction) -> Option<LoggedForm> {
+/// Whether `call` is a `PREDICT` / `PREDICT_PROBA` call not yet in the logging form whose
+/// model logs its predictions (what [`logging_form`] rewrites), without building that form.
+pub(crate) fn is_logged_call(call: &ScalarFunction) -> bool {
+    logged_call(call).is_some()
+}
+
+/// The model function of a call that [`logging_form`] rewrites, and its model's logging.
+fn logged_call(call: &ScalarFunction) -> Option<(&ModelFunction, &PredictionLogging)> {
     let f = call.func.inner().downcast_ref::<ModelFunction>()?;
     if f.keyed || f.sink.is_none() || !matches!(f.kind, Kind::Predict | Kind::Proba) {
         return None;
     }
-    let Some(Expr::Literal(name, _)) = call.args.first() else {
-        return None;
+    let name = match call.args.first() {
+        Some(Expr::Literal(
+            ScalarValue::Utf8(Some(s))
+            | ScalarValue::Utf8View(Some(s))
+            | ScalarValue::LargeUtf8(Some(s)),
+            _,
+        )) => s.as_str(),
+        _ => return None,
     };
-    let name = model_name(f.fname(), Some(name)).ok()?;
-    let logging = f.snapshot.logging(&name)?;
+    Some((f, f.snapshot.logging(name)?))
+}
+
+/// The logging form of a `PREDICT` / `PREDICT_PROBA` call whose model logs its predictions
+/// (`None` for any other call, or one in that form already).
+pub(crate) fn logging_form(call: &ScalarFunction) -> Option<LoggedForm> {
+    let (f, logging) = logged_call(call)?;
     Some(LoggedForm {
         udf: Arc::new(ScalarUDF::new_from_impl(ModelFunction {
             keyed: true,

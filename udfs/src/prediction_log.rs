@@ -233,7 +233,7 @@ impl AnalyzerRule for LogPredictions {
             node.apply_expressions(|e| {
                 e.apply(|e| {
                     if matches!(e, Expr::ScalarFunction(call)
-                        if crate::models::logging_form(call).is_some())
+                        if crate::models::is_logged_call(call))
                     {
                         logged = true;
                         return Ok(TreeNodeRecursion::Stop);

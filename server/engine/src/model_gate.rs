@@ -24,8 +24,6 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::ArrayRef;
 use datafusion::sql::sqlparser::ast::{BinaryOperator, Expr, UnaryOperator, Value};
-use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
-use datafusion::sql::sqlparser::parser::Parser;
 use prognos_catalog::Admission;
 use prognos_models::ModelArtifact;
 use prognos_models::metrics::Metrics;
@@ -226,14 +224,7 @@ impl LiveCondition {
 /// Parse a gate rule.
 fn parse_rule(text: &str) -> EngineResult<Rule> {
     let bad = |why: String| invalid(format!("gate '{}': {why}", text.trim()));
-    let expr = Parser::new(&PostgreSqlDialect {})
-        .try_with_sql(text)
-        .and_then(|mut p| {
-            let e = p.parse_expr()?;
-            p.expect_token(&datafusion::sql::sqlparser::tokenizer::Token::EOF)?;
-            Ok(e)
-        })
-        .map_err(|e| bad(e.to_string()))?;
+    let expr = crate::parser::dialect::one_expr(text).map_err(|e| bad(e.to_string()))?;
     rule_of(&expr, false).map_err(bad)
 }
 

@@ -312,10 +312,16 @@ impl datafusion::sql::sqlparser::ast::VisitorMut for MonitorCalls<'_> {
 
 /// `SELECT * FROM "schema"."table"` as a tree.
 fn select_all(schema: &str, table: &str) -> Option<Query> {
-    use datafusion::sql::sqlparser::ast::VisitMut;
-    let mut q = parse_query("SELECT * FROM t")?;
-    let _ = q.visit(&mut RenameRelation::new("t", schema, table));
-    Some(q)
+    crate::parser::dialect::select_all_from(quoted_name(schema, table)).ok()
+}
+
+/// `"schema"."table"`.
+fn quoted_name(schema: &str, table: &str) -> datafusion::sql::sqlparser::ast::ObjectName {
+    use datafusion::sql::sqlparser::ast::{Ident, ObjectName, ObjectNamePart};
+    ObjectName(vec![
+        ObjectNamePart::Identifier(Ident::with_quote('"', schema)),
+        ObjectNamePart::Identifier(Ident::with_quote('"', table)),
+    ])
 }
 
 /// Renames the relations called `from` (one unqualified name) to `"schema"."table"`.
@@ -327,13 +333,9 @@ pub(crate) struct RenameRelation {
 impl RenameRelation {
     /// Rename `from` to `"schema"."table"`.
     pub(crate) fn new(from: &'static str, schema: &str, table: &str) -> Self {
-        use datafusion::sql::sqlparser::ast::{Ident, ObjectName, ObjectNamePart};
         Self {
             from,
-            to: ObjectName(vec![
-                ObjectNamePart::Identifier(Ident::with_quote('"', schema)),
-                ObjectNamePart::Identifier(Ident::with_quote('"', table)),
-            ]),
+            to: quoted_name(schema, table),
         }
     }
 }
@@ -357,10 +359,5 @@ impl datafusion::sql::sqlparser::ast::VisitorMut for RenameRelation {
 
 /// One stored query parsed back into its tree.
 fn parse_query(text: &str) -> Option<Query> {
-    use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
-    use datafusion::sql::sqlparser::parser::Parser;
-    match Parser::parse_sql(&PostgreSqlDialect {}, text).ok()?.pop()? {
-        SqlStatement::Query(q) => Some(*q),
-        _ => None,
-    }
+    crate::parser::dialect::one_query(text).ok()
 }

@@ -349,17 +349,12 @@ async fn check_rule(
 }
 
 fn parse_condition(text: &str) -> EngineResult<LiveCondition> {
-    use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
-    use datafusion::sql::sqlparser::parser::Parser;
-    let expr = Parser::new(&PostgreSqlDialect {})
-        .try_with_sql(text)
-        .and_then(|mut p| p.parse_expr())
-        .map_err(|e| {
-            EngineError::statement(
-                StatusCode::DataCorrupted,
-                format!("stored rule '{text}' does not parse: {e}"),
-            )
-        })?;
+    let expr = crate::parser::dialect::one_expr(text).map_err(|e| {
+        EngineError::statement(
+            StatusCode::DataCorrupted,
+            format!("stored rule '{text}' does not parse: {e}"),
+        )
+    })?;
     LiveCondition::parse(&expr)
 }
 

@@ -32,6 +32,26 @@ impl PrognosDialect {
     }
 }
 
+/// One whole SQL expression (a stored gate or live rule), parsed with the dialect statements
+/// are parsed with; text after it is an error.
+pub(crate) fn one_expr(text: &str) -> Result<datafusion::sql::sqlparser::ast::Expr, ParserError> {
+    let dialect = PrognosDialect::default();
+    let mut p = Parser::new(&dialect).try_with_sql(text)?;
+    let e = p.parse_expr()?;
+    p.expect_token(&Token::EOF)?;
+    Ok(e)
+}
+
+/// One whole query (a stored outcomes query), parsed with the dialect statements are parsed
+/// with; text after it is an error.
+pub(crate) fn one_query(text: &str) -> Result<Query, ParserError> {
+    let dialect = PrognosDialect::default();
+    let mut p = Parser::new(&dialect).try_with_sql(text)?;
+    let q = p.parse_query()?;
+    p.expect_token(&Token::EOF)?;
+    Ok(*q)
+}
+
 /// `SELECT * FROM t`, parsed once; [`select_all_from`] puts the real name in.
 static SELECT_ALL: LazyLock<Option<Query>> = LazyLock::new(|| {
     Parser::new(&PostgreSqlDialect {})
