@@ -39,6 +39,9 @@ pub struct AuditConfig {
     pub max_file_mb: u64,
     /// Files kept; the oldest beyond this are deleted.
     pub max_files: usize,
+    /// Records reach the disk (fsync) at most this many milliseconds after they are written;
+    /// `0` syncs every record before the statement's answer is sent.
+    pub sync_ms: u64,
 }
 
 impl Default for AuditConfig {
@@ -47,6 +50,7 @@ impl Default for AuditConfig {
             enabled: true,
             max_file_mb: 64,
             max_files: 16,
+            sync_ms: 200,
         }
     }
 }

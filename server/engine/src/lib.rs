@@ -496,6 +496,7 @@ impl Engine {
             demo::load(&engine).await?;
         }
         model_jobs::start_scheduler(&engine, std::time::Duration::from_secs(1));
+        audit_log::start_syncer(&engine);
         Ok(engine)
     }
 
