@@ -166,6 +166,7 @@ async fn malformed_wire_messages_get_errors_and_the_server_keeps_serving() {
     still_serving(&server, "before").await;
     let warm = rss_kib(server.pid());
     let mut protocol_errors = 0;
+    let mut halfway = warm;
     for round in 0..rounds {
         let context = format!("seed {seed} round {round}");
         if rng.random_bool(0.3) {
@@ -202,7 +203,20 @@ async fn malformed_wire_messages_get_errors_and_the_server_keeps_serving() {
         if round % 50 == 0 {
             still_serving(&server, &context).await;
         }
+        if round == rounds / 2 {
+            halfway = rss_kib(server.pid());
+        }
     }
+    // Memory plateaus: the second half of the hostile connections leaves the server no larger
+    // than the first half did (beyond allocator noise), so nothing leaks per connection.
+    let after_hostile = rss_kib(server.pid());
+    eprintln!(
+        "RSS {warm} KiB warm, {halfway} KiB halfway, {after_hostile} KiB after the hostile rounds"
+    );
+    assert!(
+        after_hostile <= halfway + halfway / 5 + 16 * 1024,
+        "RSS grew from {halfway} KiB halfway to {after_hostile} KiB"
+    );
     // Half-open connections: start-up and messages cut short, left hanging while others work.
     let mut hanging = vec![];
     for i in 0..30 {
