@@ -379,9 +379,22 @@ fn next_run(s: &RetrainSchedule, after: DateTime<Utc>) -> DateTime<Utc> {
     }
 }
 
-/// Run due schedules, every `tick`, for as long as the engine lives.
+/// Marks a monitor pass as running until dropped (even by a panic in the pass).
+struct PassRunning(Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for PassRunning {
+    fn drop(&mut self) {
+        self.0.store(false, std::sync::atomic::Ordering::Release);
+    }
+}
+
+/// Run due schedules, every `tick`, for as long as the engine lives; and every
+/// `models.rule_check_seconds` a monitor pass ([`crate::model_rules::check`]) in a task of its
+/// own, so a slow pass (a large prediction log) never delays a due retrain. Passes never
+/// overlap: one that is still running when the next falls due is not doubled.
 pub(crate) fn start_scheduler(engine: &Arc<Engine>, tick: Duration) {
     let engine: Weak<Engine> = Arc::downgrade(engine);
+    let monitoring = Arc::new(std::sync::atomic::AtomicBool::new(false));
     tokio::spawn(async move {
         let mut last_check = std::time::Instant::now();
         loop {
@@ -391,9 +404,15 @@ pub(crate) fn start_scheduler(engine: &Arc<Engine>, tick: Duration) {
             };
             run_due(&engine).await;
             let every = Duration::from_secs(engine.models_config.rule_check_seconds.max(1));
-            if last_check.elapsed() >= every {
+            if last_check.elapsed() >= every
+                && !monitoring.swap(true, std::sync::atomic::Ordering::AcqRel)
+            {
                 last_check = std::time::Instant::now();
-                crate::model_rules::check(&engine).await;
+                let running = PassRunning(Arc::clone(&monitoring));
+                tokio::spawn(async move {
+                    crate::model_rules::check(&engine).await;
+                    drop(running);
+                });
             }
         }
     });
