@@ -358,20 +358,7 @@ mod tests {
 
     /// Model `m` with no versions.
     fn empty() -> ModelEntry {
-        ModelEntry {
-            name: "m".into(),
-            current: 0,
-            versions: vec![],
-            history: vec![],
-            last_version: 0,
-            retrain: None,
-            logging: None,
-            outcomes: None,
-            rollback_when: None,
-            retrain_when: None,
-            fallback: None,
-            cache_entries: None,
-        }
+        ModelEntry::new("m")
     }
 
     fn model(versions: u32) -> ModelEntry {

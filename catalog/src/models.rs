@@ -210,6 +210,24 @@ pub struct RetrainSchedule {
 }
 
 impl ModelEntry {
+    /// Model `name` with no versions and no settings.
+    pub(crate) fn new(name: &str) -> ModelEntry {
+        ModelEntry {
+            name: name.to_string(),
+            current: 0,
+            versions: vec![],
+            history: vec![],
+            last_version: 0,
+            retrain: None,
+            logging: None,
+            outcomes: None,
+            rollback_when: None,
+            retrain_when: None,
+            fallback: None,
+            cache_entries: None,
+        }
+    }
+
     /// The deployed version's record.
     pub fn current_version(&self) -> Option<&ModelVersion> {
         self.versions.iter().find(|v| v.version == self.current)
@@ -786,20 +804,7 @@ impl ModelRegistry {
         let entry = next
             .models
             .entry(name.to_string())
-            .or_insert_with(|| ModelEntry {
-                name: name.to_string(),
-                current: 0,
-                versions: vec![],
-                history: vec![],
-                last_version: 0,
-                retrain: None,
-                logging: None,
-                outcomes: None,
-                rollback_when: None,
-                retrain_when: None,
-                fallback: None,
-                cache_entries: None,
-            });
+            .or_insert_with(|| ModelEntry::new(name));
         let change = StateChange {
             at: created_at.to_string(),
             by: by.to_string(),

@@ -306,7 +306,7 @@ fn is_word(t: &Token, w: &str) -> bool {
     matches!(t, Token::Word(x) if x.quote_style.is_none() && x.value.eq_ignore_ascii_case(w))
 }
 
-fn expect_word(p: &mut Parser<'_>, w: &str) -> EngineResult<()> {
+pub(crate) fn expect_word(p: &mut Parser<'_>, w: &str) -> EngineResult<()> {
     let t = p.next_token();
     if is_word(&t.token, w) {
         Ok(())

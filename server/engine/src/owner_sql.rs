@@ -15,6 +15,7 @@ use datafusion::sql::sqlparser::tokenizer::Token;
 use prognos_catalog::{CatalogError, PREDEFINED_ROLES, Securable};
 
 use crate::error::{EngineError, EngineResult, StatusCode};
+use crate::model_sql::expect_word;
 use crate::parser::sql_error;
 use crate::session::Session;
 use crate::{Engine, Output};
@@ -31,20 +32,6 @@ pub struct Reassign {
 /// Whether the words at the parser start `REASSIGN OWNED`.
 pub(crate) fn starts_reassign(at: &impl Fn(usize, &str) -> bool) -> bool {
     at(0, "reassign") && at(1, "owned")
-}
-
-fn expect_word(p: &mut Parser<'_>, w: &str) -> EngineResult<()> {
-    let t = p.next_token();
-    match &t.token {
-        Token::Word(x) if x.quote_style.is_none() && x.value.eq_ignore_ascii_case(w) => Ok(()),
-        other => Err(EngineError::statement(
-            StatusCode::SyntaxError,
-            format!(
-                "syntax error at or near \"{other}\": expected {}",
-                w.to_ascii_uppercase()
-            ),
-        )),
-    }
 }
 
 fn role_name(p: &mut Parser<'_>) -> EngineResult<String> {
