@@ -716,4 +716,50 @@ async fn server_predictions_equal_in_process_predictions() {
     for (i, p) in over_wire.iter().enumerate() {
         assert_eq!(*p, in_process.value(i), "row {i}");
     }
+
+    // The scan runs ahead of the model: a read-ahead sits right under the operator that
+    // scores, and only there; a LIMIT still stops the query early.
+    let scored = physical_plan(
+        &c,
+        &format!("SELECT id, PREDICT_PROBA('churn', {ARGS}) FROM telco_features"),
+    )
+    .await;
+    let lines: Vec<&str> = scored.lines().map(str::trim).collect();
+    let at = lines
+        .iter()
+        .position(|l| l.starts_with("ProjectionExec") && l.contains("predict_proba"))
+        .unwrap_or_else(|| panic!("no scoring projection:\n{scored}"));
+    assert!(
+        lines
+            .get(at + 1)
+            .is_some_and(|l| l.starts_with("ReadAheadExec")),
+        "no read-ahead under the scoring projection:\n{scored}"
+    );
+    assert_eq!(scored.matches("ReadAheadExec").count(), 1, "{scored}");
+    let plain = physical_plan(&c, "SELECT id, tenure FROM telco_features WHERE tenure > 3").await;
+    assert!(!plain.contains("ReadAheadExec"), "{plain}");
+    let first = query(
+        &c,
+        &format!("SELECT PREDICT_PROBA('churn', {ARGS}) FROM telco_features ORDER BY id LIMIT 3"),
+    )
+    .await;
+    assert_eq!(first.len(), 3);
+    for (row, p) in first.iter().zip(&over_wire) {
+        assert_eq!(row[0].as_deref().map(str::parse::<f64>), Some(Ok(*p)));
+    }
+}
+
+/// The physical plan of `sql`, one operator a line.
+async fn physical_plan(c: &Client, sql: &str) -> String {
+    c.batch_execute("SET datafusion.explain.physical_plan_only = true")
+        .await
+        .expect("set");
+    let rows = query(c, &format!("EXPLAIN {sql}")).await;
+    c.batch_execute("RESET datafusion.explain.physical_plan_only")
+        .await
+        .expect("reset");
+    rows.iter()
+        .filter_map(|r| r.get(1).cloned().flatten())
+        .collect::<Vec<_>>()
+        .join("\n")
 }

@@ -23,6 +23,7 @@ pub mod models;
 pub mod pg_compat;
 mod prediction_cache;
 pub mod prediction_log;
+pub mod read_ahead;
 pub mod relations;
 mod series;
 pub mod series_plan;

@@ -119,6 +119,12 @@ pub(crate) fn model_error(e: ModelError) -> DataFusionError {
     external(CatalogError::Model(e))
 }
 
+/// Whether `udf` scores rows with a model (`PREDICT`, `PREDICT_PROBA`, the contributions):
+/// what [`crate::read_ahead`] overlaps with reading.
+pub(crate) fn is_model_function(udf: &datafusion::logical_expr::ScalarUDF) -> bool {
+    udf.inner().downcast_ref::<ModelFunction>().is_some()
+}
+
 /// Whether `call` is a `PREDICT` / `PREDICT_PROBA` call not yet in the logging form whose
 /// model logs its predictions (what [`logging_form`] rewrites), without building that form.
 pub(crate) fn is_logged_call(call: &ScalarFunction) -> bool {

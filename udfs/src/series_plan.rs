@@ -45,14 +45,17 @@ pub const SERIES_AGGREGATES: [&str; 3] = [
 pub struct SeriesAggregation;
 
 impl SeriesAggregation {
-    /// DataFusion's default physical optimizer rules with this one and
-    /// [`FilterFirst`](crate::filter_first::FilterFirst) inserted before the final sanity check.
+    /// DataFusion's default physical optimizer rules with this one,
+    /// [`FilterFirst`](crate::filter_first::FilterFirst) and
+    /// [`ReadAhead`](crate::read_ahead::ReadAhead) inserted before the final sanity check.
     pub fn with_default_rules() -> Vec<Arc<dyn PhysicalOptimizerRule + Send + Sync>> {
         let mut rules = datafusion::physical_optimizer::optimizer::PhysicalOptimizer::new().rules;
         let at = rules
             .iter()
             .position(|r| r.name() == "SanityCheckPlan")
             .unwrap_or(rules.len());
+        // In this order: the read-ahead goes under the operators the other two leave in place.
+        rules.insert(at, Arc::new(crate::read_ahead::ReadAhead));
         rules.insert(at, Arc::new(SeriesAggregation));
         rules.insert(at, Arc::new(crate::filter_first::FilterFirst));
         rules

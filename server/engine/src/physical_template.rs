@@ -48,6 +48,7 @@ use datafusion::physical_plan::placeholder_row::PlaceholderRowExec;
 use datafusion::physical_plan::projection::{ProjectionExec, ProjectionExpr};
 use datafusion::physical_plan::repartition::RepartitionExec;
 use prognos_catalog::ManagedTable;
+use prognos_udfs::read_ahead::ReadAheadExec;
 
 /// Executions of prepared statements that planned a template.
 static PLANNED: AtomicU64 = AtomicU64::new(0);
@@ -288,6 +289,7 @@ fn reusable(plan: &Arc<dyn ExecutionPlan>) -> Result<bool> {
             || any.is::<DataSourceExec>()
             || any.is::<CoalescePartitionsExec>()
             || any.is::<RepartitionExec>()
+            || any.is::<ReadAheadExec>()
             || any.is::<GlobalLimitExec>()
             || any.is::<LocalLimitExec>()
             || any.is::<EmptyExec>()
