@@ -235,14 +235,6 @@ async fn malformed_wire_messages_get_errors_and_the_server_keeps_serving() {
     drop(hanging);
     tokio::time::sleep(Duration::from_millis(500)).await;
     still_serving(&server, "after").await;
-    // pgwire 0.42 does not check a length below 4 (PostgreSQL answers 08P01): such a
-    // connection may get an odd answer or wait for bytes that never come, and the others are
-    // served meanwhile.
-    let mut s = started(&server);
-    s.write_all(&[b'Q', 0, 0, 0, 2]).expect("write");
-    let _ = read_replies(&mut s);
-    still_serving(&server, "beside a connection with a short length").await;
-    drop(s);
     let end = rss_kib(server.pid());
     eprintln!(
         "wire fuzz seed {seed}: {rounds} connections, {protocol_errors} answered 08P01, RSS {warm} KiB before, {end} KiB after"
@@ -279,6 +271,15 @@ async fn protocol_violations_are_answered_08p01_and_close_only_their_connection(
             m.extend((-16i32).to_be_bytes());
             m
         }),
+        // A length counts itself: below 4 is a violation even where the body would parse.
+        ("Query whose length is 2", {
+            let mut m = vec![b'Q'];
+            m.extend(2i32.to_be_bytes());
+            m.extend(b"SELECT 1\0");
+            m
+        }),
+        ("Sync whose length is 0", vec![b'S', 0, 0, 0, 0]),
+        ("Flush whose length is 3", vec![b'H', 0, 0, 0, 3]),
     ];
     for (what, bytes) in cases {
         let mut s = started(&server);
@@ -288,6 +289,25 @@ async fn protocol_violations_are_answered_08p01_and_close_only_their_connection(
         assert!(closed, "{what}: the connection stays open");
         still_serving(&server, what).await;
     }
+    // The messages in front of a short one run first, as in PostgreSQL.
+    let mut s = started(&server);
+    let mut bytes = message(b'Q', b"SELECT 1\0");
+    bytes.extend([b'Q', 0, 0, 0, 0]);
+    s.write_all(&bytes).expect("write");
+    let mut replies = Vec::new();
+    let _ = s.read_to_end(&mut replies);
+    assert!(
+        replies.windows(8).any(|w| w == b"SELECT 1"),
+        "the query in front did not run: {replies:?}"
+    );
+    assert_eq!(sqlstates(&replies), ["08P01"]);
+    still_serving(&server, "after a query and a short length").await;
+    // A start-up packet shorter than its protocol version.
+    let mut s = connect(&server);
+    s.write_all(&[0, 0, 0, 4, 0, 3, 0, 0]).expect("write");
+    let (codes, closed) = read_replies(&mut s);
+    assert_eq!(codes, ["08P01"], "short start-up: answered {codes:?}");
+    assert!(closed, "short start-up: the connection stays open");
     // Garbage where the start-up message belongs.
     let mut s = connect(&server);
     s.write_all(&[0, 0, 0, 8, 0x12, 0x34, 0x56, 0x78])

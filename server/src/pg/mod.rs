@@ -7,6 +7,7 @@
 mod copy_out;
 mod corked;
 mod encode;
+mod frame_check;
 mod params;
 mod startup;
 mod types;

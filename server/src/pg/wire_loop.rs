@@ -6,7 +6,8 @@
 //! it hangs up, and clients show that message. This loop is pgwire's (TLS negotiation, the
 //! start-up timeout, Terminate, cancel requests and errors as pgwire 0.42 handles them, built
 //! from the same public pieces) with that answer added: a decode error or a decoder panic
-//! sends `FATAL 08P01` and closes this connection alone. Kept here rather than patched into a
+//! sends `FATAL 08P01` and closes this connection alone, and so does a message whose length
+//! field is too small ([`super::frame_check`]). Kept here rather than patched into a
 //! vendored pgwire; it can go when pgwire answers protocol violations itself.
 
 use std::panic::AssertUnwindSafe;
@@ -19,6 +20,9 @@ use pgwire::error::{ErrorInfo, PgWireError};
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 use pgwire::tokio::server::{negotiate_tls, process_error, process_message};
 use tokio::net::TcpStream;
+use tokio_util::codec::{Framed, FramedParts};
+
+use super::frame_check::{FrameChecked, INVALID_LENGTH};
 
 /// How long a client may take from connecting to finishing authentication (pgwire's value).
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
@@ -48,9 +52,16 @@ where
         s = negotiate_tls(tcp, tls) => s?,
     };
     // A direct TLS handshake without TLS configured: nothing to answer in.
-    let Some(mut socket) = negotiated else {
+    let Some(socket) = negotiated else {
         return Ok(Ended::Normally);
     };
+    // Every later byte goes through the length check (see `frame_check`).
+    let old = socket.into_parts();
+    let io = FrameChecked::new(old.io, &old.read_buf);
+    let mut parts = FramedParts::new(io, old.codec);
+    parts.read_buf = old.read_buf;
+    parts.write_buf = old.write_buf;
+    let mut socket = Framed::from_parts(parts);
 
     let startup = handlers.startup_handler();
     let simple = handlers.simple_query_handler();
@@ -124,7 +135,8 @@ where
 fn violation(e: &PgWireError) -> String {
     match e {
         PgWireError::InvalidMessageType(t) => format!("invalid frontend message type {t}"),
-        PgWireError::MessageTooLarge(..) => "invalid message length".to_string(),
+        PgWireError::MessageTooLarge(..) => INVALID_LENGTH.to_string(),
+        PgWireError::IoError(e) if e.kind() == std::io::ErrorKind::InvalidData => e.to_string(),
         PgWireError::InvalidStartupMessage => "invalid startup packet layout".to_string(),
         PgWireError::UnsupportedProtocolVersion(major, minor) => {
             format!("unsupported frontend protocol {major}.{minor}")
