@@ -243,8 +243,11 @@ async fn malformed_wire_messages_get_errors_and_the_server_keeps_serving() {
         protocol_errors > 0,
         "no malformed message was answered 08P01"
     );
+    // And back near where it started: a quarter above the warm size at most (allocator
+    // caches, the connections' buffers), where a backtrace printed for each decoder panic once
+    // more than doubled it.
     assert!(
-        end <= warm * 2 + 128 * 1024,
+        end <= warm + warm / 4 + 16 * 1024,
         "RSS grew from {warm} KiB to {end} KiB"
     );
 }

@@ -129,6 +129,7 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) {
     let registry = Arc::new(CancelRegistry::default());
+    wire_loop::quiet_decoder_panics();
     loop {
         let accepted = tokio::select! {
             _ = shutdown.cancelled() => break,
