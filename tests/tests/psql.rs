@@ -93,6 +93,45 @@ fn psql_du_lists_roles_and_memberships_and_dt_only_visible_tables() {
     );
     assert!(text.contains("customers"), "{text}");
     assert!(!text.contains("daily_sales"), "{text}");
+    // \dt shows each table's owner, and pg_class.relacl its grants as PostgreSQL writes them.
+    let Some((ok, _, err)) = psql(
+        &server,
+        &[
+            "-c",
+            "CREATE TABLE notes (n int); ALTER TABLE notes OWNER TO alice; \
+             GRANT SELECT, INSERT ON notes TO PUBLIC",
+        ],
+    ) else {
+        return;
+    };
+    assert!(ok, "owner: {err}");
+    let (ok, out, err) = psql(&server, &["-c", "\\dt"]).expect("psql");
+    assert!(ok, "\\dt failed: {err}");
+    let owner = |table: &str| {
+        out.lines()
+            .find(|l| l.split('|').nth(1).map(str::trim) == Some(table))
+            .and_then(|l| l.split('|').nth(3))
+            .map(|o| o.trim().to_string())
+            .unwrap_or_else(|| panic!("\\dt lacks {table}:\n{out}"))
+    };
+    assert_eq!(owner("notes"), "alice", "{out}");
+    assert_eq!(owner("customers"), "prognos", "{out}");
+    let (ok, out, err) = psql(
+        &server,
+        &[
+            "-At",
+            "-c",
+            "SELECT relname, relacl FROM pg_class WHERE relname IN ('customers', 'notes', 'daily_sales') ORDER BY 1",
+        ],
+    )
+    .expect("psql");
+    assert!(ok, "relacl: {err}");
+    assert_eq!(
+        out.trim(),
+        "customers|{prognos=arwdD/prognos,analysts=r/prognos}\n\
+         daily_sales|\n\
+         notes|{alice=arwdD/alice,=ar/alice}"
+    );
 }
 
 #[test]

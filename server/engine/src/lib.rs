@@ -366,6 +366,10 @@ impl Engine {
         for udf in prognos_udfs::pg_compat::catalog_overrides() {
             ctx.register_udf(udf);
         }
+        ctx.register_udf(pg_compat::role_tables::user_by_id(
+            Arc::clone(&roles),
+            config.bootstrap.name.clone(),
+        ));
         if let Some(cat) = ctx.catalog(CATALOG_NAME)
             && let Some(pg) = cat.schema("pg_catalog")
         {

@@ -21,10 +21,13 @@ use datafusion::physical_plan::projection::ProjectionExec;
 /// A column some catalog table lacks: the table, the column, its type.
 type MissingColumn = (&'static str, &'static str, fn() -> DataType);
 
-/// Columns PostgreSQL's catalog tables have and the library's lack.
+/// Columns PostgreSQL's catalog tables have and the library's lack or gives another type
+/// (then the column keeps its place, retyped and NULL).
 const MISSING_COLUMNS: &[MissingColumn] = &[
     ("pg_class", "reloptions", text_array),
     ("pg_class", "relacl", text_array),
+    // The library's is `text`; psql's `\dp` reads it with `array_to_string`.
+    ("pg_attribute", "attacl", text_array),
 ];
 
 fn text_array() -> DataType {
@@ -33,7 +36,7 @@ fn text_array() -> DataType {
 
 /// The `pg_catalog` schema with the missing columns added (see the module docs).
 /// `pg_roles` and `pg_auth_members` come from prognos's roles when it has them
-/// ([`super::role_tables`]).
+/// ([`super::role_tables`]), and so do `pg_class`'s owners and ACLs ([`super::class_acl`]).
 #[derive(Debug)]
 pub(crate) struct PgCatalogSchema {
     inner: Arc<dyn SchemaProvider>,
@@ -76,9 +79,26 @@ impl SchemaProvider for PgCatalogSchema {
         let Some(table) = self.inner.table(name).await? else {
             return Ok(None);
         };
+        if name == "pg_class"
+            && let Some((roles, bootstrap)) = &self.roles
+            && let Some(namespaces) = self.inner.table("pg_namespace").await?
+        {
+            return Ok(Some(Arc::new(super::class_acl::PgClassWithAcl::new(
+                table,
+                namespaces,
+                Arc::clone(roles),
+                bootstrap,
+            )?)));
+        }
         let extra: Vec<Field> = MISSING_COLUMNS
             .iter()
-            .filter(|(t, c, _)| *t == name && table.schema().field_with_name(c).is_err())
+            .filter(|(t, c, ty)| {
+                *t == name
+                    && table
+                        .schema()
+                        .field_with_name(c)
+                        .map_or(true, |f| f.data_type() != &ty())
+            })
             .map(|(_, c, ty)| Field::new(*c, ty(), true))
             .collect();
         if extra.is_empty() {
@@ -92,25 +112,44 @@ impl SchemaProvider for PgCatalogSchema {
     }
 }
 
-/// A table with extra columns that are NULL in every row.
+/// A table with extra or retyped columns that are NULL in every row.
 #[derive(Debug)]
 struct WithNullColumns {
     inner: Arc<dyn TableProvider>,
     schema: SchemaRef,
+    /// Per column of `schema`: its index in the inner table, `None` for a NULL column.
+    sources: Vec<Option<usize>>,
 }
 
 impl WithNullColumns {
+    /// `inner` with `extra`'s columns: one that `inner` has (by name) is retyped in place,
+    /// the others are appended.
     fn new(inner: Arc<dyn TableProvider>, extra: Vec<Field>) -> Self {
         let inner_schema = inner.schema();
-        let fields: Vec<Field> = inner_schema
-            .fields()
-            .iter()
-            .map(|f| f.as_ref().clone())
-            .chain(extra)
-            .collect();
+        let mut fields = Vec::new();
+        let mut sources = Vec::new();
+        for (i, f) in inner_schema.fields().iter().enumerate() {
+            match extra.iter().find(|e| e.name() == f.name()) {
+                Some(retyped) => {
+                    fields.push(retyped.clone());
+                    sources.push(None);
+                }
+                None => {
+                    fields.push(f.as_ref().clone());
+                    sources.push(Some(i));
+                }
+            }
+        }
+        for e in extra {
+            if inner_schema.field_with_name(e.name()).is_err() {
+                fields.push(e);
+                sources.push(None);
+            }
+        }
         Self {
             inner,
             schema: Arc::new(Schema::new(fields)),
+            sources,
         }
     }
 }
@@ -142,15 +181,13 @@ impl TableProvider for WithNullColumns {
         _filters: &[Expr],
         limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        let inner_width = self.inner.schema().fields().len();
         let wanted: Vec<usize> = match projection {
             Some(p) => p.clone(),
             None => (0..self.schema.fields().len()).collect(),
         };
         let inner_columns: Vec<usize> = wanted
             .iter()
-            .copied()
-            .filter(|i| *i < inner_width)
+            .filter_map(|&i| self.sources.get(i).copied().flatten())
             .collect();
         let input = self
             .inner
@@ -160,10 +197,12 @@ impl TableProvider for WithNullColumns {
             .iter()
             .map(|&i| {
                 let field = self.schema.field(i);
-                let expr: Arc<dyn PhysicalExpr> = match inner_columns.iter().position(|c| *c == i) {
-                    Some(pos) => Arc::new(Column::new(field.name(), pos)),
-                    None => Arc::new(Literal::new(ScalarValue::try_from(field.data_type())?)),
-                };
+                let source = self.sources.get(i).copied().flatten();
+                let expr: Arc<dyn PhysicalExpr> =
+                    match source.and_then(|s| inner_columns.iter().position(|c| *c == s)) {
+                        Some(pos) => Arc::new(Column::new(field.name(), pos)),
+                        None => Arc::new(Literal::new(ScalarValue::try_from(field.data_type())?)),
+                    };
                 Ok((expr, field.name().clone()))
             })
             .collect::<DfResult<Vec<_>>>()?;

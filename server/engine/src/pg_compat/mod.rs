@@ -20,6 +20,7 @@
 //! [`subqueries`] PostgreSQL's plain scalar subqueries, [`functions`] catalog functions.
 
 pub(crate) mod catalog_tables;
+pub(crate) mod class_acl;
 pub(crate) mod functions;
 pub(crate) mod role_tables;
 pub(crate) mod subqueries;

@@ -5,15 +5,20 @@
 //! Role oids are stable: PostgreSQL's for the bootstrap superuser (10) and the predefined
 //! roles, a hash of the name for the others.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
+use datafusion::arrow::array::AsArray;
 use datafusion::arrow::array::{
     ArrayRef, BooleanArray, Int32Array, ListBuilder, RecordBatch, StringArray, StringBuilder,
     TimestampMicrosecondArray,
 };
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::Int32Type;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use datafusion::catalog::{MemTable, TableProvider};
-use datafusion::common::Result as DfResult;
+use datafusion::common::{Result as DfResult, ScalarValue, exec_err};
+use datafusion::logical_expr::{ColumnarValue, ScalarUDF, Volatility, create_udf};
 use prognos_catalog::RoleStore;
 use prognos_catalog::grants::{
     PREDEFINED_ROLES, READ_ALL_DATA, READ_SERVER_FILES, WRITE_ALL_DATA, WRITE_SERVER_FILES,
@@ -23,7 +28,7 @@ use prognos_catalog::grants::{
 pub(crate) const ROLE_TABLES: [&str; 2] = ["pg_roles", "pg_auth_members"];
 
 /// The oid of a role.
-fn role_oid(name: &str, bootstrap: &str) -> i32 {
+pub(crate) fn role_oid(name: &str, bootstrap: &str) -> i32 {
     match name {
         n if n == bootstrap => 10,
         READ_ALL_DATA => 6181,
@@ -40,6 +45,49 @@ fn role_oid(name: &str, bootstrap: &str) -> i32 {
             16384 + (h % 0x3fff_0000) as i32
         }
     }
+}
+
+/// `pg_get_userbyid(oid)`: the name of the role with that oid (the library's answers
+/// `postgres` for every oid), `unknown (OID=n)` for none, as PostgreSQL says.
+pub(crate) fn user_by_id(roles: Arc<RoleStore>, bootstrap: String) -> ScalarUDF {
+    let name_of = move |args: &[ColumnarValue]| -> DfResult<ColumnarValue> {
+        let names: HashMap<i32, String> = PREDEFINED_ROLES
+            .iter()
+            .map(|r| r.to_string())
+            .chain(roles.list().into_iter().map(|r| r.name))
+            .chain(std::iter::once(bootstrap.clone()))
+            .map(|n| (role_oid(&n, &bootstrap), n))
+            .collect();
+        let [oids] = args else {
+            return exec_err!("pg_get_userbyid takes one argument");
+        };
+        let oids = oids.to_array(1)?;
+        let oids = cast(&oids, &DataType::Int32)?;
+        let out: StringArray = oids
+            .as_primitive::<Int32Type>()
+            .iter()
+            .map(|oid| {
+                oid.map(|oid| match names.get(&oid) {
+                    Some(name) => name.clone(),
+                    None => format!("unknown (OID={oid})"),
+                })
+            })
+            .collect();
+        let scalar = matches!(args, [ColumnarValue::Scalar(_)]);
+        let out: ArrayRef = Arc::new(out);
+        Ok(if scalar {
+            ColumnarValue::Scalar(ScalarValue::try_from_array(&out, 0)?)
+        } else {
+            ColumnarValue::Array(out)
+        })
+    };
+    create_udf(
+        "pg_get_userbyid",
+        vec![DataType::Int32],
+        DataType::Utf8,
+        Volatility::Stable,
+        Arc::new(name_of),
+    )
 }
 
 fn bools(v: Vec<bool>) -> ArrayRef {
