@@ -3,7 +3,9 @@ import java.util.*;
 
 /**
  * pgjdbc against prognos: connect, DatabaseMetaData, a prepared query, and a low-privilege
- * role's refusals, masked values and table list. Exit code 0 = pass.
+ * role's refusals, masked values and table list; with a user and a password after the url, a
+ * connection over TLS (ssl=true, the server's certificate verified) with SCRAM. Exit code 0 =
+ * pass.
  */
 public class JdbcSmoke {
     static void check(boolean ok, String what) {
@@ -110,8 +112,28 @@ public class JdbcSmoke {
         }
     }
 
+    /** Over TLS with a password (SCRAM-SHA-256): the url carries ssl=true and the CA. */
+    static void overTls(String url, String user, String password) throws SQLException {
+        try (Connection c = DriverManager.getConnection(url, user, password);
+             Statement st = c.createStatement();
+             ResultSet rs = st.executeQuery("SELECT current_user, 41 + 1")) {
+            check(rs.next() && user.equals(rs.getString(1)) && rs.getInt(2) == 42, "query over TLS");
+        }
+        try {
+            DriverManager.getConnection(url, user, password + "x").close();
+            check(false, "a wrong password is refused");
+        } catch (SQLException e) {
+            check("28P01".equals(e.getSQLState()), "wrong password sqlstate " + e.getSQLState());
+        }
+    }
+
     public static void main(String[] args) throws Exception {
         String url = args[0];
+        if (args.length == 3) {
+            overTls(url, args[1], args[2]);
+            System.out.println("jdbc tls ok");
+            return;
+        }
         try (Connection c = DriverManager.getConnection(url, "prognos", "")) {
             DatabaseMetaData md = c.getMetaData();
             check(md.getDatabaseProductName().equals("PostgreSQL"), "product name " + md.getDatabaseProductName());

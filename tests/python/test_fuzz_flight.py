@@ -57,6 +57,12 @@ def _expect_clean_error(call):
     return result
 
 
+def _rss_kib(pid: int) -> int:
+    """The resident size of process `pid` in KiB (Linux)."""
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+
+
 def test_random_and_mutated_flight_input_gets_clean_errors(server):
     rng = random.Random(int(os.environ.get("PROGNOS_FUZZ_SEED", "20261207")))
     client = fl.FlightClient(server.flight_uri)
@@ -88,7 +94,13 @@ def test_random_and_mutated_flight_input_gets_clean_errors(server):
             _expect_clean_error(lambda: client.get_flight_info(desc))
         if i % 50 == 0:
             assert server.alive(), f"server died at iteration {i}"
+        if i == ITERATIONS // 3:
+            warm = _rss_kib(server.proc.pid)
     assert server.alive()
+    # Memory back near where it stood after warm-up: nothing hostile input touched is kept
+    # (a quarter above for allocator slack, at most).
+    end = _rss_kib(server.proc.pid)
+    assert end <= warm + warm // 4 + 16 * 1024, f"RSS grew from {warm} KiB to {end} KiB"
     # The server still answers, on the same client and a new one.
     for c in (client, fl.FlightClient(server.flight_uri)):
         info = _statement_info(c, "SELECT 41 + 1 AS answer")

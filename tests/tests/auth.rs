@@ -2,10 +2,9 @@
 //! logins (tokio-postgres), trust on loopback, refusing to start unprotected on another
 //! address, role statements and their privilege rules, and TLS through psql.
 
-use std::path::Path;
 use std::process::Command;
 
-use prognos_e2e::{Server, prognos_bin, rows_of, sqlstate};
+use prognos_e2e::{Server, make_certificates, prognos_bin, rows_of, sqlstate};
 use tokio_postgres::NoTls;
 
 async fn login(
@@ -222,70 +221,6 @@ fn an_unprotected_server_refuses_to_listen_beyond_loopback() {
         &[("PROGNOS__AUTH", "scram-sha-256")],
     );
     assert!(err.contains("no role has one"), "{err}");
-}
-
-/// A CA and a server certificate for `localhost` / 127.0.0.1 signed by it, made with the
-/// openssl command; returns (ca.pem, server.pem, server.key).
-fn make_certificates(dir: &Path) -> (String, String, String) {
-    let p = |n: &str| dir.join(n).display().to_string();
-    let run = |args: &[&str]| {
-        let out = Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .expect("openssl (apt install openssl)");
-        assert!(out.status.success(), "openssl {args:?}: {out:?}");
-    };
-    run(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=test ca",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-    ]);
-    run(&[
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-subj",
-        "/CN=localhost",
-        "-keyout",
-        "server.key",
-        "-out",
-        "server.csr",
-    ]);
-    std::fs::write(
-        dir.join("san.ext"),
-        "subjectAltName=DNS:localhost,IP:127.0.0.1\n",
-    )
-    .expect("ext");
-    run(&[
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-days",
-        "2",
-        "-extfile",
-        "san.ext",
-        "-out",
-        "server.pem",
-    ]);
-    (p("ca.pem"), p("server.pem"), p("server.key"))
 }
 
 fn psql(conninfo: &str, sql: &str) -> (bool, String) {
