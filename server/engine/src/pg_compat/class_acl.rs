@@ -22,7 +22,7 @@ use datafusion::arrow::datatypes::{DataType, Field, Int32Type, Schema, SchemaRef
 use datafusion::catalog::{MemTable, Session, TableProvider};
 use datafusion::common::{Result as DfResult, plan_err};
 use datafusion::datasource::TableType;
-use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
+use datafusion::logical_expr::Expr;
 use datafusion::physical_plan::{ExecutionPlan, collect};
 use prognos_catalog::RoleStore;
 use prognos_catalog::grants::{Acl, PUBLIC, Privilege, Securable};
@@ -206,16 +206,6 @@ impl TableProvider for PgClassWithAcl {
 
     fn table_type(&self) -> TableType {
         self.classes.table_type()
-    }
-
-    fn supports_filters_pushdown(
-        &self,
-        filters: &[&Expr],
-    ) -> DfResult<Vec<TableProviderFilterPushDown>> {
-        Ok(vec![
-            TableProviderFilterPushDown::Unsupported;
-            filters.len()
-        ])
     }
 
     async fn scan(
