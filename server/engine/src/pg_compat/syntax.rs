@@ -30,9 +30,10 @@ use std::collections::HashSet;
 use std::ops::ControlFlow;
 
 use datafusion::sql::sqlparser::ast::{
-    DataType, Expr, FunctionArg, FunctionArgExpr, FunctionArgumentList, FunctionArguments, Ident,
-    ObjectName, Query, SelectItem, SetExpr, Statement, TableAlias, TableAliasColumnDef,
-    TableFactor, UnaryOperator, Value, VisitMut, VisitorMut,
+    DataType, Expr, FunctionArg, FunctionArgExpr, FunctionArgumentClause, FunctionArgumentList,
+    FunctionArguments, GroupByExpr, Ident, ObjectName, OrderBy, OrderByExpr, OrderByKind, Query,
+    SelectItem, SetExpr, Statement, TableAlias, TableAliasColumnDef, TableFactor, UnaryOperator,
+    Value, VisitMut, VisitorMut,
 };
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
@@ -157,6 +158,65 @@ impl VisitorMut for ProjectionInSubquery {
     }
 }
 
+/// `ARRAY(SELECT e FROM … WHERE … [ORDER BY …])` as the scalar subquery
+/// `(SELECT array_agg(e [ORDER BY …]) FROM … WHERE …)`: the subquery keeps its FROM and WHERE,
+/// so one correlated with the outer query (psql's `\dp` lists each table's columns that way)
+/// stays a correlated aggregate DataFusion can plan. Only a plain select of one expression is
+/// rewritten (no GROUP BY, DISTINCT, LIMIT or WITH). One difference from PostgreSQL: a
+/// subquery without rows gives NULL rather than an empty array.
+fn array_of_subquery(mut subquery: Box<Query>) -> Option<Expr> {
+    if subquery.with.is_some() || subquery.limit_clause.is_some() || subquery.fetch.is_some() {
+        return None;
+    }
+    let order: Vec<OrderByExpr> = match subquery.order_by.take() {
+        None => Vec::new(),
+        Some(OrderBy {
+            kind: OrderByKind::Expressions(exprs),
+            ..
+        }) => exprs,
+        Some(_) => return None,
+    };
+    let SetExpr::Select(select) = subquery.body.as_mut() else {
+        return None;
+    };
+    let plain = select.distinct.is_none()
+        && select.having.is_none()
+        && matches!(&select.group_by, GroupByExpr::Expressions(g, m) if g.is_empty() && m.is_empty());
+    let element = match select.projection.as_slice() {
+        [SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. }] if plain => {
+            e.clone()
+        }
+        _ => return None,
+    };
+    // `ORDER BY 1` names the element by position.
+    let order: Vec<OrderByExpr> = order
+        .into_iter()
+        .map(|mut o| {
+            if matches!(&o.expr, Expr::Value(v) if v.value == Value::Number("1".into(), false)) {
+                o.expr = element.clone();
+            }
+            o
+        })
+        .collect();
+    let dialect = PostgreSqlDialect {};
+    let mut call = Parser::new(&dialect)
+        .try_with_sql("array_agg(NULL)")
+        .and_then(|mut p| p.parse_expr())
+        .ok()?;
+    let Expr::Function(f) = &mut call else {
+        return None;
+    };
+    let FunctionArguments::List(list) = &mut f.args else {
+        return None;
+    };
+    list.args = vec![FunctionArg::Unnamed(FunctionArgExpr::Expr(element))];
+    if !order.is_empty() {
+        list.clauses.push(FunctionArgumentClause::OrderBy(order));
+    }
+    select.projection = vec![SelectItem::UnnamedExpr(call)];
+    Some(Expr::Subquery(subquery))
+}
+
 /// Build `[NOT] array_has((SELECT array_agg(__in_v) FROM (<subquery>) AS __in_t(__in_v)), needle)`
 /// on the syntax tree (the user's subquery is moved in, never printed and re-parsed).
 fn array_has_subquery(needle: Expr, subquery: Box<Query>, negated: bool) -> Option<Expr> {
@@ -243,6 +303,18 @@ impl VisitorMut for FromFunctions<'_> {
             _ => false,
         };
         if is_user && let Some(e) = session_user_call() {
+            *expr = e;
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn post_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
+        if let Expr::Function(f) = &*expr
+            && f.name.0.len() == 1
+            && f.name.to_string().eq_ignore_ascii_case("array")
+            && let FunctionArguments::Subquery(q) = &f.args
+            && let Some(e) = array_of_subquery(q.clone())
+        {
             *expr = e;
         }
         ControlFlow::Continue(())
@@ -535,6 +607,30 @@ mod in_subquery_tests {
             stmts[0].to_string(),
             "SELECT CASE WHEN array_has((SELECT array_agg(__in_v) FROM (SELECT b FROM u) AS __in_t (__in_v)), a) THEN 1 END AS \"case\" FROM t WHERE c IN (SELECT d FROM v)"
         );
+    }
+
+    #[test]
+    fn array_of_a_subquery_becomes_an_aggregate_subquery() {
+        let tf = HashSet::new();
+        let rewrite = |sql: &str| {
+            let mut stmts = Parser::parse_sql(&PostgreSqlDialect {}, sql).expect("parse");
+            rewrite_from_functions(&mut stmts[0], &tf);
+            stmts[0].to_string()
+        };
+        assert_eq!(
+            rewrite(
+                "SELECT ARRAY(SELECT a || 'x' FROM u WHERE u.k = t.k ORDER BY 1 DESC) AS l FROM t"
+            ),
+            "SELECT (SELECT array_agg(a || 'x' ORDER BY a || 'x' DESC) FROM u WHERE u.k = t.k) AS l FROM t"
+        );
+        // Forms it does not rewrite stay as they are.
+        for kept in [
+            "SELECT ARRAY(SELECT a, b FROM u) AS l",
+            "SELECT ARRAY(SELECT a FROM u LIMIT 2) AS l",
+            "SELECT ARRAY(SELECT DISTINCT a FROM u) AS l",
+        ] {
+            assert_eq!(rewrite(kept), kept);
+        }
     }
 }
 
