@@ -51,21 +51,22 @@ impl PhysicalOptimizerRule for ReadAhead {
             if !calls_a_model(node.as_ref())? {
                 return Ok(Transformed::no(node));
             }
-            let children: Vec<Arc<dyn ExecutionPlan>> =
-                node.children().into_iter().cloned().collect();
-            if children.iter().all(|c| !needs_read_ahead(c)) {
-                return Ok(Transformed::no(node));
-            }
-            let children = children
+            let mut wrapped = false;
+            let children = node
+                .children()
                 .into_iter()
                 .map(|c| {
-                    if needs_read_ahead(&c) {
-                        Arc::new(ReadAheadExec::new(c)) as Arc<dyn ExecutionPlan>
+                    if needs_read_ahead(c) {
+                        wrapped = true;
+                        Arc::new(ReadAheadExec::new(Arc::clone(c))) as Arc<dyn ExecutionPlan>
                     } else {
-                        c
+                        Arc::clone(c)
                     }
                 })
                 .collect();
+            if !wrapped {
+                return Ok(Transformed::no(node));
+            }
             Ok(Transformed::yes(replace_children_if_necessary(
                 node, children,
             )?))

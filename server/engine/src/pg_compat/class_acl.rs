@@ -82,7 +82,7 @@ impl PgClassWithAcl {
     /// Every row of the table, owners and ACLs as the roles are now.
     async fn rows(&self, state: &dyn Session) -> DfResult<RecordBatch> {
         let namespaces = all_rows(self.namespaces.as_ref(), state).await?;
-        let names = column_map(&namespaces)?;
+        let names = namespace_names(&namespaces)?;
         let classes = all_rows(self.classes.as_ref(), state).await?;
         let acl = self.roles.acl();
         let relname = classes
@@ -114,6 +114,7 @@ impl PgClassWithAcl {
                 _ => acls.append(false),
             }
         }
+        let relowner: ArrayRef = Arc::new(Int32Array::from(owners));
         let relacl: ArrayRef = Arc::new(acls.finish());
         let columns = self
             .schema
@@ -121,7 +122,7 @@ impl PgClassWithAcl {
             .iter()
             .map(|f| -> DfResult<ArrayRef> {
                 Ok(match f.name().as_str() {
-                    "relowner" => Arc::new(Int32Array::from(owners.clone())),
+                    "relowner" => Arc::clone(&relowner),
                     "relacl" => Arc::clone(&relacl),
                     name => match classes.column_by_name(name) {
                         Some(c) => Arc::clone(c),
@@ -149,7 +150,7 @@ async fn all_rows(table: &dyn TableProvider, state: &dyn Session) -> DfResult<Re
 }
 
 /// `pg_namespace`'s oid → name.
-fn column_map(namespaces: &RecordBatch) -> DfResult<HashMap<i32, String>> {
+fn namespace_names(namespaces: &RecordBatch) -> DfResult<HashMap<i32, String>> {
     let oid = namespaces.column_by_name("oid");
     let name = namespaces.column_by_name("nspname");
     let (Some(oid), Some(name)) = (oid, name) else {
@@ -167,6 +168,14 @@ fn column_map(namespaces: &RecordBatch) -> DfResult<HashMap<i32, String>> {
         .collect())
 }
 
+/// The letters of `privileges`, in PostgreSQL's order (`UNMASK`'s `u` last).
+fn acl_letters<'a>(privileges: impl IntoIterator<Item = &'a Privilege>) -> String {
+    let mut found: Vec<char> = privileges.into_iter().map(Privilege::acl_letter).collect();
+    found.sort_by_key(|c| TABLE_LETTERS.find(*c).unwrap_or(TABLE_LETTERS.len()));
+    found.dedup();
+    found.into_iter().collect()
+}
+
 /// The `aclitem`s of `table` owned by `owner`: empty while it has no grants.
 fn acl_items(acl: &Acl, table: &Securable, owner: &str) -> Vec<String> {
     let Some(grants) = acl
@@ -175,25 +184,16 @@ fn acl_items(acl: &Acl, table: &Securable, owner: &str) -> Vec<String> {
     else {
         return Vec::new();
     };
-    let letters = |privileges: &mut dyn Iterator<Item = &Privilege>| -> String {
-        let mut found: Vec<char> = privileges.map(Privilege::acl_letter).collect();
-        found.sort_by_key(|c| TABLE_LETTERS.find(*c).unwrap_or(TABLE_LETTERS.len()));
-        found.dedup();
-        found.into_iter().collect()
-    };
     let mut items = vec![format!(
         "{owner}={}/{owner}",
-        letters(&mut table.all_privileges().iter())
+        acl_letters(&table.all_privileges())
     )];
     for (grantee, privileges) in grants {
         if grantee == owner || privileges.is_empty() {
             continue;
         }
         let name = if grantee == PUBLIC { "" } else { grantee };
-        items.push(format!(
-            "{name}={}/{owner}",
-            letters(&mut privileges.iter())
-        ));
+        items.push(format!("{name}={}/{owner}", acl_letters(privileges)));
     }
     items
 }

@@ -20,6 +20,10 @@
 //!   text (`count(*)`, `Int64(1)`). The outermost select list gets Postgres' names as aliases
 //!   (except where two columns would then share a name, which DataFusion rejects).
 //!
+//! * `ARRAY(SELECT e FROM … [ORDER BY …])` — Postgres' array of a subquery's rows, which
+//!   DataFusion lacks; rewritten to the aggregate subquery `(SELECT array_agg(e ORDER BY …)
+//!   FROM …)`, correlated or not (psql's `\dp` sends it).
+//!
 //! * `'pg_catalog.array_in'::regproc` — Postgres shows a `regproc` as the function's name, and
 //!   the catalog here stores `pg_type.typinput` & co. as names; the literal becomes the bare
 //!   name (`'array_in'`) so comparisons with those columns work (pgjdbc and DBeaver send it).
@@ -198,9 +202,25 @@ fn array_of_subquery(mut subquery: Box<Query>) -> Option<Expr> {
             o
         })
         .collect();
-    let dialect = PostgreSqlDialect {};
-    let mut call = Parser::new(&dialect)
-        .try_with_sql("array_agg(NULL)")
+    let clauses = if order.is_empty() {
+        vec![]
+    } else {
+        vec![FunctionArgumentClause::OrderBy(order)]
+    };
+    select.projection = vec![SelectItem::UnnamedExpr(call(
+        "array_agg(NULL)",
+        vec![element],
+        clauses,
+    )?)];
+    Some(Expr::Subquery(subquery))
+}
+
+/// The call `template` (a fixed call such as `array_has(NULL, NULL)`) with `args` and
+/// `clauses` in place of its arguments: built on the syntax tree, the arguments moved in,
+/// never printed and re-parsed.
+fn call(template: &str, args: Vec<Expr>, clauses: Vec<FunctionArgumentClause>) -> Option<Expr> {
+    let mut call = Parser::new(&PostgreSqlDialect {})
+        .try_with_sql(template)
         .and_then(|mut p| p.parse_expr())
         .ok()?;
     let Expr::Function(f) = &mut call else {
@@ -209,19 +229,18 @@ fn array_of_subquery(mut subquery: Box<Query>) -> Option<Expr> {
     let FunctionArguments::List(list) = &mut f.args else {
         return None;
     };
-    list.args = vec![FunctionArg::Unnamed(FunctionArgExpr::Expr(element))];
-    if !order.is_empty() {
-        list.clauses.push(FunctionArgumentClause::OrderBy(order));
-    }
-    select.projection = vec![SelectItem::UnnamedExpr(call)];
-    Some(Expr::Subquery(subquery))
+    list.args = args
+        .into_iter()
+        .map(|e| FunctionArg::Unnamed(FunctionArgExpr::Expr(e)))
+        .collect();
+    list.clauses = clauses;
+    Some(call)
 }
 
 /// Build `[NOT] array_has((SELECT array_agg(__in_v) FROM (<subquery>) AS __in_t(__in_v)), needle)`
 /// on the syntax tree (the user's subquery is moved in, never printed and re-parsed).
 fn array_has_subquery(needle: Expr, subquery: Box<Query>, negated: bool) -> Option<Expr> {
-    let dialect = PostgreSqlDialect {};
-    let mut agg = Parser::new(&dialect)
+    let mut agg = Parser::new(&PostgreSqlDialect {})
         .try_with_sql("SELECT array_agg(__in_v) FROM (SELECT 1) AS __in_t(__in_v)")
         .and_then(|mut p| p.parse_query())
         .ok()?;
@@ -235,20 +254,11 @@ fn array_has_subquery(needle: Expr, subquery: Box<Query>, negated: bool) -> Opti
         return None;
     };
     *inner = subquery;
-    let mut call = Parser::new(&dialect)
-        .try_with_sql("array_has(NULL, NULL)")
-        .and_then(|mut p| p.parse_expr())
-        .ok()?;
-    let Expr::Function(f) = &mut call else {
-        return None;
-    };
-    let FunctionArguments::List(list) = &mut f.args else {
-        return None;
-    };
-    list.args = vec![
-        FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::Subquery(agg))),
-        FunctionArg::Unnamed(FunctionArgExpr::Expr(needle)),
-    ];
+    let call = call(
+        "array_has(NULL, NULL)",
+        vec![Expr::Subquery(agg), needle],
+        vec![],
+    )?;
     Some(if negated {
         Expr::UnaryOp {
             op: UnaryOperator::Not,
