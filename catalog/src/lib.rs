@@ -31,7 +31,7 @@ pub use model_snapshot::ModelSnapshot;
 pub use model_states::{Admission, StateChange, VersionState};
 pub use models::{
     ArtifactStores, LiveRule, LiveRuleKind, ModelEntry, ModelRegistry, ModelVersion, Payload,
-    PredictionLogging, RetrainSchedule,
+    PayloadData, PredictionLogging, RetrainSchedule,
 };
 pub use persist::{CatalogFile, PersistentCatalog, TableEntry, TableKind};
 pub use roles::{Role, RoleChange, RoleStore};

@@ -528,8 +528,41 @@ pub(crate) fn placeholder_version() -> ModelVersion {
 pub struct Payload {
     /// Its name in the version's directory.
     pub name: String,
-    /// Where its bytes are now (a local file, e.g. the graph an import downloaded).
-    pub path: PathBuf,
+    /// Where its bytes are now.
+    pub data: PayloadData,
+}
+
+/// Where a payload's bytes are before the version is stored.
+#[derive(Debug, Clone)]
+pub enum PayloadData {
+    /// A local file (e.g. the graph an import downloaded).
+    File(PathBuf),
+    /// Bytes in memory (e.g. the weights of a network just trained).
+    Memory(Arc<Vec<u8>>),
+}
+
+impl Payload {
+    fn len(&self) -> std::io::Result<u64> {
+        match &self.data {
+            PayloadData::File(path) => Ok(std::fs::metadata(path)?.len()),
+            PayloadData::Memory(bytes) => Ok(bytes.len() as u64),
+        }
+    }
+
+    fn bytes(&self) -> std::io::Result<Vec<u8>> {
+        match &self.data {
+            PayloadData::File(path) => std::fs::read(path),
+            PayloadData::Memory(bytes) => Ok(bytes.as_ref().clone()),
+        }
+    }
+
+    /// Write the payload to `target` durably.
+    fn write_to(&self, target: &Path) -> std::io::Result<()> {
+        match &self.data {
+            PayloadData::File(path) => durable::copy_file(path, target),
+            PayloadData::Memory(bytes) => durable::write_atomically(target, bytes),
+        }
+    }
 }
 
 impl ModelRegistry {
@@ -715,6 +748,14 @@ impl ModelRegistry {
     ) -> CatalogResult<u32> {
         self.check_create(name, replace)?;
         let bytes = artifact.to_bytes()?;
+        let held = artifact
+            .held_payloads()
+            .into_iter()
+            .map(|(name, bytes)| Payload {
+                name,
+                data: PayloadData::Memory(bytes),
+            });
+        let payloads: &[Payload] = &payloads.iter().cloned().chain(held).collect::<Vec<_>>();
         self.check_size(name, &bytes, payloads)?;
         let expected = artifact.payload_files();
         if let Some(reason) = expected.iter().find_map(|f| check_payload_name(f).err()) {
@@ -750,8 +791,8 @@ impl ModelRegistry {
                     uuid::Uuid::new_v4().simple()
                 );
                 for p in payloads {
-                    let data = std::fs::read(&p.path)?;
-                    self.put(&format!("{prefix}/{}", p.name), data).await?;
+                    self.put(&format!("{prefix}/{}", p.name), p.bytes()?)
+                        .await?;
                 }
                 let url = format!("{prefix}/{ARTIFACT_FILE}");
                 self.put(&url, bytes).await?;
@@ -760,7 +801,7 @@ impl ModelRegistry {
                 for p in payloads {
                     let target = cache.join(&p.name);
                     std::fs::create_dir_all(target.parent().unwrap_or(&cache))?;
-                    std::fs::copy(&p.path, target)?;
+                    p.write_to(&target)?;
                 }
                 (url, cache)
             }
@@ -768,7 +809,7 @@ impl ModelRegistry {
                 let folder = self.dir.join(name).join(format!("v{version:04}"));
                 durable::create_dir_all(&folder)?;
                 for p in payloads {
-                    durable::copy_file(&p.path, &folder.join(&p.name))?;
+                    p.write_to(&folder.join(&p.name))?;
                 }
                 durable::write_atomically(&folder.join(ARTIFACT_FILE), &bytes)?;
                 (format!("{name}/v{version:04}/{ARTIFACT_FILE}"), folder)
@@ -1001,7 +1042,7 @@ impl ModelRegistry {
         }
         let mut total = bytes.len() as u64;
         for p in payloads {
-            total += std::fs::metadata(&p.path)?.len();
+            total += p.len()?;
         }
         if total > limit_mb.saturating_mul(1024 * 1024) {
             return Err(CatalogError::ArtifactTooLarge {

@@ -30,6 +30,9 @@ pub enum ModelError {
     /// ONNX Runtime refused a model or failed while running it.
     #[error("ONNX Runtime: {0}")]
     Runtime(String),
+    /// The neural-network library failed while training or running a network.
+    #[error("neural network: {0}")]
+    Network(String),
     /// Training was cancelled by the client.
     #[error("training cancelled")]
     Cancelled,

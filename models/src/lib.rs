@@ -4,7 +4,7 @@
 //! column of predictions; it knows nothing of SQL sessions or wire protocols. Training
 //! ([`train::train`]) takes the training query's columns. Algorithms: histogram
 //! gradient-boosted trees and random forests ([`gbdt`]), ridge / logistic regression and
-//! k-means ([`linear`]), isolation forests for row-wise anomaly scores ([`isolation`]);
+//! k-means ([`linear`]), perceptrons on candle ([`mlp`]), isolation forests for row-wise anomaly scores ([`isolation`]);
 //! series anomaly scores: [`anomaly`]. Time series: [`forecast`] (regularisation, seasonal naive, Naive2,
 //! Theta, ETS / MSTL via augurs, backtest selection, conformal intervals).
 
@@ -17,6 +17,7 @@ pub mod gbdt;
 pub mod isolation;
 pub mod linear;
 pub mod metrics;
+pub mod mlp;
 pub mod model;
 pub mod onnx;
 pub mod target;

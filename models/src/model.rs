@@ -28,6 +28,7 @@ use crate::gbdt::Ensemble;
 use crate::isolation::IsolationForest;
 use crate::linear::{KMeans, LinearModel};
 use crate::metrics::{Metrics, argmax};
+use crate::mlp::MlpModel;
 use crate::onnx::device::DeviceRequest;
 use crate::onnx::model::OnnxModel;
 use crate::target::{Target, TargetKind};
@@ -57,6 +58,8 @@ pub enum Algorithm {
     IsolationForest,
     /// A graph imported with `CREATE MODEL ... FROM 'model.onnx'`.
     Onnx,
+    /// A multilayer perceptron trained with candle.
+    Mlp,
 }
 
 impl Algorithm {
@@ -70,10 +73,11 @@ impl Algorithm {
             "logistic" | "logistic_reg" => Algorithm::Logistic,
             "kmeans" | "k_means" => Algorithm::Kmeans,
             "isolation_forest" | "iforest" => Algorithm::IsolationForest,
+            "mlp" | "neural_network" | "dnn" => Algorithm::Mlp,
             other => {
                 return Err(ModelError::InvalidParameter(format!(
                     "unknown algorithm \"{other}\" (use auto, gbdt, random_forest, linear, \
-                     logistic, kmeans or isolation_forest)"
+                     logistic, mlp, kmeans or isolation_forest)"
                 )));
             }
         })
@@ -91,6 +95,7 @@ impl Algorithm {
             Algorithm::Forecast => "forecast",
             Algorithm::IsolationForest => "isolation_forest",
             Algorithm::Onnx => "onnx",
+            Algorithm::Mlp => "mlp",
         }
     }
 }
@@ -111,13 +116,15 @@ pub enum Estimator {
     IsolationForest(IsolationForest),
     /// An imported ONNX graph.
     Onnx(OnnxModel),
+    /// A perceptron.
+    Mlp(MlpModel),
 }
 
 impl Estimator {
     /// Raw outputs on an encoded matrix, row-major, and how many per row (see
     /// [`ModelArtifact::outputs`]; no calibration applied).
-    pub fn outputs(&self, x: &Matrix) -> (Vec<f32>, usize) {
-        match self {
+    pub fn outputs(&self, x: &Matrix) -> ModelResult<(Vec<f32>, usize)> {
+        Ok(match self {
             Estimator::Trees(e) => (e.predict(x), e.n_outputs),
             Estimator::Linear(l) => (l.predict(x), l.weights.len()),
             Estimator::Kmeans(k) => (k.assign(x).iter().map(|a| a.0 as f32).collect(), 1),
@@ -125,7 +132,8 @@ impl Estimator {
             // ONNX graphs from the columns (`ModelArtifact::scores`).
             Estimator::Forecast(_) | Estimator::Onnx(_) => (vec![], 0),
             Estimator::IsolationForest(f) => (f.score(x), 1),
-        }
+            Estimator::Mlp(m) => m.predict(x)?,
+        })
     }
 }
 
@@ -388,14 +396,30 @@ impl ModelArtifact {
                 .chain(&o.external_data)
                 .cloned()
                 .collect(),
+            Estimator::Mlp(m) => vec![m.file.clone()],
+            _ => vec![],
+        }
+    }
+
+    /// Payloads this artifact holds in memory (a network trained in this process), by name:
+    /// what the registry writes beside `artifact.json` besides the files it is given.
+    pub fn held_payloads(&self) -> Vec<(String, Arc<Vec<u8>>)> {
+        match &self.estimator {
+            Estimator::Mlp(m) => m
+                .held_payload()
+                .map(|bytes| (m.file.clone(), bytes))
+                .into_iter()
+                .collect(),
             _ => vec![],
         }
     }
 
     /// Tell the artifact the local directory where its payload files are.
     pub fn attach_payloads(&self, dir: &std::path::Path) {
-        if let Estimator::Onnx(o) = &self.estimator {
-            o.set_location(dir.join(&o.file));
+        match &self.estimator {
+            Estimator::Onnx(o) => o.set_location(dir.join(&o.file)),
+            Estimator::Mlp(m) => m.set_location(dir.join(&m.file)),
+            _ => {}
         }
     }
 
@@ -436,7 +460,7 @@ impl ModelArtifact {
             },
             _ => {
                 let x = self.features.encode(columns)?;
-                Ok(self.outputs(&x))
+                self.outputs(&x)
             }
         }
     }
@@ -547,22 +571,22 @@ impl ModelArtifact {
     /// Raw outputs of the estimator on an encoded matrix, row-major:
     /// binary → P(second class); multiclass → probabilities; regression → values;
     /// clustering → cluster ids.
-    pub fn outputs(&self, x: &Matrix) -> (Vec<f32>, usize) {
-        let (mut out, k) = self.estimator.outputs(x);
+    pub fn outputs(&self, x: &Matrix) -> ModelResult<(Vec<f32>, usize)> {
+        let (mut out, k) = self.estimator.outputs(x)?;
         if let (Some(c), 1, Task::Classification) = (&self.calibration, k, self.task) {
             out.iter_mut().for_each(|p| *p = c.apply(*p));
         }
-        (out, k)
+        Ok((out, k))
     }
 
     /// Class probabilities row-major `n × classes` (binary models give both columns).
-    pub fn class_probabilities(&self, x: &Matrix) -> (Vec<f32>, usize) {
-        let (out, k) = self.outputs(x);
-        if k == 1 {
+    pub fn class_probabilities(&self, x: &Matrix) -> ModelResult<(Vec<f32>, usize)> {
+        let (out, k) = self.outputs(x)?;
+        Ok(if k == 1 {
             (crate::metrics::both_classes(&out), 2)
         } else {
             (out, k)
-        }
+        })
     }
 
     /// Per-row feature contributions, row-major `n × (features + 1)`; the last slot is the base
@@ -575,7 +599,7 @@ impl ModelArtifact {
         let x = self.features.encode(columns)?;
         let derived = self.features.derived();
         let n_features = self.features.features.len();
-        let (out, k) = self.outputs(&x);
+        let (out, k) = self.outputs(&x)?;
         let chosen: Vec<usize> = if k > 1 {
             out.chunks(k).map(argmax).collect()
         } else {
@@ -596,6 +620,7 @@ impl ModelArtifact {
                 }
                 all
             }
+            Estimator::Mlp(m) => m.contributions(&x, &chosen)?,
             Estimator::Kmeans(_) | Estimator::Forecast(_) | Estimator::IsolationForest(_) => {
                 return Err(ModelError::InvalidInput(
                     "EXPLAIN_PREDICT needs a supervised model (classification or regression)"
@@ -636,18 +661,18 @@ impl ModelArtifact {
         let x = self.features.encode(columns)?;
         match (&self.task, &self.target) {
             (Task::Clustering, _) => {
-                let (ids, _) = self.outputs(&x);
+                let (ids, _) = self.outputs(&x)?;
                 Ok(Arc::new(Int32Array::from_iter_values(
                     ids.iter().map(|&v| v as i32),
                 )))
             }
             (Task::Classification, Some(t)) => {
-                let (p, k) = self.class_probabilities(&x);
+                let (p, k) = self.class_probabilities(&x)?;
                 let codes: Vec<Option<usize>> = p.chunks(k).map(|row| Some(argmax(row))).collect();
                 t.labels_array(&codes)
             }
             _ => {
-                let (v, _) = self.outputs(&x);
+                let (v, _) = self.outputs(&x)?;
                 Ok(Arc::new(Float64Array::from_iter_values(
                     v.iter().map(|&v| v as f64),
                 )))
@@ -673,7 +698,7 @@ impl ModelArtifact {
             }
             _ => {
                 let x = self.features.encode(columns)?;
-                let (p, k) = self.class_probabilities(&x);
+                let (p, k) = self.class_probabilities(&x)?;
                 (p, k, x.n_rows)
             }
         };

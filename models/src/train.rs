@@ -17,6 +17,7 @@ use crate::features::{FeatureSet, Matrix};
 use crate::gbdt::{Objective, TreeParams, train_boosted, train_forest};
 use crate::linear::{fit_kmeans, fit_logistic, fit_ridge, silhouette};
 use crate::metrics::{self, Metrics};
+use crate::mlp::fit::MlpParams;
 use crate::model::{Algorithm, Estimator, FORMAT_VERSION, Importance, ModelArtifact, Trial};
 use crate::target::{Target, TargetKind};
 
@@ -132,14 +133,17 @@ fn check_options(options: &BTreeMap<String, String>) -> ModelResult<()> {
         if !COMMON_OPTIONS.contains(&k.as_str())
             && !TREE_OPTIONS.contains(&k.as_str())
             && !OTHER_OPTIONS.contains(&k.as_str())
+            && !crate::mlp::fit::OPTIONS.contains(&k.as_str())
         {
             let mut known: Vec<&str> = COMMON_OPTIONS
                 .iter()
                 .chain(TREE_OPTIONS)
                 .chain(OTHER_OPTIONS)
+                .chain(crate::mlp::fit::OPTIONS)
                 .copied()
                 .collect();
             known.sort_unstable();
+            known.dedup();
             return Err(ModelError::InvalidParameter(format!(
                 "unknown model option \"{k}\" (known: {})",
                 known.join(", ")
@@ -203,6 +207,8 @@ struct Fitted {
     estimator: Estimator,
     metrics: Metrics,
     selection: (String, f64),
+    /// The settings as the trials table shows them, where they say more than the overrides.
+    params: Option<String>,
 }
 
 fn selection_metric(task: Task, classes: usize, m: &Metrics) -> (String, f64) {
@@ -252,6 +258,7 @@ fn fit_one(
     let valid = data.valid.as_ref().map(|(x, y)| (x, y.as_slice()));
     let cancel = ctx.cancel;
     let mut train_outputs = None;
+    let mut params_text = None;
     let estimator = match algorithm {
         Algorithm::Gbdt | Algorithm::RandomForest => {
             let defaults = if algorithm == Algorithm::Gbdt {
@@ -328,6 +335,36 @@ fn fit_one(
             };
             Estimator::Linear(est)
         }
+        Algorithm::Mlp => {
+            let seed = num(options, "seed")?.unwrap_or(42.0).max(0.0) as u64;
+            let params = MlpParams::from_options(options, seed)?;
+            let progress = &mut *ctx.progress;
+            let mut last_report = Instant::now();
+            let monitored = if valid.is_some() {
+                "validation"
+            } else {
+                "training"
+            };
+            let mut hook = |epoch: usize, loss: f64| -> ModelResult<()> {
+                if epoch == 0 || last_report.elapsed().as_secs_f64() >= 1.0 {
+                    last_report = Instant::now();
+                    progress(format!(
+                        "mlp: epoch {}, {monitored} loss {loss:.5}",
+                        epoch + 1
+                    ));
+                }
+                Ok(())
+            };
+            let rows = crate::mlp::fit::Rows {
+                x: data.x,
+                derived: data.derived,
+                y: data.y,
+                valid,
+            };
+            let model = crate::mlp::fit::fit(rows, objective, classes, &params, cancel, &mut hook)?;
+            params_text = Some(format!("mlp {} epochs={}", params.describe(), model.epochs));
+            Estimator::Mlp(model)
+        }
         Algorithm::Kmeans
         | Algorithm::Auto
         | Algorithm::Forecast
@@ -340,25 +377,32 @@ fn fit_one(
         }
     };
     let metrics = match (&data.valid, train_outputs) {
-        (Some((x, y)), _) => evaluate(task, classes, estimator.outputs(x), y),
+        (Some((x, y)), _) => evaluate(task, classes, estimator.outputs(x)?, y),
         (None, Some(outputs)) => evaluate(task, classes, outputs, data.y),
-        (None, None) => evaluate(task, classes, estimator.outputs(data.x), data.y),
+        (None, None) => evaluate(task, classes, estimator.outputs(data.x)?, data.y),
     };
     let selection = selection_metric(task, classes, &metrics);
     Ok(Fitted {
         estimator,
         metrics,
         selection,
+        params: params_text,
     })
 }
 
+/// Fewest training rows at which `auto` tries a perceptron: below that a network rarely beats
+/// boosted trees on tabular data and its epochs are time the other candidates could use.
+const AUTO_MLP_ROWS: usize = 10_000;
+
 /// What `auto` tries, in order: LightGBM's defaults, the linear model, two more GBDT settings
-/// and a random forest, then GBDT settings drawn at random (seeded) from a grid around
-/// LightGBM's usual search space, until `max_trials` or the time budget.
+/// and a random forest, a perceptron when there are at least [`AUTO_MLP_ROWS`] training rows,
+/// then GBDT settings drawn at random (seeded) from a grid around LightGBM's usual search
+/// space, until `max_trials` or the time budget.
 fn auto_candidates(
     linear: Algorithm,
     max_trials: usize,
     seed: u64,
+    train_rows: usize,
 ) -> Vec<(Algorithm, Vec<(&'static str, f64)>)> {
     use rand::{Rng, SeedableRng};
     let mut out: Vec<(Algorithm, Vec<(&'static str, f64)>)> = vec![
@@ -387,6 +431,9 @@ fn auto_candidates(
         ),
         (Algorithm::RandomForest, vec![]),
     ];
+    if train_rows >= AUTO_MLP_ROWS {
+        out.push((Algorithm::Mlp, vec![]));
+    }
     out.truncate(max_trials);
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0x5eed_a070);
     let mut seen = std::collections::HashSet::new();
@@ -434,6 +481,23 @@ fn importance(est: &Estimator, features: &FeatureSet, x: &Matrix) -> Vec<Importa
             for r in 0..x.n_rows {
                 for (c, d) in derived.iter().enumerate() {
                     per_feature[d.feature] += contrib[r * w + c].abs() / n as f64;
+                }
+            }
+        }
+        Estimator::Mlp(m) => {
+            // Mean |integrated gradient| over the first rows (explaining each row's
+            // predicted class).
+            let sample = x.take(&(0..x.n_rows.min(200) as u32).collect::<Vec<_>>());
+            let explained: Vec<usize> = match m.predict(&sample) {
+                Ok((p, k)) if k > 1 => p.chunks(k).map(metrics::argmax).collect(),
+                _ => vec![0; sample.n_rows],
+            };
+            if let Ok(c) = m.contributions(&sample, &explained) {
+                let w = derived.len() + 1;
+                for row in c.chunks(w) {
+                    for (d, v) in derived.iter().zip(row) {
+                        per_feature[d.feature] += v.abs();
+                    }
                 }
             }
         }
@@ -654,7 +718,7 @@ pub fn train_with_holdout(
                     "max_trials must be an integer in [1, 1000], got {max_trials}"
                 )));
             }
-            auto_candidates(linear, max_trials as usize, seed)
+            auto_candidates(linear, max_trials as usize, seed, x.n_rows)
         }
         a => vec![(a, vec![])],
     };
@@ -679,14 +743,17 @@ pub fn train_with_holdout(
             ctx,
         )?;
         let (metric, value) = fitted.selection.clone();
+        let params = fitted
+            .params
+            .clone()
+            .unwrap_or_else(|| describe_params(*algorithm, overrides));
         (ctx.progress)(format!(
-            "{}: {metric} {value:.5} in {:.1}s",
-            describe_params(*algorithm, overrides),
+            "{params}: {metric} {value:.5} in {:.1}s",
             t0.elapsed().as_secs_f64()
         ));
         trials.push(Trial {
             algorithm: *algorithm,
-            params: describe_params(*algorithm, overrides),
+            params,
             metric: metric.clone(),
             value,
             seconds: t0.elapsed().as_secs_f64(),
@@ -731,7 +798,7 @@ pub fn train_with_holdout(
         && log_odds_model
         && let Some((vx, vy)) = &data.valid
     {
-        let (raw, _) = fitted.estimator.outputs(vx);
+        let (raw, _) = fitted.estimator.outputs(vx)?;
         if let Some(platt) = crate::model::Platt::fit(&raw, vy) {
             let calibrated: Vec<f32> = raw.iter().map(|&p| platt.apply(p)).collect();
             let labels: Vec<usize> = vy.iter().map(|&v| v as usize).collect();
@@ -776,7 +843,7 @@ pub fn train_with_holdout(
     };
     // What drift is measured against: the features over every training row, and the
     // prediction (one number per row: a value or P(second class)) over the training split.
-    let (predicted, k) = artifact.outputs(&x);
+    let (predicted, k) = artifact.outputs(&x)?;
     artifact.profile = Some(crate::drift::Profile::of(
         &feature_names,
         &feature_cols,
@@ -933,5 +1000,25 @@ pub fn class_labels(t: &Target) -> Vec<String> {
     match &t.kind {
         TargetKind::Classes { labels } => labels.clone(),
         TargetKind::Real => vec![],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auto_tries_a_perceptron_only_on_enough_rows() {
+        let algorithms = |rows| -> Vec<Algorithm> {
+            auto_candidates(Algorithm::Logistic, 10, 1, rows)
+                .into_iter()
+                .map(|(a, _)| a)
+                .collect()
+        };
+        assert!(!algorithms(AUTO_MLP_ROWS - 1).contains(&Algorithm::Mlp));
+        let many = algorithms(AUTO_MLP_ROWS);
+        assert_eq!(many.len(), 10);
+        assert_eq!(many[5], Algorithm::Mlp);
+        assert_eq!(many.iter().filter(|a| **a == Algorithm::Mlp).count(), 1);
     }
 }

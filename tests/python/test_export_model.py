@@ -26,6 +26,9 @@ MODELS = [
     ("ex_logistic_binary", "churned", "logistic", "lambda = 1", "binary"),
     ("ex_logistic_multiclass", "support_calls", "logistic", "task = 'classification'", "multiclass"),
     ("ex_linear_regression", "monthly_charges", "linear", "lambda = 1", "regression"),
+    ("ex_mlp_binary", "churned", "mlp", "hidden_layers = '16,8', epochs = 30", "binary"),
+    ("ex_mlp_multiclass", "support_calls", "mlp", "epochs = 20, task = 'classification'", "multiclass"),
+    ("ex_mlp_regression", "monthly_charges", "mlp", "hidden_layers = '8', epochs = 20", "regression"),
 ]
 
 

@@ -62,6 +62,30 @@ const ARGS: &str = "gender, \"SeniorCitizen\", \"Partner\", \"Dependents\", tenu
     \"DeviceProtection\", \"TechSupport\", \"StreamingTV\", \"StreamingMovies\", \"Contract\", \
     \"PaperlessBilling\", \"PaymentMethod\", \"MonthlyCharges\", total_charges";
 
+/// Each `explain_predict` row over `telco_features` (id, 19 features, churn, 19 contributions,
+/// base_value) adds up to the log-odds of the same row's `PREDICT_PROBA` (column 2 of
+/// `scored`, rows in the same order) within `tolerance`.
+fn assert_contributions_add_up(
+    explained: &[Vec<Option<String>>],
+    scored: &[Vec<Option<String>>],
+    tolerance: f64,
+) {
+    for (r, row) in explained.iter().enumerate() {
+        let sum: f64 = row[21..]
+            .iter()
+            .map(|v| {
+                v.as_deref()
+                    .expect("contribution")
+                    .parse::<f64>()
+                    .expect("f")
+            })
+            .sum();
+        let p: f64 = scored[r][2].as_deref().expect("p").parse().expect("p");
+        let logit = (p / (1.0 - p)).ln();
+        assert!((sum - logit).abs() < tolerance, "row {r}: {sum} vs {logit}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn churn_models_train_predict_persist_and_survive_a_corrupted_neighbour() {
     let mut server = Server::start();
@@ -192,20 +216,7 @@ async fn churn_models_train_predict_persist_and_survive_a_corrupted_neighbour() 
     assert_eq!(explained.len(), 50);
     // id, 19 features, churn, 19 contributions, base_value.
     assert_eq!(explained[0].len(), 1 + 19 + 1 + 19 + 1);
-    for (r, row) in explained.iter().enumerate() {
-        let sum: f64 = row[21..]
-            .iter()
-            .map(|v| {
-                v.as_deref()
-                    .expect("contribution")
-                    .parse::<f64>()
-                    .expect("f")
-            })
-            .sum();
-        let p: f64 = before[r][2].as_deref().expect("p").parse().expect("p");
-        let logit = (p / (1.0 - p)).ln();
-        assert!((sum - logit).abs() < 1e-3, "row {r}: {sum} vs {logit}");
-    }
+    assert_contributions_add_up(&explained, &before, 1e-3);
 
     // Importance and the trials table.
     let imp = query(
@@ -762,4 +773,166 @@ async fn physical_plan(c: &Client, sql: &str) -> String {
         .filter_map(|r| r.get(1).cloned().flatten())
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+/// `USING mlp` through the server: a seeded network on the churn data trains to LightGBM's
+/// AUC floor, retrains to identical predictions, explains itself by integrated gradients,
+/// keeps its weights as a safetensors payload across a restart, and a damaged payload fails
+/// with XX001 alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mlp_models_train_retrain_identically_explain_and_persist() {
+    let mut server = Server::start();
+    let (c, notices) = server.connect_with_notices().await;
+    create_telco(&c).await;
+    let train_sql = format!("SELECT {ARGS}, churn FROM telco_features");
+    for name in ["churn_mlp", "churn_mlp_again"] {
+        c.batch_execute(&format!(
+            "CREATE MODEL {name} PREDICT churn USING mlp WITH (seed = 7) AS {train_sql}"
+        ))
+        .await
+        .expect("create mlp");
+    }
+    let said = notices.take();
+    assert!(
+        said.iter()
+            .any(|(_, m)| m.starts_with("mlp: epoch 1, validation loss")),
+        "{said:?}"
+    );
+    let model = query(
+        &c,
+        "SELECT algorithm, metric, metric_value FROM system.models WHERE name = 'churn_mlp'",
+    )
+    .await;
+    assert_eq!(model[0][0].as_deref(), Some("mlp"));
+    assert_eq!(model[0][1].as_deref(), Some("auc"));
+    let auc: f64 = model[0][2].as_deref().expect("auc").parse().expect("f");
+    assert!(auc >= 0.82, "validation AUC {auc}");
+    let weights = server
+        .data_dir
+        .join("models/churn_mlp/v0001/weights.safetensors");
+    assert!(weights.is_file(), "{}", weights.display());
+
+    let sql = |m: &str| {
+        format!(
+            "SELECT id, PREDICT('{m}', {ARGS}), PREDICT_PROBA('{m}', {ARGS}) FROM telco_features \
+             ORDER BY id"
+        )
+    };
+    let before = query(&c, &sql("churn_mlp")).await;
+    assert_eq!(before.len(), 7043);
+    for r in &before {
+        let p: f64 = r[2].as_deref().expect("p").parse().expect("float");
+        assert_eq!(
+            r[1].as_deref(),
+            Some(if p >= 0.5 { "Yes" } else { "No" }),
+            "{r:?}"
+        );
+    }
+    // Same seed, same rows: the same network, bit for bit.
+    assert_eq!(query(&c, &sql("churn_mlp_again")).await, before);
+    let evaluated = query(
+        &c,
+        "SELECT metric, value FROM evaluate('churn_mlp', (SELECT * FROM telco_features)) \
+         WHERE metric = 'auc'",
+    )
+    .await;
+    let auc_all: f64 = evaluated[0][1].as_deref().expect("auc").parse().expect("f");
+    assert!(auc_all >= 0.82, "{evaluated:?}");
+
+    // Integrated gradients: contributions and the base add up to the log-odds.
+    let explained = query(
+        &c,
+        "SELECT * FROM explain_predict('churn_mlp', (SELECT * FROM telco_features ORDER BY id LIMIT 20))",
+    )
+    .await;
+    assert_eq!(explained.len(), 20);
+    assert_contributions_add_up(&explained, &before, 2e-3);
+    let imp = query(&c, "SELECT importance FROM feature_importance('churn_mlp')").await;
+    let total: f64 = imp
+        .iter()
+        .map(|r| r[0].as_deref().expect("v").parse::<f64>().expect("f"))
+        .sum();
+    assert_eq!(imp.len(), 19);
+    assert!((total - 1.0).abs() < 1e-6, "{total}");
+
+    // Multiclass and regression networks.
+    c.batch_execute(
+        "CREATE MODEL contract_mlp PREDICT \"Contract\" USING mlp WITH (hidden_layers = '32') AS \
+         SELECT tenure, \"MonthlyCharges\", \"InternetService\", \"PaymentMethod\", \"Contract\" \
+         FROM telco_features",
+    )
+    .await
+    .expect("multiclass mlp");
+    let sums = query(
+        &c,
+        "SELECT array_sum(PREDICT_PROBA('contract_mlp', tenure, \"MonthlyCharges\", \
+         \"InternetService\", \"PaymentMethod\")) FROM telco_features LIMIT 50",
+    )
+    .await;
+    for s in sums {
+        let s: f64 = s[0].as_deref().expect("sum").parse().expect("f");
+        assert!((s - 1.0).abs() < 1e-5, "{s}");
+    }
+    c.batch_execute(
+        "CREATE MODEL charges_mlp PREDICT \"MonthlyCharges\" USING mlp AS SELECT \
+         \"InternetService\", \"PhoneService\", \"MultipleLines\", \"StreamingTV\", \
+         \"StreamingMovies\", \"OnlineSecurity\", \"TechSupport\", \"MonthlyCharges\" \
+         FROM telco_features",
+    )
+    .await
+    .expect("regression mlp");
+    // MonthlyCharges is nearly a sum of the services taken.
+    let rmse: f64 = scalar(
+        &c,
+        "SELECT metric_value FROM system.models WHERE name = 'charges_mlp'",
+    )
+    .await
+    .parse()
+    .expect("rmse");
+    assert!(
+        rmse < 5.0,
+        "validation RMSE {rmse} (the target's deviation is 30)"
+    );
+
+    // Bad input: too few rows names the minimum; a bad option names itself.
+    let err = c
+        .batch_execute(
+            "CREATE MODEL tiny PREDICT tenure USING mlp WITH (validation_fraction = 0) AS \
+             SELECT \"MonthlyCharges\", tenure FROM telco_features ORDER BY id LIMIT 12",
+        )
+        .await
+        .expect_err("too few rows");
+    let message = err.as_db_error().map(|e| e.message().to_string());
+    assert!(
+        message
+            .as_deref()
+            .is_some_and(|m| m.contains("at least 20")),
+        "{message:?}"
+    );
+    assert_eq!(err.code().map(|c| c.code()), Some("22000"));
+    assert_eq!(
+        sqlstate_of(
+            &c,
+            &format!(
+                "CREATE MODEL bad PREDICT churn USING mlp WITH (hidden_layers = 'wide') AS {train_sql}"
+            )
+        )
+        .await,
+        "22023"
+    );
+    drop(c);
+
+    // Restart: the weights are read back from the payload, predictions unchanged.
+    server.restart();
+    let c = server.connect().await;
+    assert_eq!(query(&c, &sql("churn_mlp")).await, before);
+    drop(c);
+
+    // A damaged payload: that model fails with XX001, its twin still answers.
+    let bytes = std::fs::read(&weights).expect("weights");
+    std::fs::write(&weights, &bytes[..bytes.len() / 3]).expect("truncate");
+    server.restart();
+    let c = server.connect().await;
+    assert_eq!(sqlstate_of(&c, &sql("churn_mlp")).await, "XX001");
+    assert_eq!(query(&c, &sql("churn_mlp_again")).await, before);
 }

@@ -13,7 +13,9 @@
 //! weights (a `MatMul`) or the distances to the centroids. Classifiers answer `label` (the
 //! class, as text) and `probabilities` (`[N, classes]`), regressions `variable` (`[N, 1]`), as
 //! scikit-learn exports do, and k-means `label` (the cluster, int64). Date and timestamp
-//! features cannot be exported yet.
+//! features cannot be exported yet. A perceptron (`USING mlp`) becomes its input vector
+//! (standardised numbers and missing indicators, embedding rows looked up with `Gather`),
+//! `Gemm` + `Relu` layers and the same head.
 
 use prost::Message;
 
@@ -27,6 +29,7 @@ use crate::gbdt::binning::cat_bin;
 use crate::gbdt::tree::set_has;
 use crate::gbdt::{Combine, Ensemble, Objective};
 use crate::linear::{ColumnEncoding, Design, KMeans, LinearModel};
+use crate::mlp::{Head, InputColumn, MlpModel};
 use crate::model::{Estimator, ModelArtifact};
 use crate::target::TargetKind;
 
@@ -200,11 +203,11 @@ impl Builder {
 pub fn export(artifact: &ModelArtifact) -> ModelResult<Vec<u8>> {
     let categories = match &artifact.estimator {
         Estimator::Trees(_) => Categories::Bins,
-        Estimator::Linear(_) | Estimator::Kmeans(_) => Categories::Codes,
+        Estimator::Linear(_) | Estimator::Kmeans(_) | Estimator::Mlp(_) => Categories::Codes,
         _ => {
             return Err(ModelError::InvalidInput(format!(
-                "EXPORT MODEL writes gbdt, random_forest, linear, logistic and kmeans models; \
-                 this one is {}",
+                "EXPORT MODEL writes gbdt, random_forest, linear, logistic, mlp and kmeans \
+                 models; this one is {}",
                 artifact.algorithm.name()
             )));
         }
@@ -215,6 +218,7 @@ pub fn export(artifact: &ModelArtifact) -> ModelResult<Vec<u8>> {
         Estimator::Trees(ensemble) => trees(&mut b, artifact, ensemble, &columns)?,
         Estimator::Linear(model) => linear(&mut b, artifact, model, &columns)?,
         Estimator::Kmeans(model) => kmeans(&mut b, model, &columns),
+        Estimator::Mlp(model) => mlp(&mut b, artifact, model, &columns)?,
         _ => {
             return Err(ModelError::InvalidInput(
                 "EXPORT MODEL cannot write this model".into(),
@@ -333,6 +337,22 @@ fn both_classes(b: &mut Builder, p: &str) -> String {
     )
 }
 
+/// `probabilities` ([N, 2]) from a binary model's float log-odds ([N, 1]): the Platt
+/// calibration when the model has one, then the sigmoid.
+fn binary_probabilities(b: &mut Builder, artifact: &ModelArtifact, logit: &str) -> String {
+    let logit = match &artifact.calibration {
+        Some(c) => {
+            let a = b.constant(vec![1], vec![c.a as f32]);
+            let bias = b.constant(vec![1], vec![c.b as f32]);
+            let scaled = b.node("Mul", "", &[logit, &a], vec![], None);
+            b.node("Add", "", &[&scaled, &bias], vec![], None)
+        }
+        None => logit.to_string(),
+    };
+    let p = b.node("Sigmoid", "", &[&logit], vec![], None);
+    both_classes(b, &p)
+}
+
 /// `label` (the most probable class, as text) and the graph's outputs of a classifier whose
 /// `probabilities` are built.
 fn classifier_outputs(b: &mut Builder, probabilities: &str, labels: &[String]) {
@@ -405,19 +425,7 @@ fn trees(
     }
     let labels = class_labels(artifact)?;
     let probabilities = match (ensemble.objective, ensemble.combine) {
-        (Objective::Binary, Combine::Sum) => {
-            let logit = match &artifact.calibration {
-                Some(c) => {
-                    let a = b.constant(vec![1], vec![c.a as f32]);
-                    let bias = b.constant(vec![1], vec![c.b as f32]);
-                    let scaled = b.node("Mul", "", &[&raw, &a], vec![], None);
-                    b.node("Add", "", &[&scaled, &bias], vec![], None)
-                }
-                None => raw.clone(),
-            };
-            let p = b.node("Sigmoid", "", &[&logit], vec![], None);
-            both_classes(b, &p)
-        }
+        (Objective::Binary, Combine::Sum) => binary_probabilities(b, artifact, &raw),
         (Objective::Binary, Combine::Mean) => {
             let lo = b.constant(vec![], vec![0.0]);
             let hi = b.constant(vec![], vec![1.0]);
@@ -535,6 +543,93 @@ fn linear(
         )
     };
     classifier_outputs(b, &probabilities, labels);
+    Ok(())
+}
+
+/// A perceptron: its input vector as `MlpModel` builds it (standardised numbers with NULL as
+/// 0 and a missing indicator, then each category's embedding row, the last row for NULL and
+/// unseen), the dense layers as `Gemm` + `Relu`, then the head.
+fn mlp(
+    b: &mut Builder,
+    artifact: &ModelArtifact,
+    model: &MlpModel,
+    columns: &[String],
+) -> ModelResult<()> {
+    let weights = model.weights()?;
+    let zero = b.constant(vec![], vec![0.0]);
+    let mut numbers = Vec::new();
+    let mut embedded = Vec::new();
+    let mut tables = weights.embeddings.iter();
+    for (input, col) in model.inputs.iter().zip(columns) {
+        match input {
+            InputColumn::Number { mean, std, missing } => {
+                let m = b.constant(vec![], vec![*mean as f32]);
+                let s = b.constant(vec![], vec![(1.0 / *std) as f32]);
+                let centred = b.node("Sub", "", &[col, &m], vec![], None);
+                let z = b.node("Mul", "", &[&centred, &s], vec![], None);
+                let nan = b.node("IsNaN", "", &[col], vec![], None);
+                numbers.push(b.node("Where", "", &[&nan, &zero, &z], vec![], None));
+                if *missing {
+                    numbers.push(b.cast(&nan, data_type::FLOAT));
+                }
+            }
+            InputColumn::Category { n, dim } => {
+                let (rows, table) = tables.next().ok_or_else(|| {
+                    ModelError::Corrupt("network weights: an embedding is missing".into())
+                })?;
+                if *rows != n + 1 {
+                    return Err(ModelError::Corrupt(
+                        "network weights: an embedding has the wrong shape".into(),
+                    ));
+                }
+                // Codes are -1 for NULL and unseen values: those take the last row.
+                let unseen = b.constant(vec![], vec![*n as f32]);
+                let below = b.node("Less", "", &[col, &zero], vec![], None);
+                let code = b.node("Where", "", &[&below, &unseen, col], vec![], None);
+                let code = b.cast(&code, data_type::INT64);
+                let axis = b.constant_i64(vec![1], vec![1]);
+                let code = b.node("Squeeze", "", &[&code, &axis], vec![], None);
+                let table = b.constant(vec![(n + 1) as i64, *dim as i64], table.clone());
+                embedded.push(b.node("Gather", "", &[&table, &code], vec![], None));
+            }
+        }
+    }
+    let parts: Vec<String> = numbers.into_iter().chain(embedded).collect();
+    let mut h = b.node("Concat", "", &refs(&parts), vec![attr_int("axis", 1)], None);
+    let last = weights.layers.len().saturating_sub(1);
+    for (i, (out, fan_in, w, bias)) in weights.layers.iter().enumerate() {
+        let w = b.constant(vec![*out as i64, *fan_in as i64], w.clone());
+        let c = b.constant(vec![*out as i64], bias.clone());
+        h = b.node("Gemm", "", &[&h, &w, &c], vec![attr_int("transB", 1)], None);
+        if i < last {
+            h = b.node("Relu", "", &[&h], vec![], None);
+        }
+    }
+    match &model.head {
+        Head::Value { mean, std } => {
+            let s = b.constant(vec![], vec![*std as f32]);
+            let m = b.constant(vec![], vec![*mean as f32]);
+            let scaled = b.node("Mul", "", &[&h, &s], vec![], None);
+            let value = b.node("Add", "", &[&scaled, &m], vec![], None);
+            regression_output(b, &value);
+        }
+        Head::Logit => {
+            let labels = class_labels(artifact)?;
+            let probabilities = binary_probabilities(b, artifact, &h);
+            classifier_outputs(b, &probabilities, labels);
+        }
+        Head::Softmax => {
+            let labels = class_labels(artifact)?;
+            let probabilities = b.node(
+                "Softmax",
+                "",
+                &[&h],
+                vec![attr_int("axis", 1)],
+                Some("probabilities"),
+            );
+            classifier_outputs(b, &probabilities, labels);
+        }
+    }
     Ok(())
 }
 

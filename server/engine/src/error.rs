@@ -178,6 +178,7 @@ pub fn classify_model(e: &prognos_models::ModelError) -> StatusCode {
         M::Corrupt(_) => StatusCode::DataCorrupted,
         M::RuntimeUnavailable(_) => StatusCode::UndefinedFile,
         M::Runtime(_) => StatusCode::DataException,
+        M::Network(_) => StatusCode::Internal,
         M::Cancelled => StatusCode::QueryCanceled,
         M::Arrow(a) => classify_arrow(a),
     }

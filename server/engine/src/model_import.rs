@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use futures::StreamExt;
 use object_store::ObjectStoreExt;
 use object_store::path::Path as ObjectPath;
-use prognos_catalog::{CatalogError, Payload};
+use prognos_catalog::{CatalogError, Payload, PayloadData};
 use prognos_models::ModelArtifact;
 use prognos_models::onnx::device;
 use prognos_models::onnx::external::{ExternalFiles, external_files};
@@ -271,11 +271,11 @@ pub(crate) async fn import(
 fn payloads(staged: &Staged) -> Vec<Payload> {
     let graph = Payload {
         name: GRAPH_FILE.to_string(),
-        path: staged.graph.clone(),
+        data: PayloadData::File(staged.graph.clone()),
     };
     let external = staged.external.names().iter().map(|name| Payload {
         name: name.clone(),
-        path: staged.external_path(name),
+        data: PayloadData::File(staged.external_path(name)),
     });
     std::iter::once(graph).chain(external).collect()
 }
