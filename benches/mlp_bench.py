@@ -9,7 +9,8 @@ SQL (a hash of the row, 13/16 train), and the training table is read back throug
 for scikit-learn. Same network on both sides: hidden layers 64 and 32, ReLU, Adam at learning
 rate 1e-3, early stopping on a fifth of the training rows, seed fixed. scikit-learn's
 preprocessing is what prognos does inside the model: numbers standardised, NULLs imputed at
-the mean, categories one-hot (prognos learns embeddings instead). Two threads on both sides.
+the mean, categories one-hot (prognos learns embeddings instead), a regression's target
+standardised. Two threads on both sides.
 """
 
 import os
@@ -24,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import psycopg
-from sklearn.compose import ColumnTransformer
+from sklearn.compose import ColumnTransformer, TransformedTargetRegressor
 from sklearn.impute import SimpleImputer
 from sklearn.metrics import r2_score, roc_auc_score
 from sklearn.neural_network import MLPClassifier, MLPRegressor
@@ -59,6 +60,9 @@ def sklearn_mlp(task, cats, columns):
     cls = MLPClassifier if task == "classification" else MLPRegressor
     net = cls(hidden_layer_sizes=(64, 32), learning_rate_init=1e-3, batch_size=128, max_iter=200,
               early_stopping=True, validation_fraction=0.2, n_iter_no_change=12, random_state=7)
+    if task == "regression":
+        # prognos standardises the target inside the model; so does this.
+        net = TransformedTargetRegressor(regressor=net, transformer=StandardScaler())
     return make_pipeline(pre, net)
 
 
@@ -91,7 +95,8 @@ def run_case(server, pg, name, source_sql, target, task, positive=None):
     else:
         theirs = r2_score(yte, model.predict(xte))
     return dict(case=name, metric=metric, train=len(xtr), test=len(xte), ours_fit=ours_fit, sk_fit=sk_fit,
-                ours=ours, theirs=theirs, sk_iters=model[-1].n_iter_, params=epochs[0] if epochs else "")
+                ours=ours, theirs=theirs, sk_iters=getattr(model[-1], "regressor_", model[-1]).n_iter_,
+                params=epochs[0] if epochs else "")
 
 
 def main():

@@ -8,11 +8,11 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use candle_core::{D, Device, Tensor, Var};
-use candle_nn::{AdamW, Optimizer, ParamsAdamW};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use super::adamw::AdamW;
 use super::network::{Dense, EncodedTensors, Network, candle_error, encode, number_width};
 use super::{Head, InputColumn, MlpModel};
 use crate::error::{ModelError, ModelResult};
@@ -427,15 +427,7 @@ pub fn fit(
             })
             .collect(),
     };
-    let mut opt = AdamW::new(
-        vars.clone(),
-        ParamsAdamW {
-            lr: params.learning_rate,
-            weight_decay: params.weight_decay,
-            ..Default::default()
-        },
-    )
-    .map_err(candle_error)?;
+    let mut opt = AdamW::new(vars.clone(), params.learning_rate, params.weight_decay);
 
     let width = number_width(&layout);
     let train = EncodedTensors::new(&encode(&layout, x, 0..x.n_rows), width, &device)?;
@@ -507,7 +499,7 @@ pub fn fit(
                     "the network's loss diverged in epoch {} (learning_rate {} may be too \
                      high)",
                     epoch + 1,
-                    opt.learning_rate()
+                    opt.learning_rate
                 )));
             }
             train_loss += step as f64 * chunk.len() as f64;
@@ -532,7 +524,7 @@ pub fn fit(
                 break;
             }
             if since_cut >= cut_after {
-                opt.set_learning_rate((opt.learning_rate() * 0.5).max(1e-6));
+                opt.learning_rate = (opt.learning_rate * 0.5).max(1e-6);
                 since_cut = 0;
             }
         }

@@ -8,6 +8,7 @@
 //! document; the weights are a safetensors payload beside it ([`WEIGHTS_FILE`]), opened on
 //! first use. Explanations are integrated gradients ([`MlpModel::contributions`]).
 
+mod adamw;
 pub mod fit;
 mod network;
 
