@@ -43,6 +43,24 @@ SELECT PREDICT('segments', tenure_months, monthly_charges, support_calls) AS seg
        count(*) AS customers, round(avg(monthly_charges), 2) AS avg_charges
 FROM customers GROUP BY 1 ORDER BY 1;
 
--- 5. Every version stays listed; DROP MODEL removes a model and its artifacts.
+-- 5. A neural network on the same rows (seeded: a retrain gives the same predictions), and
+--    why it scores one customer as it does (integrated gradients, in log-odds).
+CREATE OR REPLACE MODEL churn_nn PREDICT churned USING mlp
+  WITH (hidden_layers = '32,16', seed = 42)
+AS SELECT plan, tenure_months, monthly_charges, support_calls, churned FROM customers;
+
+SELECT name, algorithm, metric, round(metric_value, 3) AS validation_auc
+FROM system.models WHERE name = 'churn_nn';
+SELECT customer_id,
+       round(PREDICT_PROBA('churn_nn', plan, tenure_months, monthly_charges, support_calls), 3) AS p_nn,
+       round(PREDICT_PROBA('churn', plan, tenure_months, monthly_charges, support_calls), 3) AS p_auto
+FROM customers ORDER BY customer_id LIMIT 5;
+SELECT customer_id, round(plan_contribution, 2) AS plan, round(tenure_months_contribution, 2) AS tenure,
+       round(monthly_charges_contribution, 2) AS charges, round(support_calls_contribution, 2) AS calls,
+       round(base_value, 2) AS base
+FROM EXPLAIN_PREDICT('churn_nn', (SELECT customer_id, plan, tenure_months, monthly_charges, support_calls
+                                  FROM customers ORDER BY customer_id LIMIT 3));
+
+-- 6. Every version stays listed; DROP MODEL removes a model and its artifacts.
 SELECT name, version, is_current, algorithm, train_rows FROM system.model_versions ORDER BY name, version;
 DROP MODEL IF EXISTS segments;

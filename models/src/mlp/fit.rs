@@ -212,7 +212,7 @@ fn fit_layout(x: &Matrix, derived: &[DerivedColumn], params: &MlpParams) -> Vec<
             None => {
                 let (mut sum, mut count, mut missing) = (0f64, 0usize, false);
                 for &v in col {
-                    if v.is_nan() {
+                    if !v.is_finite() {
                         missing = true;
                     } else {
                         sum += v as f64;
@@ -222,7 +222,7 @@ fn fit_layout(x: &Matrix, derived: &[DerivedColumn], params: &MlpParams) -> Vec<
                 let mean = if count > 0 { sum / count as f64 } else { 0.0 };
                 let var = col
                     .iter()
-                    .filter(|v| !v.is_nan())
+                    .filter(|v| v.is_finite())
                     .map(|&v| (v as f64 - mean).powi(2))
                     .sum::<f64>()
                     / count.max(1) as f64;

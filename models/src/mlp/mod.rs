@@ -29,7 +29,7 @@ pub const WEIGHTS_FILE: &str = "weights.safetensors";
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "enc", rename_all = "snake_case")]
 pub enum InputColumn {
-    /// `(x - mean) / std`; NULL is 0, flagged by a missing indicator when `missing`.
+    /// `(x - mean) / std`; NULL (and ±∞) is 0, flagged by a missing indicator when `missing`.
     Number {
         /// Training mean.
         mean: f64,
@@ -582,6 +582,45 @@ mod tests {
             let sum: f64 = row.iter().sum();
             assert!((sum - *z as f64).abs() <= 1e-3, "{row:?} vs {z}");
         }
+    }
+
+    #[test]
+    fn infinite_values_are_missing_values() {
+        let (mut x, d, y, _) = data(400, 8);
+        for r in (0..400).step_by(7) {
+            x.cols[0][r] = if r % 2 == 0 {
+                f32::INFINITY
+            } else {
+                f32::NEG_INFINITY
+            };
+        }
+        let params = MlpParams {
+            epochs: 5,
+            ..Default::default()
+        };
+        let m = fit(
+            Rows {
+                x: &x,
+                derived: &d,
+                y: &y,
+                valid: None,
+            },
+            Objective::Binary,
+            2,
+            &params,
+            &NOT_CANCELLED,
+            &mut quiet,
+        )
+        .expect("fits");
+        // The column's statistics ignore the infinities, which are flagged as missing.
+        assert!(
+            matches!(m.inputs[0], InputColumn::Number { mean, std, missing: true }
+                if mean.is_finite() && std.is_finite()),
+            "{:?}",
+            m.inputs[0]
+        );
+        let (p, _) = m.predict(&x).expect("predicts");
+        assert!(p.iter().all(|v| v.is_finite()));
     }
 
     #[test]

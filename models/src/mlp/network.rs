@@ -102,7 +102,9 @@ pub(crate) fn encode(layout: &[InputColumn], x: &Matrix, rows: std::ops::Range<u
                 let (mean, scale) = (*mean as f32, (1.0 / *std) as f32);
                 for (r, &v) in values.iter().enumerate() {
                     let slot = &mut numbers[r * width + j..];
-                    if v.is_nan() {
+                    // NULL (NaN) and infinite values are missing: an infinity would make
+                    // every output of the row NaN.
+                    if !v.is_finite() {
                         slot[0] = 0.0;
                         if *missing {
                             slot[1] = 1.0;
@@ -119,7 +121,7 @@ pub(crate) fn encode(layout: &[InputColumn], x: &Matrix, rows: std::ops::Range<u
                     values
                         .iter()
                         .map(|&v| {
-                            if v.is_nan() || v < 0.0 || v as usize >= k {
+                            if !v.is_finite() || v < 0.0 || v as usize >= k {
                                 k as u32
                             } else {
                                 v as u32
