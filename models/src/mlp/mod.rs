@@ -380,6 +380,25 @@ mod tests {
         Ok(())
     }
 
+    /// Fit with `params`, never cancelled, no progress.
+    fn train(
+        x: &Matrix,
+        derived: &[DerivedColumn],
+        y: &[f32],
+        valid: Option<(&Matrix, &[f32])>,
+        objective: Objective,
+        classes: usize,
+        params: &MlpParams,
+    ) -> ModelResult<MlpModel> {
+        let rows = Rows {
+            x,
+            derived,
+            y,
+            valid,
+        };
+        fit(rows, objective, classes, params, &NOT_CANCELLED, &mut quiet)
+    }
+
     #[test]
     fn learns_a_binary_target_and_retrains_identically() {
         let (x, d, y, _) = data(3000, 1);
@@ -388,20 +407,7 @@ mod tests {
             epochs: 60,
             ..Default::default()
         };
-        let m = fit(
-            Rows {
-                x: &x,
-                derived: &d,
-                y: &y,
-                valid: Some((&vx, &vy)),
-            },
-            Objective::Binary,
-            2,
-            &params,
-            &NOT_CANCELLED,
-            &mut quiet,
-        )
-        .expect("fits");
+        let m = train(&x, &d, &y, Some((&vx, &vy)), Objective::Binary, 2, &params).expect("fits");
         let (p, k) = m.predict(&vx).expect("predicts");
         assert_eq!(k, 1);
         let right = p
@@ -413,20 +419,8 @@ mod tests {
             right as f64 / vy.len() as f64 > 0.9,
             "accuracy {right}/1000"
         );
-        let again = fit(
-            Rows {
-                x: &x,
-                derived: &d,
-                y: &y,
-                valid: Some((&vx, &vy)),
-            },
-            Objective::Binary,
-            2,
-            &params,
-            &NOT_CANCELLED,
-            &mut quiet,
-        )
-        .expect("fits");
+        let again =
+            train(&x, &d, &y, Some((&vx, &vy)), Objective::Binary, 2, &params).expect("fits");
         assert_eq!(again.predict(&vx).expect("predicts").0, p);
     }
 
@@ -437,20 +431,7 @@ mod tests {
             epochs: 5,
             ..Default::default()
         };
-        let m = fit(
-            Rows {
-                x: &x,
-                derived: &d,
-                y: &v,
-                valid: None,
-            },
-            Objective::Regression,
-            0,
-            &params,
-            &NOT_CANCELLED,
-            &mut quiet,
-        )
-        .expect("fits");
+        let m = train(&x, &d, &v, None, Objective::Regression, 0, &params).expect("fits");
         let bytes = m.held_payload().expect("held weights");
         let doc = serde_json::to_string(&m).expect("serialises");
         let back: MlpModel = serde_json::from_str(&doc).expect("reads back");
@@ -496,18 +477,14 @@ mod tests {
             ..Default::default()
         };
         let (y3, vy3) = (class(&v), class(&vv));
-        let m = fit(
-            Rows {
-                x: &x,
-                derived: &d,
-                y: &y3,
-                valid: Some((&vx, &vy3)),
-            },
+        let m = train(
+            &x,
+            &d,
+            &y3,
+            Some((&vx, &vy3)),
             Objective::Multiclass,
             3,
             &params,
-            &NOT_CANCELLED,
-            &mut quiet,
         )
         .expect("fits");
         let (p, k) = m.predict(&vx).expect("predicts");
@@ -526,18 +503,14 @@ mod tests {
             "accuracy {right}/800"
         );
 
-        let r = fit(
-            Rows {
-                x: &x,
-                derived: &d,
-                y: &v,
-                valid: Some((&vx, &vv)),
-            },
+        let r = train(
+            &x,
+            &d,
+            &v,
+            Some((&vx, &vv)),
             Objective::Regression,
             0,
             &params,
-            &NOT_CANCELLED,
-            &mut quiet,
         )
         .expect("fits");
         let (pred, _) = r.predict(&vx).expect("predicts");
@@ -561,20 +534,7 @@ mod tests {
             epochs: 20,
             ..Default::default()
         };
-        let m = fit(
-            Rows {
-                x: &x,
-                derived: &d,
-                y: &y,
-                valid: None,
-            },
-            Objective::Binary,
-            2,
-            &params,
-            &NOT_CANCELLED,
-            &mut quiet,
-        )
-        .expect("fits");
+        let m = train(&x, &d, &y, None, Objective::Binary, 2, &params).expect("fits");
         let some = x.take(&[0, 1, 2, 3, 4, 5, 6, 7]);
         let c = m.contributions(&some, &[0; 8]).expect("explains");
         let raw = m.raw(&some).expect("scores");
@@ -598,20 +558,7 @@ mod tests {
             epochs: 5,
             ..Default::default()
         };
-        let m = fit(
-            Rows {
-                x: &x,
-                derived: &d,
-                y: &y,
-                valid: None,
-            },
-            Objective::Binary,
-            2,
-            &params,
-            &NOT_CANCELLED,
-            &mut quiet,
-        )
-        .expect("fits");
+        let m = train(&x, &d, &y, None, Objective::Binary, 2, &params).expect("fits");
         // The column's statistics ignore the infinities, which are flagged as missing.
         assert!(
             matches!(m.inputs[0], InputColumn::Number { mean, std, missing: true }
@@ -626,18 +573,14 @@ mod tests {
     #[test]
     fn too_few_rows_name_the_minimum() {
         let (x, d, y, _) = data(10, 7);
-        let err = fit(
-            Rows {
-                x: &x,
-                derived: &d,
-                y: &y,
-                valid: None,
-            },
+        let err = train(
+            &x,
+            &d,
+            &y,
+            None,
             Objective::Binary,
             2,
             &MlpParams::default(),
-            &NOT_CANCELLED,
-            &mut quiet,
         )
         .expect_err("too small");
         assert!(err.to_string().contains("at least 20"), "{err}");
