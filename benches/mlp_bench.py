@@ -35,7 +35,7 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "python"))
 from conftest import Server  # noqa: E402
-from models_bench import fetch  # noqa: E402
+from models_bench import BANK_COLUMNS, TELCO_CHURN_SQL, fetch  # noqa: E402
 
 SHARED = next((p for p in [ROOT.parent / "shared" / "data", Path("/work/shared/data")] if p.exists()), None)
 SPLIT = "strpos('0123456789abcdef', substr(md5({key}), 1, 1)) - 1"
@@ -106,19 +106,12 @@ def main():
         with psycopg.connect(server.dsn, autocommit=True) as pg:
             telco = ROOT / "tests" / "data" / "telco_customer_churn.csv"
             pg.execute(f"CREATE EXTERNAL TABLE telco STORED AS CSV LOCATION '{telco}' OPTIONS ('format.has_header' 'true')")
-            results.append(run_case(server, pg, "churn",
-                "SELECT gender, \"SeniorCitizen\", \"Partner\", \"Dependents\", tenure, \"PhoneService\", "
-                "\"MultipleLines\", \"InternetService\", \"OnlineSecurity\", \"OnlineBackup\", \"DeviceProtection\", "
-                "\"TechSupport\", \"StreamingTV\", \"StreamingMovies\", \"Contract\", \"PaperlessBilling\", "
-                "\"PaymentMethod\", \"MonthlyCharges\", CAST(NULLIF(TRIM(\"TotalCharges\"), '') AS DOUBLE) AS total_charges, "
-                f"\"Churn\" AS churn, {SPLIT.format(key=chr(34) + 'customerID' + chr(34))} AS __split FROM telco",
-                "churn", "classification", "Yes"))
+            results.append(run_case(server, pg, "churn", TELCO_CHURN_SQL, "churn", "classification", "Yes"))
             if SHARED:
                 bank = SHARED / "classification" / "bank_additional_full.csv"
                 pg.execute(f"CREATE EXTERNAL TABLE bank STORED AS CSV LOCATION '{bank}' OPTIONS ('format.has_header' 'true', "
                            "'format.delimiter' ';', 'format.schema_infer_max_rec' '100000')")
-                cols = ("age, job, marital, education, \"default\", housing, loan, contact, month, day_of_week, campaign, "
-                        "pdays, previous, poutcome, \"emp.var.rate\", \"cons.price.idx\", \"cons.conf.idx\", euribor3m, \"nr.employed\"")
+                cols = BANK_COLUMNS
                 key = f"concat_ws(',', {cols}, duration)"
                 results.append(run_case(server, pg, "bank", f"SELECT {cols}, y, {SPLIT.format(key=key)} AS __split FROM bank",
                                         "y", "classification", "yes"))

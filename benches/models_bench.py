@@ -34,6 +34,18 @@ SHARED = next((p for p in [ROOT.parent / "shared" / "data", Path("/work/shared/d
 PARAMS = "num_trees = 300, learning_rate = 0.05, num_leaves = 31, validation_fraction = 0, early_stopping_rounds = 0"
 
 
+# The churn rows (TotalCharges parsed) with a hash split column, and bank marketing's
+# features without the leaky `duration`; shared with mlp_bench.py.
+TELCO_CHURN_SQL = (
+    "SELECT gender, \"SeniorCitizen\", \"Partner\", \"Dependents\", tenure, \"PhoneService\", "
+    "\"MultipleLines\", \"InternetService\", \"OnlineSecurity\", \"OnlineBackup\", \"DeviceProtection\", "
+    "\"TechSupport\", \"StreamingTV\", \"StreamingMovies\", \"Contract\", \"PaperlessBilling\", "
+    "\"PaymentMethod\", \"MonthlyCharges\", CAST(NULLIF(TRIM(\"TotalCharges\"), '') AS DOUBLE) AS total_charges, "
+    "\"Churn\" AS churn, strpos('0123456789abcdef', substr(md5(\"customerID\"), 1, 1)) - 1 AS __split FROM telco")
+BANK_COLUMNS = ("age, job, marital, education, \"default\", housing, loan, contact, month, day_of_week, campaign, "
+                "pdays, previous, poutcome, \"emp.var.rate\", \"cons.price.idx\", \"cons.conf.idx\", euribor3m, \"nr.employed\"")
+
+
 def fetch(server, sql):
     with flightsql.connect(server.flight_uri) as conn:
         cur = conn.cursor()
@@ -114,18 +126,12 @@ def main():
         with psycopg.connect(server.dsn, autocommit=True) as pg:
             telco = ROOT / "tests" / "data" / "telco_customer_churn.csv"
             pg.execute(f"CREATE EXTERNAL TABLE telco STORED AS CSV LOCATION '{telco}' OPTIONS ('format.has_header' 'true')")
-            results.append(run_case(server, pg, "churn",
-                "SELECT gender, \"SeniorCitizen\", \"Partner\", \"Dependents\", tenure, \"PhoneService\", "
-                "\"MultipleLines\", \"InternetService\", \"OnlineSecurity\", \"OnlineBackup\", \"DeviceProtection\", "
-                "\"TechSupport\", \"StreamingTV\", \"StreamingMovies\", \"Contract\", \"PaperlessBilling\", "
-                "\"PaymentMethod\", \"MonthlyCharges\", CAST(NULLIF(TRIM(\"TotalCharges\"), '') AS DOUBLE) AS total_charges, "
-                "\"Churn\" AS churn, strpos('0123456789abcdef', substr(md5(\"customerID\"), 1, 1)) - 1 AS __split FROM telco", "churn", "Yes"))
+            results.append(run_case(server, pg, "churn", TELCO_CHURN_SQL, "churn", "Yes"))
             if SHARED:
                 bank = SHARED / "classification" / "bank_additional_full.csv"
                 pg.execute(f"CREATE EXTERNAL TABLE bank STORED AS CSV LOCATION '{bank}' OPTIONS ('format.has_header' 'true', "
                            "'format.delimiter' ';', 'format.schema_infer_max_rec' '100000')")
-                cols = ("age, job, marital, education, \"default\", housing, loan, contact, month, day_of_week, campaign, "
-                        "pdays, previous, poutcome, \"emp.var.rate\", \"cons.price.idx\", \"cons.conf.idx\", euribor3m, \"nr.employed\"")
+                cols = BANK_COLUMNS
                 results.append(run_case(server, pg, "bank",
                     f"SELECT {cols}, y, strpos('0123456789abcdef', substr(md5(concat_ws(',', {cols}, duration)), 1, 1)) - 1 AS __split FROM bank", "y", "yes"))
             with tempfile.TemporaryDirectory() as tmp:

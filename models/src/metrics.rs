@@ -159,6 +159,24 @@ pub fn regression(pred: &[f32], y: &[f32]) -> Metrics {
     m
 }
 
+/// The logistic function.
+pub(crate) fn sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + (-x).exp())
+}
+
+/// Turn one row of scores into probabilities, in place (shifted by the maximum for stability).
+pub(crate) fn softmax_in_place(v: &mut [f32]) {
+    let m = v.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut s = 0.0;
+    for x in v.iter_mut() {
+        *x = (*x - m).exp();
+        s += *x;
+    }
+    for x in v.iter_mut() {
+        *x /= s;
+    }
+}
+
 /// Index of the largest value (first on ties).
 pub fn argmax(row: &[f32]) -> usize {
     let mut best = 0;

@@ -16,6 +16,7 @@ use super::scorer::ScoringTree;
 use super::tree::Tree;
 use crate::error::{ModelError, ModelResult};
 use crate::features::{DerivedColumn, Matrix};
+use crate::metrics::{sigmoid, softmax_in_place};
 
 /// The loss a boosted ensemble minimises (and how raw scores become outputs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -177,22 +178,6 @@ impl TreeParams {
 /// Called after every boosting iteration with (iteration, validation metric). Returning an
 /// error (e.g. cancellation) stops training.
 pub type IterationHook<'a> = dyn FnMut(usize, Option<f64>) -> ModelResult<()> + 'a;
-
-fn sigmoid(x: f32) -> f32 {
-    1.0 / (1.0 + (-x).exp())
-}
-
-fn softmax_in_place(v: &mut [f32]) {
-    let m = v.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let mut s = 0.0;
-    for x in v.iter_mut() {
-        *x = (*x - m).exp();
-        s += *x;
-    }
-    for x in v.iter_mut() {
-        *x /= s;
-    }
-}
 
 /// Rows scored per block (and per parallel task): the tree stays in cache while it walks
 /// the block.

@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{ModelError, ModelResult};
 use crate::features::Matrix;
+use crate::metrics::{sigmoid, softmax_in_place};
 use network::{EncodedTensors, Network, candle_error, encode, input_owners, number_width};
 
 /// Name of the weights payload in a version's directory.
@@ -149,18 +150,12 @@ impl MlpModel {
         if let Some(n) = self.network.get() {
             return Ok(Arc::clone(n));
         }
-        let bytes = match (&self.held, self.location.get()) {
-            (Some(held), _) => held.as_ref().clone(),
-            (None, Some(path)) => std::fs::read(path).map_err(|e| {
-                ModelError::Corrupt(format!("network weights {}: {e}", path.display()))
-            })?,
-            (None, None) => {
-                return Err(ModelError::Corrupt(format!(
-                    "the location of {} is not known",
-                    self.file
-                )));
-            }
-        };
+        // A network trained in this process is set from the start: only a stored one is read.
+        let path = self.location.get().ok_or_else(|| {
+            ModelError::Corrupt(format!("the location of {} is not known", self.file))
+        })?;
+        let bytes = std::fs::read(path)
+            .map_err(|e| ModelError::Corrupt(format!("network weights {}: {e}", path.display())))?;
         let net = Network::from_safetensors(
             &bytes,
             &self.inputs,
@@ -204,7 +199,7 @@ impl MlpModel {
         let mut out = self.raw(x)?;
         match &self.head {
             Head::Logit => out.iter_mut().for_each(|z| *z = sigmoid(*z)),
-            Head::Softmax => out.chunks_mut(self.outputs).for_each(softmax),
+            Head::Softmax => out.chunks_mut(self.outputs).for_each(softmax_in_place),
             Head::Value { mean, std } => out
                 .iter_mut()
                 .for_each(|v| *v = (*v as f64 * std + mean) as f32),
@@ -302,20 +297,6 @@ fn integrated_gradients(
         .zip(v)
         .map(|(&g, &x)| g as f64 * x as f64 / steps as f64)
         .collect())
-}
-
-fn sigmoid(z: f32) -> f32 {
-    1.0 / (1.0 + (-z).exp())
-}
-
-fn softmax(row: &mut [f32]) {
-    let m = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
-    let mut sum = 0.0;
-    for v in row.iter_mut() {
-        *v = (*v - m).exp();
-        sum += *v;
-    }
-    row.iter_mut().for_each(|v| *v /= sum);
 }
 
 #[cfg(test)]
