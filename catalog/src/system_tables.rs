@@ -112,11 +112,15 @@ impl SystemTable {
     }
 }
 
-/// Where a graph asking for `requested` runs on this server (without loading it).
-fn effective_device(requested: &str) -> String {
-    use prognos_models::onnx::device::{DeviceRequest, effective};
+/// Where a model of `algorithm` asking for `requested` runs on this server (without
+/// loading it).
+fn effective_device(algorithm: &str, requested: &str) -> String {
+    use prognos_models::onnx::device::DeviceRequest;
+    // Only imported graphs and perceptrons record a device; anything else is read as a graph.
+    let algorithm =
+        prognos_models::Algorithm::parse(algorithm).unwrap_or(prognos_models::Algorithm::Onnx);
     DeviceRequest::parse(requested)
-        .map(|r| effective(r).to_string())
+        .map(|r| algorithm.effective_device(r).to_string())
         .unwrap_or_else(|_| "cpu".to_string())
 }
 
@@ -211,7 +215,11 @@ impl RegistryTable {
                     )),
                     with(&|v| Some(v.created_at.clone())),
                     with(&|v| v.device.clone()),
-                    with(&|v| v.device.as_deref().map(effective_device)),
+                    with(&|v| {
+                        v.device
+                            .as_deref()
+                            .map(|d| effective_device(&v.algorithm, d))
+                    }),
                     Arc::new(StringArray::from_iter(
                         entries
                             .iter()

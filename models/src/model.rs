@@ -100,6 +100,17 @@ impl Algorithm {
     }
 }
 
+impl Algorithm {
+    /// Where a model of this algorithm that asks for `requested` runs on this server, without
+    /// loading it: perceptrons on candle's devices, imported graphs on ONNX Runtime's.
+    pub fn effective_device(&self, requested: DeviceRequest) -> crate::onnx::device::Device {
+        match self {
+            Algorithm::Mlp => crate::mlp::device::effective(requested),
+            _ => crate::onnx::device::effective(requested),
+        }
+    }
+}
+
 /// The fitted estimator.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -351,11 +362,12 @@ impl ModelArtifact {
 
     /// The model as a session that asks for `request` runs it (`SET prognos.device`): an
     /// imported graph opened on the device the request gets (its own sessions, pooled and
-    /// kept); `self` when that is where it runs already, and for native models, which run on
-    /// the CPU.
+    /// kept), a perceptron with its weights loaded there; `self` when that is where it runs
+    /// already, and for the other native models, which run on the CPU.
     pub fn on_device(self: &Arc<Self>, request: DeviceRequest) -> Arc<ModelArtifact> {
         match &self.estimator {
             Estimator::Onnx(o) => o.view_on(self, request),
+            Estimator::Mlp(m) => m.view_on(self, request),
             _ => Arc::clone(self),
         }
     }
@@ -381,11 +393,14 @@ impl ModelArtifact {
         }
     }
 
-    /// The device an imported graph asks for and the one it runs on here
-    /// (`None` for models prognos trained, which run on the CPU).
+    /// The device an imported graph or a perceptron asks for and the one it runs on here
+    /// (`None` for the other models prognos trains, which run on the CPU).
     pub fn devices(&self) -> Option<(String, String)> {
-        self.onnx()
-            .map(|o| (o.device.to_string(), o.effective_device().to_string()))
+        match &self.estimator {
+            Estimator::Onnx(o) => Some((o.device.to_string(), o.effective_device().to_string())),
+            Estimator::Mlp(m) => Some((m.device.to_string(), m.effective_device().to_string())),
+            _ => None,
+        }
     }
 
     /// Payload files stored beside `artifact.json`, by name: relative paths (an imported

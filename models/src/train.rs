@@ -63,6 +63,22 @@ pub struct TrainRequest {
     pub options: BTreeMap<String, String>,
 }
 
+impl TrainRequest {
+    /// Bytes training holds besides the training rows and their feature matrix, about, for
+    /// `rows` rows of `columns` columns: a network's parameters and batches (also when `auto`
+    /// would try one); nothing for the other algorithms, whose working sets scale with the
+    /// matrix. Options that do not parse count as their defaults (training rejects them).
+    pub fn working_memory(&self, rows: usize, columns: usize) -> usize {
+        let network = matches!(self.algorithm, Algorithm::Mlp)
+            || (matches!(self.algorithm, Algorithm::Auto) && rows >= AUTO_MLP_ROWS);
+        if !network {
+            return 0;
+        }
+        let params = MlpParams::from_options(&self.options, 0).unwrap_or_default();
+        crate::mlp::fit::working_memory(&params, rows, columns)
+    }
+}
+
 /// Progress reports and cancellation.
 pub struct TrainContext<'a> {
     /// Receives human-readable progress lines (sent as NOTICE messages).
@@ -339,6 +355,9 @@ fn fit_one(
             let seed = num(options, "seed")?.unwrap_or(42.0).max(0.0) as u64;
             let params = MlpParams::from_options(options, seed)?;
             let progress = &mut *ctx.progress;
+            if let Some(why) = crate::mlp::device::fallback_reason(params.device) {
+                progress(why);
+            }
             let mut last_report = Instant::now();
             let monitored = if valid.is_some() {
                 "validation"

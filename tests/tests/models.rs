@@ -936,3 +936,99 @@ async fn mlp_models_train_retrain_identically_explain_and_persist() {
     assert_eq!(sqlstate_of(&c, &sql("churn_mlp")).await, "XX001");
     assert_eq!(query(&c, &sql("churn_mlp_again")).await, before);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mlp_devices_memory_limit_and_cancellation() {
+    let server = Server::start_with(
+        false,
+        vec![("PROGNOS__ENGINE__MEMORY_LIMIT_MB".into(), "256".into())],
+    );
+    let (c, notices) = server.connect_with_notices().await;
+    create_telco(&c).await;
+    let columns = "tenure, \"MonthlyCharges\", \"Contract\", churn";
+
+    // A CUDA device this build cannot use: the network trains on the CPU, and says so.
+    c.batch_execute(&format!(
+        "CREATE MODEL gpu_nn PREDICT churn USING mlp WITH (device = 'cuda:1', epochs = 3) AS \
+         SELECT {columns} FROM telco_features"
+    ))
+    .await
+    .expect("mlp on cuda:1");
+    let said = notices.take();
+    assert!(
+        said.iter().any(|(severity, m)| severity == "NOTICE"
+            && m.contains("device cuda:1 is not available to USING mlp")),
+        "{said:?}"
+    );
+    assert_eq!(
+        query(
+            &c,
+            "SELECT device, effective_device FROM system.models WHERE name = 'gpu_nn'"
+        )
+        .await,
+        vec![vec![Some("cuda:1".into()), Some("cpu".into())]]
+    );
+    assert_eq!(
+        sqlstate_of(
+            &c,
+            &format!(
+                "CREATE MODEL bad PREDICT churn USING mlp WITH (device = 'tpu') AS \
+                 SELECT {columns} FROM telco_features"
+            )
+        )
+        .await,
+        "22023"
+    );
+    // A session asking for another device scores on the device it gets.
+    let predict = "SELECT count(PREDICT('gpu_nn', tenure, \"MonthlyCharges\", \"Contract\")) \
+                   FROM telco_features";
+    c.batch_execute("SET prognos.device = 'cpu'")
+        .await
+        .expect("set cpu");
+    assert_eq!(scalar(&c, predict).await, "7043");
+    c.batch_execute("SET prognos.device = 'cuda'")
+        .await
+        .expect("set cuda");
+    assert_eq!(scalar(&c, predict).await, "7043");
+
+    // Batches of 65 536 rows through two 4096-wide layers need gigabytes: refused before
+    // training starts.
+    let err = c
+        .batch_execute(&format!(
+            "CREATE MODEL huge PREDICT churn USING mlp \
+             WITH (hidden_layers = '4096,4096', batch_size = 65536) AS \
+             SELECT {columns} FROM telco_features"
+        ))
+        .await
+        .expect_err("over the memory limit");
+    assert_eq!(err.code().map(|s| s.code()), Some("53200"), "{err}");
+    let msg = err.as_db_error().map(|d| d.message().to_string());
+    assert!(
+        msg.as_deref().is_some_and(|m| m.contains("memory limit")),
+        "{msg:?}"
+    );
+
+    // Cancelled inside its only epoch (thousands of single-row steps through 1024-wide
+    // layers): the query ends with 57014 and nothing is registered.
+    let token = c.cancel_token();
+    let canceller = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        token.cancel_query(tokio_postgres::NoTls).await
+    });
+    let started = std::time::Instant::now();
+    let err = c
+        .batch_execute(&format!(
+            "CREATE MODEL slow_nn PREDICT churn USING mlp \
+             WITH (hidden_layers = '1024,1024', batch_size = 1, epochs = 1) AS \
+             SELECT {columns} FROM telco_features"
+        ))
+        .await
+        .expect_err("cancelled");
+    canceller.await.expect("join").expect("cancel sent");
+    assert_eq!(err.code().map(|s| s.code()), Some("57014"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(30));
+    assert_eq!(
+        query(&c, "SELECT name FROM system.models ORDER BY name").await,
+        vec![vec![Some("gpu_nn".into())]]
+    );
+}

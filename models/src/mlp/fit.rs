@@ -18,6 +18,7 @@ use super::{Head, InputColumn, MlpModel};
 use crate::error::{ModelError, ModelResult};
 use crate::features::{DerivedColumn, Matrix};
 use crate::gbdt::Objective;
+use crate::onnx::device::DeviceRequest;
 use crate::train::num;
 
 /// `WITH (...)` options of `USING mlp`.
@@ -32,6 +33,7 @@ pub const OPTIONS: &[&str] = &[
     "dropout",
     "class_weights",
     "embedding_dim",
+    "device",
 ];
 
 /// Fewest training rows a network is fitted on.
@@ -61,6 +63,8 @@ pub struct MlpParams {
     pub embedding_dim: Option<usize>,
     /// Seed of every random choice.
     pub seed: u64,
+    /// Where the network trains and runs.
+    pub device: DeviceRequest,
 }
 
 impl Default for MlpParams {
@@ -76,6 +80,7 @@ impl Default for MlpParams {
             balanced: false,
             embedding_dim: None,
             seed: 42,
+            device: DeviceRequest::Auto,
         }
     }
 }
@@ -157,6 +162,9 @@ impl MlpParams {
             }
             p.dropout = v;
         }
+        if let Some(v) = options.get("device") {
+            p.device = DeviceRequest::parse(v)?;
+        }
         if let Some(v) = options.get("class_weights") {
             p.balanced = match v.trim().to_ascii_lowercase().as_str() {
                 "balanced" => true,
@@ -192,6 +200,29 @@ impl MlpParams {
             }
         )
     }
+}
+
+/// Bytes a fit of `rows` rows of `columns` matrix columns holds besides the matrix, about:
+/// the encoded rows (two f32 inputs per column, the most a number takes), and per parameter
+/// its value, gradient, two moments and the best epoch's copy, and one batch's activations
+/// with their gradients. Categories are counted as numbers: their embedding tables are
+/// small next to the layers.
+pub fn working_memory(params: &MlpParams, rows: usize, columns: usize) -> usize {
+    let inputs = columns.saturating_mul(2);
+    let widths: Vec<usize> = std::iter::once(inputs)
+        .chain(params.hidden.iter().copied())
+        .chain(std::iter::once(1))
+        .collect();
+    let parameters: usize = widths
+        .windows(2)
+        .map(|w| w[0].saturating_mul(w[1]).saturating_add(w[1]))
+        .fold(0, usize::saturating_add);
+    let batch = params.batch_size.min(rows.max(1));
+    let units = widths.iter().copied().fold(0, usize::saturating_add);
+    rows.saturating_mul(inputs)
+        .saturating_add(parameters.saturating_mul(5))
+        .saturating_add(batch.saturating_mul(units).saturating_mul(3))
+        .saturating_mul(4)
 }
 
 /// Embedding width for a column of `n` categories (fast.ai's rule of thumb, at most 16).
@@ -401,7 +432,7 @@ pub fn fit(
             x.n_rows
         )));
     }
-    let device = Device::Cpu;
+    let device = super::device::candle_device(params.device);
     let mut rng = ChaCha8Rng::seed_from_u64(params.seed);
     let layout = fit_layout(x, derived, params);
     let targets = targets(objective, classes, y, params.balanced);
@@ -427,7 +458,8 @@ pub fn fit(
             })
             .collect(),
     };
-    let mut opt = AdamW::new(vars.clone(), params.learning_rate, params.weight_decay);
+    let mut opt = AdamW::new(vars.clone(), params.learning_rate, params.weight_decay)
+        .map_err(candle_error)?;
 
     let width = number_width(&layout);
     let train = EncodedTensors::new(&encode(&layout, x, 0..x.n_rows), width, &device)?;
@@ -536,6 +568,7 @@ pub fn fit(
         targets.outputs,
         targets.head,
         best_epoch + 1,
+        params.device,
         network,
     )
 }

@@ -9,18 +9,20 @@
 //! first use. Explanations are integrated gradients ([`MlpModel::contributions`]).
 
 mod adamw;
+pub mod device;
 pub mod fit;
 mod network;
 
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
-use candle_core::{Device, Tensor, Var};
+use candle_core::{Tensor, Var};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ModelError, ModelResult};
 use crate::features::Matrix;
 use crate::metrics::{sigmoid, softmax_in_place};
+use crate::onnx::device::{Device as RunsOn, DeviceRequest, DeviceViews};
 use network::{EncodedTensors, Network, candle_error, encode, input_owners, number_width};
 
 /// Name of the weights payload in a version's directory.
@@ -90,6 +92,9 @@ pub struct MlpModel {
     pub epochs: usize,
     /// The weights payload's name.
     pub file: String,
+    /// The device the network asks for (`WITH (device = …)`).
+    #[serde(default)]
+    pub device: DeviceRequest,
     #[serde(skip)]
     location: OnceLock<PathBuf>,
     #[serde(skip)]
@@ -97,6 +102,9 @@ pub struct MlpModel {
     /// The serialised weights of a network trained in this process (not yet stored).
     #[serde(skip)]
     held: Option<Arc<Vec<u8>>>,
+    /// The same model run on other devices (sessions asking for another device).
+    #[serde(skip)]
+    views: DeviceViews,
 }
 
 impl PartialEq for MlpModel {
@@ -107,6 +115,7 @@ impl PartialEq for MlpModel {
             && self.head == other.head
             && self.epochs == other.epochs
             && self.file == other.file
+            && self.device == other.device
     }
 }
 
@@ -117,6 +126,7 @@ impl MlpModel {
         outputs: usize,
         head: Head,
         epochs: usize,
+        device: DeviceRequest,
         network: Network,
     ) -> ModelResult<MlpModel> {
         let held = Some(Arc::new(network.to_safetensors()?));
@@ -127,9 +137,11 @@ impl MlpModel {
             head,
             epochs,
             file: WEIGHTS_FILE.to_string(),
+            device,
             location: OnceLock::new(),
             network: OnceLock::new(),
             held,
+            views: DeviceViews::default(),
         };
         let _ = model.network.set(Arc::new(network));
         Ok(model)
@@ -138,6 +150,38 @@ impl MlpModel {
     /// Weights held in memory that the registry must store as payload `file`.
     pub fn held_payload(&self) -> Option<Arc<Vec<u8>>> {
         self.held.clone()
+    }
+
+    /// The device the network runs on here.
+    pub fn effective_device(&self) -> RunsOn {
+        device::effective(self.device)
+    }
+
+    /// `whole` (the artifact holding this model) as it runs on the device `request` gets:
+    /// itself when that is where it runs already, else a copy that loads the weights there
+    /// (kept, so each device loads them once).
+    pub(crate) fn view_on(
+        &self,
+        whole: &Arc<crate::ModelArtifact>,
+        request: DeviceRequest,
+    ) -> Arc<crate::ModelArtifact> {
+        let wanted = device::effective(request);
+        if wanted == self.effective_device() {
+            return Arc::clone(whole);
+        }
+        let mut views = self.views.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((_, view)) = views.iter().find(|(d, _)| *d == wanted) {
+            return Arc::clone(view);
+        }
+        let mut copy = (**whole).clone();
+        copy.estimator = crate::model::Estimator::Mlp(MlpModel {
+            device: request,
+            network: OnceLock::new(),
+            ..self.clone()
+        });
+        let view = Arc::new(copy);
+        views.push((wanted, Arc::clone(&view)));
+        view
     }
 
     /// Where the weights payload is on local disk.
@@ -161,7 +205,7 @@ impl MlpModel {
             &self.inputs,
             &self.hidden,
             self.outputs,
-            &Device::Cpu,
+            &device::candle_device(self.device),
         )?;
         Ok(Arc::clone(self.network.get_or_init(|| Arc::new(net))))
     }
@@ -190,7 +234,8 @@ impl MlpModel {
 
     /// Output-layer values (logits or the standardised value), row-major `rows × outputs`.
     pub fn raw(&self, x: &Matrix) -> ModelResult<Vec<f32>> {
-        fit::outputs_in_blocks(&*self.network()?, &self.inputs, x, &Device::Cpu)
+        let net = self.network()?;
+        fit::outputs_in_blocks(&net, &self.inputs, x, &net.device())
     }
 
     /// Predictions, `k` per row: binary → P(second class); multiclass → probabilities;
@@ -222,7 +267,7 @@ impl MlpModel {
             _ => (1.0, 0.0),
         };
         let width = number_width(&self.inputs);
-        let device = Device::Cpu;
+        let device = net.device();
         let mut result = vec![0f64; x.n_rows * w];
         let zero = {
             let d = owners.len();
@@ -275,7 +320,7 @@ fn integrated_gradients(
     steps: usize,
 ) -> ModelResult<Vec<f64>> {
     let d = v.len();
-    let device = Device::Cpu;
+    let device = net.device();
     let mut path = Vec::with_capacity(steps * d);
     for s in 0..steps {
         let alpha = (s as f32 + 0.5) / steps as f32;
@@ -565,5 +610,61 @@ mod tests {
         )
         .expect_err("too small");
         assert!(err.to_string().contains("at least 20"), "{err}");
+    }
+
+    /// A cancel that arrives inside an epoch stops the fit before that epoch ends.
+    #[test]
+    fn cancellation_stops_a_fit_mid_epoch() {
+        let (x, d, y, _) = data(4000, 5);
+        // One epoch of 4000 single-row steps through 512-wide layers takes seconds.
+        let params = MlpParams {
+            epochs: 1,
+            batch_size: 1,
+            hidden: vec![512, 512],
+            ..Default::default()
+        };
+        let cancel = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = std::sync::Arc::clone(&cancel);
+        let canceller = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            flag.store(true, std::sync::atomic::Ordering::Relaxed);
+        });
+        let mut epochs_ended = 0;
+        let mut hook = |_: usize, _: f64| -> ModelResult<()> {
+            epochs_ended += 1;
+            Ok(())
+        };
+        let rows = Rows {
+            x: &x,
+            derived: &d,
+            y: &y,
+            valid: None,
+        };
+        let err =
+            fit(rows, Objective::Binary, 2, &params, &cancel, &mut hook).expect_err("cancelled");
+        canceller.join().expect("canceller");
+        assert!(matches!(err, ModelError::Cancelled), "{err}");
+        assert_eq!(epochs_ended, 0);
+    }
+
+    #[test]
+    fn the_device_option_is_read_and_kept() {
+        let (x, d, y, _) = data(200, 6);
+        let options: std::collections::BTreeMap<String, String> =
+            [("device".to_string(), "cuda:1".to_string())].into();
+        let params = MlpParams {
+            epochs: 2,
+            ..MlpParams::from_options(&options, 1).expect("options")
+        };
+        assert_eq!(params.device, DeviceRequest::Cuda(1));
+        let m = train(&x, &d, &y, None, Objective::Binary, 2, &params).expect("fits");
+        assert_eq!(m.device, DeviceRequest::Cuda(1));
+        if !candle_core::utils::cuda_is_available() {
+            assert_eq!(m.effective_device(), RunsOn::Cpu);
+        }
+        let bad: std::collections::BTreeMap<String, String> =
+            [("device".to_string(), "tpu".to_string())].into();
+        let err = MlpParams::from_options(&bad, 1).expect_err("tpu");
+        assert!(err.to_string().contains("tpu"), "{err}");
     }
 }

@@ -181,6 +181,14 @@ impl EncodedTensors {
 }
 
 impl Network {
+    /// The device the parameters are on.
+    pub(crate) fn device(&self) -> Device {
+        self.layers
+            .first()
+            .map(|l| l.w.device().clone())
+            .unwrap_or(Device::Cpu)
+    }
+
     /// Fresh parameters: dense layers as PyTorch initialises them (uniform in ±1/√fan-in),
     /// embeddings uniform with unit variance, all drawn from `rng`.
     pub(crate) fn init(

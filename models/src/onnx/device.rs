@@ -109,6 +109,20 @@ pub fn fallback_reason(request: DeviceRequest) -> Option<String> {
     }
 }
 
+/// Copies of a model's artifact that run on another device than the model asks for (see
+/// [`crate::ModelArtifact::on_device`]), one per device, kept so each device opens the model
+/// once. Never serialised; empty again in a clone.
+#[derive(Debug, Default)]
+pub(crate) struct DeviceViews(
+    pub(crate) std::sync::Mutex<Vec<(Device, std::sync::Arc<crate::ModelArtifact>)>>,
+);
+
+impl Clone for DeviceViews {
+    fn clone(&self) -> Self {
+        DeviceViews::default()
+    }
+}
+
 static CPU_RUNS: AtomicU64 = AtomicU64::new(0);
 static CPU_ROWS: AtomicU64 = AtomicU64::new(0);
 static CUDA_RUNS: AtomicU64 = AtomicU64::new(0);

@@ -19,7 +19,7 @@ use datafusion::arrow::compute::{cast, take};
 use datafusion::arrow::datatypes::{DataType, Field, Float32Type, Float64Type, Int64Type};
 use serde::{Deserialize, Serialize};
 
-use super::device::{self, Device, DeviceRequest};
+use super::device::{self, Device, DeviceRequest, DeviceViews};
 use super::external::ExternalFiles;
 use super::{Feed, OnnxGraph, OutputValue, Port, PortKind};
 use crate::Task;
@@ -181,18 +181,6 @@ pub struct OnnxModel {
     /// The same model run on other devices (sessions asking for another device).
     #[serde(skip)]
     views: DeviceViews,
-}
-
-/// Copies of an ONNX model's artifact that run on another device than the model asks for
-/// (see [`crate::ModelArtifact::on_device`]), one per device, kept so their sessions are
-/// pooled. Never serialised; empty again in a clone.
-#[derive(Debug, Default)]
-pub(crate) struct DeviceViews(std::sync::Mutex<Vec<(Device, Arc<crate::ModelArtifact>)>>);
-
-impl Clone for DeviceViews {
-    fn clone(&self) -> Self {
-        DeviceViews::default()
-    }
 }
 
 impl PartialEq for OnnxModel {

@@ -400,14 +400,16 @@ async fn train_rows(
     let (names, columns) = read_training_rows(engine, session, query).await?;
     // The training set and the matrices built from it (f32 values, u8 bins, row
     // indices, gradients: about 4× the rows × columns of 4 bytes) are reserved in the
-    // session's memory pool, so `engine.memory_limit_mb` bounds training too.
+    // session's memory pool, so `engine.memory_limit_mb` bounds training too; so is what a
+    // network holds besides (its parameters and a batch's activations).
     let n_rows = columns.first().map(|c| c.len()).unwrap_or(0);
     let estimate = columns
         .iter()
         .map(|c| c.get_array_memory_size())
         .sum::<usize>()
         + n_rows * columns.len() * 16
-        + n_rows * 32;
+        + n_rows * 32
+        + req.working_memory(n_rows, columns.len());
     let reservation = MemoryConsumer::new(format!("CREATE MODEL {name}"))
         .register(&session.ctx().runtime_env().memory_pool);
     reservation
