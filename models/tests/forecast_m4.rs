@@ -49,6 +49,7 @@ fn evaluate(train: &[Vec<f64>], test: &[Vec<f64>], method: Option<Method>) -> Sc
                 season_length: Some(24),
                 season_candidates: vec![24, 168],
                 windows: 2,
+                combine: vec![],
             };
             let f = forecast(y, &spec).expect("forecast");
             let covered = actual

@@ -417,28 +417,35 @@ async fn bad_model_statements_get_sqlstates_and_leave_the_registry_intact() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cancel_stops_training_and_registers_nothing() {
-    let server = Server::start();
-    let c = server.connect().await;
-    create_telco(&c).await;
+/// Run `sql`, cancelled from another connection after 1.5 s: its error and how long it ran.
+async fn cancelled_after_1500ms(c: &Client, sql: &str) -> (tokio_postgres::Error, Duration) {
     let token = c.cancel_token();
     let canceller = tokio::spawn(async move {
         tokio::time::sleep(Duration::from_millis(1500)).await;
         token.cancel_query(tokio_postgres::NoTls).await
     });
     let started = std::time::Instant::now();
-    let err = c
-        .batch_execute(&format!(
+    let err = c.batch_execute(sql).await.expect_err("cancelled");
+    canceller.await.expect("join").expect("cancel sent");
+    (err, started.elapsed())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_stops_training_and_registers_nothing() {
+    let server = Server::start();
+    let c = server.connect().await;
+    create_telco(&c).await;
+    let (err, took) = cancelled_after_1500ms(
+        &c,
+        &format!(
             "CREATE MODEL slow PREDICT churn USING gbdt \
              WITH (num_trees = 1000000, learning_rate = 0.001, early_stopping_rounds = 0, \
                    validation_fraction = 0) AS SELECT {ARGS}, churn FROM telco_features"
-        ))
-        .await
-        .expect_err("cancelled");
-    canceller.await.expect("join").expect("cancel sent");
+        ),
+    )
+    .await;
     assert_eq!(err.code().map(|s| s.code()), Some("57014"), "{err}");
-    assert!(started.elapsed() < Duration::from_secs(60));
+    assert!(took < Duration::from_secs(60));
     assert_eq!(scalar(&c, "SELECT count(*) FROM system.models").await, "0");
     // The training thread stopped: a new model trains at normal speed right after.
     c.batch_execute(
@@ -1010,23 +1017,17 @@ async fn mlp_devices_memory_limit_and_cancellation() {
 
     // Cancelled inside its only epoch (thousands of single-row steps through 1024-wide
     // layers): the query ends with 57014 and nothing is registered.
-    let token = c.cancel_token();
-    let canceller = tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(1500)).await;
-        token.cancel_query(tokio_postgres::NoTls).await
-    });
-    let started = std::time::Instant::now();
-    let err = c
-        .batch_execute(&format!(
+    let (err, took) = cancelled_after_1500ms(
+        &c,
+        &format!(
             "CREATE MODEL slow_nn PREDICT churn USING mlp \
              WITH (hidden_layers = '1024,1024', batch_size = 1, epochs = 1) AS \
              SELECT {columns} FROM telco_features"
-        ))
-        .await
-        .expect_err("cancelled");
-    canceller.await.expect("join").expect("cancel sent");
+        ),
+    )
+    .await;
     assert_eq!(err.code().map(|s| s.code()), Some("57014"), "{err}");
-    assert!(started.elapsed() < Duration::from_secs(30));
+    assert!(took < Duration::from_secs(30));
     assert_eq!(
         query(&c, "SELECT name FROM system.models ORDER BY name").await,
         vec![vec![Some("gpu_nn".into())]]

@@ -25,7 +25,7 @@ use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
 use datafusion::logical_expr::{Accumulator, AggregateUDFImpl, Signature, Volatility};
 use prognos_catalog::{CatalogError, ModelSnapshot};
 use prognos_models::forecast::time::{TimeAxis, times_from_i64, unit_nanos};
-use prognos_models::forecast::{ForecastSpec, Method, forecast, regularize};
+use prognos_models::forecast::{ForecastSpec, Method, forecast, members_label, regularize};
 use prognos_models::{ModelArtifact, ModelError};
 
 use crate::models::{external, list_scalar, literal_name};
@@ -234,6 +234,7 @@ impl Accumulator for SeriesAccumulator {
             season_length: self.season_length,
             season_candidates: axis.season_candidates(series.step, nanos),
             windows: 2,
+            combine: vec![],
         };
         let f = forecast(&series.values, &spec).map_err(external)?;
         let last = series.start + series.step * (series.values.len() as i64 - 1);
@@ -264,7 +265,7 @@ impl Accumulator for SeriesAccumulator {
                 Arc::new(Float64Array::from(f.lower)),
                 Arc::new(Float64Array::from(f.upper)),
                 Arc::new(StringArray::from_iter_values(std::iter::repeat_n(
-                    f.method.name(),
+                    members_label(f.method, &f.members),
                     h,
                 ))),
             ],

@@ -16,6 +16,7 @@ use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
 use datafusion::logical_expr::{Accumulator, AggregateUDFImpl, Signature};
 use prognos_catalog::{CatalogError, ModelSnapshot};
 use prognos_models::ModelArtifact;
+use prognos_models::forecast::members_label;
 use prognos_models::forecast::stored::ForecastModel;
 
 use crate::models::{external, list_scalar, model_error};
@@ -155,7 +156,7 @@ impl Accumulator for DriftAccumulator {
         let structs = StructArray::new(
             fields.clone(),
             vec![
-                Arc::new(StringArray::from(vec![d.method.name()])),
+                Arc::new(StringArray::from(vec![members_label(d.method, &d.members)])),
                 Arc::new(Int64Array::from(vec![d.observations as i64])),
                 Arc::new(Float64Array::from(vec![d.trained_mase])),
                 Arc::new(Float64Array::from(vec![d.recent_mase])),

@@ -252,6 +252,7 @@ pub fn fit_global(
                 rmse,
                 coverage: inside as f64 / h as f64,
                 method: Method::GbdtLag,
+                combined: vec![],
             });
         }
     }
@@ -303,6 +304,7 @@ pub fn fit_global(
                 last: p.series.start + p.series.step * (n as i64 - 1),
                 observations: n,
                 method: Method::GbdtLag,
+                combined: vec![],
                 season_length: m,
                 forecast,
                 calibration,

@@ -4,8 +4,11 @@
 //! A series arrives regular (one value per period, gaps already filled; see
 //! [`regularize`]). With `auto`, every method that the series is long enough for is scored
 //! on the last `windows` origins (each holds out `horizon` values; score = mean MASE) and the
-//! best one forecasts from the whole series. Intervals are conformal: for step `j` of the
-//! horizon, the `level` quantile of the chosen method's absolute backtest errors at steps
+//! forecast is the mean of the best ones: up to [`COMBINE_AT_MOST`] methods whose score is
+//! within [`COMBINE_WITHIN`] of the best (see benches/README.md: on the Tourism and M4 Hourly
+//! halves these defaults were chosen on, the mean beat the single best method on every
+//! set). Intervals are conformal: for step `j` of the
+//! horizon, the `level` quantile of the chosen forecast's absolute backtest errors at steps
 //! `j-2..=j+2` of up to five windows (the selection's and more origins further back, as far
 //! as the series allows); a series too short for any window gets intervals from its
 //! one-step naive errors growing with √j, and a note says so.
@@ -41,6 +44,9 @@ pub struct ForecastSpec {
     pub season_candidates: Vec<usize>,
     /// Backtest origins.
     pub windows: usize,
+    /// When not empty: forecast the mean of these methods, unscored (a stored series'
+    /// `auto` choice refitted, as DRIFT does); `method` is then not read.
+    pub combine: Vec<Method>,
 }
 
 /// The forecast of one series.
@@ -52,8 +58,12 @@ pub struct SeriesForecast {
     pub lower: Vec<f64>,
     /// Upper interval bounds.
     pub upper: Vec<f64>,
-    /// The method that produced them.
+    /// The method that produced them: with several [`SeriesForecast::members`], the one
+    /// with the best backtest.
     pub method: Method,
+    /// The methods whose mean the forecast is, best backtest first (just `method` when one
+    /// method forecasts).
+    pub members: Vec<Method>,
     /// Season length used.
     pub season_length: usize,
     /// Backtest MASE of each method tried (empty without a backtest).
@@ -252,25 +262,30 @@ pub fn forecast(y: &[f64], spec: &ForecastSpec) -> ModelResult<SeriesForecast> {
         .season_length
         .unwrap_or_else(|| seasonality::detect_season_length(y, &spec.season_candidates));
     let mut notes = vec![];
-    // `auto` leaves `ets` out for a seasonal series long enough for MSTL (seasonal AutoETS
-    // costs ~10 model fits per series there and did not change M4 Hourly's result: OWA 0.523
-    // with it, 0.522 without, 4.7x the time; MSTL is the exponential-smoothing candidate).
+    // `auto` leaves `ets` out for a seasonal series long enough for MSTL when the season is
+    // longer than a year of months (seasonal AutoETS costs ~10 model fits per series there
+    // and did not change M4 Hourly's result: OWA 0.523 with it, 0.522 without, 4.7x the
+    // time; MSTL is the exponential-smoothing candidate). Up to 12 it is cheap, and on the
+    // Tourism halves the defaults were chosen on it was the best single method.
     let mstl_covers_ets = spec.method.is_none()
-        && m >= 2
+        && m > 12
         && n >= Method::Mstl.min_len(m)
         && seasonality::is_seasonal(y, m);
+    let feasible = |mt: &Method| n >= mt.min_len(m);
+    let combining = !spec.combine.is_empty();
     let candidates: Vec<Method> = match spec.method {
+        _ if combining => spec.combine.iter().copied().filter(feasible).collect(),
         None => Method::ALL
             .into_iter()
-            .filter(|mt| n >= mt.min_len(m))
+            .filter(feasible)
             .filter(|mt| !(*mt == Method::Ets && mstl_covers_ets))
             .collect(),
-        Some(mt) if n >= mt.min_len(m) => vec![mt],
+        Some(mt) if feasible(&mt) => vec![mt],
         Some(mt) => {
             let fb = fallbacks(mt)
                 .iter()
                 .copied()
-                .find(|f| n >= f.min_len(m))
+                .find(feasible)
                 .unwrap_or(Method::Naive2);
             notes.push(format!(
                 "{} needs {} observations, the series has {n}: {} used instead",
@@ -307,7 +322,8 @@ pub fn forecast(y: &[f64], spec: &ForecastSpec) -> ModelResult<SeriesForecast> {
     };
     let fit =
         |c: Method, y: &[f64]| point_forecast_with(c, y, h, m, &spec.season_candidates, ets_form);
-    let mut errors: Vec<(Method, Vec<Vec<f64>>)> = vec![];
+    // Each candidate's forecasts at the origins, and its score.
+    let mut backtests: Vec<(Method, Vec<Vec<f64>>)> = vec![];
     let mut scores = vec![];
     if !origins.is_empty() {
         for &c in &candidates {
@@ -323,7 +339,7 @@ pub fn forecast(y: &[f64], spec: &ForecastSpec) -> ModelResult<SeriesForecast> {
                         } else {
                             smape(&y[o..o + h], &f)
                         };
-                        per_window.push(abs_errors(&y[o..o + h], &f));
+                        per_window.push(f);
                     }
                     Err(_) => {
                         ok = false;
@@ -333,43 +349,71 @@ pub fn forecast(y: &[f64], spec: &ForecastSpec) -> ModelResult<SeriesForecast> {
             }
             if ok {
                 scores.push((c, total / origins.len() as f64));
-                errors.push((c, per_window));
+                backtests.push((c, per_window));
             }
         }
     }
-    let chosen = scores
-        .iter()
-        .fold(None, |best: Option<(Method, f64)>, &(c, s)| match best {
-            Some((_, bs)) if bs <= s => best,
-            _ => Some((c, s)),
-        })
-        .map(|(c, _)| c)
-        .unwrap_or(candidates[0]);
-    let full = match (chosen, ets_forecast) {
-        (Method::Ets, Some(f)) => Ok(f),
-        _ => fit(chosen, y),
+    let members = if combining {
+        candidates.clone()
+    } else {
+        best_members(&scores, candidates[0])
     };
-    let point = match full {
-        Ok(p) => p,
-        Err(e) => {
-            notes.push(format!("{}: {e}; naive2 used instead", chosen.name()));
-            point_forecast(Method::Naive2, y, h, m, &[])?
+    let method = members[0];
+    let full_fit = |c: Method| match (c, &ets_forecast) {
+        (Method::Ets, Some(f)) => Ok(f.clone()),
+        _ => fit(c, y),
+    };
+    let mut fitted: Vec<(Method, Vec<f64>)> = vec![];
+    for &c in &members {
+        match full_fit(c) {
+            Ok(p) => fitted.push((c, p)),
+            Err(e) => notes.push(format!("{}: {e}; left out", c.name())),
         }
+    }
+    let (members, point) = if fitted.is_empty() {
+        notes.push(format!(
+            "{}: no forecast; naive2 used instead",
+            method.name()
+        ));
+        (
+            vec![Method::Naive2],
+            point_forecast(Method::Naive2, y, h, m, &[])?,
+        )
+    } else {
+        let kept: Vec<Method> = fitted.iter().map(|f| f.0).collect();
+        let forecasts: Vec<&[f64]> = fitted.iter().map(|f| &f.1[..]).collect();
+        (kept, mean_of(&forecasts))
     };
-    // More origins for the chosen method's interval errors than the selection used: two
-    // windows alone under-cover (measured on M4 Hourly: 83 % for a nominal 95 %).
-    if let Some((_, windows)) = errors.iter_mut().find(|(c, _)| *c == chosen) {
+    // The forecast's own backtest errors: the mean of its members' forecasts at each origin.
+    let member_windows = |k: usize| -> Option<Vec<&[f64]>> {
+        members
+            .iter()
+            .map(|c| backtests.iter().find(|b| b.0 == *c).map(|b| &b.1[k][..]))
+            .collect()
+    };
+    let mut errors: Option<Vec<Vec<f64>>> = (0..origins.len())
+        .map(|k| {
+            member_windows(k).map(|f| abs_errors(&y[origins[k]..origins[k] + h], &mean_of(&f)))
+        })
+        .collect::<Option<Vec<_>>>()
+        .filter(|e| !e.is_empty());
+    // More origins for the interval errors than the selection used: two windows alone
+    // under-cover (measured on M4 Hourly: 83 % for a nominal 95 %).
+    if let Some(windows) = errors.as_mut() {
         for k in spec.windows + 1..=spec.windows.max(INTERVAL_WINDOWS) {
             let Some(o) = n.checked_sub(k * h).filter(|&o| o >= need) else {
                 break;
             };
-            if let Ok(f) = fit(chosen, &y[..o]) {
-                windows.push(abs_errors(&y[o..o + h], &f));
+            let refits: Result<Vec<Vec<f64>>, _> =
+                members.iter().map(|&c| fit(c, &y[..o])).collect();
+            if let Ok(f) = refits {
+                let f: Vec<&[f64]> = f.iter().map(|v| &v[..]).collect();
+                windows.push(abs_errors(&y[o..o + h], &mean_of(&f)));
             }
         }
     }
-    let calibration = match errors.into_iter().find(|(c, _)| *c == chosen) {
-        Some((_, errors)) => Calibration::Backtest { errors },
+    let calibration = match errors {
+        Some(errors) => Calibration::Backtest { errors },
         None => {
             notes.push(
                 "the series is too short for a backtest: intervals from its one-step changes"
@@ -383,12 +427,58 @@ pub fn forecast(y: &[f64], spec: &ForecastSpec) -> ModelResult<SeriesForecast> {
         lower: point.iter().zip(&width).map(|(p, w)| p - w).collect(),
         upper: point.iter().zip(&width).map(|(p, w)| p + w).collect(),
         point,
-        method: chosen,
+        method: members[0],
+        members,
         season_length: m,
         scores,
         calibration,
         notes,
     })
+}
+
+/// Most methods `auto` averages.
+pub const COMBINE_AT_MOST: usize = 3;
+
+/// `auto` averages the methods whose backtest score is at most this much above the best
+/// (0.5: within 1.5 times the best score).
+pub const COMBINE_WITHIN: f64 = 0.5;
+
+/// The methods `auto` averages, best first: up to [`COMBINE_AT_MOST`] whose backtest score
+/// is within [`COMBINE_WITHIN`] of the best; `fallback` alone without scores.
+fn best_members(scores: &[(Method, f64)], fallback: Method) -> Vec<Method> {
+    let mut ranked: Vec<(Method, f64)> = scores.to_vec();
+    // A stable sort: ties keep the candidates' order.
+    ranked.sort_by(|a, b| a.1.total_cmp(&b.1));
+    match ranked.first() {
+        None => vec![fallback],
+        Some(&(_, best)) => ranked
+            .iter()
+            .take_while(|(_, s)| *s <= best * (1.0 + COMBINE_WITHIN))
+            .take(COMBINE_AT_MOST)
+            .map(|(c, _)| *c)
+            .collect(),
+    }
+}
+
+/// Step-by-step mean of forecasts of equal length.
+fn mean_of(forecasts: &[&[f64]]) -> Vec<f64> {
+    let k = forecasts.len().max(1) as f64;
+    let h = forecasts.first().map_or(0, |f| f.len());
+    (0..h)
+        .map(|j| forecasts.iter().map(|f| f[j]).sum::<f64>() / k)
+        .collect()
+}
+
+/// How a forecast names the methods it averages: `ets`, or `ets+mstl+theta`.
+pub fn members_label(method: Method, members: &[Method]) -> String {
+    if members.len() <= 1 {
+        return method.name().to_string();
+    }
+    members
+        .iter()
+        .map(|m| m.name())
+        .collect::<Vec<_>>()
+        .join("+")
 }
 
 #[cfg(test)]
@@ -420,6 +510,7 @@ mod tests {
             season_length: None,
             season_candidates: vec![24, 168],
             windows: 2,
+            combine: vec![],
         };
         let f = forecast(&y, &spec).expect("forecast");
         assert_eq!(f.season_length, 24);
@@ -428,5 +519,79 @@ mod tests {
         for j in 0..48 {
             assert!(f.lower[j] <= f.point[j] && f.point[j] <= f.upper[j]);
         }
+    }
+
+    #[test]
+    fn auto_averages_the_methods_close_to_the_best() {
+        use Method::*;
+        assert_eq!(
+            best_members(
+                &[(Theta, 1.0), (Naive2, 1.4), (Mstl, 1.6), (Ets, 1.2)],
+                Naive2
+            ),
+            vec![Theta, Ets, Naive2]
+        );
+        assert_eq!(best_members(&[(Ets, 1.0), (Theta, 2.0)], Naive2), vec![Ets]);
+        assert_eq!(
+            best_members(
+                &[(Ets, 1.0), (Theta, 1.0), (Mstl, 1.1), (Naive2, 1.2)],
+                Naive2
+            ),
+            vec![Ets, Theta, Mstl],
+            "at most three, ties in candidate order"
+        );
+        assert_eq!(best_members(&[], Naive2), vec![Naive2]);
+        assert_eq!(members_label(Ets, &[Ets, Mstl]), "ets+mstl");
+        assert_eq!(members_label(Ets, &[Ets]), "ets");
+    }
+
+    #[test]
+    fn a_combination_is_the_mean_of_its_members_with_its_own_backtest_errors() {
+        let y: Vec<f64> = (0..12 * 12)
+            .map(|t| {
+                100.0
+                    + t as f64 * 0.5
+                    + 20.0 * (2.0 * std::f64::consts::PI * (t % 12) as f64 / 12.0).sin()
+                    + 3.0 * ((t as f64 * 12.9898).sin() * 43_758.545).fract()
+            })
+            .collect();
+        let spec = |method: Option<Method>, combine: Vec<Method>| ForecastSpec {
+            method,
+            horizon: 12,
+            level: 80.0,
+            season_length: Some(12),
+            season_candidates: vec![12],
+            windows: 2,
+            combine,
+        };
+        let one = |m: Method| forecast(&y, &spec(Some(m), vec![])).expect("forecast");
+        let (snaive, theta) = (one(Method::SeasonalNaive), one(Method::Theta));
+        let both = forecast(&y, &spec(None, vec![Method::SeasonalNaive, Method::Theta]))
+            .expect("combination");
+        assert_eq!(both.members, vec![Method::SeasonalNaive, Method::Theta]);
+        for j in 0..12 {
+            assert!((both.point[j] - (snaive.point[j] + theta.point[j]) / 2.0).abs() < 1e-9);
+        }
+        // Its interval errors are the combination's own: the first window's, recomputed.
+        let o = y.len() - 12;
+        let at_origin = |m: Method| point_forecast(m, &y[..o], 12, 12, &[12]).expect("refit");
+        let (a, b) = (at_origin(Method::SeasonalNaive), at_origin(Method::Theta));
+        let Calibration::Backtest { errors } = &both.calibration else {
+            panic!("no backtest: {:?}", both.calibration);
+        };
+        assert_eq!(errors.len(), 5);
+        for j in 0..12 {
+            let e = (y[o + j] - (a[j] + b[j]) / 2.0).abs();
+            assert!((errors[0][j] - e).abs() < 1e-9, "step {j}");
+        }
+        // auto's choice is among its scored candidates and names what it averages.
+        let auto = forecast(&y, &spec(None, vec![])).expect("auto");
+        assert!(!auto.members.is_empty() && auto.members.len() <= COMBINE_AT_MOST);
+        assert_eq!(auto.method, auto.members[0]);
+        assert!(
+            auto.members
+                .iter()
+                .all(|m| auto.scores.iter().any(|s| s.0 == *m))
+        );
     }
 }

@@ -33,7 +33,7 @@ use super::lag_gbdt;
 use super::regular::on_grid;
 use super::time::{TimeAxis, times_from_i64, unit_nanos};
 use super::trainer::ForecastTrainer;
-use super::{Calibration, ForecastSpec, Method, forecast, mase, regularize, smape};
+use super::{Calibration, ForecastSpec, Method, forecast, mase, members_label, regularize, smape};
 use crate::Task;
 use crate::error::{ModelError, ModelResult};
 use crate::features::FeatureSet;
@@ -181,8 +181,20 @@ pub struct Holdout {
     pub rmse: f64,
     /// Share of held-out values inside the intervals at the model's level.
     pub coverage: f64,
-    /// Method the procedure chose on the shortened series.
+    /// Method the procedure chose on the shortened series (the best of several it averaged).
     pub method: Method,
+    /// The methods it averaged there, when more than one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub combined: Vec<Method>,
+}
+
+/// `members` when there are several (what a stored series keeps), else nothing.
+fn several(members: &[Method]) -> Vec<Method> {
+    if members.len() > 1 {
+        members.to_vec()
+    } else {
+        vec![]
+    }
 }
 
 /// One fitted series.
@@ -199,8 +211,12 @@ pub struct FittedSeries {
     pub last: i64,
     /// Observations after regularisation.
     pub observations: usize,
-    /// Method of the stored forecast.
+    /// Method of the stored forecast (the best of several it averages).
     pub method: Method,
+    /// The methods the stored forecast averages, when more than one (`auto`; see
+    /// [`super::forecast`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub combined: Vec<Method>,
     /// Season length used.
     pub season_length: usize,
     /// Point forecasts, `horizon` of them.
@@ -220,8 +236,10 @@ pub struct FittedSeries {
 /// A series' backtest on recent data against its stored one ([`ForecastModel::backtest_drift`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct BacktestDrift {
-    /// The method refitted.
+    /// The method refitted (the best of several it averages).
     pub method: Method,
+    /// The methods it averages, best first (just `method` when one).
+    pub members: Vec<Method>,
     /// Observations of the recent series after regularisation.
     pub observations: usize,
     /// MASE of the stored holdout (absent for a series training never saw or could not hold
@@ -306,9 +324,11 @@ pub(super) fn model_artifact(
     ctx: &mut TrainContext,
 ) -> ModelArtifact {
     let mut notes = 0usize;
-    let mut methods: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut methods: BTreeMap<String, usize> = BTreeMap::new();
     for s in &model.series {
-        *methods.entry(s.method.name()).or_default() += 1;
+        *methods
+            .entry(members_label(s.method, &s.combined))
+            .or_default() += 1;
         for n in &s.notes {
             notes += 1;
             if notes <= 20 {
@@ -422,6 +442,7 @@ fn fit_series(
         season_length: req.season_length,
         season_candidates: axis.season_candidates(series.step, nanos),
         windows: 2,
+        combine: vec![],
     };
     let y = &series.values;
     let n = y.len();
@@ -446,6 +467,7 @@ fn fit_series(
             rmse,
             coverage: inside as f64 / h as f64,
             method: f.method,
+            combined: several(&f.members),
         })
     } else {
         None
@@ -471,6 +493,7 @@ fn fit_series(
         last: series.start + series.step * (n as i64 - 1),
         observations: n,
         method: f.method,
+        combined: several(&f.members),
         season_length: f.season_length,
         forecast: f.point,
         calibration: f.calibration,
@@ -610,10 +633,10 @@ impl ForecastModel {
         columns.push(Arc::new(Float64Array::from(point)));
         columns.push(Arc::new(Float64Array::from(lower)));
         columns.push(Arc::new(Float64Array::from(upper)));
-        let methods: Vec<&str> = self
+        let methods: Vec<String> = self
             .series
             .iter()
-            .flat_map(|s| std::iter::repeat_n(s.method.name(), h))
+            .flat_map(|s| std::iter::repeat_n(members_label(s.method, &s.combined), h))
             .collect();
         columns.push(Arc::new(StringArray::from(methods)));
         Ok(RecordBatch::try_new(self.forecast_schema(), columns)?)
@@ -668,6 +691,7 @@ impl ForecastModel {
             season_length: stored.map(|s| s.season_length).or(self.season_length),
             season_candidates: axis.season_candidates(series.step.max(1), nanos),
             windows: 0,
+            combine: stored.map(|s| s.combined.clone()).unwrap_or_default(),
         };
         let f = forecast(&y[..n - h], &spec)?;
         let actual = &y[n - h..];
@@ -675,6 +699,7 @@ impl ForecastModel {
         let holdout = stored.and_then(|s| s.holdout.as_ref());
         Ok(BacktestDrift {
             method: f.method,
+            members: f.members,
             observations: n,
             trained_mase: holdout.and_then(|h| h.mase),
             trained_smape: holdout.map(|h| h.smape),
@@ -803,11 +828,13 @@ impl ForecastModel {
                 self.series.iter().map(|s| s.holdout.as_ref().and_then(f)),
             )) as ArrayRef
         };
-        columns.push(Arc::new(StringArray::from_iter(
-            self.series
-                .iter()
-                .map(|s| s.holdout.as_ref().map(|h| h.method.name())),
-        )));
+        columns.push(Arc::new(StringArray::from_iter(self.series.iter().map(
+            |s| {
+                s.holdout
+                    .as_ref()
+                    .map(|h| members_label(h.method, &h.combined))
+            },
+        ))));
         columns.push(Arc::new(Int64Array::from_iter_values(
             self.series.iter().map(|s| s.observations as i64),
         )));

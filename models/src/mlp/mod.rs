@@ -169,19 +169,15 @@ impl MlpModel {
         if wanted == self.effective_device() {
             return Arc::clone(whole);
         }
-        let mut views = self.views.0.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((_, view)) = views.iter().find(|(d, _)| *d == wanted) {
-            return Arc::clone(view);
-        }
-        let mut copy = (**whole).clone();
-        copy.estimator = crate::model::Estimator::Mlp(MlpModel {
-            device: request,
-            network: OnceLock::new(),
-            ..self.clone()
-        });
-        let view = Arc::new(copy);
-        views.push((wanted, Arc::clone(&view)));
-        view
+        self.views.on(wanted, || {
+            let mut copy = (**whole).clone();
+            copy.estimator = crate::model::Estimator::Mlp(MlpModel {
+                device: request,
+                network: OnceLock::new(),
+                ..self.clone()
+            });
+            Arc::new(copy)
+        })
     }
 
     /// Where the weights payload is on local disk.

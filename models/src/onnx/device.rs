@@ -114,12 +114,29 @@ pub fn fallback_reason(request: DeviceRequest) -> Option<String> {
 /// once. Never serialised; empty again in a clone.
 #[derive(Debug, Default)]
 pub(crate) struct DeviceViews(
-    pub(crate) std::sync::Mutex<Vec<(Device, std::sync::Arc<crate::ModelArtifact>)>>,
+    std::sync::Mutex<Vec<(Device, std::sync::Arc<crate::ModelArtifact>)>>,
 );
 
 impl Clone for DeviceViews {
     fn clone(&self) -> Self {
         DeviceViews::default()
+    }
+}
+
+impl DeviceViews {
+    /// The copy kept for `device`, or the one `make` builds (then kept).
+    pub(crate) fn on(
+        &self,
+        device: Device,
+        make: impl FnOnce() -> std::sync::Arc<crate::ModelArtifact>,
+    ) -> std::sync::Arc<crate::ModelArtifact> {
+        let mut views = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((_, view)) = views.iter().find(|(d, _)| *d == device) {
+            return std::sync::Arc::clone(view);
+        }
+        let view = make();
+        views.push((device, std::sync::Arc::clone(&view)));
+        view
     }
 }
 

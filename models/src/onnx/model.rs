@@ -442,19 +442,15 @@ impl OnnxModel {
         if wanted == self.effective_device() {
             return Arc::clone(whole);
         }
-        let mut views = self.views.0.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((_, view)) = views.iter().find(|(d, _)| *d == wanted) {
-            return Arc::clone(view);
-        }
-        let mut copy = (**whole).clone();
-        copy.estimator = crate::model::Estimator::Onnx(OnnxModel {
-            device: request,
-            graph: OnceLock::new(),
-            ..self.clone()
-        });
-        let view = Arc::new(copy);
-        views.push((wanted, Arc::clone(&view)));
-        view
+        self.views.on(wanted, || {
+            let mut copy = (**whole).clone();
+            copy.estimator = crate::model::Estimator::Onnx(OnnxModel {
+                device: request,
+                graph: OnceLock::new(),
+                ..self.clone()
+            });
+            Arc::new(copy)
+        })
     }
 
     /// The device the graph runs on here: where its sessions run once opened, else where
