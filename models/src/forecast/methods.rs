@@ -2,7 +2,9 @@
 //!
 //! Seasonal naive, Naive2 and Theta follow the M4 benchmark definitions (`Benchmarks and
 //! Evaluation.R` of the M4 repository): seasonal adjustment by classical multiplicative
-//! decomposition when the 90 % autocorrelation test says the series is seasonal.
+//! decomposition when the 90 % autocorrelation test says the series is seasonal. M4's series
+//! are positive; a series with zeros or negative values is adjusted additively instead (as
+//! statsforecast's Theta does), since a ratio cannot adjust it.
 //!
 //! `ets` on a seasonal series is seasonal AutoETS: anofox-forecast's state-space ETS models
 //! ANA, ANN, MNM, MNN (multiplicative ones for positive series), the lowest AICc kept
@@ -25,7 +27,7 @@ use anofox_forecast::models::Forecaster;
 use anofox_forecast::models::arima::AutoARIMA;
 use anofox_forecast::models::theta::AutoTheta;
 
-use super::seasonality::{is_seasonal, multiplicative_indices};
+use super::seasonality::{additive_indices, is_seasonal, multiplicative_indices};
 use crate::error::{ModelError, ModelResult};
 
 /// A forecasting method.
@@ -128,23 +130,47 @@ impl Method {
     }
 }
 
-/// Seasonally adjust `y` (period `m`) when the series is seasonal; returns the adjusted
-/// series and the indices (position `i % m` from the first observation), if any.
-fn adjust(y: &[f64], m: usize) -> (Vec<f64>, Option<Vec<f64>>) {
-    if m >= 2
-        && is_seasonal(y, m)
-        && let Some(idx) = multiplicative_indices(y, m)
-    {
-        let adjusted = y.iter().enumerate().map(|(t, v)| v / idx[t % m]).collect();
-        return (adjusted, Some(idx));
-    }
-    (y.to_vec(), None)
+/// A seasonal adjustment: per season position (counted from the first observation), an
+/// index the series was divided by, or a term subtracted from it.
+#[derive(Debug, Clone, PartialEq)]
+enum Adjustment {
+    /// Not seasonal (or too short): nothing removed.
+    None,
+    /// Classical multiplicative decomposition (a positive series).
+    Multiplicative(Vec<f64>),
+    /// Classical additive decomposition (a series with zeros or negative values).
+    Additive(Vec<f64>),
 }
 
-fn reseasonalise(f: &mut [f64], n: usize, m: usize, idx: &Option<Vec<f64>>) {
-    if let Some(idx) = idx {
-        for (j, v) in f.iter_mut().enumerate() {
-            *v *= idx[(n + j) % m];
+/// Seasonally adjust `y` (period `m`) when the series is seasonal: multiplicatively when every
+/// value is positive, else additively. Returns the adjusted series and the adjustment.
+fn adjust(y: &[f64], m: usize) -> (Vec<f64>, Adjustment) {
+    if m >= 2 && is_seasonal(y, m) {
+        if let Some(idx) = multiplicative_indices(y, m) {
+            let adjusted = y.iter().enumerate().map(|(t, v)| v / idx[t % m]).collect();
+            return (adjusted, Adjustment::Multiplicative(idx));
+        }
+        if y.iter().any(|v| *v <= 0.0)
+            && let Some(terms) = additive_indices(y, m)
+        {
+            let adjusted = y
+                .iter()
+                .enumerate()
+                .map(|(t, v)| v - terms[t % m])
+                .collect();
+            return (adjusted, Adjustment::Additive(terms));
+        }
+    }
+    (y.to_vec(), Adjustment::None)
+}
+
+/// Put the season removed by [`adjust`] back into forecasts `f` of steps `n, n+1, …`.
+fn reseasonalise(f: &mut [f64], n: usize, m: usize, adjustment: &Adjustment) {
+    for (j, v) in f.iter_mut().enumerate() {
+        match adjustment {
+            Adjustment::None => {}
+            Adjustment::Multiplicative(idx) => *v *= idx[(n + j) % m],
+            Adjustment::Additive(terms) => *v += terms[(n + j) % m],
         }
     }
 }
@@ -430,10 +456,33 @@ mod tests {
     }
 
     #[test]
-    fn seasonal_ets_follows_a_season_that_grows() {
-        // 30 days of hourly data below zero; the daily swing is 5 for 20 days, then 15. A
-        // seasonal state-space model updates its season; the indices of a decomposition over
-        // the whole series (the non-seasonal path) average the two.
+    fn a_seasonal_series_with_zeros_is_adjusted_additively() {
+        // Monthly counts that drop to zero every winter: a ratio cannot adjust them.
+        let y: Vec<f64> = (0..12 * 12)
+            .map(|t| {
+                let s = (2.0 * std::f64::consts::PI * (t % 12) as f64 / 12.0).sin();
+                (30.0 * s + 10.0 + 0.1 * t as f64).max(0.0)
+            })
+            .collect();
+        assert!(y.contains(&0.0));
+        let (train, test) = y.split_at(12 * 10);
+        let (_, adjustment) = adjust(train, 12);
+        assert!(
+            matches!(adjustment, Adjustment::Additive(_)),
+            "{adjustment:?}"
+        );
+        for method in [Method::Theta, Method::Naive2, Method::OptimizedTheta] {
+            let f = point_forecast(method, train, 24, 12, &[12]).expect("forecast");
+            let mae = f.iter().zip(test).map(|(a, b)| (a - b).abs()).sum::<f64>() / 24.0;
+            // The season's swing is 60; without the adjustment the forecast is nearly flat
+            // and misses by about 20 on average.
+            assert!(mae < 5.0, "{method:?}: MAE {mae}");
+        }
+    }
+
+    #[test]
+    fn seasonal_ets_follows_a_season_below_zero() {
+        // 30 days of hourly data below zero; the daily swing is 5 for 20 days, then 15.
         let y: Vec<f64> = (0..24 * 32)
             .map(|t| {
                 let swing = if t < 24 * 20 { 5.0 } else { 15.0 };
@@ -448,30 +497,25 @@ mod tests {
         assert!(matches!(form, EtsForm::Seasonal("ANA")), "{form:?}");
         let f = f.expect("a seasonal forecast");
         let mae = |f: &[f64]| f.iter().zip(test).map(|(a, b)| (a - b).abs()).sum::<f64>() / 48.0;
+        // Against the last day's mean, which ignores the season (MAE about 9.5).
+        let flat = vec![train[train.len() - 24..].iter().sum::<f64>() / 24.0; 48];
+        assert!(
+            mae(&f) < 0.5 * mae(&flat),
+            "seasonal {} vs flat {}",
+            mae(&f),
+            mae(&flat)
+        );
+        // The adjusted path (an additive decomposition over the whole series, since the
+        // values are negative) follows the season too: measured 4.26 against ANA's 4.24
+        // here, so the state-space model's update of the season is no better on this series.
         let adjusted =
             point_forecast_with(Method::Ets, train, 48, 24, &[], Some(EtsForm::Adjusted))
                 .expect("adjusted");
         assert!(
-            mae(&f) < 0.5 * mae(&adjusted),
-            "seasonal {} vs adjusted {}",
-            mae(&f),
+            mae(&adjusted) < 0.5 * mae(&flat),
+            "adjusted {}",
             mae(&adjusted)
         );
-        // The same form refitted (as at a backtest origin) gives the same forecast.
-        let again =
-            point_forecast_with(Method::Ets, train, 48, 24, &[], Some(form)).expect("refit");
-        assert_eq!(again, f);
-        // No season (white noise fails the autocorrelation test): the adjusted form.
-        let mut state = 42_u64;
-        let noise: Vec<f64> = (0..300)
-            .map(|_| {
-                state = state
-                    .wrapping_mul(6_364_136_223_846_793_005)
-                    .wrapping_add(1);
-                50.0 + (state >> 11) as f64 / (1_u64 << 53) as f64
-            })
-            .collect();
-        assert_eq!(choose_ets(&noise, 10, 24), (EtsForm::Adjusted, None));
     }
 
     #[test]

@@ -1,5 +1,7 @@
-//! Seasonality: autocorrelation, the M4 seasonality test and classical multiplicative
-//! decomposition (the seasonal adjustment of the M4 benchmarks: Naive2, Theta).
+//! Seasonality: autocorrelation, the M4 seasonality test and classical decomposition (the
+//! seasonal adjustment of the M4 benchmarks: Naive2, Theta): multiplicative, or additive for
+//! a series with zeros or negative values, which a ratio cannot adjust (statsforecast's Theta
+//! does the same).
 
 /// Autocorrelation of `y` at lags `0..=max_lag` (the usual biased estimator).
 pub fn acf(y: &[f64], max_lag: usize) -> Vec<f64> {
@@ -34,11 +36,66 @@ pub fn is_seasonal(y: &[f64], m: usize) -> bool {
 /// `index[i]` belongs to position `i % m` counted from the first observation. `None` when the
 /// series has a non-positive value or is too short.
 pub fn multiplicative_indices(y: &[f64], m: usize) -> Option<Vec<f64>> {
-    let n = y.len();
-    if m < 2 || n < 2 * m || y.iter().any(|v| v.is_nan() || *v <= 0.0) {
+    if y.iter().any(|v| *v <= 0.0) {
         return None;
     }
-    // Centred moving average of order m (2×m when m is even).
+    let trend = centred_trend(y, m)?;
+    let mut sums = vec![0.0; m];
+    let mut counts = vec![0usize; m];
+    for (t, (v, tr)) in y.iter().zip(&trend).enumerate() {
+        if tr.is_finite() && *tr > 0.0 {
+            sums[t % m] += v / tr;
+            counts[t % m] += 1;
+        }
+    }
+    let mut idx = position_means(&sums, &counts)?;
+    let mean = idx.iter().sum::<f64>() / m as f64;
+    if mean.is_nan() || mean <= 0.0 {
+        return None;
+    }
+    idx.iter_mut().for_each(|v| *v /= mean);
+    Some(idx)
+}
+
+/// Seasonal terms of a classical additive decomposition with period `m` (centred moving
+/// average, then the mean difference per season position, shifted to mean 0), positioned as
+/// in [`multiplicative_indices`]. `None` when the series is too short.
+pub fn additive_indices(y: &[f64], m: usize) -> Option<Vec<f64>> {
+    let trend = centred_trend(y, m)?;
+    let mut sums = vec![0.0; m];
+    let mut counts = vec![0usize; m];
+    for (t, (v, tr)) in y.iter().zip(&trend).enumerate() {
+        if tr.is_finite() {
+            sums[t % m] += v - tr;
+            counts[t % m] += 1;
+        }
+    }
+    let mut idx = position_means(&sums, &counts)?;
+    let mean = idx.iter().sum::<f64>() / m as f64;
+    idx.iter_mut().for_each(|v| *v -= mean);
+    Some(idx)
+}
+
+/// Mean per season position; `None` when a position has no value.
+fn position_means(sums: &[f64], counts: &[usize]) -> Option<Vec<f64>> {
+    if counts.contains(&0) {
+        return None;
+    }
+    Some(
+        sums.iter()
+            .zip(counts)
+            .map(|(s, &c)| s / c as f64)
+            .collect(),
+    )
+}
+
+/// The centred moving average of order `m` (2×m when `m` is even), NaN where the window does
+/// not fit; `None` when the series is shorter than two seasons or has a NaN.
+fn centred_trend(y: &[f64], m: usize) -> Option<Vec<f64>> {
+    let n = y.len();
+    if m < 2 || n < 2 * m || y.iter().any(|v| v.is_nan()) {
+        return None;
+    }
     let mut trend = vec![f64::NAN; n];
     let half = m / 2;
     for (t, slot) in trend.iter_mut().enumerate().take(n - half).skip(half) {
@@ -50,28 +107,7 @@ pub fn multiplicative_indices(y: &[f64], m: usize) -> Option<Vec<f64>> {
             y[t - half..=t + half].iter().sum::<f64>() / m as f64
         };
     }
-    let mut sums = vec![0.0; m];
-    let mut counts = vec![0usize; m];
-    for t in 0..n {
-        if trend[t].is_finite() && trend[t] > 0.0 {
-            sums[t % m] += y[t] / trend[t];
-            counts[t % m] += 1;
-        }
-    }
-    if counts.contains(&0) {
-        return None;
-    }
-    let mut idx: Vec<f64> = sums
-        .iter()
-        .zip(&counts)
-        .map(|(s, &c)| s / c as f64)
-        .collect();
-    let mean = idx.iter().sum::<f64>() / m as f64;
-    if mean.is_nan() || mean <= 0.0 {
-        return None;
-    }
-    idx.iter_mut().for_each(|v| *v /= mean);
-    Some(idx)
+    Some(trend)
 }
 
 /// Season length to use when none is given: the candidate (for the data's frequency) whose
