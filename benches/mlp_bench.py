@@ -35,9 +35,8 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "python"))
 from conftest import Server  # noqa: E402
-from models_bench import BANK_COLUMNS, TELCO_CHURN_SQL, fetch  # noqa: E402
+from models_bench import BANK_COLUMNS, SHARED, TELCO_CHURN_SQL, create_tables, fetch  # noqa: E402
 
-SHARED = next((p for p in [ROOT.parent / "shared" / "data", Path("/work/shared/data")] if p.exists()), None)
 SPLIT = "strpos('0123456789abcdef', substr(md5({key}), 1, 1)) - 1"
 
 
@@ -104,13 +103,9 @@ def main():
     results = []
     try:
         with psycopg.connect(server.dsn, autocommit=True) as pg:
-            telco = ROOT / "tests" / "data" / "telco_customer_churn.csv"
-            pg.execute(f"CREATE EXTERNAL TABLE telco STORED AS CSV LOCATION '{telco}' OPTIONS ('format.has_header' 'true')")
+            has_bank = create_tables(pg)
             results.append(run_case(server, pg, "churn", TELCO_CHURN_SQL, "churn", "classification", "Yes"))
-            if SHARED:
-                bank = SHARED / "classification" / "bank_additional_full.csv"
-                pg.execute(f"CREATE EXTERNAL TABLE bank STORED AS CSV LOCATION '{bank}' OPTIONS ('format.has_header' 'true', "
-                           "'format.delimiter' ';', 'format.schema_infer_max_rec' '100000')")
+            if has_bank:
                 cols = BANK_COLUMNS
                 key = f"concat_ws(',', {cols}, duration)"
                 results.append(run_case(server, pg, "bank", f"SELECT {cols}, y, {SPLIT.format(key=key)} AS __split FROM bank",

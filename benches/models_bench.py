@@ -46,6 +46,19 @@ BANK_COLUMNS = ("age, job, marital, education, \"default\", housing, loan, conta
                 "pdays, previous, poutcome, \"emp.var.rate\", \"cons.price.idx\", \"cons.conf.idx\", euribor3m, \"nr.employed\"")
 
 
+def create_tables(pg):
+    """External tables `telco` (the repository's churn CSV) and, where the shared datasets
+    are, `bank`; returns whether `bank` was created."""
+    telco = ROOT / "tests" / "data" / "telco_customer_churn.csv"
+    pg.execute(f"CREATE EXTERNAL TABLE telco STORED AS CSV LOCATION '{telco}' OPTIONS ('format.has_header' 'true')")
+    if not SHARED:
+        return False
+    bank = SHARED / "classification" / "bank_additional_full.csv"
+    pg.execute(f"CREATE EXTERNAL TABLE bank STORED AS CSV LOCATION '{bank}' OPTIONS ('format.has_header' 'true', "
+               "'format.delimiter' ';', 'format.schema_infer_max_rec' '100000')")
+    return True
+
+
 def fetch(server, sql):
     with flightsql.connect(server.flight_uri) as conn:
         cur = conn.cursor()
@@ -124,13 +137,9 @@ def main():
     results = []
     try:
         with psycopg.connect(server.dsn, autocommit=True) as pg:
-            telco = ROOT / "tests" / "data" / "telco_customer_churn.csv"
-            pg.execute(f"CREATE EXTERNAL TABLE telco STORED AS CSV LOCATION '{telco}' OPTIONS ('format.has_header' 'true')")
+            has_bank = create_tables(pg)
             results.append(run_case(server, pg, "churn", TELCO_CHURN_SQL, "churn", "Yes"))
-            if SHARED:
-                bank = SHARED / "classification" / "bank_additional_full.csv"
-                pg.execute(f"CREATE EXTERNAL TABLE bank STORED AS CSV LOCATION '{bank}' OPTIONS ('format.has_header' 'true', "
-                           "'format.delimiter' ';', 'format.schema_infer_max_rec' '100000')")
+            if has_bank:
                 cols = BANK_COLUMNS
                 results.append(run_case(server, pg, "bank",
                     f"SELECT {cols}, y, strpos('0123456789abcdef', substr(md5(concat_ws(',', {cols}, duration)), 1, 1)) - 1 AS __split FROM bank", "y", "yes"))

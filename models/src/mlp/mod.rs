@@ -165,18 +165,13 @@ impl MlpModel {
         whole: &Arc<crate::ModelArtifact>,
         request: DeviceRequest,
     ) -> Arc<crate::ModelArtifact> {
-        let wanted = device::effective(request);
-        if wanted == self.effective_device() {
-            return Arc::clone(whole);
-        }
-        self.views.on(wanted, || {
-            let mut copy = (**whole).clone();
-            copy.estimator = crate::model::Estimator::Mlp(MlpModel {
+        let (current, wanted) = (self.effective_device(), device::effective(request));
+        self.views.view(whole, current, wanted, || {
+            crate::model::Estimator::Mlp(MlpModel {
                 device: request,
                 network: OnceLock::new(),
                 ..self.clone()
-            });
-            Arc::new(copy)
+            })
         })
     }
 

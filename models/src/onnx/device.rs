@@ -124,18 +124,27 @@ impl Clone for DeviceViews {
 }
 
 impl DeviceViews {
-    /// The copy kept for `device`, or the one `make` builds (then kept).
-    pub(crate) fn on(
+    /// The artifact `whole` as run on device `wanted`: `whole` itself when that is `current`,
+    /// the device it runs on already; else the copy kept for `wanted`, made once with the
+    /// estimator `estimator` builds.
+    pub(crate) fn view(
         &self,
-        device: Device,
-        make: impl FnOnce() -> std::sync::Arc<crate::ModelArtifact>,
+        whole: &std::sync::Arc<crate::ModelArtifact>,
+        current: Device,
+        wanted: Device,
+        estimator: impl FnOnce() -> crate::model::Estimator,
     ) -> std::sync::Arc<crate::ModelArtifact> {
+        if wanted == current {
+            return std::sync::Arc::clone(whole);
+        }
         let mut views = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((_, view)) = views.iter().find(|(d, _)| *d == device) {
+        if let Some((_, view)) = views.iter().find(|(d, _)| *d == wanted) {
             return std::sync::Arc::clone(view);
         }
-        let view = make();
-        views.push((device, std::sync::Arc::clone(&view)));
+        let mut copy = (**whole).clone();
+        copy.estimator = estimator();
+        let view = std::sync::Arc::new(copy);
+        views.push((wanted, std::sync::Arc::clone(&view)));
         view
     }
 }

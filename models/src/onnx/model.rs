@@ -438,18 +438,13 @@ impl OnnxModel {
         whole: &Arc<crate::ModelArtifact>,
         request: DeviceRequest,
     ) -> Arc<crate::ModelArtifact> {
-        let wanted = device::effective(request);
-        if wanted == self.effective_device() {
-            return Arc::clone(whole);
-        }
-        self.views.on(wanted, || {
-            let mut copy = (**whole).clone();
-            copy.estimator = crate::model::Estimator::Onnx(OnnxModel {
+        let (current, wanted) = (self.effective_device(), device::effective(request));
+        self.views.view(whole, current, wanted, || {
+            crate::model::Estimator::Onnx(OnnxModel {
                 device: request,
                 graph: OnceLock::new(),
                 ..self.clone()
-            });
-            Arc::new(copy)
+            })
         })
     }
 
