@@ -412,6 +412,7 @@ impl ModelArtifact {
                 .cloned()
                 .collect(),
             Estimator::Mlp(m) => vec![m.file.clone()],
+            Estimator::Forecast(f) => f.network().map(|n| n.file.clone()).into_iter().collect(),
             _ => vec![],
         }
     }
@@ -425,6 +426,11 @@ impl ModelArtifact {
                 .map(|bytes| (m.file.clone(), bytes))
                 .into_iter()
                 .collect(),
+            Estimator::Forecast(f) => f
+                .network()
+                .and_then(|n| n.held_payload().map(|bytes| (n.file.clone(), bytes)))
+                .into_iter()
+                .collect(),
             _ => vec![],
         }
     }
@@ -434,6 +440,11 @@ impl ModelArtifact {
         match &self.estimator {
             Estimator::Onnx(o) => o.set_location(dir.join(&o.file)),
             Estimator::Mlp(m) => m.set_location(dir.join(&m.file)),
+            Estimator::Forecast(f) => {
+                if let Some(n) = f.network() {
+                    n.set_location(dir.join(&n.file));
+                }
+            }
             _ => {}
         }
     }

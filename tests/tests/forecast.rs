@@ -1099,3 +1099,137 @@ async fn drift_of_a_forecasting_model_backtests_the_newest_data() {
         .expect_err("too short");
     assert_eq!(sqlstate(&e), "22023", "{e}");
 }
+
+/// `USING nbeats`: one network over thirty hourly series of different scales, trained with
+/// NOTICE progress; its forecast follows the daily shape, its intervals cover, EVALUATE scores
+/// every series, the weights (a payload beside the artifact) are read back after a restart,
+/// and misuse, too-short series and a cancel give clear errors.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nbeats_global_network_forecasts_with_intervals_and_survives_a_restart() {
+    let mut server = Server::start();
+    let (c, notices) = server.connect_with_notices().await;
+    let hourly = |from: i32, to: i32| {
+        format!(
+            "SELECT CAST(v AS BIGINT) AS t, 's' || CAST(s AS VARCHAR) AS id, \
+                    (1.0 + s) * (10 + 3 * sin(2 * pi() * (v % 24) / 24.0)) \
+                    + (1.0 + s) * 0.05 * ((v * 31 + s * 17) % 11) AS y \
+             FROM generate_series({from}, {to}) AS tt(v) CROSS JOIN generate_series(0, 29) AS st(s)"
+        )
+    };
+    c.batch_execute(&format!(
+        "CREATE TABLE hist AS {}; CREATE TABLE future AS {};",
+        hourly(0, 479),
+        hourly(480, 503)
+    ))
+    .await
+    .expect("tables");
+    c.batch_execute(
+        "CREATE MODEL nb FORECAST y TIME t BY id USING nbeats \
+         WITH (horizon = 24, season_length = 24, steps = 300, width = 64, batch_size = 64) \
+         AS SELECT t, id, y FROM hist",
+    )
+    .await
+    .expect("nbeats model");
+    let said: Vec<String> = notices.take().into_iter().map(|n| n.1).collect();
+    for expected in [
+        "nbeats: season 24, reads the last 168 values",
+        "nbeats, holdout model: step 300 of 300, training loss",
+        "nbeats, full model: step 300 of 300, training loss",
+    ] {
+        assert!(
+            said.iter().any(|m| m.contains(expected)),
+            "{expected:?} not in {said:?}"
+        );
+    }
+    let got = rows(
+        &c,
+        "SELECT f.id, f.t, f.forecast, f.lower, f.upper, u.y, f.method \
+         FROM FORECAST('nb') AS f JOIN future u ON u.id = f.id AND u.t = f.t ORDER BY f.id, f.t",
+    )
+    .await;
+    assert_eq!(got.len(), 30 * 24);
+    assert!(got.iter().all(|r| r.get::<_, String>(6) == "nbeats"));
+    let fc: Vec<f64> = got.iter().map(|r| r.get(2)).collect();
+    let truth: Vec<f64> = got.iter().map(|r| r.get(5)).collect();
+    let s = smape(&truth, &fc);
+    let inside = got
+        .iter()
+        .filter(|r| {
+            r.get::<_, f64>(3) <= r.get::<_, f64>(5) && r.get::<_, f64>(5) <= r.get::<_, f64>(4)
+        })
+        .count() as f64
+        / got.len() as f64;
+    eprintln!("nbeats: sMAPE {s:.2}, 95 % coverage {inside:.3}");
+    // A flat forecast at each series' mean misses the ±30 % daily swing by about 19 sMAPE.
+    assert!(s < 3.0, "sMAPE {s}");
+    assert!(inside >= 0.8, "coverage {inside}");
+    let eval = rows(&c, "SELECT method, smape, mase FROM EVALUATE('nb')").await;
+    assert_eq!(eval.len(), 30);
+    assert!(
+        eval.iter()
+            .all(|r| r.get::<_, String>(0) == "nbeats" && r.get::<_, Option<f64>>(2).is_some())
+    );
+    let algo = rows(&c, "SELECT algorithm FROM system.models WHERE name = 'nb'").await;
+    assert_eq!(algo[0].get::<_, String>(0), "nbeats");
+
+    // Misuse and bad input.
+    for (sql, state) in [
+        (
+            "SELECT * FROM FORECAST(TABLE hist, time => 't', value => 'y', id => 'id', method => 'nbeats')",
+            "22023",
+        ),
+        ("SELECT * FROM FORECAST('nb', TABLE future)", "22023"),
+        ("SELECT * FROM DRIFT('nb', TABLE future)", "22023"),
+        (
+            "CREATE MODEL bad FORECAST y TIME t BY id USING nbeats WITH (num_trees = 10) AS SELECT t, id, y FROM hist",
+            "22023",
+        ),
+        (
+            "CREATE MODEL bad FORECAST y TIME t BY id USING nbeats WITH (steps = 0) AS SELECT t, id, y FROM hist",
+            "22023",
+        ),
+        (
+            "CREATE MODEL bad FORECAST y TIME t BY id USING theta WITH (width = 10) AS SELECT t, id, y FROM hist",
+            "22023",
+        ),
+        // Every series shorter than the horizon + 1.
+        (
+            "CREATE MODEL bad FORECAST y TIME t BY id USING nbeats WITH (horizon = 24) AS SELECT t, id, y FROM hist WHERE t < 10",
+            "22000",
+        ),
+    ] {
+        let e = c.simple_query(sql).await.expect_err(sql);
+        assert_eq!(sqlstate(&e), state, "{sql}: {e:?}");
+    }
+    // A cancel mid-training stops it and registers nothing.
+    let token = c.cancel_token();
+    let canceller = tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+        token.cancel_query(tokio_postgres::NoTls).await
+    });
+    let e = c
+        .batch_execute(
+            "CREATE MODEL slow FORECAST y TIME t BY id USING nbeats \
+             WITH (horizon = 24, steps = 10000000) AS SELECT t, id, y FROM hist",
+        )
+        .await
+        .expect_err("cancelled");
+    canceller.await.expect("join").expect("cancel sent");
+    assert_eq!(sqlstate(&e), "57014", "{e:?}");
+    let left = rows(&c, "SELECT name FROM system.models WHERE name = 'slow'").await;
+    assert!(left.is_empty());
+
+    // The weights are read back from the stored payload after a restart.
+    drop(c);
+    server.restart();
+    let c = server.connect().await;
+    let again = rows(
+        &c,
+        "SELECT id, t, forecast FROM FORECAST('nb') ORDER BY id, t",
+    )
+    .await;
+    assert_eq!(again.len(), got.len());
+    for (a, b) in again.iter().zip(&got) {
+        assert!((a.get::<_, f64>(2) - b.get::<_, f64>(2)).abs() < 1e-9);
+    }
+}

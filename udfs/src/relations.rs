@@ -571,7 +571,7 @@ impl Planning<'_, '_> {
                 model.task
             )));
         };
-        if f.global.is_none() {
+        if f.global.is_none() || f.network().is_some() {
             return Err(invalid(format!(
                 "FORECAST('{name}', TABLE future): only gbdt_lag models read future values; \
                  \"{name}\" forecasts on its own: FORECAST('{name}' [, horizon => n])"

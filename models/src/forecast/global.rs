@@ -1,5 +1,5 @@
-//! Fitting a stored model whose method is global (`USING gbdt_lag`): one model across all
-//! series, scored like the per-series methods.
+//! Fitting a stored model whose method is global (`USING gbdt_lag`, `USING nbeats`): one model
+//! across all series, scored like the per-series methods.
 //!
 //! 1. Holdout: a model trained on every series without its last `horizon` values forecasts
 //!    them; sMAPE, MASE and RMSE per series are what `EVALUATE('m')` returns.
@@ -16,6 +16,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::lag_gbdt::{self, LagLayout, LagModel, SeriesInput};
+use super::nbeats::{self, NbeatsModel, NbeatsParams};
 use super::seasonality::detect_season_length;
 use super::stored::{FittedSeries, ForecastRequest, Holdout};
 use super::time::TimeAxis;
@@ -33,11 +34,74 @@ const FEW_SERIES: usize = 100;
 /// How many earlier origins (2h and 3h before the end) a model with few series adds.
 const EXTRA_ORIGINS: usize = 2;
 
-/// What a global model keeps beside its series: the trees and the interval pool.
+/// The model a global method trains.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum GlobalModel {
+    /// `gbdt_lag`'s trees.
+    Lag(LagModel),
+    /// `nbeats`' network.
+    Nbeats(NbeatsModel),
+}
+
+impl GlobalModel {
+    /// The method that trained it.
+    pub fn method(&self) -> Method {
+        match self {
+            GlobalModel::Lag(_) => Method::GbdtLag,
+            GlobalModel::Nbeats(_) => Method::Nbeats,
+        }
+    }
+
+    /// Exogenous columns it reads (their future values are needed to forecast).
+    pub fn exogenous(&self) -> &[String] {
+        match self {
+            GlobalModel::Lag(m) => &m.layout.exogenous,
+            GlobalModel::Nbeats(_) => &[],
+        }
+    }
+
+    /// Each feature's share of the model's importance, largest first (none for a network).
+    pub fn importance(&self) -> Vec<(String, f64)> {
+        match self {
+            GlobalModel::Lag(m) => m.importance(),
+            GlobalModel::Nbeats(_) => vec![],
+        }
+    }
+
+    /// Last values of a series it needs to forecast.
+    pub fn history(&self) -> usize {
+        match self {
+            GlobalModel::Lag(m) => m.layout.lags.last().copied().unwrap_or(1) + m.layout.window,
+            GlobalModel::Nbeats(m) => m.input_size,
+        }
+    }
+
+    /// The next `h` values of every series.
+    pub fn forecast(&self, series: &[SeriesInput<'_>], h: usize) -> ModelResult<Vec<Vec<f64>>> {
+        match self {
+            GlobalModel::Lag(m) => Ok(m.forecast(series, h)),
+            GlobalModel::Nbeats(m) => {
+                let values: Vec<&[f64]> = series.iter().map(|s| s.y).collect();
+                m.forecast(&values, h)
+            }
+        }
+    }
+
+    /// The network, when the model is one (its weights are a payload of the artifact).
+    pub fn network(&self) -> Option<&NbeatsModel> {
+        match self {
+            GlobalModel::Nbeats(m) => Some(m),
+            GlobalModel::Lag(_) => None,
+        }
+    }
+}
+
+/// What a global model keeps beside its series: the model and the interval pool.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GlobalParts {
     /// The trained model (full series).
-    pub model: LagModel,
+    pub model: GlobalModel,
     /// Per step, the holdout errors of every series divided by its scale, ascending.
     pub pooled: Vec<Vec<f64>>,
 }
@@ -86,25 +150,44 @@ fn thin(mut v: Vec<f64>) -> Vec<f64> {
         .collect()
 }
 
-/// What a global fit will use: the season and the lag layout.
+/// What a global fit will train.
+#[derive(Debug, Clone)]
+pub enum GlobalKind {
+    /// `gbdt_lag`: lags, calendar and exogenous columns, and the boosting settings.
+    Lag {
+        /// The features.
+        layout: LagLayout,
+        /// Boosting settings.
+        params: TreeParams,
+    },
+    /// `nbeats`: the window it reads and the network's settings.
+    Nbeats {
+        /// Values read.
+        input: usize,
+        /// Network and training settings.
+        params: NbeatsParams,
+    },
+}
+
+/// What a global fit will use: the season and the model's settings.
 #[derive(Debug, Clone)]
 pub struct GlobalPlan {
     /// Season length (the one most series show, unless the request names one).
     pub season: usize,
-    /// Lags, calendar and exogenous columns.
-    pub layout: LagLayout,
+    /// The model and its settings.
+    pub kind: GlobalKind,
 }
 
 impl GlobalPlan {
-    /// Choose the season and the layout for `series` (ordered by id) as `req` asks, with the
-    /// exogenous columns `exogenous` (their values are in each series'
-    /// [`PreparedSeries::exogenous`]).
+    /// Choose the season and the model's settings for `series` (ordered by id) as `req`
+    /// asks, with the exogenous columns `exogenous` (`gbdt_lag`; their values are in each
+    /// series' [`PreparedSeries::exogenous`]).
     pub fn new(
         series: &[PreparedSeries],
         req: &ForecastRequest,
         exogenous: Vec<String>,
         nanos: i64,
-    ) -> GlobalPlan {
+    ) -> ModelResult<GlobalPlan> {
         let step = series.first().map_or(1, |s| s.series.step.max(1));
         // Series on calendar months have no calendar features; a 12-month season gives the
         // month of the year.
@@ -129,17 +212,100 @@ impl GlobalPlan {
                 best.0
             }
         };
+        if req.method == Some(Method::Nbeats) {
+            let input = req.nbeats.input_size_for(req.horizon, season);
+            return Ok(GlobalPlan {
+                season,
+                kind: GlobalKind::Nbeats {
+                    input,
+                    params: req.nbeats.clone(),
+                },
+            });
+        }
         let mut lens: Vec<usize> = series.iter().map(|s| s.series.values.len()).collect();
         lens.sort_unstable();
         let typical = lens.get(lens.len() / 2).copied().unwrap_or(0);
         let layout = LagLayout::new(step, nanos, season, &candidates, typical, exogenous);
-        GlobalPlan { season, layout }
+        let mut params = lag_gbdt::default_params();
+        for (k, v) in &req.tree_options {
+            params.set(k, *v)?;
+        }
+        Ok(GlobalPlan {
+            season,
+            kind: GlobalKind::Lag { layout, params },
+        })
+    }
+
+    /// The method the plan trains.
+    pub fn method(&self) -> Method {
+        match self.kind {
+            GlobalKind::Lag { .. } => Method::GbdtLag,
+            GlobalKind::Nbeats { .. } => Method::Nbeats,
+        }
     }
 
     /// Bytes the fits will need at their peak (one model is trained at a time).
-    pub fn fit_bytes(&self, series: &[PreparedSeries]) -> usize {
-        let values = series.iter().map(|s| s.series.values.len()).sum();
-        lag_gbdt::fit_bytes(values, &self.layout)
+    pub fn fit_bytes(&self, series: &[PreparedSeries], horizon: usize) -> usize {
+        match &self.kind {
+            GlobalKind::Lag { layout, .. } => {
+                let values = series.iter().map(|s| s.series.values.len()).sum();
+                lag_gbdt::fit_bytes(values, layout)
+            }
+            GlobalKind::Nbeats { input, params } => params.working_memory(*input, horizon),
+        }
+    }
+
+    /// A line saying what will be trained.
+    fn describe(&self) -> String {
+        let m = self.season;
+        match &self.kind {
+            GlobalKind::Lag { layout, .. } => format!(
+                "gbdt_lag: season {m}, lags {}, {} calendar part(s), {} exogenous column(s)",
+                layout
+                    .lags
+                    .iter()
+                    .map(|l| l.to_string())
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                layout.calendar.len() + layout.positions.len(),
+                layout.exogenous.len()
+            ),
+            GlobalKind::Nbeats { input, params } => format!(
+                "nbeats: season {m}, reads the last {input} values, {} block(s) of {} layer(s) \
+                 × {} units, {} steps of {} windows",
+                params.blocks, params.layers, params.width, params.steps, params.batch_size
+            ),
+        }
+    }
+
+    /// Train the plan's model on `inputs` (forecasting `h` values); `what` names the fit in
+    /// progress lines.
+    fn fit(
+        &self,
+        inputs: &[SeriesInput<'_>],
+        h: usize,
+        what: &str,
+        ctx: &mut TrainContext,
+    ) -> ModelResult<GlobalModel> {
+        match &self.kind {
+            GlobalKind::Lag { layout, params } => Ok(GlobalModel::Lag(lag_gbdt::fit(
+                inputs,
+                layout.clone(),
+                params,
+                ctx.cancel,
+            )?)),
+            GlobalKind::Nbeats { input, params } => {
+                let values: Vec<&[f64]> = inputs.iter().map(|s| s.y).collect();
+                let steps = params.steps;
+                let progress = &mut *ctx.progress;
+                let model = nbeats::fit(&values, h, *input, params, ctx.cancel, &mut |s, l| {
+                    progress(format!(
+                        "nbeats, {what}: step {s} of {steps}, training loss {l:.4}"
+                    ))
+                })?;
+                Ok(GlobalModel::Nbeats(model))
+            }
+        }
     }
 }
 
@@ -148,22 +314,12 @@ pub fn fit_global(
     series: Vec<PreparedSeries>,
     req: &ForecastRequest,
     plan: GlobalPlan,
-    params: &TreeParams,
     ctx: &mut TrainContext,
 ) -> ModelResult<(Vec<FittedSeries>, GlobalParts)> {
     let h = req.horizon;
-    let GlobalPlan { season: m, layout } = plan;
-    (ctx.progress)(format!(
-        "gbdt_lag: season {m}, lags {}, {} calendar part(s), {} exogenous column(s)",
-        layout
-            .lags
-            .iter()
-            .map(|l| l.to_string())
-            .collect::<Vec<_>>()
-            .join(" "),
-        layout.calendar.len() + layout.positions.len(),
-        layout.exogenous.len()
-    ));
+    let m = plan.season;
+    let method = plan.method();
+    (ctx.progress)(plan.describe());
 
     // 1. Holdout model on the series long enough to lose `h` values.
     let scored: Vec<usize> = (0..series.len())
@@ -171,13 +327,17 @@ pub fn fit_global(
         .collect();
     // A model trained on `members` without their last `k · h` values, and its forecasts of
     // the next `h` values of each.
-    let forecast_from_origin = |series: &[PreparedSeries], members: &[usize], k: usize| {
+    let mut forecast_from_origin = |series: &[PreparedSeries], members: &[usize], k: usize| {
         let inputs: Vec<SeriesInput<'_>> = members
             .iter()
             .map(|&i| input(&series[i], series[i].series.values.len() - k * h))
             .collect();
-        let model = lag_gbdt::fit(&inputs, layout.clone(), params, ctx.cancel)?;
-        ModelResult::Ok(model.forecast(&inputs, h))
+        let what = if k == 1 {
+            "holdout model".to_string()
+        } else {
+            format!("model without the last {k}·{h} values")
+        };
+        plan.fit(&inputs, h, &what, ctx)?.forecast(&inputs, h)
     };
     let mut holdout: Vec<Option<Holdout>> = vec![None; series.len()];
     let mut pooled: Vec<Vec<f64>> = vec![vec![]; h];
@@ -251,7 +411,7 @@ pub fn fit_global(
                 mase: ms.is_finite().then_some(ms),
                 rmse,
                 coverage: inside as f64 / h as f64,
-                method: Method::GbdtLag,
+                method,
                 combined: vec![],
             });
         }
@@ -265,15 +425,14 @@ pub fn fit_global(
     // No series could hold `h` values out: no pooled errors, so each series' intervals come
     // from its one-step changes (as for a per-series method without a backtest).
     let no_pool = pooled.iter().all(Vec::is_empty);
-    let keep = layout.lags.last().copied().unwrap_or(1) + layout.window;
-    let exogenous = !layout.exogenous.is_empty();
-    let model = lag_gbdt::fit(&inputs, layout, params, ctx.cancel)?;
+    let model = plan.fit(&inputs, h, "full model", ctx)?;
+    let keep = model.history();
     // With exogenous columns the forecast needs their future values: it is made when they
     // are given (`FORECAST('m', TABLE future)`), not stored.
-    let forecasts = if exogenous {
-        vec![vec![]; inputs.len()]
+    let forecasts = if model.exogenous().is_empty() {
+        model.forecast(&inputs, h)?
     } else {
-        model.forecast(&inputs, h)
+        vec![vec![]; inputs.len()]
     };
     let fitted = series
         .into_iter()
@@ -303,7 +462,7 @@ pub fn fit_global(
                 step: p.series.step.max(1),
                 last: p.series.start + p.series.step * (n as i64 - 1),
                 observations: n,
-                method: Method::GbdtLag,
+                method,
                 combined: vec![],
                 season_length: m,
                 forecast,

@@ -53,6 +53,8 @@ pub enum Method {
     /// One gradient-boosted model on lags across all series of a stored model
     /// ([`super::lag_gbdt`]); never chosen by `auto`, which works per series.
     GbdtLag,
+    /// One N-BEATS network across all series of a stored model ([`super::nbeats`]).
+    Nbeats,
 }
 
 impl Method {
@@ -69,6 +71,9 @@ impl Method {
     /// add fitting time without beating what `auto` picks; see benches/README.md).
     pub const BY_NAME: [Method; 2] = [Method::Arima, Method::OptimizedTheta];
 
+    /// Methods that train one model across all series of a stored model.
+    pub const GLOBAL: [Method; 2] = [Method::GbdtLag, Method::Nbeats];
+
     /// SQL name.
     pub fn name(self) -> &'static str {
         match self {
@@ -80,13 +85,16 @@ impl Method {
             Method::Arima => "arima",
             Method::OptimizedTheta => "optimized_theta",
             Method::GbdtLag => "gbdt_lag",
+            Method::Nbeats => "nbeats",
         }
     }
 
     /// Parse a SQL name (any method, for `CREATE MODEL ... USING`).
     pub fn parse(s: &str) -> ModelResult<Method> {
-        if s.eq_ignore_ascii_case(Method::GbdtLag.name()) {
-            return Ok(Method::GbdtLag);
+        for global in Method::GLOBAL {
+            if s.eq_ignore_ascii_case(global.name()) {
+                return Ok(global);
+            }
         }
         Method::ALL
             .into_iter()
@@ -99,7 +107,7 @@ impl Method {
                     "unknown forecasting method \"{s}\" (known: auto, {}, {}, {})",
                     Method::ALL.map(|m| m.name()).join(", "),
                     Method::BY_NAME.map(|m| m.name()).join(", "),
-                    Method::GbdtLag.name()
+                    Method::GLOBAL.map(|m| m.name()).join(", ")
                 ))
             })
     }
@@ -107,12 +115,11 @@ impl Method {
     /// Parse a method that forecasts each series on its own (the ad-hoc `FORECAST(TABLE ..)`).
     pub fn parse_local(s: &str) -> ModelResult<Method> {
         match Method::parse(s)? {
-            Method::GbdtLag => Err(ModelError::InvalidParameter(
-                "gbdt_lag is one model trained across all series: create it with CREATE MODEL \
-                 m FORECAST v TIME t BY ids USING gbdt_lag AS ..., then SELECT * FROM \
-                 FORECAST('m')"
-                    .into(),
-            )),
+            m if m.is_global() => Err(ModelError::InvalidParameter(format!(
+                "{0} is one model trained across all series: create it with CREATE MODEL m \
+                 FORECAST v TIME t BY ids USING {0} AS ..., then SELECT * FROM FORECAST('m')",
+                m.name()
+            ))),
             m => Ok(m),
         }
     }
@@ -125,8 +132,13 @@ impl Method {
             Method::Ets | Method::OptimizedTheta => 4,
             Method::Arima => 10,
             Method::Mstl => 2 * m.max(2) + 1,
-            Method::GbdtLag => 3,
+            Method::GbdtLag | Method::Nbeats => 3,
         }
+    }
+
+    /// One model across all series (not fitted per series).
+    pub fn is_global(self) -> bool {
+        Method::GLOBAL.contains(&self)
     }
 }
 
@@ -326,10 +338,11 @@ pub fn point_forecast_with(
         )));
     }
     Ok(match method {
-        Method::GbdtLag => {
-            return Err(ModelError::InvalidParameter(
-                "gbdt_lag forecasts all series of a model together, not one series".into(),
-            ));
+        Method::GbdtLag | Method::Nbeats => {
+            return Err(ModelError::InvalidParameter(format!(
+                "{} forecasts all series of a model together, not one series",
+                method.name()
+            )));
         }
         Method::SeasonalNaive => {
             let m = m.max(1);

@@ -16,6 +16,7 @@
 pub mod global;
 pub mod lag_gbdt;
 pub mod methods;
+pub mod nbeats;
 pub mod regular;
 pub mod seasonality;
 pub mod stored;
@@ -240,7 +241,7 @@ fn fallbacks(method: Method) -> &'static [Method] {
         Method::Ets | Method::Arima | Method::OptimizedTheta => &[Method::Theta, Method::Naive2],
         Method::SeasonalNaive => &[Method::Naive2],
         Method::Theta => &[Method::Naive2],
-        Method::Naive2 | Method::GbdtLag => &[],
+        Method::Naive2 | Method::GbdtLag | Method::Nbeats => &[],
     }
 }
 

@@ -28,8 +28,9 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::global::GlobalParts;
+use super::global::{GlobalModel, GlobalParts};
 use super::lag_gbdt;
+use super::nbeats::NbeatsParams;
 use super::regular::on_grid;
 use super::time::{TimeAxis, times_from_i64, unit_nanos};
 use super::trainer::ForecastTrainer;
@@ -72,6 +73,8 @@ pub struct ForecastRequest {
     pub season_length: Option<usize>,
     /// Boosting options of `gbdt_lag` (`num_trees`, `learning_rate`, ...).
     pub tree_options: BTreeMap<String, f64>,
+    /// Network options of `nbeats` (`steps`, `width`, ...).
+    pub nbeats: NbeatsParams,
 }
 
 impl ForecastRequest {
@@ -92,20 +95,31 @@ impl ForecastRequest {
         };
         let mut tree_options = BTreeMap::new();
         let mut scratch = lag_gbdt::default_params();
+        let mut nbeats = NbeatsParams::default();
         for k in options.keys().filter(|k| !KNOWN.contains(&k.as_str())) {
-            let tree_option = method == Some(Method::GbdtLag)
-                && match num(options, k)? {
+            let known = match method {
+                Some(Method::GbdtLag) => match num(options, k)? {
                     Some(v) if scratch.set(k, v)? => {
                         tree_options.insert(k.clone(), v);
                         true
                     }
                     _ => false,
-                };
-            if !tree_option {
+                },
+                Some(Method::Nbeats) if NbeatsParams::OPTIONS.contains(&k.as_str()) => {
+                    match num(options, k)? {
+                        Some(v) => nbeats.set(k, v)?,
+                        None => false,
+                    }
+                }
+                _ => false,
+            };
+            if !known {
                 return Err(ModelError::InvalidParameter(format!(
                     "unknown option \"{k}\" for a forecasting model (known: {}; gbdt_lag also \
-                     takes the boosting options num_trees, learning_rate, num_leaves, ...)",
-                    KNOWN.join(", ")
+                     takes the boosting options num_trees, learning_rate, num_leaves, ...; \
+                     nbeats takes {})",
+                    KNOWN.join(", "),
+                    NbeatsParams::OPTIONS.join(", ")
                 )));
             }
         }
@@ -140,6 +154,7 @@ impl ForecastRequest {
             level,
             season_length,
             tree_options,
+            nbeats,
         })
     }
 }
@@ -606,12 +621,12 @@ impl ForecastModel {
         if let Some(g) = self
             .global
             .as_ref()
-            .filter(|g| !g.model.layout.exogenous.is_empty())
+            .filter(|g| !g.model.exogenous().is_empty())
         {
             return Err(ModelError::InvalidParameter(format!(
                 "the model reads exogenous columns ({}): give their future values with \
                  FORECAST('model', TABLE future) where future has the time, id and those columns",
-                g.model.layout.exogenous.join(", ")
+                g.model.exogenous().join(", ")
             )));
         }
         let mut columns = self.id_arrays(|_| h)?;
@@ -664,7 +679,7 @@ impl ForecastModel {
     ) -> ModelResult<BacktestDrift> {
         if self.global.is_some() {
             return Err(ModelError::InvalidInput(
-                "DRIFT of a gbdt_lag forecasting model is not supported: it has no per-series \
+                "DRIFT of a global forecasting model (gbdt_lag, nbeats) is not supported: it has no per-series \
                  method to refit; compare EVALUATE of a retrained version instead"
                     .into(),
             ));
@@ -708,11 +723,16 @@ impl ForecastModel {
         })
     }
 
+    /// The network of an `nbeats` model (its weights are a payload of the artifact).
+    pub fn network(&self) -> Option<&super::nbeats::NbeatsModel> {
+        self.global.as_ref().and_then(|g| g.model.network())
+    }
+
     /// Exogenous columns of a global model (empty otherwise).
     pub fn exogenous(&self) -> &[String] {
         self.global
             .as_ref()
-            .map_or(&[][..], |g| &g.model.layout.exogenous[..])
+            .map_or(&[][..], |g| g.model.exogenous())
     }
 
     /// Forecast series `id` (id values as text) from future exogenous values: `future` holds
@@ -728,7 +748,11 @@ impl ForecastModel {
         level: f64,
     ) -> ModelResult<(Vec<i64>, Vec<f64>, Vec<f64>, Vec<f64>)> {
         check_level(level)?;
-        let Some(g) = self.global.as_ref() else {
+        let Some(g) = self
+            .global
+            .as_ref()
+            .filter(|g| matches!(g.model, GlobalModel::Lag(_)))
+        else {
             return Err(ModelError::InvalidParameter(
                 "future values are read by gbdt_lag models only; this model forecasts without \
                  them: FORECAST('model')"
@@ -776,7 +800,7 @@ impl ForecastModel {
         let h = h as usize;
         let n = s.history.len();
         let start = s.last - step * (n as i64 - 1);
-        let exogenous: Vec<Vec<f64>> = (0..g.model.layout.exogenous.len())
+        let exogenous: Vec<Vec<f64>> = (0..g.model.exogenous().len())
             .map(|k| {
                 let rows: Vec<(i64, Option<f64>)> = ahead
                     .iter()
@@ -795,7 +819,7 @@ impl ForecastModel {
         };
         let point = g
             .model
-            .forecast(std::slice::from_ref(&input), h)
+            .forecast(std::slice::from_ref(&input), h)?
             .pop()
             .unwrap_or_default();
         let w = s.calibration.widths(h, level, &g.pooled);

@@ -8,8 +8,8 @@
 //! table. Otherwise every series is held until [`ForecastTrainer::finish`]. The caller may
 //! read only the columns the model uses ([`ForecastTrainer::project_input`]).
 //!
-//! `gbdt_lag` is one model across all series, so it keeps every series (as regular values,
-//! far smaller than the query's rows) until the end whatever the input order.
+//! `gbdt_lag` and `nbeats` are one model across all series, so they keep every series (as
+//! regular values, far smaller than the query's rows) until the end whatever the input order.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Instant;
@@ -89,10 +89,10 @@ pub struct ForecastTrainer {
     ready_rows: usize,
     open_rows: usize,
     fitted: Vec<FittedSeries>,
-    /// `gbdt_lag`'s series, fitted together at the end.
+    /// A global method's series, fitted together at the end.
     prepared: Vec<PreparedSeries>,
     prepared_values: usize,
-    /// `gbdt_lag`'s season and layout, chosen when the input has ended.
+    /// A global method's season and settings, chosen when the input has ended.
     plan: Option<GlobalPlan>,
     rows: usize,
     timeless: usize,
@@ -235,9 +235,9 @@ impl ForecastTrainer {
     /// The columns to sort the input by so that series can be fitted as they complete: the
     /// id columns, then the time column (so that sorting does not reorder a series' rows),
     /// as positions in the input. `None` when grouping would not help (a single series, or
-    /// `gbdt_lag`, which fits all series at once).
+    /// a global method, which fits all series at once).
     pub fn sort_columns(&self) -> Option<Vec<usize>> {
-        (!self.layout.ids.is_empty() && self.req.method != Some(Method::GbdtLag)).then(|| {
+        (!self.layout.ids.is_empty() && !self.global()).then(|| {
             self.layout
                 .ids
                 .iter()
@@ -247,13 +247,18 @@ impl ForecastTrainer {
         })
     }
 
+    /// The method trains one model across all series (`gbdt_lag`, `nbeats`).
+    fn global(&self) -> bool {
+        self.req.method.is_some_and(Method::is_global)
+    }
+
     /// Promise that rows arrive grouped by id: all rows of a series before the next one.
     pub fn input_grouped(&mut self) {
         self.grouped = true;
     }
 
     /// Bytes the trainer holds now (open and waiting series, fitted series, and for
-    /// `gbdt_lag` its series plus, once the input has ended, what its fit will need), for a
+    /// a global method its series plus, once the input has ended, what its fit will need), for a
     /// memory reservation.
     pub fn held_bytes(&self) -> usize {
         let exogenous = self.layout.exogenous.len();
@@ -263,7 +268,7 @@ impl ForecastTrainer {
         let fit = self
             .plan
             .as_ref()
-            .map_or(0, |p| p.fit_bytes(&self.prepared));
+            .map_or(0, |p| p.fit_bytes(&self.prepared, self.req.horizon));
         (self.open_rows + self.ready_rows) * row + fitted + prepared + fit
     }
 
@@ -373,11 +378,11 @@ impl ForecastTrainer {
         self.ready.push((key, series));
     }
 
-    /// Fit (or, for `gbdt_lag`, prepare) the series waiting.
+    /// Fit (or, for a global method, prepare) the series waiting.
     fn fit_ready(&mut self, ctx: &mut TrainContext) -> ModelResult<()> {
         let ready = std::mem::take(&mut self.ready);
         self.ready_rows = 0;
-        if self.req.method == Some(Method::GbdtLag) {
+        if self.global() {
             let ids = &self.ids;
             let nanos = self.nanos;
             let prepared = ready
@@ -418,8 +423,8 @@ impl ForecastTrainer {
         Ok(())
     }
 
-    /// The input has ended: fit (or, for `gbdt_lag`, prepare) every series left. After it,
-    /// [`ForecastTrainer::held_bytes`] includes what `gbdt_lag`'s fit will need.
+    /// The input has ended: fit (or, for a global method, prepare) every series left. After it,
+    /// [`ForecastTrainer::held_bytes`] includes what a global fit will need.
     pub fn end_of_input(&mut self, ctx: &mut TrainContext) -> ModelResult<()> {
         if self.ended {
             return Ok(());
@@ -454,7 +459,7 @@ impl ForecastTrainer {
             )
         });
         self.fit_ready(ctx)?;
-        if self.req.method == Some(Method::GbdtLag) {
+        if self.global() {
             self.prepared.sort_by(|a, b| a.id.cmp(&b.id));
             let names = self
                 .layout
@@ -467,7 +472,7 @@ impl ForecastTrainer {
                 &self.req,
                 names,
                 self.nanos,
-            ));
+            )?);
         }
         Ok(())
     }
@@ -477,11 +482,7 @@ impl ForecastTrainer {
         self.end_of_input(ctx)?;
         let (mut series, global) = if let Some(plan) = self.plan.take() {
             let prepared = std::mem::take(&mut self.prepared);
-            let mut params = super::lag_gbdt::default_params();
-            for (k, v) in &self.req.tree_options {
-                params.set(k, *v)?;
-            }
-            let (series, global) = fit_global(prepared, &self.req, plan, &params, ctx)?;
+            let (series, global) = fit_global(prepared, &self.req, plan, ctx)?;
             (series, Some(Box::new(global)))
         } else {
             (std::mem::take(&mut self.fitted), None)

@@ -8,10 +8,10 @@
 //! document; the weights are a safetensors payload beside it ([`WEIGHTS_FILE`]), opened on
 //! first use. Explanations are integrated gradients ([`MlpModel::contributions`]).
 
-mod adamw;
+pub(crate) mod adamw;
 pub mod device;
 pub mod fit;
-mod network;
+pub(crate) mod network;
 
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
