@@ -1172,6 +1172,51 @@ async fn nbeats_global_network_forecasts_with_intervals_and_survives_a_restart()
     let algo = rows(&c, "SELECT algorithm FROM system.models WHERE name = 'nb'").await;
     assert_eq!(algo[0].get::<_, String>(0), "nbeats");
 
+    // `auto` over enough values (30 series × 1 700) adds a network across the series to
+    // each series' candidates, with nbeats' options.
+    c.batch_execute(&format!("CREATE TABLE long AS {}", hourly(-1220, 479)))
+        .await
+        .expect("long table");
+    notices.take();
+    c.batch_execute(
+        "CREATE MODEL nb_auto FORECAST y TIME t BY id \
+         WITH (horizon = 24, season_length = 24, steps = 300, width = 64, batch_size = 64) \
+         AS SELECT t, id, y FROM long",
+    )
+    .await
+    .expect("auto model");
+    let said: Vec<String> = notices.take().into_iter().map(|n| n.1).collect();
+    for expected in [
+        "auto: one network across the series as a candidate method (nbeats: season 24",
+        "nbeats, backtest model: step 300 of 300",
+        "nbeats, full model: step 300 of 300",
+    ] {
+        assert!(
+            said.iter().any(|m| m.contains(expected)),
+            "{expected:?} not in {said:?}"
+        );
+    }
+    let auto = rows(
+        &c,
+        "SELECT f.id, f.t, f.forecast, u.y, f.method \
+         FROM FORECAST('nb_auto') AS f JOIN future u ON u.id = f.id AND u.t = f.t ORDER BY f.id, f.t",
+    )
+    .await;
+    assert_eq!(auto.len(), 30 * 24);
+    let with_network = auto
+        .iter()
+        .filter(|r| r.get::<_, String>(4).contains("nbeats"))
+        .count();
+    let fc: Vec<f64> = auto.iter().map(|r| r.get(2)).collect();
+    let truth: Vec<f64> = auto.iter().map(|r| r.get(3)).collect();
+    let s_auto = smape(&truth, &fc);
+    eprintln!(
+        "auto with a network candidate: sMAPE {s_auto:.2}, {} of 30 series average nbeats",
+        with_network / 24
+    );
+    assert!(with_network > 0, "no series chose the network");
+    assert!(s_auto < 3.0, "sMAPE {s_auto}");
+
     // Misuse and bad input.
     for (sql, state) in [
         (

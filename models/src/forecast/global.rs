@@ -20,7 +20,7 @@ use super::nbeats::{self, NbeatsModel, NbeatsParams};
 use super::seasonality::detect_season_length;
 use super::stored::{FittedSeries, ForecastRequest, Holdout};
 use super::time::TimeAxis;
-use super::{Calibration, Method, Regularized, mase, mase_scale, smape};
+use super::{Calibration, Given, Method, Regularized, mase, mase_scale, smape};
 use crate::error::ModelResult;
 use crate::gbdt::TreeParams;
 use crate::train::TrainContext;
@@ -474,4 +474,87 @@ pub fn fit_global(
         })
         .collect();
     Ok((fitted, GlobalParts { model, pooled }))
+}
+
+/// `auto` trains an nbeats network across its series when they hold at least this many
+/// values in all ...
+pub const NETWORK_MIN_VALUES: usize = 50_000;
+/// ... in at least this many series long enough for the network's backtests.
+pub const NETWORK_MIN_SERIES: usize = 10;
+/// `auto`'s network backtests from origins up to this many horizons before each series' end.
+const NETWORK_ORIGINS: usize = 4;
+
+/// Whether `auto` tries an nbeats network on `series` (see [`NETWORK_MIN_VALUES`]).
+pub fn network_worthwhile(series: &[PreparedSeries], h: usize) -> bool {
+    let values: usize = series.iter().map(|s| s.series.values.len()).sum();
+    let long = series
+        .iter()
+        .filter(|s| s.series.values.len() > (NETWORK_ORIGINS + 1) * h)
+        .count();
+    values >= NETWORK_MIN_VALUES && long >= NETWORK_MIN_SERIES
+}
+
+/// `auto`'s nbeats candidate: per series of `series` (in order), the forecasts of one network
+/// trained on every series without its last [`NETWORK_ORIGINS`] horizons, from each origin
+/// between there and the last horizon (the values after the cut are inputs, never targets,
+/// so these backtests do not see what they forecast), and of one network trained on the
+/// whole series, from the end. Two fits, whatever the number of origins.
+pub fn network_candidates(
+    series: &[PreparedSeries],
+    req: &ForecastRequest,
+    nanos: i64,
+    ctx: &mut TrainContext,
+) -> ModelResult<Vec<Given>> {
+    let h = req.horizon;
+    let as_network = ForecastRequest {
+        method: Some(Method::Nbeats),
+        ..req.clone()
+    };
+    let plan = GlobalPlan::new(series, &as_network, vec![], nanos)?;
+    (ctx.progress)(format!(
+        "auto: one network across the series as a candidate method ({})",
+        plan.describe()
+    ));
+    let values = |s: &PreparedSeries, k: usize| -> Option<usize> {
+        s.series.values.len().checked_sub(k * h).filter(|&o| o >= 2)
+    };
+    // The backtest network, on the series long enough to lose NETWORK_ORIGINS horizons.
+    let cut: Vec<SeriesInput<'_>> = series
+        .iter()
+        .filter_map(|s| values(s, NETWORK_ORIGINS).map(|o| input(s, o)))
+        .collect();
+    let mut given: Vec<Given> = series
+        .iter()
+        .map(|_| Given {
+            method: Method::Nbeats,
+            at: vec![],
+        })
+        .collect();
+    if cut.iter().any(|s| s.y.len() > h) {
+        let backtest = plan.fit(&cut, h, "backtest model", ctx)?;
+        for k in 1..=NETWORK_ORIGINS {
+            let at: Vec<(usize, usize)> = series
+                .iter()
+                .enumerate()
+                .filter_map(|(i, s)| values(s, NETWORK_ORIGINS).and(values(s, k)).map(|o| (i, o)))
+                .collect();
+            let inputs: Vec<SeriesInput<'_>> =
+                at.iter().map(|&(i, o)| input(&series[i], o)).collect();
+            for (&(i, o), f) in at.iter().zip(backtest.forecast(&inputs, h)?) {
+                given[i].at.push((o, f));
+            }
+        }
+    }
+    let full: Vec<SeriesInput<'_>> = series
+        .iter()
+        .map(|s| input(s, s.series.values.len()))
+        .collect();
+    let model = plan.fit(&full, h, "full model", ctx)?;
+    for (g, (s, f)) in given
+        .iter_mut()
+        .zip(series.iter().zip(model.forecast(&full, h)?))
+    {
+        g.at.push((s.series.values.len(), f));
+    }
+    Ok(given)
 }

@@ -245,8 +245,38 @@ fn fallbacks(method: Method) -> &'static [Method] {
     }
 }
 
+/// A series' forecasts by a method fitted elsewhere (`nbeats`, one network across the series
+/// of a stored `auto` model), by origin: `auto` scores and averages it like its own methods.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Given {
+    /// The method.
+    pub method: Method,
+    /// (values before the origin, the forecasts from there), at least `horizon` of them.
+    pub at: Vec<(usize, Vec<f64>)>,
+}
+
+impl Given {
+    /// The forecasts from the origin after `values` values.
+    fn from(&self, values: usize) -> Option<&[f64]> {
+        self.at
+            .iter()
+            .find(|(o, _)| *o == values)
+            .map(|(_, f)| &f[..])
+    }
+}
+
 /// Forecast one regular series (no NaN).
 pub fn forecast(y: &[f64], spec: &ForecastSpec) -> ModelResult<SeriesForecast> {
+    forecast_with(y, spec, &[])
+}
+
+/// [`forecast`], with `auto` also trying the methods `given` (their forecasts at the origins
+/// it backtests and from the end of `y`; a method without one at some origin has no score).
+pub fn forecast_with(
+    y: &[f64],
+    spec: &ForecastSpec,
+    given: &[Given],
+) -> ModelResult<SeriesForecast> {
     let n = y.len();
     let h = spec.horizon;
     if n == 0 {
@@ -275,11 +305,22 @@ pub fn forecast(y: &[f64], spec: &ForecastSpec) -> ModelResult<SeriesForecast> {
     let feasible = |mt: &Method| n >= mt.min_len(m);
     let combining = !spec.combine.is_empty();
     let candidates: Vec<Method> = match spec.method {
-        _ if combining => spec.combine.iter().copied().filter(feasible).collect(),
+        _ if combining => spec
+            .combine
+            .iter()
+            .copied()
+            .filter(|mt| !mt.is_global() && feasible(mt))
+            .collect(),
         None => Method::ALL
             .into_iter()
             .filter(feasible)
             .filter(|mt| !(*mt == Method::Ets && mstl_covers_ets))
+            .chain(
+                given
+                    .iter()
+                    .filter(|g| g.from(n).is_some())
+                    .map(|g| g.method),
+            )
             .collect(),
         Some(mt) if feasible(&mt) => vec![mt],
         Some(mt) => {
@@ -321,8 +362,20 @@ pub fn forecast(y: &[f64], spec: &ForecastSpec) -> ModelResult<SeriesForecast> {
     } else {
         (None, None)
     };
-    let fit =
-        |c: Method, y: &[f64]| point_forecast_with(c, y, h, m, &spec.season_candidates, ets_form);
+    let fit = |c: Method, y: &[f64]| match given.iter().find(|g| g.method == c) {
+        Some(g) => g
+            .from(y.len())
+            .filter(|f| f.len() >= h)
+            .map(|f| f[..h].to_vec())
+            .ok_or_else(|| {
+                ModelError::BadTrainingData(format!(
+                    "{} has no forecast from value {}",
+                    c.name(),
+                    y.len()
+                ))
+            }),
+        None => point_forecast_with(c, y, h, m, &spec.season_candidates, ets_form),
+    };
     // Each candidate's forecasts at the origins, and its score.
     let mut backtests: Vec<(Method, Vec<Vec<f64>>)> = vec![];
     let mut scores = vec![];

@@ -28,13 +28,16 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::global::{GlobalModel, GlobalParts};
+use super::global::{GlobalModel, GlobalParts, PreparedSeries};
 use super::lag_gbdt;
 use super::nbeats::NbeatsParams;
 use super::regular::on_grid;
 use super::time::{TimeAxis, times_from_i64, unit_nanos};
 use super::trainer::ForecastTrainer;
-use super::{Calibration, ForecastSpec, Method, forecast, mase, members_label, regularize, smape};
+use super::{
+    Calibration, ForecastSpec, Given, Method, Regularized, forecast, forecast_with, mase,
+    members_label, regularize, smape,
+};
 use crate::Task;
 use crate::error::{ModelError, ModelResult};
 use crate::features::FeatureSet;
@@ -105,7 +108,8 @@ impl ForecastRequest {
                     }
                     _ => false,
                 },
-                Some(Method::Nbeats) if NbeatsParams::OPTIONS.contains(&k.as_str()) => {
+                // `auto`'s network candidate takes nbeats' options too.
+                Some(Method::Nbeats) | None if NbeatsParams::OPTIONS.contains(&k.as_str()) => {
                     match num(options, k)? {
                         Some(v) => nbeats.set(k, v)?,
                         None => false,
@@ -117,7 +121,7 @@ impl ForecastRequest {
                 return Err(ModelError::InvalidParameter(format!(
                     "unknown option \"{k}\" for a forecasting model (known: {}; gbdt_lag also \
                      takes the boosting options num_trees, learning_rate, num_leaves, ...; \
-                     nbeats takes {})",
+                     nbeats and auto take {})",
                     KNOWN.join(", "),
                     NbeatsParams::OPTIONS.join(", ")
                 )));
@@ -442,6 +446,35 @@ pub(super) fn fit_each(
     fitted.into_iter().collect()
 }
 
+/// Fit regular series on their own, in parallel; `auto` also weighs each one's `given`
+/// forecasts (one per series, or none at all).
+pub(super) fn fit_prepared_each(
+    series: Vec<PreparedSeries>,
+    given: Vec<Given>,
+    req: &ForecastRequest,
+    nanos: i64,
+    ids: &[StoredColumn],
+    cancel: &std::sync::atomic::AtomicBool,
+) -> ModelResult<Vec<FittedSeries>> {
+    let mut given: Vec<Option<Given>> = given.into_iter().map(Some).collect();
+    given.resize(series.len(), None);
+    let fitted: Vec<ModelResult<FittedSeries>> = series
+        .into_par_iter()
+        .zip(given)
+        .map(|(p, g)| {
+            if cancel.load(Ordering::Relaxed) {
+                return Err(ModelError::Cancelled);
+            }
+            let name = label(&p.id, ids);
+            fit_regular(p.id, p.axis, p.series, req, nanos, g.as_slice()).map_err(|e| match e {
+                ModelError::Cancelled => e,
+                other => ModelError::BadTrainingData(format!("{name}: {other}")),
+            })
+        })
+        .collect();
+    fitted.into_iter().collect()
+}
+
 fn fit_series(
     id: Vec<Option<String>>,
     rows: SeriesRows,
@@ -450,6 +483,19 @@ fn fit_series(
 ) -> ModelResult<FittedSeries> {
     let axis = TimeAxis::detect(rows.iter().map(|r| r.0), nanos);
     let series = regularize(&axis.rows_on_axis(rows, nanos), None)?;
+    fit_regular(id, axis, series, req, nanos, &[])
+}
+
+/// Fit one regular series as `req` asks; `auto` also weighs the forecasts `given` (a global
+/// model's).
+pub(super) fn fit_regular(
+    id: Vec<Option<String>>,
+    axis: TimeAxis,
+    series: Regularized,
+    req: &ForecastRequest,
+    nanos: i64,
+    given: &[Given],
+) -> ModelResult<FittedSeries> {
     let spec = ForecastSpec {
         method: req.method,
         horizon: req.horizon,
@@ -463,7 +509,7 @@ fn fit_series(
     let n = y.len();
     let h = req.horizon;
     let holdout = if n >= h + 2 {
-        let f = forecast(&y[..n - h], &spec)?;
+        let f = forecast_with(&y[..n - h], &spec, given)?;
         let actual = &y[n - h..];
         let rmse = (actual
             .iter()
@@ -487,7 +533,7 @@ fn fit_series(
     } else {
         None
     };
-    let f = forecast(y, &spec)?;
+    let f = forecast_with(y, &spec, given)?;
     if f.point.iter().any(|v| !v.is_finite()) {
         return Err(ModelError::BadTrainingData(format!(
             "{} produced a non-finite forecast",

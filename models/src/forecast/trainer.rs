@@ -20,11 +20,14 @@ use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type, Schema};
 use rayon::prelude::*;
 
 use super::Method;
-use super::global::{GlobalPlan, PreparedSeries, fit_global};
+use super::global::{
+    GlobalPlan, PreparedSeries, fit_global, network_candidates, network_worthwhile,
+};
 use super::regular::on_grid;
 use super::regularize;
 use super::stored::{
-    FittedSeries, ForecastModel, ForecastRequest, StoredColumn, fit_each, label, model_artifact,
+    FittedSeries, ForecastModel, ForecastRequest, StoredColumn, fit_each, fit_prepared_each, label,
+    model_artifact,
 };
 use super::time::{TimeAxis, times_as_i64, unit_nanos};
 use crate::error::{ModelError, ModelResult};
@@ -44,6 +47,10 @@ const CHUNK_SERIES: usize = 512;
 const fn fitted_bytes(horizon: usize) -> usize {
     512 + 48 * horizon
 }
+
+/// `auto` holds its series as regular values, for a network across them, up to this many
+/// values; past it the series are fitted as they complete and the network is not tried.
+const NETWORK_MAX_HELD: usize = 5_000_000;
 
 /// Bytes a row of an open series takes: its time and value, and 16 per exogenous column.
 const ROW_BYTES: usize = std::mem::size_of::<(i64, Option<f64>)>();
@@ -94,6 +101,9 @@ pub struct ForecastTrainer {
     prepared_values: usize,
     /// A global method's season and settings, chosen when the input has ended.
     plan: Option<GlobalPlan>,
+    /// `auto` holds its series (in `prepared`) until the end, when a network across them may
+    /// join its candidates.
+    network: bool,
     rows: usize,
     timeless: usize,
     /// Progress lines not yet sent.
@@ -207,6 +217,7 @@ impl ForecastTrainer {
             prepared: vec![],
             prepared_values: 0,
             plan: None,
+            network: req.method.is_none(),
             rows: 0,
             timeless: 0,
             pending,
@@ -336,11 +347,19 @@ impl ForecastTrainer {
         }
         if self.ready_rows >= CHUNK_ROWS || self.ready.len() >= CHUNK_SERIES {
             self.fit_ready(ctx)?;
-            (ctx.progress)(format!(
-                "{} series fitted, {} row(s) read",
-                self.fitted.len(),
-                self.rows
-            ));
+            (ctx.progress)(if self.prepared.is_empty() {
+                format!(
+                    "{} series fitted, {} row(s) read",
+                    self.fitted.len(),
+                    self.rows
+                )
+            } else {
+                format!(
+                    "{} series read ({} row(s)), held for a model across them",
+                    self.prepared.len() + self.fitted.len(),
+                    self.rows
+                )
+            });
         }
         Ok(())
     }
@@ -382,7 +401,7 @@ impl ForecastTrainer {
     fn fit_ready(&mut self, ctx: &mut TrainContext) -> ModelResult<()> {
         let ready = std::mem::take(&mut self.ready);
         self.ready_rows = 0;
-        if self.global() {
+        if self.global() || self.network {
             let ids = &self.ids;
             let nanos = self.nanos;
             let prepared = ready
@@ -415,6 +434,19 @@ impl ForecastTrainer {
                 .map(|p| p.series.values.len())
                 .sum::<usize>();
             self.prepared.extend(prepared);
+            if self.network && self.prepared_values > NETWORK_MAX_HELD {
+                // Too many values to hold: fit what is held and stream the rest.
+                self.network = false;
+                self.pending.push(format!(
+                    "auto: the series hold more than {NETWORK_MAX_HELD} values, so no network \
+                     across them is tried (USING nbeats trains one)"
+                ));
+                let prepared = std::mem::take(&mut self.prepared);
+                self.prepared_values = 0;
+                let fitted =
+                    fit_prepared_each(prepared, vec![], &self.req, self.nanos, ids, ctx.cancel)?;
+                self.fitted.extend(fitted);
+            }
         } else {
             let groups = ready.into_iter().map(|(id, s)| (id, s.rows)).collect();
             let fitted = fit_each(groups, &self.req, self.nanos, &self.ids, ctx.cancel)?;
@@ -484,6 +516,19 @@ impl ForecastTrainer {
             let prepared = std::mem::take(&mut self.prepared);
             let (series, global) = fit_global(prepared, &self.req, plan, ctx)?;
             (series, Some(Box::new(global)))
+        } else if self.network {
+            let mut prepared = std::mem::take(&mut self.prepared);
+            prepared.sort_by(|a, b| a.id.cmp(&b.id));
+            let given = if network_worthwhile(&prepared, self.req.horizon) {
+                network_candidates(&prepared, &self.req, self.nanos, ctx)?
+            } else {
+                vec![]
+            };
+            let mut fitted = std::mem::take(&mut self.fitted);
+            fitted.extend(fit_prepared_each(
+                prepared, given, &self.req, self.nanos, &self.ids, ctx.cancel,
+            )?);
+            (fitted, None)
         } else {
             (std::mem::take(&mut self.fitted), None)
         };
