@@ -121,13 +121,17 @@ def collect(rows):
     return ({k: np.array(v[i]) for k, v in out.items()} for i in range(3))
 
 
-def run_prognos_global(pg, ds):
+def run_prognos_model(pg, ds, using, options=""):
+    """A stored model (`CREATE MODEL ... USING using WITH (..., options)`), then its forecast."""
     _, h, season, _, _, _, _ = ds
+    extra = f", {options}" if options else ""
     t0 = time.perf_counter()
-    pg.execute("CREATE OR REPLACE MODEL series_gbdt FORECAST y TIME ds BY unique_id USING gbdt_lag "
-               f"WITH (horizon = {h}, level = 95, season_length = {season}) "
+    # One model per method: a new version of one model would face the validation gate.
+    name = f"series_{using}"
+    pg.execute(f"CREATE OR REPLACE MODEL {name} FORECAST y TIME ds BY unique_id USING {using} "
+               f"WITH (horizon = {h}, level = 95, season_length = {season}{extra}) "
                "AS SELECT unique_id, ds, y FROM series")
-    rows = pg.execute("SELECT unique_id, ds, forecast, lower, upper FROM FORECAST('series_gbdt') "
+    rows = pg.execute(f"SELECT unique_id, ds, forecast, lower, upper FROM FORECAST('{name}') "
                       "ORDER BY unique_id, ds").fetchall()
     secs = time.perf_counter() - t0
     return (secs, *collect(rows))
@@ -173,7 +177,10 @@ def main():
     ap.add_argument("--statsforecast", default="AutoETS,AutoTheta,MSTL",
                     help="statsforecast models to run (comma-separated; AutoARIMA is slow)")
     ap.add_argument("--methods", default="auto,ets,theta,mstl,arima,optimized_theta,gbdt_lag",
-                    help="prognos methods to run")
+                    help="prognos methods to run (ad hoc FORECAST(TABLE ...); gbdt_lag, nbeats and "
+                         "model:M are stored models USING M)")
+    ap.add_argument("--options", default="",
+                    help="more WITH options of the stored models, e.g. 'steps = 2000'")
     args = ap.parse_args()
     if SHARED is None:
         raise SystemExit("shared/data not found")
@@ -199,9 +206,10 @@ def main():
                            path)
             pg.execute(f"CREATE EXTERNAL TABLE series STORED AS PARQUET LOCATION '{path}'")
             for method in [m for m in args.methods.split(",") if m]:
-                if method == "gbdt_lag":
-                    secs, fc, lo, hi = run_prognos_global(pg, ds)
-                    label = "prognos CREATE MODEL ... USING gbdt_lag + FORECAST('m')"
+                if method in ("gbdt_lag", "nbeats") or method.startswith("model:"):
+                    using = method.removeprefix("model:")
+                    secs, fc, lo, hi = run_prognos_model(pg, ds, using, args.options)
+                    label = f"prognos CREATE MODEL ... USING {using} + FORECAST('m')"
                 else:
                     secs, fc, lo, hi = run_prognos(pg, ds, method)
                     label = f"prognos FORECAST method => '{method}'"

@@ -951,6 +951,29 @@ async fn series_functions_stay_within_the_memory_limit() {
         .await
         .expect_err("over the limit");
     assert_eq!(err.code().map(|c| c.code()), Some("53200"), "{err:?}");
+    // nbeats reserves its parameters and one batch's activations besides the series: a
+    // network too large for the limit is a 53200; a small one trains.
+    c.batch_execute(
+        "CREATE TABLE few AS SELECT CAST(x AS BIGINT) AS tick, 'h' || CAST(s AS VARCHAR) AS host, \
+                sin(x / 3.0) + s AS v \
+         FROM generate_series(0, 199) AS t(x) CROSS JOIN generate_series(0, 9) AS hs(s)",
+    )
+    .await
+    .expect("few");
+    let err = c
+        .batch_execute(
+            "CREATE MODEL few_nb FORECAST v TIME tick BY host USING nbeats \
+             WITH (horizon = 24, width = 4096, batch_size = 100000) AS SELECT * FROM few",
+        )
+        .await
+        .expect_err("over the limit");
+    assert_eq!(err.code().map(|c| c.code()), Some("53200"), "{err:?}");
+    c.batch_execute(
+        "CREATE MODEL few_nb FORECAST v TIME tick BY host USING nbeats \
+         WITH (horizon = 24, width = 32, steps = 20) AS SELECT * FROM few",
+    )
+    .await
+    .expect("a small network under the limit");
     // The server is still serving.
     assert_eq!(rows(&c, "SELECT 1").await.len(), 1);
 }
