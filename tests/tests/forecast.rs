@@ -1240,6 +1240,23 @@ async fn nbeats_global_network_forecasts_with_intervals_and_survives_a_restart()
     assert!(with_network > 0, "no series chose the network");
     assert!(s_auto < 3.0, "sMAPE {s_auto}");
 
+    // Infinite and NULL values are gaps, filled by interpolation like any other; the network
+    // trains and its forecast is finite.
+    c.batch_execute(
+        "CREATE MODEL nb_gaps FORECAST y TIME t BY id USING nbeats \
+         WITH (horizon = 24, steps = 20, width = 16) \
+         AS SELECT t, id, CASE WHEN t = 100 THEN CAST('inf' AS DOUBLE) \
+                               WHEN t = 101 THEN NULL ELSE y END AS y FROM hist",
+    )
+    .await
+    .expect("nbeats over gaps");
+    let finite = rows(
+        &c,
+        "SELECT count(*) FROM FORECAST('nb_gaps') WHERE forecast - forecast = 0 AND lower - lower = 0",
+    )
+    .await;
+    assert_eq!(finite[0].get::<_, i64>(0), 30 * 24);
+
     // Misuse and bad input.
     for (sql, state) in [
         (
