@@ -63,6 +63,10 @@ pub struct IsolationForest {
     pub trees: Vec<IsolationTree>,
     /// Rows each tree was grown on (ψ).
     pub sample_size: usize,
+    /// Rows scoring at least this are anomalies: chosen on labelled training rows
+    /// (`WITH (labels = 'col')`, see [`crate::labelled`]); absent without labels.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threshold: Option<f32>,
 }
 
 /// Settings of [`fit`].
@@ -199,6 +203,7 @@ pub fn fit(x: &Matrix, settings: IsolationSettings) -> ModelResult<IsolationFore
     Ok(IsolationForest {
         trees,
         sample_size: psi,
+        threshold: None,
     })
 }
 

@@ -15,6 +15,7 @@ pub mod features;
 pub mod forecast;
 pub mod gbdt;
 pub mod isolation;
+pub mod labelled;
 pub mod linear;
 pub mod metrics;
 pub mod mlp;

@@ -403,6 +403,15 @@ impl ModelArtifact {
         }
     }
 
+    /// The score from which a row is an anomaly, for an anomaly model trained with labelled
+    /// rows (`WITH (labels = 'col')`).
+    pub fn anomaly_threshold(&self) -> Option<f32> {
+        match &self.estimator {
+            Estimator::IsolationForest(f) => f.threshold,
+            _ => None,
+        }
+    }
+
     /// Payload files stored beside `artifact.json`, by name: relative paths (an imported
     /// graph's external-data files keep the names the graph gives them).
     pub fn payload_files(&self) -> Vec<String> {

@@ -50,7 +50,14 @@ const TREE_OPTIONS: &[&str] = &[
     "subsample",
 ];
 /// Linear-model and k-means options.
-const OTHER_OPTIONS: &[&str] = &["lambda", "max_iter", "k", "num_clusters", "sample_size"];
+const OTHER_OPTIONS: &[&str] = &[
+    "lambda",
+    "max_iter",
+    "k",
+    "num_clusters",
+    "sample_size",
+    "labels",
+];
 
 /// What `CREATE MODEL` asked for.
 #[derive(Debug, Clone)]
@@ -584,6 +591,13 @@ pub fn train_with_holdout(
         return train_isolation_forest(names, columns, req, seed, started, ctx)
             .map(|a| (a, vec![]));
     }
+    if req.options.contains_key("labels") {
+        return Err(ModelError::InvalidParameter(
+            "labels names the column that marks anomalies in CREATE MODEL ... DETECT ANOMALIES; \
+             a PREDICT model learns from its target"
+                .into(),
+        ));
+    }
     let task_override = req.options.get("task").map(|t| parse_task(t)).transpose()?;
     let wants_clusters =
         req.algorithm == Algorithm::Kmeans || task_override == Some(Task::Clustering);
@@ -892,8 +906,35 @@ fn train_isolation_forest(
             "sample_size must be an integer between 2 and 1000000, got {sample_size}"
         )));
     }
-    let features = FeatureSet::fit(names, columns)?;
-    let x = features.encode(columns)?;
+    // `labels = 'col'`: that column marks anomalies; it is not a feature.
+    let (names, columns, labels) = match req.options.get("labels") {
+        None => (names.to_vec(), columns.to_vec(), None),
+        Some(label) => {
+            let i = names
+                .iter()
+                .position(|n| n == label)
+                .or_else(|| names.iter().position(|n| n.eq_ignore_ascii_case(label)))
+                .ok_or_else(|| {
+                    ModelError::UnknownColumn(format!(
+                        "the labels column \"{label}\" is not in the training query (it has: {})",
+                        names.join(", ")
+                    ))
+                })?;
+            let labels = crate::labelled::read_labels(&columns[i], label)?;
+            let mut names = names.to_vec();
+            let mut columns = columns.to_vec();
+            names.remove(i);
+            columns.remove(i);
+            (names, columns, Some((label.clone(), labels)))
+        }
+    };
+    if names.is_empty() {
+        return Err(ModelError::BadTrainingData(
+            "the training query has no feature columns besides the labels".into(),
+        ));
+    }
+    let features = FeatureSet::fit(&names, &columns)?;
+    let x = features.encode(&columns)?;
     (ctx.progress)(format!(
         "read {} rows, {} feature(s); isolation forest with {num_trees} trees of {} rows",
         x.n_rows,
@@ -903,7 +944,7 @@ fn train_isolation_forest(
     if ctx.cancel.load(Ordering::Relaxed) {
         return Err(ModelError::Cancelled);
     }
-    let forest = crate::isolation::fit(
+    let mut forest = crate::isolation::fit(
         &x,
         crate::isolation::IsolationSettings {
             num_trees: num_trees as usize,
@@ -912,9 +953,26 @@ fn train_isolation_forest(
         },
     )?;
     let mut scores = forest.score(&x);
+    let mut metrics = Metrics::default();
+    if let Some((label, labels)) = &labels {
+        let t = crate::labelled::best_threshold(&scores, labels, label)?;
+        (ctx.progress)(format!(
+            "labels: {} labelled row(s), {} of them anomalies; score threshold {:.4}: F1 {:.3} \
+             (precision {:.3}, recall {:.3}) on them",
+            t.labelled, t.anomalies, t.threshold, t.f1, t.precision, t.recall
+        ));
+        forest.threshold = Some(t.threshold);
+        for (k, v) in [
+            ("threshold", t.threshold as f64),
+            ("f1", t.f1),
+            ("precision", t.precision),
+            ("recall", t.recall),
+        ] {
+            metrics.values.insert(k.into(), v);
+        }
+    }
     scores.sort_by(f32::total_cmp);
     let q = |p: f64| scores[((scores.len() - 1) as f64 * p).round() as usize] as f64;
-    let mut metrics = Metrics::default();
     for (k, p) in [("score_p50", 0.5), ("score_p99", 0.99), ("score_max", 1.0)] {
         metrics.values.insert(k.into(), q(p));
     }

@@ -399,3 +399,116 @@ async fn season_length_names_the_season_of_integer_times() {
         .collect();
     assert!(!plain.contains(&233), "no season: {plain:?}");
 }
+
+/// `DETECT ANOMALIES ... WITH (labels = 'col')`: 2 000 ordinary rows and 40 far-off ones; 20 of
+/// the far-off and 200 ordinary rows are labelled, the rest NULL. The labels column is not a
+/// feature; the threshold chosen on the labelled rows flags the unlabelled far-off rows too,
+/// `FROM ANOMALY('m', TABLE t)` gains `is_anomaly`, and bad labels are clear errors.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn labelled_rows_choose_the_anomaly_threshold() {
+    let server = Server::start();
+    let (c, notices) = server.connect_with_notices().await;
+    // Pseudo-random in [0, 1): the fractional part of a large sine.
+    let u = |k: u32| {
+        format!(
+            "(abs(sin(v * {k}.9898)) * 43758.5453 - floor(abs(sin(v * {k}.9898)) * 43758.5453))"
+        )
+    };
+    c.batch_execute(&format!(
+        "CREATE TABLE events AS \
+         SELECT v, CASE WHEN v >= 2000 THEN 4.0 + {a} ELSE {a} END AS x, \
+                CASE WHEN v >= 2000 THEN -3.0 - {b} ELSE {b} END AS y, \
+                CASE WHEN v >= 2000 AND v < 2020 THEN 1 WHEN v < 200 THEN 0 ELSE NULL END AS lab \
+         FROM generate_series(0, 2039) AS t(v)",
+        a = u(12),
+        b = u(78)
+    ))
+    .await
+    .expect("events");
+    c.batch_execute(
+        "CREATE MODEL flagged DETECT ANOMALIES WITH (labels = 'lab') AS SELECT x, y, lab FROM events",
+    )
+    .await
+    .expect("train with labels");
+    let said: Vec<String> = notices.take().into_iter().map(|n| n.1).collect();
+    assert!(
+        said.iter()
+            .any(|m| m.contains("labels: 220 labelled row(s), 20 of them anomalies")),
+        "{said:?}"
+    );
+    let metrics = rows(
+        &c,
+        "SELECT metrics, features FROM system.model_versions WHERE name = 'flagged'",
+    )
+    .await;
+    let m: serde_json::Value = serde_json::from_str(&metrics[0].get::<_, String>(0)).expect("json");
+    assert!(m["f1"].as_f64().expect("f1") > 0.95, "{m}");
+    let threshold = m["threshold"].as_f64().expect("threshold");
+    assert!(
+        !metrics[0].get::<_, String>(1).contains("lab"),
+        "labels are not a feature"
+    );
+    // The unlabelled far-off rows are flagged; few ordinary ones are.
+    let flagged = rows(
+        &c,
+        "SELECT v >= 2000 AS far, count(*) FROM ANOMALY('flagged', TABLE events) \
+         WHERE is_anomaly GROUP BY v >= 2000 ORDER BY far",
+    )
+    .await;
+    let count = |far: bool| {
+        flagged
+            .iter()
+            .find(|r| r.get::<_, bool>(0) == far)
+            .map_or(0, |r| r.get::<_, i64>(1))
+    };
+    assert_eq!(count(true), 40, "threshold {threshold}");
+    assert!(count(false) <= 20, "{} ordinary rows flagged", count(false));
+    // The scalar form reads the features only, and scores as the relation does.
+    let scalar = rows(
+        &c,
+        "SELECT count(*) FROM events WHERE ANOMALY('flagged', x, y) >= (SELECT min(anomaly_score) \
+         FROM ANOMALY('flagged', TABLE events) WHERE is_anomaly)",
+    )
+    .await;
+    assert_eq!(scalar[0].get::<_, i64>(0), 40 + count(false));
+    // A model without labels has no threshold, so no is_anomaly.
+    c.batch_execute("CREATE MODEL plain DETECT ANOMALIES AS SELECT x, y FROM events")
+        .await
+        .expect("plain");
+    let e = c
+        .query("SELECT is_anomaly FROM ANOMALY('plain', TABLE events)", &[])
+        .await
+        .expect_err("no is_anomaly");
+    assert_eq!(sqlstate(&e), "42703", "{e}");
+
+    for (sql, code) in [
+        // No such column.
+        (
+            "CREATE MODEL bad DETECT ANOMALIES WITH (labels = 'nope') AS SELECT x, y FROM events",
+            "42703",
+        ),
+        // Text labels.
+        (
+            "CREATE MODEL bad DETECT ANOMALIES WITH (labels = 'l') AS SELECT x, y, 'yes' AS l FROM events",
+            "42804",
+        ),
+        // No labelled anomaly.
+        (
+            "CREATE MODEL bad DETECT ANOMALIES WITH (labels = 'lab') AS SELECT x, y, lab FROM events WHERE v < 2000",
+            "22000",
+        ),
+        // Labels only.
+        (
+            "CREATE MODEL bad DETECT ANOMALIES WITH (labels = 'lab') AS SELECT lab FROM events",
+            "22000",
+        ),
+        // A PREDICT model learns from its target.
+        (
+            "CREATE MODEL bad PREDICT y WITH (labels = 'lab') AS SELECT x, y, lab FROM events",
+            "22023",
+        ),
+    ] {
+        let e = c.query(sql, &[]).await.expect_err(sql);
+        assert_eq!(sqlstate(&e), code, "{sql}: {e}");
+    }
+}

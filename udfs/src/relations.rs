@@ -666,7 +666,14 @@ impl Planning<'_, '_> {
                 match (&model.task, &model.target) {
                     (Task::Clustering, _) => columns.push(call("predict", None)?.alias("cluster")),
                     (Task::AnomalyDetection, _) => {
-                        columns.push(call("predict", None)?.alias("anomaly_score"))
+                        let score = call("predict", None)?;
+                        // A model trained with labelled rows knows its threshold.
+                        if let Some(t) = model.anomaly_threshold() {
+                            columns.push(score.clone().alias("anomaly_score"));
+                            columns.push(score.gt_eq(lit(t as f64)).alias("is_anomaly"));
+                        } else {
+                            columns.push(score.alias("anomaly_score"));
+                        }
                     }
                     (_, Some(t)) => {
                         columns.push(call("predict", None)?.alias(format!("predicted_{}", t.name)));
