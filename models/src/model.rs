@@ -752,3 +752,15 @@ impl ModelArtifact {
         )?))
     }
 }
+
+/// The bytes of payload `file` of a stored version, at `location` (set when the version was
+/// loaded); `what` names it in errors.
+pub(crate) fn read_payload(
+    location: Option<&std::path::PathBuf>,
+    file: &str,
+    what: &str,
+) -> ModelResult<Vec<u8>> {
+    let path = location
+        .ok_or_else(|| ModelError::Corrupt(format!("the location of {file} is not known")))?;
+    std::fs::read(path).map_err(|e| ModelError::Corrupt(format!("{what} {}: {e}", path.display())))
+}

@@ -416,15 +416,14 @@ impl LagModel {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::sync::atomic::AtomicBool;
 
     use super::*;
 
-    #[test]
-    fn one_model_forecasts_series_of_different_scales() {
-        // Hourly series with a daily shape, scales 1 to 1000, a little noise.
-        let data: Vec<Vec<f64>> = (0..12)
+    /// Hourly series with a daily shape at scales 1 to 1000, a little noise.
+    pub(crate) fn daily_shapes() -> Vec<Vec<f64>> {
+        (0..12)
             .map(|i| {
                 let scale = 10f64.powi(i % 4);
                 (0..24 * 30)
@@ -437,7 +436,12 @@ mod tests {
                     })
                     .collect()
             })
-            .collect();
+            .collect()
+    }
+
+    #[test]
+    fn one_model_forecasts_series_of_different_scales() {
+        let data = daily_shapes();
         let hour = 3_600_000_000_000i64;
         let inputs: Vec<SeriesInput<'_>> = data
             .iter()

@@ -475,11 +475,7 @@ impl NbeatsModel {
         if let Some(n) = self.network.get() {
             return Ok(Arc::clone(n));
         }
-        let path = self.location.get().ok_or_else(|| {
-            ModelError::Corrupt(format!("the location of {} is not known", self.file))
-        })?;
-        let bytes = std::fs::read(path)
-            .map_err(|e| ModelError::Corrupt(format!("nbeats weights {}: {e}", path.display())))?;
+        let bytes = crate::model::read_payload(self.location.get(), &self.file, "nbeats weights")?;
         let p = NbeatsParams {
             blocks: self.blocks,
             layers: self.layers,
@@ -529,24 +525,6 @@ impl NbeatsModel {
 mod tests {
     use super::*;
 
-    /// Hourly series with a daily shape at scales 1 to 1000, a little noise.
-    fn daily_shapes() -> Vec<Vec<f64>> {
-        (0..12)
-            .map(|i| {
-                let scale = 10f64.powi(i % 4);
-                (0..24 * 30)
-                    .map(|t| {
-                        let noise = ((t as f64 * 12.9898 + i as f64).sin() * 43_758.545).fract();
-                        scale
-                            * (10.0
-                                + 3.0 * (2.0 * std::f64::consts::PI * (t % 24) as f64 / 24.0).sin()
-                                + 0.3 * noise)
-                    })
-                    .collect()
-            })
-            .collect()
-    }
-
     fn small() -> NbeatsParams {
         NbeatsParams {
             width: 64,
@@ -558,7 +536,7 @@ mod tests {
 
     #[test]
     fn one_network_forecasts_series_of_different_scales() {
-        let data = daily_shapes();
+        let data = crate::forecast::lag_gbdt::tests::daily_shapes();
         let train: Vec<&[f64]> = data.iter().map(|y| &y[..24 * 28]).collect();
         let mut reports = vec![];
         let model = fit(
@@ -587,7 +565,7 @@ mod tests {
 
     #[test]
     fn a_seeded_fit_repeats_and_the_weights_read_back() {
-        let data = daily_shapes();
+        let data = crate::forecast::lag_gbdt::tests::daily_shapes();
         let train: Vec<&[f64]> = data.iter().map(|y| &y[..200]).collect();
         let p = NbeatsParams {
             steps: 20,
@@ -628,7 +606,7 @@ mod tests {
         )
         .expect_err("fails");
         assert!(err.to_string().contains("at least 6 values"), "{err}");
-        let data = daily_shapes();
+        let data = crate::forecast::lag_gbdt::tests::daily_shapes();
         let train: Vec<&[f64]> = data.iter().map(|y| &y[..]).collect();
         let err = fit(
             &train,

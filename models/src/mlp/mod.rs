@@ -19,7 +19,7 @@ use std::sync::{Arc, OnceLock};
 use candle_core::{Tensor, Var};
 use serde::{Deserialize, Serialize};
 
-use crate::error::{ModelError, ModelResult};
+use crate::error::ModelResult;
 use crate::features::Matrix;
 use crate::metrics::{sigmoid, softmax_in_place};
 use crate::onnx::device::{Device as RunsOn, DeviceRequest, DeviceViews};
@@ -186,11 +186,7 @@ impl MlpModel {
             return Ok(Arc::clone(n));
         }
         // A network trained in this process is set from the start: only a stored one is read.
-        let path = self.location.get().ok_or_else(|| {
-            ModelError::Corrupt(format!("the location of {} is not known", self.file))
-        })?;
-        let bytes = std::fs::read(path)
-            .map_err(|e| ModelError::Corrupt(format!("network weights {}: {e}", path.display())))?;
+        let bytes = crate::model::read_payload(self.location.get(), &self.file, "network weights")?;
         let net = Network::from_safetensors(
             &bytes,
             &self.inputs,
@@ -339,6 +335,7 @@ fn integrated_gradients(
 mod tests {
     use super::fit::{MlpParams, Rows, fit};
     use super::*;
+    use crate::error::ModelError;
     use crate::features::DerivedColumn;
     use crate::gbdt::Objective;
     use rand::{Rng, SeedableRng};
