@@ -247,25 +247,26 @@ fn nab_windows_are_found_with_bounded_false_positives() {
         .chain(swept.iter().map(|(t, d)| (*t, d)))
         .collect();
     let mut chosen = vec![];
-    let held_out: Vec<Vec<bool>> = (0..files.len())
-        .map(|i| {
-            let raw = |d: &Vec<Vec<bool>>| -> f64 {
-                (0..files.len())
-                    .filter(|&j| j != i)
-                    .map(|j| nab_score(&files[j], &d[j], PROFILES[0]).0)
-                    .sum()
-            };
-            let (t, d) = candidates
-                .iter()
-                .copied()
-                .fold((0.0, None::<&Vec<Vec<bool>>>), |best, (t, d)| match best.1 {
-                    Some(b) if raw(b) >= raw(d) => best,
-                    _ => (t, Some(d)),
-                });
-            chosen.push(t);
-            d.map(|d| d[i].clone()).unwrap_or_default()
-        })
-        .collect();
+    let held_out: Vec<Vec<bool>> =
+        (0..files.len())
+            .map(|i| {
+                let raw = |d: &Vec<Vec<bool>>| -> f64 {
+                    (0..files.len())
+                        .filter(|&j| j != i)
+                        .map(|j| nab_score(&files[j], &d[j], PROFILES[0]).0)
+                        .sum()
+                };
+                let (t, d) = candidates.iter().copied().fold(
+                    (0.0, None::<&Vec<Vec<bool>>>),
+                    |best, (t, d)| match best.1 {
+                        Some(b) if raw(b) >= raw(d) => best,
+                        _ => (t, Some(d)),
+                    },
+                );
+                chosen.push(t);
+                d.map(|d| d[i].clone()).unwrap_or_default()
+            })
+            .collect();
     let (cv, cv_tp, cv_fp) = normalised(&files, &held_out, PROFILES[0]);
     chosen.sort_by(f64::total_cmp);
     chosen.dedup();
