@@ -485,7 +485,7 @@ pub const NETWORK_MIN_SERIES: usize = 10;
 const NETWORK_ORIGINS: usize = 4;
 
 /// Whether `auto` tries an nbeats network on `series` (see [`NETWORK_MIN_VALUES`]).
-pub fn network_worthwhile(series: &[PreparedSeries], h: usize) -> bool {
+fn network_worthwhile(series: &[PreparedSeries], h: usize) -> bool {
     let values: usize = series.iter().map(|s| s.series.values.len()).sum();
     let long = series
         .iter()
@@ -494,23 +494,34 @@ pub fn network_worthwhile(series: &[PreparedSeries], h: usize) -> bool {
     values >= NETWORK_MIN_VALUES && long >= NETWORK_MIN_SERIES
 }
 
-/// `auto`'s nbeats candidate: per series of `series` (in order), the forecasts of one network
+/// The network `auto` will train across `series` (ordered by id), when they are worth one
+/// (see [`NETWORK_MIN_VALUES`]); its [`GlobalPlan::fit_bytes`] is what the fits will reserve.
+pub fn network_plan(
+    series: &[PreparedSeries],
+    req: &ForecastRequest,
+    nanos: i64,
+) -> ModelResult<Option<GlobalPlan>> {
+    if !network_worthwhile(series, req.horizon) {
+        return Ok(None);
+    }
+    let as_network = ForecastRequest {
+        method: Some(Method::Nbeats),
+        ..req.clone()
+    };
+    GlobalPlan::new(series, &as_network, vec![], nanos).map(Some)
+}
+
+/// `auto`'s nbeats candidate (as [`network_plan`] planned it): per series of `series` (in order), the forecasts of one network
 /// trained on every series without its last [`NETWORK_ORIGINS`] horizons, from each origin
 /// between there and the last horizon (the values after the cut are inputs, never targets,
 /// so these backtests do not see what they forecast), and of one network trained on the
 /// whole series, from the end. Two fits, whatever the number of origins.
 pub fn network_candidates(
     series: &[PreparedSeries],
-    req: &ForecastRequest,
-    nanos: i64,
+    plan: &GlobalPlan,
+    h: usize,
     ctx: &mut TrainContext,
 ) -> ModelResult<Vec<Given>> {
-    let h = req.horizon;
-    let as_network = ForecastRequest {
-        method: Some(Method::Nbeats),
-        ..req.clone()
-    };
-    let plan = GlobalPlan::new(series, &as_network, vec![], nanos)?;
     (ctx.progress)(format!(
         "auto: one network across the series as a candidate method ({})",
         plan.describe()

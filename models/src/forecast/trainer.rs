@@ -20,9 +20,7 @@ use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type, Schema};
 use rayon::prelude::*;
 
 use super::Method;
-use super::global::{
-    GlobalPlan, PreparedSeries, fit_global, network_candidates, network_worthwhile,
-};
+use super::global::{GlobalPlan, PreparedSeries, fit_global, network_candidates, network_plan};
 use super::regular::on_grid;
 use super::regularize;
 use super::stored::{
@@ -104,6 +102,8 @@ pub struct ForecastTrainer {
     /// `auto` holds its series (in `prepared`) until the end, when a network across them may
     /// join its candidates.
     network: bool,
+    /// That network, planned when the input has ended (when the series are worth one).
+    network_plan: Option<GlobalPlan>,
     rows: usize,
     timeless: usize,
     /// Progress lines not yet sent.
@@ -218,6 +218,7 @@ impl ForecastTrainer {
             prepared_values: 0,
             plan: None,
             network: req.method.is_none(),
+            network_plan: None,
             rows: 0,
             timeless: 0,
             pending,
@@ -278,8 +279,10 @@ impl ForecastTrainer {
         let prepared = self.prepared_values * 8 * (1 + exogenous);
         let fit = self
             .plan
-            .as_ref()
-            .map_or(0, |p| p.fit_bytes(&self.prepared, self.req.horizon));
+            .iter()
+            .chain(&self.network_plan)
+            .map(|p| p.fit_bytes(&self.prepared, self.req.horizon))
+            .sum::<usize>();
         (self.open_rows + self.ready_rows) * row + fitted + prepared + fit
     }
 
@@ -506,6 +509,10 @@ impl ForecastTrainer {
                 self.nanos,
             )?);
         }
+        if self.network {
+            self.prepared.sort_by(|a, b| a.id.cmp(&b.id));
+            self.network_plan = network_plan(&self.prepared, &self.req, self.nanos)?;
+        }
         Ok(())
     }
 
@@ -517,12 +524,10 @@ impl ForecastTrainer {
             let (series, global) = fit_global(prepared, &self.req, plan, ctx)?;
             (series, Some(Box::new(global)))
         } else if self.network {
-            let mut prepared = std::mem::take(&mut self.prepared);
-            prepared.sort_by(|a, b| a.id.cmp(&b.id));
-            let given = if network_worthwhile(&prepared, self.req.horizon) {
-                network_candidates(&prepared, &self.req, self.nanos, ctx)?
-            } else {
-                vec![]
+            let prepared = std::mem::take(&mut self.prepared);
+            let given = match self.network_plan.take() {
+                Some(plan) => network_candidates(&prepared, &plan, self.req.horizon, ctx)?,
+                None => vec![],
             };
             let mut fitted = std::mem::take(&mut self.fitted);
             fitted.extend(fit_prepared_each(
