@@ -36,10 +36,21 @@
 //!   smaller anomaly); past the largest statistic counted, the empirical tail continues with
 //!   the t tail's shape;
 //! * `score = 1 − p` in [0, 1];
-//! * `is_anomaly` marks where an alert should fire: the score reaches the sensitivity and no
-//!   point of the previous `level_window` points did (the onset of an anomalous episode; the
-//!   points after it within the episode keep their high scores but do not alert again —
-//!   `score >= sensitivity` selects every anomalous point).
+//! * **novelty** (see [`novelty`]): the distance from the last [`AnomalySpec::novelty_window`]
+//!   values to the most similar earlier stretch, divided by the largest such distance before
+//!   it (≥ 1: the most novel stretch so far; near 0: a close repeat of earlier values, such
+//!   as a metric's routine jumps between two levels, next to a far more novel stretch seen
+//!   before); NaN during the first 10 windows;
+//! * `is_anomaly` marks where an alert should fire ([`alert_onsets`]): the score reaches the
+//!   sensitivity where the stretch is not familiar (novelty ≥ [`AnomalySpec::novelty_gate`],
+//!   or unknown yet), or the stretch is the most novel so far (novelty ≥ 1), and no alert
+//!   fired in the previous [`AnomalySpec::cooldown`] points (the points after an onset keep
+//!   their scores but do not alert again — `score >= sensitivity` selects every point whose
+//!   residual is unusual).
+//!
+//! The defaults (sensitivity, novelty window and gate, cooldown) were chosen by
+//! leave-one-file-out cross-validation over the 24 NAB files (`models/tests/anomaly_nab.rs`,
+//! benches/README.md).
 //!
 //! `lower` / `upper` are `expected ∓ z* · scale`, where `z*` is the Gaussian point-test bound at
 //! the sensitivity: the band a single value must leave to be an anomaly by itself (once the
@@ -47,6 +58,7 @@
 //! The first points (fewer than [`MIN_HISTORY`] before them) get score 0: there is nothing to
 //! compare them with.
 
+pub mod novelty;
 mod score;
 mod seasonal;
 
@@ -66,14 +78,24 @@ pub struct AnomalySpec {
     pub level_window: usize,
     /// Residuals (and statistics) the scale and the empirical tail come from.
     pub history: usize,
+    /// Values per stretch whose novelty gates the alerts (0: no gate, alerts on the score
+    /// alone).
+    pub novelty_window: usize,
+    /// Novelty below which a high score does not alert (the stretch is familiar).
+    pub novelty_gate: f64,
+    /// Points after an alert during which no other alert fires.
+    pub cooldown: usize,
 }
 
 impl Default for AnomalySpec {
     fn default() -> Self {
         Self {
-            sensitivity: 0.999,
+            sensitivity: 0.998,
             level_window: 12,
             history: 1000,
+            novelty_window: 32,
+            novelty_gate: 0.2,
+            cooldown: 100,
         }
     }
 }
@@ -89,7 +111,9 @@ pub struct AnomalyScores {
     pub upper: Vec<f64>,
     /// Anomaly score in [0, 1].
     pub score: Vec<f64>,
-    /// Alert onsets: `score >= sensitivity` after `level_window` points below it.
+    /// Novelty of the stretch ending at the point (NaN while unknown).
+    pub novelty: Vec<f64>,
+    /// Alert onsets (see [`alert_onsets`]).
     pub is_anomaly: Vec<bool>,
 }
 
@@ -106,6 +130,7 @@ pub fn detect(y: &[f64], seasons: &[SeasonPhases], spec: &AnomalySpec) -> Anomal
         lower: vec![f64::NAN; n],
         upper: vec![f64::NAN; n],
         score: vec![f64::NAN; n],
+        novelty: vec![f64::NAN; n],
         is_anomaly: vec![false; n],
     };
     let z_band = normal_quantile(1.0 - (1.0 - spec.sensitivity) / 2.0);
@@ -124,8 +149,15 @@ pub fn detect(y: &[f64], seasons: &[SeasonPhases], spec: &AnomalySpec) -> Anomal
         .flat_map(|s| [SeasonalStream::new(s, false), SeasonalStream::new(s, true)])
         .collect();
     let mut buf = Vec::with_capacity(spec.level_window);
-    let mut last_high: Option<usize> = None;
     let lw = spec.level_window.max(1);
+    let observed: Vec<f64> = seen.iter().map(|p| p.1).collect();
+    let novelty = novelty::relative_novelty(
+        &novelty::left_profile(&observed, spec.novelty_window),
+        NOVELTY_WARM_UP * spec.novelty_window,
+    );
+    for (&(i, _), v) in seen.iter().zip(novelty) {
+        out.novelty[i] = v;
+    }
     for (k, &(i, v)) in seen.iter().enumerate() {
         let expected = if k == 0 {
             v
@@ -178,9 +210,33 @@ pub fn detect(y: &[f64], seasons: &[SeasonPhases], spec: &AnomalySpec) -> Anomal
             None => (expected - z_band * scale, expected + z_band * scale),
         };
         out.score[i] = score;
-        if score >= spec.sensitivity {
-            out.is_anomaly[i] = last_high.is_none_or(|l| k - l > spec.level_window);
-            last_high = Some(k);
+    }
+    out.is_anomaly = alert_onsets(&out.score, &out.novelty, spec);
+    out
+}
+
+/// Windows of values before novelty is known (the first stretches have few neighbours).
+const NOVELTY_WARM_UP: usize = 10;
+
+/// Where alerts fire, given each point's score and novelty (NaN score: a missing value, never
+/// an alert and not counted in the cooldown): the score reaches `spec.sensitivity` and the
+/// novelty is unknown (NaN) or at least `spec.novelty_gate` (always, when
+/// `spec.novelty_window` is 0), or the novelty is at least 1; and no alert fired within the
+/// previous `spec.cooldown` scored points.
+pub fn alert_onsets(score: &[f64], novelty: &[f64], spec: &AnomalySpec) -> Vec<bool> {
+    let mut out = vec![false; score.len()];
+    let mut last: Option<usize> = None;
+    let scored = score
+        .iter()
+        .zip(novelty)
+        .enumerate()
+        .filter(|(_, (s, _))| !s.is_nan());
+    for (k, (i, (&s, &nov))) in scored.enumerate() {
+        let familiar = spec.novelty_window > 0 && nov < spec.novelty_gate;
+        let fires = (s >= spec.sensitivity && !familiar) || nov >= 1.0;
+        if fires && last.is_none_or(|l| k - l > spec.cooldown) {
+            out[i] = true;
+            last = Some(k);
         }
     }
     out
@@ -194,6 +250,33 @@ mod tests {
         (0..n)
             .map(|t| ((t as f64 * 12.9898 + seed).sin() * 43_758.545).fract() - 0.5)
             .collect()
+    }
+
+    #[test]
+    fn alerts_need_an_unfamiliar_stretch_and_respect_the_cooldown() {
+        let spec = AnomalySpec {
+            sensitivity: 0.99,
+            novelty_gate: 0.2,
+            cooldown: 3,
+            ..AnomalySpec::default()
+        };
+        let nan = f64::NAN;
+        // 0: high score, novelty unknown: fires. 1: within the cooldown. 4: high but familiar.
+        // 5: a record with a low score: fires. 6: missing, not counted, so 9 (high and
+        // unfamiliar) is 3 scored points after 5: still within the cooldown.
+        let score = [0.999, 0.999, 0.1, 0.1, 0.999, 0.2, nan, 0.1, 0.1, 0.995];
+        let novelty = [nan, nan, 0.5, 0.5, 0.1, 1.3, nan, 0.3, 0.3, 0.3];
+        let alerts = alert_onsets(&score, &novelty, &spec);
+        let at: Vec<usize> = (0..score.len()).filter(|&i| alerts[i]).collect();
+        assert_eq!(at, vec![0, 5]);
+        // Without a novelty window the score alone decides.
+        let plain = AnomalySpec {
+            novelty_window: 0,
+            ..spec
+        };
+        let alerts = alert_onsets(&score, &novelty, &plain);
+        let at: Vec<usize> = (0..score.len()).filter(|&i| alerts[i]).collect();
+        assert_eq!(at, vec![0, 4, 9]);
     }
 
     #[test]
@@ -252,8 +335,14 @@ mod tests {
             seasons.iter().map(|s| s.period).collect::<Vec<_>>(),
             vec![48, 336]
         );
-        let seasonal = detect(&y, &seasons, &AnomalySpec::default());
-        let local = detect(&y, &[], &AnomalySpec::default());
+        // The residual tests alone (the novelty rule, tested in `novelty`, would also flag a
+        // value never seen at that time of day, and adds alerts at early records).
+        let spec = AnomalySpec {
+            novelty_window: 0,
+            ..AnomalySpec::default()
+        };
+        let seasonal = detect(&y, &seasons, &spec);
+        let local = detect(&y, &[], &spec);
         assert!(seasonal.is_anomaly[at], "seasonal: {}", seasonal.score[at]);
         assert!(!local.is_anomaly[at], "local: {}", local.score[at]);
         // After the warm-up the seasonal expected value follows the wave closely.
