@@ -2,10 +2,12 @@
 //! realAWSCloudwatch, 49 labelled windows), scored with NAB's rules (`nab/sweeper.py`):
 //! probationary period, scaled-sigmoid rewards for the earliest detection in a window,
 //! sigmoid-weighted false positives after a window, −fnWeight per missed window, normalised
-//! against the null detector. Prints the scores at the default sensitivity and at the best
-//! corpus-wide threshold (what NAB reports for published detectors) beside their subset
-//! scores. Skipped, with a message, when the shared data is not there. `NAB_DEBUG=<part of a
-//! file name>` also prints that file's windows and alert onsets.
+//! against the null detector. Prints the scores at the defaults and at the best of 192
+//! candidate settings (novelty window × sensitivity × gate × cooldown), and the
+//! leave-one-file-out score: each file scored with the candidate best on the other 23.
+//! Skipped, with a message, when the shared data is not there. `NAB_DEBUG=<part of a file
+//! name>` also prints that file's windows and alert onsets; `NAB_DUMP=<dir>` writes every
+//! file's values, scores and labels as CSV there.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

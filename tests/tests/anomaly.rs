@@ -84,6 +84,7 @@ async fn nab_metrics_are_scored_per_series() {
             "lower",
             "upper",
             "score",
+            "novelty",
             "is_anomaly"
         ]
     );
@@ -114,8 +115,16 @@ async fn nab_metrics_are_scored_per_series() {
             let score: f64 = r.get(6);
             assert!((0.0..=1.0).contains(&score));
             assert!((score - expected.score[i]).abs() < 1e-12, "{host} row {i}");
+            let novelty: Option<f64> = r.get(7);
+            match novelty {
+                Some(n) => assert!(
+                    n == expected.novelty[i] || (n - expected.novelty[i]).abs() < 1e-12,
+                    "{host} row {i}"
+                ),
+                None => assert!(expected.novelty[i].is_nan(), "{host} row {i}"),
+            }
             assert_eq!(
-                r.get::<_, bool>(7),
+                r.get::<_, bool>(8),
                 expected.is_anomaly[i],
                 "{host} row {i}"
             );
@@ -157,14 +166,14 @@ async fn nab_metrics_are_scored_per_series() {
         // Every labelled window gets an alert.
         for w in &windows[file] {
             let hit = series.iter().zip(&times).any(|(r, t)| {
-                r.get::<_, bool>(7) && t.as_str() >= &w[0][..19] && t.as_str() <= &w[1][..19]
+                r.get::<_, bool>(8) && t.as_str() >= &w[0][..19] && t.as_str() <= &w[1][..19]
             });
             assert!(hit, "{host}: window {w:?} has no alert");
         }
         let outside = series
             .iter()
             .zip(&times)
-            .filter(|(r, t)| r.get::<_, bool>(7) && !in_window(t))
+            .filter(|(r, t)| r.get::<_, bool>(8) && !in_window(t))
             .count();
         assert!(
             outside <= 10,
@@ -182,6 +191,18 @@ async fn nab_metrics_are_scored_per_series() {
     let loose: i64 = rows(&c, &count("0.99")).await[0].get(0);
     let strict: i64 = rows(&c, &count("0.99999")).await[0].get(0);
     assert!(strict <= loose, "{strict} > {loose}");
+    // A shorter cooldown alerts no less often, and `cooldown => 0` alerts wherever the rule
+    // holds (the model crate's alerts with that cooldown).
+    let with_cooldown = |n: &str| {
+        format!(
+            "SELECT count(*) FROM ANOMALY(TABLE metrics, time => 'ts', value => 'value', \
+             id => 'host', cooldown => {n}) WHERE is_anomaly"
+        )
+    };
+    let default: i64 = rows(&c, &count("0.998")).await[0].get(0);
+    let none: i64 = rows(&c, &with_cooldown("0")).await[0].get(0);
+    let long: i64 = rows(&c, &with_cooldown("1000")).await[0].get(0);
+    assert!(long <= default && default < none, "{long} {default} {none}");
 
     let cases = [
         (
@@ -219,6 +240,14 @@ async fn nab_metrics_are_scored_per_series() {
         ),
         (
             "ANOMALY(TABLE metrics, time => 'ts', value => 'value', season_length => 'day')",
+            "22023",
+        ),
+        (
+            "ANOMALY(TABLE metrics, time => 'ts', value => 'value', cooldown => -1)",
+            "22023",
+        ),
+        (
+            "ANOMALY(TABLE metrics, time => 'ts', value => 'value', cooldown => 1.5)",
             "22023",
         ),
         ("ANOMALY('some_model')", "42704"),
@@ -356,6 +385,7 @@ async fn isolation_forest_scores_rows() {
 
 /// Integer times have no clock: a weekly pattern is only followed when `season_length` names
 /// it. A Saturday-level value on a Wednesday is unusual for its day but not for the series.
+/// (Daily data: the cooldown is 12 days rather than the default 100 points.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn season_length_names_the_season_of_integer_times() {
     let server = Server::start();
@@ -378,7 +408,7 @@ async fn season_length_names_the_season_of_integer_times() {
     let alerts = |extra: &str| {
         format!(
             "SELECT day, expected, score FROM ANOMALY(TABLE visits, time => 'day', \
-             value => 'n'{extra}) WHERE is_anomaly ORDER BY day"
+             value => 'n', cooldown => 12{extra}) WHERE is_anomaly ORDER BY day"
         )
     };
     let weekly = rows(&c, &alerts(", season_length => 7")).await;

@@ -1,6 +1,6 @@
-//! `prognos_anomaly(time, value, sensitivity [, season_length])`: an aggregate that collects one series (a
+//! `prognos_anomaly(time, value, sensitivity [, season_length [, cooldown]])`: an aggregate that collects one series (a
 //! group) and returns every row's anomaly score as a list of `{time, value, expected, lower,
-//! upper, score, is_anomaly}` in time order (see `prognos_models::anomaly` for the method).
+//! upper, score, novelty, is_anomaly}` in time order (see `prognos_models::anomaly` for the method).
 //! `ANOMALY(TABLE t, time => ..., value => ..., id => ...)` in `FROM` is rewritten onto it
 //! with `GROUP BY` the id columns, like `FORECAST`.
 //!
@@ -22,8 +22,11 @@ use prognos_models::forecast::time::{times_from_i64, unit_nanos};
 use crate::models::{external, list_scalar};
 use crate::series::{
     SeriesRows, check_series_types, coerce_series_types, list_of, literal_arg, null_list,
-    season_length_arg, state_fields,
+    season_length_arg, state_fields, whole_number,
 };
+
+/// Largest `cooldown` (points).
+const MAX_COOLDOWN: i64 = 1_000_000;
 
 /// The aggregate's SQL name.
 pub const NAME: &str = "prognos_anomaly";
@@ -50,6 +53,7 @@ fn item_fields(time: &DataType) -> Fields {
         Field::new("lower", DataType::Float64, true),
         Field::new("upper", DataType::Float64, true),
         Field::new("score", DataType::Float64, true),
+        Field::new("novelty", DataType::Float64, true),
         Field::new("is_anomaly", DataType::Boolean, true),
     ])
 }
@@ -64,16 +68,15 @@ impl AggregateUDFImpl for AnomalyAgg {
     }
 
     fn coerce_types(&self, arg_types: &[DataType]) -> Result<Vec<DataType>> {
-        if !(3..=4).contains(&arg_types.len()) {
+        if !(3..=5).contains(&arg_types.len()) {
             return plan_err!(
-                "prognos_anomaly(time, value, sensitivity [, season_length]) takes 3 or 4 arguments"
+                "prognos_anomaly(time, value, sensitivity [, season_length [, cooldown]]) takes \
+                 3 to 5 arguments"
             );
         }
         let (time, value) = coerce_series_types(&arg_types[0], &arg_types[1]);
         let mut types = vec![time, value, DataType::Float64];
-        if arg_types.len() == 4 {
-            types.push(DataType::Float64);
-        }
+        types.extend(arg_types[3..].iter().map(|_| DataType::Float64));
         Ok(types)
     }
 
@@ -98,10 +101,23 @@ impl AggregateUDFImpl for AnomalyAgg {
         };
         // 0 (or absent) = the seasons the timestamps suggest, 1 = none, m ≥ 2 = that length.
         let season_length = season_length_arg(&args, 3)?;
+        let cooldown = match args.exprs.get(4).map(|_| literal_arg(&args, 4)) {
+            None => AnomalySpec::default().cooldown,
+            Some(Some(v)) => match whole_number(&v, 0..=MAX_COOLDOWN) {
+                Some(c) => c as usize,
+                None => {
+                    return Err(external(ModelError::InvalidParameter(format!(
+                        "cooldown must be an integer in [0, {MAX_COOLDOWN}], got {v}"
+                    ))));
+                }
+            },
+            Some(None) => return plan_err!("cooldown must be a constant"),
+        };
         Ok(Box::new(SeriesAccumulator {
             time_type: args.exprs[0].data_type(args.schema)?,
             sensitivity,
             season_length,
+            cooldown,
             rows: SeriesRows::default(),
         }))
     }
@@ -112,6 +128,8 @@ struct SeriesAccumulator {
     time_type: DataType,
     sensitivity: f64,
     season_length: Option<usize>,
+    /// Points after an alert that do not alert again.
+    cooldown: usize,
     rows: SeriesRows,
 }
 
@@ -145,6 +163,7 @@ impl Accumulator for SeriesAccumulator {
             .collect();
         let spec = AnomalySpec {
             sensitivity: self.sensitivity,
+            cooldown: self.cooldown,
             ..AnomalySpec::default()
         };
         let times: Vec<i64> = order.iter().map(|&i| self.rows.times[i]).collect();
@@ -175,6 +194,14 @@ impl Accumulator for SeriesAccumulator {
                 Arc::new(opt(&s.lower)),
                 Arc::new(opt(&s.upper)),
                 Arc::new(opt(&s.score)),
+                // Infinite novelty (a change after exact repeats) is a value, not unknown.
+                Arc::new(Float64Array::from(
+                    s.novelty
+                        .iter()
+                        .zip(&missing)
+                        .map(|(x, &m)| (!m && !x.is_nan()).then_some(*x))
+                        .collect::<Vec<_>>(),
+                )),
                 Arc::new(BooleanArray::from(
                     s.is_anomaly
                         .iter()

@@ -27,8 +27,9 @@
 //!   predictions, outcomes, metric, value`, one row per live metric, version and window.
 //! * `FROM ANOMALY('m', TABLE t)` → every column of `t` plus `anomaly_score`;
 //!   `FROM ANOMALY(TABLE t, time => 'ts', value => 'v' [, id => 'a, b']
-//!   [, sensitivity => 0.999] [, season_length => n])` → `time, id columns, value, expected,
-//!   lower, upper, score, is_anomaly` for every row (`prognos_anomaly`).
+//!   [, sensitivity => 0.998] [, season_length => n] [, cooldown => n])` → `time, id columns,
+//!   value, expected, lower, upper, score, novelty, is_anomaly` for every row
+//!   (`prognos_anomaly`).
 //!
 //! The relation argument is planned by DataFusion's own planner; the functions are the ones
 //! registered in the session (so the plan uses the session's model snapshot), and the plan
@@ -499,7 +500,14 @@ impl Planning<'_, '_> {
         let named = NamedArgs::parse(
             "ANOMALY",
             args,
-            &["time", "value", "id", "sensitivity", "season_length"],
+            &[
+                "time",
+                "value",
+                "id",
+                "sensitivity",
+                "season_length",
+                "cooldown",
+            ],
         )?;
         let time = named.column("time")?;
         let value = named.column("value")?;
@@ -517,10 +525,27 @@ impl Planning<'_, '_> {
         let season = named.passed("season_length", DataType::Float64, |n| {
             Ok(lit(n.season_length()?))
         })?;
+        let cooldown = named.passed("cooldown", DataType::Float64, |n| {
+            let c = n
+                .number("cooldown")?
+                .unwrap_or(prognos_models::anomaly::AnomalySpec::default().cooldown as f64);
+            if !((0.0..=1_000_000.0).contains(&c) && c.fract() == 0.0) {
+                return Err(invalid(format!(
+                    "ANOMALY: cooldown must be an integer in [0, 1000000] (points), got {c}"
+                )));
+            }
+            Ok(lit(c))
+        })?;
         let ids = series_ids(&named)?;
         let call = self.aggregate(
             crate::anomaly::NAME,
-            vec![src_col(&time), src_col(&value), sensitivity, season],
+            vec![
+                src_col(&time),
+                src_col(&value),
+                sensitivity,
+                season,
+                cooldown,
+            ],
         )?;
         let source = self.source(query)?;
         per_series(source, &ids, call, |item| {
@@ -532,6 +557,7 @@ impl Planning<'_, '_> {
                 ("lower", "lower"),
                 ("upper", "upper"),
                 ("score", "score"),
+                ("novelty", "novelty"),
                 ("is_anomaly", "is_anomaly"),
             ] {
                 cols.push(get_field(item.clone(), field).alias(name));

@@ -38,12 +38,12 @@
 //! * `score = 1 − p` in [0, 1];
 //! * **novelty** (see [`novelty`]): the distance from the last [`AnomalySpec::novelty_window`]
 //!   values to the most similar earlier stretch, divided by the largest such distance before
-//!   it (≥ 1: the most novel stretch so far; near 0: a close repeat of earlier values, such
+//!   it (above 1: more novel than any stretch before; near 0: a close repeat of earlier values, such
 //!   as a metric's routine jumps between two levels, next to a far more novel stretch seen
 //!   before); NaN during the first 10 windows;
 //! * `is_anomaly` marks where an alert should fire ([`alert_onsets`]): the score reaches the
 //!   sensitivity where the stretch is not familiar (novelty ≥ [`AnomalySpec::novelty_gate`],
-//!   or unknown yet), or the stretch is the most novel so far (novelty ≥ 1), and no alert
+//!   or unknown yet), or the stretch is the most novel so far (novelty above 1), and no alert
 //!   fired in the previous [`AnomalySpec::cooldown`] points (the points after an onset keep
 //!   their scores but do not alert again — `score >= sensitivity` selects every point whose
 //!   residual is unusual).
@@ -221,7 +221,7 @@ const NOVELTY_WARM_UP: usize = 10;
 /// Where alerts fire, given each point's score and novelty (NaN score: a missing value, never
 /// an alert and not counted in the cooldown): the score reaches `spec.sensitivity` and the
 /// novelty is unknown (NaN) or at least `spec.novelty_gate` (always, when
-/// `spec.novelty_window` is 0), or the novelty is at least 1; and no alert fired within the
+/// `spec.novelty_window` is 0), or the novelty is above 1; and no alert fired within the
 /// previous `spec.cooldown` scored points.
 pub fn alert_onsets(score: &[f64], novelty: &[f64], spec: &AnomalySpec) -> Vec<bool> {
     let mut out = vec![false; score.len()];
@@ -233,7 +233,7 @@ pub fn alert_onsets(score: &[f64], novelty: &[f64], spec: &AnomalySpec) -> Vec<b
         .filter(|(_, (s, _))| !s.is_nan());
     for (k, (i, (&s, &nov))) in scored.enumerate() {
         let familiar = spec.novelty_window > 0 && nov < spec.novelty_gate;
-        let fires = (s >= spec.sensitivity && !familiar) || nov >= 1.0;
+        let fires = (s >= spec.sensitivity && !familiar) || nov > 1.0;
         if fires && last.is_none_or(|l| k - l > spec.cooldown) {
             out[i] = true;
             last = Some(k);

@@ -6,8 +6,8 @@
 //! gives large residuals at every jump; the residual tests alone alert on each. Its stretches
 //! have close neighbours earlier in the series, though, so their distance to the nearest one
 //! is small: a familiar pattern, not an anomaly. A stretch unlike anything before has a large
-//! distance. [`relative_novelty`] divides each distance by the largest one before it, so `≥ 1`
-//! is the most novel stretch so far and values near 0 are patterns seen many times.
+//! distance. [`relative_novelty`] divides each distance by the largest one before it, so above
+//! 1 is the most novel stretch so far and values near 0 are patterns seen many times.
 //!
 //! Distances are plain Euclidean on the values (not z-normalised: a stretch at a level never
 //! seen before is novel even when its shape is familiar), so the ratio is free of the series'
@@ -24,6 +24,11 @@ pub const NOVELTY_HISTORY: usize = 10_000;
 /// Steps between exact recomputations of the running distances (the recurrence below adds and
 /// subtracts squares, so rounding errors would otherwise accumulate over a long series).
 const RESYNC_EVERY: usize = 256;
+
+/// Squared distances up to this fraction of the stretch's squared norm are rounding errors of
+/// the recurrence (it adds and subtracts squares of the values), so exact repeats of a
+/// pattern read as distance 0 rather than as noise whose records would look novel.
+const ROUNDING: f64 = 1e-9;
 
 /// Squared distance between the stretches of `w` values starting at `a` and `b`.
 fn distance2(y: &[f64], a: usize, b: usize, w: usize) -> f64 {
@@ -70,7 +75,13 @@ pub fn left_profile(y: &[f64], window: usize) -> Vec<f64> {
             }
         }
         let nearest = d2[lo..hi].iter().copied().fold(f64::INFINITY, f64::min);
-        out[i + window - 1] = nearest.max(0.0).sqrt();
+        // Below the recurrence's rounding (relative to the stretch's own size) is a repeat.
+        let size2: f64 = y[i..i + window].iter().map(|v| v * v).sum();
+        out[i + window - 1] = if nearest <= ROUNDING * size2 {
+            0.0
+        } else {
+            nearest.sqrt()
+        };
     }
     out
 }
@@ -79,7 +90,7 @@ pub fn left_profile(y: &[f64], window: usize) -> Vec<f64> {
 /// first stretches have few neighbours, so their large distances say little and are not
 /// counted as the largest); NaN before `warm_up`, at the first value after it and where the
 /// profile is NaN. While every earlier distance is 0 (exact repeats), a positive distance is
-/// 1 (the most novel yet).
+/// infinitely novel; a distance equal to the largest up to rounding is 1.
 pub fn relative_novelty(profile: &[f64], warm_up: usize) -> Vec<f64> {
     let mut out = vec![f64::NAN; profile.len()];
     // None until the first distance after the warm-up, which has nothing to compare with.
@@ -90,9 +101,11 @@ pub fn relative_novelty(profile: &[f64], warm_up: usize) -> Vec<f64> {
         }
         out[t] = match largest {
             None => f64::NAN,
+            // Equal up to rounding is not more novel.
+            Some(l) if (d - l).abs() <= ROUNDING * l => 1.0,
             Some(l) if l > 0.0 => d / l,
-            // Every earlier distance was 0 (exact repeats): any distance is the most novel.
-            Some(_) if d > 0.0 => 1.0,
+            // Every earlier distance was 0 (exact repeats): any distance is more novel.
+            Some(_) if d > 0.0 => f64::INFINITY,
             Some(_) => 0.0,
         };
         largest = Some(largest.map_or(d, |l| l.max(d)));
@@ -112,10 +125,15 @@ mod tests {
                     return f64::NAN;
                 }
                 let i = t + 1 - w;
-                (0..=i - w)
+                let nearest = (0..=i - w)
                     .map(|j| distance2(y, i, j, w))
-                    .fold(f64::INFINITY, f64::min)
-                    .sqrt()
+                    .fold(f64::INFINITY, f64::min);
+                let size2: f64 = y[i..i + w].iter().map(|v| v * v).sum();
+                if nearest <= ROUNDING * size2 {
+                    0.0
+                } else {
+                    nearest.sqrt()
+                }
             })
             .collect()
     }
@@ -166,13 +184,13 @@ mod tests {
         assert!(novelty[..=320].iter().all(|v| v.is_nan()));
         let most = |r: std::ops::Range<usize>| novelty[r].iter().fold(0.0f64, |a, &b| a.max(b));
         assert!(
-            most(1000..1040) >= 1.0,
+            most(1000..1040) > 1.0,
             "first excursion: {}",
             most(1000..1040)
         );
         assert!(most(1880..1920) < 0.05, "its repeat: {}", most(1880..1920));
         assert!(
-            most(2500..2540) >= 1.0,
+            most(2500..2540) > 1.0,
             "the new level: {}",
             most(2500..2540)
         );
