@@ -15,20 +15,11 @@ use std::time::Instant;
 use prognos_models::forecast::nbeats::{NbeatsParams, fit};
 use prognos_models::forecast::{Method, mase, point_forecast, smape};
 
-/// Series of an M4-layout CSV (`series,V1,V2,...`, ragged rows).
+mod m4;
+
+/// The values of each series of an M4-layout CSV.
 fn read_series(path: &str) -> Result<Vec<Vec<f64>>, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
-    text.lines()
-        .skip(1)
-        .map(|line| {
-            line.split(',')
-                .skip(1)
-                .map(|c| c.trim_matches('"'))
-                .filter(|c| !c.is_empty() && *c != "NA")
-                .map(|c| c.parse::<f64>().map_err(|e| format!("{c}: {e}")))
-                .collect()
-        })
-        .collect()
+    Ok(m4::read_series(path)?.into_iter().map(|(_, y)| y).collect())
 }
 
 fn run(args: &[String]) -> Result<(), String> {

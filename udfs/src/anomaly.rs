@@ -26,7 +26,7 @@ use crate::series::{
 };
 
 /// Largest `cooldown` (points).
-const MAX_COOLDOWN: i64 = 1_000_000;
+pub(crate) const MAX_COOLDOWN: i64 = 1_000_000;
 
 /// The aggregate's SQL name.
 pub const NAME: &str = "prognos_anomaly";
@@ -171,14 +171,16 @@ impl Accumulator for SeriesAccumulator {
         let seasons = season_phases(&times, nanos, self.season_length);
         let s = detect(&y, &seasons, &spec);
         let missing: Vec<bool> = y.iter().map(|v| !v.is_finite()).collect();
-        let opt = |v: &[f64]| {
+        // A column of `v`: NULL on rows without a value and where `keep` rejects the value.
+        let column = |v: &[f64], keep: fn(&f64) -> bool| {
             Float64Array::from(
                 v.iter()
                     .zip(&missing)
-                    .map(|(x, &m)| (!m && x.is_finite()).then_some(*x))
+                    .map(|(x, &m)| (!m && keep(x)).then_some(*x))
                     .collect::<Vec<_>>(),
             )
         };
+        let opt = |v: &[f64]| column(v, |x| x.is_finite());
         let times = times_from_i64(times, &self.time_type)?;
         let structs = StructArray::new(
             fields.clone(),
@@ -195,13 +197,7 @@ impl Accumulator for SeriesAccumulator {
                 Arc::new(opt(&s.upper)),
                 Arc::new(opt(&s.score)),
                 // Infinite novelty (a change after exact repeats) is a value, not unknown.
-                Arc::new(Float64Array::from(
-                    s.novelty
-                        .iter()
-                        .zip(&missing)
-                        .map(|(x, &m)| (!m && !x.is_nan()).then_some(*x))
-                        .collect::<Vec<_>>(),
-                )),
+                Arc::new(column(&s.novelty, |x| !x.is_nan())),
                 Arc::new(BooleanArray::from(
                     s.is_anomaly
                         .iter()

@@ -529,9 +529,10 @@ impl Planning<'_, '_> {
             let c = n
                 .number("cooldown")?
                 .unwrap_or(prognos_models::anomaly::AnomalySpec::default().cooldown as f64);
-            if !((0.0..=1_000_000.0).contains(&c) && c.fract() == 0.0) {
+            let max = crate::anomaly::MAX_COOLDOWN;
+            if !((0.0..=max as f64).contains(&c) && c.fract() == 0.0) {
                 return Err(invalid(format!(
-                    "ANOMALY: cooldown must be an integer in [0, 1000000] (points), got {c}"
+                    "ANOMALY: cooldown must be an integer in [0, {max}] (points), got {c}"
                 )));
             }
             Ok(lit(c))

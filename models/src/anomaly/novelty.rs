@@ -39,6 +39,17 @@ fn distance2(y: &[f64], a: usize, b: usize, w: usize) -> f64 {
         .sum()
 }
 
+/// The distance of a squared distance `d2` from `stretch` to another: 0 below the
+/// recurrence's rounding relative to the stretch's own size (a repeat).
+fn distance(d2: f64, stretch: &[f64]) -> f64 {
+    let size2: f64 = stretch.iter().map(|v| v * v).sum();
+    if d2 <= ROUNDING * size2 {
+        0.0
+    } else {
+        d2.sqrt()
+    }
+}
+
 /// The left matrix profile of `y` (finite values, in order) for stretches of `window` values:
 /// at index `t`, the distance from `y[t + 1 − window ..= t]` to the nearest earlier stretch that
 /// does not overlap it, among the last [`NOVELTY_HISTORY`]; NaN where there is none yet.
@@ -75,13 +86,7 @@ pub fn left_profile(y: &[f64], window: usize) -> Vec<f64> {
             }
         }
         let nearest = d2[lo..hi].iter().copied().fold(f64::INFINITY, f64::min);
-        // Below the recurrence's rounding (relative to the stretch's own size) is a repeat.
-        let size2: f64 = y[i..i + window].iter().map(|v| v * v).sum();
-        out[i + window - 1] = if nearest <= ROUNDING * size2 {
-            0.0
-        } else {
-            nearest.sqrt()
-        };
+        out[i + window - 1] = distance(nearest, &y[i..i + window]);
     }
     out
 }
@@ -128,12 +133,7 @@ mod tests {
                 let nearest = (0..=i - w)
                     .map(|j| distance2(y, i, j, w))
                     .fold(f64::INFINITY, f64::min);
-                let size2: f64 = y[i..i + w].iter().map(|v| v * v).sum();
-                if nearest <= ROUNDING * size2 {
-                    0.0
-                } else {
-                    nearest.sqrt()
-                }
+                distance(nearest, &y[i..i + w])
             })
             .collect()
     }
