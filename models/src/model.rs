@@ -9,7 +9,8 @@
 //! `kmeans`: design + centroids), `metrics`, `importance`, `trials`, `options`, row counts and
 //! training time. Version 2 adds the `onnx` estimator (an imported graph: its ports, how
 //! columns feed it, which outputs answer) whose graph is a payload file
-//! ([`ModelArtifact::payload_files`]). Readers accept every version up to [`FORMAT_VERSION`];
+//! ([`ModelArtifact::payload_files`]). Later estimators (`mlp`, `series_detector`: a series
+//! detector's columns and settings) are read by the builds that know them. Readers accept every version up to [`FORMAT_VERSION`];
 //! a newer or unreadable document is reported as a corrupted artifact, never a panic.
 
 use std::collections::BTreeMap;
@@ -21,6 +22,7 @@ use datafusion::arrow::datatypes::{DataType, Field};
 use serde::{Deserialize, Serialize};
 
 use crate::Task;
+use crate::anomaly::stored::SeriesDetector;
 use crate::error::{ModelError, ModelResult};
 use crate::features::{FeatureSet, Matrix};
 use crate::forecast::stored::ForecastModel;
@@ -60,6 +62,8 @@ pub enum Algorithm {
     Onnx,
     /// A multilayer perceptron trained with candle.
     Mlp,
+    /// A series detector's settings (`CREATE MODEL ... DETECT ANOMALIES IN value TIME t`).
+    SeriesDetector,
 }
 
 impl Algorithm {
@@ -96,6 +100,7 @@ impl Algorithm {
             Algorithm::IsolationForest => "isolation_forest",
             Algorithm::Onnx => "onnx",
             Algorithm::Mlp => "mlp",
+            Algorithm::SeriesDetector => "series_detector",
         }
     }
 }
@@ -129,6 +134,8 @@ pub enum Estimator {
     Onnx(OnnxModel),
     /// A perceptron.
     Mlp(MlpModel),
+    /// Per-series anomaly scores (no row-wise outputs: read with `ANOMALY('m', TABLE t)`).
+    SeriesDetector(SeriesDetector),
 }
 
 impl Estimator {
@@ -141,7 +148,9 @@ impl Estimator {
             Estimator::Kmeans(k) => (k.assign(x).iter().map(|a| a.0 as f32).collect(), 1),
             // Callers reject forecasting models first (`ModelArtifact::row_model`) and score
             // ONNX graphs from the columns (`ModelArtifact::scores`).
-            Estimator::Forecast(_) | Estimator::Onnx(_) => (vec![], 0),
+            Estimator::Forecast(_) | Estimator::Onnx(_) | Estimator::SeriesDetector(_) => {
+                (vec![], 0)
+            }
             Estimator::IsolationForest(f) => (f.score(x), 1),
             Estimator::Mlp(m) => m.predict(x)?,
         })
@@ -275,6 +284,14 @@ impl Platt {
 }
 
 impl ModelArtifact {
+    /// A series detector's columns and settings.
+    pub fn series_detector(&self) -> Option<&SeriesDetector> {
+        match &self.estimator {
+            Estimator::SeriesDetector(d) => Some(d),
+            _ => None,
+        }
+    }
+
     /// The stored forecasts of a forecasting model.
     pub fn forecast_model(&self) -> Option<&ForecastModel> {
         match &self.estimator {
@@ -290,6 +307,10 @@ impl ModelArtifact {
                 "{function} scores rows with a tabular model; this is a forecasting model: \
                  read its forecast with SELECT * FROM FORECAST('model') and its backtest with \
                  SELECT * FROM EVALUATE('model')"
+            ))),
+            Estimator::SeriesDetector(_) => Err(ModelError::InvalidInput(format!(
+                "{function} scores rows with a tabular model; this is a series detector: \
+                 score a series with SELECT * FROM ANOMALY('model', TABLE t)"
             ))),
             _ => Ok(()),
         }
@@ -316,6 +337,7 @@ impl ModelArtifact {
     pub fn input_descriptions(&self) -> Vec<String> {
         match &self.estimator {
             Estimator::Forecast(f) => f.column_descriptions(),
+            Estimator::SeriesDetector(d) => d.column_descriptions(),
             _ => self
                 .features
                 .features
@@ -380,9 +402,12 @@ impl ModelArtifact {
         }
     }
 
-    /// An imported graph's inputs and outputs, one line each (`input x float32[?, 4]`).
+    /// What `DESCRIBE MODEL` lists besides the columns, one `key value` line each: an
+    /// imported graph's inputs and outputs (`input x float32[?, 4]`), a series detector's
+    /// settings (`cooldown 100`).
     pub fn port_descriptions(&self) -> Vec<String> {
         match &self.estimator {
+            Estimator::SeriesDetector(d) => d.setting_lines(),
             Estimator::Onnx(o) => o
                 .inputs
                 .iter()
@@ -656,7 +681,10 @@ impl ModelArtifact {
                 all
             }
             Estimator::Mlp(m) => m.contributions(&x, &chosen)?,
-            Estimator::Kmeans(_) | Estimator::Forecast(_) | Estimator::IsolationForest(_) => {
+            Estimator::Kmeans(_)
+            | Estimator::Forecast(_)
+            | Estimator::IsolationForest(_)
+            | Estimator::SeriesDetector(_) => {
                 return Err(ModelError::InvalidInput(
                     "EXPLAIN_PREDICT needs a supervised model (classification or regression)"
                         .into(),

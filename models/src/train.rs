@@ -129,6 +129,21 @@ pub(crate) fn num(options: &BTreeMap<String, String>, key: &str) -> ModelResult<
         .transpose()
 }
 
+/// The position of the training query's column `name` (exact, then ignoring case); `role`
+/// names it in the error (`the labels column "x" is not in the training query`).
+pub(crate) fn column_position(names: &[String], name: &str, role: &str) -> ModelResult<usize> {
+    names
+        .iter()
+        .position(|n| n == name)
+        .or_else(|| names.iter().position(|n| n.eq_ignore_ascii_case(name)))
+        .ok_or_else(|| {
+            ModelError::UnknownColumn(format!(
+                "the {role} column \"{name}\" is not in the training query (it has: {})",
+                names.join(", ")
+            ))
+        })
+}
+
 /// `'60s'`, `'2m'`, `'1h'` or a number of seconds.
 fn seconds(text: &str) -> ModelResult<f64> {
     let t = text.trim().to_ascii_lowercase();
@@ -395,6 +410,7 @@ fn fit_one(
         | Algorithm::Auto
         | Algorithm::Forecast
         | Algorithm::IsolationForest
+        | Algorithm::SeriesDetector
         | Algorithm::Onnx => {
             return Err(ModelError::InvalidParameter(format!(
                 "{} cannot be fitted as a supervised candidate",
@@ -530,6 +546,7 @@ fn importance(est: &Estimator, features: &FeatureSet, x: &Matrix) -> Vec<Importa
         Estimator::Kmeans(_)
         | Estimator::Forecast(_)
         | Estimator::IsolationForest(_)
+        | Estimator::SeriesDetector(_)
         | Estimator::Onnx(_) => {}
     }
     let total: f64 = per_feature.iter().sum();
@@ -910,16 +927,7 @@ fn train_isolation_forest(
     let (names, columns, labels) = match req.options.get("labels") {
         None => (names.to_vec(), columns.to_vec(), None),
         Some(label) => {
-            let i = names
-                .iter()
-                .position(|n| n == label)
-                .or_else(|| names.iter().position(|n| n.eq_ignore_ascii_case(label)))
-                .ok_or_else(|| {
-                    ModelError::UnknownColumn(format!(
-                        "the labels column \"{label}\" is not in the training query (it has: {})",
-                        names.join(", ")
-                    ))
-                })?;
+            let i = column_position(names, label, "labels")?;
             let labels = crate::labelled::read_labels(&columns[i], label)?;
             let mut names = names.to_vec();
             let mut columns = columns.to_vec();

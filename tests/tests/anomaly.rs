@@ -542,3 +542,188 @@ async fn labelled_rows_choose_the_anomaly_threshold() {
         assert_eq!(sqlstate(&e), code, "{sql}: {e}");
     }
 }
+
+/// `CREATE MODEL m DETECT ANOMALIES IN v TIME ts BY host WITH (labels = 'col')`: two hosts of
+/// minute data; host `a` has eight labelled spikes in pairs 30 minutes apart. With the default
+/// settings (a 100-point cooldown; the second spike of a pair repeats the first) half of them
+/// alert; the settings chosen on the labels find all eight without a false alarm, and
+/// `ANOMALY('m', TABLE t)` scores new rows with them, as the model crate does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn labelled_incidents_choose_a_series_detectors_settings() {
+    let server = Server::start();
+    let (c, notices) = server.connect_with_notices().await;
+    let spikes = "host = 'a' AND t >= 800 AND (t - 800) % 800 IN (0, 30)";
+    c.batch_execute(&format!(
+        "CREATE TABLE minutes AS \
+         SELECT host, to_timestamp(t * 60) AS ts, \
+                50.0 + (abs(sin(t * 12.9898 + length(host))) * 43758.5453 \
+                        - floor(abs(sin(t * 12.9898 + length(host))) * 43758.5453)) \
+                     + CASE WHEN {spikes} THEN 8.0 + (t / 400) ELSE 0.0 END AS v, \
+                host = 'a' AND t >= 800 AND (t - 800) % 800 IN (0, 1, 2, 30, 31, 32) AS incident \
+         FROM generate_series(0, 3999) AS g(t) CROSS JOIN (VALUES ('a'), ('bb')) AS h(host)"
+    ))
+    .await
+    .expect("minutes");
+    c.batch_execute(
+        "CREATE MODEL spikes DETECT ANOMALIES IN v TIME ts BY host \
+         WITH (labels = 'incident', season_length = 1) \
+         AS SELECT host, ts, v, incident FROM minutes",
+    )
+    .await
+    .expect("train the detector");
+    let said: Vec<String> = notices.take().into_iter().map(|n| n.1).collect();
+    assert!(
+        said.iter().any(|m| m.contains("labels: 8 incident(s)")),
+        "{said:?}"
+    );
+    let version = rows(
+        &c,
+        "SELECT metrics, algorithm FROM system.model_versions WHERE name = 'spikes'",
+    )
+    .await;
+    let m: serde_json::Value = serde_json::from_str(&version[0].get::<_, String>(0)).expect("json");
+    assert_eq!(version[0].get::<_, String>(1), "series_detector");
+    assert_eq!(m["found"].as_f64(), Some(8.0), "{m}");
+    assert_eq!(m["false_alarms"].as_f64(), Some(0.0), "{m}");
+    assert!(m["default_f1"].as_f64().expect("default_f1") < 0.9, "{m}");
+    // DESCRIBE MODEL shows the columns and the chosen settings.
+    let described: HashMap<String, String> = rows(&c, "DESCRIBE MODEL spikes")
+        .await
+        .iter()
+        .map(|r| {
+            (
+                r.get::<_, String>(0),
+                r.get::<_, Option<String>>(1).unwrap_or_default(),
+            )
+        })
+        .collect();
+    let setting = |k: &str| -> f64 {
+        described
+            .get(k)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{k} in {described:?}"))
+    };
+    assert_eq!(
+        described.get("season_length").map(String::as_str),
+        Some("none")
+    );
+    assert!(setting("cooldown") < 30.0, "{described:?}");
+    assert!(
+        described.values().any(|v| v == "host (id)"),
+        "{described:?}"
+    );
+    let spec = AnomalySpec {
+        sensitivity: setting("sensitivity"),
+        novelty_window: setting("novelty_window") as usize,
+        novelty_gate: setting("novelty_gate"),
+        cooldown: setting("cooldown") as usize,
+        ..AnomalySpec::default()
+    };
+
+    // Scoring with the model: its columns, ids and settings.
+    let scored = rows(
+        &c,
+        "SELECT host, CAST(extract(epoch FROM ts) AS BIGINT) / 60, v, is_anomaly \
+         FROM ANOMALY('spikes', TABLE minutes) ORDER BY host, ts",
+    )
+    .await;
+    assert_eq!(scored.len(), 8000);
+    let alerts_at = |host: &str| -> Vec<i64> {
+        scored
+            .iter()
+            .filter(|r| r.get::<_, String>(0) == host && r.get::<_, bool>(3))
+            .map(|r| r.get(1))
+            .collect()
+    };
+    let spike_minutes: Vec<i64> = (1..5).flat_map(|k| [800 * k, 800 * k + 30]).collect();
+    assert_eq!(alerts_at("a"), spike_minutes);
+    assert!(alerts_at("bb").len() <= 1, "{:?}", alerts_at("bb"));
+    // The model crate, given the same values and settings, alerts at the same rows.
+    let y: Vec<f64> = scored
+        .iter()
+        .filter(|r| r.get::<_, String>(0) == "a")
+        .map(|r| r.get(2))
+        .collect();
+    let crate_alerts: Vec<i64> = detect(&y, &[], &spec)
+        .is_anomaly
+        .iter()
+        .enumerate()
+        .filter(|(_, a)| **a)
+        .map(|(t, _)| t as i64)
+        .collect();
+    assert_eq!(crate_alerts, spike_minutes);
+    // The ad hoc function, with the default settings, finds fewer.
+    let adhoc: Vec<i64> = rows(
+        &c,
+        "SELECT CAST(extract(epoch FROM ts) AS BIGINT) / 60 FROM ANOMALY(TABLE minutes, \
+         time => 'ts', value => 'v', id => 'host', season_length => 1) \
+         WHERE host = 'a' AND is_anomaly",
+    )
+    .await
+    .iter()
+    .map(|r| r.get(0))
+    .collect();
+    let found = adhoc.iter().filter(|t| spike_minutes.contains(t)).count();
+    assert!(found <= 5, "defaults found {found}: {adhoc:?}");
+
+    // A new version without labels keeps the given settings, and the query follows it.
+    c.batch_execute(
+        "CREATE OR REPLACE MODEL spikes DETECT ANOMALIES IN v TIME ts BY host \
+         WITH (cooldown = 100, season_length = 1) AS SELECT host, ts, v FROM minutes",
+    )
+    .await
+    .expect("version 2");
+    let v2 = rows(
+        &c,
+        "SELECT count(*) FROM ANOMALY('spikes', TABLE minutes) WHERE host = 'a' AND is_anomaly",
+    )
+    .await;
+    assert!(v2[0].get::<_, i64>(0) < 8, "{}", v2[0].get::<_, i64>(0));
+
+    for (sql, code) in [
+        (
+            "CREATE MODEL bad DETECT ANOMALIES IN nope TIME ts AS SELECT ts, v FROM minutes",
+            "42703",
+        ),
+        (
+            "CREATE MODEL bad DETECT ANOMALIES IN host TIME ts AS SELECT ts, host FROM minutes",
+            "42804",
+        ),
+        (
+            "CREATE MODEL bad DETECT ANOMALIES IN v TIME ts USING isolation_forest \
+             AS SELECT ts, v FROM minutes",
+            "22023",
+        ),
+        (
+            "CREATE MODEL bad DETECT ANOMALIES IN v TIME ts WITH (horizon = 3) \
+             AS SELECT ts, v FROM minutes",
+            "22023",
+        ),
+        (
+            "CREATE MODEL bad DETECT ANOMALIES IN v TIME ts WITH (cooldown = -1) \
+             AS SELECT ts, v FROM minutes",
+            "22023",
+        ),
+        (
+            "CREATE MODEL bad DETECT ANOMALIES IN v TIME ts WITH (labels = 'incident') \
+             AS SELECT ts, v, incident FROM minutes WHERE host = 'bb'",
+            "22000",
+        ),
+        (
+            "CREATE MODEL bad DETECT ANOMALIES IN v AS SELECT v FROM minutes",
+            "42601",
+        ),
+        (
+            "SELECT * FROM ANOMALY('spikes', TABLE minutes, sensitivity => 0.9)",
+            "22023",
+        ),
+        ("SELECT ANOMALY('spikes', v) FROM minutes", "22023"),
+        (
+            "SELECT * FROM ANOMALY('spikes', (SELECT ts, v FROM minutes))",
+            "42703",
+        ),
+    ] {
+        let e = c.query(sql, &[]).await.expect_err(sql);
+        assert_eq!(sqlstate(&e), code, "{sql}: {e}");
+    }
+}

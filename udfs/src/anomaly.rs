@@ -1,8 +1,10 @@
-//! `prognos_anomaly(time, value, sensitivity [, season_length [, cooldown]])`: an aggregate that collects one series (a
-//! group) and returns every row's anomaly score as a list of `{time, value, expected, lower,
-//! upper, score, novelty, is_anomaly}` in time order (see `prognos_models::anomaly` for the method).
+//! `prognos_anomaly(time, value, sensitivity [, season_length [, cooldown [, novelty_window,
+//! novelty_gate]]])`: an aggregate that collects one series (a group) and returns every row's
+//! anomaly score as a list of `{time, value, expected, lower, upper, score, novelty,
+//! is_anomaly}` in time order (see `prognos_models::anomaly` for the method).
 //! `ANOMALY(TABLE t, time => ..., value => ..., id => ...)` in `FROM` is rewritten onto it
-//! with `GROUP BY` the id columns, like `FORECAST`.
+//! with `GROUP BY` the id columns, like `FORECAST`; so is `ANOMALY('m', TABLE t)` with a
+//! series detector's columns and settings.
 //!
 //! Rows are sorted by time (rows with equal times by value); rows without a time are dropped; rows with a NULL value keep
 //! NULL scores and are skipped by the detector (they are not interpolated: every output row
@@ -16,6 +18,7 @@ use datafusion::common::{Result, ScalarValue, plan_err};
 use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
 use datafusion::logical_expr::{Accumulator, AggregateUDFImpl, Signature, Volatility};
 use prognos_models::ModelError;
+use prognos_models::anomaly::stored::{MAX_COOLDOWN, MAX_NOVELTY_WINDOW, series_order};
 use prognos_models::anomaly::{AnomalySpec, detect, season_phases};
 use prognos_models::forecast::time::{times_from_i64, unit_nanos};
 
@@ -24,9 +27,6 @@ use crate::series::{
     SeriesRows, check_series_types, coerce_series_types, list_of, literal_arg, null_list,
     season_length_arg, state_fields, whole_number,
 };
-
-/// Largest `cooldown` (points).
-pub(crate) const MAX_COOLDOWN: i64 = 1_000_000;
 
 /// The aggregate's SQL name.
 pub const NAME: &str = "prognos_anomaly";
@@ -68,10 +68,10 @@ impl AggregateUDFImpl for AnomalyAgg {
     }
 
     fn coerce_types(&self, arg_types: &[DataType]) -> Result<Vec<DataType>> {
-        if !(3..=5).contains(&arg_types.len()) {
+        if !(3..=7).contains(&arg_types.len()) || arg_types.len() == 6 {
             return plan_err!(
-                "prognos_anomaly(time, value, sensitivity [, season_length [, cooldown]]) takes \
-                 3 to 5 arguments"
+                "prognos_anomaly(time, value, sensitivity [, season_length [, cooldown [, \
+                 novelty_window, novelty_gate]]]) takes 3, 4, 5 or 7 arguments"
             );
         }
         let (time, value) = coerce_series_types(&arg_types[0], &arg_types[1]);
@@ -101,35 +101,55 @@ impl AggregateUDFImpl for AnomalyAgg {
         };
         // 0 (or absent) = the seasons the timestamps suggest, 1 = none, m ≥ 2 = that length.
         let season_length = season_length_arg(&args, 3)?;
-        let cooldown = match args.exprs.get(4).map(|_| literal_arg(&args, 4)) {
-            None => AnomalySpec::default().cooldown,
-            Some(Some(v)) => match whole_number(&v, 0..=MAX_COOLDOWN) {
-                Some(c) => c as usize,
-                None => {
-                    return Err(external(ModelError::InvalidParameter(format!(
-                        "cooldown must be an integer in [0, {MAX_COOLDOWN}], got {v}"
-                    ))));
-                }
-            },
-            Some(None) => return plan_err!("cooldown must be a constant"),
+        let defaults = AnomalySpec::default();
+        let cooldown = count_arg(&args, 4, "cooldown", MAX_COOLDOWN)?.unwrap_or(defaults.cooldown);
+        let novelty_window = count_arg(&args, 5, "novelty_window", MAX_NOVELTY_WINDOW)?
+            .unwrap_or(defaults.novelty_window);
+        let novelty_gate = match args.exprs.get(6).map(|_| literal_arg(&args, 6)) {
+            None => defaults.novelty_gate,
+            Some(Some(ScalarValue::Float64(Some(g)))) if g.is_finite() && g >= 0.0 => g,
+            Some(Some(v)) => {
+                return Err(external(ModelError::InvalidParameter(format!(
+                    "novelty_gate must be a number ≥ 0, got {v}"
+                ))));
+            }
+            Some(None) => return plan_err!("novelty_gate must be a constant"),
         };
         Ok(Box::new(SeriesAccumulator {
             time_type: args.exprs[0].data_type(args.schema)?,
-            sensitivity,
+            spec: AnomalySpec {
+                sensitivity,
+                cooldown,
+                novelty_window,
+                novelty_gate,
+                ..defaults
+            },
             season_length,
-            cooldown,
             rows: SeriesRows::default(),
         }))
+    }
+}
+
+/// Argument `i`, a count of points in `[0, max]`, when given.
+fn count_arg(args: &AccumulatorArgs, i: usize, name: &str, max: usize) -> Result<Option<usize>> {
+    match args.exprs.get(i).map(|_| literal_arg(args, i)) {
+        None => Ok(None),
+        Some(Some(v)) => match whole_number(&v, 0..=max as i64) {
+            Some(c) => Ok(Some(c as usize)),
+            None => Err(external(ModelError::InvalidParameter(format!(
+                "{name} must be an integer in [0, {max}], got {v}"
+            )))),
+        },
+        Some(None) => plan_err!("{name} must be a constant"),
     }
 }
 
 #[derive(Debug)]
 struct SeriesAccumulator {
     time_type: DataType,
-    sensitivity: f64,
+    /// The detector's settings.
+    spec: AnomalySpec,
     season_length: Option<usize>,
-    /// Points after an alert that do not alert again.
-    cooldown: usize,
     rows: SeriesRows,
 }
 
@@ -148,28 +168,17 @@ impl Accumulator for SeriesAccumulator {
 
     fn evaluate(&mut self) -> Result<ScalarValue> {
         let fields = item_fields(&self.time_type);
-        let mut order: Vec<usize> = (0..self.rows.times.len()).collect();
         // Equal times are taken in value order (NULLs last), so the scores do not depend on
         // the order in which partitions delivered the rows.
-        order.sort_by(|&a, &b| {
-            self.rows.times[a].cmp(&self.rows.times[b]).then_with(|| {
-                let key = |v: Option<f64>| v.unwrap_or(f64::INFINITY);
-                key(self.rows.values[a]).total_cmp(&key(self.rows.values[b]))
-            })
-        });
+        let order = series_order(&self.rows.times, &self.rows.values);
         let y: Vec<f64> = order
             .iter()
             .map(|&i| self.rows.values[i].unwrap_or(f64::NAN))
             .collect();
-        let spec = AnomalySpec {
-            sensitivity: self.sensitivity,
-            cooldown: self.cooldown,
-            ..AnomalySpec::default()
-        };
         let times: Vec<i64> = order.iter().map(|&i| self.rows.times[i]).collect();
         let nanos = unit_nanos(&self.time_type).unwrap_or(0);
         let seasons = season_phases(&times, nanos, self.season_length);
-        let s = detect(&y, &seasons, &spec);
+        let s = detect(&y, &seasons, &self.spec);
         let missing: Vec<bool> = y.iter().map(|v| !v.is_finite()).collect();
         // A column of `v`: NULL on rows without a value and where `keep` rejects the value.
         let column = |v: &[f64], keep: fn(&f64) -> bool| {

@@ -25,11 +25,14 @@
 //! * `FROM MODEL_MONITOR('m' [, window => '1 day'] [, since => '7 days'])` → the model's
 //!   logged predictions joined with its outcomes: `version, window_start, window_end,
 //!   predictions, outcomes, metric, value`, one row per live metric, version and window.
-//! * `FROM ANOMALY('m', TABLE t)` → every column of `t` plus `anomaly_score`;
+//! * `FROM ANOMALY('m', TABLE t)` with an isolation forest → every column of `t` plus
+//!   `anomaly_score`;
 //!   `FROM ANOMALY(TABLE t, time => 'ts', value => 'v' [, id => 'a, b']
 //!   [, sensitivity => 0.998] [, season_length => n] [, cooldown => n])` → `time, id columns,
 //!   value, expected, lower, upper, score, novelty, is_anomaly` for every row
-//!   (`prognos_anomaly`).
+//!   (`prognos_anomaly`); with a series detector (`CREATE MODEL ... DETECT ANOMALIES IN v
+//!   TIME t`), `FROM ANOMALY('m', TABLE t)` → the same columns, from the model's columns and
+//!   settings.
 //!
 //! The relation argument is planned by DataFusion's own planner; the functions are the ones
 //! registered in the session (so the plan uses the session's model snapshot), and the plan
@@ -52,6 +55,7 @@ use datafusion::sql::sqlparser::ast::{
     self as sql, FunctionArg, FunctionArgExpr, Ident, TableAlias, TableFactor, Value,
 };
 use prognos_catalog::{CatalogError, ModelSnapshot};
+use prognos_models::anomaly::stored::SeriesDetector;
 use prognos_models::target::TargetKind;
 use prognos_models::{ModelArtifact, ModelError, Task};
 
@@ -529,7 +533,7 @@ impl Planning<'_, '_> {
             let c = n
                 .number("cooldown")?
                 .unwrap_or(prognos_models::anomaly::AnomalySpec::default().cooldown as f64);
-            let max = crate::anomaly::MAX_COOLDOWN;
+            let max = prognos_models::anomaly::stored::MAX_COOLDOWN;
             if !((0.0..=max as f64).contains(&c) && c.fract() == 0.0) {
                 return Err(invalid(format!(
                     "ANOMALY: cooldown must be an integer in [0, {max}] (points), got {c}"
@@ -538,22 +542,65 @@ impl Planning<'_, '_> {
             Ok(lit(c))
         })?;
         let ids = series_ids(&named)?;
-        let call = self.aggregate(
-            crate::anomaly::NAME,
+        self.anomaly_series(
+            query,
+            &ids,
+            &time,
+            &value,
+            vec![sensitivity, season, cooldown],
+        )
+    }
+
+    /// `ANOMALY('m', TABLE t)` with a series detector: its columns and settings.
+    fn stored_anomaly(
+        &mut self,
+        name: &str,
+        detector: &SeriesDetector,
+        args: &[FunctionArg],
+    ) -> Result<LogicalPlan> {
+        let (Some(query), []) = (relation_arg(args.get(1)), args.get(2..).unwrap_or_default())
+        else {
+            return Err(invalid(format!(
+                "ANOMALY('{name}', TABLE t) takes the model and a relation only: \"{name}\" \
+                 is a series detector, whose settings are the model's (CREATE OR REPLACE MODEL \
+                 changes them)"
+            )));
+        };
+        self.anomaly_series(
+            query,
+            &detector.ids,
+            &detector.time,
+            &detector.value,
             vec![
-                src_col(&time),
-                src_col(&value),
-                sensitivity,
-                season,
-                cooldown,
+                lit(detector.sensitivity),
+                lit(detector.season_length as f64),
+                lit(detector.cooldown as f64),
+                lit(detector.novelty_window as f64),
+                lit(detector.novelty_gate),
             ],
-        )?;
+        )
+    }
+
+    /// `prognos_anomaly(time, value, settings...)` per series of `query` (grouped by `ids`),
+    /// one row per input row: time, ids, value, expected, lower, upper, score, novelty,
+    /// is_anomaly.
+    fn anomaly_series(
+        &mut self,
+        query: &sql::Query,
+        ids: &[String],
+        time: &str,
+        value: &str,
+        settings: Vec<Expr>,
+    ) -> Result<LogicalPlan> {
+        let mut args = vec![src_col(time), src_col(value)];
+        args.extend(settings);
+        let call = self.aggregate(crate::anomaly::NAME, args)?;
         let source = self.source(query)?;
-        per_series(source, &ids, call, |item| {
-            let mut cols = vec![get_field(item.clone(), "time").alias(time.as_str())];
+        per_series(source, ids, call, |item| {
+            let mut cols = vec![get_field(item.clone(), "time").alias(time)];
             cols.extend(ids.iter().map(|c| out_col(c)));
             for (field, name) in [
-                ("value", value.as_str()),
+                ("value", value),
                 ("expected", "expected"),
                 ("lower", "lower"),
                 ("upper", "upper"),
@@ -810,7 +857,8 @@ impl Planning<'_, '_> {
                         return Err(invalid(
                             "ANOMALY takes a relation and named settings: ANOMALY(TABLE t, \
                              time => 'ts', value => 'v' [, id => 'a, b'] \
-                             [, sensitivity => 0.999] [, season_length => n])"
+                             [, sensitivity => 0.998] [, season_length => n] [, cooldown => n]), \
+                             or a series detector or isolation forest: ANOMALY('model', TABLE t)"
                                 .to_string(),
                         ));
                     };
@@ -819,6 +867,9 @@ impl Planning<'_, '_> {
                 // ANOMALY('m', TABLE t): every row of t with its score from a DETECT
                 // ANOMALIES model.
                 let model = self.model(name)?;
+                if let Some(detector) = model.series_detector() {
+                    return self.stored_anomaly(name, detector, args);
+                }
                 if model.task != Task::AnomalyDetection {
                     return Err(invalid(format!(
                         "ANOMALY('{name}', TABLE t) needs a model made with CREATE MODEL ... \

@@ -61,6 +61,7 @@
 pub mod novelty;
 mod score;
 mod seasonal;
+pub mod stored;
 
 pub use score::MIN_HISTORY;
 pub use seasonal::{SeasonPhases, season_phases};
@@ -246,7 +247,8 @@ pub fn alert_onsets(score: &[f64], novelty: &[f64], spec: &AnomalySpec) -> Vec<b
 mod tests {
     use super::*;
 
-    fn noise(n: usize, seed: f64) -> Vec<f64> {
+    /// Deterministic noise in [-0.5, 0.5).
+    pub(super) fn noise(n: usize, seed: f64) -> Vec<f64> {
         (0..n)
             .map(|t| ((t as f64 * 12.9898 + seed).sin() * 43_758.545).fract() - 0.5)
             .collect()

@@ -22,9 +22,12 @@ use datafusion::sql::parser::Statement as DFStatement;
 use datafusion::sql::sqlparser::ast::{Query, Statement as SqlStatement};
 use futures::StreamExt;
 use prognos_catalog::{Admission, CatalogError, Privilege, Securable};
+use prognos_models::anomaly::stored::SeriesDetectorRequest;
 use prognos_models::forecast::stored::ForecastRequest;
 use prognos_models::forecast::trainer::ForecastTrainer;
-use prognos_models::{Algorithm, ModelArtifact, ModelError, TrainContext, TrainRequest};
+use prognos_models::{
+    Algorithm, ModelArtifact, ModelError, ModelResult, TrainContext, TrainRequest,
+};
 
 use super::{Engine, ModelStatement, Output, Session};
 use crate::error::{EngineError, EngineResult, StatusCode};
@@ -75,6 +78,8 @@ enum TrainJob {
     Rows(TrainRequest),
     /// A forecasting model (`FORECAST value TIME t`).
     Forecast(ForecastRequest),
+    /// A series detector (`DETECT ANOMALIES IN value TIME t`).
+    Series(SeriesDetectorRequest),
 }
 
 /// Raises the flag when dropped (statement cancelled, connection gone) unless disarmed.
@@ -284,7 +289,7 @@ pub(crate) async fn create(
         replace,
         if_not_exists,
         target,
-        forecast,
+        series,
         detect_anomalies,
         algorithm,
         options,
@@ -306,7 +311,22 @@ pub(crate) async fn create(
     // Shown as `training` in system.model_versions until this returns.
     let _training = engine.registry.begin_training(name, &session.user());
     let options = &options;
-    let job = match forecast {
+    let job = match series {
+        Some(f) if *detect_anomalies => {
+            if let Some(a) = algorithm {
+                return Err(CatalogError::Model(ModelError::InvalidParameter(format!(
+                    "DETECT ANOMALIES IN value TIME t models use prognos's series detector \
+                     (the one ANOMALY(TABLE ...) runs), not {a}: drop USING"
+                )))
+                .into());
+            }
+            TrainJob::Series(SeriesDetectorRequest {
+                value: f.value.clone(),
+                time: f.time.clone(),
+                ids: f.ids.clone(),
+                options: options.clone(),
+            })
+        }
         Some(f) => TrainJob::Forecast(
             ForecastRequest::new(&f.value, &f.time, &f.ids, algorithm.as_deref(), options)
                 .map_err(CatalogError::Model)?,
@@ -346,7 +366,38 @@ pub(crate) async fn create(
         }
     };
     let (artifact, holdout) = match job {
-        TrainJob::Rows(req) => train_rows(session, name, req, query, engine).await?,
+        TrainJob::Rows(req) => {
+            let sizing = req.clone();
+            let extra = move |rows: usize, cols: usize| sizing.working_memory(rows, cols);
+            train_rows(
+                session,
+                name,
+                query,
+                engine,
+                extra,
+                move |names, columns, ctx| {
+                    prognos_models::train_with_holdout(names, columns, &req, ctx)
+                },
+            )
+            .await?
+        }
+        TrainJob::Series(req) => {
+            // What detecting holds per point: the values, scores, novelty and bounds of the
+            // series being scored and the scores and novelty kept per candidate window.
+            let extra = |rows: usize, _: usize| rows * 96;
+            train_rows(
+                session,
+                name,
+                query,
+                engine,
+                extra,
+                move |names, columns, ctx| {
+                    prognos_models::anomaly::stored::train(names, columns, &req, ctx)
+                        .map(|a| (a, vec![]))
+                },
+            )
+            .await?
+        }
         TrainJob::Forecast(req) => (
             train_forecast_model(session, name, req, query, engine).await?,
             None,
@@ -388,14 +439,23 @@ pub(crate) async fn create(
     Ok(Some((version, verdict.admission)))
 }
 
-/// Train a tabular model: read the training query's rows, then fit on a blocking thread.
-/// Also returns the rows held out for validation.
+/// Train a model on the training query's rows: read them, then `fit` them on a blocking
+/// thread (`fit` returns the model and the indices of the rows it held out for validation,
+/// which are returned for the validation gate). `working_memory(rows, columns)`: what
+/// fitting holds besides the rows and their feature matrix, reserved with them.
 async fn train_rows(
     session: &Session,
     name: &str,
-    req: TrainRequest,
     query: &Query,
     engine: &Engine,
+    working_memory: impl FnOnce(usize, usize) -> usize,
+    fit: impl FnOnce(
+        &[String],
+        &[ArrayRef],
+        &mut TrainContext,
+    ) -> ModelResult<(ModelArtifact, Vec<u32>)>
+    + Send
+    + 'static,
 ) -> EngineResult<(ModelArtifact, Option<Holdout>)> {
     let (names, columns) = read_training_rows(engine, session, query).await?;
     // The training set and the matrices built from it (f32 values, u8 bins, row
@@ -409,7 +469,7 @@ async fn train_rows(
         .sum::<usize>()
         + n_rows * columns.len() * 16
         + n_rows * 32
-        + req.working_memory(n_rows, columns.len());
+        + working_memory(n_rows, columns.len());
     let reservation = MemoryConsumer::new(format!("CREATE MODEL {name}"))
         .register(&session.ctx().runtime_env().memory_pool);
     reservation
@@ -429,7 +489,7 @@ async fn train_rows(
             progress: &mut progress,
             cancel: &flag,
         };
-        prognos_models::train_with_holdout(&names, &columns, &req, &mut ctx)
+        fit(&names, &columns, &mut ctx)
     })
     .await
     .map_err(training_failed)?

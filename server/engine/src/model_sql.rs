@@ -7,6 +7,8 @@
 //! CREATE [OR REPLACE] MODEL [IF NOT EXISTS] name
 //!   DETECT ANOMALIES [USING isolation_forest] [WITH (key = value, ...)] AS <query>
 //! CREATE [OR REPLACE] MODEL [IF NOT EXISTS] name
+//!   DETECT ANOMALIES IN value TIME time [BY id [, ...]] [WITH (key = value, ...)] AS <query>
+//! CREATE [OR REPLACE] MODEL [IF NOT EXISTS] name
 //!   FORECAST value TIME time [BY id [, ...]] [USING method] [WITH (key = value, ...)]
 //!   AS <query>
 //! CREATE [OR REPLACE] MODEL [IF NOT EXISTS] name FROM 'model.onnx' | 's3://…'
@@ -46,8 +48,9 @@ pub enum ModelStatement {
         if_not_exists: bool,
         /// `PREDICT <column>`.
         target: Option<String>,
-        /// `FORECAST <value> TIME <time> [BY <ids>]`.
-        forecast: Option<ForecastClause>,
+        /// `FORECAST <value> TIME <time> [BY <ids>]`, or with `detect_anomalies`
+        /// `DETECT ANOMALIES IN <value> TIME <time> [BY <ids>]`: the model's series.
+        series: Option<SeriesClause>,
         /// `DETECT ANOMALIES`.
         detect_anomalies: bool,
         /// `USING <algorithm>`.
@@ -118,7 +121,7 @@ impl ModelStatement {
         let ModelStatement::Create {
             name,
             target,
-            forecast,
+            series,
             detect_anomalies,
             algorithm,
             options,
@@ -132,9 +135,13 @@ impl ModelStatement {
         if let Some(t) = target {
             sql.push_str(&format!(" PREDICT {}", ident_sql(t)));
         }
-        if let Some(f) = forecast {
+        if *detect_anomalies {
+            sql.push_str(" DETECT ANOMALIES");
+        }
+        if let Some(f) = series {
             sql.push_str(&format!(
-                " FORECAST {} TIME {}",
+                " {} {} TIME {}",
+                if *detect_anomalies { "IN" } else { "FORECAST" },
                 ident_sql(&f.value),
                 ident_sql(&f.time)
             ));
@@ -142,9 +149,6 @@ impl ModelStatement {
                 let ids: Vec<String> = f.ids.iter().map(|i| ident_sql(i)).collect();
                 sql.push_str(&format!(" BY {}", ids.join(", ")));
             }
-        }
-        if *detect_anomalies {
-            sql.push_str(" DETECT ANOMALIES");
         }
         if let Some(a) = algorithm {
             sql.push_str(&format!(" USING {}", ident_sql(a)));
@@ -278,10 +282,10 @@ impl std::fmt::Display for ModelAction {
     }
 }
 
-/// The series of a forecasting model.
+/// The series of a forecasting model or a series detector.
 #[derive(Debug, Clone, PartialEq)]
-pub struct ForecastClause {
-    /// `FORECAST <value>`.
+pub struct SeriesClause {
+    /// `FORECAST <value>` / `DETECT ANOMALIES IN <value>`.
     pub value: String,
     /// `TIME <column>`.
     pub time: String,
@@ -511,18 +515,22 @@ pub(crate) fn parse(p: &mut Parser<'_>, sql: &str) -> EngineResult<ModelStatemen
     }
     let (mut target, mut algorithm, mut options) = (None, None, BTreeMap::new());
     let (mut value, mut time, mut ids) = (None, None, vec![]);
-    let mut detect_anomalies = false;
+    let (mut detect_anomalies, mut forecast) = (false, false);
     loop {
         let t = p.peek_token();
         if is_word(&t.token, "detect") {
             p.next_token();
             expect_word(p, "anomalies")?;
             detect_anomalies = true;
+            if p.parse_keyword(Keyword::IN) {
+                value = Some(ident_name(&p.parse_identifier().map_err(parse_err)?));
+            }
         } else if is_word(&t.token, "predict") {
             p.next_token();
             target = Some(ident_name(&p.parse_identifier().map_err(parse_err)?));
         } else if is_word(&t.token, "forecast") {
             p.next_token();
+            forecast = true;
             value = Some(ident_name(&p.parse_identifier().map_err(parse_err)?));
         } else if is_word(&t.token, "time") {
             p.next_token();
@@ -561,7 +569,12 @@ pub(crate) fn parse(p: &mut Parser<'_>, sql: &str) -> EngineResult<ModelStatemen
             p.peek_token_ref().token
         )));
     }
-    let forecast = match (value, time) {
+    if detect_anomalies && (target.is_some() || forecast) {
+        return Err(syntax(
+            "DETECT ANOMALIES models score rows without a target: drop PREDICT / FORECAST",
+        ));
+    }
+    let series = match (value, time) {
         (Some(value), Some(time)) => {
             if target.is_some() {
                 return Err(syntax(
@@ -569,30 +582,38 @@ pub(crate) fn parse(p: &mut Parser<'_>, sql: &str) -> EngineResult<ModelStatemen
                      not both",
                 ));
             }
-            Some(ForecastClause { value, time, ids })
+            Some(SeriesClause { value, time, ids })
+        }
+        (Some(_), None) if detect_anomalies => {
+            return Err(syntax(
+                "CREATE MODEL ... DETECT ANOMALIES IN value needs the time column: DETECT \
+                 ANOMALIES IN value TIME t",
+            ));
         }
         (Some(_), None) => {
             return Err(syntax(
                 "CREATE MODEL ... FORECAST needs the time column: FORECAST value TIME t",
             ));
         }
-        (None, Some(_)) => return Err(syntax("TIME belongs to CREATE MODEL ... FORECAST")),
+        (None, Some(_)) => {
+            return Err(syntax(
+                "TIME belongs to CREATE MODEL ... FORECAST value TIME t or DETECT ANOMALIES IN \
+                 value TIME t",
+            ));
+        }
         (None, None) if !ids.is_empty() => {
-            return Err(syntax("BY belongs to CREATE MODEL ... FORECAST"));
+            return Err(syntax(
+                "BY belongs to CREATE MODEL ... FORECAST or DETECT ANOMALIES IN value TIME t",
+            ));
         }
         (None, None) => None,
     };
-    if detect_anomalies && (target.is_some() || forecast.is_some()) {
-        return Err(syntax(
-            "DETECT ANOMALIES models score rows without a target: drop PREDICT / FORECAST",
-        ));
-    }
     Ok(ModelStatement::Create {
         name,
         replace,
         if_not_exists,
         target,
-        forecast,
+        series,
         detect_anomalies,
         algorithm,
         options,
@@ -710,6 +731,8 @@ mod tests {
             "CREATE MODEL demand FORECAST amount TIME day BY store, region USING ets \
              WITH (horizon = 14) AS SELECT day, store, region, amount FROM sales",
             "CREATE MODEL odd DETECT ANOMALIES AS SELECT * FROM metrics",
+            "CREATE MODEL alerts DETECT ANOMALIES IN \"Latency\" TIME ts BY host, dc \
+             WITH (labels = 'incident') AS SELECT * FROM metrics",
         ] {
             let original = parse_model_statement(sql).expect(sql);
             let definition = original.definition().expect("a definition");
@@ -725,7 +748,7 @@ mod tests {
                 ModelStatement::Create {
                     name,
                     target,
-                    forecast,
+                    series,
                     detect_anomalies,
                     algorithm,
                     options,
@@ -734,7 +757,7 @@ mod tests {
                 } => (
                     name,
                     target,
-                    forecast,
+                    series,
                     detect_anomalies,
                     algorithm,
                     options,
@@ -777,6 +800,26 @@ mod tests {
     }
 
     #[test]
+    fn create_series_detector_reads_its_series() {
+        let s = parse_model_statement(
+            "CREATE MODEL alerts DETECT ANOMALIES IN latency TIME ts BY host \
+             WITH (labels = 'incident') AS SELECT * FROM t",
+        )
+        .expect("parse");
+        let ModelStatement::Create {
+            series: Some(f),
+            detect_anomalies: true,
+            algorithm: None,
+            ..
+        } = s
+        else {
+            panic!("not a series detector: {s:?}")
+        };
+        assert_eq!((f.value.as_str(), f.time.as_str()), ("latency", "ts"));
+        assert_eq!(f.ids, vec!["host".to_string()]);
+    }
+
+    #[test]
     fn create_forecast_model_reads_its_series() {
         let s = parse_model_statement(
             "CREATE MODEL demand FORECAST Sales TIME day BY store, \"Region\" USING ets \
@@ -784,7 +827,7 @@ mod tests {
         )
         .expect("parse");
         let ModelStatement::Create {
-            forecast: Some(f),
+            series: Some(f),
             algorithm,
             options,
             ..
@@ -946,6 +989,9 @@ mod tests {
             "CREATE MODEL m PREDICT y FORECAST v TIME t AS SELECT 1",
             "CREATE MODEL m DETECT AS SELECT 1",
             "CREATE MODEL m DETECT ANOMALIES PREDICT y AS SELECT 1",
+            "CREATE MODEL m DETECT ANOMALIES IN v AS SELECT 1",
+            "CREATE MODEL m DETECT ANOMALIES IN v TIME t FORECAST v AS SELECT 1",
+            "CREATE MODEL m DETECT ANOMALIES IN AS SELECT 1",
             "CREATE MODEL m AS",
             "CREATE MODEL m AS SELECT 1 SELECT 2",
             "CREATE MODEL m FROM model.onnx",
