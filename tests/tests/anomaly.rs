@@ -705,6 +705,11 @@ async fn labelled_incidents_choose_a_series_detectors_settings() {
             "22023",
         ),
         (
+            "CREATE MODEL bad DETECT ANOMALIES IN v TIME ts BY host \
+             WITH (labels = 'incident', objective = 'auc') AS SELECT * FROM minutes",
+            "22023",
+        ),
+        (
             "CREATE MODEL bad DETECT ANOMALIES IN v TIME ts WITH (labels = 'incident') \
              AS SELECT ts, v, incident FROM minutes WHERE host = 'bb'",
             "22000",

@@ -7,10 +7,12 @@
 //! With `labels = 'col'` the training query marks incidents: rows labelled as anomalies
 //! (`true` or non-zero), normal (`false` or 0) or unlabelled (NULL). A run of consecutive
 //! rows labelled as anomalies (in a series, in time order) is one incident. The settings not
-//! given in `WITH` are chosen from a grid ([`tune`]) to maximise the F1 of incidents found:
-//! an incident is found when an alert onset falls on one of its rows, an alert onset on a row
-//! labelled normal is a false alarm, and onsets on unlabelled rows do not count. Without
-//! labels the model keeps the defaults and the given settings.
+//! given in `WITH` are chosen from a grid ([`tune`]) to maximise the `objective`: the F1 of
+//! incidents found (`'f1'`, the default: an incident is found when an alert onset falls on
+//! one of its rows, an alert onset on a row labelled normal is a false alarm, and onsets on
+//! unlabelled rows do not count), or NAB's standard-profile score with the incidents as its
+//! windows (`'nab'`: early detection pays, a false alarm costs 0.11 of a missed incident).
+//! Without labels the model keeps the defaults and the given settings.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering;
@@ -45,6 +47,7 @@ const OPTIONS: &[&str] = &[
     "cooldown",
     "season_length",
     "labels",
+    "objective",
 ];
 
 /// A stored series detector: its columns and settings.
@@ -146,7 +149,7 @@ pub fn series_order(times: &[i64], values: &[Option<f64>]) -> Vec<usize> {
 }
 
 /// Alerts counted against labels (see the module docs).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct LabelledAlerts {
     /// Runs of rows labelled as anomalies.
     pub incidents: usize,
@@ -154,31 +157,67 @@ pub struct LabelledAlerts {
     pub found: usize,
     /// Alert onsets on rows labelled normal.
     pub false_alarms: usize,
+    /// NAB's raw reward under its standard profile, with the incidents as its windows: each
+    /// found incident earns up to 1 by how early in it the first onset fell, each missed one
+    /// costs 1, each false alarm up to 0.11 (less just after an incident).
+    pub reward: f64,
+}
+
+/// NAB's standard profile: the weight of a false positive (a true positive and a missed
+/// window weigh 1).
+const NAB_FP_WEIGHT: f64 = 0.11;
+
+/// NAB's scaled sigmoid of a position relative to a window.
+fn nab_sigmoid(x: f64) -> f64 {
+    if x > 3.0 {
+        -1.0
+    } else {
+        2.0 / (1.0 + (5.0 * x).exp()) - 1.0
+    }
 }
 
 impl LabelledAlerts {
     /// Count one series' alerts (`alerts[i]`: an onset at row `i`) against its labels.
     pub fn add(&mut self, alerts: &[bool], labels: &[Option<bool>]) {
-        let mut in_incident = false;
-        let mut found = false;
-        for (&alert, &label) in alerts.iter().zip(labels) {
-            if label == Some(true) {
-                if !in_incident {
-                    self.incidents += 1;
-                    in_incident = true;
-                    found = false;
-                }
-                if alert && !found {
-                    self.found += 1;
-                    found = true;
-                }
-            } else {
-                in_incident = false;
-                if alert && label == Some(false) {
-                    self.false_alarms += 1;
-                }
+        let n = alerts.len().min(labels.len());
+        // The incidents: runs of rows labelled as anomalies.
+        let mut runs: Vec<(usize, usize)> = vec![];
+        for i in (0..n).filter(|&i| labels[i] == Some(true)) {
+            match runs.last_mut() {
+                Some(run) if run.1 + 1 == i => run.1 = i,
+                _ => runs.push((i, i)),
             }
         }
+        let mut found = vec![false; runs.len()];
+        // The first incident that has not ended before the onset.
+        let mut next = 0;
+        for i in (0..n).filter(|&i| alerts[i]) {
+            while next < runs.len() && runs[next].1 < i {
+                next += 1;
+            }
+            match labels[i] {
+                Some(true) if !found[next] => {
+                    found[next] = true;
+                    self.found += 1;
+                    let (s, e) = runs[next];
+                    let position = -((e - i + 1) as f64) / (e - s + 1) as f64;
+                    self.reward += nab_sigmoid(position) / nab_sigmoid(-1.0);
+                }
+                Some(false) => {
+                    self.false_alarms += 1;
+                    self.reward += match next.checked_sub(1).map(|p| runs[p]) {
+                        None => -NAB_FP_WEIGHT,
+                        Some((s, e)) => {
+                            let position = (i - e) as f64 / ((e - s) as f64).max(1.0);
+                            nab_sigmoid(position) * NAB_FP_WEIGHT
+                        }
+                    };
+                }
+                _ => {}
+            }
+        }
+        self.incidents += runs.len();
+        self.reward -= found.iter().filter(|f| !**f).count() as f64;
     }
 
     /// Found incidents over found incidents and false alarms (0 without either).
@@ -197,6 +236,65 @@ impl LabelledAlerts {
             2 * self.found,
             2 * self.found + self.false_alarms + self.incidents - self.found,
         )
+    }
+
+    /// NAB's normalised score (standard profile): 100 for every incident found at its first
+    /// row and no false alarm, 0 for no alert at all (0 without incidents).
+    pub fn nab_score(&self) -> f64 {
+        if self.incidents == 0 {
+            return 0.0;
+        }
+        let null = -(self.incidents as f64);
+        100.0 * (self.reward - null) / (self.incidents as f64 - null)
+    }
+}
+
+impl std::ops::AddAssign for LabelledAlerts {
+    fn add_assign(&mut self, other: LabelledAlerts) {
+        self.incidents += other.incidents;
+        self.found += other.found;
+        self.false_alarms += other.false_alarms;
+        self.reward += other.reward;
+    }
+}
+
+/// What [`tune`] maximises (`objective = 'f1' | 'nab'`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Objective {
+    /// The F1 of incidents found.
+    #[default]
+    F1,
+    /// NAB's normalised score, standard profile: early detection pays, false alarms cost a
+    /// ninth of a missed incident.
+    Nab,
+}
+
+impl Objective {
+    /// Parse an `objective` option.
+    pub fn parse(s: &str) -> ModelResult<Objective> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "f1" => Ok(Objective::F1),
+            "nab" => Ok(Objective::Nab),
+            other => Err(ModelError::InvalidParameter(format!(
+                "objective must be 'f1' or 'nab', got '{other}'"
+            ))),
+        }
+    }
+
+    /// Its name, as the metric is called.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Objective::F1 => "f1",
+            Objective::Nab => "nab_score",
+        }
+    }
+
+    /// Its value for `counts`.
+    pub fn value(&self, counts: &LabelledAlerts) -> f64 {
+        match self {
+            Objective::F1 => counts.f1(),
+            Objective::Nab => counts.nab_score(),
+        }
     }
 }
 
@@ -261,12 +359,13 @@ pub struct Tuned {
     pub candidates: usize,
 }
 
-/// Choose the settings not in `fixed` by the F1 of incidents found over `series` (ties: fewer
-/// false alarms, then the defaults, then the order of the grid). The scores are computed once
-/// per novelty window; each candidate only re-applies the alert rule ([`alert_onsets`]).
+/// Choose the settings not in `fixed` by `objective` over `series` (ties: fewer false alarms,
+/// then the defaults, then the order of the grid). The scores are computed once per novelty
+/// window; each candidate only re-applies the alert rule ([`alert_onsets`]).
 pub fn tune(
     series: &[LabelledSeries],
     fixed: &FixedSettings,
+    objective: Objective,
     ctx: &mut TrainContext<'_>,
 ) -> ModelResult<Tuned> {
     let one = |v: f64| vec![v];
@@ -333,8 +432,10 @@ pub fn tune(
                     candidates += 1;
                     let counts = score_of(&scored, &spec);
                     let better = best.as_ref().is_none_or(|(_, b)| {
-                        (counts.f1(), std::cmp::Reverse(counts.false_alarms))
-                            > (b.f1(), std::cmp::Reverse(b.false_alarms))
+                        (
+                            objective.value(&counts),
+                            std::cmp::Reverse(counts.false_alarms),
+                        ) > (objective.value(b), std::cmp::Reverse(b.false_alarms))
                     });
                     if better {
                         best = Some((spec, counts));
@@ -343,8 +444,9 @@ pub fn tune(
             }
         }
         (ctx.progress)(format!(
-            "novelty window {window}: best F1 so far {:.3}",
-            best.as_ref().map(|b| b.1.f1()).unwrap_or(0.0)
+            "novelty window {window}: best {} so far {:.3}",
+            objective.name(),
+            best.as_ref().map(|b| objective.value(&b.1)).unwrap_or(0.0)
         ));
     }
     let (spec, chosen) = best.unwrap_or((base, LabelledAlerts::default()));
@@ -517,18 +619,28 @@ pub fn train(
                      anomalies and {normal} normal rows"
                 )));
             }
-            let t = tune(&series, &fixed, ctx)?;
+            let objective = req
+                .options
+                .get("objective")
+                .map(|o| Objective::parse(o))
+                .transpose()?
+                .unwrap_or_default();
+            let t = tune(&series, &fixed, objective, ctx)?;
             let seconds = started.elapsed().as_secs_f64();
             (ctx.progress)(format!(
-                "labels: {} incident(s), {} candidates; chosen {}: F1 {:.3} ({} found, {} \
-                 false alarm(s)); the defaults: F1 {:.3} ({} found, {} false alarm(s))",
+                "labels: {} incident(s), {} candidates by {}; chosen {}: F1 {:.3}, NAB score \
+                 {:.1} ({} found, {} false alarm(s)); the defaults: F1 {:.3}, NAB score {:.1} \
+                 ({} found, {} false alarm(s))",
                 t.chosen.incidents,
                 t.candidates,
+                objective.name(),
                 settings_text(&t.spec),
                 t.chosen.f1(),
+                t.chosen.nab_score(),
                 t.chosen.found,
                 t.chosen.false_alarms,
                 t.defaults.f1(),
+                t.defaults.nab_score(),
                 t.defaults.found,
                 t.defaults.false_alarms,
             ));
@@ -540,14 +652,16 @@ pub fn train(
                 ("found", t.chosen.found as f64),
                 ("false_alarms", t.chosen.false_alarms as f64),
                 ("default_f1", t.defaults.f1()),
+                ("nab_score", t.chosen.nab_score()),
+                ("default_nab_score", t.defaults.nab_score()),
             ] {
                 metrics.values.insert(k.into(), v);
             }
             let trial = |spec: &AnomalySpec, counts: &LabelledAlerts, chosen: bool| Trial {
                 algorithm: Algorithm::SeriesDetector,
                 params: settings_text(spec),
-                metric: "f1".into(),
-                value: counts.f1(),
+                metric: objective.name().into(),
+                value: objective.value(counts),
                 seconds,
                 chosen,
             };
@@ -639,14 +753,13 @@ mod tests {
         ];
         let mut c = LabelledAlerts::default();
         c.add(&alerts, &labels);
-        assert_eq!(
-            c,
-            LabelledAlerts {
-                incidents: 3,
-                found: 2,
-                false_alarms: 1
-            }
-        );
+        assert_eq!((c.incidents, c.found, c.false_alarms), (3, 2, 1), "{c:?}");
+        // NAB's reward: the first incident found at its first row (1), the second at its
+        // last of two (position -1/2), a false alarm one row after it, the third missed.
+        let sig = |x: f64| 2.0 / (1.0 + (5.0 * x).exp()) - 1.0;
+        let reward = 1.0 + sig(-0.5) / sig(-1.0) + 0.11 * sig(1.0) - 1.0;
+        assert!((c.reward - reward).abs() < 1e-12, "{c:?} vs {reward}");
+        assert!((c.nab_score() - 100.0 * (reward + 3.0) / 6.0).abs() < 1e-9);
         assert!((c.precision() - 2.0 / 3.0).abs() < 1e-12);
         assert!((c.recall() - 2.0 / 3.0).abs() < 1e-12);
         assert!((c.f1() - 2.0 / 3.0).abs() < 1e-12);
@@ -676,7 +789,8 @@ mod tests {
     #[test]
     fn labels_choose_settings_that_find_close_incidents() {
         let series = [paired_spikes()];
-        let (tuned, lines) = with_ctx(|ctx| tune(&series, &FixedSettings::default(), ctx));
+        let (tuned, lines) =
+            with_ctx(|ctx| tune(&series, &FixedSettings::default(), Objective::F1, ctx));
         let tuned = tuned.expect("tuned");
         assert_eq!(tuned.defaults.incidents, 8);
         assert!(tuned.defaults.found <= 5, "{:?}", tuned.defaults);
@@ -692,7 +806,7 @@ mod tests {
             cooldown: Some(100),
             ..FixedSettings::default()
         };
-        let (kept, _) = with_ctx(|ctx| tune(&series, &fixed, ctx));
+        let (kept, _) = with_ctx(|ctx| tune(&series, &fixed, Objective::F1, ctx));
         let kept = kept.expect("tuned");
         assert_eq!(kept.spec.cooldown, 100);
         assert_eq!(kept.chosen.found, 4, "{kept:?}");
@@ -814,6 +928,8 @@ mod tests {
         assert!(matches!(e, ModelError::InvalidParameter(_)), "{e}");
         let e = fails(request(&[("cooldown", "2.5")]));
         assert!(matches!(e, ModelError::InvalidParameter(_)), "{e}");
+        let e = fails(request(&[("labels", "incident"), ("objective", "auc")]));
+        assert!(e.to_string().contains("'f1' or 'nab'"), "{e}");
         let e = fails(request(&[("horizon", "3")]));
         assert!(e.to_string().contains("unknown option \"horizon\""), "{e}");
         let e = fails(request(&[("labels", "nope")]));
