@@ -1,5 +1,7 @@
 """Arrow Flight SQL through the ADBC driver and pyarrow.flight."""
 
+import json
+
 import adbc_driver_flightsql.dbapi as flightsql
 import pyarrow as pa
 import pyarrow.flight as fl
@@ -147,3 +149,33 @@ def test_ticket_names_a_plan_that_ddl_invalidates(server):
         client.do_get(bogus).read_all()
     assert "run the statement again" in str(e.value) or "invalid" in str(e.value)
     assert server.alive()
+
+
+def test_adbc_series_detector_from_labels(server):
+    """A series detector trained and used over Flight SQL: the alerting rule is a model, its
+    output an Arrow table with the anomaly columns."""
+    with flightsql.connect(server.flight_uri) as conn:
+        with conn.cursor() as cur:
+            cur.execute(
+                "CREATE OR REPLACE MODEL flight_alerts DETECT ANOMALIES IN latency_ms TIME ts BY host "
+                "WITH (labels = 'incident', cooldown = 12) "
+                "AS SELECT ts, host, latency_ms, CASE WHEN latency_ms > 200 THEN true "
+                "WHEN ts < '2025-01-06' THEN false END AS incident FROM service_metrics"
+            )
+            cur.execute("SELECT * FROM ANOMALY('flight_alerts', TABLE service_metrics)")
+            table = cur.fetch_arrow_table()
+            assert table.schema.names == [
+                "ts", "host", "latency_ms", "expected", "lower", "upper", "score", "novelty", "is_anomaly",
+            ]
+            assert table.schema.field("is_anomaly").type == pa.bool_()
+            cur.execute("SELECT count(*) FROM service_metrics")
+            assert table.num_rows == cur.fetchone()[0]
+            alerts = table.filter(table["is_anomaly"]).select(["host", "latency_ms"]).to_pylist()
+            assert sorted(a["host"] for a in alerts) == ["api-1", "api-2", "db-1"]
+            assert all(a["latency_ms"] > 200 for a in alerts)
+            cur.execute("SELECT algorithm, metrics FROM system.model_versions WHERE name = 'flight_alerts'")
+            algorithm, metrics = cur.fetchone()
+            assert algorithm == "series_detector"
+            assert json.loads(metrics)["found"] == 3
+            with pytest.raises(Exception, match="series detector"):
+                cur.execute("SELECT ANOMALY('flight_alerts', latency_ms) FROM service_metrics")

@@ -382,8 +382,9 @@ pub(crate) async fn create(
             .await?
         }
         TrainJob::Series(req) => {
-            // What detecting holds per point: the values, scores, novelty and bounds of the
-            // series being scored and the scores and novelty kept per candidate window.
+            // What tuning holds per point, about: the sorted values and labels, the scores
+            // and novelty of the novelty window being compared, and `detect`'s working
+            // vectors for the series being scored.
             let extra = |rows: usize, _: usize| rows * 96;
             train_rows(
                 session,
