@@ -679,6 +679,17 @@ async fn labelled_incidents_choose_a_series_detectors_settings() {
     )
     .await;
     assert!(v2[0].get::<_, i64>(0) < 8, "{}", v2[0].get::<_, i64>(0));
+    // RETRAIN MODEL runs the version's definition again: the same settings.
+    c.batch_execute("RETRAIN MODEL spikes")
+        .await
+        .expect("retrain");
+    let v3 = rows(
+        &c,
+        "SELECT version, metrics FROM system.model_versions WHERE name = 'spikes' ORDER BY version",
+    )
+    .await;
+    assert_eq!(v3.len(), 3);
+    assert_eq!(v3[2].get::<_, String>(1), v3[1].get::<_, String>(1));
 
     for (sql, code) in [
         (
