@@ -734,6 +734,8 @@ async fn labelled_incidents_choose_a_series_detectors_settings() {
             "22023",
         ),
         ("SELECT ANOMALY('spikes', v) FROM minutes", "22023"),
+        ("SELECT * FROM PREDICT('spikes', TABLE minutes)", "22023"),
+        ("EXPORT MODEL spikes TO 'spikes.onnx'", "22023"),
         (
             "SELECT * FROM ANOMALY('spikes', (SELECT ts, v FROM minutes))",
             "42703",
