@@ -10,8 +10,9 @@
 //! training time. Version 2 adds the `onnx` estimator (an imported graph: its ports, how
 //! columns feed it, which outputs answer) whose graph is a payload file
 //! ([`ModelArtifact::payload_files`]). Later estimators (`mlp`, `series_detector`: a series
-//! detector's columns and settings) are read by the builds that know them. Readers accept every version up to [`FORMAT_VERSION`];
-//! a newer or unreadable document is reported as a corrupted artifact, never a panic.
+//! detector's columns and settings) are read by the builds that know them. Readers accept
+//! every version up to [`FORMAT_VERSION`]; a newer or unreadable document is reported as a
+//! corrupted artifact, never a panic.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

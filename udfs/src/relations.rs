@@ -223,7 +223,8 @@ impl<'a> NamedArgs<'a> {
     /// `season_length`: an integer in [0, 100000] (0 = detect, 1 = none); 0 when not given.
     fn season_length(&self) -> Result<i64> {
         let season = self.number("season_length")?.unwrap_or(0.0);
-        if !((0.0..=100_000.0).contains(&season) && season.fract() == 0.0) {
+        let max = prognos_models::forecast::stored::MAX_SEASON_LENGTH as f64;
+        if !((0.0..=max).contains(&season) && season.fract() == 0.0) {
             return Err(invalid(format!(
                 "{}: season_length must be a positive integer (0 = detect), got {season}",
                 self.func

@@ -13,6 +13,7 @@ use datafusion::common::{Result, ScalarValue, plan_err};
 use datafusion::logical_expr::function::AccumulatorArgs;
 use datafusion::physical_expr::expressions::Literal;
 use prognos_models::ModelError;
+use prognos_models::forecast::stored::MAX_SEASON_LENGTH;
 use prognos_models::forecast::time::{times_as_i64, unit_nanos};
 
 use crate::models::{external, f64_list, list_scalar};
@@ -47,11 +48,11 @@ pub(crate) fn season_length_arg(args: &AccumulatorArgs, i: usize) -> Result<Opti
         return Ok(None);
     }
     match literal_arg(args, i) {
-        Some(v) => match whole_number(&v, 0..=100_000) {
+        Some(v) => match whole_number(&v, 0..=MAX_SEASON_LENGTH as i64) {
             Some(0) => Ok(None),
             Some(s) => Ok(Some(s as usize)),
             None => Err(external(ModelError::InvalidParameter(format!(
-                "season_length must be an integer in [1, 100000] (0 = detect), got {v}"
+                "season_length must be an integer in [1, {MAX_SEASON_LENGTH}] (0 = detect), got {v}"
             )))),
         },
         None => plan_err!("season_length must be a constant"),

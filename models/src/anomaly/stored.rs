@@ -27,6 +27,7 @@ use super::{AnomalySpec, SeasonPhases, alert_onsets, detect, season_phases};
 use crate::Task;
 use crate::error::{ModelError, ModelResult};
 use crate::features::FeatureSet;
+use crate::forecast::stored::MAX_SEASON_LENGTH;
 use crate::forecast::time::{times_as_i64, unit_nanos};
 use crate::metrics::Metrics;
 use crate::model::{Algorithm, Estimator, FORMAT_VERSION, ModelArtifact, Trial};
@@ -36,8 +37,6 @@ use crate::train::{TrainContext, column_position as position, num};
 pub const MAX_COOLDOWN: usize = 1_000_000;
 /// Largest `novelty_window` (points).
 pub const MAX_NOVELTY_WINDOW: usize = 1_000;
-/// Largest `season_length` (points).
-pub const MAX_SEASON_LENGTH: usize = 100_000;
 
 /// `WITH (...)` keys a series detector reads.
 const OPTIONS: &[&str] = &[
@@ -81,11 +80,6 @@ impl SeriesDetector {
             cooldown: self.cooldown,
             ..AnomalySpec::default()
         }
-    }
-
-    /// The settings as `key=value` text.
-    pub fn settings(&self) -> String {
-        settings_text(&self.spec())
     }
 
     /// Its settings as `key value` lines (`season_length auto` when the timestamps choose).
@@ -518,6 +512,12 @@ pub fn train(
         )));
     }
     let fixed = fixed_settings(&req.options)?;
+    let objective = req
+        .options
+        .get("objective")
+        .map(|o| Objective::parse(o))
+        .transpose()?
+        .unwrap_or_default();
     let season_length = whole(&req.options, "season_length", 0..=MAX_SEASON_LENGTH)?.unwrap_or(0);
     let time = position(names, &req.time, "time")?;
     let value = position(names, &req.value, "value")?;
@@ -540,11 +540,12 @@ pub fn train(
             req.value
         )));
     }
-    let labels = match req.options.get("labels") {
+    // The labels column's name and its labels.
+    let labelled = match req.options.get("labels") {
         None => None,
         Some(l) => {
             let i = position(names, l, "labels")?;
-            Some(crate::labelled::read_labels(&columns[i], l)?)
+            Some((l, crate::labelled::read_labels(&columns[i], l)?))
         }
     };
     let times = times_as_i64(&columns[time])?;
@@ -592,7 +593,7 @@ pub fn train(
                 seasons: season_phases(&sorted, nanos, season),
                 labels: order
                     .iter()
-                    .map(|&i| labels.as_ref().and_then(|l| l[rows[i]]))
+                    .map(|&i| labelled.as_ref().and_then(|(_, l)| l[rows[i]]))
                     .collect(),
             }
         })
@@ -600,7 +601,7 @@ pub fn train(
     (ctx.progress)(format!(
         "{} series, {points} point(s){}",
         series.len(),
-        if labels.is_some() {
+        if labelled.is_some() {
             "; choosing the settings on the labels"
         } else {
             ""
@@ -608,8 +609,8 @@ pub fn train(
     ));
     let mut metrics = Metrics::default();
     let mut trials = vec![];
-    let spec = match (&labels, req.options.get("labels")) {
-        (Some(labels), Some(name)) => {
+    let spec = match &labelled {
+        Some((name, labels)) => {
             let anomalies = labels.iter().filter(|l| **l == Some(true)).count();
             let normal = labels.iter().filter(|l| **l == Some(false)).count();
             if anomalies == 0 || normal == 0 {
@@ -619,12 +620,6 @@ pub fn train(
                      anomalies and {normal} normal rows"
                 )));
             }
-            let objective = req
-                .options
-                .get("objective")
-                .map(|o| Objective::parse(o))
-                .transpose()?
-                .unwrap_or_default();
             let t = tune(&series, &fixed, objective, ctx)?;
             let seconds = started.elapsed().as_secs_f64();
             (ctx.progress)(format!(
@@ -671,7 +666,7 @@ pub fn train(
             trials.push(trial(&t.spec, &t.chosen, true));
             t.spec
         }
-        _ => fixed.spec(),
+        None => fixed.spec(),
     };
     // Alerts the chosen settings raise on the training data.
     let mut alerts = 0usize;
@@ -929,6 +924,9 @@ mod tests {
         let e = fails(request(&[("cooldown", "2.5")]));
         assert!(matches!(e, ModelError::InvalidParameter(_)), "{e}");
         let e = fails(request(&[("labels", "incident"), ("objective", "auc")]));
+        assert!(e.to_string().contains("'f1' or 'nab'"), "{e}");
+        // Checked with the other options, labels or not.
+        let e = fails(request(&[("objective", "auc")]));
         assert!(e.to_string().contains("'f1' or 'nab'"), "{e}");
         let e = fails(request(&[("horizon", "3")]));
         assert!(e.to_string().contains("unknown option \"horizon\""), "{e}");

@@ -52,6 +52,8 @@ type SeriesRows = Vec<(i64, Option<f64>)>;
 
 /// Largest horizon a forecast may ask for.
 pub const MAX_HORIZON: usize = 100_000;
+/// Largest `season_length` (points) a forecast or an anomaly detector takes.
+pub const MAX_SEASON_LENGTH: usize = 100_000;
 /// Default horizon of a stored model.
 pub const DEFAULT_HORIZON: usize = 10;
 /// Default interval level (percent).
@@ -137,10 +139,12 @@ impl ForecastRequest {
         check_level(level)?;
         let season_length = match num(options, "season_length")? {
             None => None,
-            Some(s) if (1.0..=100_000.0).contains(&s) && s.fract() == 0.0 => Some(s as usize),
+            Some(s) if (1.0..=MAX_SEASON_LENGTH as f64).contains(&s) && s.fract() == 0.0 => {
+                Some(s as usize)
+            }
             Some(s) => {
                 return Err(ModelError::InvalidParameter(format!(
-                    "season_length must be an integer in [1, 100000], got {s}"
+                    "season_length must be an integer in [1, {MAX_SEASON_LENGTH}], got {s}"
                 )));
             }
         };
