@@ -740,8 +740,23 @@ async fn labelled_incidents_choose_a_series_detectors_settings() {
             "SELECT * FROM ANOMALY('spikes', (SELECT ts, v FROM minutes))",
             "42703",
         ),
+        // The objective is checked with the other options, labels or not.
+        (
+            "CREATE MODEL bad DETECT ANOMALIES IN v TIME ts WITH (objective = 'auc') \
+             AS SELECT ts, v FROM minutes",
+            "22023",
+        ),
     ] {
         let e = c.query(sql, &[]).await.expect_err(sql);
         assert_eq!(sqlstate(&e), code, "{sql}: {e}");
     }
+    // The same connection goes on serving, and no failed statement left a model behind.
+    let after = rows(
+        &c,
+        "SELECT count(*) FROM ANOMALY('spikes', TABLE minutes) WHERE host = 'a'",
+    )
+    .await;
+    assert_eq!(after[0].get::<_, i64>(0), 4000);
+    let bad = rows(&c, "SELECT count(*) FROM system.models WHERE name = 'bad'").await;
+    assert_eq!(bad[0].get::<_, i64>(0), 0);
 }
